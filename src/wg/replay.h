@@ -8,15 +8,14 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "wg/messages.h" /* WG_REJECT_AFTER_MESSAGES */
+
 #define WG_REPLAY_BITS_TOTAL 8192u
 #define WG_REPLAY_WORD_BITS 64u
 #define WG_REPLAY_WORDS (WG_REPLAY_BITS_TOTAL / WG_REPLAY_WORD_BITS)
 /* One word of the ring is recycled while sliding: a counter up to
  * WG_REPLAY_WINDOW below the highest one seen is still accepted. */
 #define WG_REPLAY_WINDOW (WG_REPLAY_BITS_TOTAL - WG_REPLAY_WORD_BITS)
-
-/* Whitepaper section 5.4.6: REJECT-AFTER-MESSAGES = 2^64 - 2^13 - 1. */
-#define WG_REJECT_AFTER_MESSAGES (UINT64_MAX - (UINT64_C(1) << 13))
 
 struct wg_replay {
 	/* Highest counter accepted so far, plus one; 0 = nothing accepted yet. */
