@@ -92,4 +92,20 @@ struct wg_crypto_choice {
 };
 void wg_crypto_get_choice(struct wg_crypto_choice *out);
 
+/* The alternative implementations behind the choices above, for the tests
+ * (both must pass the vectors) and the benchmark (which re-measures them).
+ * Not for other callers. */
+bool wg_crypto__x25519_sodium(uint8_t out[WG_KEY_LEN], const uint8_t sk[WG_KEY_LEN], const uint8_t pk[WG_KEY_LEN]);
+bool wg_crypto__x25519_openssl(uint8_t out[WG_KEY_LEN], const uint8_t sk[WG_KEY_LEN], const uint8_t pk[WG_KEY_LEN]);
+bool wg_crypto__x25519_base_sodium(uint8_t pub[WG_KEY_LEN], const uint8_t sk[WG_KEY_LEN]);
+bool wg_crypto__x25519_base_openssl(uint8_t pub[WG_KEY_LEN], const uint8_t sk[WG_KEY_LEN]);
+void wg_crypto__aead_encrypt_sodium(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
+				    size_t ad_len, uint64_t counter, const uint8_t key[WG_KEY_LEN]);
+bool wg_crypto__aead_decrypt_sodium(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
+				    size_t ad_len, uint64_t counter, const uint8_t key[WG_KEY_LEN]);
+void wg_crypto__aead_encrypt_openssl(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
+				     size_t ad_len, uint64_t counter, const uint8_t key[WG_KEY_LEN]);
+bool wg_crypto__aead_decrypt_openssl(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
+				     size_t ad_len, uint64_t counter, const uint8_t key[WG_KEY_LEN]);
+
 #endif
