@@ -1,0 +1,30 @@
+/* `wgmitm run`: the endpoint. One libuv loop drives the UDP sockets, the
+ * WireGuard device, lwIP and state reloads. */
+#ifndef WGMITM_DAEMON_H
+#define WGMITM_DAEMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define DAEMON_MAX_LISTEN 8
+
+struct daemon_options {
+	const char *home;
+	struct sockaddr_storage listen[DAEMON_MAX_LISTEN];
+	size_t nlisten;               /* 0 = 0.0.0.0 and [::] on the state's port */
+	const char *endpoint;         /* overrides endpoint detection in printed configs */
+	uint64_t stats_interval_ms;   /* 0 = only on SIGUSR1 */
+	/* Debug: shortened WireGuard timers, in seconds (0 = the whitepaper's). */
+	unsigned rekey_after_time_s;
+	unsigned reject_after_time_s;
+	unsigned keepalive_timeout_s;
+	unsigned rekey_timeout_s;
+	int under_load_threshold;     /* handshakes per second; -1 = default */
+};
+
+/* Runs until SIGINT/SIGTERM. Returns the process exit status. */
+int daemon_run(const struct daemon_options *opts);
+
+#endif

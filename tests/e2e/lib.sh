@@ -1,0 +1,156 @@
+# Shared helpers for end-to-end tests. Source it; it sets up cleanup.
+#
+# Every test builds its own namespaces (names carry the test's PID), sends
+# traffic only between them, and removes them on exit, even on failure.
+
+set -euo pipefail
+
+E2E_NAME=$(basename "${BASH_SOURCE[1]}" .sh)
+WGMITM=${WGMITM:-${WGMITM_BUILD_DIR:-build}/wgmitm}
+E2E_ID=$$
+E2E_TMP=$(mktemp -d "/tmp/wgmitm-e2e-$E2E_NAME.XXXXXX")
+E2E_NETNS=()
+E2E_PIDS=()
+
+say() { printf '[%s] %s\n' "$E2E_NAME" "$*"; }
+fail() {
+  printf '[%s] FAIL: %s\n' "$E2E_NAME" "$*" >&2
+  if [ -f "$E2E_TMP/wgmitm.log" ]; then
+    echo "--- wgmitm log (last 60 lines) ---" >&2
+    tail -n 60 "$E2E_TMP/wgmitm.log" >&2
+  fi
+  exit 1
+}
+
+# Root is needed for namespaces; skip (77) without it, except under CI.
+require_root() {
+  local missing=()
+  for tool in ip wg wireguard-go ping; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+  done
+  if [ "$(id -u)" -ne 0 ] || [ ${#missing[@]} -gt 0 ]; then
+    local why="needs root"
+    [ ${#missing[@]} -gt 0 ] && why="needs ${missing[*]}"
+    if [ "${CI:-}" = "true" ]; then
+      echo "[$E2E_NAME] FAIL: end-to-end test $why, and CI=true forbids skipping" >&2
+      exit 1
+    fi
+    echo "[$E2E_NAME] SKIP: end-to-end test $why (run scripts/test as root)"
+    exit 77
+  fi
+  [ -x "$WGMITM" ] || fail "wgmitm binary not found at $WGMITM"
+}
+
+cleanup() {
+  local rc=$?
+  set +e
+  for pid in "${E2E_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+  sleep 0.2
+  for pid in "${E2E_PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+  for ns in "${E2E_NETNS[@]}"; do
+    # wireguard-go leaves its UAPI socket behind when killed.
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null
+    ip netns del "$ns" 2>/dev/null
+  done
+  if [ $rc -eq 0 ] || [ -z "${E2E_KEEP:-}" ]; then rm -rf "$E2E_TMP"; fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+netns_add() {
+  local ns="$1-$E2E_ID"
+  ip netns add "$ns"
+  E2E_NETNS+=("$ns")
+  ip -n "$ns" link set lo up
+  echo "$ns"
+}
+
+# veth_pair NS_A ADDR_A NS_B ADDR_B [ADDR6_A ADDR6_B]: a link between two namespaces.
+veth_pair() {
+  local a=$1 aaddr=$2 b=$3 baddr=$4 a6=${5:-} b6=${6:-}
+  local ia="va$E2E_ID$RANDOM" ib="vb$E2E_ID$RANDOM"
+  ia=${ia:0:15}; ib=${ib:0:15}
+  ip link add "$ia" netns "$a" type veth peer name "$ib" netns "$b"
+  ip -n "$a" addr add "$aaddr" dev "$ia"
+  ip -n "$b" addr add "$baddr" dev "$ib"
+  if [ -n "$a6" ]; then
+    ip -n "$a" addr add "$a6" dev "$ia" nodad
+    ip -n "$b" addr add "$b6" dev "$ib" nodad
+  fi
+  ip -n "$a" link set "$ia" up
+  ip -n "$b" link set "$ib" up
+  echo "$ia $ib"
+}
+
+# start_wgmitm NS HOME [run options...]: starts the endpoint, waits until it listens.
+start_wgmitm() {
+  local ns=$1 home=$2; shift 2
+  ip netns exec "$ns" env WGMITM_HOME="$home" "$WGMITM" -v run "$@" \
+    >>"$E2E_TMP/wgmitm.log" 2>&1 &
+  WGMITM_PID=$!
+  E2E_PIDS+=("$WGMITM_PID")
+  for _ in $(seq 1 100); do
+    grep -q "listening on UDP" "$E2E_TMP/wgmitm.log" 2>/dev/null && return 0
+    kill -0 "$WGMITM_PID" 2>/dev/null || fail "wgmitm exited at start"
+    sleep 0.05
+  done
+  fail "wgmitm did not start listening"
+}
+
+# wg_client NS IFNAME CONFIG_FILE: a wireguard-go client configured from a
+# wg-quick config (the file wgmitm wrote): keys through `wg setconf`, the
+# interface addresses, MTU and default routes by hand (what wg-quick does).
+wg_client() {
+  local ns=$1 ifname=$2 conf=$3
+  ip netns exec "$ns" env WG_PROCESS_FOREGROUND=1 LOG_LEVEL=error wireguard-go "$ifname" \
+    >>"$E2E_TMP/wireguard-go-$ifname.log" 2>&1 &
+  E2E_PIDS+=("$!")
+  for _ in $(seq 1 100); do
+    ip -n "$ns" link show "$ifname" >/dev/null 2>&1 && break
+    sleep 0.05
+  done
+  ip -n "$ns" link show "$ifname" >/dev/null 2>&1 || fail "wireguard-go did not create $ifname"
+  # wg-quick strip removes Address/DNS/MTU; it wants a NAME.conf file.
+  local copy="$E2E_TMP/$ifname.conf"
+  cp "$conf" "$copy"
+  wg-quick strip "$copy" >"$E2E_TMP/$ifname.setconf"
+  ip netns exec "$ns" wg setconf "$ifname" "$E2E_TMP/$ifname.setconf" ||
+    fail "wg setconf rejected the config"
+  local addrs mtu
+  addrs=$(sed -n 's/^Address *= *//p' "$conf" | tr ',' ' ')
+  mtu=$(sed -n 's/^MTU *= *//p' "$conf")
+  for a in $addrs; do ip -n "$ns" addr add "$a" dev "$ifname"; done
+  ip -n "$ns" link set "$ifname" mtu "${mtu:-1420}" up
+}
+
+# route_via NS IFNAME CIDR...: send these destinations into the tunnel.
+route_via() {
+  local ns=$1 ifname=$2; shift 2
+  for cidr in "$@"; do
+    if [[ "$cidr" == *:* ]]; then ip -n "$ns" -6 route add "$cidr" dev "$ifname"
+    else ip -n "$ns" route add "$cidr" dev "$ifname"; fi
+  done
+}
+
+# conf_value FILE KEY: a value of a wg-quick config.
+conf_value() { sed -n "s/^$2 *= *//p" "$1" | head -n 1; }
+
+# wait_for SECONDS CMD...: retries a command until it succeeds.
+wait_for() {
+  local secs=$1; shift
+  local end=$((SECONDS + secs))
+  while ! "$@" >/dev/null 2>&1; do
+    [ $SECONDS -ge $end ] && return 1
+    sleep 0.1
+  done
+}
+
+# wgmitm_stats: asks the endpoint for its counters (SIGUSR1) and prints the new lines.
+wgmitm_stats() {
+  local before
+  before=$(wc -l <"$E2E_TMP/wgmitm.log")
+  kill -USR1 "$WGMITM_PID"
+  sleep 0.3
+  tail -n +"$((before + 1))" "$E2E_TMP/wgmitm.log"
+}
