@@ -52,14 +52,16 @@ void wg_cookie_checker_wipe(struct wg_cookie_checker *c);
 /* Checks mac1 of an initiation or response (msg, len: the whole datagram,
  * len must be WG_MSG_INITIATION_LEN or WG_MSG_RESPONSE_LEN, else INVALID),
  * and mac2 only if check_mac2 (i.e. when under load): mac2 must be the MAC
- * of the cookie for src under the current secret. Rotates an expired secret
- * (which is why c is not const). Constant-time comparisons. */
-enum wg_cookie_mac_state wg_cookie_validate(struct wg_cookie_checker *c, const uint8_t *msg, size_t len,
+ * of the cookie for src under the current secret, which must be younger
+ * than WG_COOKIE_REFRESH_TIME_NS (the secret rotates only when a reply is
+ * created). No Diffie-Hellman, constant-time comparisons. */
+enum wg_cookie_mac_state wg_cookie_validate(const struct wg_cookie_checker *c, const uint8_t *msg, size_t len,
 					    const struct wg_endpoint *src, bool check_mac2,
 					    uint64_t now_ns) WG_WARN_UNUSED;
 
 /* Builds the cookie reply to an initiation or response from src: receiver
  * index = the message's sender index, random nonce, AD = the message's mac1.
+ * Rotates the secret first if it is older than WG_COOKIE_REFRESH_TIME_NS.
  * false if len is not an initiation/response length or src is unset. */
 bool wg_cookie_create_reply(struct wg_cookie_checker *c, struct wg_msg_cookie_reply *out,
 			    const uint8_t *msg, size_t len, const struct wg_endpoint *src,
