@@ -131,8 +131,8 @@ int qr_code_write_terminal(const struct qr_code *c, FILE *f, enum qr_term_style 
 		for (int x = 0; x < size; x++) {
 			int mx = x - (int)quiet, my = y - (int)quiet;
 			bool top = qr_code_dark(c, mx, my) != invert;
-			/* Below the last row lies the background, drawn light. */
-			bool bottom = y + 1 < size ? qr_code_dark(c, mx, my + 1) != invert : false;
+			/* Below the last row lies more quiet zone: light. */
+			bool bottom = y + 1 < size ? qr_code_dark(c, mx, my + 1) != invert : invert;
 			fputs(cells[top | bottom << 1], f);
 		}
 		fputs(style == QR_TERM_ANSI ? "\033[0m\n" : "\n", f);
