@@ -228,13 +228,27 @@ static void counter_nonce(uint8_t nonce[WG_AEAD_NONCE_LEN], uint64_t counter)
 	wg_store_le64(nonce + 4, counter);
 }
 
+void wg_crypto__aead_encrypt_nonce_sodium(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
+					  size_t ad_len, const uint8_t nonce[WG_AEAD_NONCE_LEN], const uint8_t key[WG_KEY_LEN])
+{
+	crypto_aead_chacha20poly1305_ietf_encrypt(dst, NULL, src, len, ad, ad_len, NULL, nonce, key);
+}
+
+bool wg_crypto__aead_decrypt_nonce_sodium(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
+					  size_t ad_len, const uint8_t nonce[WG_AEAD_NONCE_LEN], const uint8_t key[WG_KEY_LEN])
+{
+	if (len < WG_TAG_LEN)
+		return false;
+	return crypto_aead_chacha20poly1305_ietf_decrypt(dst, NULL, NULL, src, len, ad, ad_len, nonce, key) == 0;
+}
+
 void wg_crypto__aead_encrypt_sodium(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
 				    size_t ad_len, uint64_t counter, const uint8_t key[WG_KEY_LEN])
 {
 	uint8_t nonce[WG_AEAD_NONCE_LEN];
 
 	counter_nonce(nonce, counter);
-	crypto_aead_chacha20poly1305_ietf_encrypt(dst, NULL, src, len, ad, ad_len, NULL, nonce, key);
+	wg_crypto__aead_encrypt_nonce_sodium(dst, src, len, ad, ad_len, nonce, key);
 }
 
 bool wg_crypto__aead_decrypt_sodium(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
@@ -242,10 +256,8 @@ bool wg_crypto__aead_decrypt_sodium(uint8_t *dst, const uint8_t *src, size_t len
 {
 	uint8_t nonce[WG_AEAD_NONCE_LEN];
 
-	if (len < WG_TAG_LEN)
-		return false;
 	counter_nonce(nonce, counter);
-	return crypto_aead_chacha20poly1305_ietf_decrypt(dst, NULL, NULL, src, len, ad, ad_len, nonce, key) == 0;
+	return wg_crypto__aead_decrypt_nonce_sodium(dst, src, len, ad, ad_len, nonce, key);
 }
 
 /* EVP_CipherUpdate takes an int length. */
@@ -266,14 +278,12 @@ static bool evp_update(EVP_CIPHER_CTX *ctx, uint8_t *out, const uint8_t *in, siz
 	return true;
 }
 
-void wg_crypto__aead_encrypt_openssl(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
-				     size_t ad_len, uint64_t counter, const uint8_t key[WG_KEY_LEN])
+void wg_crypto__aead_encrypt_nonce_openssl(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
+					   size_t ad_len, const uint8_t nonce[WG_AEAD_NONCE_LEN], const uint8_t key[WG_KEY_LEN])
 {
 	EVP_CIPHER_CTX *ctx = tls_get()->aead;
-	uint8_t nonce[WG_AEAD_NONCE_LEN];
 	int outl;
 
-	counter_nonce(nonce, counter);
 	/* The context keeps its cipher; only key and nonce are set per call. */
 	if (!EVP_CipherInit_ex2(ctx, NULL, key, nonce, 1, NULL) ||
 	    (ad_len > 0 && !evp_update(ctx, NULL, ad, ad_len)) || !evp_update(ctx, dst, src, len) ||
@@ -282,21 +292,18 @@ void wg_crypto__aead_encrypt_openssl(uint8_t *dst, const uint8_t *src, size_t le
 		abort(); /* cannot fail with a valid context; never emit unauthenticated data */
 }
 
-bool wg_crypto__aead_decrypt_openssl(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
-				     size_t ad_len, uint64_t counter, const uint8_t key[WG_KEY_LEN])
+bool wg_crypto__aead_decrypt_nonce_openssl(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
+					   size_t ad_len, const uint8_t nonce[WG_AEAD_NONCE_LEN], const uint8_t key[WG_KEY_LEN])
 {
 	EVP_CIPHER_CTX *ctx = tls_get()->aead;
-	uint8_t nonce[WG_AEAD_NONCE_LEN];
 	uint8_t tag[WG_TAG_LEN];
 	int outl;
 
 	if (len < WG_TAG_LEN)
 		return false;
 	len -= WG_TAG_LEN;
-	/* Copy the tag first: in-place decryption overwrites nothing past len,
-	 * but the tag must be set before Final anyway. */
+	/* Keep the tag aside: in place, dst overlaps src. */
 	memcpy(tag, src + len, WG_TAG_LEN);
-	counter_nonce(nonce, counter);
 	if (!EVP_CipherInit_ex2(ctx, NULL, key, nonce, 0, NULL))
 		return false;
 	if (ad_len > 0 && !evp_update(ctx, NULL, ad, ad_len))
@@ -306,6 +313,24 @@ bool wg_crypto__aead_decrypt_openssl(uint8_t *dst, const uint8_t *src, size_t le
 	if (!EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, WG_TAG_LEN, tag))
 		return false;
 	return EVP_CipherFinal_ex(ctx, dst + len, &outl) > 0;
+}
+
+void wg_crypto__aead_encrypt_openssl(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
+				     size_t ad_len, uint64_t counter, const uint8_t key[WG_KEY_LEN])
+{
+	uint8_t nonce[WG_AEAD_NONCE_LEN];
+
+	counter_nonce(nonce, counter);
+	wg_crypto__aead_encrypt_nonce_openssl(dst, src, len, ad, ad_len, nonce, key);
+}
+
+bool wg_crypto__aead_decrypt_openssl(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
+				     size_t ad_len, uint64_t counter, const uint8_t key[WG_KEY_LEN])
+{
+	uint8_t nonce[WG_AEAD_NONCE_LEN];
+
+	counter_nonce(nonce, counter);
+	return wg_crypto__aead_decrypt_nonce_openssl(dst, src, len, ad, ad_len, nonce, key);
 }
 
 void wg_aead_encrypt(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad, size_t ad_len,
@@ -364,30 +389,31 @@ void wg_mac(uint8_t out[WG_MAC_LEN], const uint8_t *key, size_t key_len, const u
 		abort();
 }
 
-void wg_hmac(uint8_t out[WG_HASH_LEN], const uint8_t key[WG_HASH_LEN], const uint8_t *in, size_t len)
+void wg_hmac(uint8_t out[WG_HASH_LEN], const uint8_t *key, size_t key_len, const uint8_t *in, size_t len)
 {
 	EVP_MAC_CTX *ctx = tls_get()->hmac;
 	size_t outl;
 
-	if (!EVP_MAC_init(ctx, key, WG_HASH_LEN, NULL) || !EVP_MAC_update(ctx, in, len) ||
+	/* A new key every call: EVP_MAC_init with a NULL key would reuse the last. */
+	if (!EVP_MAC_init(ctx, key, key_len, NULL) || !EVP_MAC_update(ctx, in, len) ||
 	    !EVP_MAC_final(ctx, out, &outl, WG_HASH_LEN))
 		abort();
 }
 
 /* KDF_n (whitepaper 5.4 / HKDF with HMAC-BLAKE2s): T0 = HMAC(key, in),
  * T1 = HMAC(T0, 0x1), Ti = HMAC(T0, Ti-1 || i). */
-static void kdf(uint8_t *outs[3], int n, const uint8_t key[WG_HASH_LEN], const uint8_t *in, size_t len)
+void wg_crypto__kdf(uint8_t *outs[3], int n, const uint8_t *key, size_t key_len, const uint8_t *in, size_t len)
 {
 	uint8_t t0[WG_HASH_LEN];
 	uint8_t prev[WG_HASH_LEN + 1];
 
-	wg_hmac(t0, key, in, len);
+	wg_hmac(t0, key, key_len, in, len);
 	prev[0] = 1;
-	wg_hmac(prev, t0, prev, 1);
+	wg_hmac(prev, t0, WG_HASH_LEN, prev, 1);
 	memcpy(outs[0], prev, WG_HASH_LEN);
 	for (int i = 1; i < n; i++) {
 		prev[WG_HASH_LEN] = (uint8_t)(i + 1);
-		wg_hmac(prev, t0, prev, WG_HASH_LEN + 1);
+		wg_hmac(prev, t0, WG_HASH_LEN, prev, WG_HASH_LEN + 1);
 		memcpy(outs[i], prev, WG_HASH_LEN);
 	}
 	sodium_memzero(t0, sizeof(t0));
@@ -398,7 +424,7 @@ void wg_kdf1(uint8_t t1[WG_HASH_LEN], const uint8_t key[WG_HASH_LEN], const uint
 {
 	uint8_t *outs[3] = { t1, NULL, NULL };
 
-	kdf(outs, 1, key, in, len);
+	wg_crypto__kdf(outs, 1, key, WG_HASH_LEN, in, len);
 }
 
 void wg_kdf2(uint8_t t1[WG_HASH_LEN], uint8_t t2[WG_HASH_LEN], const uint8_t key[WG_HASH_LEN],
@@ -406,7 +432,7 @@ void wg_kdf2(uint8_t t1[WG_HASH_LEN], uint8_t t2[WG_HASH_LEN], const uint8_t key
 {
 	uint8_t *outs[3] = { t1, t2, NULL };
 
-	kdf(outs, 2, key, in, len);
+	wg_crypto__kdf(outs, 2, key, WG_HASH_LEN, in, len);
 }
 
 void wg_kdf3(uint8_t t1[WG_HASH_LEN], uint8_t t2[WG_HASH_LEN], uint8_t t3[WG_HASH_LEN],
@@ -414,7 +440,7 @@ void wg_kdf3(uint8_t t1[WG_HASH_LEN], uint8_t t2[WG_HASH_LEN], uint8_t t3[WG_HAS
 {
 	uint8_t *outs[3] = { t1, t2, t3 };
 
-	kdf(outs, 3, key, in, len);
+	wg_crypto__kdf(outs, 3, key, WG_HASH_LEN, in, len);
 }
 
 void wg_crypto_get_choice(struct wg_crypto_choice *out)

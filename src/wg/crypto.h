@@ -70,8 +70,8 @@ void wg_hash(uint8_t out[WG_HASH_LEN], const uint8_t *a, size_t a_len, const uin
  * 1 <= key_len <= 32. */
 void wg_mac(uint8_t out[WG_MAC_LEN], const uint8_t *key, size_t key_len, const uint8_t *in, size_t len);
 
-/* HMAC-BLAKE2s-256 with a 32-byte key. */
-void wg_hmac(uint8_t out[WG_HASH_LEN], const uint8_t key[WG_HASH_LEN], const uint8_t *in, size_t len);
+/* HMAC-BLAKE2s-256 (block size 64); key_len <= 64, key non-NULL. */
+void wg_hmac(uint8_t out[WG_HASH_LEN], const uint8_t *key, size_t key_len, const uint8_t *in, size_t len);
 
 /* The WireGuard KDF_n(key, input) (whitepaper 5.4): T0 = HMAC(key, input),
  * T1 = HMAC(T0, 0x1), Ti = HMAC(T0, Ti-1 || i). Outputs may alias key. */
@@ -107,5 +107,16 @@ void wg_crypto__aead_encrypt_openssl(uint8_t *dst, const uint8_t *src, size_t le
 				     size_t ad_len, uint64_t counter, const uint8_t key[WG_KEY_LEN]);
 bool wg_crypto__aead_decrypt_openssl(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
 				     size_t ad_len, uint64_t counter, const uint8_t key[WG_KEY_LEN]);
+/* The same with an arbitrary 12-byte nonce (for the RFC 8439 vectors). */
+void wg_crypto__aead_encrypt_nonce_sodium(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
+					  size_t ad_len, const uint8_t nonce[WG_AEAD_NONCE_LEN], const uint8_t key[WG_KEY_LEN]);
+bool wg_crypto__aead_decrypt_nonce_sodium(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
+					  size_t ad_len, const uint8_t nonce[WG_AEAD_NONCE_LEN], const uint8_t key[WG_KEY_LEN]);
+void wg_crypto__aead_encrypt_nonce_openssl(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
+					   size_t ad_len, const uint8_t nonce[WG_AEAD_NONCE_LEN], const uint8_t key[WG_KEY_LEN]);
+bool wg_crypto__aead_decrypt_nonce_openssl(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
+					   size_t ad_len, const uint8_t nonce[WG_AEAD_NONCE_LEN], const uint8_t key[WG_KEY_LEN]);
+/* KDF_n with a key of any length (wireguard-go's vectors use short keys). */
+void wg_crypto__kdf(uint8_t *outs[3], int n, const uint8_t *key, size_t key_len, const uint8_t *in, size_t len);
 
 #endif
