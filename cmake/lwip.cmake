@@ -1,0 +1,81 @@
+# lwIP 2.1.3 core, built from Debian's `lwip` source package (fetched into
+# WGMITM_LWIP_DIR by scripts/fetch-lwip) with the project's own lwipopts.h
+# and arch/cc.h from src/netstack. Only the raw-API core: no sockets, no
+# netconn, no PPP, no OS port (NO_SYS=1 on the libuv loop thread).
+#
+# Include once; defines the static library target `lwip`.
+
+if(TARGET lwip)
+  return()
+endif()
+
+if(NOT EXISTS "${WGMITM_LWIP_DIR}/src/core/tcp.c")
+  message(FATAL_ERROR
+    "lwIP sources not found in WGMITM_LWIP_DIR=${WGMITM_LWIP_DIR}.\n"
+    "Run scripts/fetch-lwip (fetches Debian's lwip 2.1.3 source package into "
+    "third_party/lwip), or pass -DWGMITM_LWIP_DIR=/path/to/lwip-2.1.3.")
+endif()
+
+file(STRINGS "${WGMITM_LWIP_DIR}/src/include/lwip/init.h" _lwip_ver
+     REGEX "^#define LWIP_VERSION_(MAJOR|MINOR|REVISION)[ \t]")
+string(REGEX REPLACE ".*MAJOR[ \t]+([0-9]+).*MINOR[ \t]+([0-9]+).*REVISION[ \t]+([0-9]+).*"
+       "\\1.\\2.\\3" _lwip_ver "${_lwip_ver}")
+if(NOT _lwip_ver STREQUAL "2.1.3")
+  message(WARNING "lwIP in ${WGMITM_LWIP_DIR} is ${_lwip_ver}; lwipopts.h is tuned for 2.1.3")
+endif()
+
+set(_lwip_src "${WGMITM_LWIP_DIR}/src")
+set(LWIP_CORE_SOURCES
+  ${_lwip_src}/core/def.c
+  ${_lwip_src}/core/inet_chksum.c
+  ${_lwip_src}/core/init.c
+  ${_lwip_src}/core/ip.c
+  ${_lwip_src}/core/mem.c
+  ${_lwip_src}/core/memp.c
+  ${_lwip_src}/core/netif.c
+  ${_lwip_src}/core/pbuf.c
+  ${_lwip_src}/core/raw.c
+  ${_lwip_src}/core/stats.c
+  ${_lwip_src}/core/sys.c
+  ${_lwip_src}/core/tcp.c
+  ${_lwip_src}/core/tcp_in.c
+  ${_lwip_src}/core/tcp_out.c
+  ${_lwip_src}/core/timeouts.c
+  ${_lwip_src}/core/udp.c
+  ${_lwip_src}/core/ipv4/icmp.c
+  ${_lwip_src}/core/ipv4/ip4.c
+  ${_lwip_src}/core/ipv4/ip4_addr.c
+  ${_lwip_src}/core/ipv4/ip4_frag.c
+  ${_lwip_src}/core/ipv6/icmp6.c
+  ${_lwip_src}/core/ipv6/inet6.c
+  ${_lwip_src}/core/ipv6/ip6.c
+  ${_lwip_src}/core/ipv6/ip6_addr.c
+  ${_lwip_src}/core/ipv6/ip6_frag.c
+  ${_lwip_src}/core/ipv6/mld6.c
+  ${_lwip_src}/core/ipv6/nd6.c
+)
+# Left out: altcp*, dns.c, dhcp.c, autoip.c, igmp.c, etharp.c, dhcp6.c,
+# ethip6.c (all disabled in lwipopts.h; the files would compile to nothing).
+
+add_library(lwip STATIC ${LWIP_CORE_SOURCES})
+# lwipopts.h and arch/cc.h live in src/netstack; users of the netstack see
+# neither (netstack.h includes no lwIP header), so these stay PRIVATE except
+# for the netstack library itself, which adds them again.
+target_include_directories(lwip
+  PUBLIC ${_lwip_src}/include ${CMAKE_SOURCE_DIR}/src/netstack)
+# Not our code: its warnings must not fail a -Werror build, so silence them
+# for these files only. The project's own flags (sanitizers, fuzzer coverage)
+# still apply, so lwIP is instrumented in ASan and fuzz builds.
+target_compile_options(lwip PRIVATE -w)
+# lwIP uses PACK_STRUCT and casts heavily; strict aliasing is not safe for it.
+target_compile_options(lwip PRIVATE -fno-strict-aliasing)
+
+# The port (sys_now, diagnostics, asserts, random numbers) is our code: it is
+# compiled with the project's warnings and linked into lwip, so the library
+# has no undefined symbols left for its users.
+add_library(lwip_port OBJECT ${CMAKE_SOURCE_DIR}/src/netstack/arch/sys_arch.c)
+target_include_directories(lwip_port
+  PRIVATE ${_lwip_src}/include ${CMAKE_SOURCE_DIR}/src/netstack)
+target_link_libraries(lwip_port PRIVATE PkgConfig::SODIUM)
+target_sources(lwip PRIVATE $<TARGET_OBJECTS:lwip_port>)
+target_link_libraries(lwip PUBLIC PkgConfig::SODIUM)
