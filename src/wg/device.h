@@ -4,7 +4,10 @@
  * wg_device_receive(), go out through ops->send; decrypted inner packets
  * go up through ops->deliver. Time is passed in as monotonic nanoseconds
  * (`now`); the wall clock (TAI64N timestamps) comes from ops->wall_time.
- * Single-threaded: every call on one device from one thread.
+ * Single-threaded: every call on one device from one thread. The ops
+ * callbacks must not call back into the device (queue instead: a datagram
+ * handed to ops->send is fed to the other side's receive later), nor remove
+ * peers.
  *
  * Load (when cookie replies replace handshake processing): more than
  * params.under_load_handshakes (default 128, 1/8 of wireguard-go's 1024-slot
