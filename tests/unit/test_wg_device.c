@@ -405,6 +405,31 @@ static void test_rekey_under_traffic(void **state)
 	pair_free(p);
 }
 
+/* REKEY_AFTER_MESSAGES, shortened: a new session every 20 packets (at most
+ * one initiation per REKEY_TIMEOUT, hence the 300 ms spacing). */
+static void test_rekey_after_messages(void **state)
+{
+	struct pair *p = pair_new();
+	struct wg_timer_params tp;
+	wg_timer_params_default(&tp);
+	tp.rekey_after_messages = 20;
+	tp.reject_after_messages = 40;
+	wg_device_set_timer_params(p->a.dev, &tp);
+	wg_device_set_timer_params(p->b.dev, &tp);
+	pair_connect(p);
+	uint8_t pkt[128];
+	for (int i = 0; i < 100; i++) {
+		advance(p, 300 * MS);
+		size_t n = make_ipv4(pkt, "10.0.0.2", "10.0.0.1", 30, (uint8_t)i);
+		wg_device_send(p->a.dev, p->a_to_b, pkt, n, p->net.now);
+		net_pump(&p->net);
+	}
+	assert_int_equal(p->b.delivered, 101);
+	assert_true(wg_device_stats(p->a.dev)->handshakes_initiator >= 4);
+	assert_true(p->a_to_b->current->send_counter < 40);
+	pair_free(p);
+}
+
 /* The endpoint follows the latest authenticated packet only. */
 static void test_roaming(void **state)
 {
@@ -688,6 +713,7 @@ int main(void)
 		cmocka_unit_test(test_handshake_and_data),
 		cmocka_unit_test(test_responder_next_rule),
 		cmocka_unit_test(test_rekey_under_traffic),
+		cmocka_unit_test(test_rekey_after_messages),
 		cmocka_unit_test(test_roaming),
 		cmocka_unit_test(test_source_check),
 		cmocka_unit_test(test_garbage),
