@@ -1,0 +1,562 @@
+#include "daemon.h"
+
+#include "log.h"
+#include "peerconf.h"
+#include "state.h"
+#include "netstack/netstack.h"
+#include "wg/crypto.h"
+#include "wg/device.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <uv.h>
+
+/* libuv hands recvmmsg batches in 64 KiB slots of one buffer. */
+#define RECV_SLOT 65536
+#define RECV_BATCH 32
+#define RELOAD_DEBOUNCE_MS 100
+
+/* One state peer as the device knows it. */
+struct daemon_peer {
+	struct wg_peer *wp;
+	uint8_t public_key[STATE_KEY_LEN];
+	uint8_t preshared_key[STATE_KEY_LEN];
+	struct in_addr addr4;
+	struct in6_addr addr6;
+	char name[STATE_NAME_MAX + 1];
+};
+
+struct daemon {
+	uv_loop_t *loop;
+	const struct daemon_options *opts;
+	struct state st;
+	struct wg_device *dev;
+	struct netstack *ns;
+	uv_udp_t udp[DAEMON_MAX_LISTEN];
+	int udp_family[DAEMON_MAX_LISTEN];
+	size_t nudp;
+	uv_timer_t wg_timer;
+	uint64_t wg_deadline;
+	uv_prepare_t prepare;
+	uv_signal_t sig_int, sig_term, sig_hup, sig_usr1;
+	uv_fs_event_t watch;
+	bool watching;
+	uv_timer_t reload_timer;
+	uv_timer_t stats_timer;
+	struct daemon_peer **peers;
+	size_t npeers;
+	uint8_t *recv_buf;
+	bool recv_buf_busy;
+	/* Packets the device delivered during one wg_device_receive(): handed
+	 * to lwIP after it returns, because lwIP's replies call back into the
+	 * device, which must not be re-entered. */
+	struct { uint8_t *pkt; size_t len; } up[8];
+	size_t nup;
+	bool stopping;
+	uint64_t no_route_drops;
+	uint64_t send_errors;
+};
+
+static uint64_t now_ns(void) { return uv_hrtime(); }
+
+/* --- WireGuard device <-> sockets and lwIP --- */
+
+static void on_wg_send(void *ctx, const struct wg_endpoint *to, const uint8_t *buf, size_t len)
+{
+	struct daemon *d = ctx;
+	for (size_t i = 0; i < d->nudp; i++) {
+		if (d->udp_family[i] != to->sa.sa_family)
+			continue;
+		uv_buf_t b = uv_buf_init((char *)buf, (unsigned)len);
+		int rc = uv_udp_try_send(&d->udp[i], &b, 1, &to->sa);
+		if (rc < 0) {
+			d->send_errors++;
+			log_debug("udp send: %s", uv_strerror(rc));
+		}
+		return;
+	}
+	d->send_errors++;
+}
+
+static void on_wg_deliver(void *ctx, struct wg_peer *peer, uint8_t *pkt, size_t len)
+{
+	struct daemon *d = ctx;
+	(void)peer;
+	if (d->nup == sizeof(d->up) / sizeof(d->up[0])) {
+		d->no_route_drops++;
+		return;
+	}
+	/* pkt points into the receive buffer, which outlives this batch. */
+	d->up[d->nup].pkt = pkt;
+	d->up[d->nup].len = len;
+	d->nup++;
+}
+
+static void flush_up(struct daemon *d)
+{
+	for (size_t i = 0; i < d->nup && d->ns; i++)
+		netstack_input(d->ns, d->up[i].pkt, d->up[i].len);
+	d->nup = 0;
+}
+
+static void on_wall_time(void *ctx, struct timespec *out)
+{
+	(void)ctx;
+	clock_gettime(CLOCK_REALTIME, out);
+}
+
+static void on_netstack_output(void *ctx, const uint8_t *pkt, size_t len)
+{
+	struct daemon *d = ctx;
+	struct wg_peer *peer = wg_device_peer_by_dst(d->dev, pkt, len);
+	if (!peer) {
+		/* Packets between peers are not forwarded; anything else has no route. */
+		d->no_route_drops++;
+		return;
+	}
+	wg_device_send(d->dev, peer, pkt, len, now_ns());
+}
+
+/* Timers: after each loop iteration's work, fire what is due and arm the
+ * one uv timer for the next deadline. */
+static void on_wg_timer(uv_timer_t *t) { (void)t; }
+
+static void on_prepare(uv_prepare_t *p)
+{
+	struct daemon *d = p->data;
+	uint64_t now = now_ns();
+	uint64_t next = wg_device_tick(d->dev, now);
+	if (next == d->wg_deadline && uv_is_active((uv_handle_t *)&d->wg_timer))
+		return;
+	d->wg_deadline = next;
+	if (next == UINT64_MAX) {
+		uv_timer_stop(&d->wg_timer);
+		return;
+	}
+	uint64_t ms = next > now ? (next - now + 999999) / 1000000 : 0;
+	uv_timer_start(&d->wg_timer, on_wg_timer, ms, 0);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct daemon *d = h->data;
+	(void)suggested;
+	if (d->recv_buf_busy) {
+		*buf = uv_buf_init(NULL, 0);
+		return;
+	}
+	d->recv_buf_busy = true;
+	*buf = uv_buf_init((char *)d->recv_buf, RECV_SLOT * RECV_BATCH);
+}
+
+static void on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struct sockaddr *addr,
+		    unsigned flags)
+{
+	struct daemon *d = h->data;
+	if (nread >= 0 && addr) { /* empty datagrams too: counted as bad size */
+		struct wg_endpoint from;
+		if (wg_endpoint_set(&from, addr, addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+									     : sizeof(struct sockaddr_in)))
+		{
+			wg_device_receive(d->dev, &from, (uint8_t *)buf->base, (size_t)nread, now_ns());
+			flush_up(d);
+		}
+	} else if (nread < 0) {
+		log_warn("udp receive: %s", uv_strerror((int)nread));
+	}
+	/* With recvmmsg, chunks point into the batch buffer: free it only once. */
+	if (!(flags & UV_UDP_MMSG_CHUNK) && buf->base == (char *)d->recv_buf)
+		d->recv_buf_busy = false;
+}
+
+/* --- peers from the state directory --- */
+
+static void daemon_peer_free(struct daemon *d, struct daemon_peer *dp)
+{
+	if (dp->wp)
+		wg_device_peer_remove(d->dev, dp->wp);
+	sodium_memzero(dp, sizeof(*dp));
+	free(dp);
+}
+
+static bool same_peer(const struct daemon_peer *dp, const struct state_peer *p)
+{
+	return sodium_memcmp(dp->public_key, p->public_key, STATE_KEY_LEN) == 0 &&
+	       sodium_memcmp(dp->preshared_key, p->preshared_key, STATE_KEY_LEN) == 0 &&
+	       dp->addr4.s_addr == p->addr4.s_addr &&
+	       memcmp(&dp->addr6, &p->addr6, sizeof(dp->addr6)) == 0 && strcmp(dp->name, p->name) == 0;
+}
+
+/* Makes the device's peers match the state: removed or changed peers go
+ * first (their sessions end at once), then new ones are added. */
+static int sync_peers(struct daemon *d)
+{
+	size_t kept = 0;
+	for (size_t i = 0; i < d->npeers; i++) {
+		struct daemon_peer *dp = d->peers[i];
+		bool found = false;
+		for (size_t j = 0; j < d->st.npeers && !found; j++)
+			found = same_peer(dp, &d->st.peers[j]);
+		if (found) {
+			d->peers[kept++] = dp;
+		} else {
+			log_info("peer %s removed", dp->name);
+			daemon_peer_free(d, dp);
+		}
+	}
+	d->npeers = kept;
+	struct daemon_peer **grown = realloc(d->peers, (d->npeers + d->st.npeers + 1) * sizeof(*grown));
+	if (!grown)
+		return -ENOMEM;
+	d->peers = grown;
+	for (size_t j = 0; j < d->st.npeers; j++) {
+		const struct state_peer *p = &d->st.peers[j];
+		bool found = false;
+		for (size_t i = 0; i < d->npeers && !found; i++)
+			found = same_peer(d->peers[i], p);
+		if (found)
+			continue;
+		struct daemon_peer *dp = calloc(1, sizeof(*dp));
+		if (!dp)
+			return -ENOMEM;
+		memcpy(dp->public_key, p->public_key, STATE_KEY_LEN);
+		memcpy(dp->preshared_key, p->preshared_key, STATE_KEY_LEN);
+		dp->addr4 = p->addr4;
+		dp->addr6 = p->addr6;
+		snprintf(dp->name, sizeof(dp->name), "%s", p->name);
+		struct wg_peer_config cfg = { .addr4 = p->addr4, .addr6 = p->addr6, .has_psk = true, .user = dp };
+		memcpy(cfg.public_key, p->public_key, STATE_KEY_LEN);
+		memcpy(cfg.preshared_key, p->preshared_key, STATE_KEY_LEN);
+		dp->wp = wg_device_peer_add(d->dev, &cfg);
+		sodium_memzero(&cfg, sizeof(cfg));
+		if (!dp->wp) {
+			log_error("peer %s: cannot add: %s", p->name, strerror(errno));
+			daemon_peer_free(d, dp);
+			continue;
+		}
+		d->peers[d->npeers++] = dp;
+		char a4[INET_ADDRSTRLEN], a6[INET6_ADDRSTRLEN];
+		inet_ntop(AF_INET, &p->addr4, a4, sizeof(a4));
+		inet_ntop(AF_INET6, &p->addr6, a6, sizeof(a6));
+		log_info("peer %s ready (%s, %s)", p->name, a4, a6);
+	}
+	return 0;
+}
+
+static void reload(struct daemon *d, const char *why)
+{
+	char err[512];
+	if (state_reload_peers(&d->st, err, sizeof(err)) < 0) {
+		/* Keep serving the peers we have; the user fixes the file. */
+		log_error("%s; keeping the current peers", err);
+		return;
+	}
+	log_debug("reloading peers (%s)", why);
+	if (sync_peers(d) < 0)
+		log_error("reloading peers: out of memory");
+}
+
+static void on_reload_timer(uv_timer_t *t) { reload(t->data, "peers.json changed"); }
+
+static void on_watch(uv_fs_event_t *h, const char *filename, int events, int status)
+{
+	struct daemon *d = h->data;
+	(void)events;
+	if (status < 0 || (filename && strcmp(filename, "peers.json") != 0))
+		return;
+	/* A save is several events (temp file, rename): act once they settle. */
+	uv_timer_start(&d->reload_timer, on_reload_timer, RELOAD_DEBOUNCE_MS, 0);
+}
+
+/* --- counters --- */
+
+static void format_endpoint(const struct wg_endpoint *e, char *out, size_t outlen)
+{
+	char a[INET6_ADDRSTRLEN];
+	if (e->sa.sa_family == AF_INET) {
+		inet_ntop(AF_INET, &e->in4.sin_addr, a, sizeof(a));
+		snprintf(out, outlen, "%s:%u", a, ntohs(e->in4.sin_port));
+	} else if (e->sa.sa_family == AF_INET6) {
+		inet_ntop(AF_INET6, &e->in6.sin6_addr, a, sizeof(a));
+		snprintf(out, outlen, "[%s]:%u", a, ntohs(e->in6.sin6_port));
+	} else {
+		snprintf(out, outlen, "-");
+	}
+}
+
+static void print_stats(struct daemon *d)
+{
+	const struct wg_device_stats *s = wg_device_stats(d->dev);
+	struct netstack_stats ns = { 0 };
+	if (d->ns)
+		netstack_get_stats(d->ns, &ns);
+	log_info("stats: peers %zu, handshakes %llu, datagrams in %llu, transport in %llu (%llu B) out %llu (%llu B), "
+		 "cookie replies %llu, netstack in %llu out %llu, no route %llu, udp send errors %llu",
+		 d->npeers, (unsigned long long)(s->handshakes_initiator + s->handshakes_responder),
+		 (unsigned long long)s->rx_datagrams, (unsigned long long)s->rx_packets,
+		 (unsigned long long)s->rx_bytes, (unsigned long long)s->tx_packets,
+		 (unsigned long long)s->tx_bytes, (unsigned long long)s->cookie_replies_sent,
+		 (unsigned long long)ns.in_packets, (unsigned long long)ns.out_packets,
+		 (unsigned long long)d->no_route_drops, (unsigned long long)d->send_errors);
+	char drops[1024];
+	size_t off = 0;
+	drops[0] = '\0';
+	for (int r = 0; r < WG_DROP__COUNT && off < sizeof(drops); r++)
+		if (s->drop[r])
+			off += (size_t)snprintf(drops + off, sizeof(drops) - off, "%s%s %llu",
+						off ? ", " : "", wg_drop_reason_str((enum wg_drop_reason)r),
+						(unsigned long long)s->drop[r]);
+	log_info("stats: drops: %s", off ? drops : "none");
+	for (size_t i = 0; i < d->npeers; i++) {
+		struct wg_peer_info info;
+		wg_peer_info(d->peers[i]->wp, &info);
+		char ep[INET6_ADDRSTRLEN + 8];
+		format_endpoint(&info.endpoint, ep, sizeof(ep));
+		log_info("stats: peer %s: endpoint %s, session %s, rx %llu B, tx %llu B", d->peers[i]->name,
+			 ep, info.has_session ? "yes" : "no", (unsigned long long)info.rx_bytes,
+			 (unsigned long long)info.tx_bytes);
+	}
+}
+
+static void on_stats_timer(uv_timer_t *t) { print_stats(t->data); }
+
+/* --- signals and shutdown --- */
+
+static void close_all(uv_handle_t *h, void *arg)
+{
+	(void)arg;
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+/* The netstack closes its own handles; everything else left is ours. */
+static void daemon_stop(struct daemon *d)
+{
+	d->stopping = true;
+	netstack_free(d->ns);
+	d->ns = NULL;
+	uv_walk(d->loop, close_all, NULL);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+	struct daemon *d = s->data;
+	if (signum == SIGHUP) {
+		reload(d, "SIGHUP");
+	} else if (signum == SIGUSR1) {
+		print_stats(d);
+	} else if (!d->stopping) {
+		log_info("stopping (%s)", signum == SIGINT ? "SIGINT" : "SIGTERM");
+		print_stats(d);
+		daemon_stop(d);
+	}
+}
+
+/* --- start-up --- */
+
+static int open_udp(struct daemon *d, const struct sockaddr *addr)
+{
+	size_t i = d->nudp;
+	uv_udp_t *u = &d->udp[i];
+	int rc = uv_udp_init_ex(d->loop, u, addr->sa_family | UV_UDP_RECVMMSG);
+	if (rc < 0)
+		return rc;
+	u->data = d;
+	unsigned flags = addr->sa_family == AF_INET6 ? UV_UDP_IPV6ONLY : 0;
+	if ((rc = uv_udp_bind(u, addr, flags)) < 0 || (rc = uv_udp_recv_start(u, on_alloc, on_recv)) < 0) {
+		uv_close((uv_handle_t *)u, NULL);
+		return rc;
+	}
+	/* Bursts from many peers must not overflow the default buffers. */
+	int size = 4 << 20;
+	uv_recv_buffer_size((uv_handle_t *)u, &size);
+	size = 4 << 20;
+	uv_send_buffer_size((uv_handle_t *)u, &size);
+	d->udp_family[i] = addr->sa_family;
+	d->nudp++;
+	return 0;
+}
+
+static int open_sockets(struct daemon *d)
+{
+	const struct daemon_options *o = d->opts;
+	if (o->nlisten > 0) {
+		for (size_t i = 0; i < o->nlisten; i++) {
+			char text[80];
+			struct wg_endpoint ep;
+			wg_endpoint_set(&ep, (const struct sockaddr *)&o->listen[i], sizeof(o->listen[i]));
+			format_endpoint(&ep, text, sizeof(text));
+			int rc = open_udp(d, (const struct sockaddr *)&o->listen[i]);
+			if (rc < 0) {
+				log_error("cannot listen on UDP %s: %s", text, uv_strerror(rc));
+				return rc;
+			}
+			log_info("listening on UDP %s", text);
+		}
+		return 0;
+	}
+	struct sockaddr_in any4;
+	struct sockaddr_in6 any6;
+	uv_ip4_addr("0.0.0.0", d->st.port, &any4);
+	uv_ip6_addr("::", d->st.port, &any6);
+	int rc4 = open_udp(d, (const struct sockaddr *)&any4);
+	int rc6 = open_udp(d, (const struct sockaddr *)&any6);
+	if (rc4 < 0 && rc6 < 0) {
+		log_error("cannot listen on UDP port %u: %s", d->st.port, uv_strerror(rc4));
+		return rc4;
+	}
+	if (rc4 < 0)
+		log_warn("IPv4 UDP port %u: %s", d->st.port, uv_strerror(rc4));
+	if (rc6 < 0)
+		log_warn("IPv6 UDP port %u: %s (IPv4 only)", d->st.port, uv_strerror(rc6));
+	log_info("listening on UDP port %u", d->st.port);
+	return 0;
+}
+
+static void set_timer_params(struct daemon *d)
+{
+	const struct daemon_options *o = d->opts;
+	struct wg_timer_params tp;
+	wg_timer_params_default(&tp);
+	if (o->rekey_after_time_s)
+		tp.rekey_after_time = (uint64_t)o->rekey_after_time_s * WG_NS_PER_SEC;
+	if (o->reject_after_time_s)
+		tp.reject_after_time = (uint64_t)o->reject_after_time_s * WG_NS_PER_SEC;
+	if (o->keepalive_timeout_s)
+		tp.keepalive_timeout = (uint64_t)o->keepalive_timeout_s * WG_NS_PER_SEC;
+	if (o->rekey_timeout_s)
+		tp.rekey_timeout = (uint64_t)o->rekey_timeout_s * WG_NS_PER_SEC;
+	if (o->reject_after_time_s)
+		tp.zero_keys_after = 3 * tp.reject_after_time;
+	if (o->under_load_threshold >= 0)
+		tp.under_load_handshakes = (uint32_t)o->under_load_threshold;
+	wg_device_set_timer_params(d->dev, &tp);
+}
+
+static int first_run_peer(struct daemon *d)
+{
+	char err[512];
+	if (d->st.npeers > 0)
+		return 0;
+	struct state_peer *p;
+	if (state_lock(&d->st, err, sizeof(err)) < 0 || state_reload_peers(&d->st, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		return -1;
+	}
+	int rc = 0;
+	if (d->st.npeers == 0) {
+		if (state_peer_create(&d->st, "phone", &p, err, sizeof(err)) < 0 ||
+		    state_save_peers(&d->st, err, sizeof(err)) < 0) {
+			log_error("%s", err);
+			rc = -1;
+		} else {
+			log_info("created peer \"phone\"; scan this with the WireGuard app:");
+			if (peerconf_print(&d->st, p, d->opts->endpoint, stdout, err, sizeof(err)) < 0)
+				log_error("%s", err);
+			fflush(stdout);
+		}
+	}
+	state_unlock(&d->st);
+	return rc;
+}
+
+int daemon_run(const struct daemon_options *opts)
+{
+	struct daemon *d = calloc(1, sizeof(*d));
+	char err[512];
+	int status = 1;
+	if (!d)
+		return 1;
+	d->opts = opts;
+	d->loop = uv_default_loop();
+	if (!wg_crypto_init()) {
+		log_error("crypto initialisation failed");
+		goto out_free;
+	}
+	if (state_open(&d->st, opts->home, true, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		goto out_free;
+	}
+	if (first_run_peer(d) < 0)
+		goto out_state;
+	d->recv_buf = malloc(RECV_SLOT * RECV_BATCH);
+	if (!d->recv_buf)
+		goto out_state;
+
+	static const struct wg_device_ops wg_ops = { on_wg_send, on_wg_deliver, on_wall_time };
+	d->dev = wg_device_new(d->st.private_key, &wg_ops, d);
+	if (!d->dev) {
+		log_error("cannot create the WireGuard device");
+		goto out_state;
+	}
+	set_timer_params(d);
+
+	struct netstack_config nc = { .mtu = STATE_DEFAULT_MTU };
+	addrpool_server(&d->st.pool, &nc.addr4, &nc.addr6);
+	static const struct netstack_ops ns_ops = { on_netstack_output };
+	d->ns = netstack_new(d->loop, &nc, &ns_ops, d);
+	if (!d->ns) {
+		log_error("cannot start the network stack");
+		goto out_dev;
+	}
+	if (sync_peers(d) < 0 || open_sockets(d) < 0)
+		goto out_loop;
+
+	char pub[45], a4[INET_ADDRSTRLEN], a6[INET6_ADDRSTRLEN];
+	state_key_to_base64(d->st.public_key, pub);
+	inet_ntop(AF_INET, &nc.addr4, a4, sizeof(a4));
+	inet_ntop(AF_INET6, &nc.addr6, a6, sizeof(a6));
+	log_info("endpoint public key %s, tunnel addresses %s and %s, %zu peer%s", pub, a4, a6,
+		 d->npeers, d->npeers == 1 ? "" : "s");
+
+	uv_timer_init(d->loop, &d->wg_timer);
+	d->wg_timer.data = d;
+	uv_prepare_init(d->loop, &d->prepare);
+	d->prepare.data = d;
+	uv_prepare_start(&d->prepare, on_prepare);
+	uv_timer_init(d->loop, &d->reload_timer);
+	d->reload_timer.data = d;
+	uv_timer_init(d->loop, &d->stats_timer);
+	d->stats_timer.data = d;
+	if (opts->stats_interval_ms)
+		uv_timer_start(&d->stats_timer, on_stats_timer, opts->stats_interval_ms,
+			       opts->stats_interval_ms);
+	uv_signal_t *sigs[] = { &d->sig_int, &d->sig_term, &d->sig_hup, &d->sig_usr1 };
+	int signums[] = { SIGINT, SIGTERM, SIGHUP, SIGUSR1 };
+	for (size_t i = 0; i < 4; i++) {
+		uv_signal_init(d->loop, sigs[i]);
+		sigs[i]->data = d;
+		uv_signal_start(sigs[i], on_signal, signums[i]);
+	}
+	if (uv_fs_event_init(d->loop, &d->watch) == 0) {
+		d->watch.data = d;
+		int rc = uv_fs_event_start(&d->watch, on_watch, d->st.home, 0);
+		if (rc < 0)
+			log_warn("cannot watch %s (%s): use SIGHUP after changing peers", d->st.home,
+				 uv_strerror(rc));
+	}
+
+	uv_run(d->loop, UV_RUN_DEFAULT);
+	status = 0;
+out_loop:
+	if (!d->stopping)
+		daemon_stop(d);
+	uv_run(d->loop, UV_RUN_DEFAULT);
+out_dev:
+	for (size_t i = 0; i < d->npeers; i++)
+		daemon_peer_free(d, d->peers[i]);
+	free(d->peers);
+	wg_device_free(d->dev);
+out_state:
+	free(d->recv_buf);
+	state_close(&d->st);
+out_free:
+	uv_loop_close(d->loop);
+	free(d);
+	return status;
+}

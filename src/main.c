@@ -1,0 +1,615 @@
+/* wgmitm command line. */
+#include "daemon.h"
+#include "log.h"
+#include "peerconf.h"
+#include "state.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifndef WGMITM_VERSION
+#define WGMITM_VERSION "0.1.0"
+#endif
+
+static const char *home_override;
+
+struct command {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *usage;
+	const char *help;
+};
+
+static const char main_usage[] =
+	"usage: wgmitm [--home DIR] [-v|-q] COMMAND [ARGS]\n"
+	"\n"
+	"A userspace WireGuard endpoint that captures a phone's traffic.\n"
+	"\n"
+	"commands:\n"
+	"  run                 start the endpoint (default: UDP 0.0.0.0:51820 and [::]:51820)\n"
+	"  peer add NAME       create a peer and print its config and QR code\n"
+	"  peer config NAME    write the peer's wg-quick config to stdout\n"
+	"  peer list           list peers\n"
+	"  peer show NAME      show a peer (--qr for its QR code)\n"
+	"  peer remove NAME    remove a peer (a running endpoint refuses it at once)\n"
+	"\n"
+	"options:\n"
+	"  --home DIR          state directory (default $WGMITM_HOME, else ~/.wgmitm)\n"
+	"  -v, --verbose       more log output (repeat for more)\n"
+	"  -q, --quiet         errors only\n"
+	"  --version           print the version\n"
+	"  -h, --help          this help; `wgmitm COMMAND --help` for a command\n";
+
+static int usage_error(const struct command *cmd, const char *fmt, const char *arg)
+{
+	fprintf(stderr, "wgmitm: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\nusage: %s\n", cmd->usage);
+	return 2;
+}
+
+static bool wants_help(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			return false;
+		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+			return true;
+	}
+	return false;
+}
+
+static int open_state(struct state *st, bool create)
+{
+	char home[4096], err[512];
+	int rc = state_home_resolve(home_override, home, sizeof(home));
+	if (rc < 0) {
+		fprintf(stderr, "wgmitm: cannot find the home directory: %s\n", strerror(-rc));
+		return -1;
+	}
+	if (state_open(st, home, create, err, sizeof(err)) < 0) {
+		fprintf(stderr, "wgmitm: %s\n", err);
+		return -1;
+	}
+	return 0;
+}
+
+/* getopt_long over argv[0..] where argv[0] is the command word. */
+/* optind = 0 makes glibc re-initialise its scanner (permutation state included). */
+static void reset_getopt(void) { optind = 0; opterr = 1; }
+
+/* --- run --- */
+
+static int parse_listen(const char *text, struct sockaddr_storage *out)
+{
+	char host[INET6_ADDRSTRLEN + 2];
+	const char *port;
+	if (text[0] == '[') {
+		const char *close = strchr(text, ']');
+		if (!close || close[1] != ':' || (size_t)(close - text - 1) >= sizeof(host))
+			return -EINVAL;
+		memcpy(host, text + 1, (size_t)(close - text - 1));
+		host[close - text - 1] = '\0';
+		port = close + 2;
+	} else {
+		const char *colon = strrchr(text, ':');
+		if (!colon || strchr(text, ':') != colon || (size_t)(colon - text) >= sizeof(host))
+			return -EINVAL;
+		memcpy(host, text, (size_t)(colon - text));
+		host[colon - text] = '\0';
+		port = colon + 1;
+	}
+	char *end;
+	long p = strtol(port, &end, 10);
+	if (*port == '\0' || *end != '\0' || p < 0 || p > 65535)
+		return -EINVAL;
+	memset(out, 0, sizeof(*out));
+	struct sockaddr_in *in4 = (struct sockaddr_in *)out;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)out;
+	if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
+		in4->sin_family = AF_INET;
+		in4->sin_port = htons((uint16_t)p);
+		return 0;
+	}
+	if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons((uint16_t)p);
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static int parse_uint(const char *text, unsigned long max, unsigned long *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(text, &end, 10);
+	if (errno || *text == '\0' || *text == '-' || *end != '\0' || v > max)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+static const struct command cmd_run_def;
+
+static int cmd_run(int argc, char **argv)
+{
+	struct daemon_options o = { .under_load_threshold = -1 };
+	static const struct option longopts[] = {
+		{ "listen", required_argument, NULL, 'l' },
+		{ "endpoint", required_argument, NULL, 'e' },
+		{ "stats-interval", required_argument, NULL, 's' },
+		{ "debug-rekey-after", required_argument, NULL, 'R' },
+		{ "debug-reject-after", required_argument, NULL, 'J' },
+		{ "debug-keepalive", required_argument, NULL, 'K' },
+		{ "debug-rekey-timeout", required_argument, NULL, 'T' },
+		{ "debug-under-load", required_argument, NULL, 'U' },
+		{ 0 },
+	};
+	reset_getopt();
+	int c;
+	unsigned long v;
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'l':
+			if (o.nlisten == DAEMON_MAX_LISTEN)
+				return usage_error(&cmd_run_def, "too many --listen addresses%s", "");
+			if (parse_listen(optarg, &o.listen[o.nlisten]) < 0)
+				return usage_error(&cmd_run_def,
+						   "--listen \"%s\": expected ADDR:PORT or [ADDR6]:PORT", optarg);
+			o.nlisten++;
+			break;
+		case 'e':
+			o.endpoint = optarg;
+			break;
+		case 's':
+			if (parse_uint(optarg, 86400, &v) < 0)
+				return usage_error(&cmd_run_def, "--stats-interval \"%s\": expected seconds", optarg);
+			o.stats_interval_ms = v * 1000;
+			break;
+		case 'R': case 'J': case 'K': case 'T': case 'U':
+			if (parse_uint(optarg, 1000000, &v) < 0 || (c != 'U' && v == 0))
+				return usage_error(&cmd_run_def, "debug timer \"%s\": expected a positive number", optarg);
+			if (c == 'R') o.rekey_after_time_s = (unsigned)v;
+			if (c == 'J') o.reject_after_time_s = (unsigned)v;
+			if (c == 'K') o.keepalive_timeout_s = (unsigned)v;
+			if (c == 'T') o.rekey_timeout_s = (unsigned)v;
+			if (c == 'U') o.under_load_threshold = (int)v;
+			break;
+		default:
+			fprintf(stderr, "usage: %s\n", cmd_run_def.usage);
+			return 2;
+		}
+	}
+	if (optind != argc)
+		return usage_error(&cmd_run_def, "unexpected argument \"%s\"", argv[optind]);
+	if (o.stats_interval_ms == 0 && log_get_level() >= LOG_DEBUG)
+		o.stats_interval_ms = 10000;
+	char home[4096];
+	if (state_home_resolve(home_override, home, sizeof(home)) < 0) {
+		fprintf(stderr, "wgmitm: cannot find the home directory\n");
+		return 1;
+	}
+	o.home = home;
+	return daemon_run(&o);
+}
+
+static const struct command cmd_run_def = {
+	"run", cmd_run,
+	"wgmitm run [--listen ADDR:PORT]... [--endpoint HOST[:PORT]] [--stats-interval S]",
+	"Start the endpoint. On first start it creates the server key and, when no\n"
+	"peer exists, a peer named \"phone\" whose QR code it prints.\n"
+	"Peers added or removed with `wgmitm peer` take effect within a second\n"
+	"(the state directory is watched; SIGHUP forces a reload).\n"
+	"SIGUSR1 prints the counters; -v prints them every 10 s.\n"
+	"\n"
+	"  --listen ADDR:PORT       UDP address to listen on, repeatable\n"
+	"                           (default 0.0.0.0 and [::] on the state's port, 51820)\n"
+	"  --endpoint HOST[:PORT]   address written into configs printed at start\n"
+	"  --stats-interval S       print counters every S seconds\n"
+	"\n"
+	"debug options (shortened WireGuard timers, seconds; for tests):\n"
+	"  --debug-rekey-after S    REKEY_AFTER_TIME (120)\n"
+	"  --debug-reject-after S   REJECT_AFTER_TIME (180)\n"
+	"  --debug-keepalive S      KEEPALIVE_TIMEOUT (10)\n"
+	"  --debug-rekey-timeout S  REKEY_TIMEOUT (5)\n"
+	"  --debug-under-load N     handshakes/s above which cookies are required\n",
+};
+
+/* --- peer --- */
+
+static const struct command peer_cmds[];
+
+static const struct command *peer_cmd(const char *name);
+
+static int cmd_peer_add(int argc, char **argv)
+{
+	const struct command *self = peer_cmd("add");
+	static const struct option longopts[] = {
+		{ "endpoint", required_argument, NULL, 'e' },
+		{ "qr-png", required_argument, NULL, 'p' },
+		{ "qr-svg", required_argument, NULL, 's' },
+		{ "allowed-ips", required_argument, NULL, 'a' },
+		{ "apps", required_argument, NULL, 'i' },
+		{ "exclude-apps", required_argument, NULL, 'x' },
+		{ "mtu", required_argument, NULL, 'm' },
+		{ "keepalive", required_argument, NULL, 'k' },
+		{ 0 },
+	};
+	const char *endpoint = NULL, *png = NULL, *svg = NULL, *allowed = NULL, *apps = NULL,
+		   *xapps = NULL;
+	unsigned long mtu = STATE_DEFAULT_MTU, keepalive = STATE_DEFAULT_KEEPALIVE;
+	reset_getopt();
+	int c;
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'e': endpoint = optarg; break;
+		case 'p': png = optarg; break;
+		case 's': svg = optarg; break;
+		case 'a': allowed = optarg; break;
+		case 'i': apps = optarg; break;
+		case 'x': xapps = optarg; break;
+		case 'm':
+			if (parse_uint(optarg, 9000, &mtu) < 0 || mtu < 1280)
+				return usage_error(self, "--mtu \"%s\": expected 1280 to 9000", optarg);
+			break;
+		case 'k':
+			if (parse_uint(optarg, 65535, &keepalive) < 0)
+				return usage_error(self, "--keepalive \"%s\": expected seconds (0 = off)", optarg);
+			break;
+		default:
+			fprintf(stderr, "usage: %s\n", self->usage);
+			return 2;
+		}
+	}
+	if (optind + 1 != argc)
+		return usage_error(self, "expected one peer NAME%s", "");
+	if (apps && xapps)
+		return usage_error(self, "--apps and --exclude-apps cannot be used together%s", "");
+	const char *name = argv[optind];
+
+	struct state st;
+	char err[512];
+	if (open_state(&st, true) < 0)
+		return 1;
+	int status = 1;
+	if (state_lock(&st, err, sizeof(err)) < 0 || state_reload_peers(&st, err, sizeof(err)) < 0) {
+		fprintf(stderr, "wgmitm: %s\n", err);
+		goto out;
+	}
+	struct state_peer *p;
+	if (state_peer_create(&st, name, &p, err, sizeof(err)) < 0) {
+		fprintf(stderr, "wgmitm: %s\n", err);
+		goto out;
+	}
+	p->mtu = (uint16_t)mtu;
+	p->keepalive = (uint16_t)keepalive;
+	if ((endpoint && (size_t)snprintf(p->endpoint, sizeof(p->endpoint), "%s", endpoint) >= sizeof(p->endpoint)) ||
+	    (allowed && (size_t)snprintf(p->allowed_ips, sizeof(p->allowed_ips), "%s", allowed) >= sizeof(p->allowed_ips)) ||
+	    (apps && (size_t)snprintf(p->include_apps, sizeof(p->include_apps), "%s", apps) >= sizeof(p->include_apps)) ||
+	    (xapps && (size_t)snprintf(p->exclude_apps, sizeof(p->exclude_apps), "%s", xapps) >= sizeof(p->exclude_apps))) {
+		fprintf(stderr, "wgmitm: an option value is too long\n");
+		goto out;
+	}
+	/* Render before saving: a bad endpoint or CIDR list must not be stored. */
+	char ep[320];
+	if (peerconf_endpoint(&st, p, NULL, ep, sizeof(ep), NULL, err, sizeof(err)) < 0) {
+		fprintf(stderr, "wgmitm: %s\n", err);
+		goto out;
+	}
+	char *text = peerconf_render(&st, p, ep, err, sizeof(err));
+	if (!text) {
+		fprintf(stderr, "wgmitm: %s\n", err);
+		goto out;
+	}
+	int rc = 0;
+	if ((png || svg) && (rc = peerconf_save_qr(text, png, svg, err, sizeof(err))) < 0)
+		fprintf(stderr, "wgmitm: %s\n", err);
+	sodium_memzero(text, strlen(text));
+	free(text);
+	if (rc < 0)
+		goto out;
+	if (state_save_peers(&st, err, sizeof(err)) < 0) {
+		fprintf(stderr, "wgmitm: %s\n", err);
+		goto out;
+	}
+	if (peerconf_print(&st, p, NULL, stdout, err, sizeof(err)) < 0) {
+		fprintf(stderr, "wgmitm: %s\n", err);
+		goto out;
+	}
+	status = 0;
+out:
+	state_close(&st);
+	return status;
+}
+
+static int load_peer(struct state *st, const struct command *self, int argc, char **argv,
+		     struct state_peer **p)
+{
+	if (optind + 1 != argc)
+		return usage_error(self, "expected one peer NAME%s", "");
+	if (open_state(st, false) < 0)
+		return 1;
+	*p = state_peer_find(st, argv[optind]);
+	if (!*p) {
+		fprintf(stderr, "wgmitm: no peer named \"%s\" in %s (see `wgmitm peer list`)\n",
+			argv[optind], st->home);
+		state_close(st);
+		return 1;
+	}
+	return 0;
+}
+
+static int no_options(const struct command *self, int argc, char **argv)
+{
+	static const struct option longopts[] = { { 0 } };
+	reset_getopt();
+	if (getopt_long(argc, argv, "", longopts, NULL) != -1) {
+		fprintf(stderr, "usage: %s\n", self->usage);
+		return 2;
+	}
+	return 0;
+}
+
+static int cmd_peer_config(int argc, char **argv)
+{
+	const struct command *self = peer_cmd("config");
+	static const struct option longopts[] = { { "endpoint", required_argument, NULL, 'e' }, { 0 } };
+	const char *endpoint = NULL;
+	reset_getopt();
+	int c;
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		if (c != 'e') {
+			fprintf(stderr, "usage: %s\n", self->usage);
+			return 2;
+		}
+		endpoint = optarg;
+	}
+	struct state st;
+	struct state_peer *p;
+	int rc = load_peer(&st, self, argc, argv, &p);
+	if (rc)
+		return rc;
+	char err[512], ep[320];
+	char *text = NULL;
+	if (peerconf_endpoint(&st, p, endpoint, ep, sizeof(ep), NULL, err, sizeof(err)) == 0)
+		text = peerconf_render(&st, p, ep, err, sizeof(err));
+	state_close(&st);
+	if (!text) {
+		fprintf(stderr, "wgmitm: %s\n", err);
+		return 1;
+	}
+	fputs(text, stdout);
+	sodium_memzero(text, strlen(text));
+	free(text);
+	return fflush(stdout) == 0 ? 0 : 1;
+}
+
+static void format_list(const char *list, char *out, size_t outlen)
+{
+	snprintf(out, outlen, "%s", *list ? list : "-");
+}
+
+static int cmd_peer_list(int argc, char **argv)
+{
+	const struct command *self = peer_cmd("list");
+	int rc = no_options(self, argc, argv);
+	if (rc)
+		return rc;
+	if (optind != argc)
+		return usage_error(self, "unexpected argument \"%s\"", argv[optind]);
+	struct state st;
+	if (open_state(&st, false) < 0)
+		return 1;
+	if (st.npeers == 0)
+		printf("no peers (add one with `wgmitm peer add NAME`)\n");
+	else
+		printf("%-20s %-16s %-28s %s\n", "NAME", "ADDRESS", "ADDRESS6", "PUBLIC KEY");
+	for (size_t i = 0; i < st.npeers; i++) {
+		const struct state_peer *p = &st.peers[i];
+		char a4[INET_ADDRSTRLEN], a6[INET6_ADDRSTRLEN], pub[45];
+		inet_ntop(AF_INET, &p->addr4, a4, sizeof(a4));
+		inet_ntop(AF_INET6, &p->addr6, a6, sizeof(a6));
+		state_key_to_base64(p->public_key, pub);
+		printf("%-20s %-16s %-28s %s\n", p->name, a4, a6, pub);
+	}
+	state_close(&st);
+	return 0;
+}
+
+static int cmd_peer_show(int argc, char **argv)
+{
+	const struct command *self = peer_cmd("show");
+	static const struct option longopts[] = { { "qr", no_argument, NULL, 'q' }, { 0 } };
+	bool qr = false;
+	reset_getopt();
+	int c;
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		if (c != 'q') {
+			fprintf(stderr, "usage: %s\n", self->usage);
+			return 2;
+		}
+		qr = true;
+	}
+	struct state st;
+	struct state_peer *p;
+	int rc = load_peer(&st, self, argc, argv, &p);
+	if (rc)
+		return rc;
+	char a4[INET_ADDRSTRLEN], a6[INET6_ADDRSTRLEN], pub[45], when[64], list[STATE_LIST_MAX];
+	inet_ntop(AF_INET, &p->addr4, a4, sizeof(a4));
+	inet_ntop(AF_INET6, &p->addr6, a6, sizeof(a6));
+	state_key_to_base64(p->public_key, pub);
+	time_t created = (time_t)p->created;
+	struct tm tm;
+	gmtime_r(&created, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm);
+	printf("name:          %s\n", p->name);
+	printf("public key:    %s\n", pub);
+	printf("addresses:     %s, %s\n", a4, a6);
+	printf("endpoint:      %s\n", *p->endpoint ? p->endpoint : "(detected)");
+	format_list(p->allowed_ips, list, sizeof(list));
+	printf("allowed ips:   %s\n", *p->allowed_ips ? list : "0.0.0.0/0, ::/0");
+	format_list(p->include_apps, list, sizeof(list));
+	printf("apps:          %s\n", list);
+	format_list(p->exclude_apps, list, sizeof(list));
+	printf("exclude apps:  %s\n", list);
+	printf("mtu:           %u\n", p->mtu);
+	printf("keepalive:     %u%s\n", p->keepalive, p->keepalive ? " s" : " (off)");
+	printf("created:       %s\n", when);
+	int status = 0;
+	if (qr) {
+		char err[512];
+		printf("\n");
+		if (peerconf_print(&st, p, NULL, stdout, err, sizeof(err)) < 0) {
+			fprintf(stderr, "wgmitm: %s\n", err);
+			status = 1;
+		}
+	}
+	state_close(&st);
+	return status;
+}
+
+static int cmd_peer_remove(int argc, char **argv)
+{
+	const struct command *self = peer_cmd("remove");
+	int rc = no_options(self, argc, argv);
+	if (rc)
+		return rc;
+	if (optind + 1 != argc)
+		return usage_error(self, "expected one peer NAME%s", "");
+	struct state st;
+	char err[512];
+	if (open_state(&st, false) < 0)
+		return 1;
+	int status = 1;
+	if (state_lock(&st, err, sizeof(err)) < 0 || state_reload_peers(&st, err, sizeof(err)) < 0) {
+		fprintf(stderr, "wgmitm: %s\n", err);
+	} else if (state_peer_remove(&st, argv[optind]) < 0) {
+		fprintf(stderr, "wgmitm: no peer named \"%s\" in %s\n", argv[optind], st.home);
+	} else if (state_save_peers(&st, err, sizeof(err)) < 0) {
+		fprintf(stderr, "wgmitm: %s\n", err);
+	} else {
+		printf("removed peer %s\n", argv[optind]);
+		status = 0;
+	}
+	state_close(&st);
+	return status;
+}
+
+static const struct command peer_cmds[] = {
+	{ "add", cmd_peer_add,
+	  "wgmitm peer add NAME [--endpoint HOST[:PORT]] [--qr-png FILE] [--qr-svg FILE]\n"
+	  "                     [--allowed-ips CIDR,...] [--apps PKG,... | --exclude-apps PKG,...]\n"
+	  "                     [--mtu N] [--keepalive S]",
+	  "Create a peer with its own key pair, preshared key and tunnel addresses,\n"
+	  "then print its config and a QR code to scan with the WireGuard app.\n"
+	  "\n"
+	  "  --endpoint HOST[:PORT]   address the phone connects to (default: detected)\n"
+	  "  --qr-png FILE            also write the QR code as PNG\n"
+	  "  --qr-svg FILE            also write the QR code as SVG\n"
+	  "  --allowed-ips CIDR,...   split tunnel: only these destinations go through\n"
+	  "                           wgmitm (default 0.0.0.0/0, ::/0: everything)\n"
+	  "  --apps PKG,...           Android: only these apps use the tunnel\n"
+	  "  --exclude-apps PKG,...   Android: every app except these uses the tunnel\n"
+	  "  --mtu N                  tunnel MTU (default 1420; 1280 for troublesome mobile networks)\n"
+	  "  --keepalive S            client PersistentKeepalive (default 25, 0 = off)\n" },
+	{ "config", cmd_peer_config, "wgmitm peer config NAME [--endpoint HOST[:PORT]]",
+	  "Write exactly the peer's wg-quick config to stdout, e.g.\n"
+	  "  wgmitm peer config phone > phone.conf\n" },
+	{ "list", cmd_peer_list, "wgmitm peer list", "List the peers with their addresses and public keys.\n" },
+	{ "show", cmd_peer_show, "wgmitm peer show NAME [--qr]",
+	  "Show a peer's settings; --qr also prints its config and QR code.\n" },
+	{ "remove", cmd_peer_remove, "wgmitm peer remove NAME",
+	  "Remove a peer. A running endpoint refuses its packets within a second.\n" },
+	{ 0 },
+};
+
+static const struct command *peer_cmd(const char *name)
+{
+	for (const struct command *c = peer_cmds; c->name; c++)
+		if (strcmp(c->name, name) == 0)
+			return c;
+	return NULL;
+}
+
+static void print_help(const struct command *c)
+{
+	printf("usage: %s\n\n%s", c->usage, c->help);
+}
+
+static int cmd_peer(int argc, char **argv)
+{
+	if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+		printf("usage: wgmitm peer COMMAND [ARGS]\n\ncommands:\n");
+		for (const struct command *c = peer_cmds; c->name; c++)
+			printf("  %s\n", c->usage);
+		return argc < 2 ? 2 : 0;
+	}
+	const struct command *c = peer_cmd(argv[1]);
+	if (!c) {
+		fprintf(stderr, "wgmitm: unknown command \"peer %s\" (see `wgmitm peer --help`)\n", argv[1]);
+		return 2;
+	}
+	if (wants_help(argc - 1, argv + 1)) {
+		print_help(c);
+		return 0;
+	}
+	return c->run(argc - 1, argv + 1);
+}
+
+static const struct command commands[] = {
+	{ "run", cmd_run, NULL, NULL },
+	{ "peer", cmd_peer, "wgmitm peer COMMAND [ARGS]", NULL },
+	{ 0 },
+};
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "home", required_argument, NULL, 'H' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	int verbosity = LOG_INFO;
+	int c;
+	/* '+' stops at the command word: its options belong to it. */
+	while ((c = getopt_long(argc, argv, "+vqh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'H': home_override = optarg; break;
+		case 'v': if (verbosity < LOG_TRACE) verbosity++; break;
+		case 'q': verbosity = LOG_ERROR; break;
+		case 'V': printf("wgmitm %s\n", WGMITM_VERSION); return 0;
+		case 'h': fputs(main_usage, stdout); return 0;
+		default: fputs(main_usage, stderr); return 2;
+		}
+	}
+	log_set_level((enum log_level)verbosity);
+	if (optind >= argc) {
+		fputs(main_usage, stderr);
+		return 2;
+	}
+	argc -= optind;
+	argv += optind;
+	for (const struct command *cmd = commands; cmd->name; cmd++) {
+		if (strcmp(cmd->name, argv[0]) != 0)
+			continue;
+		if (cmd->run == cmd_run && wants_help(argc, argv)) {
+			print_help(&cmd_run_def);
+			return 0;
+		}
+		return cmd->run(argc, argv);
+	}
+	fprintf(stderr, "wgmitm: unknown command \"%s\" (see `wgmitm --help`)\n", argv[0]);
+	return 2;
+}
