@@ -13,6 +13,7 @@
  */
 #include "wg/noise.h"
 
+#include <pthread.h>
 #include <string.h>
 
 #include <sodium.h>
@@ -93,12 +94,23 @@ const char *wg_noise_result_str(enum wg_noise_result r)
 	return "?";
 }
 
-/* C = HASH(CONSTRUCTION); H = HASH(C || IDENTIFIER); H = HASH(H || S_resp). */
+/* C0 = HASH(CONSTRUCTION); H0 = HASH(C0 || IDENTIFIER): constants, computed once. */
+static uint8_t g_initial_ck[WG_HASH_LEN], g_initial_hash[WG_HASH_LEN];
+static pthread_once_t g_initial_once = PTHREAD_ONCE_INIT;
+
+static void initial_compute(void)
+{
+	wg_hash(g_initial_ck, (const uint8_t *)WG_NOISE_CONSTRUCTION, sizeof(WG_NOISE_CONSTRUCTION) - 1, NULL, 0);
+	wg_hash(g_initial_hash, g_initial_ck, WG_HASH_LEN, (const uint8_t *)WG_NOISE_IDENTIFIER,
+		sizeof(WG_NOISE_IDENTIFIER) - 1);
+}
+
+/* C = C0; H = HASH(H0 || S_resp). */
 static void handshake_start(uint8_t ck[WG_HASH_LEN], uint8_t h[WG_HASH_LEN], const uint8_t responder_static[WG_KEY_LEN])
 {
-	wg_hash(ck, (const uint8_t *)WG_NOISE_CONSTRUCTION, sizeof(WG_NOISE_CONSTRUCTION) - 1, NULL, 0);
-	wg_hash(h, ck, WG_HASH_LEN, (const uint8_t *)WG_NOISE_IDENTIFIER, sizeof(WG_NOISE_IDENTIFIER) - 1);
-	wg_hash(h, h, WG_HASH_LEN, responder_static, WG_KEY_LEN);
+	pthread_once(&g_initial_once, initial_compute);
+	memcpy(ck, g_initial_ck, WG_HASH_LEN);
+	wg_hash(h, g_initial_hash, WG_HASH_LEN, responder_static, WG_KEY_LEN);
 }
 
 /* H = HASH(H || data) */
