@@ -585,6 +585,14 @@ static void receive_transport(struct wg_device *dev, const struct wg_endpoint *f
 	struct wg_keypair *kp = container_of(e, struct wg_keypair, entry);
 	uint64_t counter = wg_load_le64(msg->counter);
 	if (!wg_timers_keypair_can_receive(&dev->params, kp->birth, now)) {
+		/* The peer still talks on a session we retired (its timers run
+		 * slower than ours, or it only receives and never rekeys): if
+		 * the packet is authentic, offer a new session now instead of
+		 * dropping its traffic until its own timers notice. Initiations
+		 * are rate-limited by the timers, so replays cost nothing. */
+		if (wg_replay_check(&kp->replay, counter) && wg_transport_open(buf, len, kp->recv_key) &&
+		    wg_replay_update(&kp->replay, counter))
+			send_initiation(dev, e->peer, false, now);
 		drop(dev, WG_DROP_KEYPAIR_EXPIRED);
 		return;
 	}
