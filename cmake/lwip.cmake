@@ -77,5 +77,10 @@ add_library(lwip_port OBJECT ${CMAKE_SOURCE_DIR}/src/netstack/arch/sys_arch.c)
 target_include_directories(lwip_port
   PRIVATE ${_lwip_src}/include ${CMAKE_SOURCE_DIR}/src/netstack)
 target_link_libraries(lwip_port PRIVATE PkgConfig::SODIUM)
+if(WGMITM_FUZZ)
+  # Reproducible "random" numbers and ISNs, so fuzz inputs can complete TCP
+  # handshakes. Never in a normal build.
+  target_compile_definitions(lwip_port PRIVATE NETSTACK_FIXED_RANDOM=1)
+endif()
 target_sources(lwip PRIVATE $<TARGET_OBJECTS:lwip_port>)
 target_link_libraries(lwip PUBLIC PkgConfig::SODIUM)

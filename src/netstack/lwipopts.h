@@ -147,7 +147,8 @@
 #define ETHARP_STATS                    0
 #define SYS_STATS                       0
 
-/* ---- Hooks: packets to any destination (see netstack_hooks.h) ---------- */
+
+/* ---- Hooks (netstack_hooks.h): RFC 6528 initial sequence numbers ------ */
 #define LWIP_HOOK_FILENAME              "netstack_hooks.h"
 
 /* ---- Debug ------------------------------------------------------------- */

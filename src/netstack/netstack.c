@@ -1,7 +1,5 @@
 /* The netstack's packet path: one lwIP netif with no link layer between the
  * WireGuard layer and lwIP, and lwIP's timers on the libuv loop. */
-#include "netstack.h"
-
 #include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -9,37 +7,23 @@
 
 #include <sodium.h>
 
+#include "netstack_internal.h"
+
 #include "lwip/init.h"
 #include "lwip/ip.h"
 #include "lwip/ip4.h"
 #include "lwip/ip4_frag.h"
 #include "lwip/ip6.h"
 #include "lwip/ip6_frag.h"
-#include "lwip/netif.h"
-#include "lwip/pbuf.h"
 #include "lwip/stats.h"
 #include "lwip/timeouts.h"
 
-#include "netstack_hooks.h"
-
-/* An IP datagram's length field is 16 bits (IPv6: payload + 40 fixed bytes;
- * jumbograms are refused), and so is a pbuf chain's tot_len. */
-#define NETSTACK_MAX_PACKET 0xffff
 #define NETSTACK_IP4_HLEN   20
 #define NETSTACK_IP6_HLEN   40
-
-struct netstack {
-    uv_loop_t *loop;
-    uv_timer_t timer;        /* drives sys_check_timeouts */
-    uint64_t timer_due;      /* loop time the armed timer fires at */
-    bool closing;            /* netstack_free: emit nothing more */
-    struct netstack_ops ops;
-    void *ctx;
-    struct netif netif;
-    struct netstack_stats stats;
-    /* Outbound pbuf chains are flattened here, never into a fresh buffer. */
-    uint8_t scratch[NETSTACK_MAX_PACKET];
-};
+#define NETSTACK_PROTO_TCP  6
+#define NETSTACK_PROTO_UDP  17
+#define NETSTACK_TCP_SYN    0x02
+#define NETSTACK_TCP_ACK    0x10
 
 /* lwIP is one global stack: one netstack at a time. */
 static struct netstack *netstack__instance;
@@ -50,7 +34,7 @@ static bool netstack__lwip_ready;
 static void netstack__timer_cb(uv_timer_t *timer);
 
 /* Arms the timer for lwIP's next timeout, unless it already fires sooner. */
-static void netstack__timer_arm(struct netstack *ns)
+void netstack__timer_arm(struct netstack *ns)
 {
     u32_t sleep = sys_timeouts_sleeptime();
     if (sleep == SYS_TIMEOUTS_SLEEPTIME_INFINITE)
@@ -117,23 +101,17 @@ static err_t netstack__netif_init(struct netif *netif)
     return ERR_OK;
 }
 
-/* ---- Input hooks (see netstack_hooks.h) --------------------------------- */
-
-int netstack__hook_ip4_input(struct pbuf *p, struct netif *inp)
-{
-    (void)p;
-    (void)inp;
-    return 0; /* not consumed: lwIP's normal input path */
-}
-
-int netstack__hook_ip6_input(struct pbuf *p, struct netif *inp)
-{
-    (void)p;
-    (void)inp;
-    return 0;
-}
-
 /* ---- Input: WireGuard -> lwIP ------------------------------------------- */
+
+/* What netstack_input learns from the headers before lwIP sees them. */
+struct netstack_pkt {
+    size_t total;           /* length the IP header claims */
+    int version;            /* 4 or 6 */
+    uint8_t proto;          /* upper-layer protocol */
+    size_t l4off;           /* offset of its header, if first fragment */
+    bool first;             /* unfragmented, or the first fragment */
+    const uint8_t *dst;     /* destination address, 4 or 16 bytes */
+};
 
 /* IPv6 extension headers, checked before lwIP sees them: lwIP 2.1.3's
  * ip6_input reads each header's length byte before checking that the header
@@ -141,8 +119,9 @@ int netstack__hook_ip6_input(struct pbuf *p, struct netif *inp)
  * past it; found by fuzz_netstack_input). Every header must fit, every
  * option inside hop-by-hop and destination options must fit, and a first
  * fragment must hold the whole chain (RFC 8200 section 4.5). */
-static bool netstack__ip6_chain_ok(const uint8_t *pkt, size_t total)
+static bool netstack__ip6_chain(const uint8_t *pkt, struct netstack_pkt *pi)
 {
+    size_t total = pi->total;
     uint8_t nh = pkt[6];
     size_t off = NETSTACK_IP6_HLEN;
     for (;;) {
@@ -178,10 +157,15 @@ static bool netstack__ip6_chain_ok(const uint8_t *pkt, size_t total)
             hlen = 8;
             /* A later fragment carries payload only; reassembly re-parses
              * the chain of the first one, checked here. */
-            if (((size_t)pkt[off + 2] << 8 | pkt[off + 3]) >> 3 != 0)
+            if (((size_t)pkt[off + 2] << 8 | pkt[off + 3]) >> 3 != 0) {
+                pi->proto = pkt[off];
+                pi->first = false;
                 return true;
+            }
             break;
         default: /* upper layer, or no next header (59) */
+            pi->proto = nh;
+            pi->l4off = off;
             return true;
         }
         nh = pkt[off];
@@ -189,76 +173,175 @@ static bool netstack__ip6_chain_ok(const uint8_t *pkt, size_t total)
     }
 }
 
-/* The length the IP header claims for the packet, or 0 after counting the
- * reason it is unusable. Cheap checks first; lwIP validates the rest. */
-static size_t netstack__ip_length(struct netstack *ns, const uint8_t *pkt, size_t len)
+/* Parses what lwIP must not be trusted with, or returns false after counting
+ * why the packet is unusable. Cheap checks first; lwIP validates the rest. */
+static bool netstack__parse(struct netstack *ns, const uint8_t *pkt, size_t len,
+                            struct netstack_pkt *pi)
 {
     if (len < 1) {
         ns->stats.drop_short++;
-        return 0;
+        return false;
     }
-    switch (pkt[0] >> 4) {
+    pi->version = pkt[0] >> 4;
+    pi->first = true;
+    switch (pi->version) {
     case 4: {
         if (len < NETSTACK_IP4_HLEN) {
             ns->stats.drop_short++;
-            return 0;
+            return false;
         }
         size_t ihl = (size_t)(pkt[0] & 0x0f) * 4;
-        size_t total = (size_t)pkt[2] << 8 | pkt[3];
-        if (ihl < NETSTACK_IP4_HLEN || total < ihl || total > len) {
+        pi->total = (size_t)pkt[2] << 8 | pkt[3];
+        if (ihl < NETSTACK_IP4_HLEN || pi->total < ihl || pi->total > len) {
             ns->stats.drop_length++;
-            return 0;
+            return false;
         }
-        return total;
+        pi->proto = pkt[9];
+        pi->l4off = ihl;
+        pi->first = (((size_t)pkt[6] << 8 | pkt[7]) & 0x1fff) == 0;
+        pi->dst = pkt + 16;
+        return true;
     }
-    case 6: {
+    case 6:
         if (len < NETSTACK_IP6_HLEN) {
             ns->stats.drop_short++;
-            return 0;
+            return false;
         }
-        size_t total = NETSTACK_IP6_HLEN + ((size_t)pkt[4] << 8 | pkt[5]);
+        pi->total = NETSTACK_IP6_HLEN + ((size_t)pkt[4] << 8 | pkt[5]);
         /* payload length 0 with data would be a jumbogram: refused. */
-        if (total > len || total > NETSTACK_MAX_PACKET) {
+        if (pi->total > len || pi->total > NETSTACK_MAX_PACKET) {
             ns->stats.drop_length++;
-            return 0;
+            return false;
         }
-        if (!netstack__ip6_chain_ok(pkt, total)) {
+        if (!netstack__ip6_chain(pkt, pi)) {
             ns->stats.drop_ext_header++;
-            return 0;
+            return false;
         }
-        return total;
-    }
+        pi->dst = pkt + 24;
+        return true;
     default:
         ns->stats.drop_version++;
-        return 0;
+        return false;
+    }
+}
+
+/* Unicast destinations only: nothing is terminated for broadcast, multicast
+ * or unspecified addresses. */
+static bool netstack__unicast(const struct netstack_pkt *pi)
+{
+    const uint8_t *d = pi->dst;
+    if (pi->version == 4) {
+        static const uint8_t zero[4], ones[4] = { 255, 255, 255, 255 };
+        return memcmp(d, zero, 4) != 0 && memcmp(d, ones, 4) != 0 && (d[0] & 0xf0) != 0xe0;
+    }
+    static const uint8_t zero6[16];
+    return d[0] != 0xff && memcmp(d, zero6, 16) != 0;
+}
+
+/* TCP and UDP to any destination: a listener (on a SYN) or a bound UDP pcb
+ * (on a datagram) for the destination port, both bound to the any address,
+ * so lwIP takes the packet whatever address it was sent to. */
+static void netstack__prepare_port(struct netstack *ns, const uint8_t *pkt,
+                                   const struct netstack_pkt *pi)
+{
+    if (!pi->first)
+        return; /* reassembly completes on the first fragment's pcb */
+    size_t l4len = pi->total - pi->l4off;
+    const uint8_t *l4 = pkt + pi->l4off;
+    if (pi->proto == NETSTACK_PROTO_TCP && l4len >= 20) {
+        u16_t port = (u16_t)(l4[2] << 8 | l4[3]);
+        uint8_t flags = l4[13];
+        if (port != 0 && (flags & NETSTACK_TCP_SYN) && !(flags & NETSTACK_TCP_ACK))
+            netstack__tcp_listen(ns, port);
+    } else if (pi->proto == NETSTACK_PROTO_UDP && l4len >= 8) {
+        u16_t port = (u16_t)(l4[2] << 8 | l4[3]);
+        if (port != 0)
+            netstack__udp_bind(ns, port);
     }
 }
 
 void netstack_input(struct netstack *ns, const uint8_t *pkt, size_t len)
 {
-    size_t total = netstack__ip_length(ns, pkt, len);
-    if (total == 0)
+    struct netstack_pkt pi = { 0 };
+    if (!netstack__parse(ns, pkt, len, &pi))
         return;
 
     /* One exact-size pbuf: lwIP may keep it (TCP receive and out-of-order
      * queues, reassembly), so the bytes must be copied out of the caller's
      * buffer. */
-    struct pbuf *p = pbuf_alloc(PBUF_RAW, (u16_t)total, PBUF_RAM);
+    struct pbuf *p = pbuf_alloc(PBUF_RAW, (u16_t)pi.total, PBUF_RAM);
     if (p == NULL) {
         ns->stats.drop_nomem++;
         return;
     }
-    memcpy(p->payload, pkt, total);
+    memcpy(p->payload, pkt, pi.total);
     ns->stats.in_packets++;
-    ns->stats.in_bytes += total;
+    ns->stats.in_bytes += pi.total;
 
-    /* ip4_input and ip6_input always take ownership of the pbuf. */
-    if ((pkt[0] >> 4) == 4)
+    bool terminate = (pi.proto == NETSTACK_PROTO_TCP || pi.proto == NETSTACK_PROTO_UDP) &&
+                     netstack__unicast(&pi);
+    if (terminate)
+        netstack__prepare_port(ns, pkt, &pi);
+
+    /* lwIP takes only packets for the netif's own addresses. For TCP and UDP
+     * the netif briefly wears the packet's destination (single thread, no
+     * lwIP callbacks on the change); pcbs keep their own local address, so
+     * replies leave from the address the client dialled. ip4_input and
+     * ip6_input always take ownership of the pbuf. */
+    if (pi.version == 4) {
+        ip4_addr_t *own = ip_2_ip4(&ns->netif.ip_addr);
+        u32_t saved = own->addr;
+        if (terminate)
+            memcpy(&own->addr, pi.dst, 4);
         ip4_input(p, &ns->netif);
-    else
+        own->addr = saved;
+    } else {
+        ip6_addr_t *slot = ip_2_ip6(&ns->netif.ip6_addr[NETSTACK_IP6_SLOT_DEST]);
+        if (terminate) {
+            memcpy(slot->addr, pi.dst, 16);
+            ns->netif.ip6_addr_state[NETSTACK_IP6_SLOT_DEST] = IP6_ADDR_PREFERRED;
+        }
         ip6_input(p, &ns->netif);
+        ns->netif.ip6_addr_state[NETSTACK_IP6_SLOT_DEST] = IP6_ADDR_INVALID;
+    }
 
     netstack__timer_arm(ns);
+}
+
+/* ---- Addresses ---------------------------------------------------------- */
+
+void netstack__sockaddr_from_ip(const ip_addr_t *ip, u16_t port, union netstack_sockaddr *out)
+{
+    memset(out, 0, sizeof *out);
+    if (IP_IS_V4(ip)) {
+        out->in4.sin_family = AF_INET;
+        out->in4.sin_port = htons(port);
+        out->in4.sin_addr.s_addr = ip_2_ip4(ip)->addr;
+    } else {
+        out->in6.sin6_family = AF_INET6;
+        out->in6.sin6_port = htons(port);
+        memcpy(out->in6.sin6_addr.s6_addr, ip_2_ip6(ip)->addr, 16);
+    }
+}
+
+bool netstack__ip_from_sockaddr(const struct sockaddr *sa, ip_addr_t *ip, u16_t *port)
+{
+    memset(ip, 0, sizeof *ip);
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in4 = (const struct sockaddr_in *)sa;
+        IP_SET_TYPE(ip, IPADDR_TYPE_V4);
+        ip_2_ip4(ip)->addr = in4->sin_addr.s_addr;
+        *port = ntohs(in4->sin_port);
+        return true;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        IP_SET_TYPE(ip, IPADDR_TYPE_V6);
+        memcpy(ip_2_ip6(ip)->addr, in6->sin6_addr.s6_addr, 16);
+        *port = ntohs(in6->sin6_port);
+        return true;
+    }
+    return false;
 }
 
 /* ---- Life cycle --------------------------------------------------------- */
@@ -383,6 +466,8 @@ void netstack_free(struct netstack *ns)
     if (ns == NULL)
         return;
     ns->closing = true;
+    netstack__tcp_free_all(ns);
+    netstack__udp_free_all(ns);
     netstack__flush();
     netif_set_down(&ns->netif);
     netif_remove(&ns->netif);

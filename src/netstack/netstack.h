@@ -9,6 +9,7 @@
 #define WGMITM_NETSTACK_H
 
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,12 +23,42 @@ struct netstack_config {
     uint16_t mtu;           /* tunnel MTU, 1280..65535; 0: NETSTACK_DEFAULT_MTU */
 };
 
+/* One TCP connection a client opened to any address, terminated here. */
+struct netstack_tcp;
+
 struct netstack_ops {
     /* One IP packet (v4 or v6) the stack sends toward a peer; the caller
      * routes it by its destination address. The buffer is valid only for
-     * the duration of the call. Called from inside netstack_input and from
-     * the netstack's timer; it must not call back into the netstack. */
+     * the duration of the call. Called from inside netstack_input, the
+     * netstack's timer and the send functions; it must not call back into
+     * the netstack. */
     void (*output)(void *ctx, const uint8_t *pkt, size_t len);
+
+    /* A client completed a TCP handshake with `dest`, whatever address and
+     * port it dialled. Return 0 after netstack_tcp_set_ops to take the
+     * connection; nonzero resets it. NULL: every connection is reset. */
+    int (*tcp_accept)(void *ctx, struct netstack_tcp *conn,
+                      const struct sockaddr *client, const struct sockaddr *dest);
+
+    /* A UDP datagram from `client` to `dest` (any address). `data` is valid
+     * only during the call. NULL: datagrams are dropped. */
+    void (*udp_recv)(void *ctx, const struct sockaddr *client, const struct sockaddr *dest,
+                     const uint8_t *data, size_t len);
+};
+
+/* Callbacks of one TCP connection (set in tcp_accept). */
+struct netstack_tcp_ops {
+    /* Bytes from the client, in order, valid only during the call. len 0
+     * (data NULL): the client half-closed (FIN); writing is still allowed.
+     * Not called while paused. */
+    void (*recv)(void *arg, const uint8_t *data, size_t len);
+    /* The client acknowledged `len` bytes: netstack_tcp_write has room. */
+    void (*sent)(void *arg, size_t len);
+    /* The connection is gone: 0 after an orderly close of both directions,
+     * -ECONNRESET (client reset), -ECONNABORTED (retransmissions or
+     * keepalives gave up), -ENOMEM. The handle is freed when this returns:
+     * do not close it. Not called after netstack_tcp_close/abort. */
+    void (*closed)(void *arg, int err);
 };
 
 /* Counters since netstack_new. The lwip_* fields are lwIP's own protocol
@@ -43,6 +74,13 @@ struct netstack_stats {
     uint64_t drop_length;     /* header lengths inconsistent with the buffer */
     uint64_t drop_ext_header; /* IPv6 extension header chain malformed */
     uint64_t drop_nomem;      /* no memory for the packet */
+    uint64_t tcp_accepted;    /* handed to ops.tcp_accept and taken */
+    uint64_t tcp_refused;     /* reset: no tcp_accept, refused, or no memory */
+    uint64_t tcp_active;      /* accepted and not yet closed (gauge) */
+    uint64_t tcp_listeners;   /* ports with a listener (gauge) */
+    uint64_t udp_in;          /* datagrams handed to ops.udp_recv */
+    uint64_t udp_out;         /* datagrams sent by netstack_udp_send */
+    uint64_t udp_drop;        /* no udp_recv, or no memory for a pcb */
     uint64_t lwip_ip4_drop;
     uint64_t lwip_ip6_drop;
     uint64_t lwip_icmp4_drop;
@@ -69,9 +107,49 @@ void netstack_input(struct netstack *ns, const uint8_t *pkt, size_t len);
 
 void netstack_get_stats(const struct netstack *ns, struct netstack_stats *out);
 
-/* Removes the netif and stops the timer. The memory is released when the
- * loop next runs (libuv closes handles asynchronously); another netstack can
- * be created right away. NULL is a no-op. */
+/* ---- TCP connections ----------------------------------------------------
+ * The handle stays valid until the caller closes or aborts it, or until
+ * ops.closed returns. Calls made from inside a callback are allowed (also
+ * closing or aborting the connection the callback is for). */
+
+void netstack_tcp_set_ops(struct netstack_tcp *conn, const struct netstack_tcp_ops *ops,
+                          void *arg);
+
+/* Queues up to `len` bytes toward the client (copied) and sends what the
+ * window allows. Returns the bytes taken, possibly fewer than `len` (0 when
+ * the send buffer is full: wait for ops.sent). */
+size_t netstack_tcp_write(struct netstack_tcp *conn, const uint8_t *data, size_t len);
+
+/* Bytes netstack_tcp_write would take now. */
+size_t netstack_tcp_writable(const struct netstack_tcp *conn);
+
+/* Backpressure from the upper layer: while paused, received data is held
+ * and not acknowledged as consumed, so the client's window closes (at most
+ * one window, TCP_WND, is held). Resume delivers what was held (ops.recv may
+ * run before it returns). */
+void netstack_tcp_pause(struct netstack_tcp *conn);
+void netstack_tcp_resume(struct netstack_tcp *conn);
+
+/* Half-close: a FIN follows the queued data; receiving continues.
+ * Returns 0 or -ENOTCONN. */
+int netstack_tcp_shutdown(struct netstack_tcp *conn);
+
+/* Orderly close (FIN after queued data, unread data discarded) or reset.
+ * Either frees the handle; no callback follows. */
+void netstack_tcp_close(struct netstack_tcp *conn);
+void netstack_tcp_abort(struct netstack_tcp *conn);
+
+/* ---- UDP -----------------------------------------------------------------
+ * Sends `len` bytes from `from` (the address and port the client sent to)
+ * to `to` (the client). Both of one family. Returns 0, -EAFNOSUPPORT,
+ * -EMSGSIZE or -ENOMEM. */
+int netstack_udp_send(struct netstack *ns, const struct sockaddr *from, const struct sockaddr *to,
+                      const uint8_t *data, size_t len);
+
+/* Aborts every TCP connection (no callbacks: the caller has forgotten
+ * them), removes the netif and stops the timer. The memory is released when
+ * the loop next runs (libuv closes handles asynchronously); another netstack
+ * can be created right away. Not from inside a callback. NULL is a no-op. */
 void netstack_free(struct netstack *ns);
 
 #endif

@@ -1,20 +1,13 @@
-/* lwIP hooks (LWIP_HOOK_FILENAME). Included by lwIP's ip4.c and ip6.c
- * after lwIP's own headers, so lwIP types are known here.
- *
- * The input hooks see every inbound packet before lwIP's "is it for one of
- * my addresses" check. They are where packets to any destination get
- * accepted (TCP/UDP termination for whatever address the client dialled).
- * Return nonzero when the hook consumed (and freed) the pbuf. */
+/* lwIP hooks (LWIP_HOOK_FILENAME), included by lwIP's sources after their
+ * own headers, so lwIP types are known here. Implemented in arch/sys_arch.c. */
 #ifndef WGMITM_NETSTACK_HOOKS_H
 #define WGMITM_NETSTACK_HOOKS_H
 
-struct pbuf;
-struct netif;
-
-int netstack__hook_ip4_input(struct pbuf *p, struct netif *inp);
-int netstack__hook_ip6_input(struct pbuf *p, struct netif *inp);
-
-#define LWIP_HOOK_IP4_INPUT(p, inp) netstack__hook_ip4_input((p), (inp))
-#define LWIP_HOOK_IP6_INPUT(p, inp) netstack__hook_ip6_input((p), (inp))
+/* lwIP 2.1's default initial sequence number is a counter plus tcp_ticks:
+ * predictable. RFC 6528 instead: a 4 µs clock plus a keyed hash of the
+ * connection's addresses and ports. */
+u32_t netstack__tcp_isn(const ip_addr_t *local_ip, u16_t local_port,
+                        const ip_addr_t *remote_ip, u16_t remote_port);
+#define LWIP_HOOK_TCP_ISN netstack__tcp_isn
 
 #endif

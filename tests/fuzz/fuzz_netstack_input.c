@@ -26,6 +26,66 @@ static void sink(void *ctx, const uint8_t *pkt, size_t len)
     (void)x;
 }
 
+/* The upper layer the fuzzer talks to: echoes TCP and UDP, and lets the
+ * data steer pause/resume/shutdown/close/abort so those paths run too. */
+static void conn_recv(void *arg, const uint8_t *data, size_t len)
+{
+    struct netstack_tcp *conn = arg;
+    if (len == 0) {
+        netstack_tcp_shutdown(conn);
+        return;
+    }
+    switch (data[0]) {
+    case 'A':
+        netstack_tcp_abort(conn);
+        return;
+    case 'C':
+        netstack_tcp_close(conn);
+        return;
+    case 'P':
+        netstack_tcp_pause(conn);
+        return;
+    case 'S':
+        netstack_tcp_shutdown(conn);
+        return;
+    default:
+        netstack_tcp_write(conn, data, len);
+    }
+}
+
+static void conn_sent(void *arg, size_t len)
+{
+    (void)len;
+    netstack_tcp_resume(arg);
+}
+
+static void conn_closed(void *arg, int err)
+{
+    (void)arg;
+    (void)err;
+}
+
+static int on_accept(void *ctx, struct netstack_tcp *conn, const struct sockaddr *client,
+                     const struct sockaddr *dest)
+{
+    (void)ctx;
+    (void)client;
+    static const struct netstack_tcp_ops ops = {
+        .recv = conn_recv, .sent = conn_sent, .closed = conn_closed,
+    };
+    if (dest->sa_family == AF_INET && ((const struct sockaddr_in *)dest)->sin_port == htons(7))
+        return -1; /* refused */
+    netstack_tcp_set_ops(conn, &ops, conn);
+    return 0;
+}
+
+static void on_udp(void *ctx, const struct sockaddr *client, const struct sockaddr *dest,
+                   const uint8_t *data, size_t len)
+{
+    (void)ctx;
+    netstack_udp_send(ns, dest, client, data, len);
+}
+
 static void setup(void)
 {
     if (!loop_ready) {
@@ -38,7 +98,7 @@ static void setup(void)
     cfg.addr6.s6_addr[0] = 0xfd;
     cfg.addr6.s6_addr[1] = 0x77;
     cfg.addr6.s6_addr[15] = 1;
-    struct netstack_ops ops = { .output = sink };
+    struct netstack_ops ops = { .output = sink, .tcp_accept = on_accept, .udp_recv = on_udp };
     ns = netstack_new(&loop, &cfg, &ops, NULL);
     if (ns == NULL)
         abort();

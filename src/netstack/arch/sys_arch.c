@@ -3,12 +3,16 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include <sodium.h>
 
+#include "lwip/ip_addr.h"
 #include "lwip/opt.h"
 #include "lwip/sys.h"
+
+#include "netstack_hooks.h"
 
 /* Milliseconds from a monotonic clock; lwIP only compares differences, so
  * wrapping at 2^32 ms is fine. */
@@ -35,7 +39,49 @@ _Noreturn void netstack__assert(const char *msg, const char *file, int line)
     abort();
 }
 
+/* NETSTACK_FIXED_RANDOM (fuzz builds only): reproducible numbers, so a
+ * fuzzer input can complete a TCP handshake and reach the data paths. */
 uint32_t netstack__rand(void)
 {
+#ifdef NETSTACK_FIXED_RANDOM
+    return 0x2545f491u;
+#else
     return randombytes_random();
+#endif
+}
+
+u32_t netstack__tcp_isn(const ip_addr_t *local_ip, u16_t local_port,
+                        const ip_addr_t *remote_ip, u16_t remote_port)
+{
+    static unsigned char key[crypto_shorthash_KEYBYTES];
+    static int keyed;
+    if (!keyed) {
+#ifndef NETSTACK_FIXED_RANDOM
+        randombytes_buf(key, sizeof key);
+#endif
+        keyed = 1;
+    }
+    /* F(localip, localport, remoteip, remoteport, secretkey): SipHash. */
+    unsigned char in[2 * 16 + 2 * 2 + 1];
+    memset(in, 0, sizeof in);
+    in[0] = (unsigned char)IP_GET_TYPE(local_ip);
+    memcpy(in + 1, IP_IS_V4(local_ip) ? (const void *)ip_2_ip4(local_ip) : (const void *)ip_2_ip6(local_ip)->addr,
+           IP_IS_V4(local_ip) ? 4 : 16);
+    memcpy(in + 17, IP_IS_V4(remote_ip) ? (const void *)ip_2_ip4(remote_ip) : (const void *)ip_2_ip6(remote_ip)->addr,
+           IP_IS_V4(remote_ip) ? 4 : 16);
+    memcpy(in + 33, &local_port, 2);
+    memcpy(in + 35, &remote_port, 2);
+    unsigned char h[crypto_shorthash_BYTES];
+    crypto_shorthash(h, in, sizeof in, key);
+    u32_t f;
+    memcpy(&f, h, sizeof f);
+#ifdef NETSTACK_FIXED_RANDOM
+    return f;
+#else
+    /* M: a timer that ticks every 4 microseconds. */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    u32_t m = (u32_t)(((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) / 4000u);
+    return m + f;
+#endif
 }

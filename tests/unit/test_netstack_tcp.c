@@ -1,0 +1,666 @@
+/* TCP and UDP to any destination: a hand-driven client speaks raw segments
+ * to the netstack, which terminates them and exposes streams/datagrams. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <string.h>
+
+#include "netstack/netstack.h"
+
+#define TUN4   "10.77.0.1"
+#define PEER4  "10.77.0.2"
+#define TUN6   "fd77::1"
+#define PEER6  "fd77::2"
+#define FAR4   "93.184.216.34"
+#define FAR6   "2606:4700::1111"
+
+#define F_FIN 0x01
+#define F_SYN 0x02
+#define F_RST 0x04
+#define F_PSH 0x08
+#define F_ACK 0x10
+
+/* ---- Checksums and byte helpers (independent of lwIP) -------------------- */
+
+static uint32_t sum16(uint32_t acc, const uint8_t *p, size_t len)
+{
+    for (size_t i = 0; i + 1 < len; i += 2)
+        acc += (uint32_t)p[i] << 8 | p[i + 1];
+    if (len & 1)
+        acc += (uint32_t)p[len - 1] << 8;
+    return acc;
+}
+
+static uint16_t fold(uint32_t acc)
+{
+    while (acc >> 16)
+        acc = (acc & 0xffff) + (acc >> 16);
+    return (uint16_t)~acc;
+}
+
+static void put16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    put16(p, (uint16_t)(v >> 16));
+    put16(p + 2, (uint16_t)v);
+}
+
+static uint16_t get16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)get16(p) << 16 | get16(p + 2);
+}
+
+/* Sum of the pseudo-header for an upper-layer packet of `ulen` bytes. */
+static uint32_t pseudo(int v6, const uint8_t *src, const uint8_t *dst, size_t ulen, uint8_t proto)
+{
+    size_t alen = v6 ? 16 : 4;
+    uint32_t acc = sum16(sum16(0, src, alen), dst, alen);
+    uint8_t tail[4] = { (uint8_t)(ulen >> 8), (uint8_t)ulen, 0, proto };
+    if (v6) {
+        uint8_t t6[8] = { 0, 0, (uint8_t)(ulen >> 8), (uint8_t)ulen, 0, 0, 0, proto };
+        return sum16(acc, t6, 8);
+    }
+    return sum16(acc, tail, 4);
+}
+
+/* IP header for `ulen` bytes of `proto` from src to dst; returns its length. */
+static size_t build_ip(uint8_t *pkt, int v6, const char *src, const char *dst, uint8_t proto,
+                       size_t ulen)
+{
+    if (v6) {
+        memset(pkt, 0, 40);
+        pkt[0] = 0x60;
+        put16(pkt + 4, (uint16_t)ulen);
+        pkt[6] = proto;
+        pkt[7] = 64;
+        assert_int_equal(inet_pton(AF_INET6, src, pkt + 8), 1);
+        assert_int_equal(inet_pton(AF_INET6, dst, pkt + 24), 1);
+        return 40;
+    }
+    memset(pkt, 0, 20);
+    pkt[0] = 0x45;
+    put16(pkt + 2, (uint16_t)(20 + ulen));
+    pkt[8] = 64;
+    pkt[9] = proto;
+    assert_int_equal(inet_pton(AF_INET, src, pkt + 12), 1);
+    assert_int_equal(inet_pton(AF_INET, dst, pkt + 16), 1);
+    put16(pkt + 10, fold(sum16(0, pkt, 20)));
+    return 20;
+}
+
+/* ---- A raw TCP client ------------------------------------------------------ */
+
+struct client {
+    int v6;
+    const char *src, *dst;
+    uint16_t sport, dport;
+    uint32_t seq;   /* next sequence number we send */
+    uint32_t ack;   /* next sequence number we expect */
+};
+
+static size_t build_seg(uint8_t *pkt, const struct client *c, uint8_t flags, uint16_t win,
+                        const uint8_t *opt, size_t optlen, const void *data, size_t len)
+{
+    size_t thl = 20 + optlen;
+    size_t hl = build_ip(pkt, c->v6, c->src, c->dst, 6, thl + len);
+    uint8_t *t = pkt + hl;
+    memset(t, 0, thl);
+    put16(t, c->sport);
+    put16(t + 2, c->dport);
+    put32(t + 4, c->seq);
+    put32(t + 8, (flags & F_ACK) ? c->ack : 0);
+    t[12] = (uint8_t)((thl / 4) << 4);
+    t[13] = flags;
+    put16(t + 14, win);
+    if (optlen > 0)
+        memcpy(t + 20, opt, optlen);
+    if (len > 0)
+        memcpy(t + thl, data, len);
+    const uint8_t *s = pkt + (c->v6 ? 8 : 12), *d = pkt + (c->v6 ? 24 : 16);
+    put16(t + 16, fold(sum16(pseudo(c->v6, s, d, thl + len, 6), t, thl + len)));
+    return hl + thl + len;
+}
+
+/* ---- What the netstack emitted ------------------------------------------- */
+
+#define MAX_OUT 64
+
+struct seg {
+    int v6;
+    const uint8_t *src, *dst;  /* addresses in the packet */
+    uint8_t proto;
+    uint16_t sport, dport;
+    uint32_t seq, ack;
+    uint8_t flags;
+    uint16_t win;
+    const uint8_t *opt;
+    size_t optlen;
+    const uint8_t *data;
+    size_t len;
+};
+
+struct fixture {
+    uv_loop_t loop;
+    struct netstack *ns;
+    int nout;
+    size_t outlen[MAX_OUT];
+    uint8_t out[MAX_OUT][2048];
+    /* tcp */
+    struct netstack_tcp *conn;
+    int accepts;
+    int accept_rc;
+    struct sockaddr_storage client, dest;
+    uint8_t rx[8192];
+    size_t rxlen;
+    int fins;
+    size_t acked;
+    int closed;
+    int closed_err;
+    const char *close_on; /* close from inside recv when data contains this */
+    /* udp */
+    int udps;
+    struct sockaddr_storage uclient, udest;
+    uint8_t udata[256];
+    size_t ulen;
+};
+
+static void on_output(void *ctx, const uint8_t *pkt, size_t len)
+{
+    struct fixture *f = ctx;
+    assert_true(f->nout < MAX_OUT);
+    assert_true(len <= sizeof f->out[0]);
+    memcpy(f->out[f->nout], pkt, len);
+    f->outlen[f->nout++] = len;
+}
+
+/* Parses emitted packet i and checks its IP and TCP/UDP checksums. */
+static struct seg parse_out(struct fixture *f, int i)
+{
+    assert_true(i < f->nout);
+    const uint8_t *p = f->out[i];
+    size_t len = f->outlen[i], hl;
+    struct seg s = { 0 };
+    s.v6 = (p[0] >> 4) == 6;
+    if (s.v6) {
+        hl = 40;
+        assert_int_equal(40 + get16(p + 4), len);
+        s.proto = p[6];
+        s.src = p + 8;
+        s.dst = p + 24;
+    } else {
+        hl = (size_t)(p[0] & 15) * 4;
+        assert_int_equal(get16(p + 2), len);
+        assert_int_equal(fold(sum16(0, p, hl)), 0);
+        s.proto = p[9];
+        s.src = p + 12;
+        s.dst = p + 16;
+    }
+    const uint8_t *t = p + hl;
+    size_t ulen = len - hl;
+    assert_int_equal(fold(sum16(pseudo(s.v6, s.src, s.dst, ulen, s.proto), t, ulen)), 0);
+    s.sport = get16(t);
+    s.dport = get16(t + 2);
+    if (s.proto == 17) {
+        assert_int_equal(get16(t + 4), ulen);
+        s.data = t + 8;
+        s.len = ulen - 8;
+        return s;
+    }
+    assert_int_equal(s.proto, 6);
+    s.seq = get32(t + 4);
+    s.ack = get32(t + 8);
+    size_t thl = (size_t)(t[12] >> 4) * 4;
+    s.flags = t[13];
+    s.win = get16(t + 14);
+    s.opt = t + 20;
+    s.optlen = thl - 20;
+    s.data = t + thl;
+    s.len = ulen - thl;
+    return s;
+}
+
+/* The value of TCP option `kind` in s, or NULL. */
+static const uint8_t *tcp_option(const struct seg *s, uint8_t kind)
+{
+    for (size_t o = 0; o < s->optlen;) {
+        uint8_t k = s->opt[o];
+        if (k == 0)
+            break;
+        if (k == 1) {
+            o++;
+            continue;
+        }
+        if (k == kind)
+            return s->opt + o + 2;
+        o += s->opt[o + 1];
+    }
+    return NULL;
+}
+
+static void on_recv(void *arg, const uint8_t *data, size_t len)
+{
+    struct fixture *f = arg;
+    if (len == 0) {
+        assert_null(data);
+        f->fins++;
+        return;
+    }
+    assert_true(f->rxlen + len <= sizeof f->rx);
+    memcpy(f->rx + f->rxlen, data, len);
+    f->rxlen += len;
+    if (f->close_on != NULL && memmem(data, len, f->close_on, strlen(f->close_on)) != NULL) {
+        netstack_tcp_close(f->conn);
+        f->conn = NULL;
+    }
+}
+
+static void on_sent(void *arg, size_t len)
+{
+    struct fixture *f = arg;
+    f->acked += len;
+}
+
+static void on_closed(void *arg, int err)
+{
+    struct fixture *f = arg;
+    f->closed++;
+    f->closed_err = err;
+    f->conn = NULL;
+}
+
+static int on_accept(void *ctx, struct netstack_tcp *conn, const struct sockaddr *client,
+                     const struct sockaddr *dest)
+{
+    struct fixture *f = ctx;
+    f->accepts++;
+    memcpy(&f->client, client, client->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+                                                            : sizeof(struct sockaddr_in6));
+    memcpy(&f->dest, dest, dest->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+                                                      : sizeof(struct sockaddr_in6));
+    if (f->accept_rc != 0)
+        return f->accept_rc;
+    static const struct netstack_tcp_ops ops = {
+        .recv = on_recv, .sent = on_sent, .closed = on_closed,
+    };
+    netstack_tcp_set_ops(conn, &ops, f);
+    f->conn = conn;
+    return 0;
+}
+
+static void on_udp(void *ctx, const struct sockaddr *client, const struct sockaddr *dest,
+                   const uint8_t *data, size_t len)
+{
+    struct fixture *f = ctx;
+    f->udps++;
+    memcpy(&f->uclient, client, sizeof(struct sockaddr_in6));
+    memcpy(&f->udest, dest, sizeof(struct sockaddr_in6));
+    assert_true(len <= sizeof f->udata);
+    memcpy(f->udata, data, len);
+    f->ulen = len;
+}
+
+static int setup(void **state)
+{
+    static struct fixture f;
+    memset(&f, 0, sizeof f);
+    assert_int_equal(uv_loop_init(&f.loop), 0);
+    struct netstack_config cfg = { .mtu = 1420 };
+    assert_int_equal(inet_pton(AF_INET, TUN4, &cfg.addr4), 1);
+    assert_int_equal(inet_pton(AF_INET6, TUN6, &cfg.addr6), 1);
+    struct netstack_ops ops = { .output = on_output, .tcp_accept = on_accept, .udp_recv = on_udp };
+    f.ns = netstack_new(&f.loop, &cfg, &ops, &f);
+    assert_non_null(f.ns);
+    *state = &f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    int closed = f->closed;
+    netstack_free(f->ns);
+    assert_int_equal(f->closed, closed); /* no callbacks while freeing */
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+    return 0;
+}
+
+static void send_seg(struct fixture *f, struct client *c, uint8_t flags, const void *data,
+                     size_t len)
+{
+    uint8_t pkt[2048];
+    netstack_input(f->ns, pkt, build_seg(pkt, c, flags, 0xffff, NULL, 0, data, len));
+    c->seq += (uint32_t)len + ((flags & (F_SYN | F_FIN)) ? 1 : 0);
+}
+
+/* SYN (MSS 1380, window scale 7), SYN|ACK checked, ACK: returns the
+ * netstack's initial sequence number + 1. */
+static void handshake(struct fixture *f, struct client *c, uint16_t want_mss)
+{
+    static const uint8_t opt[8] = { 2, 4, 0x05, 0x64, 1, 3, 3, 7 };
+    uint8_t pkt[256];
+    int before = f->nout;
+    netstack_input(f->ns, pkt, build_seg(pkt, c, F_SYN, 0xffff, opt, sizeof opt, NULL, 0));
+    c->seq++;
+    assert_int_equal(f->nout, before + 1);
+    struct seg s = parse_out(f, before);
+    assert_int_equal(s.flags, F_SYN | F_ACK);
+    assert_int_equal(s.sport, c->dport);
+    assert_int_equal(s.dport, c->sport);
+    assert_int_equal(s.ack, c->seq);
+    /* Source: the address the client dialled; destination: the client. */
+    uint8_t want[16];
+    assert_int_equal(inet_pton(c->v6 ? AF_INET6 : AF_INET, c->dst, want), 1);
+    assert_memory_equal(s.src, want, c->v6 ? 16 : 4);
+    assert_int_equal(inet_pton(c->v6 ? AF_INET6 : AF_INET, c->src, want), 1);
+    assert_memory_equal(s.dst, want, c->v6 ? 16 : 4);
+    const uint8_t *mss = tcp_option(&s, 2);
+    assert_non_null(mss);
+    assert_int_equal(get16(mss), want_mss);
+    const uint8_t *ws = tcp_option(&s, 3);
+    assert_non_null(ws);
+    assert_int_equal(ws[0], 5); /* TCP_RCV_SCALE */
+    c->ack = s.seq + 1;
+    send_seg(f, c, F_ACK, NULL, 0);
+}
+
+/* ---- Tests ------------------------------------------------------------------ */
+
+static void test_tcp4_any_destination_stream(void **state)
+{
+    struct fixture *f = *state;
+    struct client c = { 0, PEER4, FAR4, 40000, 443, 1000, 0 };
+    handshake(f, &c, 1380);
+    assert_int_equal(f->accepts, 1);
+    assert_non_null(f->conn);
+    const struct sockaddr_in *cl = (const struct sockaddr_in *)&f->client;
+    const struct sockaddr_in *de = (const struct sockaddr_in *)&f->dest;
+    char buf[64];
+    assert_int_equal(cl->sin_family, AF_INET);
+    assert_string_equal(inet_ntop(AF_INET, &cl->sin_addr, buf, sizeof buf), PEER4);
+    assert_int_equal(ntohs(cl->sin_port), 40000);
+    assert_string_equal(inet_ntop(AF_INET, &de->sin_addr, buf, sizeof buf), FAR4);
+    assert_int_equal(ntohs(de->sin_port), 443);
+
+    /* Client -> upper layer. */
+    static const char req[] = "GET / HTTP/1.1\r\nHost: example.com\r\n\r\n";
+    send_seg(f, &c, F_PSH | F_ACK, req, strlen(req));
+    assert_int_equal(f->rxlen, strlen(req));
+    assert_memory_equal(f->rx, req, strlen(req));
+
+    /* Upper layer -> client. */
+    static const char resp[] = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    int before = f->nout;
+    assert_true(netstack_tcp_writable(f->conn) >= 1024 * 1024 - 1);
+    assert_int_equal(netstack_tcp_write(f->conn, (const uint8_t *)resp, strlen(resp)), strlen(resp));
+    assert_true(f->nout > before);
+    struct seg s = parse_out(f, f->nout - 1);
+    assert_int_equal(s.len, strlen(resp));
+    assert_memory_equal(s.data, resp, strlen(resp));
+    assert_int_equal(s.seq, c.ack);
+    assert_int_equal(s.ack, c.seq); /* it also acknowledges the request */
+    assert_int_equal(s.sport, 443);
+    c.ack += (uint32_t)s.len;
+    send_seg(f, &c, F_ACK, NULL, 0);
+    assert_int_equal(f->acked, strlen(resp));
+
+    /* Client half-closes; we still write, then close our side. */
+    send_seg(f, &c, F_FIN | F_ACK, NULL, 0);
+    assert_int_equal(f->fins, 1);
+    assert_int_equal(netstack_tcp_write(f->conn, (const uint8_t *)"bye", 3), 3);
+    assert_int_equal(netstack_tcp_shutdown(f->conn), 0);
+    s = parse_out(f, f->nout - 1);
+    assert_true(s.flags & F_FIN);
+    c.ack = s.seq + (uint32_t)s.len + 1;
+    send_seg(f, &c, F_ACK, NULL, 0);
+    assert_int_equal(f->closed, 1); /* both directions closed: lwIP frees it */
+    assert_int_equal(f->closed_err, 0);
+
+    struct netstack_stats st;
+    netstack_get_stats(f->ns, &st);
+    assert_int_equal(st.tcp_accepted, 1);
+    assert_int_equal(st.tcp_active, 0);
+    assert_int_equal(st.tcp_listeners, 1);
+}
+
+static void test_tcp6_any_destination_reset_by_client(void **state)
+{
+    struct fixture *f = *state;
+    struct client c = { 1, PEER6, FAR6, 50000, 80, 7, 0 };
+    handshake(f, &c, 1360); /* MTU 1420 - 40 - 20 */
+    assert_int_equal(f->accepts, 1);
+    const struct sockaddr_in6 *de = (const struct sockaddr_in6 *)&f->dest;
+    char buf[64];
+    assert_int_equal(de->sin6_family, AF_INET6);
+    assert_string_equal(inet_ntop(AF_INET6, &de->sin6_addr, buf, sizeof buf), FAR6);
+    assert_int_equal(ntohs(de->sin6_port), 80);
+
+    send_seg(f, &c, F_PSH | F_ACK, "ping", 4);
+    assert_int_equal(f->rxlen, 4);
+    send_seg(f, &c, F_RST | F_ACK, NULL, 0);
+    assert_int_equal(f->closed, 1);
+    assert_int_equal(f->closed_err, -ECONNRESET);
+    assert_null(f->conn);
+}
+
+static void test_tcp_refused_and_aborted(void **state)
+{
+    struct fixture *f = *state;
+    struct client c = { 0, PEER4, FAR4, 40001, 22, 1, 0 };
+    f->accept_rc = -1;
+    handshake(f, &c, 1380);
+    assert_int_equal(f->accepts, 1);
+    struct seg s = parse_out(f, f->nout - 1);
+    assert_true(s.flags & F_RST);
+
+    /* Accepted, then aborted by the upper layer: a reset goes out and no
+     * callback follows. */
+    f->accept_rc = 0;
+    struct client c2 = { 0, PEER4, FAR4, 40002, 22, 1, 0 };
+    handshake(f, &c2, 1380);
+    assert_non_null(f->conn);
+    netstack_tcp_abort(f->conn);
+    f->conn = NULL;
+    s = parse_out(f, f->nout - 1);
+    assert_true(s.flags & F_RST);
+    assert_int_equal(f->closed, 0);
+
+    struct netstack_stats st;
+    netstack_get_stats(f->ns, &st);
+    assert_int_equal(st.tcp_refused, 1);
+    assert_int_equal(st.tcp_accepted, 1);
+    assert_int_equal(st.tcp_active, 0);
+}
+
+/* While paused, data is held and the advertised window shrinks by it. */
+static void test_tcp_pause_resume(void **state)
+{
+    struct fixture *f = *state;
+    struct client c = { 0, PEER4, TUN4, 40003, 8080, 1, 0 };
+    handshake(f, &c, 1380);
+    netstack_tcp_pause(f->conn);
+    uint8_t data[1000];
+    for (int i = 0; i < 2; i++) {
+        memset(data, 'a' + i, sizeof data);
+        send_seg(f, &c, F_ACK, data, sizeof data);
+    }
+    assert_int_equal(f->rxlen, 0);
+    /* lwIP acks every second segment at once. */
+    struct seg s = parse_out(f, f->nout - 1);
+    assert_int_equal(s.ack, c.seq);
+    assert_int_equal((uint32_t)s.win << 5, ((1024 * 1024 - 2000) >> 5) << 5);
+
+    netstack_tcp_resume(f->conn);
+    assert_int_equal(f->rxlen, 2000);
+    assert_int_equal(f->rx[0], 'a');
+    assert_int_equal(f->rx[1999], 'b');
+    send_seg(f, &c, F_PSH | F_ACK, "x", 1);
+    s = parse_out(f, f->nout - 1);
+    assert_int_equal(f->rxlen, 2001);
+    (void)s;
+}
+
+/* Closing from inside the recv callback sends a FIN, and nothing breaks
+ * when later segments arrive for the detached connection. */
+static void test_tcp_close_inside_recv(void **state)
+{
+    struct fixture *f = *state;
+    struct client c = { 0, PEER4, FAR4, 40004, 443, 1, 0 };
+    handshake(f, &c, 1380);
+    f->close_on = "quit";
+    send_seg(f, &c, F_PSH | F_ACK, "quit", 4);
+    assert_null(f->conn);
+    struct seg s = parse_out(f, f->nout - 1);
+    assert_true(s.flags & F_FIN);
+    assert_int_equal(s.ack, c.seq);
+    send_seg(f, &c, F_PSH | F_ACK, "more", 4); /* lwIP's default handler takes it */
+    c.ack = s.seq + 1;
+    send_seg(f, &c, F_FIN | F_ACK, NULL, 0);
+    assert_int_equal(f->closed, 0);
+    struct netstack_stats st;
+    netstack_get_stats(f->ns, &st);
+    assert_int_equal(st.tcp_active, 0);
+}
+
+/* netstack_free with live connections: no callbacks, nothing leaked. */
+static void test_tcp_free_with_open_connections(void **state)
+{
+    struct fixture *f = *state;
+    for (uint16_t i = 0; i < 3; i++) {
+        struct client c = { i & 1, i & 1 ? PEER6 : PEER4, i & 1 ? FAR6 : FAR4,
+                            (uint16_t)(41000 + i), (uint16_t)(1000 + i), 1, 0 };
+        handshake(f, &c, i & 1 ? 1360 : 1380);
+        send_seg(f, &c, F_PSH | F_ACK, "held", 4);
+        netstack_tcp_pause(f->conn);
+        send_seg(f, &c, F_PSH | F_ACK, "more", 4);
+    }
+    struct netstack_stats st;
+    netstack_get_stats(f->ns, &st);
+    assert_int_equal(st.tcp_active, 3);
+    assert_int_equal(st.tcp_listeners, 3);
+}
+
+/* Not terminated: multicast destinations, and a plain reset for a segment
+ * that opens nothing. */
+static void test_tcp_not_terminated(void **state)
+{
+    struct fixture *f = *state;
+    struct client m = { 0, PEER4, "224.0.0.251", 40005, 5353, 1, 0 };
+    send_seg(f, &m, F_SYN, NULL, 0);
+    assert_int_equal(f->nout, 0);
+    struct client c = { 0, PEER4, FAR4, 40006, 9999, 1, 5 };
+    send_seg(f, &c, F_ACK, NULL, 0);
+    assert_int_equal(f->nout, 1);
+    struct seg s = parse_out(f, 0);
+    assert_true(s.flags & F_RST);
+    assert_int_equal(f->accepts, 0);
+}
+
+static void udp_roundtrip(struct fixture *f, int v6)
+{
+    const char *peer = v6 ? PEER6 : PEER4, *far = v6 ? "2001:4860:4860::8888" : "8.8.8.8";
+    int af = v6 ? AF_INET6 : AF_INET;
+    uint8_t pkt[256];
+    static const char q[] = "query bytes";
+    size_t hl = build_ip(pkt, v6, peer, far, 17, 8 + strlen(q));
+    uint8_t *u = pkt + hl;
+    put16(u, 5353);
+    put16(u + 2, 53);
+    put16(u + 4, (uint16_t)(8 + strlen(q)));
+    put16(u + 6, 0);
+    memcpy(u + 8, q, strlen(q));
+    put16(u + 6, fold(sum16(pseudo(v6, pkt + (v6 ? 8 : 12), pkt + (v6 ? 24 : 16), 8 + strlen(q), 17),
+                            u, 8 + strlen(q))));
+    netstack_input(f->ns, pkt, hl + 8 + strlen(q));
+
+    assert_int_equal(f->udps, 1);
+    assert_int_equal(f->ulen, strlen(q));
+    assert_memory_equal(f->udata, q, strlen(q));
+    char buf[64];
+    if (v6) {
+        const struct sockaddr_in6 *cl = (const struct sockaddr_in6 *)&f->uclient;
+        const struct sockaddr_in6 *de = (const struct sockaddr_in6 *)&f->udest;
+        assert_string_equal(inet_ntop(af, &cl->sin6_addr, buf, sizeof buf), peer);
+        assert_int_equal(ntohs(cl->sin6_port), 5353);
+        assert_string_equal(inet_ntop(af, &de->sin6_addr, buf, sizeof buf), far);
+        assert_int_equal(ntohs(de->sin6_port), 53);
+    } else {
+        const struct sockaddr_in *cl = (const struct sockaddr_in *)&f->uclient;
+        const struct sockaddr_in *de = (const struct sockaddr_in *)&f->udest;
+        assert_string_equal(inet_ntop(af, &cl->sin_addr, buf, sizeof buf), peer);
+        assert_int_equal(ntohs(cl->sin_port), 5353);
+        assert_string_equal(inet_ntop(af, &de->sin_addr, buf, sizeof buf), far);
+        assert_int_equal(ntohs(de->sin_port), 53);
+    }
+
+    static const char a[] = "answer bytes!";
+    assert_int_equal(netstack_udp_send(f->ns, (const struct sockaddr *)&f->udest,
+                                       (const struct sockaddr *)&f->uclient,
+                                       (const uint8_t *)a, strlen(a)), 0);
+    assert_int_equal(f->nout, 1);
+    struct seg s = parse_out(f, 0);
+    assert_int_equal(s.proto, 17);
+    assert_int_equal(s.sport, 53);
+    assert_int_equal(s.dport, 5353);
+    assert_int_equal(s.len, strlen(a));
+    assert_memory_equal(s.data, a, strlen(a));
+    uint8_t want[16];
+    assert_int_equal(inet_pton(af, far, want), 1);
+    assert_memory_equal(s.src, want, v6 ? 16 : 4);
+    assert_int_equal(inet_pton(af, peer, want), 1);
+    assert_memory_equal(s.dst, want, v6 ? 16 : 4);
+
+    struct netstack_stats st;
+    netstack_get_stats(f->ns, &st);
+    assert_int_equal(st.udp_in, 1);
+    assert_int_equal(st.udp_out, 1);
+
+    /* Mixed families are refused. */
+    struct sockaddr_in other = { .sin_family = AF_INET, .sin_port = htons(1) };
+    struct sockaddr_in6 other6 = { .sin6_family = AF_INET6, .sin6_port = htons(1) };
+    const struct sockaddr *wrong = v6 ? (const struct sockaddr *)&other
+                                      : (const struct sockaddr *)&other6;
+    assert_int_equal(netstack_udp_send(f->ns, (const struct sockaddr *)&f->udest, wrong,
+                                       (const uint8_t *)a, 1), -EAFNOSUPPORT);
+}
+
+static void test_udp4_any_destination(void **state)
+{
+    udp_roundtrip(*state, 0);
+}
+
+static void test_udp6_any_destination(void **state)
+{
+    udp_roundtrip(*state, 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_tcp4_any_destination_stream, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tcp6_any_destination_reset_by_client, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tcp_refused_and_aborted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tcp_pause_resume, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tcp_close_inside_recv, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tcp_free_with_open_connections, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tcp_not_terminated, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_udp4_any_destination, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_udp6_any_destination, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
