@@ -120,7 +120,10 @@
 #define TCP_QUEUE_OOSEQ                 1
 #define LWIP_TCP_SACK_OUT               1   /* tell the phone what we hold out of order */
 #define LWIP_TCP_MAX_SACK_NUM           4
-#define TCP_LISTEN_BACKLOG              0
+/* Half-open connections per destination port; beyond it SYNs are ignored
+ * (the client retries), so a SYN flood cannot grow memory without bound. */
+#define TCP_LISTEN_BACKLOG              1
+#define TCP_DEFAULT_LISTEN_BACKLOG      64
 #define LWIP_TCP_KEEPALIVE              1
 #define LWIP_TCP_TIMESTAMPS             0
 #define LWIP_CALLBACK_API               1

@@ -387,6 +387,7 @@ struct netstack *netstack_new(uv_loop_t *loop, const struct netstack_config *cfg
     ns->loop = loop;
     ns->ops = *ops;
     ns->ctx = ctx;
+    ns->max_tcp = cfg->max_tcp != 0 ? cfg->max_tcp : NETSTACK_DEFAULT_MAX_TCP;
 
     if (!netstack__lwip_ready) {
         lwip_init();

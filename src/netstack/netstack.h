@@ -16,11 +16,15 @@
 #include <uv.h>
 
 #define NETSTACK_DEFAULT_MTU 1420
+#define NETSTACK_DEFAULT_MAX_TCP 4096
 
 struct netstack_config {
     struct in_addr addr4;   /* tunnel IPv4 address (network order); 0.0.0.0: none */
     struct in6_addr addr6;  /* tunnel IPv6 address; ::: none */
     uint16_t mtu;           /* tunnel MTU, 1280..65535; 0: NETSTACK_DEFAULT_MTU */
+    /* Accepted TCP connections at once; more are reset. Each may buffer up
+     * to 1 MiB each way (TCP_WND, TCP_SND_BUF). 0: NETSTACK_DEFAULT_MAX_TCP. */
+    uint32_t max_tcp;
 };
 
 /* One TCP connection a client opened to any address, terminated here. */
@@ -75,7 +79,7 @@ struct netstack_stats {
     uint64_t drop_ext_header; /* IPv6 extension header chain malformed */
     uint64_t drop_nomem;      /* no memory for the packet */
     uint64_t tcp_accepted;    /* handed to ops.tcp_accept and taken */
-    uint64_t tcp_refused;     /* reset: no tcp_accept, refused, or no memory */
+    uint64_t tcp_refused;     /* reset: no tcp_accept, refused, over max_tcp, no memory */
     uint64_t tcp_active;      /* accepted and not yet closed (gauge) */
     uint64_t tcp_listeners;   /* ports with a listener (gauge) */
     uint64_t udp_in;          /* datagrams handed to ops.udp_recv */

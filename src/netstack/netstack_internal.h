@@ -36,6 +36,7 @@ struct netstack {
     bool closing;            /* netstack_free: emit and notify nothing more */
     struct netstack_ops ops;
     void *ctx;
+    uint32_t max_tcp;
     struct netif netif;
     struct netstack_stats stats;
     struct netstack_tcp *conns;                   /* accepted, not yet freed */

@@ -184,7 +184,7 @@ static err_t netstack__tcp_on_accept(void *arg, struct tcp_pcb *pcb, err_t err)
         return ERR_VAL;
     }
     struct netstack_tcp *conn = NULL;
-    if (ns->ops.tcp_accept != NULL)
+    if (ns->ops.tcp_accept != NULL && ns->stats.tcp_active < ns->max_tcp)
         conn = calloc(1, sizeof *conn);
     if (conn == NULL) {
         ns->stats.tcp_refused++;

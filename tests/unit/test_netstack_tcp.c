@@ -138,7 +138,7 @@ static size_t build_seg(uint8_t *pkt, const struct client *c, uint8_t flags, uin
 
 /* ---- What the netstack emitted ------------------------------------------- */
 
-#define MAX_OUT 64
+#define MAX_OUT 128
 
 struct seg {
     int v6;
@@ -487,6 +487,55 @@ static void test_tcp_refused_and_aborted(void **state)
     assert_int_equal(st.tcp_active, 0);
 }
 
+/* Beyond max_tcp, connections are reset after the handshake. */
+static void test_tcp_max_connections(void **state)
+{
+    struct fixture *f = *state;
+    netstack_free(f->ns);
+    struct netstack_config cfg = { .mtu = 1420, .max_tcp = 2 };
+    assert_int_equal(inet_pton(AF_INET, TUN4, &cfg.addr4), 1);
+    struct netstack_ops ops = { .output = on_output, .tcp_accept = on_accept };
+    f->ns = netstack_new(&f->loop, &cfg, &ops, f);
+    assert_non_null(f->ns);
+    for (uint16_t i = 0; i < 3; i++) {
+        struct client c = { 0, PEER4, FAR4, (uint16_t)(42000 + i), 443, 1, 0 };
+        handshake(f, &c, 1380);
+    }
+    assert_int_equal(f->accepts, 2);
+    struct seg s = parse_out(f, f->nout - 1);
+    assert_true(s.flags & F_RST);
+    struct netstack_stats st;
+    netstack_get_stats(f->ns, &st);
+    assert_int_equal(st.tcp_active, 2);
+    assert_int_equal(st.tcp_refused, 1);
+    /* One closes: room for another. */
+    netstack_tcp_abort(f->conn);
+    struct client c = { 0, PEER4, FAR4, 42010, 443, 1, 0 };
+    handshake(f, &c, 1380);
+    assert_int_equal(f->accepts, 3);
+}
+
+/* Half-open connections per port are capped (TCP_DEFAULT_LISTEN_BACKLOG):
+ * SYNs past it get no answer; completing one handshake makes room. */
+static void test_tcp_syn_backlog(void **state)
+{
+    struct fixture *f = *state;
+    struct client first = { 0, PEER4, FAR4, 43000, 443, 1, 0 };
+    send_seg(f, &first, F_SYN, NULL, 0);
+    struct seg s = parse_out(f, 0);
+    first.ack = s.seq + 1;
+    for (uint16_t i = 1; i < 70; i++) {
+        struct client c = { 0, PEER4, FAR4, (uint16_t)(43000 + i), 443, 1, 0 };
+        send_seg(f, &c, F_SYN, NULL, 0);
+    }
+    assert_int_equal(f->nout, 64);
+    send_seg(f, &first, F_ACK, NULL, 0);
+    assert_int_equal(f->accepts, 1);
+    struct client late = { 0, PEER4, FAR4, 43100, 443, 1, 0 };
+    send_seg(f, &late, F_SYN, NULL, 0);
+    assert_int_equal(f->nout, 65);
+}
+
 /* While paused, data is held and the advertised window shrinks by it. */
 static void test_tcp_pause_resume(void **state)
 {
@@ -732,6 +781,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tcp4_any_destination_stream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp6_any_destination_reset_by_client, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_refused_and_aborted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tcp_max_connections, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tcp_syn_backlog, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_pause_resume, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_close_inside_recv, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_free_with_open_connections, setup, teardown),
