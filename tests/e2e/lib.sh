@@ -154,3 +154,53 @@ wgmitm_stats() {
   sleep 0.3
   tail -n +"$((before + 1))" "$E2E_TMP/wgmitm.log"
 }
+
+# topology_hosts [wgmitm run options...]: the three-namespace layout used by
+# the network stack tests; sets CLI, SRV, HOST, SRV4, SRV6, HOST4, HOST6.
+#
+#   ns cli                         ns srv                          ns host
+#   wireguard-go wgc1              wgmitm run                      test servers
+#   192.168.77.2/24 ---veth--- 192.168.77.1/24
+#                                  203.0.113.1/24    ---veth--- 203.0.113.10/24
+#                                  2001:db8:1::1/64             2001:db8:1::10/64
+#   routes: 203.0.113.0/24, 2001:db8:1::/64 and the endpoint's tunnel
+#   addresses go into the tunnel.
+topology_hosts() {
+  HOME_DIR="$E2E_TMP/home"
+  SRV=$(netns_add wgm-srv)
+  CLI=$(netns_add wgm-cli)
+  HOST=$(netns_add wgm-host)
+  read -r SRV_VETH CLI_VETH < <(veth_pair "$SRV" 192.168.77.1/24 "$CLI" 192.168.77.2/24)
+  veth_pair "$SRV" 203.0.113.1/24 "$HOST" 203.0.113.10/24 2001:db8:1::1/64 2001:db8:1::10/64 >/dev/null
+  ip -n "$HOST" route add default via 203.0.113.1
+  ip -n "$HOST" -6 route add default via 2001:db8:1::1
+  HOST4=203.0.113.10
+  HOST6=2001:db8:1::10
+  start_wgmitm "$SRV" "$HOME_DIR" "$@"
+  WGMITM_HOME="$HOME_DIR" "$WGMITM" peer config phone --endpoint 192.168.77.1 >"$E2E_TMP/phone.conf"
+  SRV4=$(conf_value "$E2E_TMP/phone.conf" DNS | cut -d, -f1 | tr -d ' ')
+  SRV6=$(conf_value "$E2E_TMP/phone.conf" DNS | cut -d, -f2 | tr -d ' ')
+  wg_client "$CLI" wgc1 "$E2E_TMP/phone.conf"
+  route_via "$CLI" wgc1 "$SRV4/32" "$SRV6/128" 203.0.113.0/24 2001:db8:1::/64
+  ip netns exec "$CLI" ping -c 1 -W 3 "$SRV4" >/dev/null || fail "peer did not join"
+}
+
+# in_ns NS CMD...: run a command in a namespace.
+in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+# serve NS CMD...: a background server in a namespace, killed at exit.
+serve() {
+  local ns=$1; shift
+  ip netns exec "$ns" "$@" >>"$E2E_TMP/servers.log" 2>&1 &
+  E2E_PIDS+=("$!")
+}
+
+# wait_port NS ADDR PORT: until a TCP port accepts in that namespace.
+wait_port() {
+  local ns=$1 addr=$2 port=$3
+  wait_for 10 ip netns exec "$ns" python3 -c "import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 1)" "$addr" "$port" ||
+    fail "nothing listens on $addr port $port"
+}
+
+# rss_kb PID: resident memory of a process in KiB.
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }

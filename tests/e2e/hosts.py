@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""Test hosts and clients for the network stack tests (stdlib only).
+
+Servers (listen on every IPv4 and IPv6 address):
+  hosts.py http DIR PORT        GET /NAME serves DIR/NAME; PUT/POST reads the
+                                body and answers its sha256 (hex)
+  hosts.py tcpecho PORT         echoes every byte back
+  hosts.py halfclose PORT       reads to EOF, then answers "N SHA256" and closes
+  hosts.py udpecho PORT         echoes every datagram
+
+Clients (bounded in time; exit 0 on success):
+  hosts.py parallel HOST PORT N       N concurrent echo connections, each checked
+  hosts.py halfclose-client HOST PORT sends, shuts down writing, reads the reply
+  hosts.py udp-client HOST PORT N     N datagrams, every echo checked
+  hosts.py slowread HOST PORT PATH SECONDS  reads a download at 64 KiB/s
+"""
+import hashlib
+import http.server
+import os
+import socket
+import socketserver
+import sys
+import threading
+import time
+
+
+class DualStackMixin:
+    address_family = socket.AF_INET6
+    allow_reuse_address = True
+    daemon_threads = True
+
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
+class ThreadingHTTPServer(DualStackMixin, socketserver.ThreadingMixIn, http.server.HTTPServer):
+    request_queue_size = 1024
+
+
+class ThreadingTCPServer(DualStackMixin, socketserver.ThreadingTCPServer):
+    request_queue_size = 1024
+
+
+def http_server(root, port):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            path = os.path.join(root, os.path.basename(self.path))
+            if not os.path.isfile(path):
+                self.send_error(404)
+                return
+            size = os.path.getsize(path)
+            self.send_response(200)
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            with open(path, "rb") as f:
+                while True:
+                    chunk = f.read(1 << 16)
+                    if not chunk:
+                        break
+                    self.wfile.write(chunk)
+
+        def do_PUT(self):
+            n = int(self.headers.get("Content-Length", "0"))
+            h = hashlib.sha256()
+            while n > 0:
+                chunk = self.rfile.read(min(n, 1 << 16))
+                if not chunk:
+                    break
+                h.update(chunk)
+                n -= len(chunk)
+            body = (h.hexdigest() + "\n").encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_POST = do_PUT
+
+    ThreadingHTTPServer(("::", port), Handler).serve_forever()
+
+
+def tcp_server(port, handler_fn):
+    class H(socketserver.BaseRequestHandler):
+        def handle(self):
+            handler_fn(self.request)
+
+    ThreadingTCPServer(("::", port), H).serve_forever()
+
+
+def echo(sock):
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return
+        sock.sendall(data)
+
+
+def halfclose(sock):
+    h = hashlib.sha256()
+    n = 0
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            break
+        h.update(data)
+        n += len(data)
+    sock.sendall(("%d %s\n" % (n, h.hexdigest())).encode())
+    sock.close()
+
+
+def udpecho(port):
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(("::", port))
+    while True:
+        data, addr = s.recvfrom(65535)
+        s.sendto(data, addr)
+
+
+def parallel(host, port, n):
+    errors = []
+    barrier = threading.Barrier(n, timeout=60)
+
+    def one(i):
+        try:
+            s = socket.create_connection((host, port), timeout=60)
+            barrier.wait()  # all n connections open at once
+            msg = ("connection %d " % i).encode() * 50
+            s.sendall(msg)
+            got = b""
+            while len(got) < len(msg):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+            s.close()
+            if got != msg:
+                errors.append("connection %d: echo mismatch (%d bytes)" % (i, len(got)))
+        except Exception as e:  # noqa: BLE001
+            errors.append("connection %d: %s" % (i, e))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    if errors:
+        print("%d of %d failed; first: %s" % (len(errors), n, errors[0]))
+        sys.exit(1)
+    print("%d connections ok" % n)
+
+
+def halfclose_client(host, port):
+    s = socket.create_connection((host, port), timeout=20)
+    data = os.urandom(300000)
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+    reply = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        reply += chunk
+    want = "%d %s\n" % (len(data), hashlib.sha256(data).hexdigest())
+    if reply.decode() != want:
+        print("bad reply %r, want %r" % (reply, want))
+        sys.exit(1)
+    print("half-close ok")
+
+
+def udp_client(host, port, n):
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.settimeout(2)
+    ok = 0
+    for i in range(n):
+        msg = os.urandom(1 + (i * 37) % 1300)
+        for _ in range(3):  # UDP may drop; retry a little
+            s.sendto(msg, (host, port))
+            try:
+                data = s.recv(65535)
+            except socket.timeout:
+                continue
+            if data == msg:
+                ok += 1
+                break
+    print("%d of %d echoed" % (ok, n))
+    sys.exit(0 if ok == n else 1)
+
+
+def slowread(host, port, path, seconds):
+    s = socket.create_connection((host, port), timeout=30)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.sendall(("GET /%s HTTP/1.1\r\nHost: x\r\n\r\n" % path).encode())
+    end = time.monotonic() + seconds
+    got = 0
+    while time.monotonic() < end:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += len(chunk)
+        time.sleep(1)
+    print(got)
+
+
+if __name__ == "__main__":
+    a = sys.argv[1:]
+    cmd = a[0] if a else ""
+    if cmd == "http":
+        http_server(a[1], int(a[2]))
+    elif cmd == "tcpecho":
+        tcp_server(int(a[1]), echo)
+    elif cmd == "halfclose":
+        tcp_server(int(a[1]), halfclose)
+    elif cmd == "udpecho":
+        udpecho(int(a[1]))
+    elif cmd == "parallel":
+        parallel(a[1], int(a[2]), int(a[3]))
+    elif cmd == "halfclose-client":
+        halfclose_client(a[1], int(a[2]))
+    elif cmd == "udp-client":
+        udp_client(a[1], int(a[2]), int(a[3]))
+    elif cmd == "slowread":
+        slowread(a[1], int(a[2]), a[3], float(a[4]))
+    else:
+        sys.exit(__doc__)
