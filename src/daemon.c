@@ -488,7 +488,7 @@ int daemon_run(const struct daemon_options *opts)
 	if (!d->recv_buf)
 		goto out_state;
 
-	static const struct wg_device_ops wg_ops = { on_wg_send, on_wg_deliver, on_wall_time };
+	static const struct wg_device_ops wg_ops = { .send = on_wg_send, .deliver = on_wg_deliver, .wall_time = on_wall_time };
 	d->dev = wg_device_new(d->st.private_key, &wg_ops, d);
 	if (!d->dev) {
 		log_error("cannot create the WireGuard device");
@@ -498,7 +498,7 @@ int daemon_run(const struct daemon_options *opts)
 
 	struct netstack_config nc = { .mtu = STATE_DEFAULT_MTU };
 	addrpool_server(&d->st.pool, &nc.addr4, &nc.addr6);
-	static const struct netstack_ops ns_ops = { on_netstack_output };
+	static const struct netstack_ops ns_ops = { .output = on_netstack_output };
 	d->ns = netstack_new(d->loop, &nc, &ns_ops, d);
 	if (!d->ns) {
 		log_error("cannot start the network stack");
