@@ -1,0 +1,422 @@
+/* UDP relay: flows of datagrams between tunnel clients and real sockets. */
+#include "mitm/udp.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mitm/flowlog.h"
+#include "mitm/policy.h"
+#include "mitm/udp_table.h"
+#include "netstack/netstack.h"
+
+#define UDP_RELAY_CLASS_DEFAULT 0
+#define UDP_RELAY_CLASS_SHORT 1   /* DNS-like flows and refused destinations */
+#define UDP_RELAY_BUF 65536       /* one datagram from upstream */
+
+struct udp_flow {
+	struct udp_relay *r;
+	struct udp_table_entry *entry;
+	uv_udp_t sock;
+	bool has_sock;
+	struct flowlog_flow rec;
+	struct sockaddr_storage upstream; /* differs from rec.server for host ports */
+	bool rewritten;
+};
+
+struct udp_relay {
+	uv_loop_t *loop;
+	struct netstack *ns;
+	struct udp_relay_config cfg;
+	struct udp_table *table;
+	uv_timer_t timer;
+	uint64_t timer_due;          /* UINT64_MAX: not armed */
+	bool shut, freeing, timer_closed;
+	size_t closing;              /* sockets and timer still closing */
+	struct udp_relay_stats stats;
+	char policy_reason[POLICY_VERDICT_COUNT][32];
+	uint8_t buf[UDP_RELAY_BUF];  /* receive buffer: one datagram at a time */
+};
+
+/* ---- Life of a flow ------------------------------------------------------ */
+
+static void relay_maybe_free(struct udp_relay *r)
+{
+	if (r->freeing && r->timer_closed && r->closing == 0) {
+		udp_table_free(r->table);
+		free(r);
+	}
+}
+
+static void flow_closed(uv_handle_t *h)
+{
+	struct udp_flow *f = h->data;
+	struct udp_relay *r = f->r;
+	free(f);
+	r->closing--;
+	relay_maybe_free(r);
+}
+
+static void flow_record(struct udp_flow *f)
+{
+	struct udp_relay *r = f->r;
+	if (!r->cfg.log)
+		return;
+	clock_gettime(CLOCK_REALTIME, &f->rec.end);
+	json_t *j = flowlog_flow_json(&f->rec);
+	if (!j)
+		return;
+	if (f->rewritten) {
+		char up[FLOWLOG_ADDR_LEN];
+		flowlog_format_addr((const struct sockaddr *)&f->upstream, up);
+		json_object_set_new(j, "upstream", json_string(up));
+	}
+	if (flowlog_write(r->cfg.log, j) == 0)
+		r->stats.records++;
+	json_decref(j);
+}
+
+/* Writes the record, forgets the flow and closes its socket. */
+static void flow_end(struct udp_flow *f, const char *reason)
+{
+	struct udp_relay *r = f->r;
+	f->rec.end_reason = reason;
+	flow_record(f);
+	udp_table_remove(r->table, f->entry);
+	f->entry = NULL;
+	r->stats.flows_active--;
+	if (f->has_sock) {
+		uv_udp_recv_stop(&f->sock);
+		r->closing++;
+		uv_close((uv_handle_t *)&f->sock, flow_closed);
+	} else {
+		free(f);
+	}
+}
+
+static void flow_error(struct udp_flow *f, int err)
+{
+	snprintf(f->rec.error, sizeof(f->rec.error), "%s", uv_strerror(err));
+	f->r->stats.flows_error++;
+	flow_end(f, err == UV_ENETUNREACH || err == UV_EHOSTUNREACH ? "upstream_unreachable" : "error");
+}
+
+/* ---- Idle expiry ------------------------------------------------------ */
+
+static void timer_arm(struct udp_relay *r);
+
+static void on_timer(uv_timer_t *t)
+{
+	struct udp_relay *r = t->data;
+	r->timer_due = UINT64_MAX;
+	uint64_t now = uv_now(r->loop);
+	for (struct udp_table_entry *e; (e = udp_table_expired(r->table, now)) != NULL;) {
+		struct udp_flow *f = e->data;
+		if (!f->has_sock) {
+			flow_end(f, f->rec.end_reason); /* a refused burst is over */
+			continue;
+		}
+		r->stats.flows_idle++;
+		flow_end(f, "idle");
+	}
+	timer_arm(r);
+}
+
+/* Activity only moves deadlines later, so the timer is re-armed only when
+ * the earliest deadline moved earlier (a new flow) or the timer fired. */
+static void timer_arm(struct udp_relay *r)
+{
+	uint64_t next = udp_table_next_deadline(r->table);
+	if (next == UINT64_MAX || next >= r->timer_due)
+		return;
+	uint64_t now = uv_now(r->loop);
+	r->timer_due = next;
+	uv_timer_start(&r->timer, on_timer, next > now ? next - now : 0, 0);
+}
+
+/* ---- Upstream -> client ---------------------------------------------- */
+
+static int reply_send(struct udp_relay *r, const struct sockaddr *from, const struct sockaddr *to,
+		      const uint8_t *data, size_t len)
+{
+	if (r->cfg.send)
+		return r->cfg.send(r->cfg.send_ctx, from, to, data, len);
+	return netstack_udp_send(r->ns, from, to, data, len);
+}
+
+static void unreachable(struct udp_relay *r, const struct sockaddr *client,
+			const struct sockaddr *dest, const uint8_t *data, size_t len,
+			enum udp_relay_unreach why)
+{
+	if (!r->cfg.unreachable)
+		return;
+	r->cfg.unreachable(r->cfg.unreachable_ctx, client, dest, data, len, why);
+	r->stats.unreachable_sent++;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct udp_flow *f = h->data;
+	(void)suggested;
+	*buf = uv_buf_init((char *)f->r->buf, sizeof(f->r->buf));
+}
+
+static void on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struct sockaddr *addr,
+		    unsigned flags)
+{
+	struct udp_flow *f = h->data;
+	struct udp_relay *r = f->r;
+	(void)buf;
+	if (nread < 0) {
+		if (nread == UV_ECONNREFUSED) {
+			/* The destination answered ICMP port unreachable. */
+			r->stats.flows_upstream_refused++;
+			unreachable(r, (const struct sockaddr *)&f->rec.client,
+				    (const struct sockaddr *)&f->rec.server, NULL, 0,
+				    UDP_RELAY_UNREACH_PORT);
+			flow_end(f, "upstream_refused");
+		} else {
+			flow_error(f, (int)nread);
+		}
+		return;
+	}
+	if (addr == NULL)
+		return; /* nothing more to read now */
+	if (flags & UV_UDP_PARTIAL) {
+		r->stats.reply_drop++; /* cannot happen with a 64 KiB buffer */
+		return;
+	}
+	int rc = reply_send(r, (const struct sockaddr *)&f->rec.server,
+			    (const struct sockaddr *)&f->rec.client, r->buf, (size_t)nread);
+	if (rc < 0) {
+		r->stats.reply_drop++;
+		return;
+	}
+	r->stats.datagrams_down++;
+	r->stats.bytes_down += (uint64_t)nread;
+	f->rec.packets_down++;
+	f->rec.bytes_down += (uint64_t)nread;
+	udp_table_touch(r->table, f->entry, uv_now(r->loop));
+}
+
+/* ---- Client -> upstream ---------------------------------------------- */
+
+static uint16_t port_of(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)sa)->sin_port);
+	return ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+}
+
+static socklen_t sa_len(const struct sockaddr *sa)
+{
+	return sa->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+}
+
+/* A new flow in the table, its record begun. NULL when the table is full. */
+static struct udp_flow *flow_new(struct udp_relay *r, const struct udp_flow_key *key,
+				 const struct sockaddr *client, const struct sockaddr *dest,
+				 unsigned cls)
+{
+	struct udp_flow *f = calloc(1, sizeof(*f));
+	if (!f)
+		return NULL;
+	f->entry = udp_table_insert(r->table, key, cls, uv_now(r->loop));
+	if (!f->entry) {
+		free(f);
+		r->stats.table_full++;
+		return NULL;
+	}
+	f->entry->data = f;
+	f->r = r;
+	const char *peer = r->cfg.peer_name ? r->cfg.peer_name(r->cfg.peer_ctx, client) : NULL;
+	flowlog_flow_begin(&f->rec, r->cfg.log, "udp", peer, client, dest);
+	f->rec.has_packets = true;
+	r->stats.flows_active++;
+	timer_arm(r);
+	return f;
+}
+
+static int flow_open_socket(struct udp_flow *f, const struct sockaddr *upstream)
+{
+	struct udp_relay *r = f->r;
+	int rc = uv_udp_init_ex(r->loop, &f->sock, upstream->sa_family);
+	if (rc < 0)
+		return rc;
+	f->has_sock = true;
+	f->sock.data = f;
+	memcpy(&f->upstream, upstream, sa_len(upstream));
+	if ((rc = uv_udp_connect(&f->sock, upstream)) < 0 ||
+	    (rc = uv_udp_recv_start(&f->sock, on_alloc, on_recv)) < 0)
+		return rc;
+	r->stats.flows_opened++;
+	return 0;
+}
+
+static void flow_send(struct udp_flow *f, const uint8_t *data, size_t len)
+{
+	struct udp_relay *r = f->r;
+	uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+	/* UDP semantics: a datagram the socket cannot take now is lost, not
+	 * queued (no allocation per datagram). */
+	int rc = uv_udp_try_send(&f->sock, &b, 1, NULL);
+	if (rc == UV_ECONNREFUSED) {
+		/* An earlier datagram drew ICMP port unreachable. */
+		r->stats.flows_upstream_refused++;
+		unreachable(r, (const struct sockaddr *)&f->rec.client,
+			    (const struct sockaddr *)&f->rec.server, data, len, UDP_RELAY_UNREACH_PORT);
+		flow_end(f, "upstream_refused");
+		return;
+	}
+	if (rc < 0) {
+		r->stats.send_drop++;
+		return;
+	}
+	r->stats.datagrams_up++;
+	r->stats.bytes_up += len;
+	f->rec.packets_up++;
+	f->rec.bytes_up += len;
+	udp_table_touch(r->table, f->entry, uv_now(r->loop));
+}
+
+void udp_relay_recv(struct udp_relay *r, const struct sockaddr *client, const struct sockaddr *dest,
+		    const uint8_t *data, size_t len)
+{
+	if (r->shut)
+		return;
+	struct udp_flow_key key;
+	if (!udp_flow_key_make(&key, client, dest)) {
+		r->stats.policy_drop++;
+		return;
+	}
+
+	/* An existing flow: its verdict was taken when it began. */
+	struct udp_table_entry *e = udp_table_lookup(r->table, &key);
+	if (e) {
+		struct udp_flow *f = e->data;
+		if (f->has_sock) {
+			flow_send(f, data, len);
+		} else {
+			r->stats.policy_drop++;
+			f->rec.packets_up++;
+			f->rec.bytes_up += len;
+			udp_table_touch(r->table, e, uv_now(r->loop));
+			unreachable(r, client, dest, data, len, UDP_RELAY_UNREACH_PROHIBITED);
+		}
+		return;
+	}
+
+	struct sockaddr_storage upstream;
+	enum policy_verdict v = policy_check(r->cfg.policy, IPPROTO_UDP, dest, &upstream);
+	if (v == POLICY_LOCAL_SERVICE) {
+		r->stats.local++;
+		if (r->cfg.local)
+			r->cfg.local(r->cfg.local_ctx, client, dest, data, len);
+		return;
+	}
+	if (policy_refused(v)) {
+		/* Counted into a socketless flow: one record per burst. */
+		r->stats.policy_drop++;
+		struct udp_flow *f = flow_new(r, &key, client, dest, UDP_RELAY_CLASS_SHORT);
+		if (f) {
+			r->stats.flows_refused++;
+			f->rec.packets_up = 1;
+			f->rec.bytes_up = len;
+			f->rec.end_reason = r->policy_reason[v];
+		}
+		unreachable(r, client, dest, data, len, UDP_RELAY_UNREACH_PROHIBITED);
+		return;
+	}
+
+	unsigned cls = port_of(dest) == POLICY_DNS_PORT ? UDP_RELAY_CLASS_SHORT
+							: UDP_RELAY_CLASS_DEFAULT;
+	struct udp_flow *f = flow_new(r, &key, client, dest, cls);
+	if (!f)
+		return;
+	f->rewritten = v == POLICY_HOST_PORT;
+	int rc = flow_open_socket(f, (const struct sockaddr *)&upstream);
+	if (rc < 0) {
+		f->rec.packets_up = 1; /* the datagram that was not sent */
+		unreachable(r, client, dest, data, len, UDP_RELAY_UNREACH_PORT);
+		flow_error(f, rc);
+		return;
+	}
+	flow_send(f, data, len);
+}
+
+/* ---- Setup and teardown ---------------------------------------------- */
+
+struct udp_relay *udp_relay_new(uv_loop_t *loop, struct netstack *ns,
+				const struct udp_relay_config *cfg)
+{
+	if (!loop || !cfg || !cfg->policy || (!ns && !cfg->send)) {
+		errno = EINVAL;
+		return NULL;
+	}
+	struct udp_relay *r = calloc(1, sizeof(*r));
+	if (!r) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	r->loop = loop;
+	r->ns = ns;
+	r->cfg = *cfg;
+	if (!r->cfg.max_flows)
+		r->cfg.max_flows = UDP_RELAY_DEFAULT_MAX_FLOWS;
+	if (!r->cfg.idle_ms)
+		r->cfg.idle_ms = UDP_RELAY_DEFAULT_IDLE_MS;
+	if (!r->cfg.dns_idle_ms)
+		r->cfg.dns_idle_ms = UDP_RELAY_DEFAULT_DNS_IDLE_MS;
+	uint64_t timeouts[UDP_TABLE_CLASSES];
+	timeouts[UDP_RELAY_CLASS_DEFAULT] = r->cfg.idle_ms;
+	timeouts[UDP_RELAY_CLASS_SHORT] = r->cfg.dns_idle_ms;
+	r->table = udp_table_new(r->cfg.max_flows, timeouts);
+	if (!r->table) {
+		int err = errno;
+		free(r);
+		errno = err;
+		return NULL;
+	}
+	for (int v = 0; v < POLICY_VERDICT_COUNT; v++)
+		snprintf(r->policy_reason[v], sizeof(r->policy_reason[v]), "policy:%s",
+			 policy_verdict_name((enum policy_verdict)v));
+	uv_timer_init(loop, &r->timer);
+	r->timer.data = r;
+	r->timer_due = UINT64_MAX;
+	return r;
+}
+
+void udp_relay_get_stats(const struct udp_relay *r, struct udp_relay_stats *out)
+{
+	*out = r->stats;
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+	struct udp_relay *r = h->data;
+	r->timer_closed = true;
+	relay_maybe_free(r);
+}
+
+void udp_relay_shutdown(struct udp_relay *r)
+{
+	if (r->shut)
+		return;
+	r->shut = true;
+	for (struct udp_table_entry *e; (e = udp_table_first(r->table)) != NULL;) {
+		struct udp_flow *f = e->data;
+		flow_end(f, f->has_sock ? "shutdown" : f->rec.end_reason);
+	}
+	uv_close((uv_handle_t *)&r->timer, timer_closed);
+}
+
+void udp_relay_free(struct udp_relay *r)
+{
+	if (!r)
+		return;
+	udp_relay_shutdown(r);
+	r->freeing = true;
+	relay_maybe_free(r);
+}

@@ -1,0 +1,121 @@
+/* The UDP relay: every datagram a tunnel client sends to any destination
+ * (netstack ops.udp_recv) becomes part of a flow keyed by (client address,
+ * destination). A flow owns one connected UDP socket toward the real
+ * destination, so whatever arrives on it is an answer for exactly that flow
+ * and goes back to the client as if sent from the destination.
+ *
+ * The client address identifies the peer: WireGuard only delivers inner
+ * packets whose source lies in the sending peer's allowed addresses.
+ *
+ * Policy first (mitm/policy.h): refused destinations never reach a socket;
+ * their datagrams are counted into a socketless flow (one record per burst,
+ * end_reason "policy:<verdict>") and, when an unreachable callback is set,
+ * answered with ICMP administratively prohibited. Datagrams to our own
+ * services (POLICY_LOCAL_SERVICE: DNS on our tunnel address) go to the
+ * `local` callback and make no flow here.
+ *
+ * Flows end after an idle time (no datagram either way): `idle_ms`, or the
+ * shorter `dns_idle_ms` for port 53 of other resolvers, whose exchanges are
+ * one query and one answer. The table is bounded: when it is full, new
+ * flows are refused and counted. An ICMP port unreachable from upstream
+ * (ECONNREFUSED on the connected socket) ends the flow, "upstream_refused",
+ * and is passed on to the client through `unreachable`.
+ *
+ * One record per finished flow through flowlog: type "udp", the common keys
+ * (bytes and packets each way, start, end, end_reason "idle",
+ * "upstream_refused", "upstream_unreachable", "policy:<verdict>",
+ * "shutdown", "error"), plus "upstream" when a host port was rewritten. */
+#ifndef WGMITM_MITM_UDP_H
+#define WGMITM_MITM_UDP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <uv.h>
+
+struct netstack;
+struct policy;
+struct flowlog;
+
+#define UDP_RELAY_DEFAULT_MAX_FLOWS 4096
+#define UDP_RELAY_DEFAULT_IDLE_MS 60000
+#define UDP_RELAY_DEFAULT_DNS_IDLE_MS 30000
+
+enum udp_relay_unreach {
+	UDP_RELAY_UNREACH_PORT,        /* upstream refused (or could not be reached) */
+	UDP_RELAY_UNREACH_PROHIBITED,  /* the destination policy refused it */
+};
+
+struct udp_relay_config {
+	const struct policy *policy;   /* borrowed, must outlive the relay; required */
+	struct flowlog *log;           /* borrowed; NULL: no records */
+	size_t max_flows;              /* 0: UDP_RELAY_DEFAULT_MAX_FLOWS */
+	uint32_t idle_ms;              /* 0: UDP_RELAY_DEFAULT_IDLE_MS */
+	uint32_t dns_idle_ms;          /* 0: UDP_RELAY_DEFAULT_DNS_IDLE_MS */
+
+	/* Datagrams for our own services, e.g. dns_proxy_udp. NULL: dropped. */
+	void (*local)(void *ctx, const struct sockaddr *client, const struct sockaddr *dest,
+		      const uint8_t *data, size_t len);
+	void *local_ctx;
+
+	/* The name of the peer owning a client address, for records (NULL or
+	 * returning NULL: unknown). The string is copied at once. */
+	const char *(*peer_name)(void *ctx, const struct sockaddr *client);
+	void *peer_ctx;
+
+	/* Sends ICMP destination unreachable to `client` for its datagram to
+	 * `dest`, quoting the datagram (to be wired to the netstack's ICMP
+	 * unreachable). NULL: such datagrams are only dropped and counted. */
+	void (*unreachable)(void *ctx, const struct sockaddr *client, const struct sockaddr *dest,
+			    const uint8_t *data, size_t len, enum udp_relay_unreach why);
+	void *unreachable_ctx;
+
+	/* The reply path: NULL sends with netstack_udp_send(ns, from, to, ...).
+	 * Set by tests that run without a netstack. Returns 0 or -errno. */
+	int (*send)(void *ctx, const struct sockaddr *from, const struct sockaddr *to,
+		    const uint8_t *data, size_t len);
+	void *send_ctx;
+};
+
+struct udp_relay_stats {
+	uint64_t flows_active;       /* gauge, socketless policy flows included */
+	uint64_t flows_opened;       /* flows with an upstream socket */
+	uint64_t flows_refused;      /* socketless flows made for refused destinations */
+	uint64_t flows_idle;         /* ended by the idle timeout */
+	uint64_t flows_upstream_refused; /* ended by ECONNREFUSED */
+	uint64_t flows_error;        /* socket, connect or receive errors */
+	uint64_t table_full;         /* datagrams dropped: no room for a new flow */
+	uint64_t policy_drop;        /* datagrams to refused destinations */
+	uint64_t local;              /* datagrams handed to `local` */
+	uint64_t datagrams_up, bytes_up;     /* client -> upstream, sent */
+	uint64_t datagrams_down, bytes_down; /* upstream -> client, sent */
+	uint64_t send_drop;          /* upstream socket refused a datagram (EAGAIN, ...) */
+	uint64_t reply_drop;         /* the reply path refused an answer */
+	uint64_t unreachable_sent;   /* ICMP unreachable asked of `unreachable` */
+	uint64_t records;            /* records handed to flowlog */
+};
+
+/* `ns` may be NULL when cfg->send is set. cfg is copied. NULL with errno
+ * EINVAL or ENOMEM. */
+struct udp_relay *udp_relay_new(uv_loop_t *loop, struct netstack *ns,
+				const struct udp_relay_config *cfg)
+	__attribute__((warn_unused_result));
+
+/* One datagram from a tunnel client (the netstack's ops.udp_recv). `data`
+ * is used only during the call. */
+void udp_relay_recv(struct udp_relay *r, const struct sockaddr *client, const struct sockaddr *dest,
+		    const uint8_t *data, size_t len);
+
+void udp_relay_get_stats(const struct udp_relay *r, struct udp_relay_stats *out);
+
+/* Ends every flow ("shutdown", records written) and stops the timer; later
+ * datagrams are dropped. Idempotent. */
+void udp_relay_shutdown(struct udp_relay *r);
+
+/* Shuts down if needed; the memory is released once libuv has closed the
+ * sockets (the loop must run again). NULL is a no-op. */
+void udp_relay_free(struct udp_relay *r);
+
+#endif
