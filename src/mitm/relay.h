@@ -1,0 +1,110 @@
+/* The TCP relay: every TCP stream a tunnel client opens (netstack
+ * ops.tcp_accept) is checked against the destination policy, then relayed
+ * as it is to a real socket connected to the original destination (or, for
+ * an --allow-host-port port of our tunnel address, to the host's loopback).
+ *
+ * Mapping between the two legs:
+ *   client data        → uv_try_write, the rest copied into uv_write requests
+ *   upstream data      → netstack_tcp_write, straight from one shared read
+ *                        buffer sized to what the netstack can take
+ *   client FIN         → uv_shutdown after the queued writes
+ *   upstream EOF       → netstack_tcp_shutdown after the pending bytes
+ *   client RST / gave up     → upstream closed with RST (uv_tcp_close_reset)
+ *   upstream RST / error     → netstack_tcp_abort (the client sees RST)
+ *   upstream refused, unreachable, connect timeout → netstack_tcp_abort at once
+ *
+ * Backpressure, both ways bounded per connection:
+ *   - the client is paused (its TCP window closes) while the upstream is
+ *     being dialled, and while more than max_buffer bytes wait in the
+ *     upstream write queue (resumed below half);
+ *   - the upstream socket is read only as far as the netstack can take
+ *     (netstack_tcp_writable); when it is full, reading stops until
+ *     ops.sent. A remainder the netstack refused is kept (at most one
+ *     read, RELAY_READ_SIZE) and reading stops until it is flushed.
+ * In flight, lwIP's 1 MiB windows carry 100 Mbit/s at 80 ms RTT.
+ *
+ * One record per flow through flowlog, type "tcp": the common keys, plus
+ * "upstream" when a host port was rewritten to loopback. end_reason: "fin"
+ * (both sides closed in order), "client_reset", "upstream_reset",
+ * "upstream_refused", "upstream_unreachable", "timeout" (the client stopped
+ * acknowledging), "policy:<verdict>" (refused, reset at once), "shutdown",
+ * "error". */
+#ifndef WGMITM_MITM_RELAY_H
+#define WGMITM_MITM_RELAY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <uv.h>
+
+#include "mitm/policy.h"
+
+struct netstack_tcp;
+struct flowlog;
+
+#define RELAY_DEFAULT_MAX_BUFFER (256u * 1024) /* client → upstream queue */
+#define RELAY_DEFAULT_CONNECT_TIMEOUT_MS 10000
+#define RELAY_READ_SIZE (64u * 1024)             /* one upstream read */
+
+struct relay_config {
+	const struct policy *policy;   /* borrowed, must outlive the relay; required */
+	struct flowlog *log;           /* borrowed; NULL: no records */
+	/* The name of the peer owning a client address, for records (NULL or
+	 * returning NULL: unknown). The string is copied at once. */
+	const char *(*peer_name)(void *ctx, const struct sockaddr *client);
+	void *peer_ctx;
+	size_t max_buffer;             /* upstream write queue bound; 0: default */
+	uint32_t connect_timeout_ms;   /* 0: RELAY_DEFAULT_CONNECT_TIMEOUT_MS */
+};
+
+struct relay_stats {
+	uint64_t open;                 /* flows relayed now (gauge) */
+	uint64_t accepted;             /* flows relayed (ALLOW and HOST_PORT) */
+	uint64_t local;                /* handed to the local service hook */
+	uint64_t refused;              /* refused by the policy, all verdicts */
+	uint64_t refused_by[POLICY_VERDICT_COUNT];
+	uint64_t connect_failed;       /* refused, unreachable or timed out upstream */
+	uint64_t connect_refused;      /* of those, ECONNREFUSED */
+	uint64_t connect_timeout;      /* of those, our connect timer */
+	uint64_t client_resets;        /* the client reset (or gave up on) a flow */
+	uint64_t upstream_resets;      /* the upstream reset or failed a flow */
+	uint64_t bytes_up;             /* client → upstream, received from the client */
+	uint64_t bytes_down;           /* upstream → client, read from the upstream */
+	uint64_t client_pauses;        /* the upstream write queue went over max_buffer */
+	uint64_t upstream_stops;       /* the netstack was full: upstream reads stopped */
+	uint64_t records;              /* records handed to flowlog */
+};
+
+/* cfg is copied. NULL with errno EINVAL (no policy) or ENOMEM. */
+struct relay *relay_new(uv_loop_t *loop, const struct relay_config *cfg)
+	__attribute__((warn_unused_result));
+
+/* For the netstack's ops.tcp_accept: applies the policy, then takes the
+ * connection (sets its ops, dials upstream) and returns 0; or returns
+ * nonzero, and the netstack resets it (refused destinations, an upstream
+ * that failed at once, no memory, after relay_shutdown). LOCAL_SERVICE
+ * verdicts go to the hook below and return what it returns. */
+int relay_tcp_accept(struct relay *r, struct netstack_tcp *conn, const struct sockaddr *client,
+		     const struct sockaddr *dest);
+
+/* Our own TCP services on the tunnel addresses (DNS over TCP on :53). The
+ * hook owns the connection when it returns 0. NULL: such flows are reset. */
+void relay_set_local_tcp(struct relay *r,
+			 int (*accept)(void *ctx, struct netstack_tcp *conn,
+				       const struct sockaddr *client, const struct sockaddr *dest),
+			 void *ctx);
+
+void relay_get_stats(const struct relay *r, struct relay_stats *out);
+
+/* Ends every flow: both legs are reset (a FIN would make a cut response
+ * look complete), records are written with end_reason "shutdown". Later
+ * connections are refused. Call before netstack_free (whose connection
+ * handles the relay holds). Idempotent. */
+void relay_shutdown(struct relay *r);
+
+/* Shuts down if needed; the memory is released once libuv has closed the
+ * sockets (the loop must run again). NULL is a no-op. */
+void relay_free(struct relay *r);
+
+#endif
