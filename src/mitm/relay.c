@@ -25,6 +25,10 @@
 
 struct relay_conn;
 
+/* Upstream reads start again only when the netstack has this much room:
+ * fewer, larger reads (lwIP's send buffer is 1 MiB). */
+#define RELAY_READ_LOWAT (16u * 1024)
+
 struct relay {
 	uv_loop_t *loop;
 	struct relay_config cfg;
@@ -303,6 +307,8 @@ static void relay_conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	size_t room = c->ns && !c->finished ? netstack_tcp_writable(c->ns) : 0;
 	if (room > RELAY_READ_SIZE)
 		room = RELAY_READ_SIZE;
+	if (room < RELAY_READ_LOWAT)
+		room = 0; /* wait for a useful amount rather than read in crumbs */
 	*buf = uv_buf_init((char *)c->relay->rbuf, (unsigned)room);
 }
 
@@ -398,7 +404,7 @@ static void relay_conn_on_client_sent(void *arg, size_t len)
 		c->pending = NULL;
 		relay_conn_down_done(c);
 	}
-	if (!c->reading && netstack_tcp_writable(c->ns) > 0)
+	if (!c->reading && netstack_tcp_writable(c->ns) >= RELAY_READ_LOWAT)
 		relay_conn_read_on(c);
 }
 

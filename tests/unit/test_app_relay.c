@@ -127,8 +127,10 @@ static size_t build_seg(uint8_t *pkt, const struct client *c, uint8_t flags, con
 	t[12] = (uint8_t)((thl / 4) << 4);
 	t[13] = flags;
 	wr16(t + 14, 0xffff);
-	memcpy(t + 20, opt, optlen);
-	memcpy(t + thl, data, len);
+	if (optlen > 0)
+		memcpy(t + 20, opt, optlen);
+	if (len > 0)
+		memcpy(t + thl, data, len);
 	/* Pseudo-header, then the segment. */
 	uint32_t acc = sum16(sum16(0, c->src, alen), c->dst, alen);
 	uint8_t ph[4] = { 0, 6, (uint8_t)(ulen >> 8), (uint8_t)ulen };
