@@ -3,6 +3,11 @@
 #include "log.h"
 #include "peerconf.h"
 #include "state.h"
+#include "mitm/dns.h"
+#include "mitm/flowlog.h"
+#include "mitm/policy.h"
+#include "mitm/relay.h"
+#include "mitm/udp.h"
 #include "netstack/netstack.h"
 #include "wg/crypto.h"
 #include "wg/device.h"
@@ -37,6 +42,11 @@ struct daemon {
 	struct state st;
 	struct wg_device *dev;
 	struct netstack *ns;
+	struct policy policy;
+	struct flowlog *flows;
+	struct relay *relay;
+	struct udp_relay *udp_relay;
+	struct dns_proxy *dns;
 	uv_udp_t udp[DAEMON_MAX_LISTEN];
 	int udp_family[DAEMON_MAX_LISTEN];
 	size_t nudp;
@@ -120,6 +130,45 @@ static void on_netstack_output(void *ctx, const uint8_t *pkt, size_t len)
 		return;
 	}
 	wg_device_send(d->dev, peer, pkt, len, now_ns());
+}
+
+/* --- netstack <-> relays --- */
+
+/* The peer that owns a tunnel address: flows are recorded under its name. */
+static const char *peer_name_by_addr(void *ctx, const struct sockaddr *client)
+{
+	struct daemon *d = ctx;
+	for (size_t i = 0; i < d->npeers; i++) {
+		const struct daemon_peer *p = d->peers[i];
+		if (client->sa_family == AF_INET &&
+		    ((const struct sockaddr_in *)client)->sin_addr.s_addr == p->addr4.s_addr)
+			return p->name;
+		if (client->sa_family == AF_INET6 &&
+		    memcmp(&((const struct sockaddr_in6 *)client)->sin6_addr, &p->addr6, sizeof(p->addr6)) == 0)
+			return p->name;
+	}
+	return "";
+}
+
+static int on_tcp_accept(void *ctx, struct netstack_tcp *conn, const struct sockaddr *client,
+			 const struct sockaddr *dest)
+{
+	struct daemon *d = ctx;
+	return d->relay ? relay_tcp_accept(d->relay, conn, client, dest) : -1;
+}
+
+static void on_udp_recv(void *ctx, const struct sockaddr *client, const struct sockaddr *dest,
+			const uint8_t *data, size_t len)
+{
+	struct daemon *d = ctx;
+	if (d->udp_relay)
+		udp_relay_recv(d->udp_relay, client, dest, data, len);
+}
+
+static void on_local_udp(void *ctx, const struct sockaddr *client, const struct sockaddr *dest,
+			 const uint8_t *data, size_t len)
+{
+	dns_proxy_udp(ctx, client, dest, data, len);
 }
 
 /* Timers: after each loop iteration's work, fire what is due and arm the
@@ -312,6 +361,26 @@ static void print_stats(struct daemon *d)
 						off ? ", " : "", wg_drop_reason_str((enum wg_drop_reason)r),
 						(unsigned long long)s->drop[r]);
 	log_info("stats: drops: %s", off ? drops : "none");
+	if (d->relay && d->udp_relay && d->dns) {
+		struct relay_stats rs;
+		struct udp_relay_stats us;
+		struct dns_stats ds;
+		relay_get_stats(d->relay, &rs);
+		udp_relay_get_stats(d->udp_relay, &us);
+		dns_proxy_get_stats(d->dns, &ds);
+		log_info("stats: tcp open %llu, accepted %llu, refused %llu, upstream failed %llu (refused %llu, timeout %llu), "
+			 "bytes up %llu down %llu | udp flows %llu, up %llu B, down %llu B, policy drops %llu | "
+			 "dns queries %llu, answered %llu, timeouts %llu | netstack tcp refused %llu, lwip mem errors %llu",
+			 (unsigned long long)rs.open, (unsigned long long)rs.accepted,
+			 (unsigned long long)rs.refused, (unsigned long long)rs.connect_failed,
+			 (unsigned long long)rs.connect_refused, (unsigned long long)rs.connect_timeout,
+			 (unsigned long long)rs.bytes_up, (unsigned long long)rs.bytes_down,
+			 (unsigned long long)us.flows_active, (unsigned long long)us.bytes_up,
+			 (unsigned long long)us.bytes_down, (unsigned long long)us.policy_drop,
+			 (unsigned long long)(ds.queries_udp + ds.queries_tcp),
+			 (unsigned long long)ds.answered, (unsigned long long)ds.timeouts,
+			 (unsigned long long)ns.tcp_refused, (unsigned long long)ns.lwip_mem_err);
+	}
 	for (size_t i = 0; i < d->npeers; i++) {
 		struct wg_peer_info info;
 		wg_peer_info(d->peers[i]->wp, &info);
@@ -338,6 +407,14 @@ static void close_all(uv_handle_t *h, void *arg)
 static void daemon_stop(struct daemon *d)
 {
 	d->stopping = true;
+	/* Relays end their flows (records written) while the netstack still
+	 * exists; then the netstack goes. */
+	if (d->relay)
+		relay_shutdown(d->relay);
+	if (d->udp_relay)
+		udp_relay_shutdown(d->udp_relay);
+	if (d->dns)
+		dns_proxy_shutdown(d->dns);
 	netstack_free(d->ns);
 	d->ns = NULL;
 	uv_walk(d->loop, close_all, NULL);
@@ -465,6 +542,78 @@ static int first_run_peer(struct daemon *d)
 	return rc;
 }
 
+/* Policy, flow records and the TCP relay exist before the netstack. */
+static int open_mitm(struct daemon *d)
+{
+	const struct daemon_options *o = d->opts;
+	policy_init(&d->policy, &d->st.pool);
+	for (size_t i = 0; i < o->nhost_ports; i++) {
+		if (policy_add_host_port(&d->policy, o->host_ports[i]) < 0) {
+			log_error("--allow-host-port %u: cannot add", o->host_ports[i]);
+			return -1;
+		}
+		log_info("peers reach host port %u at the endpoint's tunnel address", o->host_ports[i]);
+	}
+	char path[4200];
+	size_t repaired = 0;
+	snprintf(path, sizeof(path), "%s/%s", d->st.home, FLOWLOG_FILE);
+	int rc = flowlog_open(&d->flows, path, &repaired);
+	if (rc < 0) {
+		log_error("%s: %s", path, strerror(-rc));
+		return -1;
+	}
+	if (repaired)
+		log_warn("%s: repaired a last line cut by a crash", path);
+	struct relay_config rc_cfg = {
+		.policy = &d->policy, .log = d->flows, .peer_name = peer_name_by_addr, .peer_ctx = d,
+	};
+	d->relay = relay_new(d->loop, &rc_cfg);
+	if (!d->relay) {
+		log_error("cannot start the TCP relay");
+		return -1;
+	}
+	return 0;
+}
+
+/* DNS inside the tunnel and the UDP relay need the netstack. */
+static int open_dns_udp(struct daemon *d)
+{
+	const struct daemon_options *o = d->opts;
+	struct dns_config dc = { .log = d->flows, .peer_name = peer_name_by_addr, .peer_ctx = d };
+	for (size_t i = 0; i < o->ndns_upstream; i++) {
+		if (dns_parse_upstream(o->dns_upstream[i], &dc.upstreams[dc.nupstreams]) < 0) {
+			log_error("--dns-upstream \"%s\": expected ADDR[:PORT] or [ADDR6]:PORT", o->dns_upstream[i]);
+			return -1;
+		}
+		dc.nupstreams++;
+	}
+	if (dc.nupstreams == 0) {
+		int n = dns_load_resolv_conf(DNS_RESOLV_CONF, dc.upstreams, DNS_MAX_UPSTREAMS);
+		if (n <= 0) {
+			log_error("no DNS upstream: %s has no usable nameserver; give one with --dns-upstream",
+				  DNS_RESOLV_CONF);
+			return -1;
+		}
+		dc.nupstreams = (size_t)n;
+	}
+	d->dns = dns_proxy_new(d->loop, d->ns, &dc);
+	if (!d->dns) {
+		log_error("cannot start the DNS proxy");
+		return -1;
+	}
+	relay_set_local_tcp(d->relay, dns_proxy_tcp_accept, d->dns);
+	struct udp_relay_config uc = {
+		.policy = &d->policy, .log = d->flows, .peer_name = peer_name_by_addr, .peer_ctx = d,
+		.local = on_local_udp, .local_ctx = d->dns,
+	};
+	d->udp_relay = udp_relay_new(d->loop, d->ns, &uc);
+	if (!d->udp_relay) {
+		log_error("cannot start the UDP relay");
+		return -1;
+	}
+	return 0;
+}
+
 int daemon_run(const struct daemon_options *opts)
 {
 	struct daemon *d = calloc(1, sizeof(*d));
@@ -496,15 +645,19 @@ int daemon_run(const struct daemon_options *opts)
 	}
 	set_timer_params(d);
 
+	if (open_mitm(d) < 0)
+		goto out_dev;
 	struct netstack_config nc = { .mtu = STATE_DEFAULT_MTU };
 	addrpool_server(&d->st.pool, &nc.addr4, &nc.addr6);
-	static const struct netstack_ops ns_ops = { .output = on_netstack_output };
+	static const struct netstack_ops ns_ops = {
+		.output = on_netstack_output, .tcp_accept = on_tcp_accept, .udp_recv = on_udp_recv,
+	};
 	d->ns = netstack_new(d->loop, &nc, &ns_ops, d);
 	if (!d->ns) {
-		log_error("cannot start the network stack");
+		log_error("cannot start the network stack: %s", strerror(errno));
 		goto out_dev;
 	}
-	if (sync_peers(d) < 0 || open_sockets(d) < 0)
+	if (open_dns_udp(d) < 0 || sync_peers(d) < 0 || open_sockets(d) < 0)
 		goto out_loop;
 
 	char pub[45], a4[INET_ADDRSTRLEN], a6[INET6_ADDRSTRLEN];
@@ -546,8 +699,13 @@ int daemon_run(const struct daemon_options *opts)
 out_loop:
 	if (!d->stopping)
 		daemon_stop(d);
-	uv_run(d->loop, UV_RUN_DEFAULT);
 out_dev:
+	relay_free(d->relay);
+	udp_relay_free(d->udp_relay);
+	dns_proxy_free(d->dns);
+	/* Let libuv close what the relays and the netstack closed. */
+	uv_run(d->loop, UV_RUN_DEFAULT);
+	flowlog_close(d->flows);
 	for (size_t i = 0; i < d->npeers; i++)
 		daemon_peer_free(d, d->peers[i]);
 	free(d->peers);

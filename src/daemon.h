@@ -9,6 +9,8 @@
 #include <sys/socket.h>
 
 #define DAEMON_MAX_LISTEN 8
+#define DAEMON_MAX_DNS 8
+#define DAEMON_MAX_HOST_PORTS 16
 
 struct daemon_options {
 	const char *home;
@@ -16,6 +18,10 @@ struct daemon_options {
 	size_t nlisten;               /* 0 = 0.0.0.0 and [::] on the state's port */
 	const char *endpoint;         /* overrides endpoint detection in printed configs */
 	uint64_t stats_interval_ms;   /* 0 = only on SIGUSR1 */
+	const char *dns_upstream[DAEMON_MAX_DNS]; /* ADDR[:PORT]; none = /etc/resolv.conf */
+	size_t ndns_upstream;
+	uint16_t host_ports[DAEMON_MAX_HOST_PORTS]; /* tunnel address port -> host loopback */
+	size_t nhost_ports;
 	/* Debug: shortened WireGuard timers, in seconds (0 = the whitepaper's). */
 	unsigned rekey_after_time_s;
 	unsigned reject_after_time_s;

@@ -146,6 +146,8 @@ static int cmd_run(int argc, char **argv)
 		{ "listen", required_argument, NULL, 'l' },
 		{ "endpoint", required_argument, NULL, 'e' },
 		{ "stats-interval", required_argument, NULL, 's' },
+		{ "dns-upstream", required_argument, NULL, 'd' },
+		{ "allow-host-port", required_argument, NULL, 'P' },
 		{ "debug-rekey-after", required_argument, NULL, 'R' },
 		{ "debug-reject-after", required_argument, NULL, 'J' },
 		{ "debug-keepalive", required_argument, NULL, 'K' },
@@ -173,6 +175,18 @@ static int cmd_run(int argc, char **argv)
 			if (parse_uint(optarg, 86400, &v) < 0)
 				return usage_error(&cmd_run_def, "--stats-interval \"%s\": expected seconds", optarg);
 			o.stats_interval_ms = v * 1000;
+			break;
+		case 'd':
+			if (o.ndns_upstream == DAEMON_MAX_DNS)
+				return usage_error(&cmd_run_def, "too many --dns-upstream addresses%s", "");
+			o.dns_upstream[o.ndns_upstream++] = optarg;
+			break;
+		case 'P':
+			if (parse_uint(optarg, 65535, &v) < 0 || v == 0)
+				return usage_error(&cmd_run_def, "--allow-host-port \"%s\": expected a port", optarg);
+			if (o.nhost_ports == DAEMON_MAX_HOST_PORTS)
+				return usage_error(&cmd_run_def, "too many --allow-host-port ports%s", "");
+			o.host_ports[o.nhost_ports++] = (uint16_t)v;
 			break;
 		case 'R': case 'J': case 'K': case 'T': case 'U':
 			if (parse_uint(optarg, 1000000, &v) < 0 || (c != 'U' && v == 0))
@@ -203,9 +217,12 @@ static int cmd_run(int argc, char **argv)
 
 static const struct command cmd_run_def = {
 	"run", cmd_run,
-	"wgmitm run [--listen ADDR:PORT]... [--endpoint HOST[:PORT]] [--stats-interval S]",
+	"wgmitm run [--listen ADDR:PORT]... [--endpoint HOST[:PORT]] [--dns-upstream ADDR[:PORT]]...\n"
+	"                  [--allow-host-port PORT]... [--stats-interval S]",
 	"Start the endpoint. On first start it creates the server key and, when no\n"
-	"peer exists, a peer named \"phone\" whose QR code it prints.\n"
+	"peer exists, a peer named \"phone\" whose QR code it prints. Every TCP and\n"
+	"UDP flow of a peer is relayed to its destination and recorded in\n"
+	"HOME/flows.jsonl; the endpoint's tunnel address answers DNS.\n"
 	"Peers added or removed with `wgmitm peer` take effect within a second\n"
 	"(the state directory is watched; SIGHUP forces a reload).\n"
 	"SIGUSR1 prints the counters; -v prints them every 10 s.\n"
@@ -213,6 +230,10 @@ static const struct command cmd_run_def = {
 	"  --listen ADDR:PORT       UDP address to listen on, repeatable\n"
 	"                           (default 0.0.0.0 and [::] on the state's port, 51820)\n"
 	"  --endpoint HOST[:PORT]   address written into configs printed at start\n"
+	"  --dns-upstream ADDR[:PORT]  resolver for the tunnel's DNS, repeatable\n"
+	"                           (default: the nameservers of /etc/resolv.conf)\n"
+	"  --allow-host-port PORT   let peers reach this port of the capture host's\n"
+	"                           loopback at the endpoint's tunnel address, repeatable\n"
 	"  --stats-interval S       print counters every S seconds\n"
 	"\n"
 	"debug options (shortened WireGuard timers, seconds; for tests):\n"

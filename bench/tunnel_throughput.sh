@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Bulk TCP throughput through the tunnel: wgmitm against wireguard-go on the
+# same namespaces, in the same run.
+#
+#   ns cli: wireguard-go client ── ns srv: wgmitm  (or: wireguard-go + kernel forwarding)
+#                                      └── ns host: iperf3 -s
+#
+# Runs iperf3 single stream and 4 streams, upload and download, for each
+# endpoint, and prints the ratio wgmitm / wireguard-go. Needs root.
+#   bench/tunnel_throughput.sh [SECONDS]     (default 8 per run)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+export WGMITM=${WGMITM:-$here/../build/src/wgmitm}
+secs=${1:-8}
+source "$here/../tests/e2e/lib.sh"
+require_root
+command -v iperf3 >/dev/null || fail "iperf3 is needed"
+
+topology_hosts
+serve "$HOST" iperf3 -s -p 5201
+wait_port "$HOST" 127.0.0.1 5201
+
+# iperf3 NS ARGS: Mbit/s of the receiver side.
+run_iperf() {
+  local ns=$1; shift
+  in_ns "$ns" iperf3 -c "$HOST4" -p 5201 -t "$secs" -J "$@" >"$E2E_TMP/iperf.json" ||
+    { echo 0; return; }
+  python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.0f" % (d["end"]["sum_received"]["bits_per_second"] / 1e6))' "$E2E_TMP/iperf.json"
+}
+
+declare -A wgm base
+cases=("1 stream up:-P 1" "1 stream down:-P 1 -R" "4 streams up:-P 4" "4 streams down:-P 4 -R")
+for c in "${cases[@]}"; do
+  name=${c%%:*}; args=${c#*:}
+  # shellcheck disable=SC2086
+  wgm[$name]=$(run_iperf "$CLI" $args)
+  echo "wgmitm        $name: ${wgm[$name]} Mbit/s"
+done
+
+# Baseline: the same client config against wireguard-go in srv, forwarding
+# in the kernel to the host namespace.
+kill "$WGMITM_PID"; wait "$WGMITM_PID" 2>/dev/null || true
+priv=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["private_key"])' "$HOME_DIR/server.json")
+peerpub=$(in_ns "$CLI" wg show wgc1 public-key)
+psk=$(conf_value "$E2E_TMP/phone.conf" PresharedKey)
+in_ns "$SRV" env WG_PROCESS_FOREGROUND=1 wireguard-go wgs1 >>"$E2E_TMP/wgs.log" 2>&1 &
+E2E_PIDS+=("$!")
+wait_for 5 ip -n "$SRV" link show wgs1 || fail "wireguard-go server did not start"
+printf '%s\n' "$priv" >"$E2E_TMP/srv.key"
+printf '%s\n' "$psk" >"$E2E_TMP/srv.psk"
+in_ns "$SRV" wg set wgs1 listen-port 51820 private-key "$E2E_TMP/srv.key" \
+  peer "$peerpub" preshared-key "$E2E_TMP/srv.psk" allowed-ips "$(conf_value "$E2E_TMP/phone.conf" Address | tr -d ' ')"
+ip -n "$SRV" addr add "$SRV4/32" dev wgs1
+ip -n "$SRV" link set wgs1 mtu 1420 up
+ip -n "$SRV" route add "$(conf_value "$E2E_TMP/phone.conf" Address | cut -d, -f1 | tr -d ' ')" dev wgs1
+in_ns "$SRV" sysctl -qw net.ipv4.ip_forward=1
+in_ns "$CLI" ping -c 1 -W 3 "$HOST4" >/dev/null || fail "baseline tunnel does not forward"
+for c in "${cases[@]}"; do
+  name=${c%%:*}; args=${c#*:}
+  # shellcheck disable=SC2086
+  base[$name]=$(run_iperf "$CLI" $args)
+  echo "wireguard-go  $name: ${base[$name]} Mbit/s"
+done
+
+echo
+printf '%-16s %10s %14s %7s\n' case wgmitm wireguard-go ratio
+for c in "${cases[@]}"; do
+  name=${c%%:*}
+  awk -v n="$name" -v a="${wgm[$name]}" -v b="${base[$name]}" \
+    'BEGIN { printf "%-16s %7d Mb/s %9d Mb/s %7.2f\n", n, a, b, b > 0 ? a / b : 0 }'
+done
