@@ -18,7 +18,7 @@ cat >"$E2E_TMP/hosts.dns" <<HOSTS
 203.0.113.10 www.test.example
 2001:db8:1::10 www.test.example
 HOSTS
-serve "$HOST" dnsmasq --no-daemon --no-resolv --no-hosts --addn-hosts="$E2E_TMP/hosts.dns" \
+serve "$HOST" dnsmasq --no-daemon --no-resolv --no-hosts --local=/test.example/ --addn-hosts="$E2E_TMP/hosts.dns" \
   --listen-address=203.0.113.10 --bind-interfaces --port=53 --log-queries --pid-file="$E2E_TMP/dnsmasq.pid"
 wait_for 10 in_ns "$HOST" dig +short +time=1 +tries=1 @203.0.113.10 www.test.example A ||
   fail "dnsmasq did not start"
