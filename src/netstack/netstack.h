@@ -85,6 +85,7 @@ struct netstack_stats {
     uint64_t udp_in;          /* datagrams handed to ops.udp_recv */
     uint64_t udp_out;         /* datagrams sent by netstack_udp_send */
     uint64_t udp_drop;        /* no udp_recv, or no memory for a pcb */
+    uint64_t udp_unreach;     /* ICMP unreachable sent by netstack_udp_unreachable */
     uint64_t lwip_ip4_drop;
     uint64_t lwip_ip6_drop;
     uint64_t lwip_icmp4_drop;
@@ -149,6 +150,30 @@ void netstack_tcp_abort(struct netstack_tcp *conn);
  * -EMSGSIZE or -ENOMEM. */
 int netstack_udp_send(struct netstack *ns, const struct sockaddr *from, const struct sockaddr *to,
                       const uint8_t *data, size_t len);
+
+/* Why a datagram could not be delivered (netstack_udp_unreachable). */
+enum netstack_unreach {
+    NETSTACK_UNREACH_PORT,       /* port unreachable: the upstream refused it
+                                    (ICMPv4 type 3 code 3, ICMPv6 type 1 code 4) */
+    NETSTACK_UNREACH_PROHIBITED, /* administratively prohibited: policy refused it
+                                    (ICMPv4 type 3 code 13, ICMPv6 type 1 code 1) */
+};
+
+/* Sends an ICMP destination unreachable (IPv4 type 3, IPv6 type 1) from
+ * `dest`'s address to `client` about the UDP datagram client -> dest whose
+ * payload is `data`. The message quotes a reconstructed IP + UDP header of
+ * that datagram (lengths and UDP checksum as sent) and the start of `data`:
+ * the whole error is at most 576 bytes over IPv4 (RFC 1812 4.3.2.3; RFC 792
+ * asks only for 8 bytes past the IP header) and 1280 over IPv6 (RFC 4443
+ * 2.4). `client` and `dest` are of one family, unicast. Nothing is kept;
+ * the packet goes out through ops.output before this returns (not from
+ * inside ops.output). Rate limiting is the caller's.
+ * Returns 0, -EAFNOSUPPORT (families), -EINVAL (not unicast, bad reason),
+ * -EMSGSIZE (len larger than any datagram), -ENOMEM (never at present: the
+ * message is built on the stack). */
+int netstack_udp_unreachable(struct netstack *ns, const struct sockaddr *client,
+                             const struct sockaddr *dest, const uint8_t *data, size_t len,
+                             enum netstack_unreach reason);
 
 /* Aborts every TCP connection (no callbacks: the caller has forgotten
  * them), removes the netif and stops the timer. The memory is released when
