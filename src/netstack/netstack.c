@@ -8,6 +8,7 @@
 #include <sodium.h>
 
 #include "netstack_internal.h"
+#include "netstack_testing.h"
 
 #include "lwip/init.h"
 #include "lwip/ip.h"
@@ -15,6 +16,7 @@
 #include "lwip/ip4_frag.h"
 #include "lwip/ip6.h"
 #include "lwip/ip6_frag.h"
+#include "lwip/priv/tcp_priv.h"
 #include "lwip/stats.h"
 #include "lwip/timeouts.h"
 
@@ -50,6 +52,15 @@ static void netstack__timer_cb(uv_timer_t *timer)
 {
     struct netstack *ns = timer->data;
     sys_check_timeouts();
+    netstack__timer_arm(ns);
+}
+
+void netstack__test_tcp_ticks(struct netstack *ns, unsigned ticks)
+{
+    for (unsigned i = 0; i < ticks; i++) {
+        tcp_fasttmr();
+        tcp_slowtmr();
+    }
     netstack__timer_arm(ns);
 }
 

@@ -54,11 +54,15 @@ struct netstack_ops {
 struct netstack_tcp_ops {
     /* Bytes from the client, in order, valid only during the call. len 0
      * (data NULL): the client half-closed (FIN); writing is still allowed.
-     * Not called while paused. */
+     * Not called while paused, except right before closed(0): data held by
+     * a pause was already acknowledged to the client, so it is delivered
+     * then whatever the pause (at most one window), followed by the FIN. */
     void (*recv)(void *arg, const uint8_t *data, size_t len);
     /* The client acknowledged `len` bytes: netstack_tcp_write has room. */
     void (*sent)(void *arg, size_t len);
-    /* The connection is gone: 0 after an orderly close of both directions,
+    /* The connection is gone: 0 after an orderly close of both directions
+     * (FIN each way; every received byte and the FIN were passed to recv
+     * first; lwIP may still finish the close, e.g. TIME-WAIT, on its own),
      * -ECONNRESET (client reset), -ECONNABORTED (retransmissions or
      * keepalives gave up), -ENOMEM. The handle is freed when this returns:
      * do not close it. Not called after netstack_tcp_close/abort. */

@@ -29,6 +29,7 @@ struct netstack_tcp {
     unsigned in_lwip_cb;             /* lwIP callbacks for this pcb running */
     bool paused;
     bool delivering;
+    bool draining;                   /* final delivery: pause no longer holds data */
     bool fin_pending;                /* client FIN seen, not yet delivered */
     bool fin_delivered;
     bool done;                       /* no more upper-layer callbacks */
@@ -87,13 +88,14 @@ static void netstack__tcp_recved(struct netstack_tcp *conn, size_t len)
 
 /* Hands held data (then a pending FIN) to the upper layer until it pauses,
  * closes, or nothing is left. Not re-entered: a resume from inside recv
- * just lets this loop continue. */
+ * just lets this loop continue. While draining, pausing holds nothing back
+ * (the connection is over; see netstack__tcp_finish). */
 static void netstack__tcp_deliver(struct netstack_tcp *conn)
 {
     if (conn->delivering)
         return;
     conn->delivering = true;
-    while (!conn->paused && !conn->done && conn->held != NULL) {
+    while ((!conn->paused || conn->draining) && !conn->done && conn->held != NULL) {
         struct pbuf *q = conn->held;
         u16_t n = q->len;
         if (n > 0) {
@@ -106,8 +108,8 @@ static void netstack__tcp_deliver(struct netstack_tcp *conn)
         conn->held = pbuf_free_header(q, n);
         netstack__tcp_recved(conn, n);
     }
-    if (!conn->paused && !conn->done && conn->held == NULL && conn->fin_pending &&
-        !conn->fin_delivered) {
+    if ((!conn->paused || conn->draining) && !conn->done && conn->held == NULL &&
+        conn->fin_pending && !conn->fin_delivered) {
         conn->fin_delivered = true;
         conn->depth++;
         conn->ops.recv(conn->arg, NULL, 0);
@@ -116,12 +118,40 @@ static void netstack__tcp_deliver(struct netstack_tcp *conn)
     conn->delivering = false;
 }
 
+/* Both directions are closed: the client's FIN arrived after ours
+ * (CLOSING, TIME-WAIT) or acknowledged it (LAST-ACK, the pcb is gone).
+ * lwIP keeps what is left of the pcb to itself (it frees TIME-WAIT pcbs
+ * without a callback, so the handle must not keep it). Data held by a
+ * pause was already acknowledged to the client: it is delivered now,
+ * whatever the pause says (at most one window), then the FIN, then
+ * closed(0). */
+static void netstack__tcp_finish(struct netstack_tcp *conn)
+{
+    struct netstack *ns = conn->ns;
+    if (conn->pcb != NULL) {
+        netstack__tcp_detach(conn->pcb);
+        conn->pcb = NULL;
+        ns->stats.tcp_active--;
+    }
+    if (conn->done || ns->closing)
+        return;
+    conn->draining = true;
+    netstack__tcp_deliver(conn);
+    conn->draining = false;
+    if (!conn->done && conn->ops.closed != NULL) {
+        conn->done = true;
+        conn->depth++;
+        conn->ops.closed(conn->arg, 0);
+        conn->depth--;
+    }
+    conn->done = true;
+}
+
 /* ---- lwIP callbacks ------------------------------------------------------ */
 
 static err_t netstack__tcp_on_recv(void *arg, struct tcp_pcb *pcb, struct pbuf *p, err_t err)
 {
     struct netstack_tcp *conn = arg;
-    (void)pcb;
     (void)err; /* always ERR_OK in lwIP 2.1 */
     if (p == NULL)
         conn->fin_pending = true;
@@ -131,7 +161,10 @@ static err_t netstack__tcp_on_recv(void *arg, struct tcp_pcb *pcb, struct pbuf *
         pbuf_cat(conn->held, p);
 
     conn->in_lwip_cb++;
-    netstack__tcp_deliver(conn);
+    if (p == NULL && (pcb->state == CLOSING || pcb->state == TIME_WAIT))
+        netstack__tcp_finish(conn); /* we had shut down first */
+    else
+        netstack__tcp_deliver(conn);
     conn->in_lwip_cb--;
     struct netstack *ns = conn->ns;
     bool aborted = conn->aborted_in_cb;
@@ -165,7 +198,9 @@ static void netstack__tcp_on_err(void *arg, err_t err)
     struct netstack *ns = conn->ns;
     conn->pcb = NULL;
     ns->stats.tcp_active--;
-    if (!conn->done && !ns->closing && conn->ops.closed != NULL) {
+    if (err == ERR_CLSD) {
+        netstack__tcp_finish(conn); /* LAST-ACK acknowledged: orderly */
+    } else if (!conn->done && !ns->closing && conn->ops.closed != NULL) {
         conn->done = true;
         conn->depth++;
         conn->ops.closed(conn->arg, netstack__tcp_errno(err));

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "netstack/netstack.h"
+#include "netstack/netstack_testing.h"
 
 #define TUN4   "10.77.0.1"
 #define PEER4  "10.77.0.2"
@@ -172,6 +173,9 @@ struct fixture {
     int closed;
     int closed_err;
     const char *close_on; /* close from inside recv when data contains this */
+    int pause_in_recv;    /* pause again from inside every data recv */
+    size_t rx_at_close;   /* rxlen and fins when closed ran */
+    int fins_at_close;
     /* udp */
     int udps;
     struct sockaddr_storage uclient, udest;
@@ -263,6 +267,8 @@ static void on_recv(void *arg, const uint8_t *data, size_t len)
     assert_true(f->rxlen + len <= sizeof f->rx);
     memcpy(f->rx + f->rxlen, data, len);
     f->rxlen += len;
+    if (f->pause_in_recv)
+        netstack_tcp_pause(f->conn);
     if (f->close_on != NULL && memmem(data, len, f->close_on, strlen(f->close_on)) != NULL) {
         netstack_tcp_close(f->conn);
         f->conn = NULL;
@@ -280,6 +286,8 @@ static void on_closed(void *arg, int err)
     struct fixture *f = arg;
     f->closed++;
     f->closed_err = err;
+    f->rx_at_close = f->rxlen;
+    f->fins_at_close = f->fins;
     f->conn = NULL;
 }
 
@@ -620,6 +628,107 @@ static void test_tcp_not_terminated(void **state)
     assert_int_equal(f->accepts, 0);
 }
 
+/* The client sends data and FIN while the upper layer is paused; the upper
+ * layer then shuts down its side and the client acknowledges that FIN
+ * (CLOSE-WAIT -> LAST-ACK -> closed). lwIP acknowledged the held bytes long
+ * ago: they and the FIN reach recv before closed(0), although the upper
+ * layer is paused (and pauses again inside recv). */
+static void test_tcp_closed_delivers_held_data(void **state)
+{
+    struct fixture *f = *state;
+    struct client c = { 0, PEER4, FAR4, 40020, 443, 1, 0 };
+    handshake(f, &c, 1380);
+    netstack_tcp_pause(f->conn);
+    send_seg(f, &c, F_PSH | F_ACK, "held ", 5);
+    send_seg(f, &c, F_PSH | F_ACK, "bytes", 5);
+    send_seg(f, &c, F_FIN | F_ACK, NULL, 0);
+    assert_int_equal(f->rxlen, 0);
+    assert_int_equal(f->fins, 0);
+    struct seg s = parse_out(f, f->nout - 1);
+    assert_int_equal(s.ack, c.seq); /* data and FIN acknowledged */
+
+    assert_int_equal(netstack_tcp_shutdown(f->conn), 0);
+    s = parse_out(f, f->nout - 1);
+    assert_true(s.flags & F_FIN);
+    c.ack = s.seq + 1;
+    f->pause_in_recv = 1;
+    send_seg(f, &c, F_ACK, NULL, 0);
+    assert_int_equal(f->closed, 1);
+    assert_int_equal(f->closed_err, 0);
+    assert_int_equal(f->rx_at_close, 10);
+    assert_memory_equal(f->rx, "held bytes", 10);
+    assert_int_equal(f->fins_at_close, 1);
+    assert_null(f->conn);
+    struct netstack_stats st;
+    netstack_get_stats(f->ns, &st);
+    assert_int_equal(st.tcp_active, 0);
+}
+
+/* The upper layer shut down first and the client acknowledged it
+ * (FIN-WAIT-2); the client's data and FIN then arrive while paused: lwIP
+ * moves to TIME-WAIT, which it ends alone (without a callback), so the
+ * connection is reported closed at once, after the held data and the FIN.
+ * TIME-WAIT then expires with nothing left pointing at the pcb. */
+static void test_tcp_time_wait_closes(void **state)
+{
+    struct fixture *f = *state;
+    struct client c = { 1, PEER6, FAR6, 40021, 443, 1, 0 };
+    handshake(f, &c, 1360);
+    assert_int_equal(netstack_tcp_shutdown(f->conn), 0);
+    struct seg s = parse_out(f, f->nout - 1);
+    assert_true(s.flags & F_FIN);
+    c.ack = s.seq + 1;
+    send_seg(f, &c, F_ACK, NULL, 0);
+    assert_int_equal(f->closed, 0);
+
+    netstack_tcp_pause(f->conn);
+    send_seg(f, &c, F_FIN | F_PSH | F_ACK, "last words", 10);
+    assert_int_equal(f->closed, 1);
+    assert_int_equal(f->closed_err, 0);
+    assert_int_equal(f->rx_at_close, 10);
+    assert_memory_equal(f->rx, "last words", 10);
+    assert_int_equal(f->fins_at_close, 1);
+    assert_null(f->conn);
+    s = parse_out(f, f->nout - 1);
+    assert_int_equal(s.ack, c.seq);
+    struct netstack_stats st;
+    netstack_get_stats(f->ns, &st);
+    assert_int_equal(st.tcp_active, 0);
+
+    /* A retransmitted FIN in TIME-WAIT is acknowledged again, quietly. */
+    c.seq--;
+    int before = f->nout;
+    send_seg(f, &c, F_FIN | F_ACK, NULL, 0);
+    assert_int_equal(f->nout, before + 1);
+    /* 2 MSL (lwIP: 2 x 60 s) of timers: the pcb goes, no callback. */
+    netstack__test_tcp_ticks(f->ns, 2 * 60 * 1000 / NETSTACK_TCP_TICK_MS + 2);
+    assert_int_equal(f->closed, 1);
+    before = f->nout;
+    send_seg(f, &c, F_ACK, NULL, 0);
+    s = parse_out(f, before); /* nothing knows the connection: reset */
+    assert_true(s.flags & F_RST);
+}
+
+/* Simultaneous close: our FIN crosses the client's (CLOSING). Both
+ * directions are closed: closed(0) at once; lwIP finishes alone. */
+static void test_tcp_closing_closes(void **state)
+{
+    struct fixture *f = *state;
+    struct client c = { 0, PEER4, FAR4, 40022, 443, 1, 0 };
+    handshake(f, &c, 1380);
+    assert_int_equal(netstack_tcp_shutdown(f->conn), 0);
+    struct seg s = parse_out(f, f->nout - 1);
+    assert_true(s.flags & F_FIN);
+    send_seg(f, &c, F_FIN | F_ACK, NULL, 0); /* does not acknowledge our FIN */
+    assert_int_equal(f->closed, 1);
+    assert_int_equal(f->closed_err, 0);
+    assert_int_equal(f->fins_at_close, 1);
+    c.ack = s.seq + 1;
+    send_seg(f, &c, F_ACK, NULL, 0);
+    netstack__test_tcp_ticks(f->ns, 2 * 60 * 1000 / NETSTACK_TCP_TICK_MS + 2);
+    assert_int_equal(f->closed, 1);
+}
+
 static uint8_t pattern(size_t i)
 {
     return (uint8_t)(i * 7 + (i >> 8));
@@ -785,6 +894,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tcp_syn_backlog, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_pause_resume, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_close_inside_recv, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tcp_closed_delivers_held_data, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tcp_time_wait_closes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tcp_closing_closes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_free_with_open_connections, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_not_terminated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_upload_beyond_64k_window, setup, teardown),

@@ -1,0 +1,16 @@
+/* Hooks for the netstack's unit tests only: they let a test run lwIP's TCP
+ * timers without waiting for the wall clock. Not for production code. */
+#ifndef WGMITM_NETSTACK_TESTING_H
+#define WGMITM_NETSTACK_TESTING_H
+
+#include "netstack.h"
+
+/* One TCP slow tick of lwIP time: 500 ms (TCP_SLOW_INTERVAL). */
+#define NETSTACK_TCP_TICK_MS 500
+
+/* Runs lwIP's TCP timers as if `ticks` slow ticks had passed (each: the fast
+ * timer once, the slow timer once): retransmissions, keepalives, TIME-WAIT
+ * expiry. Output and callbacks happen before it returns. */
+void netstack__test_tcp_ticks(struct netstack *ns, unsigned ticks);
+
+#endif
