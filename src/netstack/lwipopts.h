@@ -124,7 +124,12 @@
  * (the client retries), so a SYN flood cannot grow memory without bound. */
 #define TCP_LISTEN_BACKLOG              1
 #define TCP_DEFAULT_LISTEN_BACKLOG      64
+/* Keepalive per accepted pcb (keep_idle from netstack_config); a phone
+ * that leaves without FIN or RST is then found out. */
 #define LWIP_TCP_KEEPALIVE              1
+#define TCP_KEEPIDLE_DEFAULT            120000UL
+#define TCP_KEEPINTVL_DEFAULT           10000UL
+#define TCP_KEEPCNT_DEFAULT             6U
 #define LWIP_TCP_TIMESTAMPS             0
 #define LWIP_CALLBACK_API               1
 #define LWIP_EVENT_API                  0

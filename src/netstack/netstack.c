@@ -377,7 +377,8 @@ struct netstack *netstack_new(uv_loop_t *loop, const struct netstack_config *cfg
                               const struct netstack_ops *ops, void *ctx)
 {
     if (loop == NULL || cfg == NULL || ops == NULL || ops->output == NULL ||
-        (cfg->mtu != 0 && cfg->mtu < 1280)) {
+        (cfg->mtu != 0 && cfg->mtu < 1280) ||
+        cfg->keepalive_idle_s > NETSTACK_MAX_KEEPALIVE_IDLE_S) {
         errno = EINVAL;
         return NULL;
     }
@@ -399,6 +400,8 @@ struct netstack *netstack_new(uv_loop_t *loop, const struct netstack_config *cfg
     ns->ops = *ops;
     ns->ctx = ctx;
     ns->max_tcp = cfg->max_tcp != 0 ? cfg->max_tcp : NETSTACK_DEFAULT_MAX_TCP;
+    ns->keep_idle_ms = 1000u * (cfg->keepalive_idle_s != 0 ? cfg->keepalive_idle_s
+                                                           : NETSTACK_DEFAULT_KEEPALIVE_IDLE_S);
 
     if (!netstack__lwip_ready) {
         lwip_init();

@@ -17,6 +17,13 @@
 
 #define NETSTACK_DEFAULT_MTU 1420
 #define NETSTACK_DEFAULT_MAX_TCP 4096
+/* TCP keepalive on accepted connections: the first probe after this much
+ * silence from the client, then one every interval; after count unanswered
+ * probes the connection is reset and ops.closed gets -ECONNABORTED. */
+#define NETSTACK_DEFAULT_KEEPALIVE_IDLE_S 120
+#define NETSTACK_MAX_KEEPALIVE_IDLE_S     (7 * 24 * 3600)
+#define NETSTACK_KEEPALIVE_INTERVAL_S     10
+#define NETSTACK_KEEPALIVE_COUNT          6
 
 struct netstack_config {
     struct in_addr addr4;   /* tunnel IPv4 address (network order); 0.0.0.0: none */
@@ -25,6 +32,9 @@ struct netstack_config {
     /* Accepted TCP connections at once; more are reset. Each may buffer up
      * to 1 MiB each way (TCP_WND, TCP_SND_BUF). 0: NETSTACK_DEFAULT_MAX_TCP. */
     uint32_t max_tcp;
+    /* Seconds of client silence before the first keepalive probe, up to
+     * NETSTACK_MAX_KEEPALIVE_IDLE_S. 0: NETSTACK_DEFAULT_KEEPALIVE_IDLE_S. */
+    uint32_t keepalive_idle_s;
 };
 
 /* One TCP connection a client opened to any address, terminated here. */

@@ -37,6 +37,7 @@ struct netstack {
     struct netstack_ops ops;
     void *ctx;
     uint32_t max_tcp;
+    uint32_t keep_idle_ms;   /* first keepalive probe after this much silence */
     struct netif netif;
     struct netstack_stats stats;
     struct netstack_tcp *conns;                   /* accepted, not yet freed */

@@ -57,6 +57,7 @@ static void netstack__tcp_detach(struct tcp_pcb *pcb)
     tcp_recv(pcb, NULL); /* lwIP's default then acks and drops data, closes on FIN */
     tcp_sent(pcb, NULL);
     tcp_err(pcb, NULL);
+    tcp_poll(pcb, NULL, 0);
 }
 
 static void netstack__tcp_maybe_free(struct netstack_tcp *conn)
@@ -210,6 +211,27 @@ static void netstack__tcp_on_err(void *arg, err_t err)
     netstack__tcp_maybe_free(conn);
 }
 
+/* lwIP probes idle connections in ESTABLISHED and CLOSE-WAIT only. After
+ * our FIN is acknowledged (FIN-WAIT-2) the client may still send, and a
+ * client that vanishes then would hold the connection forever (lwIP's
+ * FIN-WAIT-2 timeout applies only after tcp_close): the same probes, with
+ * the same timing, from the poll timer that netstack_tcp_shutdown starts. */
+static err_t netstack__tcp_on_poll(void *arg, struct tcp_pcb *pcb)
+{
+    (void)arg;
+    if (pcb->state != FIN_WAIT_2 || !ip_get_option(pcb, SOF_KEEPALIVE))
+        return ERR_OK;
+    u32_t idle = tcp_ticks - pcb->tmr;
+    if (idle > (pcb->keep_idle + pcb->keep_cnt * pcb->keep_intvl) / TCP_SLOW_INTERVAL) {
+        tcp_abort(pcb); /* reset; on_err reports -ECONNABORTED and frees conn */
+        return ERR_ABRT;
+    }
+    if (idle > (pcb->keep_idle + pcb->keep_cnt_sent * pcb->keep_intvl) / TCP_SLOW_INTERVAL &&
+        tcp_keepalive(pcb) == ERR_OK)
+        pcb->keep_cnt_sent++;
+    return ERR_OK;
+}
+
 /* The handshake completed on a port's listener. */
 static err_t netstack__tcp_on_accept(void *arg, struct tcp_pcb *pcb, err_t err)
 {
@@ -238,6 +260,10 @@ static err_t netstack__tcp_on_accept(void *arg, struct tcp_pcb *pcb, err_t err)
     tcp_sent(pcb, netstack__tcp_on_sent);
     tcp_err(pcb, netstack__tcp_on_err);
     tcp_nagle_disable(pcb); /* a relay: the upper layer already batches */
+    ip_set_option(pcb, SOF_KEEPALIVE);
+    pcb->keep_idle = ns->keep_idle_ms;
+    pcb->keep_intvl = 1000u * NETSTACK_KEEPALIVE_INTERVAL_S;
+    pcb->keep_cnt = NETSTACK_KEEPALIVE_COUNT;
 
     union netstack_sockaddr client, dest;
     netstack__sockaddr_from_ip(&pcb->remote_ip, pcb->remote_port, &client);
@@ -380,6 +406,8 @@ int netstack_tcp_shutdown(struct netstack_tcp *conn)
         return -ENOTCONN;
     if (tcp_shutdown(conn->pcb, 0, 1) != ERR_OK)
         return -ENOTCONN;
+    /* Keepalive in FIN-WAIT-2; the poll interval is in slow ticks (500 ms). */
+    tcp_poll(conn->pcb, netstack__tcp_on_poll, 2);
     netstack__timer_arm(conn->ns);
     return 0;
 }

@@ -729,6 +729,107 @@ static void test_tcp_closing_closes(void **state)
     assert_int_equal(f->closed, 1);
 }
 
+/* Runs TCP timer ticks one at a time until the connection closes or
+ * `max` ticks passed; records the tick (from 1) of every keepalive probe:
+ * an empty ACK one below what we sent last (snd_nxt - 1). Returns the tick
+ * of the close, 0 if none. */
+static unsigned tick_until_closed(struct fixture *f, uint32_t snd_nxt, unsigned max,
+                                  unsigned *probes, int *nprobes)
+{
+    *nprobes = 0;
+    for (unsigned t = 1; t <= max; t++) {
+        f->nout = 0;
+        netstack__test_tcp_ticks(f->ns, 1);
+        for (int i = 0; i < f->nout; i++) {
+            struct seg s = parse_out(f, i);
+            if (s.flags == F_ACK && s.len == 0 && s.seq == snd_nxt - 1) {
+                assert_true(*nprobes < 16);
+                probes[(*nprobes)++] = t;
+            }
+        }
+        if (f->closed)
+            return t;
+    }
+    return 0;
+}
+
+/* A client that vanishes without FIN or RST: after 120 s of silence one
+ * probe every 10 s; an answer starts the idle time again; six unanswered
+ * probes reset the connection (-ECONNABORTED). */
+static void test_tcp_keepalive(void **state)
+{
+    struct fixture *f = *state;
+    struct client c = { 0, PEER4, FAR4, 40030, 443, 1, 0 };
+    handshake(f, &c, 1380);
+    const unsigned per_s = 1000 / NETSTACK_TCP_TICK_MS;
+    unsigned probes[16];
+    int n;
+
+    /* Not before 120 s of silence. */
+    assert_int_equal(tick_until_closed(f, c.ack, 120 * per_s, probes, &n), 0);
+    assert_int_equal(n, 0);
+    /* Then a probe, which the client answers. */
+    assert_int_equal(tick_until_closed(f, c.ack, 2 * per_s, probes, &n), 0);
+    assert_int_equal(n, 1);
+    assert_true(probes[0] <= 1 * per_s + 1);
+    send_seg(f, &c, F_ACK, NULL, 0);
+
+    /* The client is gone from here on. */
+    unsigned closed_at = tick_until_closed(f, c.ack, 400 * per_s, probes, &n);
+    assert_int_equal(f->closed, 1);
+    assert_int_equal(f->closed_err, -ECONNABORTED);
+    assert_null(f->conn);
+    assert_int_equal(n, NETSTACK_KEEPALIVE_COUNT);
+    assert_in_range(probes[0], 120 * per_s, 121 * per_s);
+    for (int i = 1; i < n; i++)
+        assert_in_range(probes[i] - probes[i - 1], 10 * per_s - 1, 10 * per_s + 1);
+    assert_in_range(closed_at, 180 * per_s, 181 * per_s);
+    /* The client, should it come back, hears a reset. */
+    struct seg s = parse_out(f, f->nout - 1);
+    assert_true(s.flags & F_RST);
+    struct netstack_stats st;
+    netstack_get_stats(f->ns, &st);
+    assert_int_equal(st.tcp_active, 0);
+}
+
+/* lwIP sends no keepalives after our FIN was acknowledged (FIN-WAIT-2):
+ * the netstack does, with the configured idle time (30 s here). */
+static void test_tcp_keepalive_fin_wait_2(void **state)
+{
+    struct fixture *f = *state;
+    netstack_free(f->ns);
+    struct netstack_config cfg = { .keepalive_idle_s = NETSTACK_MAX_KEEPALIVE_IDLE_S + 1 };
+    struct netstack_ops ops = { .output = on_output, .tcp_accept = on_accept };
+    assert_null(netstack_new(&f->loop, &cfg, &ops, f));
+    assert_int_equal(errno, EINVAL);
+    cfg.keepalive_idle_s = 30;
+    assert_int_equal(inet_pton(AF_INET, TUN4, &cfg.addr4), 1);
+    f->ns = netstack_new(&f->loop, &cfg, &ops, f);
+    assert_non_null(f->ns);
+
+    struct client c = { 0, PEER4, FAR4, 40031, 443, 1, 0 };
+    handshake(f, &c, 1380);
+    assert_int_equal(netstack_tcp_shutdown(f->conn), 0);
+    struct seg s = parse_out(f, f->nout - 1);
+    assert_true(s.flags & F_FIN);
+    c.ack = s.seq + 1;
+    send_seg(f, &c, F_ACK, NULL, 0); /* FIN-WAIT-2 */
+
+    const unsigned per_s = 1000 / NETSTACK_TCP_TICK_MS;
+    unsigned probes[16];
+    int n;
+    unsigned closed_at = tick_until_closed(f, c.ack, 200 * per_s, probes, &n);
+    assert_int_equal(f->closed, 1);
+    assert_int_equal(f->closed_err, -ECONNABORTED);
+    assert_int_equal(n, NETSTACK_KEEPALIVE_COUNT);
+    assert_in_range(probes[0], 30 * per_s, 32 * per_s);
+    for (int i = 1; i < n; i++)
+        assert_in_range(probes[i] - probes[i - 1], 10 * per_s - 2, 10 * per_s + 2);
+    assert_in_range(closed_at, 90 * per_s, 92 * per_s);
+    s = parse_out(f, f->nout - 1);
+    assert_true(s.flags & F_RST);
+}
+
 static uint8_t pattern(size_t i)
 {
     return (uint8_t)(i * 7 + (i >> 8));
@@ -897,6 +998,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tcp_closed_delivers_held_data, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_time_wait_closes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_closing_closes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tcp_keepalive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tcp_keepalive_fin_wait_2, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_free_with_open_connections, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_not_terminated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_upload_beyond_64k_window, setup, teardown),
