@@ -134,6 +134,10 @@
 #define LWIP_CALLBACK_API               1
 #define LWIP_EVENT_API                  0
 #define TCP_MAXRTX                      12
+/* TIME-WAIT (2 x MSL) of 60 s as Linux's TCP_TIMEWAIT_LEN instead of lwIP's
+ * 2 min: a closed connection costs a pcb (312 bytes) for that long, and every
+ * new SYN walks the TIME-WAIT list. */
+#define TCP_MSL                         30000UL
 #define TCP_SYNMAXRTX                   6
 
 /* ---- Statistics (read by netstack_get_stats) -------------------------- */

@@ -55,6 +55,9 @@ static void netstack__timer_cb(uv_timer_t *timer)
     netstack__timer_arm(ns);
 }
 
+_Static_assert(NETSTACK_TCP_TICK_MS == TCP_SLOW_INTERVAL, "test hook tick");
+_Static_assert(NETSTACK_TCP_TIME_WAIT_MS == 2 * TCP_MSL, "test hook TIME-WAIT");
+
 void netstack__test_tcp_ticks(struct netstack *ns, unsigned ticks)
 {
     for (unsigned i = 0; i < ticks; i++) {
@@ -446,6 +449,9 @@ struct netstack *netstack_new(uv_loop_t *loop, const struct netstack_config *cfg
 void netstack_get_stats(const struct netstack *ns, struct netstack_stats *out)
 {
     *out = ns->stats;
+    out->tcp_time_wait = 0;
+    for (const struct tcp_pcb *pcb = tcp_tw_pcbs; pcb != NULL; pcb = pcb->next)
+        out->tcp_time_wait++;
     out->lwip_ip4_drop = lwip_stats.ip.drop;
     out->lwip_ip6_drop = lwip_stats.ip6.drop;
     out->lwip_icmp4_drop = lwip_stats.icmp.drop;

@@ -96,6 +96,8 @@ struct netstack_stats {
     uint64_t tcp_refused;     /* reset: no tcp_accept, refused, over max_tcp, no memory */
     uint64_t tcp_active;      /* accepted and not yet closed (gauge) */
     uint64_t tcp_listeners;   /* ports with a listener (gauge) */
+    uint64_t tcp_time_wait;   /* closed connections lwIP keeps in TIME-WAIT
+                                 (60 s; gauge, counted when read; one pcb, 312 bytes, each) */
     uint64_t udp_in;          /* datagrams handed to ops.udp_recv */
     uint64_t udp_out;         /* datagrams sent by netstack_udp_send */
     uint64_t udp_drop;        /* no udp_recv, or no memory for a pcb */

@@ -7,6 +7,8 @@
 
 /* One TCP slow tick of lwIP time: 500 ms (TCP_SLOW_INTERVAL). */
 #define NETSTACK_TCP_TICK_MS 500
+/* How long lwIP keeps a pcb in TIME-WAIT (2 x TCP_MSL, lwipopts.h). */
+#define NETSTACK_TCP_TIME_WAIT_MS 60000
 
 /* Runs lwIP's TCP timers as if `ticks` slow ticks had passed (each: the fast
  * timer once, the slow timer once): retransmissions, keepalives, TIME-WAIT
