@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "netstack/netstack.h"
+#include "netstack/netstack_testing.h"
 
 /* One netstack per input, freed at the end: state held across packets
  * (reassembly queues) is released by netstack_free, and leaks show. */
@@ -83,7 +84,12 @@ static void on_udp(void *ctx, const struct sockaddr *client, const struct sockad
                    const uint8_t *data, size_t len)
 {
     (void)ctx;
-    netstack_udp_send(ns, dest, client, data, len);
+    /* 'U': refused, with an ICMP unreachable quoting the datagram. */
+    if (len >= 2 && data[0] == 'U')
+        netstack_udp_unreachable(ns, client, dest, data, len,
+                                 data[1] & 1 ? NETSTACK_UNREACH_PROHIBITED : NETSTACK_UNREACH_PORT);
+    else
+        netstack_udp_send(ns, dest, client, data, len);
 }
 
 static void setup(void)
@@ -92,7 +98,8 @@ static void setup(void)
         uv_loop_init(&loop);
         loop_ready = true;
     }
-    struct netstack_config cfg = { .mtu = 1420 };
+    /* Keepalive after 1 s of silence, so ticking reaches probes and give-up. */
+    struct netstack_config cfg = { .mtu = 1420, .keepalive_idle_s = 1 };
     /* 10.77.0.1 and fd77::1 */
     cfg.addr4.s_addr = htonl(0x0a4d0001);
     cfg.addr6.s6_addr[0] = 0xfd;
@@ -109,8 +116,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size == 0)
         return 0;
     setup();
-    /* Mode byte: 0 = one packet; otherwise packets are prefixed by a
-     * 2-byte length. */
+    /* Mode byte: bit 0 set = one packet; otherwise packets are prefixed by
+     * a 2-byte length. Bit 2: 5 s of TCP timers after every packet
+     * (retransmissions, keepalives, TIME-WAIT). */
     uint8_t mode = data[0];
     data++;
     size--;
@@ -124,6 +132,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (n > size)
                 n = size;
             netstack_input(ns, data, n);
+            if (mode & 4)
+                netstack__test_tcp_ticks(ns, 10);
             data += n;
             size -= n;
         }
