@@ -134,6 +134,14 @@
 #define LWIP_CALLBACK_API               1
 #define LWIP_EVENT_API                  0
 #define TCP_MAXRTX                      12
+/* lwIP's retransmission timeout counts in slow ticks (2 x TCP_TMR_INTERVAL)
+ * and never goes below one tick. With the default 250 ms timer a lost
+ * segment that fast retransmit does not repair (several losses in one
+ * window: lwIP ignores SACK) costs 0.5-1 s, which turns 0.25% loss at a
+ * phone's receive buffer into a stall-bound transfer. 50 ms ticks keep the
+ * RTO near RTT + 100 ms; the exponential backoff (up to x128) still gives
+ * about 3 minutes before a connection is given up. */
+#define TCP_TMR_INTERVAL                50
 /* TIME-WAIT (2 x MSL) of 60 s as Linux's TCP_TIMEWAIT_LEN instead of lwIP's
  * 2 min: a closed connection costs a pcb (312 bytes) for that long, and every
  * new SYN walks the TIME-WAIT list. */

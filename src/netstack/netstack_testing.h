@@ -5,8 +5,8 @@
 
 #include "netstack.h"
 
-/* One TCP slow tick of lwIP time: 500 ms (TCP_SLOW_INTERVAL). */
-#define NETSTACK_TCP_TICK_MS 500
+/* One TCP slow tick of lwIP time: 100 ms (TCP_SLOW_INTERVAL). */
+#define NETSTACK_TCP_TICK_MS 100
 /* How long lwIP keeps a pcb in TIME-WAIT (2 x TCP_MSL, lwipopts.h). */
 #define NETSTACK_TCP_TIME_WAIT_MS 60000
 
