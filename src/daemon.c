@@ -165,6 +165,16 @@ static void on_udp_recv(void *ctx, const struct sockaddr *client, const struct s
 		udp_relay_recv(d->udp_relay, client, dest, data, len);
 }
 
+static void on_udp_unreachable(void *ctx, const struct sockaddr *client, const struct sockaddr *dest,
+			       const uint8_t *data, size_t len, enum udp_relay_unreach why)
+{
+	struct daemon *d = ctx;
+	if (d->ns)
+		netstack_udp_unreachable(d->ns, client, dest, data, len,
+					 why == UDP_RELAY_UNREACH_PORT ? NETSTACK_UNREACH_PORT
+								       : NETSTACK_UNREACH_PROHIBITED);
+}
+
 static void on_local_udp(void *ctx, const struct sockaddr *client, const struct sockaddr *dest,
 			 const uint8_t *data, size_t len)
 {
@@ -605,6 +615,7 @@ static int open_dns_udp(struct daemon *d)
 	struct udp_relay_config uc = {
 		.policy = &d->policy, .log = d->flows, .peer_name = peer_name_by_addr, .peer_ctx = d,
 		.local = on_local_udp, .local_ctx = d->dns,
+		.unreachable = on_udp_unreachable, .unreachable_ctx = d,
 	};
 	d->udp_relay = udp_relay_new(d->loop, d->ns, &uc);
 	if (!d->udp_relay) {

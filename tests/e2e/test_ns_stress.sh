@@ -5,7 +5,7 @@
 #   (layout drawn in lib.sh: topology_hosts)
 #
 # 1. 5% of the tunnel's UDP datagrams dropped both ways (nftables in srv):
-#    transfers still complete byte-exact.
+#    transfers still complete byte-exact (speed is bench/'s business).
 # 2. Clients that stop reading: wgmitm stops reading the upstream sockets,
 #    so its memory does not grow with the size of the downloads.
 source "$(dirname "$0")/lib.sh"
@@ -16,7 +16,7 @@ hosts="$(dirname "$0")/hosts.py"
 topology_hosts
 www="$E2E_TMP/www"
 mkdir -p "$www"
-head -c $((20 * 1024 * 1024)) /dev/urandom >"$www/mid.bin"
+head -c $((4 * 1024 * 1024)) /dev/urandom >"$www/mid.bin"
 head -c $((400 * 1024 * 1024)) /dev/zero >"$www/huge.bin"
 serve "$HOST" python3 "$hosts" http "$www" 8080
 wait_port "$HOST" 127.0.0.1 8080
@@ -34,7 +34,7 @@ got=$(in_ns "$CLI" curl -sS --max-time 300 "http://$HOST4:8080/mid.bin" | sum)
 got=$(in_ns "$CLI" curl -sS --max-time 300 -T "$www/mid.bin" "http://[$HOST6]:8080/up")
 [ "$got" = "$want" ] || fail "upload under 5% loss differs"
 dropped=$(in_ns "$SRV" nft list ruleset | grep -c drop)
-say "20 MiB each way under 5% loss: byte-exact ($dropped loss rules active)"
+say "4 MiB each way under 5% loss: byte-exact ($dropped loss rules active)"
 in_ns "$SRV" nft delete table inet loss
 
 # 2. Four clients download 400 MiB each but read 64 KiB/s for 12 s.
