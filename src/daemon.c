@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/resource.h>
 #include <uv.h>
 
 /* libuv hands recvmmsg batches in 64 KiB slots of one buffer. */
@@ -634,6 +635,12 @@ int daemon_run(const struct daemon_options *opts)
 		return 1;
 	d->opts = opts;
 	d->loop = uv_default_loop();
+	/* Every relayed connection holds an upstream socket: take the hard limit. */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 	if (!wg_crypto_init()) {
 		log_error("crypto initialisation failed");
 		goto out_free;
@@ -658,7 +665,10 @@ int daemon_run(const struct daemon_options *opts)
 
 	if (open_mitm(d) < 0)
 		goto out_dev;
-	struct netstack_config nc = { .mtu = STATE_DEFAULT_MTU };
+	struct netstack_config nc = {
+		.mtu = STATE_DEFAULT_MTU,
+		.max_tcp = opts->max_tcp ? opts->max_tcp : DAEMON_DEFAULT_MAX_TCP,
+	};
 	addrpool_server(&d->st.pool, &nc.addr4, &nc.addr6);
 	static const struct netstack_ops ns_ops = {
 		.output = on_netstack_output, .tcp_accept = on_tcp_accept, .udp_recv = on_udp_recv,

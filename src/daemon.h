@@ -11,6 +11,7 @@
 #define DAEMON_MAX_LISTEN 8
 #define DAEMON_MAX_DNS 8
 #define DAEMON_MAX_HOST_PORTS 16
+#define DAEMON_DEFAULT_MAX_TCP 16384
 
 struct daemon_options {
 	const char *home;
@@ -22,6 +23,7 @@ struct daemon_options {
 	size_t ndns_upstream;
 	uint16_t host_ports[DAEMON_MAX_HOST_PORTS]; /* tunnel address port -> host loopback */
 	size_t nhost_ports;
+	uint32_t max_tcp;             /* relayed TCP connections at once; 0 = DAEMON_DEFAULT_MAX_TCP */
 	/* Debug: shortened WireGuard timers, in seconds (0 = the whitepaper's). */
 	unsigned rekey_after_time_s;
 	unsigned reject_after_time_s;

@@ -148,6 +148,7 @@ static int cmd_run(int argc, char **argv)
 		{ "stats-interval", required_argument, NULL, 's' },
 		{ "dns-upstream", required_argument, NULL, 'd' },
 		{ "allow-host-port", required_argument, NULL, 'P' },
+		{ "max-connections", required_argument, NULL, 'M' },
 		{ "debug-rekey-after", required_argument, NULL, 'R' },
 		{ "debug-reject-after", required_argument, NULL, 'J' },
 		{ "debug-keepalive", required_argument, NULL, 'K' },
@@ -188,6 +189,11 @@ static int cmd_run(int argc, char **argv)
 				return usage_error(&cmd_run_def, "too many --allow-host-port ports%s", "");
 			o.host_ports[o.nhost_ports++] = (uint16_t)v;
 			break;
+		case 'M':
+			if (parse_uint(optarg, 1000000, &v) < 0 || v == 0)
+				return usage_error(&cmd_run_def, "--max-connections \"%s\": expected a positive number", optarg);
+			o.max_tcp = (uint32_t)v;
+			break;
 		case 'R': case 'J': case 'K': case 'T': case 'U':
 			if (parse_uint(optarg, 1000000, &v) < 0 || (c != 'U' && v == 0))
 				return usage_error(&cmd_run_def, "debug timer \"%s\": expected a positive number", optarg);
@@ -218,7 +224,7 @@ static int cmd_run(int argc, char **argv)
 static const struct command cmd_run_def = {
 	"run", cmd_run,
 	"wgmitm run [--listen ADDR:PORT]... [--endpoint HOST[:PORT]] [--dns-upstream ADDR[:PORT]]...\n"
-	"                  [--allow-host-port PORT]... [--stats-interval S]",
+	"                  [--allow-host-port PORT]... [--max-connections N] [--stats-interval S]",
 	"Start the endpoint. On first start it creates the server key and, when no\n"
 	"peer exists, a peer named \"phone\" whose QR code it prints. Every TCP and\n"
 	"UDP flow of a peer is relayed to its destination and recorded in\n"
@@ -234,6 +240,7 @@ static const struct command cmd_run_def = {
 	"                           (default: the nameservers of /etc/resolv.conf)\n"
 	"  --allow-host-port PORT   let peers reach this port of the capture host's\n"
 	"                           loopback at the endpoint's tunnel address, repeatable\n"
+	"  --max-connections N      TCP connections relayed at once, more are reset (16384)\n"
 	"  --stats-interval S       print counters every S seconds\n"
 	"\n"
 	"debug options (shortened WireGuard timers, seconds; for tests):\n"

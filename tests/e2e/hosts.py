@@ -7,12 +7,15 @@ Servers (listen on every IPv4 and IPv6 address):
   hosts.py tcpecho PORT         echoes every byte back
   hosts.py halfclose PORT       reads to EOF, then answers "N SHA256" and closes
   hosts.py udpecho PORT         echoes every datagram
+  hosts.py holdserver PORT      echo without a thread per connection (10,000s)
 
 Clients (bounded in time; exit 0 on success):
   hosts.py parallel HOST PORT N       N concurrent echo connections, each checked
   hosts.py halfclose-client HOST PORT sends, shuts down writing, reads the reply
   hosts.py udp-client HOST PORT N     N datagrams, every echo checked
   hosts.py slowread HOST PORT PATH SECONDS  reads a download at 64 KiB/s
+  hosts.py setup-rate HOST PORT SECONDS    sequential connect/echo/close rate
+  hosts.py hold HOST PORT N SECONDS        N idle connections held open
 """
 import hashlib
 import http.server
@@ -209,6 +212,68 @@ def slowread(host, port, path, seconds):
     print(got)
 
 
+def holdserver(port):
+    """Accepts any number of connections without a thread each; echoes."""
+    import resource
+    import selectors
+    resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
+    sel = selectors.DefaultSelector()
+    ls = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    ls.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("::", port))
+    ls.listen(4096)
+    ls.setblocking(False)
+    sel.register(ls, selectors.EVENT_READ)
+    while True:
+        for key, _ in sel.select():
+            if key.fileobj is ls:
+                try:
+                    c, _ = ls.accept()
+                except BlockingIOError:
+                    continue
+                c.setblocking(False)
+                sel.register(c, selectors.EVENT_READ)
+                continue
+            try:
+                data = key.fileobj.recv(65536)
+            except (BlockingIOError, ConnectionError):
+                data = b""
+            if data:
+                try:
+                    key.fileobj.send(data)
+                except (BlockingIOError, ConnectionError):
+                    pass
+            else:
+                sel.unregister(key.fileobj)
+                key.fileobj.close()
+
+
+def setup_rate(host, port, seconds):
+    """Sequential connect + one echo byte + close for SECONDS; prints conn/s."""
+    n = 0
+    end = time.monotonic() + seconds
+    start = time.monotonic()
+    while time.monotonic() < end:
+        s = socket.create_connection((host, port), timeout=10)
+        s.sendall(b"x")
+        s.recv(1)
+        s.close()
+        n += 1
+    print("%.0f" % (n / (time.monotonic() - start)))
+
+
+def hold(host, port, n, seconds):
+    """Opens N idle connections, prints "open" and holds them SECONDS."""
+    import resource
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n + 100, n + 100))
+    socks = []
+    for _ in range(n):
+        socks.append(socket.create_connection((host, port), timeout=30))
+    print("open", flush=True)
+    time.sleep(seconds)
+
+
 if __name__ == "__main__":
     a = sys.argv[1:]
     cmd = a[0] if a else ""
@@ -228,5 +293,12 @@ if __name__ == "__main__":
         udp_client(a[1], int(a[2]), int(a[3]))
     elif cmd == "slowread":
         slowread(a[1], int(a[2]), a[3], float(a[4]))
+    elif cmd == "setup-rate":
+        setup_rate(a[1], int(a[2]), float(a[3]))
+    elif cmd == "holdserver":
+        holdserver(int(a[1]))
+    elif cmd == "hold":
+        hold(a[1], int(a[2]), int(a[3]), float(a[4]))
     else:
         sys.exit(__doc__)
+

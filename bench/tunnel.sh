@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Bulk TCP throughput through the tunnel: wgmitm against wireguard-go on the
-# same namespaces, in the same run.
+# Bulk TCP throughput and connection setup rate through the tunnel: wgmitm
+# against wireguard-go (kernel forwarding) on the same namespaces, same run.
 #
 #   ns cli: wireguard-go client ── ns srv: wgmitm  (or: wireguard-go + kernel forwarding)
 #                                      └── ns host: iperf3 -s
 #
 # Runs iperf3 single stream and 4 streams, upload and download, for each
 # endpoint, and prints the ratio wgmitm / wireguard-go. Needs root.
-#   bench/tunnel_throughput.sh [SECONDS]     (default 8 per run)
+#   bench/tunnel.sh [SECONDS]     (default 8 per run)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 export WGMITM=${WGMITM:-$here/../build/src/wgmitm}
@@ -18,7 +18,10 @@ command -v iperf3 >/dev/null || fail "iperf3 is needed"
 
 topology_hosts
 serve "$HOST" iperf3 -s -p 5201
+serve "$HOST" python3 "$here/../tests/e2e/hosts.py" holdserver 7010
 wait_port "$HOST" 127.0.0.1 5201
+wait_port "$HOST" 127.0.0.1 7010
+setup_rate() { in_ns "$CLI" python3 "$here/../tests/e2e/hosts.py" setup-rate "$HOST4" 7010 "$secs"; }
 
 # iperf3 NS ARGS: Mbit/s of the receiver side.
 run_iperf() {
@@ -36,6 +39,9 @@ for c in "${cases[@]}"; do
   wgm[$name]=$(run_iperf "$CLI" $args)
   echo "wgmitm        $name: ${wgm[$name]} Mbit/s"
 done
+
+wgm_rate=$(setup_rate)
+echo "wgmitm        connections/s: $wgm_rate"
 
 # Baseline: the same client config against wireguard-go in srv, forwarding
 # in the kernel to the host namespace.
@@ -62,6 +68,9 @@ for c in "${cases[@]}"; do
   echo "wireguard-go  $name: ${base[$name]} Mbit/s"
 done
 
+base_rate=$(setup_rate)
+echo "wireguard-go  connections/s: $base_rate"
+
 echo
 printf '%-16s %10s %14s %7s\n' case wgmitm wireguard-go ratio
 for c in "${cases[@]}"; do
@@ -69,3 +78,5 @@ for c in "${cases[@]}"; do
   awk -v n="$name" -v a="${wgm[$name]}" -v b="${base[$name]}" \
     'BEGIN { printf "%-16s %7d Mb/s %9d Mb/s %7.2f\n", n, a, b, b > 0 ? a / b : 0 }'
 done
+awk -v a="$wgm_rate" -v b="$base_rate" \
+  'BEGIN { printf "%-16s %7d /s   %9d /s   %7.2f\n", "conn setup", a, b, b > 0 ? a / b : 0 }'
