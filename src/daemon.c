@@ -3,6 +3,7 @@
 #include "log.h"
 #include "peerconf.h"
 #include "state.h"
+#include "udpbatch.h"
 #include "mitm/dns.h"
 #include "mitm/flowlog.h"
 #include "mitm/policy.h"
@@ -49,6 +50,8 @@ struct daemon {
 	struct udp_relay *udp_relay;
 	struct dns_proxy *dns;
 	uv_udp_t udp[DAEMON_MAX_LISTEN];
+	struct udpbatch *out[DAEMON_MAX_LISTEN]; /* one send batch per socket */
+	uv_check_t check;
 	int udp_family[DAEMON_MAX_LISTEN];
 	size_t nudp;
 	uv_timer_t wg_timer;
@@ -71,6 +74,7 @@ struct daemon {
 	bool stopping;
 	uint64_t no_route_drops;
 	uint64_t send_errors;
+	uint64_t no_socket; /* a peer's endpoint family we do not listen on */
 };
 
 static uint64_t now_ns(void) { return uv_hrtime(); }
@@ -83,15 +87,10 @@ static void on_wg_send(void *ctx, const struct wg_endpoint *to, const uint8_t *b
 	for (size_t i = 0; i < d->nudp; i++) {
 		if (d->udp_family[i] != to->sa.sa_family)
 			continue;
-		uv_buf_t b = uv_buf_init((char *)buf, (unsigned)len);
-		int rc = uv_udp_try_send(&d->udp[i], &b, 1, &to->sa);
-		if (rc < 0) {
-			d->send_errors++;
-			log_debug("udp send: %s", uv_strerror(rc));
-		}
+		udpbatch_add(d->out[i], &to->sa, (socklen_t)wg_endpoint_len(to), buf, len);
 		return;
 	}
-	d->send_errors++;
+	d->no_socket++;
 }
 
 static void on_wg_deliver(void *ctx, struct wg_peer *peer, uint8_t *pkt, size_t len)
@@ -186,11 +185,23 @@ static void on_local_udp(void *ctx, const struct sockaddr *client, const struct 
  * one uv timer for the next deadline. */
 static void on_wg_timer(uv_timer_t *t) { (void)t; }
 
+static void flush_out(struct daemon *d)
+{
+	for (size_t i = 0; i < d->nudp; i++)
+		if (d->out[i]->n)
+			udpbatch_flush(d->out[i]);
+}
+
+/* After the poll phase: what the received packets produced goes out now. */
+static void on_check(uv_check_t *c) { flush_out(c->data); }
+
 static void on_prepare(uv_prepare_t *p)
 {
 	struct daemon *d = p->data;
 	uint64_t now = now_ns();
 	uint64_t next = wg_device_tick(d->dev, now);
+	/* Timers and lwIP may have queued datagrams: send before sleeping. */
+	flush_out(d);
 	if (next == d->wg_deadline && uv_is_active((uv_handle_t *)&d->wg_timer))
 		return;
 	d->wg_deadline = next;
@@ -351,6 +362,10 @@ static void format_endpoint(const struct wg_endpoint *e, char *out, size_t outle
 
 static void print_stats(struct daemon *d)
 {
+	d->send_errors = 0;
+	for (size_t i = 0; i < d->nudp; i++)
+		d->send_errors += d->out[i]->errors;
+	d->send_errors += d->no_socket;
 	const struct wg_device_stats *s = wg_device_stats(d->dev);
 	struct netstack_stats ns = { 0 };
 	if (d->ns)
@@ -465,6 +480,12 @@ static int open_udp(struct daemon *d, const struct sockaddr *addr)
 	uv_recv_buffer_size((uv_handle_t *)u, &size);
 	size = 4 << 20;
 	uv_send_buffer_size((uv_handle_t *)u, &size);
+	uv_os_fd_t fd;
+	if ((rc = uv_fileno((uv_handle_t *)u, &fd)) < 0 || !(d->out[i] = malloc(sizeof(*d->out[i])))) {
+		uv_close((uv_handle_t *)u, NULL);
+		return rc < 0 ? rc : UV_ENOMEM;
+	}
+	udpbatch_init(d->out[i], fd);
 	d->udp_family[i] = addr->sa_family;
 	d->nudp++;
 	return 0;
@@ -693,6 +714,9 @@ int daemon_run(const struct daemon_options *opts)
 	uv_prepare_init(d->loop, &d->prepare);
 	d->prepare.data = d;
 	uv_prepare_start(&d->prepare, on_prepare);
+	uv_check_init(d->loop, &d->check);
+	d->check.data = d;
+	uv_check_start(&d->check, on_check);
 	uv_timer_init(d->loop, &d->reload_timer);
 	d->reload_timer.data = d;
 	uv_timer_init(d->loop, &d->stats_timer);
@@ -732,6 +756,8 @@ out_dev:
 	free(d->peers);
 	wg_device_free(d->dev);
 out_state:
+	for (size_t i = 0; i < d->nudp; i++)
+		free(d->out[i]);
 	free(d->recv_buf);
 	state_close(&d->st);
 out_free:

@@ -5,6 +5,18 @@
 
 set -euo pipefail
 
+# wireguard-go keeps its control socket in /run/wireguard/IFNAME.sock, one
+# directory for the whole machine, and `ip netns` names live in /run/netns:
+# run each test in a mount namespace of its
+# own with private tmpfs on both, so tests (and benchmarks) never collide and
+# leave no name behind.
+if [ -z "${E2E_PRIVATE_RUN:-}" ] && [ "$(id -u)" -eq 0 ] && command -v unshare >/dev/null 2>&1; then
+  export E2E_PRIVATE_RUN=1
+  exec unshare --mount --propagation private bash -c \
+    'mkdir -p /run/wireguard /run/netns && mount -t tmpfs -o mode=0700 wgmitm-e2e /run/wireguard && mount -t tmpfs -o mode=0755 wgmitm-e2e /run/netns && exec bash "$@"' \
+    bash "$0" "$@"
+fi
+
 E2E_NAME=$(basename "${BASH_SOURCE[1]}" .sh)
 WGMITM=${WGMITM:-${WGMITM_BUILD_DIR:-build}/wgmitm}
 E2E_ID=$$
