@@ -48,6 +48,7 @@ void udpbatch_add(struct udpbatch *b, const struct sockaddr *to, socklen_t tolen
 		  size_t len)
 {
 	if (len > UDPBATCH_SLOT || tolen > sizeof(b->to[0])) {
+		udpbatch_flush(b); /* keep the order */
 		b->syscalls++;
 		if (sendto(b->fd, data, len, MSG_DONTWAIT, to, tolen) < 0)
 			b->errors++;

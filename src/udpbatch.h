@@ -9,7 +9,7 @@
 #include <sys/socket.h>
 
 #define UDPBATCH_LEN 64
-#define UDPBATCH_SLOT 2048 /* larger datagrams go out at once, unbatched */
+#define UDPBATCH_SLOT 2048 /* larger datagrams flush the batch and go out alone */
 
 struct udpbatch {
 	int fd;
