@@ -1,6 +1,7 @@
 /* wgmitm command line. */
 #include "daemon.h"
 #include "log.h"
+#include "mitm/cacmd.h"
 #include "peerconf.h"
 #include "state.h"
 
@@ -39,6 +40,7 @@ static const char main_usage[] =
 	"  peer list           list peers\n"
 	"  peer show NAME      show a peer (--qr for its QR code)\n"
 	"  peer remove NAME    remove a peer (a running endpoint refuses it at once)\n"
+	"  ca export|show|import  the CA phones trust for TLS interception (export [--der])\n"
 	"\n"
 	"options:\n"
 	"  --home DIR          state directory (default $WGMITM_HOME, else ~/.wgmitm)\n"
@@ -593,9 +595,12 @@ static int cmd_peer(int argc, char **argv)
 	return c->run(argc - 1, argv + 1);
 }
 
+static int cmd_ca(int argc, char **argv) { return cacmd_main(argc, argv, home_override); }
+
 static const struct command commands[] = {
 	{ "run", cmd_run, NULL, NULL },
 	{ "peer", cmd_peer, "wgmitm peer COMMAND [ARGS]", NULL },
+	{ "ca", cmd_ca, "wgmitm ca COMMAND [ARGS]", NULL },
 	{ 0 },
 };
 
