@@ -25,6 +25,53 @@ if(NOT _lwip_ver STREQUAL "2.1.3")
 endif()
 
 set(_lwip_src "${WGMITM_LWIP_DIR}/src")
+
+# Project patches to lwIP (patches/lwip/*.patch, applied in name order; each
+# says why in its header). third_party/lwip stays as Debian ships it: the
+# tree's src/ is copied into the build directory and patched there, again
+# whenever the set of patches, their contents or the source tree changes
+# (a stamp file records which). The upstream files have CRLF line ends; the
+# files a patch touches are converted to LF first so patches are plain text.
+file(GLOB _lwip_patches CONFIGURE_DEPENDS "${CMAKE_SOURCE_DIR}/patches/lwip/*.patch")
+list(SORT _lwip_patches)
+if(_lwip_patches)
+  set(_lwip_patched "${CMAKE_BINARY_DIR}/lwip-patched")
+  set(_lwip_sig "tree=${WGMITM_LWIP_DIR}")
+  foreach(_p IN LISTS _lwip_patches)
+    file(SHA256 "${_p}" _h)
+    string(APPEND _lwip_sig "\n${_p}=${_h}")
+  endforeach()
+  set(_lwip_stamp "${_lwip_patched}/patches.stamp")
+  set(_lwip_old_sig "")
+  if(EXISTS "${_lwip_stamp}")
+    file(READ "${_lwip_stamp}" _lwip_old_sig)
+  endif()
+  if(NOT _lwip_old_sig STREQUAL _lwip_sig)
+    find_program(PATCH_EXECUTABLE patch REQUIRED)
+    file(REMOVE_RECURSE "${_lwip_patched}")
+    file(COPY "${WGMITM_LWIP_DIR}/src" DESTINATION "${_lwip_patched}")
+    foreach(_p IN LISTS _lwip_patches)
+      file(STRINGS "${_p}" _targets REGEX "^\\+\\+\\+ b/")
+      foreach(_t IN LISTS _targets)
+        string(REGEX REPLACE "^\\+\\+\\+ b/([^\t ]+).*" "\\1" _t "${_t}")
+        file(READ "${_lwip_patched}/${_t}" _text)
+        string(REPLACE "\r\n" "\n" _text "${_text}")
+        file(WRITE "${_lwip_patched}/${_t}" "${_text}")
+      endforeach()
+      execute_process(
+        COMMAND "${PATCH_EXECUTABLE}" -p1 --batch --forward --no-backup-if-mismatch
+                -d "${_lwip_patched}" -i "${_p}"
+        RESULT_VARIABLE _rc OUTPUT_VARIABLE _out ERROR_VARIABLE _out)
+      if(NOT _rc EQUAL 0)
+        file(REMOVE_RECURSE "${_lwip_patched}")
+        message(FATAL_ERROR "lwIP patch ${_p} does not apply:\n${_out}")
+      endif()
+    endforeach()
+    file(WRITE "${_lwip_stamp}" "${_lwip_sig}")
+    message(STATUS "lwIP: applied ${_lwip_patches}")
+  endif()
+  set(_lwip_src "${_lwip_patched}/src")
+endif()
 set(LWIP_CORE_SOURCES
   ${_lwip_src}/core/def.c
   ${_lwip_src}/core/inet_chksum.c

@@ -964,6 +964,245 @@ static void test_tcp_download(void **state)
     assert_int_equal(f->acked, total);
 }
 
+/* ---- Loss recovery (patches/lwip/0001-tcp-sack-recovery.patch) ----------- */
+
+/* A download through a lossy path, modelled in memory: every segment the
+ * netstack emits is queued "in flight"; the client takes them one by one,
+ * drops the transmissions `drop` picks, and answers each arrival with an
+ * ACK (with SACK blocks if negotiated), as Linux does in quickack mode. No
+ * TCP timer runs: whatever is lost must be repaired from ACKs alone, and
+ * the loop fails if the transfer stalls. */
+#define LR_TOTAL (256 * 1024)
+#define LR_QUEUE 512
+
+struct lossy {
+    struct fixture *f;
+    struct client c;
+    int sack;              /* SACK permitted was negotiated */
+    uint32_t base;         /* sequence number of byte 0 */
+    uint8_t src[LR_TOTAL];
+    uint8_t rx[LR_TOTAL];
+    uint8_t have[LR_TOTAL];
+    size_t rcv_nxt, high;  /* in-order end, end of the highest arrival */
+    uint16_t tx[LR_TOTAL / 1000]; /* transmissions per segment (offset / MSS) */
+    int (*drop)(size_t idx, int nth);
+    size_t mss;
+    unsigned ticks;        /* TCP slow ticks it took (retransmission timeouts) */
+    uint8_t q[LR_QUEUE][1600];
+    size_t qlen[LR_QUEUE];
+    size_t qh, qt;
+};
+
+static void lr_drain(struct lossy *l)
+{
+    struct fixture *f = l->f;
+    for (int i = 0; i < f->nout; i++) {
+        assert_true(l->qt - l->qh < LR_QUEUE);
+        assert_true(f->outlen[i] <= sizeof l->q[0]);
+        memcpy(l->q[l->qt % LR_QUEUE], f->out[i], f->outlen[i]);
+        l->qlen[l->qt % LR_QUEUE] = f->outlen[i];
+        l->qt++;
+    }
+    f->nout = 0;
+}
+
+/* The ACK for what arrived: cumulative plus up to 4 SACK blocks, the one
+ * holding the latest arrival first (RFC 2018 4). */
+static void lr_ack(struct lossy *l, size_t last)
+{
+    uint8_t opt[4 + 4 * 8] = { 1, 1, 5, 2 };
+    size_t optlen = 0, n = 0;
+    if (l->sack && l->high > l->rcv_nxt) {
+        size_t blocks[8][2], nb = 0;
+        for (size_t i = l->rcv_nxt; i < l->high && nb < 8;) {
+            if (!l->have[i]) {
+                i++;
+                continue;
+            }
+            size_t s = i;
+            while (i < l->high && l->have[i])
+                i++;
+            blocks[nb][0] = s;
+            blocks[nb][1] = i;
+            nb++;
+        }
+        size_t first = 0;
+        for (size_t b = 0; b < nb; b++)
+            if (last >= blocks[b][0] && last < blocks[b][1])
+                first = b;
+        for (size_t k = 0; k < nb && n < 4; k++) {
+            size_t b = k == 0 ? first : (k <= first ? k - 1 : k);
+            put32(opt + 4 + 8 * n, l->base + (uint32_t)blocks[b][0]);
+            put32(opt + 8 + 8 * n, l->base + (uint32_t)blocks[b][1]);
+            n++;
+        }
+        opt[3] = (uint8_t)(2 + 8 * n);
+        optlen = 4 + 8 * n;
+    }
+    uint8_t pkt[256];
+    l->c.ack = l->base + (uint32_t)l->rcv_nxt;
+    /* window 2048 << 7 = 256 KiB: bounds the flight (and the queue), and
+     * leaves room for new data while a window is being repaired */
+    netstack_input(l->f->ns, pkt, build_seg(pkt, &l->c, F_ACK, 2048, opt, optlen, NULL, 0));
+}
+
+/* Runs the transfer to the end; returns the number of retransmissions. */
+static int lr_run(struct lossy *l)
+{
+    struct fixture *f = l->f;
+    size_t written = 0;
+    int rexmits = 0;
+    for (size_t i = 0; i < LR_TOTAL; i++)
+        l->src[i] = pattern(i);
+    f->nout = 0;
+    while (l->rcv_nxt < LR_TOTAL) {
+        if (written < LR_TOTAL)
+            written += netstack_tcp_write(f->conn, l->src + written, LR_TOTAL - written);
+        lr_drain(l);
+        if (l->qh == l->qt) {
+            /* nothing in flight: only a retransmission timeout helps */
+            if (++l->ticks > 50)
+                fail_msg("stalled at %zu of %d bytes", l->rcv_nxt, LR_TOTAL);
+            netstack__test_tcp_ticks(f->ns, 1);
+            continue;
+        }
+        uint8_t *p = l->q[l->qh % LR_QUEUE];
+        f->nout = 0;
+        memcpy(f->out[0], p, l->qlen[l->qh % LR_QUEUE]);
+        f->outlen[0] = l->qlen[l->qh % LR_QUEUE];
+        f->nout = 1;
+        l->qh++;
+        struct seg s = parse_out(f, 0);
+        f->nout = 0;
+        if (s.len == 0)
+            continue;
+        size_t off = s.seq - l->base;
+        assert_true(off + s.len <= LR_TOTAL);
+        assert_memory_equal(s.data, l->src + off, s.len);
+        size_t idx = off / l->mss;
+        int nth = ++l->tx[idx];
+        if (nth > 1)
+            rexmits++;
+        if (l->drop(idx, nth))
+            continue;
+        memcpy(l->rx + off, s.data, s.len);
+        memset(l->have + off, 1, s.len);
+        if (off + s.len > l->high)
+            l->high = off + s.len;
+        while (l->rcv_nxt < LR_TOTAL && l->have[l->rcv_nxt])
+            l->rcv_nxt++;
+        lr_ack(l, off);
+    }
+    lr_drain(l);
+    assert_memory_equal(l->rx, l->src, LR_TOTAL);
+    assert_int_equal(written, LR_TOTAL);
+    assert_int_equal(f->acked, LR_TOTAL);
+    return rexmits;
+}
+
+static struct lossy lr;
+
+static void lr_start(struct fixture *f, int sack, int (*drop)(size_t, int))
+{
+    memset(&lr, 0, sizeof lr);
+    lr.f = f;
+    lr.c = (struct client){ 0, PEER4, FAR4, 40020, 443, 7000, 0 };
+    lr.sack = sack;
+    lr.drop = drop;
+    lr.mss = 1380;
+    /* MSS 1380, window scale 7, SACK permitted (or NOPs) */
+    uint8_t opt[12] = { 2, 4, 0x05, 0x64, 1, 3, 3, 7, 1, 1, 1, 1 };
+    if (sack) {
+        opt[10] = 4;
+        opt[11] = 2;
+    }
+    uint8_t pkt[256];
+    netstack_input(f->ns, pkt, build_seg(pkt, &lr.c, F_SYN, 0xffff, opt, sizeof opt, NULL, 0));
+    lr.c.seq++;
+    assert_int_equal(f->nout, 1);
+    struct seg s = parse_out(f, 0);
+    assert_int_equal(s.flags, F_SYN | F_ACK);
+    /* SACK permitted answered only when offered */
+    if (sack)
+        assert_non_null(tcp_option(&s, 4));
+    else
+        assert_null(tcp_option(&s, 4));
+    lr.c.ack = s.seq + 1;
+    lr.base = s.seq + 1;
+    f->nout = 0;
+    send_seg(f, &lr.c, F_ACK, NULL, 0);
+    assert_non_null(f->conn);
+}
+
+/* Four segments of one window lost, two of them adjacent. */
+static int drop_holes(size_t idx, int nth)
+{
+    return nth == 1 && (idx == 40 || idx == 43 || idx == 44 || idx == 60);
+}
+
+/* With SACK, each hole is retransmitted once from ACKs alone (lwIP 2.1.3
+ * repairs one loss per window and waits for a timeout for the rest), and
+ * nothing the client holds is sent again. */
+static void test_tcp_sack_recovery(void **state)
+{
+    lr_start(*state, 1, drop_holes);
+    assert_int_equal(lr_run(&lr), 4);
+    assert_int_equal(lr.ticks, 0);
+    for (size_t i = 0; i < LR_TOTAL / 1380; i++)
+        assert_int_equal(lr.tx[i], drop_holes(i, 1) ? 2 : 1);
+}
+
+/* The retransmission of a hole is lost as well: data sent after it being
+ * SACKed shows that, and it goes out a third time without a timeout. */
+static int drop_twice(size_t idx, int nth)
+{
+    return (idx == 50 && nth <= 2) || (idx == 53 && nth == 1);
+}
+
+static void test_tcp_sack_lost_retransmission(void **state)
+{
+    lr_start(*state, 1, drop_twice);
+    assert_int_equal(lr_run(&lr), 3);
+    assert_int_equal(lr.ticks, 0);
+    assert_int_equal(lr.tx[50], 3);
+    assert_int_equal(lr.tx[53], 2);
+}
+
+/* Without SACK (NewReno, RFC 6582): the partial ACK after the first
+ * retransmission sends the next hole at once. */
+static int drop_two(size_t idx, int nth)
+{
+    return nth == 1 && (idx == 40 || idx == 44);
+}
+
+static void test_tcp_newreno_partial_ack(void **state)
+{
+    lr_start(*state, 0, drop_two);
+    assert_int_equal(lr_run(&lr), 2);
+    assert_int_equal(lr.ticks, 0);
+    assert_int_equal(lr.tx[40], 2);
+    assert_int_equal(lr.tx[44], 2);
+}
+
+/* Losses at the very end leave too few duplicate ACKs for recovery: the
+ * timeout repairs them, with the SACK scoreboard dropped on the way
+ * (RFC 2018 8), and the transfer still completes byte-exact. */
+#define LR_LAST (LR_TOTAL / 1380)
+static int drop_tail(size_t idx, int nth)
+{
+    return nth == 1 && (idx == LR_LAST - 2 || idx == LR_LAST);
+}
+
+static void test_tcp_sack_tail_loss_timeout(void **state)
+{
+    lr_start(*state, 1, drop_tail);
+    int rexmits = lr_run(&lr);
+    assert_true(lr.ticks > 0);
+    assert_true(rexmits >= 2);
+    assert_int_equal(lr.tx[LR_LAST - 2], 2);
+    assert_int_equal(lr.tx[LR_LAST], 2);
+}
+
 static void udp_roundtrip(struct fixture *f, int v6)
 {
     const char *peer = v6 ? PEER6 : PEER4, *far = v6 ? "2001:4860:4860::8888" : "8.8.8.8";
@@ -1062,6 +1301,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tcp_not_terminated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_upload_beyond_64k_window, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_download, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tcp_sack_recovery, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tcp_sack_lost_retransmission, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tcp_newreno_partial_ack, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tcp_sack_tail_loss_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_udp4_any_destination, setup, teardown),
         cmocka_unit_test_setup_teardown(test_udp6_any_destination, setup, teardown),
     };
