@@ -35,6 +35,8 @@ set(_lwip_src "${WGMITM_LWIP_DIR}/src")
 file(GLOB _lwip_patches CONFIGURE_DEPENDS "${CMAKE_SOURCE_DIR}/patches/lwip/*.patch")
 list(SORT _lwip_patches)
 if(_lwip_patches)
+  # An edited patch re-runs the configure step, which re-applies the set.
+  set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${_lwip_patches})
   set(_lwip_patched "${CMAKE_BINARY_DIR}/lwip-patched")
   set(_lwip_sig "tree=${WGMITM_LWIP_DIR}")
   foreach(_p IN LISTS _lwip_patches)
