@@ -240,6 +240,7 @@ void cert_minter_free(struct cert_minter *m)
 	X509_EXTENSION_free(m->ext_ku);
 	X509_EXTENSION_free(m->ext_eku);
 	X509_EXTENSION_free(m->ext_akid);
+	X509_free(m->tmpl);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -296,7 +297,17 @@ int cert_minter_init(struct cert_minter *m, X509 *ca_cert, EVP_PKEY *ca_key, EVP
 					      "critical,digitalSignature");
 	m->ext_eku = X509V3_EXT_conf_nid(NULL, NULL, NID_ext_key_usage, "serverAuth");
 	m->ext_akid = make_akid(ca_cert);
-	if (!m->ext_bc || !m->ext_ku || !m->ext_eku || !m->ext_akid) {
+	m->tmpl = X509_new();
+	if (!m->ext_bc || !m->ext_ku || !m->ext_eku || !m->ext_akid || !m->tmpl ||
+	    !X509_set_version(m->tmpl, X509_VERSION_3) ||
+	    !X509_set_issuer_name(m->tmpl, X509_get_subject_name(ca_cert)) ||
+	    !X509_set_pubkey(m->tmpl, m->leaf_key) || !X509_add_ext(m->tmpl, m->ext_bc, -1) ||
+	    !X509_add_ext(m->tmpl, m->ext_ku, -1) || !X509_add_ext(m->tmpl, m->ext_eku, -1) ||
+	    !X509_add_ext(m->tmpl, m->ext_akid, -1) ||
+	    /* X509_dup encodes: the template needs times and a signature. */
+	    !X509_gmtime_adj(X509_getm_notBefore(m->tmpl), 0) ||
+	    !X509_gmtime_adj(X509_getm_notAfter(m->tmpl), 0) ||
+	    !X509_sign(m->tmpl, ca_key, EVP_sha256())) {
 		snprintf(err, errlen, "cannot build the leaf extensions");
 		ERR_clear_error();
 		cert_minter_free(m);
@@ -343,7 +354,7 @@ X509 *cert_mint(const struct cert_minter *m, const char *const *dns, size_t ndns
 	if (ndns + nip4 + nip6 == 0 || ndns > CERT_NAMES_MAX || nip4 > CERT_NAMES_MAX ||
 	    nip6 > CERT_NAMES_MAX)
 		return NULL;
-	X509 *x = X509_new();
+	X509 *x = X509_dup(m->tmpl);
 	if (!x)
 		return NULL;
 	unsigned char serial[16];
@@ -362,22 +373,17 @@ X509 *cert_mint(const struct cert_minter *m, const char *const *dns, size_t ndns
 		cn_text = inet_ntop(AF_INET6, &ip6[0], cn, sizeof(cn));
 
 	time_t now = time(NULL);
-	if (!X509_set_version(x, X509_VERSION_3) ||
-	    !ASN1_STRING_set(X509_get_serialNumber(x), serial, sizeof(serial)) ||
-	    !X509_set_issuer_name(x, X509_get_subject_name(m->ca_cert)) ||
+	if (!ASN1_STRING_set(X509_get_serialNumber(x), serial, sizeof(serial)) ||
 	    (cn_text && !X509_NAME_add_entry_by_NID(X509_get_subject_name(x), NID_commonName,
 						    MBSTRING_ASC, (const unsigned char *)cn_text, -1, -1, 0)) ||
 	    !X509_time_adj_ex(X509_getm_notBefore(x), -1, 0, &now) ||
-	    !X509_time_adj_ex(X509_getm_notAfter(x), CERT_LEAF_DAYS, 0, &now) ||
-	    !X509_set_pubkey(x, m->leaf_key))
+	    !X509_time_adj_ex(X509_getm_notAfter(x), CERT_LEAF_DAYS, 0, &now))
 		goto fail;
 	/* A leaf outliving its CA would fail anyway: end with the CA. */
 	if (ASN1_TIME_compare(X509_get0_notAfter(x), X509_get0_notAfter(m->ca_cert)) > 0 &&
 	    !X509_set1_notAfter(x, X509_get0_notAfter(m->ca_cert)))
 		goto fail;
-	if (!X509_add_ext(x, m->ext_bc, -1) || !X509_add_ext(x, m->ext_ku, -1) ||
-	    !X509_add_ext(x, m->ext_eku, -1) || !X509_add_ext(x, m->ext_akid, -1) ||
-	    /* RFC 5280 4.2.1.6: an empty subject makes SAN critical. */
+	if (/* RFC 5280 4.2.1.6: an empty subject makes SAN critical. */
 	    add_san(x, dns, ndns, ip4, nip4, ip6, nip6, cn_text == NULL) < 0)
 		goto fail;
 	if (!X509_sign(x, m->ca_key, EVP_sha256()))

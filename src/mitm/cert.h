@@ -59,6 +59,9 @@ struct cert_minter {
 	EVP_PKEY *ca_key;
 	EVP_PKEY *leaf_key;     /* shared by every leaf */
 	X509_EXTENSION *ext_bc, *ext_ku, *ext_eku, *ext_akid;
+	/* Version, issuer, public key and the fixed extensions, copied per
+	 * leaf (X509_dup) instead of rebuilt. */
+	X509 *tmpl;
 };
 
 /* Takes references to the CA pair. leaf_key NULL: a fresh EC P-256 key
