@@ -118,7 +118,9 @@
 #define TCP_SNDQUEUELOWAT               (TCP_SND_QUEUELEN / 2)
 #define TCP_OVERSIZE                    TCP_MSS
 #define TCP_QUEUE_OOSEQ                 1
-#define LWIP_TCP_SACK_OUT               1   /* tell the phone what we hold out of order */
+/* Tell the phone what we hold out of order; with patches/lwip/0001 also
+ * SACK-based loss recovery as a sender. */
+#define LWIP_TCP_SACK_OUT               1
 #define LWIP_TCP_MAX_SACK_NUM           4
 /* Half-open connections per destination port; beyond it SYNs are ignored
  * (the client retries), so a SYN flood cannot grow memory without bound. */
@@ -136,8 +138,8 @@
 #define TCP_MAXRTX                      12
 /* lwIP's retransmission timeout counts in slow ticks (2 x TCP_TMR_INTERVAL)
  * and never goes below one tick. With the default 250 ms timer a lost
- * segment that fast retransmit does not repair (several losses in one
- * window: lwIP ignores SACK) costs 0.5-1 s, which turns 0.25% loss at a
+ * segment that fast retransmit does not repair (a tail loss; several
+ * losses in one window before the SACK patch) costs 0.5-1 s, which turns 0.25% loss at a
  * phone's receive buffer into a stall-bound transfer. 50 ms ticks keep the
  * RTO near RTT + 100 ms; the exponential backoff (up to x128) still gives
  * about 3 minutes before a connection is given up. */
