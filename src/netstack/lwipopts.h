@@ -139,8 +139,8 @@
 /* lwIP's retransmission timeout counts in slow ticks (2 x TCP_TMR_INTERVAL)
  * and never goes below one tick. With the default 250 ms timer a lost
  * segment that fast retransmit does not repair (a tail loss; several
- * losses in one window before the SACK patch) costs 0.5-1 s, which turns 0.25% loss at a
- * phone's receive buffer into a stall-bound transfer. 50 ms ticks keep the
+ * losses in one window before the SACK patch) costs 0.5-1 s, which turns
+ * 0.25% loss at a phone's receive buffer into a stall-bound transfer. 50 ms ticks keep the
  * RTO near RTT + 100 ms; the exponential backoff (up to x128) still gives
  * about 3 minutes before a connection is given up. */
 #define TCP_TMR_INTERVAL                50
