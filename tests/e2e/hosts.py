@@ -216,7 +216,8 @@ def holdserver(port):
     """Accepts any number of connections without a thread each; echoes."""
     import resource
     import selectors
-    resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     sel = selectors.DefaultSelector()
     ls = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
     ls.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
@@ -266,7 +267,8 @@ def setup_rate(host, port, seconds):
 def hold(host, port, n, seconds):
     """Opens N idle connections, prints "open" and holds them SECONDS."""
     import resource
-    resource.setrlimit(resource.RLIMIT_NOFILE, (n + 100, n + 100))
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     socks = []
     for _ in range(n):
         socks.append(socket.create_connection((host, port), timeout=30))
