@@ -216,3 +216,30 @@ wait_port() {
 
 # rss_kb PID: resident memory of a process in KiB.
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+# baseline_wireguard_go: for benchmarks, replaces wgmitm in srv by
+# wireguard-go with the same key and peer, forwarding in the kernel to the
+# host namespace, and makes the client handshake with it.
+baseline_wireguard_go() {
+  local priv peerpub psk
+  kill "$WGMITM_PID"; wait "$WGMITM_PID" 2>/dev/null || true
+  priv=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["private_key"])' "$HOME_DIR/server.json")
+  peerpub=$(in_ns "$CLI" wg show wgc1 public-key)
+  psk=$(conf_value "$E2E_TMP/phone.conf" PresharedKey)
+  in_ns "$SRV" env WG_PROCESS_FOREGROUND=1 wireguard-go wgs1 >>"$E2E_TMP/wgs.log" 2>&1 &
+  E2E_PIDS+=("$!")
+  wait_for 5 ip -n "$SRV" link show wgs1 || fail "wireguard-go server did not start"
+  printf '%s\n' "$priv" >"$E2E_TMP/srv.key"
+  printf '%s\n' "$psk" >"$E2E_TMP/srv.psk"
+  in_ns "$SRV" wg set wgs1 listen-port 51820 private-key "$E2E_TMP/srv.key" \
+    peer "$peerpub" preshared-key "$E2E_TMP/srv.psk" allowed-ips "$(conf_value "$E2E_TMP/phone.conf" Address | tr -d ' ')"
+  ip -n "$SRV" addr add "$SRV4/32" dev wgs1
+  ip -n "$SRV" link set wgs1 mtu 1420 up
+  ip -n "$SRV" route add "$(conf_value "$E2E_TMP/phone.conf" Address | cut -d, -f1 | tr -d ' ')" dev wgs1
+  in_ns "$SRV" sysctl -qw net.ipv4.ip_forward=1
+  # The client still holds wgmitm's session: make it handshake afresh.
+  in_ns "$CLI" wg set wgc1 peer "$(conf_value "$E2E_TMP/phone.conf" PublicKey)" remove
+  wg-quick strip "$E2E_TMP/wgc1.conf" >"$E2E_TMP/wgc1.again"
+  in_ns "$CLI" wg addconf wgc1 "$E2E_TMP/wgc1.again"
+  wait_for 10 in_ns "$CLI" ping -c 1 -W 1 "$HOST4" || fail "baseline tunnel does not forward"
+}
