@@ -26,9 +26,17 @@ setup_rate() { in_ns "$CLI" python3 "$here/../tests/e2e/hosts.py" setup-rate "$H
 # iperf3 NS ARGS: Mbit/s of the receiver side.
 run_iperf() {
   local ns=$1; shift
-  in_ns "$ns" iperf3 -c "$HOST4" -p 5201 -t "$secs" -J "$@" >"$E2E_TMP/iperf.json" ||
-    { echo 0; return; }
-  python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.0f" % (d["end"]["sum_received"]["bits_per_second"] / 1e6))' "$E2E_TMP/iperf.json"
+  # The server takes one test at a time and may still be closing the last.
+  for _ in 1 2 3; do
+    if in_ns "$ns" iperf3 -c "$HOST4" -p 5201 -t "$secs" -J "$@" >"$E2E_TMP/iperf.json" 2>&1 &&
+      python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.0f" % (d["end"]["sum_received"]["bits_per_second"] / 1e6))' \
+        "$E2E_TMP/iperf.json" 2>/dev/null; then
+      return
+    fi
+    sleep 1
+  done
+  echo "iperf3 failed: $(head -c 300 "$E2E_TMP/iperf.json")" >&2
+  echo 0
 }
 
 declare -A wgm base
