@@ -5,7 +5,8 @@
 #   (layout drawn in lib.sh: topology_hosts); srv also holds servers on its
 #   loopback (127.0.0.1:8081, 127.0.0.1:8082) and on 169.254.169.254:80.
 #
-# Link-local (metadata) addresses are refused and never reached; the
+# Link-local (metadata) addresses and a crafted packet to 127.0.0.1 are
+# refused and never reached; the
 # endpoint's own address serves only DNS and allowed host ports; an allowed
 # host port reaches the capture host's loopback; UDP to a refused address
 # or a closed port gets ICMP unreachable; refusals are recorded.
@@ -49,6 +50,20 @@ refused "http://[$SRV6]:8082/index.txt"
 [ "$(grep -c 'GET' "$E2E_TMP/servers.log")" = 2 ] || fail "servers saw: $(grep GET "$E2E_TMP/servers.log")"
 say "own address port 8082 and 169.254.169.254 refused with a reset, nothing reached"
 
+# A crafted packet to 127.0.0.1 through the tunnel: route the client's own
+# loopback address into wgc1 (route_localnet, a rule ahead of the local
+# table). wgmitm must refuse it, not reach its host's 127.0.0.1:8082.
+in_ns "$CLI" sysctl -qw net.ipv4.conf.wgc1.route_localnet=1
+ip -n "$CLI" route add 127.0.0.1/32 dev wgc1 src "$(conf_value "$E2E_TMP/phone.conf" Address | cut -d/ -f1)" table 100
+ip -n "$CLI" rule add to 127.0.0.1/32 lookup 100 pref 100
+ip -n "$CLI" rule del pref 0
+ip -n "$CLI" rule add pref 200 lookup local
+in_ns "$CLI" ip route get 127.0.0.1 | grep -q wgc1 || fail "could not route 127.0.0.1 into the tunnel"
+refused "http://127.0.0.1:8082/index.txt"
+[ "$(grep -c 'GET' "$E2E_TMP/servers.log")" = 2 ] || fail "a packet to 127.0.0.1 reached the host's loopback"
+ip -n "$CLI" rule del pref 100
+say "crafted packet to 127.0.0.1 refused, the host's loopback not reached"
+
 # UDP: refused destination and closed port both come back as ICMP errors.
 in_ns "$CLI" python3 - "$HOST4" <<'PY' || fail "UDP errors not reported to the client"
 import socket, sys
@@ -81,6 +96,7 @@ reasons = sorted(set(r.get("end_reason", "") for r in recs))
 print("end reasons:", reasons)
 assert any(r.get("end_reason", "").startswith("policy:link") for r in recs), "link-local refusal"
 assert any(r.get("end_reason", "").startswith("policy:own") for r in recs), "own address refusal"
+assert any(r.get("end_reason", "") == "policy:loopback" for r in recs), "loopback refusal"
 assert any(r.get("upstream", "").startswith("127.0.0.1:8081") or r.get("server", "").endswith(":8081") for r in recs)
 PY
 say "PASS"
