@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "inet_testutil.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
@@ -42,44 +44,6 @@
 
 /* ---- raw TCP segments ---------------------------------------------------- */
 
-static uint32_t sum16(uint32_t acc, const uint8_t *p, size_t len)
-{
-	for (size_t i = 0; i + 1 < len; i += 2)
-		acc += (uint32_t)p[i] << 8 | p[i + 1];
-	if (len & 1)
-		acc += (uint32_t)p[len - 1] << 8;
-	return acc;
-}
-
-static uint16_t csum_fold(uint32_t acc)
-{
-	while (acc >> 16)
-		acc = (acc & 0xffff) + (acc >> 16);
-	return (uint16_t)~acc;
-}
-
-static void wr16(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static void wr32(uint8_t *p, uint32_t v)
-{
-	wr16(p, v >> 16);
-	wr16(p + 2, v & 0xffff);
-}
-
-static uint16_t rd16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static uint32_t rd32(const uint8_t *p)
-{
-	return (uint32_t)rd16(p) << 16 | rd16(p + 2);
-}
-
 struct client {
 	int v6;
 	uint8_t src[16], dst[16];
@@ -105,28 +69,28 @@ static size_t build_seg(uint8_t *pkt, const struct client *c, uint8_t flags, con
 	memset(pkt, 0, hl + thl);
 	if (c->v6) {
 		pkt[0] = 0x60;
-		wr16(pkt + 4, (uint32_t)ulen);
+		put16(pkt + 4, (uint32_t)ulen);
 		pkt[6] = 6;
 		pkt[7] = 64;
 		memcpy(pkt + 8, c->src, 16);
 		memcpy(pkt + 24, c->dst, 16);
 	} else {
 		pkt[0] = 0x45;
-		wr16(pkt + 2, (uint32_t)(20 + ulen));
+		put16(pkt + 2, (uint32_t)(20 + ulen));
 		pkt[8] = 64;
 		pkt[9] = 6;
 		memcpy(pkt + 12, c->src, 4);
 		memcpy(pkt + 16, c->dst, 4);
-		wr16(pkt + 10, csum_fold(sum16(0, pkt, 20)));
+		put16(pkt + 10, fold(sum16(0, pkt, 20)));
 	}
 	uint8_t *t = pkt + hl;
-	wr16(t, c->sport);
-	wr16(t + 2, c->dport);
-	wr32(t + 4, c->seq);
-	wr32(t + 8, (flags & F_ACK) ? c->ack : 0);
+	put16(t, c->sport);
+	put16(t + 2, c->dport);
+	put32(t + 4, c->seq);
+	put32(t + 8, (flags & F_ACK) ? c->ack : 0);
 	t[12] = (uint8_t)((thl / 4) << 4);
 	t[13] = flags;
-	wr16(t + 14, 0xffff);
+	put16(t + 14, 0xffff);
 	if (optlen > 0)
 		memcpy(t + 20, opt, optlen);
 	if (len > 0)
@@ -135,7 +99,7 @@ static size_t build_seg(uint8_t *pkt, const struct client *c, uint8_t flags, con
 	uint32_t acc = sum16(sum16(0, c->src, alen), c->dst, alen);
 	uint8_t ph[4] = { 0, 6, (uint8_t)(ulen >> 8), (uint8_t)ulen };
 	acc = sum16(acc, ph, 4);
-	wr16(t + 16, csum_fold(sum16(acc, t, ulen)));
+	put16(t + 16, fold(sum16(acc, t, ulen)));
 	return hl + ulen;
 }
 
@@ -293,14 +257,14 @@ static void pump(struct fixture *f)
 		if ((v6 ? p[6] : p[9]) != 6)
 			continue;
 		const uint8_t *t = p + hl;
-		uint16_t dport = rd16(t + 2);
+		uint16_t dport = get16(t + 2);
 		struct client *c = NULL;
 		for (size_t k = 0; k < f->nclients; k++)
 			if (f->clients[k]->sport == dport && f->clients[k]->v6 == v6)
 				c = f->clients[k];
 		if (!c)
 			continue;
-		uint32_t seq = rd32(t + 4), ack = rd32(t + 8);
+		uint32_t seq = get32(t + 4), ack = get32(t + 8);
 		uint8_t flags = t[13];
 		size_t thl = (size_t)(t[12] >> 4) * 4;
 		const uint8_t *data = t + thl;
@@ -312,14 +276,14 @@ static void pump(struct fixture *f)
 		if (flags & F_SYN) {
 			c->ack = seq + 1;
 			c->una = ack;
-			c->wnd = rd16(t + 14); /* not scaled in a SYN */
+			c->wnd = get16(t + 14); /* not scaled in a SYN */
 			c->ack_due = true;
 			continue;
 		}
 		if (flags & F_ACK) {
 			if ((int32_t)(ack - c->una) > 0)
 				c->una = ack;
-			c->wnd = (uint32_t)rd16(t + 14) << WSCALE_LWIP;
+			c->wnd = (uint32_t)get16(t + 14) << WSCALE_LWIP;
 		}
 		if (dlen > 0 && seq == c->ack) {
 			if (c->rxlen + dlen > c->rxcap) {

@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "inet_testutil.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <string.h>
@@ -68,22 +70,6 @@ static int teardown(void **state)
 
 /* ---- Independent checksum code (RFC 1071) ------------------------------- */
 
-static uint32_t sum16(uint32_t acc, const uint8_t *p, size_t len)
-{
-    for (size_t i = 0; i + 1 < len; i += 2)
-        acc += (uint32_t)p[i] << 8 | p[i + 1];
-    if (len & 1)
-        acc += (uint32_t)p[len - 1] << 8;
-    return acc;
-}
-
-static uint16_t fold(uint32_t acc)
-{
-    while (acc >> 16)
-        acc = (acc & 0xffff) + (acc >> 16);
-    return (uint16_t)~acc;
-}
-
 static uint32_t pseudo6(const uint8_t *src, const uint8_t *dst, size_t ulen, uint8_t nh)
 {
     uint8_t tail[8] = { (uint8_t)(ulen >> 24), (uint8_t)(ulen >> 16), (uint8_t)(ulen >> 8),
@@ -91,17 +77,6 @@ static uint32_t pseudo6(const uint8_t *src, const uint8_t *dst, size_t ulen, uin
     uint32_t acc = sum16(0, src, 16);
     acc = sum16(acc, dst, 16);
     return sum16(acc, tail, sizeof tail);
-}
-
-static void put16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)(v >> 8);
-    p[1] = (uint8_t)v;
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] << 8 | p[1]);
 }
 
 static const char payload[] = "wgmitm echo payload 0123456789abcdefghijklmnopqrstuvwxyz";

@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "inet_testutil.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <malloc.h>
@@ -29,44 +31,6 @@
 #define F_ACK 0x10
 
 /* ---- Checksums and byte helpers (independent of lwIP) -------------------- */
-
-static uint32_t sum16(uint32_t acc, const uint8_t *p, size_t len)
-{
-    for (size_t i = 0; i + 1 < len; i += 2)
-        acc += (uint32_t)p[i] << 8 | p[i + 1];
-    if (len & 1)
-        acc += (uint32_t)p[len - 1] << 8;
-    return acc;
-}
-
-static uint16_t fold(uint32_t acc)
-{
-    while (acc >> 16)
-        acc = (acc & 0xffff) + (acc >> 16);
-    return (uint16_t)~acc;
-}
-
-static void put16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)(v >> 8);
-    p[1] = (uint8_t)v;
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    put16(p, (uint16_t)(v >> 16));
-    put16(p + 2, (uint16_t)v);
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)get16(p) << 16 | get16(p + 2);
-}
 
 /* Sum of the pseudo-header for an upper-layer packet of `ulen` bytes. */
 static uint32_t pseudo(int v6, const uint8_t *src, const uint8_t *dst, size_t ulen, uint8_t proto)
