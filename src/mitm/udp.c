@@ -24,6 +24,7 @@ struct udp_flow {
 	struct flowlog_flow rec;
 	struct sockaddr_storage upstream; /* differs from rec.server for host ports */
 	bool rewritten;
+	bool quic;                   /* socketless: refused as QUIC, not by the policy */
 };
 
 struct udp_relay {
@@ -299,11 +300,15 @@ void udp_relay_recv(struct udp_relay *r, const struct sockaddr *client, const st
 		if (f->has_sock) {
 			flow_send(f, data, len);
 		} else {
-			r->stats.policy_drop++;
+			if (f->quic)
+				r->stats.quic_refused++;
+			else
+				r->stats.policy_drop++;
 			f->rec.packets_up++;
 			f->rec.bytes_up += len;
 			udp_table_touch(r->table, e, uv_now(r->loop));
-			unreachable(r, client, dest, data, len, UDP_RELAY_UNREACH_PROHIBITED);
+			unreachable(r, client, dest, data, len,
+				    f->quic ? UDP_RELAY_UNREACH_PORT : UDP_RELAY_UNREACH_PROHIBITED);
 		}
 		return;
 	}
@@ -327,6 +332,20 @@ void udp_relay_recv(struct udp_relay *r, const struct sockaddr *client, const st
 			f->rec.end_reason = r->policy_reason[v];
 		}
 		unreachable(r, client, dest, data, len, UDP_RELAY_UNREACH_PROHIBITED);
+		return;
+	}
+	if (port_of(dest) == UDP_RELAY_QUIC_PORT && r->cfg.quic == UDP_RELAY_QUIC_REFUSE) {
+		/* QUIC (HTTP/3) cannot be intercepted: "port unreachable" makes
+		 * browsers and apps fall back to TLS over TCP at once. */
+		r->stats.quic_refused++;
+		struct udp_flow *f = flow_new(r, &key, client, dest, UDP_RELAY_CLASS_SHORT);
+		if (f) {
+			f->quic = true;
+			f->rec.packets_up = 1;
+			f->rec.bytes_up = len;
+			f->rec.end_reason = "quic_refused";
+		}
+		unreachable(r, client, dest, data, len, UDP_RELAY_UNREACH_PORT);
 		return;
 	}
 

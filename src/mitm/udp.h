@@ -21,10 +21,17 @@
  * (ECONNREFUSED on the connected socket) ends the flow, "upstream_refused",
  * and is passed on to the client through `unreachable`.
  *
+ * QUIC: datagrams to port 443 of any destination the policy allows are
+ * refused by default (UDP_RELAY_QUIC_REFUSE) with ICMP port unreachable,
+ * so apps fall back to TLS over TCP, which can be intercepted; they are
+ * counted into a socketless flow like policy refusals, end_reason
+ * "quic_refused". UDP_RELAY_QUIC_PASSTHROUGH relays them like any UDP.
+ *
  * One record per finished flow through flowlog: type "udp", the common keys
  * (bytes and packets each way, start, end, end_reason "idle",
  * "upstream_refused", "upstream_unreachable", "policy:<verdict>",
- * "shutdown", "error"), plus "upstream" when a host port was rewritten. */
+ * "quic_refused", "shutdown", "error"), plus "upstream" when a host port
+ * was rewritten. */
 #ifndef WGMITM_MITM_UDP_H
 #define WGMITM_MITM_UDP_H
 
@@ -42,6 +49,12 @@ struct flowlog;
 #define UDP_RELAY_DEFAULT_MAX_FLOWS 4096
 #define UDP_RELAY_DEFAULT_IDLE_MS 60000
 #define UDP_RELAY_DEFAULT_DNS_IDLE_MS 30000
+#define UDP_RELAY_QUIC_PORT 443
+
+enum udp_relay_quic {
+	UDP_RELAY_QUIC_REFUSE = 0,     /* ICMP port unreachable: apps fall back to TCP */
+	UDP_RELAY_QUIC_PASSTHROUGH,    /* relayed like other UDP (not decrypted) */
+};
 
 enum udp_relay_unreach {
 	UDP_RELAY_UNREACH_PORT,        /* upstream refused (or could not be reached) */
@@ -54,6 +67,7 @@ struct udp_relay_config {
 	size_t max_flows;              /* 0: UDP_RELAY_DEFAULT_MAX_FLOWS */
 	uint32_t idle_ms;              /* 0: UDP_RELAY_DEFAULT_IDLE_MS */
 	uint32_t dns_idle_ms;          /* 0: UDP_RELAY_DEFAULT_DNS_IDLE_MS */
+	enum udp_relay_quic quic;      /* UDP to port 443; default: refused */
 
 	/* Datagrams for our own services, e.g. dns_proxy_udp. NULL: dropped. */
 	void (*local)(void *ctx, const struct sockaddr *client, const struct sockaddr *dest,
@@ -88,6 +102,7 @@ struct udp_relay_stats {
 	uint64_t flows_error;        /* socket, connect or receive errors */
 	uint64_t table_full;         /* datagrams dropped: no room for a new flow */
 	uint64_t policy_drop;        /* datagrams to refused destinations */
+	uint64_t quic_refused;       /* datagrams to port 443 refused (QUIC) */
 	uint64_t local;              /* datagrams handed to `local` */
 	uint64_t datagrams_up, bytes_up;     /* client -> upstream, sent */
 	uint64_t datagrams_down, bytes_down; /* upstream -> client, sent */

@@ -319,10 +319,74 @@ static void test_relay(void **ctx)
 	harness_free(&h);
 }
 
+/* QUIC: port 443 is refused with ICMP port unreachable by default (one
+ * socketless flow per burst, "quic_refused", nothing sent upstream); in
+ * passthrough mode it is relayed like other UDP. Refused destinations keep
+ * their policy verdict. */
+static void test_quic(void **ctx)
+{
+	(void)ctx;
+	struct harness h;
+	harness_init(&h, 8);
+	struct sockaddr_in cl = sin4("10.66.0.2", 41000);
+	struct sockaddr_in quic = sin4("127.0.0.1", UDP_RELAY_QUIC_PORT);
+	send_to(&h, &cl, &quic, "initial");
+	send_to(&h, &cl, &quic, "retry");
+	assert_int_equal(h.unreach[UDP_RELAY_UNREACH_PORT], 2);
+	assert_int_equal(h.unreach[UDP_RELAY_UNREACH_PROHIBITED], 0);
+	struct sockaddr_in meta = sin4("169.254.169.254", UDP_RELAY_QUIC_PORT);
+	send_to(&h, &cl, &meta, "x");
+	assert_int_equal(h.unreach[UDP_RELAY_UNREACH_PROHIBITED], 1);
+	struct udp_relay_stats st;
+	udp_relay_get_stats(h.relay, &st);
+	assert_int_equal(st.quic_refused, 2);
+	assert_int_equal(st.policy_drop, 1);
+	assert_int_equal(st.flows_opened, 0);
+	assert_int_equal(st.datagrams_up, 0);
+	assert_int_equal(st.flows_active, 2);
+	udp_relay_shutdown(h.relay);
+	struct records rs = { .n = 0 };
+	assert_int_equal(flowlog_read(h.path, collect, &rs, NULL), 0);
+	assert_int_equal(rs.n, 2);
+	int seen = 0;
+	for (int i = 0; i < rs.n; i++) {
+		if (strcmp(str(rs.r[i], "server"), "127.0.0.1:443") == 0) {
+			assert_string_equal(str(rs.r[i], "type"), "udp");
+			assert_string_equal(str(rs.r[i], "end_reason"), "quic_refused");
+			assert_int_equal(num(rs.r[i], "packets_up"), 2);
+			assert_int_equal(num(rs.r[i], "bytes_up"), 12);
+			assert_int_equal(num(rs.r[i], "packets_down"), 0);
+			seen++;
+		} else {
+			assert_string_equal(str(rs.r[i], "end_reason"), "policy:link_local");
+		}
+		json_decref(rs.r[i]);
+	}
+	assert_int_equal(seen, 1);
+
+	/* Passthrough: a relay of its own; the datagram leaves for 443. */
+	udp_relay_free(h.relay);
+	struct udp_relay_config cfg = {
+		.policy = &h.policy, .quic = UDP_RELAY_QUIC_PASSTHROUGH,
+		.unreachable = unreachable, .unreachable_ctx = &h,
+		.send = capture, .send_ctx = &h,
+	};
+	h.relay = udp_relay_new(&h.loop, NULL, &cfg);
+	assert_non_null(h.relay);
+	h.unreach[UDP_RELAY_UNREACH_PORT] = 0;
+	send_to(&h, &cl, &quic, "initial");
+	udp_relay_get_stats(h.relay, &st);
+	assert_int_equal(st.quic_refused, 0);
+	assert_int_equal(st.flows_opened, 1);
+	assert_int_equal(st.datagrams_up, 1);
+	harness_free(&h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_relay),
+		cmocka_unit_test(test_quic),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
