@@ -159,7 +159,7 @@ static void test_body_json(void **state)
 		   100, true);
 	/* overlong, surrogate, above U+10FFFF, lone continuation, 0xC1 lead */
 	const char *bad[] = { "\xc0\x80", "\xe0\x80\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80",
-			      "\xf5\x80\x80\x80", "\x80", "\xc1\xbf", "a\xe2\x82" "b" };
+			      "\xf5\x80\x80\x80", "\x80", "\xc1\xbf", "a\xe2\x82\x62" };
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		json_t *j = http_body_json((const uint8_t *)bad[i], strlen(bad[i]), strlen(bad[i]), true);
 		assert_non_null(json_object_get(j, "base64"));
