@@ -23,12 +23,29 @@
  *     read, RELAY_READ_SIZE) and reading stops until it is flushed.
  * In flight, lwIP's 1 MiB windows carry 100 Mbit/s at 80 ms RTT.
  *
+ * Interception: the client's first bytes pick what happens (mitm/sniff.h).
+ *   TLS ClientHello: unless a passthrough rule or an automatic entry covers
+ *     the host, TLS is terminated on both legs (mitm/tls.h), upstream first:
+ *     the upstream handshake uses the client's SNI and ALPN list, the leaf
+ *     for the client carries the SNI and the upstream certificate's names,
+ *     and the client gets the ALPN the upstream chose, so both legs speak the
+ *     same protocol and the plaintext passes through unchanged. An upstream
+ *     that fails (handshake or verification) gets the client a 502 page with
+ *     the reason (HTTP/1.1 clients). A client that rejects our certificate
+ *     puts the host on the automatic passthrough list for its peer.
+ *   HTTP/1 request line, or the h2 preface: plain HTTP, recorded.
+ *   Anything else, or the upstream speaking first: relayed raw.
+ * HTTP is watched by passive observers (mitm/http1.h, mitm/h2obs.h,
+ * mitm/websocket.h) that never hold bytes back; each exchange becomes an
+ * "http" record, WebSocket messages "websocket" batches.
+ *
  * One record per flow through flowlog, type "tcp": the common keys, plus
- * "upstream" when a host port was rewritten to loopback. end_reason: "fin"
- * (both sides closed in order), "client_reset", "upstream_reset",
- * "upstream_refused", "upstream_unreachable", "timeout" (the client stopped
- * acknowledging), "policy:<verdict>" (refused, reset at once), "shutdown",
- * "error". */
+ * "upstream" when a host port was rewritten to loopback, and the
+ * interception keys of docs/flows.md. end_reason: "fin" (both sides closed
+ * in order), "client_reset", "upstream_reset", "upstream_refused",
+ * "upstream_unreachable", "timeout" (the client stopped acknowledging),
+ * "policy:<verdict>" (refused, reset at once), "shutdown", "error",
+ * "tls:client_rejected", "tls:client_error", "tls:upstream_error". */
 #ifndef WGMITM_MITM_RELAY_H
 #define WGMITM_MITM_RELAY_H
 
@@ -42,6 +59,8 @@
 
 struct netstack_tcp;
 struct flowlog;
+struct tls_ctx;
+struct passthru;
 
 #define RELAY_DEFAULT_MAX_BUFFER (256u * 1024) /* client → upstream queue */
 #define RELAY_DEFAULT_CONNECT_TIMEOUT_MS 10000
@@ -56,6 +75,12 @@ struct relay_config {
 	void *peer_ctx;
 	size_t max_buffer;             /* upstream write queue bound; 0: default */
 	uint32_t connect_timeout_ms;   /* 0: RELAY_DEFAULT_CONNECT_TIMEOUT_MS */
+	/* Interception. tls NULL: TLS is relayed as it is (still recorded
+	 * with its SNI). passthrough may be NULL. */
+	struct tls_ctx *tls;           /* borrowed */
+	struct passthru *passthrough;  /* borrowed */
+	size_t body_cap;               /* bytes of each HTTP body recorded */
+	bool no_http;                  /* do not parse or record HTTP */
 };
 
 struct relay_stats {
@@ -74,6 +99,15 @@ struct relay_stats {
 	uint64_t client_pauses;        /* the upstream write queue went over max_buffer */
 	uint64_t upstream_stops;       /* the netstack was full: upstream reads stopped */
 	uint64_t records;              /* records handed to flowlog */
+	/* What the first bytes of accepted flows were. */
+	uint64_t proto_tls, proto_http, proto_h2c, proto_raw;
+	uint64_t intercepted;          /* TLS flows decrypted on both legs */
+	uint64_t passthrough_rule, passthrough_auto;
+	uint64_t tls_client_rejected;  /* the client refused our certificate */
+	uint64_t tls_client_failed;    /* other client-leg handshake failures */
+	uint64_t tls_upstream_failed;  /* upstream handshake or verification failed */
+	uint64_t http_exchanges;       /* HTTP records written */
+	uint64_t ws_batches;           /* WebSocket batch records written */
 };
 
 /* cfg is copied. NULL with errno EINVAL (no policy) or ENOMEM. */
