@@ -19,6 +19,7 @@
 #include <sodium.h>
 
 #include "mitm/flowlog.h"
+#include "mitm/localname.h"
 #include "netstack/netstack.h"
 
 #define DNS_HEADER_LEN 12          /* RFC 1035 4.1.1 */
@@ -503,6 +504,103 @@ static bool query_answer(struct dns_proxy *p, uint32_t slot, uint8_t *data, size
 	return true;
 }
 
+/* An address record for `owner` (copied) of type A or AAAA. */
+static ldns_rr *local_rr(const ldns_rdf *owner, ldns_rr_type type, const void *addr)
+{
+	ldns_rr *rr = ldns_rr_new();
+	ldns_rdf *name = ldns_rdf_clone(owner);
+	ldns_rdf *data = type == LDNS_RR_TYPE_A ? ldns_rdf_new_frm_data(LDNS_RDF_TYPE_A, 4, addr)
+						: ldns_rdf_new_frm_data(LDNS_RDF_TYPE_AAAA, 16, addr);
+	if (!rr || !name || !data || !ldns_rr_push_rdf(rr, data)) {
+		ldns_rr_free(rr);
+		ldns_rdf_deep_free(name);
+		ldns_rdf_deep_free(data);
+		return NULL;
+	}
+	ldns_rr_set_owner(rr, name);
+	ldns_rr_set_type(rr, type);
+	ldns_rr_set_class(rr, LDNS_RR_CLASS_IN);
+	ldns_rr_set_ttl(rr, LOCALNAME_TTL);
+	return rr;
+}
+
+/* The endpoint's own names (localname.h) are ours to answer: returns true
+ * when `q` asked for one of them and was answered (and recorded). */
+static bool local_answer(struct dns_proxy *p, struct dns_tcp *tcp, const struct sockaddr *client,
+			 const struct sockaddr *dest, const ldns_pkt *q, uint16_t client_id,
+			 struct flowlog_flow *rec, uint64_t start_ns)
+{
+	bool has4 = p->cfg.local4.s_addr != INADDR_ANY;
+	bool has6 = !IN6_IS_ADDR_UNSPECIFIED(&p->cfg.local6);
+	const ldns_rr_list *qs = ldns_pkt_question(q);
+	if ((!has4 && !has6) || ldns_pkt_get_opcode(q) != LDNS_PACKET_QUERY || !qs ||
+	    ldns_rr_list_rr_count(qs) != 1)
+		return false;
+	const ldns_rr *qr = ldns_rr_list_rr(qs, 0);
+	const ldns_rdf *owner = ldns_rr_owner(qr);
+	ldns_rdf *zone = ldns_dname_new_frm_str(LOCALNAME_HOST ".");
+	ldns_rdf *ca = ldns_dname_new_frm_str(LOCALNAME_CA_HOST ".");
+	bool ours = false, exact = false;
+	if (zone && ca && owner) {
+		/* Names compare case-insensitively (clients may randomise case). */
+		exact = ldns_dname_compare(owner, zone) == 0 || ldns_dname_compare(owner, ca) == 0;
+		ours = exact || ldns_dname_is_subdomain(owner, zone);
+	}
+	ldns_rdf_deep_free(zone);
+	ldns_rdf_deep_free(ca);
+	if (!ours)
+		return false;
+
+	ldns_pkt *a = ldns_pkt_new();
+	ldns_rr_list *qcopy = ldns_rr_list_clone(qs);
+	if (!a || !qcopy) {
+		ldns_pkt_free(a);
+		ldns_rr_list_deep_free(qcopy);
+		return false; /* forwarded instead */
+	}
+	ldns_pkt_set_id(a, client_id);
+	ldns_pkt_set_qr(a, true);
+	ldns_pkt_set_aa(a, true);
+	ldns_pkt_set_ra(a, true);
+	ldns_pkt_set_rd(a, ldns_pkt_rd(q));
+	ldns_pkt_set_cd(a, ldns_pkt_cd(q));
+	ldns_pkt_set_opcode(a, LDNS_PACKET_QUERY);
+	ldns_pkt_push_rr_list(a, LDNS_SECTION_QUESTION, qcopy);
+	ldns_rr_list_free(qcopy); /* the RRs now belong to a */
+	ldns_rr_type t = ldns_rr_get_type(qr);
+	bool in = ldns_rr_get_class(qr) == LDNS_RR_CLASS_IN;
+	if (!exact) {
+		ldns_pkt_set_rcode(a, LDNS_RCODE_NXDOMAIN);
+	} else if (in) {
+		/* Other types: NOERROR without answers (NODATA). */
+		ldns_rr *rr4 = has4 && (t == LDNS_RR_TYPE_A || t == LDNS_RR_TYPE_ANY)
+				       ? local_rr(owner, LDNS_RR_TYPE_A, &p->cfg.local4) : NULL;
+		ldns_rr *rr6 = has6 && (t == LDNS_RR_TYPE_AAAA || t == LDNS_RR_TYPE_ANY)
+				       ? local_rr(owner, LDNS_RR_TYPE_AAAA, &p->cfg.local6) : NULL;
+		if (rr4)
+			ldns_pkt_push_rr(a, LDNS_SECTION_ANSWER, rr4);
+		if (rr6)
+			ldns_pkt_push_rr(a, LDNS_SECTION_ANSWER, rr6);
+	}
+	uint8_t *wire = NULL;
+	size_t len = 0;
+	if (ldns_pkt2wire(&wire, a, &len) != LDNS_STATUS_OK)
+		len = 0;
+	p->stats.local_answers++;
+	if (tcp)
+		p->stats.queries_tcp++;
+	else
+		p->stats.queries_udp++;
+	rec->packets_down = len ? 1 : 0;
+	rec->bytes_down = len;
+	dns_record(p, rec, tcp != NULL, q, a, -1, NULL, start_ns, "answered");
+	ldns_pkt_free(a);
+	if (len)
+		reply(p, tcp, client, dest, wire, len);
+	free(wire);
+	return true;
+}
+
 /* A query from a client (UDP, or one TCP message). Returns true when a
  * query is now in flight. */
 static bool query_start(struct dns_proxy *p, struct dns_tcp *tcp, const struct sockaddr *client,
@@ -538,6 +636,10 @@ static bool query_start(struct dns_proxy *p, struct dns_tcp *tcp, const struct s
 		if (n)
 			reply(p, tcp, client, dest, wire, n);
 		free(wire);
+		return false;
+	}
+	if (local_answer(p, tcp, client, dest, qp, client_id, &rec, start_ns)) {
+		ldns_pkt_free(qp);
 		return false;
 	}
 	if (p->nfree == 0) {

@@ -23,6 +23,12 @@
  * "rcode", "answers" ([{"name","type","ttl","data"}]), "upstream" and
  * "duration_ms".
  *
+ * The endpoint's own names (mitm/localname.h: wgmitm.internal and
+ * ca.wgmitm.internal) are answered here, never forwarded: A and AAAA with
+ * `local4` / `local6` (TTL LOCALNAME_TTL), NOERROR with no answer for
+ * other types, NXDOMAIN for other names under wgmitm.internal. Their
+ * records have "upstream": null.
+ *
  * The forwarding core never needs a netstack: UDP answers go out through a
  * send callback (default netstack_udp_send), so it runs in tests on
  * loopback. */
@@ -32,6 +38,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <uv.h>
@@ -58,6 +65,11 @@ struct dns_config {
 	size_t max_tcp;               /* 0: default. Over it: the connection is refused */
 	struct flowlog *log;          /* borrowed; NULL: no records */
 
+	/* The endpoint's tunnel addresses, the answers for its own names.
+	 * Both unspecified: those names are forwarded like any other. */
+	struct in_addr local4;
+	struct in6_addr local6;
+
 	/* The peer owning a client address, for records (NULL: unknown). */
 	const char *(*peer_name)(void *ctx, const struct sockaddr *client);
 	void *peer_ctx;
@@ -71,6 +83,7 @@ struct dns_config {
 struct dns_stats {
 	uint64_t queries_udp, queries_tcp;  /* well-formed queries taken */
 	uint64_t answered;                  /* answers relayed to clients */
+	uint64_t local_answers;             /* the endpoint's own names, answered here */
 	uint64_t truncated;                 /* of those, TC set (client retries over TCP) */
 	uint64_t timeouts;                  /* SERVFAIL after timeout_ms */
 	uint64_t retries;                   /* attempts after the first */

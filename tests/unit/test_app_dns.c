@@ -601,6 +601,137 @@ static void test_truncated_passed_on(void **ctx)
 	harness_free(&h);
 }
 
+/* The endpoint's own names: answered here with the tunnel addresses
+ * (TTL 60, AA, the client's ID and its spelling of the name), never sent
+ * upstream; NODATA for other types, NXDOMAIN under the zone; recorded with
+ * "upstream": null. Without local addresses they are forwarded. */
+static void local_proxy(struct harness *h)
+{
+	dns_proxy_free(h->proxy);
+	struct dns_config cfg = { .nupstreams = 1, .timeout_ms = 400, .attempt_ms = 150,
+				  .peer_name = peer_of, .send = capture, .send_ctx = h, .log = h->log };
+	cfg.upstreams[0] = h->up[0].addr;
+	assert_int_equal(inet_pton(AF_INET, "10.66.0.1", &cfg.local4), 1);
+	assert_int_equal(inet_pton(AF_INET6, "fd66::1", &cfg.local6), 1);
+	h->proxy = dns_proxy_new(&h->loop, NULL, &cfg);
+	assert_non_null(h->proxy);
+}
+
+static ldns_pkt *reply_pkt(struct harness *h, int i)
+{
+	ldns_pkt *a = NULL;
+	assert_true(i < h->nreplies);
+	assert_int_equal(ldns_wire2pkt(&a, h->replies[i].data, h->replies[i].len), LDNS_STATUS_OK);
+	return a;
+}
+
+static char *answer_text(const ldns_pkt *a, size_t i)
+{
+	const ldns_rr *rr = ldns_rr_list_rr(ldns_pkt_answer(a), i);
+	return ldns_rdf2str(ldns_rr_rdf(rr, 0));
+}
+
+static void test_local_names(void **ctx)
+{
+	(void)ctx;
+	struct harness h;
+	harness_init(&h, ANSWER, ANSWER, 1, 0);
+	local_proxy(&h);
+	ask(&h, "wgmitm.internal", LDNS_RR_TYPE_A, 0x1111);
+	ask(&h, "CA.WgMitm.Internal", LDNS_RR_TYPE_AAAA, 0x2222);
+	ask(&h, "wgmitm.internal", LDNS_RR_TYPE_MX, 0x3333);
+	ask(&h, "nope.wgmitm.internal", LDNS_RR_TYPE_A, 0x4444);
+	ask(&h, "ca.wgmitm.internal", LDNS_RR_TYPE_ANY, 0x5555);
+	ask(&h, "www.example.test", LDNS_RR_TYPE_A, 0x6666); /* still forwarded */
+	/* Local answers are synchronous; the forwarded one needs the loop. */
+	assert_int_equal(h.nreplies, 5);
+	run_until(&h, 6);
+	assert_int_equal(h.nreplies, 6);
+	assert_int_equal(h.up[0].queries, 1);
+
+	ldns_pkt *a = reply_pkt(&h, 0);
+	assert_int_equal(ldns_pkt_id(a), 0x1111);
+	assert_true(ldns_pkt_qr(a) && ldns_pkt_aa(a));
+	assert_int_equal(ldns_pkt_get_rcode(a), LDNS_RCODE_NOERROR);
+	assert_int_equal(ldns_rr_list_rr_count(ldns_pkt_answer(a)), 1);
+	const ldns_rr *rr = ldns_rr_list_rr(ldns_pkt_answer(a), 0);
+	assert_int_equal(ldns_rr_get_type(rr), LDNS_RR_TYPE_A);
+	assert_int_equal(ldns_rr_ttl(rr), 60);
+	char *txt = answer_text(a, 0);
+	assert_string_equal(txt, "10.66.0.1");
+	free(txt);
+	assert_int_equal(memcmp(&h.replies[0].from, &tunnel, sizeof(tunnel)), 0);
+	assert_int_equal(memcmp(&h.replies[0].to, &client, sizeof(client)), 0);
+	ldns_pkt_free(a);
+
+	a = reply_pkt(&h, 1);
+	assert_int_equal(ldns_pkt_id(a), 0x2222);
+	assert_int_equal(ldns_rr_list_rr_count(ldns_pkt_answer(a)), 1);
+	rr = ldns_rr_list_rr(ldns_pkt_answer(a), 0);
+	assert_int_equal(ldns_rr_get_type(rr), LDNS_RR_TYPE_AAAA);
+	txt = ldns_rdf2str(ldns_rr_owner(rr));
+	assert_string_equal(txt, "CA.WgMitm.Internal."); /* the client's spelling */
+	free(txt);
+	txt = answer_text(a, 0);
+	assert_string_equal(txt, "fd66::1");
+	free(txt);
+	ldns_pkt_free(a);
+
+	a = reply_pkt(&h, 2);
+	assert_int_equal(ldns_pkt_get_rcode(a), LDNS_RCODE_NOERROR);
+	assert_int_equal(ldns_rr_list_rr_count(ldns_pkt_answer(a)), 0);
+	assert_int_equal(ldns_rr_list_rr_count(ldns_pkt_question(a)), 1);
+	ldns_pkt_free(a);
+	a = reply_pkt(&h, 3);
+	assert_int_equal(ldns_pkt_id(a), 0x4444);
+	assert_int_equal(ldns_pkt_get_rcode(a), LDNS_RCODE_NXDOMAIN);
+	ldns_pkt_free(a);
+	a = reply_pkt(&h, 4);
+	assert_int_equal(ldns_rr_list_rr_count(ldns_pkt_answer(a)), 2);
+	ldns_pkt_free(a);
+	a = reply_pkt(&h, 5);
+	assert_int_equal(ldns_pkt_id(a), 0x6666);
+	assert_int_equal(ldns_rr_list_rr_count(ldns_pkt_answer(a)), 2);
+	ldns_pkt_free(a);
+
+	struct dns_stats st;
+	dns_proxy_get_stats(h.proxy, &st);
+	assert_int_equal(st.local_answers, 5);
+	assert_int_equal(st.queries_udp, 6);
+	assert_int_equal(st.answered, 1);
+
+	struct records rs;
+	records_read(&h, &rs);
+	assert_int_equal(rs.n, 6);
+	json_t *r = rs.r[0];
+	assert_string_equal(str(r, "type"), "dns");
+	assert_string_equal(str(r, "name"), "wgmitm.internal");
+	assert_string_equal(str(r, "qtype"), "A");
+	assert_string_equal(str(r, "rcode"), "NOERROR");
+	assert_string_equal(str(r, "end_reason"), "answered");
+	assert_string_equal(str(r, "peer"), "phone");
+	assert_true(json_is_null(json_object_get(r, "upstream")));
+	json_t *ans = json_object_get(r, "answers");
+	assert_int_equal(json_array_size(ans), 1);
+	assert_string_equal(str(json_array_get(ans, 0), "data"), "10.66.0.1");
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(ans, 0), "ttl")), 60);
+	assert_int_equal(json_integer_value(json_object_get(r, "packets_down")), 1);
+	assert_string_equal(str(rs.r[3], "rcode"), "NXDOMAIN");
+	assert_non_null(str(rs.r[5], "upstream"));
+	records_free(&rs);
+	harness_free(&h);
+
+	/* No local addresses configured: the names are forwarded. */
+	harness_init(&h, ANSWER, ANSWER, 1, 0);
+	ask(&h, "wgmitm.internal", LDNS_RR_TYPE_A, 0x7777);
+	run_until(&h, 1);
+	assert_int_equal(h.up[0].queries, 1);
+	a = reply_pkt(&h, 0);
+	assert_int_equal(ldns_pkt_get_rcode(a), LDNS_RCODE_NXDOMAIN); /* the canned upstream */
+	ldns_pkt_free(a);
+	harness_free(&h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -613,6 +744,7 @@ int main(void)
 		cmocka_unit_test(test_fallback),
 		cmocka_unit_test(test_malformed_and_bounds),
 		cmocka_unit_test(test_truncated_passed_on),
+		cmocka_unit_test(test_local_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
