@@ -1,5 +1,6 @@
 /* wgmitm command line. */
 #include "daemon.h"
+#include "exportcmd.h"
 #include "log.h"
 #include "mitm/cacmd.h"
 #include "peerconf.h"
@@ -41,6 +42,7 @@ static const char main_usage[] =
 	"  peer show NAME      show a peer (--qr for its QR code)\n"
 	"  peer remove NAME    remove a peer (a running endpoint refuses it at once)\n"
 	"  ca export|show|import  the CA phones trust for TLS interception (export [--der])\n"
+	"  export --har FILE   the recorded HTTP exchanges as HAR 1.2 (--flows FILE to pick the file)\n"
 	"\n"
 	"options:\n"
 	"  --home DIR          state directory (default $WGMITM_HOME, else ~/.wgmitm)\n"
@@ -597,10 +599,16 @@ static int cmd_peer(int argc, char **argv)
 
 static int cmd_ca(int argc, char **argv) { return cacmd_main(argc, argv, home_override); }
 
+static int cmd_export(int argc, char **argv)
+{
+	return exportcmd_main(argc, argv, home_override, WGMITM_VERSION);
+}
+
 static const struct command commands[] = {
 	{ "run", cmd_run, NULL, NULL },
 	{ "peer", cmd_peer, "wgmitm peer COMMAND [ARGS]", NULL },
 	{ "ca", cmd_ca, "wgmitm ca COMMAND [ARGS]", NULL },
+	{ "export", cmd_export, "wgmitm export --har FILE [--flows FILE]", NULL },
 	{ 0 },
 };
 
