@@ -7,7 +7,10 @@
 #include "mitm/dns.h"
 #include "mitm/flowlog.h"
 #include "mitm/policy.h"
+#include "mitm/ca.h"
+#include "mitm/passthru.h"
 #include "mitm/relay.h"
+#include "mitm/tls.h"
 #include "mitm/udp.h"
 #include "netstack/netstack.h"
 #include "wg/crypto.h"
@@ -48,6 +51,8 @@ struct daemon {
 	struct flowlog *flows;
 	struct relay *relay;
 	struct udp_relay *udp_relay;
+	struct tls_ctx *tls;
+	struct passthru *passthru;
 	struct dns_proxy *dns;
 	uv_udp_t udp[DAEMON_MAX_LISTEN];
 	struct udpbatch *out[DAEMON_MAX_LISTEN]; /* one send batch per socket */
@@ -574,6 +579,52 @@ static int first_run_peer(struct daemon *d)
 	return rc;
 }
 
+/* The CA (made on first start), both TLS contexts and the passthrough
+ * list. SSLKEYLOGFILE in the environment adds key log lines. */
+static int daemon_start_tls(struct daemon *d, const struct daemon_options *o)
+{
+	long auto_s = o->auto_passthrough_s < 0 ? PASSTHRU_DEFAULT_AUTO_S : o->auto_passthrough_s;
+	d->passthru = passthru_new((uint32_t)auto_s);
+	if (!d->passthru) {
+		log_error("out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < o->npassthrough; i++)
+		if (passthru_add_rule(d->passthru, o->passthrough[i]) < 0) {
+			log_error("--passthrough \"%s\": not a usable pattern", o->passthrough[i]);
+			return -1;
+		}
+	if (o->no_intercept)
+		return 0;
+	char err[512];
+	struct ca ca;
+	bool created = false;
+	if (ca_load(&ca, d->st.home, true, &created, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		return -1;
+	}
+	if (created)
+		log_info("created the capture CA %s: install it on phones (http://wgmitm.internal in the tunnel)",
+			 ca.cert_path);
+	struct tls_config tc = {
+		.ca_cert = ca.cert, .ca_key = ca.key, .insecure_upstream = o->insecure_upstream,
+		.keylog_path = getenv("SSLKEYLOGFILE"),
+	};
+	for (size_t i = 0; i < o->nupstream_ca && i < TLS_MAX_UPSTREAM_CA; i++)
+		tc.upstream_ca[tc.n_upstream_ca++] = o->upstream_ca[i];
+	d->tls = tls_ctx_new(&tc, err, sizeof(err));
+	ca_free(&ca);
+	if (!d->tls) {
+		log_error("TLS: %s", err);
+		return -1;
+	}
+	if (tc.keylog_path && tc.keylog_path[0])
+		log_warn("SSLKEYLOGFILE: TLS keys of both legs go to %s", tc.keylog_path);
+	if (o->insecure_upstream)
+		log_warn("--insecure-upstream: upstream certificates are not verified");
+	return 0;
+}
+
 /* Policy, flow records and the TCP relay exist before the netstack. */
 static int open_mitm(struct daemon *d)
 {
@@ -596,8 +647,11 @@ static int open_mitm(struct daemon *d)
 	}
 	if (repaired)
 		log_warn("%s: repaired a last line cut by a crash", path);
+	if (daemon_start_tls(d, o) < 0)
+		return -1;
 	struct relay_config rc_cfg = {
 		.policy = &d->policy, .log = d->flows, .peer_name = peer_name_by_addr, .peer_ctx = d,
+		.tls = d->tls, .passthrough = d->passthru, .body_cap = o->body_cap,
 	};
 	d->relay = relay_new(d->loop, &rc_cfg);
 	if (!d->relay) {
@@ -747,6 +801,8 @@ out_loop:
 out_dev:
 	relay_free(d->relay);
 	udp_relay_free(d->udp_relay);
+	tls_ctx_free(d->tls);
+	passthru_free(d->passthru);
 	dns_proxy_free(d->dns);
 	/* Let libuv close what the relays and the netstack closed. */
 	uv_run(d->loop, UV_RUN_DEFAULT);

@@ -12,6 +12,8 @@
 #define DAEMON_MAX_DNS 8
 #define DAEMON_MAX_HOST_PORTS 16
 #define DAEMON_DEFAULT_MAX_TCP 16384
+#define DAEMON_MAX_UPSTREAM_CA 16
+#define DAEMON_MAX_PASSTHROUGH 64
 
 struct daemon_options {
 	const char *home;
@@ -24,6 +26,15 @@ struct daemon_options {
 	uint16_t host_ports[DAEMON_MAX_HOST_PORTS]; /* tunnel address port -> host loopback */
 	size_t nhost_ports;
 	uint32_t max_tcp;             /* relayed TCP connections at once; 0 = DAEMON_DEFAULT_MAX_TCP */
+	/* Interception. */
+	bool no_intercept;            /* relay TLS untouched (still recorded) */
+	const char *upstream_ca[DAEMON_MAX_UPSTREAM_CA]; /* extra trust anchors, PEM files */
+	size_t nupstream_ca;
+	bool insecure_upstream;       /* do not verify upstream certificates */
+	const char *passthrough[DAEMON_MAX_PASSTHROUGH]; /* host globs relayed untouched */
+	size_t npassthrough;
+	long auto_passthrough_s;      /* -1 = default; 0 = never */
+	size_t body_cap;              /* 0 = 1 MiB */
 	/* Debug: shortened WireGuard timers, in seconds (0 = the whitepaper's). */
 	unsigned rekey_after_time_s;
 	unsigned reject_after_time_s;

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #ifndef WGMITM_VERSION
 #define WGMITM_VERSION "0.1.0"
@@ -145,7 +146,7 @@ static const struct command cmd_run_def;
 
 static int cmd_run(int argc, char **argv)
 {
-	struct daemon_options o = { .under_load_threshold = -1 };
+	struct daemon_options o = { .under_load_threshold = -1, .auto_passthrough_s = -1 };
 	static const struct option longopts[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "endpoint", required_argument, NULL, 'e' },
@@ -153,6 +154,12 @@ static int cmd_run(int argc, char **argv)
 		{ "dns-upstream", required_argument, NULL, 'd' },
 		{ "allow-host-port", required_argument, NULL, 'P' },
 		{ "max-connections", required_argument, NULL, 'M' },
+		{ "upstream-ca", required_argument, NULL, 'C' },
+		{ "insecure-upstream", no_argument, NULL, 'I' },
+		{ "passthrough", required_argument, NULL, 'p' },
+		{ "auto-passthrough", required_argument, NULL, 'A' },
+		{ "body-cap", required_argument, NULL, 'b' },
+		{ "no-intercept", no_argument, NULL, 'N' },
 		{ "debug-rekey-after", required_argument, NULL, 'R' },
 		{ "debug-reject-after", required_argument, NULL, 'J' },
 		{ "debug-keepalive", required_argument, NULL, 'K' },
@@ -198,6 +205,34 @@ static int cmd_run(int argc, char **argv)
 				return usage_error(&cmd_run_def, "--max-connections \"%s\": expected a positive number", optarg);
 			o.max_tcp = (uint32_t)v;
 			break;
+		case 'C':
+			if (o.nupstream_ca == DAEMON_MAX_UPSTREAM_CA)
+				return usage_error(&cmd_run_def, "too many --upstream-ca files%s", "");
+			if (access(optarg, R_OK) != 0)
+				return usage_error(&cmd_run_def, "--upstream-ca \"%s\": cannot read it", optarg);
+			o.upstream_ca[o.nupstream_ca++] = optarg;
+			break;
+		case 'I':
+			o.insecure_upstream = true;
+			break;
+		case 'p':
+			if (o.npassthrough == DAEMON_MAX_PASSTHROUGH)
+				return usage_error(&cmd_run_def, "too many --passthrough patterns%s", "");
+			o.passthrough[o.npassthrough++] = optarg;
+			break;
+		case 'A':
+			if (parse_uint(optarg, 30 * 86400, &v) < 0)
+				return usage_error(&cmd_run_def, "--auto-passthrough \"%s\": expected seconds", optarg);
+			o.auto_passthrough_s = (long)v;
+			break;
+		case 'b':
+			if (parse_uint(optarg, 1024ul * 1024 * 1024, &v) < 0)
+				return usage_error(&cmd_run_def, "--body-cap \"%s\": expected bytes", optarg);
+			o.body_cap = v ? v : 1; /* 0 would mean the default */
+			break;
+		case 'N':
+			o.no_intercept = true;
+			break;
 		case 'R': case 'J': case 'K': case 'T': case 'U':
 			if (parse_uint(optarg, 1000000, &v) < 0 || (c != 'U' && v == 0))
 				return usage_error(&cmd_run_def, "debug timer \"%s\": expected a positive number", optarg);
@@ -228,7 +263,9 @@ static int cmd_run(int argc, char **argv)
 static const struct command cmd_run_def = {
 	"run", cmd_run,
 	"wgmitm run [--listen ADDR:PORT]... [--endpoint HOST[:PORT]] [--dns-upstream ADDR[:PORT]]...\n"
-	"                  [--allow-host-port PORT]... [--max-connections N] [--stats-interval S]",
+	"                  [--allow-host-port PORT]... [--max-connections N] [--stats-interval S]\n"
+	"                  [--upstream-ca FILE]... [--insecure-upstream] [--passthrough GLOB]...\n"
+	"                  [--auto-passthrough S] [--body-cap BYTES] [--no-intercept]",
 	"Start the endpoint. On first start it creates the server key and, when no\n"
 	"peer exists, a peer named \"phone\" whose QR code it prints. Every TCP and\n"
 	"UDP flow of a peer is relayed to its destination and recorded in\n"
@@ -246,6 +283,17 @@ static const struct command cmd_run_def = {
 	"                           loopback at the endpoint's tunnel address, repeatable\n"
 	"  --max-connections N      TCP connections relayed at once, more are reset (16384)\n"
 	"  --stats-interval S       print counters every S seconds\n"
+	"\n"
+	"interception (TLS is decrypted with the CA of `wgmitm ca`; HTTP is recorded):\n"
+	"  --upstream-ca FILE       also trust this CA (PEM) for upstream servers, repeatable\n"
+	"  --insecure-upstream      do not verify upstream certificates\n"
+	"  --passthrough GLOB       relay TLS to matching hosts untouched, e.g. '*.apple.com',\n"
+	"                           repeatable\n"
+	"  --auto-passthrough S     after a client rejects our certificate for a host, pass\n"
+	"                           that host through for its peer for S seconds (3600; 0: never)\n"
+	"  --body-cap BYTES         bytes of each HTTP body recorded (1048576)\n"
+	"  --no-intercept           relay TLS untouched (connections are still recorded)\n"
+	"  SSLKEYLOGFILE=PATH       (environment) write TLS keys of both legs for Wireshark\n"
 	"\n"
 	"debug options (shortened WireGuard timers, seconds; for tests):\n"
 	"  --debug-rekey-after S    REKEY_AFTER_TIME (120)\n"
