@@ -644,7 +644,7 @@ static int response_content(json_t *r, const json_t *message, const json_t *body
 	if (!identity && !zlib_coded && kept > 0)
 		comment_add(&c, "Content-Encoding %s not decoded: text is the encoded body", coding);
 
-	json_int_t size = body_size;
+	json_int_t size = body_size, compression = -1;
 	uint8_t *raw = NULL, *dec = NULL;
 	size_t raw_len = 0, dec_len = 0;
 	int rc = -ENOMEM;
@@ -666,9 +666,7 @@ static int response_content(json_t *r, const json_t *message, const json_t *body
 			decoded = true;
 			if (ir == INFLATE_OK && !*truncated) {
 				size = (json_int_t)dec_len;
-				if (size >= body_size &&
-				    !put(content, "compression", json_integer(size - body_size)))
-					goto out;
+				compression = size - body_size;
 			} else if (ir == INFLATE_CAPPED) {
 				comment_add(&c, "decoded body over %u bytes: cut", HAR_MAX_DECODED);
 			} else {
@@ -678,6 +676,7 @@ static int response_content(json_t *r, const json_t *message, const json_t *body
 		}
 	}
 	if (!put(content, "size", json_integer(size)) ||
+	    (compression >= 0 && !put(content, "compression", json_integer(compression))) ||
 	    !put_str(content, "mimeType", ctype ? ctype : "x-unknown"))
 		goto out;
 	if (decoded) {
@@ -1047,7 +1046,6 @@ static int add_websocket(struct har *h, json_t *rec, char *err, size_t errlen)
 		    !put(hm, "time", json_real(secs)) || !put(hm, "opcode", json_integer(op)) ||
 		    !(json_is_string(data) ? put_shared(hm, "data", data) : put_str(hm, "data", "")))
 			goto out;
-		h->stats.ws_messages++;
 	}
 	json_t *close = json_object_get(rec, "close");
 	if (json_is_object(close) && !put_shared(slot, "close", close))
@@ -1121,6 +1119,7 @@ json_t *har_finish(struct har *h, struct har_stats *stats)
 			if (!put_shared(he->entry, "_webSocketMessages", json_object_get(slot, "messages")) ||
 			    (close && !put_shared(json_object_get(he->entry, "_wgmitm"), "websocket_close", close)))
 				goto fail;
+			h->stats.ws_messages += json_array_size(json_object_get(slot, "messages"));
 			/* One upgrade per connection and URL takes the messages. */
 			json_object_del(h->ws, he->ws_key);
 		}

@@ -47,7 +47,7 @@ struct har;
 
 struct har_stats {
 	size_t entries;             /* "http" records */
-	size_t ws_messages;         /* WebSocket messages attached */
+	size_t ws_messages;         /* WebSocket messages attached to an entry */
 	size_t ws_unmatched;        /* "websocket" batches with no upgrade entry */
 	size_t ignored;             /* tcp, udp, dns, unknown types */
 };
