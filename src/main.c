@@ -226,8 +226,8 @@ static int cmd_run(int argc, char **argv)
 			o.auto_passthrough_s = (long)v;
 			break;
 		case 'b':
-			if (parse_uint(optarg, 1024ul * 1024 * 1024, &v) < 0)
-				return usage_error(&cmd_run_def, "--body-cap \"%s\": expected bytes", optarg);
+			if (parse_uint(optarg, 16ul * 1024 * 1024, &v) < 0)
+				return usage_error(&cmd_run_def, "--body-cap \"%s\": expected bytes, at most 16 MiB", optarg);
 			o.body_cap = v ? v : 1; /* 0 would mean the default */
 			break;
 		case 'N':

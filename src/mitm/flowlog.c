@@ -109,7 +109,7 @@ static int repair_tail(int fd, size_t *repaired)
 		if (!tail)
 			return -ENOMEM;
 		if (pread(fd, tail, len, line_start) == (ssize_t)len) {
-			json_t *j = json_loadb(tail, len, 0, NULL);
+			json_t *j = json_loadb(tail, len, JSON_ALLOW_NUL, NULL);
 			whole = json_is_object(j);
 			json_decref(j);
 		}
@@ -379,7 +379,7 @@ int flowlog_write_flow(struct flowlog *log, const struct flowlog_flow *f)
 static json_t *parse_line(const char *line, size_t len, char *err, size_t errlen)
 {
 	json_error_t je;
-	json_t *j = json_loadb(line, len, 0, &je);
+	json_t *j = json_loadb(line, len, JSON_ALLOW_NUL, &je);
 	if (!j) {
 		snprintf(err, errlen, "%s (column %d)", je.text, je.column);
 		return NULL;

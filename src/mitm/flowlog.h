@@ -37,7 +37,9 @@
 #define FLOWLOG_ADDR_LEN 64     /* "[ffff:...:255.255.255.255%scope]:65535" fits */
 #define FLOWLOG_TIME_LEN 32     /* "2024-05-01T12:34:56.123456Z" + NUL */
 #define FLOWLOG_PEER_LEN 64
-#define FLOWLOG_MAX_LINE (1u << 20) /* longer records are refused (-EMSGSIZE) */
+/* Longer records are refused (-EMSGSIZE). Room for two bodies at the
+ * largest --body-cap (16 MiB each, base64) plus their headers. */
+#define FLOWLOG_MAX_LINE (64u << 20)
 
 struct flowlog;
 

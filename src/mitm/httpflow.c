@@ -238,7 +238,9 @@ json_t *http_body_json(const uint8_t *data, size_t len, uint64_t size, bool trun
 	bool cut;
 	size_t valid = len ? utf8_prefix(data, len, &cut) : 0;
 	int rc = 0;
-	if (valid == len || (truncated && cut)) {
+	/* NUL is valid UTF-8 but marks binary data (and JSON readers refuse
+	 * "\u0000" unless told otherwise). */
+	if ((valid == len || (truncated && cut)) && !memchr(data, 0, valid)) {
 		rc |= json_object_set_new(o, "text",
 					  json_stringn_nocheck(valid ? (const char *)data : "", valid));
 	} else {

@@ -11,7 +11,15 @@
  *   freed:    after the two close callbacks (no libuv request of ours can
  *             still call back then).
  * Ownership: the netstack handle is ours from accept until we close or
- * abort it, or until ops.closed returns (c->ns is then NULL). */
+ * abort it, or until ops.closed returns (c->ns is then NULL).
+ *
+ * Interception modes (relay.h), in the order a flow can pass them:
+ *   DIAL → SNIFF (client bytes buffered until they say what they are)
+ *        → RAW (relayed as they are, observed when plain HTTP)
+ *        → UP_HS (TLS: upstream handshake; client paused)
+ *          → CLIENT_HS (client handshake with the minted leaf; upstream
+ *            reads stopped) → TLS (plaintext relayed between the legs)
+ *          → FAIL (upstream failed: client handshake, then a 502 page) */
 #include "mitm/relay.h"
 
 #include <errno.h>
@@ -21,6 +29,12 @@
 #include <string.h>
 
 #include "mitm/flowlog.h"
+#include "mitm/h2obs.h"
+#include "mitm/http1.h"
+#include "mitm/httpflow.h"
+#include "mitm/passthru.h"
+#include "mitm/sniff.h"
+#include "mitm/tls.h"
 #include "netstack/netstack.h"
 
 struct relay_conn;
@@ -41,6 +55,9 @@ struct relay {
 	bool freed;                    /* relay_free ran: free with the last flow */
 	char refusal[POLICY_VERDICT_COUNT][32]; /* "policy:<verdict>" end reasons */
 	uint8_t rbuf[RELAY_READ_SIZE]; /* upstream reads land here, one at a time */
+	uint8_t pbuf[RELAY_READ_SIZE]; /* plaintext out of a TLS leg */
+	uv_timer_t tick;               /* WebSocket batches of quiet flows, 1 s */
+	bool tick_closed;
 };
 
 struct relay_write {
@@ -49,8 +66,37 @@ struct relay_write {
 	uint8_t data[];
 };
 
+enum relay_mode { MODE_DIAL, MODE_SNIFF, MODE_RAW, MODE_UP_HS, MODE_CLIENT_HS, MODE_TLS, MODE_FAIL };
+
+enum obs_kind { OBS_NONE, OBS_HTTP1, OBS_H2 };
+
+#define RELAY_FIRST_BYTES 64
+
+/* What only intercepted (or sniffed) flows need: allocated at the first
+ * client byte, so idle raw flows stay small. */
+struct relay_icpt {
+	uint8_t *sniff;                /* client bytes held while deciding */
+	size_t sniff_len;
+	struct sniff_hello hello;
+	struct tls_leg up, cl;
+	bool up_tls, cl_tls;           /* legs initialised */
+	const char *proto;             /* "raw", "tls", "tls-passthrough", "http", "h2c" */
+	char passthrough[PASSTHRU_GLOB_LEN + 8];
+	char tls_error[200];
+	json_t *tls_json;              /* {"client":…, "upstream":…} once both are up */
+	char authority[FLOWLOG_ADDR_LEN]; /* the server as "ip:port" for URLs */
+	enum obs_kind obs;
+	void *obs_ptr;
+	bool request_seen;             /* FAIL: the request head arrived */
+	uint8_t first_up[RELAY_FIRST_BYTES], first_down[RELAY_FIRST_BYTES];
+	size_t first_up_len, first_down_len;
+	uint64_t first_up_size, first_down_size;
+};
+
 struct relay_conn {
 	struct relay *relay;
+	enum relay_mode mode;
+	struct relay_icpt *x;          /* NULL until the first client byte */
 	struct relay_conn *prev, *next;
 	struct netstack_tcp *ns;       /* NULL once released or closed by the netstack */
 	uv_tcp_t up;
@@ -85,10 +131,177 @@ enum leg_end {
 };
 
 static void relay_conn_check_done(struct relay_conn *c);
+static void relay_conn_finish(struct relay_conn *c, const char *reason, enum leg_end how);
+static void relay_conn_read_on(struct relay_conn *c);
+static void relay_conn_stop_reading(struct relay_conn *c);
+static void relay_conn_down_done(struct relay_conn *c);
+static void obs_finish(struct relay_conn *c, const char *reason);
 
 static void relay_free_now(struct relay *r)
 {
-	free(r);
+	if (r->freed && r->tick_closed && r->conns == NULL)
+		free(r);
+}
+
+/* ---- observers ---------------------------------------------------------- */
+
+/* An exchange from an observer becomes an "http" record. */
+static void sink_exchange(void *ctx, const struct http_exchange *x)
+{
+	struct relay_conn *c = ctx;
+	struct relay *r = c->relay;
+	if (!r->cfg.log)
+		return;
+	struct flowlog_flow f;
+	flowlog_flow_begin(&f, r->cfg.log, "http", c->flow.peer[0] ? c->flow.peer : NULL,
+			   (const struct sockaddr *)&c->flow.client,
+			   (const struct sockaddr *)&c->flow.server);
+	if (x->start.tv_sec)
+		f.start = x->start;
+	f.end = x->end.tv_sec ? x->end : f.start;
+	f.bytes_up = x->req.body.size;
+	f.bytes_down = x->resp.body.size;
+	f.end_reason = x->error ? x->error : "complete";
+	if (x->error_detail[0])
+		snprintf(f.error, sizeof(f.error), "%s", x->error_detail);
+	json_t *o = flowlog_flow_json(&f);
+	if (!o)
+		return;
+	json_object_set_new(o, "conn", json_string(c->flow.id));
+	json_object_set(o, "tls", c->x && c->x->tls_json ? c->x->tls_json : json_null());
+	if (http_exchange_to_json(x, c->x ? c->x->authority : NULL, o) == 0 &&
+	    flowlog_write(r->cfg.log, o) == 0)
+		r->stats.http_exchanges++;
+	json_decref(o);
+}
+
+/* A batch of WebSocket messages becomes a "websocket" record. */
+static void sink_websocket(void *ctx, json_t *batch)
+{
+	struct relay_conn *c = ctx;
+	struct relay *r = c->relay;
+	if (!r->cfg.log) {
+		json_decref(batch);
+		return;
+	}
+	struct flowlog_flow f;
+	flowlog_flow_begin(&f, r->cfg.log, "websocket", c->flow.peer[0] ? c->flow.peer : NULL,
+			   (const struct sockaddr *)&c->flow.client,
+			   (const struct sockaddr *)&c->flow.server);
+	f.end_reason = "batch";
+	json_t *o = flowlog_flow_json(&f);
+	if (o) {
+		json_object_set_new(o, "conn", json_string(c->flow.id));
+		json_object_update(o, batch);
+		if (flowlog_write(r->cfg.log, o) == 0)
+			r->stats.ws_batches++;
+	}
+	json_decref(o);
+	json_decref(batch);
+}
+
+static void obs_start(struct relay_conn *c, enum obs_kind kind, const char *scheme)
+{
+	struct relay_icpt *x = c->x;
+	if (c->relay->cfg.no_http || kind == OBS_NONE)
+		return;
+	struct http_sink sink = { .exchange = sink_exchange, .websocket = sink_websocket, .ctx = c };
+	size_t cap = c->relay->cfg.body_cap;
+	if (kind == OBS_HTTP1) {
+		struct http1_config hc = { .sink = sink, .body_cap = cap, .scheme = scheme,
+					   .default_authority = x->authority };
+		x->obs_ptr = http1_obs_new(&hc);
+	} else if (kind == OBS_H2) {
+		struct h2obs_config hc = { .sink = sink, .body_cap = cap, .scheme = scheme,
+					   .default_authority = x->authority };
+		x->obs_ptr = h2obs_new(&hc);
+	}
+	x->obs = x->obs_ptr ? kind : OBS_NONE;
+}
+
+static void obs_client(struct relay_conn *c, const uint8_t *p, size_t n)
+{
+	struct relay_icpt *x = c->x;
+	switch (x ? x->obs : OBS_NONE) {
+	case OBS_HTTP1:
+		if (n)
+			http1_obs_client(x->obs_ptr, p, n);
+		else
+			http1_obs_client_eof(x->obs_ptr);
+		break;
+	case OBS_H2:
+		if (n)
+			h2obs_client(x->obs_ptr, p, n);
+		break;
+	case OBS_NONE:
+		break;
+	}
+}
+
+static void obs_server(struct relay_conn *c, const uint8_t *p, size_t n)
+{
+	struct relay_icpt *x = c->x;
+	switch (x ? x->obs : OBS_NONE) {
+	case OBS_HTTP1:
+		if (n)
+			http1_obs_server(x->obs_ptr, p, n);
+		else
+			http1_obs_server_eof(x->obs_ptr);
+		break;
+	case OBS_H2:
+		if (n)
+			h2obs_server(x->obs_ptr, p, n);
+		break;
+	case OBS_NONE:
+		break;
+	}
+}
+
+static void obs_finish(struct relay_conn *c, const char *reason)
+{
+	struct relay_icpt *x = c->x;
+	if (!x || !x->obs_ptr)
+		return;
+	switch (x->obs) {
+	case OBS_HTTP1:
+		http1_obs_finish(x->obs_ptr, reason);
+		http1_obs_free(x->obs_ptr);
+		break;
+	case OBS_H2:
+		h2obs_finish(x->obs_ptr, reason);
+		h2obs_free(x->obs_ptr);
+		break;
+	case OBS_NONE:
+		break;
+	}
+	x->obs_ptr = NULL;
+	x->obs = OBS_NONE;
+}
+
+static void relay_icpt_free(struct relay_conn *c)
+{
+	struct relay_icpt *x = c->x;
+	if (!x)
+		return;
+	obs_finish(c, "shutdown"); /* normally done at finish already */
+	if (x->up_tls)
+		tls_leg_free(&x->up);
+	if (x->cl_tls)
+		tls_leg_free(&x->cl);
+	json_decref(x->tls_json);
+	free(x->sniff);
+	free(x);
+	c->x = NULL;
+}
+
+static void keep_first(uint8_t *buf, size_t *len, uint64_t *size, const uint8_t *p, size_t n)
+{
+	if (*len < RELAY_FIRST_BYTES) {
+		size_t k = RELAY_FIRST_BYTES - *len < n ? RELAY_FIRST_BYTES - *len : n;
+		memcpy(buf + *len, p, k);
+		*len += k;
+	}
+	*size += n;
 }
 
 /* ---- finishing ---------------------------------------------------------- */
@@ -106,6 +319,7 @@ static void relay_conn_on_close(uv_handle_t *h)
 	if (c->next)
 		c->next->prev = c->prev;
 	free(c->pending);
+	relay_icpt_free(c);
 	free(c);
 	if (r->freed && r->conns == NULL)
 		relay_free_now(r);
@@ -127,6 +341,43 @@ static void relay_conn_error(struct relay_conn *c, const char *what, int uverr)
 	snprintf(c->flow.error, sizeof(c->flow.error), "%s: %s", what, uv_strerror(uverr));
 }
 
+/* The interception keys of the tcp record (docs/flows.md). */
+static void relay_conn_record_icpt(const struct relay_conn *c, json_t *o)
+{
+	const struct relay_icpt *x = c->x;
+	if (!x || !x->proto)
+		return;
+	json_object_set_new(o, "proto", json_string(x->proto));
+	if (x->hello.sni_present)
+		json_object_set_new(o, "sni", json_string(x->hello.sni));
+	if (x->hello.n_alpn > 0) {
+		json_t *a = json_array();
+		for (size_t i = 0; i < x->hello.n_alpn; i++)
+			json_array_append_new(
+				a, json_stringn((const char *)x->hello.alpn_wire + x->hello.alpn_off[i] + 1,
+						x->hello.alpn_wire[x->hello.alpn_off[i]]));
+		json_object_set_new(o, "alpn_offered", a);
+	}
+	if (x->tls_json)
+		json_object_set(o, "tls", x->tls_json);
+	if (x->passthrough[0])
+		json_object_set_new(o, "passthrough", json_string(x->passthrough));
+	if (x->tls_error[0])
+		json_object_set_new(o, "tls_error", json_string(x->tls_error));
+	if (strcmp(x->proto, "raw") == 0 || strcmp(x->proto, "tls-passthrough") == 0) {
+		if (x->first_up_size)
+			json_object_set_new(o, "first_up",
+					    http_body_json(x->first_up, x->first_up_len,
+							   x->first_up_size,
+							   x->first_up_size > x->first_up_len));
+		if (x->first_down_size)
+			json_object_set_new(o, "first_down",
+					    http_body_json(x->first_down, x->first_down_len,
+							   x->first_down_size,
+							   x->first_down_size > x->first_down_len));
+	}
+}
+
 /* Ends the flow once: writes the record, lets go of both legs. */
 static void relay_conn_finish(struct relay_conn *c, const char *reason, enum leg_end how)
 {
@@ -135,6 +386,10 @@ static void relay_conn_finish(struct relay_conn *c, const char *reason, enum leg
 	struct relay *r = c->relay;
 	c->finished = true;
 	r->stats.open--;
+
+	/* Exchanges still open end with the connection. */
+	const char *why = strcmp(reason, "fin") == 0 ? "connection_closed" : reason;
+	obs_finish(c, why);
 
 	c->flow.end_reason = reason;
 	clock_gettime(CLOCK_REALTIME, &c->flow.end);
@@ -145,6 +400,8 @@ static void relay_conn_finish(struct relay_conn *c, const char *reason, enum leg
 			flowlog_format_addr((const struct sockaddr *)&c->upstream, up);
 			json_object_set_new(o, "upstream", json_string(up));
 		}
+		if (o)
+			relay_conn_record_icpt(c, o);
 		if (o)
 			(void)flowlog_write(r->cfg.log, o);
 		json_decref(o);
@@ -172,6 +429,12 @@ static void relay_conn_upstream_failed(struct relay_conn *c, const char *what, i
 		relay_conn_error(c, what, uverr);
 	relay_conn_finish(c, uverr == UV_ECONNRESET || uverr == UV_EPIPE ? "upstream_reset" : "error",
 			  END_RESET_CLIENT);
+}
+
+static void relay_conn_oom(struct relay_conn *c)
+{
+	snprintf(c->flow.error, sizeof(c->flow.error), "out of memory");
+	relay_conn_finish(c, "error", END_RESET_BOTH);
 }
 
 /* Both directions closed in order. */
@@ -206,7 +469,9 @@ static void relay_conn_on_shutdown(uv_shutdown_t *req, int status)
 	struct relay_conn *c = req->data;
 	if (status == UV_ECANCELED || c->finished)
 		return;
-	if (status < 0) {
+	/* ENOTCONN: the upstream already closed both ways (it answered a
+	 * close_notify by hanging up): nothing left to shut down. */
+	if (status < 0 && status != UV_ENOTCONN) {
 		relay_conn_upstream_failed(c, "upstream shutdown", status);
 		return;
 	}
@@ -224,8 +489,12 @@ static void relay_conn_client_done(struct relay_conn *c)
 	c->up_shutdown = true;
 	c->shutdown_req.data = c;
 	int rc = uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->up, relay_conn_on_shutdown);
-	if (rc < 0)
+	if (rc == UV_ENOTCONN) {
+		c->up_shutdown_done = true;
+		relay_conn_check_done(c);
+	} else if (rc < 0) {
 		relay_conn_upstream_failed(c, "upstream shutdown", rc);
+	}
 }
 
 static void relay_conn_on_write(uv_write_t *req, int status)
@@ -241,24 +510,15 @@ static void relay_conn_on_write(uv_write_t *req, int status)
 		relay_conn_upstream_failed(c, "upstream write", status);
 		return;
 	}
-	if (c->client_paused && c->connected && c->queued <= c->relay->cfg.max_buffer / 2)
+	if (c->client_paused && c->connected && c->mode != MODE_UP_HS &&
+	    c->queued <= c->relay->cfg.max_buffer / 2)
 		relay_conn_resume_client(c);
 }
 
-static void relay_conn_on_client_recv(void *arg, const uint8_t *data, size_t len)
+/* Bytes to the upstream socket: straight in when nothing is queued, the
+ * rest copied into a write request. False when the flow ended. */
+static bool relay_conn_up_send(struct relay_conn *c, const uint8_t *data, size_t len)
 {
-	struct relay_conn *c = arg;
-	if (c->finished)
-		return;
-	if (len == 0) {
-		relay_conn_client_done(c);
-		return;
-	}
-	c->flow.bytes_up += len;
-	c->relay->stats.bytes_up += len;
-
-	/* Straight into the socket when nothing is queued; the rest is
-	 * copied, as the netstack's bytes live only during this call. */
 	size_t done = 0;
 	if (c->queued == 0) {
 		uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
@@ -267,17 +527,16 @@ static void relay_conn_on_client_recv(void *arg, const uint8_t *data, size_t len
 			done = (size_t)n;
 		else if (n != UV_EAGAIN) {
 			relay_conn_upstream_failed(c, "upstream write", n);
-			return;
+			return false;
 		}
 	}
 	if (done == len)
-		return;
+		return true;
 	size_t rest = len - done;
 	struct relay_write *w = malloc(sizeof(*w) + rest);
 	if (!w) {
-		snprintf(c->flow.error, sizeof(c->flow.error), "out of memory");
-		relay_conn_finish(c, "error", END_RESET_BOTH);
-		return;
+		relay_conn_oom(c);
+		return false;
 	}
 	memcpy(w->data, data + done, rest);
 	w->len = rest;
@@ -287,12 +546,519 @@ static void relay_conn_on_client_recv(void *arg, const uint8_t *data, size_t len
 	if (rc < 0) {
 		free(w);
 		relay_conn_upstream_failed(c, "upstream write", rc);
-		return;
+		return false;
 	}
 	c->queued += rest;
 	if (c->queued > c->relay->cfg.max_buffer) {
 		c->relay->stats.client_pauses++;
 		relay_conn_pause_client(c);
+	}
+	return true;
+}
+
+/* What the upstream TLS leg produced goes to the socket. */
+static bool relay_conn_up_flush(struct relay_conn *c)
+{
+	const uint8_t *p;
+	size_t n = tls_leg_out(&c->x->up, &p);
+	if (n == 0)
+		return true;
+	bool ok = relay_conn_up_send(c, p, n);
+	if (c->x)
+		tls_leg_consume(&c->x->up, n);
+	return ok;
+}
+
+/* What the client TLS leg produced goes to the netstack, as far as it takes;
+ * the rest waits in the leg for ops.sent. */
+static void relay_conn_client_flush(struct relay_conn *c)
+{
+	if (!c->ns)
+		return;
+	const uint8_t *p;
+	size_t n;
+	while ((n = tls_leg_out(&c->x->cl, &p)) > 0) {
+		size_t w = netstack_tcp_write(c->ns, p, n);
+		tls_leg_consume(&c->x->cl, w);
+		if (w < n)
+			break;
+	}
+}
+
+static size_t relay_conn_client_pending(const struct relay_conn *c)
+{
+	if (c->x && c->x->cl_tls) {
+		const uint8_t *p;
+		return tls_leg_out(&c->x->cl, &p);
+	}
+	return c->pending_len;
+}
+
+static void relay_conn_client_tls_data(struct relay_conn *c);
+static void relay_conn_upstream_tls_data(struct relay_conn *c);
+static void relay_conn_sniff(struct relay_conn *c);
+
+static void relay_conn_on_client_recv(void *arg, const uint8_t *data, size_t len)
+{
+	struct relay_conn *c = arg;
+	if (c->finished)
+		return;
+	if (len == 0) {
+		if (c->mode == MODE_SNIFF && c->x && c->x->sniff_len > 0) {
+			/* Undecided when the client stopped: relay what it sent. */
+			c->x->proto = "raw";
+			c->mode = MODE_RAW;
+			keep_first(c->x->first_up, &c->x->first_up_len, &c->x->first_up_size,
+				   c->x->sniff, c->x->sniff_len);
+			if (!relay_conn_up_send(c, c->x->sniff, c->x->sniff_len))
+				return;
+			free(c->x->sniff);
+			c->x->sniff = NULL;
+			c->x->sniff_len = 0;
+		}
+		if (c->mode == MODE_UP_HS || c->mode == MODE_CLIENT_HS) {
+			/* Gave up during a handshake: nothing to relay. */
+			if (c->mode == MODE_CLIENT_HS && c->x->cl_tls &&
+			    tls_leg_client_rejected(&c->x->cl)) {
+				relay_conn_client_tls_data(c); /* records the rejection */
+				if (c->finished)
+					return;
+			}
+		}
+		if (c->mode == MODE_TLS && c->x->cl_tls)
+			obs_client(c, NULL, 0);
+		relay_conn_client_done(c);
+		return;
+	}
+	c->flow.bytes_up += len;
+	c->relay->stats.bytes_up += len;
+
+	switch (c->mode) {
+	case MODE_RAW:
+		if (c->x) {
+			keep_first(c->x->first_up, &c->x->first_up_len, &c->x->first_up_size, data, len);
+			obs_client(c, data, len);
+		}
+		(void)relay_conn_up_send(c, data, len);
+		return;
+	case MODE_SNIFF:
+	case MODE_UP_HS: {
+		struct relay_icpt *x = c->x;
+		if (!x) {
+			x = c->x = calloc(1, sizeof(*x));
+			if (!x) {
+				relay_conn_oom(c);
+				return;
+			}
+			flowlog_format_addr((const struct sockaddr *)&c->flow.server, x->authority);
+		}
+		size_t room = SNIFF_MAX_HELLO - x->sniff_len;
+		if (len > room && c->mode == MODE_UP_HS) {
+			relay_conn_oom(c);
+			return;
+		}
+		uint8_t *nb = realloc(x->sniff, x->sniff_len + len);
+		if (!nb) {
+			relay_conn_oom(c);
+			return;
+		}
+		x->sniff = nb;
+		memcpy(x->sniff + x->sniff_len, data, len);
+		x->sniff_len += len;
+		if (c->mode == MODE_SNIFF)
+			relay_conn_sniff(c);
+		return;
+	}
+	case MODE_CLIENT_HS:
+	case MODE_TLS:
+	case MODE_FAIL:
+		if (tls_leg_feed(&c->x->cl, data, len) < 0) {
+			relay_conn_oom(c);
+			return;
+		}
+		relay_conn_client_tls_data(c);
+		return;
+	case MODE_DIAL:
+		return; /* paused: cannot happen */
+	}
+}
+
+/* ---- deciding what the stream is ---------------------------------------- */
+
+/* Relay the held bytes as they are, from now on. */
+static void relay_conn_go_raw(struct relay_conn *c, const char *proto, enum obs_kind obs,
+			      const char *scheme)
+{
+	struct relay_icpt *x = c->x;
+	x->proto = proto;
+	c->mode = MODE_RAW;
+	obs_start(c, obs, scheme);
+	uint8_t *held = x->sniff;
+	size_t n = x->sniff_len;
+	x->sniff = NULL;
+	x->sniff_len = 0;
+	if (n) {
+		keep_first(x->first_up, &x->first_up_len, &x->first_up_size, held, n);
+		obs_client(c, held, n);
+		(void)relay_conn_up_send(c, held, n);
+	}
+	free(held);
+	if (!c->finished)
+		relay_conn_read_on(c);
+}
+
+static const char *relay_conn_host(const struct relay_conn *c, char *buf, size_t len)
+{
+	if (c->x->hello.sni_present && !c->x->hello.sni_is_ip)
+		return c->x->hello.sni;
+	char a[FLOWLOG_ADDR_LEN];
+	flowlog_format_addr((const struct sockaddr *)&c->flow.server, a);
+	/* "ip:port" / "[ip6]:port" → the address alone. */
+	const char *s = a[0] == '[' ? a + 1 : a;
+	const char *e = a[0] == '[' ? strchr(s, ']') : strrchr(s, ':');
+	size_t n = e ? (size_t)(e - s) : strlen(s);
+	snprintf(buf, len, "%.*s", (int)n, s);
+	return buf;
+}
+
+static uint64_t relay_now_s(const struct relay *r)
+{
+	return uv_now(r->loop) / 1000;
+}
+
+static void relay_conn_start_tls(struct relay_conn *c)
+{
+	struct relay *r = c->relay;
+	struct relay_icpt *x = c->x;
+	char hostbuf[64];
+	const char *host = relay_conn_host(c, hostbuf, sizeof(hostbuf));
+	const char *rule = r->cfg.passthrough ? passthru_rule(r->cfg.passthrough, host) : NULL;
+	if (rule) {
+		snprintf(x->passthrough, sizeof(x->passthrough), "rule:%s", rule);
+		r->stats.passthrough_rule++;
+	} else if (r->cfg.passthrough &&
+		   passthru_auto_has(r->cfg.passthrough, c->flow.peer, host, relay_now_s(r))) {
+		snprintf(x->passthrough, sizeof(x->passthrough), "auto");
+		r->stats.passthrough_auto++;
+	}
+	if (x->passthrough[0] || !r->cfg.tls) {
+		relay_conn_go_raw(c, "tls-passthrough", OBS_NONE, NULL);
+		return;
+	}
+	const char *sni = x->hello.sni_present && !x->hello.sni_is_ip ? x->hello.sni : NULL;
+	if (tls_leg_upstream(r->cfg.tls, &x->up, sni, (const struct sockaddr *)&c->upstream,
+			     x->hello.alpn_wire, x->hello.alpn_wire_len) < 0) {
+		relay_conn_oom(c);
+		return;
+	}
+	x->up_tls = true;
+	x->proto = "tls";
+	c->mode = MODE_UP_HS;
+	relay_conn_pause_client(c);
+	(void)tls_leg_handshake(&x->up); /* the ClientHello */
+	if (!relay_conn_up_flush(c))
+		return;
+	relay_conn_read_on(c);
+}
+
+static void relay_conn_sniff(struct relay_conn *c)
+{
+	struct relay_icpt *x = c->x;
+	struct relay *r = c->relay;
+	switch (sniff_classify(x->sniff, x->sniff_len)) {
+	case SNIFF_NEED_MORE:
+		if (x->sniff_len >= SNIFF_MAX_HELLO) {
+			r->stats.proto_raw++;
+			relay_conn_go_raw(c, "raw", OBS_NONE, NULL);
+		}
+		return;
+	case SNIFF_TLS: {
+		int rc = sniff_client_hello(x->sniff, x->sniff_len, &x->hello);
+		if (rc == -EAGAIN)
+			return;
+		r->stats.proto_tls++;
+		if (rc < 0) {
+			snprintf(x->tls_error, sizeof(x->tls_error), "ClientHello not parsed: %s",
+				 x->hello.reason ? x->hello.reason : "malformed");
+			relay_conn_go_raw(c, "tls-passthrough", OBS_NONE, NULL);
+			return;
+		}
+		relay_conn_start_tls(c);
+		return;
+	}
+	case SNIFF_HTTP1:
+		r->stats.proto_http++;
+		relay_conn_go_raw(c, "http", OBS_HTTP1, "http");
+		return;
+	case SNIFF_H2_PRIOR_KNOWLEDGE:
+		r->stats.proto_h2c++;
+		relay_conn_go_raw(c, "h2c", OBS_H2, "http");
+		return;
+	case SNIFF_OTHER:
+		r->stats.proto_raw++;
+		relay_conn_go_raw(c, "raw", OBS_NONE, NULL);
+		return;
+	}
+}
+
+/* ---- TLS ---------------------------------------------------------------- */
+
+static const char *alpn_http11 = "\x08http/1.1";
+
+/* Client leg with a leaf for this host; `alpn` is what to select. */
+static bool relay_conn_client_leg(struct relay_conn *c, X509 *upstream_cert, const uint8_t *alpn,
+				  size_t alpn_len)
+{
+	struct relay_icpt *x = c->x;
+	struct tls_ctx *t = c->relay->cfg.tls;
+	const char *sni = x->hello.sni_present ? x->hello.sni : NULL;
+	X509 *leaf = tls_leaf_for(t, sni, (const struct sockaddr *)&c->flow.server, upstream_cert);
+	if (!leaf) {
+		snprintf(x->tls_error, sizeof(x->tls_error), "cannot mint a certificate");
+		relay_conn_finish(c, "error", END_RESET_BOTH);
+		return false;
+	}
+	int rc = tls_leg_client(t, &x->cl, leaf, alpn, alpn_len);
+	X509_free(leaf);
+	if (rc < 0) {
+		relay_conn_oom(c);
+		return false;
+	}
+	x->cl_tls = true;
+	/* The ClientHello (and whatever followed it) goes in first. */
+	if (tls_leg_feed(&x->cl, x->sniff, x->sniff_len) < 0) {
+		relay_conn_oom(c);
+		return false;
+	}
+	free(x->sniff);
+	x->sniff = NULL;
+	x->sniff_len = 0;
+	return true;
+}
+
+/* The upstream handshake ended, well or not. */
+static void relay_conn_upstream_ready(struct relay_conn *c, bool ok)
+{
+	struct relay_icpt *x = c->x;
+	struct relay *r = c->relay;
+	char why[160];
+	if (ok && tls_leg_verify(&x->up, why, sizeof(why)) < 0) {
+		snprintf(x->tls_error, sizeof(x->tls_error), "upstream certificate: %s", why);
+		ok = false;
+	} else if (!ok) {
+		tls_leg_error(&x->up, why, sizeof(why));
+		snprintf(x->tls_error, sizeof(x->tls_error), "upstream TLS: %s", why);
+	}
+	relay_conn_stop_reading(c);
+	if (ok) {
+		const uint8_t *alpn;
+		unsigned alen;
+		tls_leg_alpn(&x->up, &alpn, &alen);
+		if (!relay_conn_client_leg(c, tls_leg_peer_cert(&x->up), alpn, alen))
+			return;
+		c->mode = MODE_CLIENT_HS;
+	} else {
+		/* The client learns why from a 502 page when it speaks HTTP/1.1. */
+		r->stats.tls_upstream_failed++;
+		if (!relay_conn_client_leg(c, NULL, (const uint8_t *)alpn_http11, 9))
+			return;
+		c->mode = MODE_FAIL;
+	}
+	relay_conn_resume_client(c);
+	if (!c->finished)
+		relay_conn_client_tls_data(c);
+}
+
+/* Both legs are up: plaintext flows. */
+static void relay_conn_tls_established(struct relay_conn *c)
+{
+	struct relay_icpt *x = c->x;
+	c->mode = MODE_TLS;
+	c->relay->stats.intercepted++;
+	x->tls_json = json_object();
+	json_object_set_new(x->tls_json, "client", tls_leg_json(&x->cl));
+	json_object_set_new(x->tls_json, "upstream", tls_leg_json(&x->up));
+	const uint8_t *alpn;
+	unsigned alen;
+	tls_leg_alpn(&x->cl, &alpn, &alen);
+	if (alen == 2 && memcmp(alpn, "h2", 2) == 0)
+		obs_start(c, OBS_H2, "https");
+	else if (alen == 0 || (alen == 8 && memcmp(alpn, "http/1.1", 8) == 0) ||
+		 (alen == 8 && memcmp(alpn, "http/1.0", 8) == 0))
+		obs_start(c, OBS_HTTP1, "https");
+	/* Anything the upstream sent meanwhile waits in its leg. */
+	relay_conn_upstream_tls_data(c);
+	if (!c->finished)
+		relay_conn_read_on(c);
+}
+
+static void relay_conn_client_tls_failed(struct relay_conn *c)
+{
+	struct relay_icpt *x = c->x;
+	struct relay *r = c->relay;
+	char why[160];
+	tls_leg_error(&x->cl, why, sizeof(why));
+	const char *reason;
+	if (tls_leg_client_rejected(&x->cl)) {
+		r->stats.tls_client_rejected++;
+		snprintf(x->tls_error, sizeof(x->tls_error), "client rejected certificate: %s", why);
+		reason = "tls:client_rejected";
+		if (r->cfg.passthrough) {
+			char hostbuf[64];
+			passthru_auto_add(r->cfg.passthrough, c->flow.peer,
+					  relay_conn_host(c, hostbuf, sizeof(hostbuf)), relay_now_s(r));
+		}
+	} else {
+		r->stats.tls_client_failed++;
+		snprintf(x->tls_error, sizeof(x->tls_error), "client TLS: %s", why);
+		reason = "tls:client_error";
+	}
+	relay_conn_client_flush(c); /* our alert */
+	relay_conn_finish(c, reason, END_GRACEFUL);
+}
+
+/* FAIL: once the request head is in, answer 502 with the reason. */
+static void relay_conn_fail_respond(struct relay_conn *c, const uint8_t *p, size_t n)
+{
+	struct relay_icpt *x = c->x;
+	if (x->request_seen)
+		return;
+	obs_client(c, p, n);
+	if (!memmem(p, n, "\r\n\r\n", 4) && x->sniff_len + n < 16384) {
+		x->sniff_len += n; /* only counted: the head may span reads */
+		return;
+	}
+	x->request_seen = true;
+	char body[400], head[256];
+	int bl = snprintf(body, sizeof(body), "wgmitm: %s\n", x->tls_error);
+	if (bl < 0 || (size_t)bl >= sizeof(body))
+		bl = (int)strlen(body);
+	int hl = snprintf(head, sizeof(head),
+			  "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\n"
+			  "Content-Length: %d\r\nConnection: close\r\nX-Wgmitm-Error: upstream\r\n\r\n",
+			  bl);
+	obs_server(c, (const uint8_t *)head, (size_t)hl);
+	obs_server(c, (const uint8_t *)body, (size_t)bl);
+	if (tls_leg_write(&x->cl, (const uint8_t *)head, (size_t)hl) != TLS_OK ||
+	    tls_leg_write(&x->cl, (const uint8_t *)body, (size_t)bl) != TLS_OK) {
+		relay_conn_finish(c, "tls:upstream_error", END_RESET_BOTH);
+		return;
+	}
+	tls_leg_close_notify(&x->cl);
+	relay_conn_client_flush(c);
+	relay_conn_finish(c, "tls:upstream_error", END_GRACEFUL);
+}
+
+/* Client leg: drive the handshake, then pass plaintext upstream. */
+static void relay_conn_client_tls_data(struct relay_conn *c)
+{
+	struct relay_icpt *x = c->x;
+	struct relay *r = c->relay;
+	if (!x->cl.done) {
+		enum tls_result hs = tls_leg_handshake(&x->cl);
+		relay_conn_client_flush(c);
+		if (hs == TLS_WANT && c->client_fin && tls_leg_client_rejected(&x->cl))
+			hs = TLS_ERROR;
+		if (hs == TLS_ERROR) {
+			relay_conn_client_tls_failed(c);
+			return;
+		}
+		if (hs == TLS_WANT)
+			return;
+		if (c->mode == MODE_CLIENT_HS) {
+			relay_conn_tls_established(c);
+			if (c->finished)
+				return;
+		} else if (c->mode == MODE_FAIL && !x->tls_json) {
+			x->tls_json = json_object();
+			json_object_set_new(x->tls_json, "client", tls_leg_json(&x->cl));
+			json_object_set_new(x->tls_json, "upstream", json_null());
+			obs_start(c, OBS_HTTP1, "https");
+		}
+	}
+	for (;;) {
+		size_t n = 0;
+		enum tls_result rr = tls_leg_read(&x->cl, r->pbuf, sizeof(r->pbuf), &n);
+		relay_conn_client_flush(c); /* tickets, key updates, alerts */
+		if (rr == TLS_WANT)
+			break;
+		if (rr == TLS_CLOSED) {
+			if (c->mode == MODE_TLS) {
+				tls_leg_close_notify(&x->up);
+				(void)relay_conn_up_flush(c);
+			}
+			break;
+		}
+		if (rr == TLS_ERROR) {
+			char why[160];
+			tls_leg_error(&x->cl, why, sizeof(why));
+			snprintf(x->tls_error, sizeof(x->tls_error), "client TLS: %s", why);
+			relay_conn_finish(c, "tls:client_error", END_RESET_BOTH);
+			return;
+		}
+		if (c->mode == MODE_FAIL) {
+			relay_conn_fail_respond(c, r->pbuf, n);
+			if (c->finished)
+				return;
+			continue;
+		}
+		obs_client(c, r->pbuf, n);
+		if (tls_leg_write(&x->up, r->pbuf, n) != TLS_OK) {
+			relay_conn_finish(c, "error", END_RESET_BOTH);
+			return;
+		}
+		if (!relay_conn_up_flush(c))
+			return;
+	}
+}
+
+/* Upstream leg: handshake, or plaintext to the client while it has room. */
+static void relay_conn_upstream_tls_data(struct relay_conn *c)
+{
+	struct relay_icpt *x = c->x;
+	struct relay *r = c->relay;
+	if (c->mode == MODE_UP_HS) {
+		enum tls_result hs = tls_leg_handshake(&x->up);
+		if (!relay_conn_up_flush(c))
+			return;
+		if (hs == TLS_OK)
+			relay_conn_upstream_ready(c, true);
+		else if (hs == TLS_ERROR)
+			relay_conn_upstream_ready(c, false);
+		return;
+	}
+	if (c->mode != MODE_TLS)
+		return; /* CLIENT_HS / FAIL: kept in the leg for later */
+	while (c->ns && relay_conn_client_pending(c) == 0) {
+		size_t n = 0;
+		size_t room = netstack_tcp_writable(c->ns);
+		if (room == 0)
+			break;
+		enum tls_result rr = tls_leg_read(&x->up, r->pbuf,
+						  room < sizeof(r->pbuf) ? room : sizeof(r->pbuf), &n);
+		(void)relay_conn_up_flush(c);
+		if (c->finished)
+			return;
+		if (rr == TLS_WANT)
+			break;
+		if (rr == TLS_CLOSED) {
+			tls_leg_close_notify(&x->cl);
+			relay_conn_client_flush(c);
+			break;
+		}
+		if (rr == TLS_ERROR) {
+			char why[160];
+			tls_leg_error(&x->up, why, sizeof(why));
+			snprintf(x->tls_error, sizeof(x->tls_error), "upstream TLS: %s", why);
+			relay_conn_finish(c, "tls:upstream_error", END_RESET_BOTH);
+			return;
+		}
+		obs_server(c, r->pbuf, n);
+		if (tls_leg_write(&x->cl, r->pbuf, n) != TLS_OK) {
+			relay_conn_finish(c, "error", END_RESET_BOTH);
+			return;
+		}
+		relay_conn_client_flush(c);
 	}
 }
 
@@ -302,13 +1068,20 @@ static void relay_conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
 	struct relay_conn *c = h->data;
 	(void)suggested;
-	/* Read no more than the netstack takes now: the bytes go on at once
-	 * and the kernel's socket buffer holds the rest. 0 → UV_ENOBUFS. */
-	size_t room = c->ns && !c->finished ? netstack_tcp_writable(c->ns) : 0;
-	if (room > RELAY_READ_SIZE)
-		room = RELAY_READ_SIZE;
-	if (room < RELAY_READ_LOWAT)
-		room = 0; /* wait for a useful amount rather than read in crumbs */
+	size_t room;
+	if (c->mode == MODE_UP_HS || c->mode == MODE_SNIFF) {
+		room = RELAY_READ_SIZE; /* for us, not for the client */
+	} else {
+		/* Read no more than the netstack takes now: the bytes go on at
+		 * once and the kernel's socket buffer holds the rest. 0 →
+		 * UV_ENOBUFS. */
+		room = c->ns && !c->finished && relay_conn_client_pending(c) == 0 ?
+			       netstack_tcp_writable(c->ns) : 0;
+		if (room > RELAY_READ_SIZE)
+			room = RELAY_READ_SIZE;
+		if (room < RELAY_READ_LOWAT)
+			room = 0; /* wait for a useful amount rather than read in crumbs */
+	}
 	*buf = uv_buf_init((char *)c->relay->rbuf, (unsigned)room);
 }
 
@@ -326,6 +1099,8 @@ static void relay_conn_read_on(struct relay_conn *c)
 {
 	if (c->reading || !c->connected || c->upstream_eof || c->finished || !c->ns)
 		return;
+	if (c->mode == MODE_CLIENT_HS || c->mode == MODE_FAIL)
+		return; /* the upstream waits in its socket */
 	if (uv_read_start((uv_stream_t *)&c->up, relay_conn_on_alloc, relay_conn_on_read) == 0)
 		c->reading = true;
 }
@@ -333,12 +1108,39 @@ static void relay_conn_read_on(struct relay_conn *c)
 /* Upstream EOF and nothing left to hand over: FIN to the client. */
 static void relay_conn_down_done(struct relay_conn *c)
 {
-	if (!c->upstream_eof || c->pending_len > 0 || c->down_shutdown || c->finished)
+	if (!c->upstream_eof || relay_conn_client_pending(c) > 0 || c->down_shutdown ||
+	    c->finished)
 		return;
 	c->down_shutdown = true;
 	if (c->ns)
 		(void)netstack_tcp_shutdown(c->ns);
 	relay_conn_check_done(c);
+}
+
+static void relay_conn_raw_down(struct relay_conn *c, const uint8_t *data, size_t len)
+{
+	if (c->x) {
+		keep_first(c->x->first_down, &c->x->first_down_len, &c->x->first_down_size, data,
+			   len);
+		obs_server(c, data, len);
+	}
+	size_t done = c->ns ? netstack_tcp_write(c->ns, data, len) : len;
+	if (done == len)
+		return;
+	/* The netstack took less than it said it had room for (its segment
+	 * queue is full): keep the rest, read no more until it is flushed. */
+	if (!c->pending) {
+		c->pending = malloc(RELAY_READ_SIZE);
+		if (!c->pending) {
+			relay_conn_oom(c);
+			return;
+		}
+	}
+	memcpy(c->pending, data + done, len - done);
+	c->pending_off = 0;
+	c->pending_len = len - done;
+	c->relay->stats.upstream_stops++;
+	relay_conn_stop_reading(c);
 }
 
 static void relay_conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -355,10 +1157,24 @@ static void relay_conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *bu
 	if (nread == UV_EOF) {
 		c->upstream_eof = true;
 		relay_conn_stop_reading(c);
+		if (c->mode == MODE_UP_HS) {
+			snprintf(c->x->up.err, sizeof(c->x->up.err), "closed during the handshake");
+			relay_conn_upstream_ready(c, false);
+			return;
+		}
+		if (c->mode == MODE_TLS && c->x->obs != OBS_NONE)
+			obs_server(c, NULL, 0);
 		relay_conn_down_done(c);
 		return;
 	}
 	if (nread < 0) {
+		if (c->mode == MODE_UP_HS) {
+			c->upstream_eof = true;
+			relay_conn_stop_reading(c);
+			snprintf(c->x->up.err, sizeof(c->x->up.err), "%s", uv_strerror((int)nread));
+			relay_conn_upstream_ready(c, false);
+			return;
+		}
 		relay_conn_upstream_failed(c, "upstream read", (int)nread);
 		return;
 	}
@@ -367,24 +1183,37 @@ static void relay_conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *bu
 	size_t len = (size_t)nread;
 	c->flow.bytes_down += len;
 	c->relay->stats.bytes_down += len;
-	size_t done = c->ns ? netstack_tcp_write(c->ns, (const uint8_t *)buf->base, len) : len;
-	if (done == len)
+	const uint8_t *data = (const uint8_t *)buf->base;
+	switch (c->mode) {
+	case MODE_SNIFF:
+		/* The server spoke first: not TLS or HTTP from this client. */
+		if (!c->x) {
+			c->x = calloc(1, sizeof(*c->x));
+			if (!c->x) {
+				relay_conn_oom(c);
+				return;
+			}
+		}
+		c->relay->stats.proto_raw++;
+		relay_conn_go_raw(c, "raw", OBS_NONE, NULL);
+		if (c->finished)
+			return;
+		/* fall through */
+	case MODE_RAW:
+	case MODE_DIAL:
+		relay_conn_raw_down(c, data, len);
 		return;
-	/* The netstack took less than it said it had room for (its segment
-	 * queue is full): keep the rest, read no more until it is flushed. */
-	if (!c->pending) {
-		c->pending = malloc(RELAY_READ_SIZE);
-		if (!c->pending) {
-			snprintf(c->flow.error, sizeof(c->flow.error), "out of memory");
-			relay_conn_finish(c, "error", END_RESET_BOTH);
+	case MODE_UP_HS:
+	case MODE_TLS:
+	case MODE_CLIENT_HS:
+	case MODE_FAIL:
+		if (tls_leg_feed(&c->x->up, data, len) < 0) {
+			relay_conn_oom(c);
 			return;
 		}
+		relay_conn_upstream_tls_data(c);
+		return;
 	}
-	memcpy(c->pending, buf->base + done, len - done);
-	c->pending_off = 0;
-	c->pending_len = len - done;
-	c->relay->stats.upstream_stops++;
-	relay_conn_stop_reading(c);
 }
 
 /* The client acknowledged data: the netstack has room again. */
@@ -394,7 +1223,15 @@ static void relay_conn_on_client_sent(void *arg, size_t len)
 	(void)len;
 	if (c->finished || !c->ns)
 		return;
-	if (c->pending_len > 0) {
+	if (c->x && c->x->cl_tls) {
+		relay_conn_client_flush(c);
+		if (relay_conn_client_pending(c) > 0)
+			return;
+		relay_conn_upstream_tls_data(c); /* plaintext held in the upstream leg */
+		if (c->finished || relay_conn_client_pending(c) > 0)
+			return;
+		relay_conn_down_done(c);
+	} else if (c->pending_len > 0) {
 		size_t n = netstack_tcp_write(c->ns, c->pending + c->pending_off, c->pending_len);
 		c->pending_off += n;
 		c->pending_len -= n;
@@ -404,7 +1241,7 @@ static void relay_conn_on_client_sent(void *arg, size_t len)
 		c->pending = NULL;
 		relay_conn_down_done(c);
 	}
-	if (!c->reading && netstack_tcp_writable(c->ns) >= RELAY_READ_LOWAT)
+	if (!c->reading && !c->finished && c->ns && netstack_tcp_writable(c->ns) >= RELAY_READ_LOWAT)
 		relay_conn_read_on(c);
 }
 
@@ -433,8 +1270,13 @@ static void relay_conn_on_client_closed(void *arg, int err)
 		reason = "error";
 		snprintf(c->flow.error, sizeof(c->flow.error), "client: %s", strerror(-err));
 	}
+	if (c->mode == MODE_CLIENT_HS && c->x && tls_leg_client_rejected(&c->x->cl)) {
+		relay_conn_client_tls_failed(c);
+		return;
+	}
 	relay_conn_finish(c, reason, c->connected ? END_RESET_UPSTREAM : END_GRACEFUL);
 }
+
 
 /* ---- connecting --------------------------------------------------------- */
 
@@ -475,6 +1317,7 @@ static void relay_conn_on_connect(uv_connect_t *req, int status)
 		return;
 	}
 	c->connected = true;
+	c->mode = MODE_SNIFF;
 	uv_tcp_nodelay(&c->up, 1);   /* the client's segments are already batched */
 	uv_tcp_keepalive(&c->up, 1, 60);
 	relay_conn_read_on(c);
@@ -572,6 +1415,23 @@ int relay_tcp_accept(struct relay *r, struct netstack_tcp *conn, const struct so
 
 /* ---- the relay ---------------------------------------------------------- */
 
+static void relay_on_tick(uv_timer_t *t)
+{
+	struct relay *r = t->data;
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	for (struct relay_conn *c = r->conns; c; c = c->next)
+		if (!c->finished && c->x && c->x->obs == OBS_HTTP1)
+			http1_obs_tick(c->x->obs_ptr, &now);
+}
+
+static void relay_on_tick_closed(uv_handle_t *h)
+{
+	struct relay *r = h->data;
+	r->tick_closed = true;
+	relay_free_now(r);
+}
+
 struct relay *relay_new(uv_loop_t *loop, const struct relay_config *cfg)
 {
 	if (!loop || !cfg || !cfg->policy) {
@@ -584,11 +1444,17 @@ struct relay *relay_new(uv_loop_t *loop, const struct relay_config *cfg)
 		return NULL;
 	}
 	r->loop = loop;
+	uv_timer_init(loop, &r->tick); /* cannot fail on Unix */
+	r->tick.data = r;
+	uv_timer_start(&r->tick, relay_on_tick, 1000, 1000);
+	uv_unref((uv_handle_t *)&r->tick);
 	r->cfg = *cfg;
 	if (r->cfg.max_buffer == 0)
 		r->cfg.max_buffer = RELAY_DEFAULT_MAX_BUFFER;
 	if (r->cfg.connect_timeout_ms == 0)
 		r->cfg.connect_timeout_ms = RELAY_DEFAULT_CONNECT_TIMEOUT_MS;
+	if (r->cfg.body_cap == 0)
+		r->cfg.body_cap = HTTPFLOW_DEFAULT_BODY_CAP;
 	for (int v = 0; v < POLICY_VERDICT_COUNT; v++)
 		snprintf(r->refusal[v], sizeof(r->refusal[v]), "policy:%s",
 			 policy_verdict_name((enum policy_verdict)v));
@@ -614,6 +1480,8 @@ void relay_shutdown(struct relay *r)
 	if (!r)
 		return;
 	r->shut = true;
+	if (!uv_is_closing((uv_handle_t *)&r->tick))
+		uv_close((uv_handle_t *)&r->tick, relay_on_tick_closed);
 	for (struct relay_conn *c = r->conns; c; c = c->next)
 		if (!c->finished)
 			relay_conn_finish(c, "shutdown", END_RESET_BOTH);
@@ -623,8 +1491,7 @@ void relay_free(struct relay *r)
 {
 	if (!r)
 		return;
-	relay_shutdown(r);
+	relay_shutdown(r); /* closes the tick timer */
 	r->freed = true;
-	if (r->conns == NULL)
-		relay_free_now(r);
+	relay_free_now(r);
 }

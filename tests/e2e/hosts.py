@@ -3,7 +3,10 @@
 
 Servers (listen on every IPv4 and IPv6 address):
   hosts.py http DIR PORT        GET /NAME serves DIR/NAME; PUT/POST reads the
-                                body and answers its sha256 (hex)
+                                body and answers its sha256 (hex); GET
+                                /stream/N?hold=FILE sends 64 KiB of N bytes,
+                                waits for FILE to exist, then the rest
+  hosts.py https DIR PORT CERT KEY   the same over TLS (ALPN http/1.1)
   hosts.py tcpecho PORT         echoes every byte back
   hosts.py halfclose PORT       reads to EOF, then answers "N SHA256" and closes
   hosts.py udpecho PORT         echoes every datagram
@@ -22,7 +25,9 @@ import http.server
 import os
 import socket
 import socketserver
+import ssl
 import sys
+import urllib.parse
 import threading
 import time
 
@@ -45,15 +50,39 @@ class ThreadingTCPServer(DualStackMixin, socketserver.ThreadingTCPServer):
     request_queue_size = 1024
 
 
-def http_server(root, port):
+def http_server(root, port, cert=None, key=None):
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def log_message(self, *a):
             pass
 
+        def stream(self):
+            url = urllib.parse.urlsplit(self.path)
+            n = int(url.path.rsplit("/", 1)[1])
+            hold = urllib.parse.parse_qs(url.query).get("hold", [None])[0]
+            self.send_response(200)
+            self.send_header("Content-Length", str(n))
+            self.send_header("Content-Type", "application/octet-stream")
+            self.end_headers()
+            first = min(n, 65536)
+            self.wfile.write(b"\x00" * first)
+            self.wfile.flush()
+            deadline = time.time() + 60
+            while hold and not os.path.exists(hold) and time.time() < deadline:
+                time.sleep(0.05)
+            left = n - first
+            block = b"\x01" * (1 << 16)
+            while left > 0:
+                k = min(left, len(block))
+                self.wfile.write(block[:k])
+                left -= k
+
         def do_GET(self):
-            path = os.path.join(root, os.path.basename(self.path))
+            if self.path.startswith("/stream/"):
+                self.stream()
+                return
+            path = os.path.join(root, os.path.basename(urllib.parse.urlsplit(self.path).path))
             if not os.path.isfile(path):
                 self.send_error(404)
                 return
@@ -85,7 +114,13 @@ def http_server(root, port):
 
         do_POST = do_PUT
 
-    ThreadingHTTPServer(("::", port), Handler).serve_forever()
+    srv = ThreadingHTTPServer(("::", port), Handler)
+    if cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        ctx.set_alpn_protocols(["http/1.1"])
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    srv.serve_forever()
 
 
 def tcp_server(port, handler_fn):
@@ -281,6 +316,8 @@ if __name__ == "__main__":
     cmd = a[0] if a else ""
     if cmd == "http":
         http_server(a[1], int(a[2]))
+    elif cmd == "https":
+        http_server(a[1], int(a[2]), a[3], a[4])
     elif cmd == "tcpecho":
         tcp_server(int(a[1]), echo)
     elif cmd == "halfclose":

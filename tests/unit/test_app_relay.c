@@ -622,7 +622,7 @@ static void echo_flow(struct fixture *f, int v6)
 	client_send(f, c, F_SYN, NULL, 0);
 	pump(f); /* SYN|ACK → ACK: accepted, dialling */
 	assert_int_equal(f->accepts, 1);
-	static const char req[] = "GET / HTTP/1.1\r\nHost: example\r\n\r\n";
+	static const char req[] = "echo me through the relay\n"; /* neither TLS nor HTTP */
 	client_send(f, c, F_ACK | F_PSH, req, strlen(req)); /* before the connect completes */
 
 	struct want_rx w = { c, strlen(req) };
@@ -651,6 +651,9 @@ static void echo_flow(struct fixture *f, int v6)
 	assert_string_equal(rec_str(r, "type"), "tcp");
 	assert_string_equal(rec_str(r, "peer"), "phone");
 	assert_string_equal(rec_str(r, "end_reason"), "fin");
+	assert_string_equal(rec_str(r, "proto"), "raw");
+	json_t *first = json_object_get(r, "first_up");
+	assert_string_equal(json_string_value(json_object_get(first, "text")), req);
 	char want[80];
 	snprintf(want, sizeof(want), v6 ? "[%s]:%u" : "%s:%u", v6 ? TUN6 : TUN4, s->port);
 	assert_string_equal(rec_str(r, "server"), want);
