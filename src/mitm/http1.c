@@ -521,9 +521,14 @@ static int resp_message_complete(llhttp_t *p)
 	e->x.end = *now(o);
 	s->cur = NULL;
 	/* An upgrade request or CONNECT turned down: its connection stays HTTP. */
-	if (o->client_paused && o->pending_upgrade == HTTP1_UPGRADE_NONE && e == o->tail)
-		o->resume_client = true;
+	bool resume = o->client_paused && o->pending_upgrade == HTTP1_UPGRADE_NONE && e == o->tail;
 	pop_done(o);
+	if (resume) {
+		/* Stop here so the client's next requests are queued before the
+		 * rest of this chunk's responses look for theirs. */
+		o->resume_client = true;
+		return HPE_PAUSED;
+	}
 	return 0;
 }
 
@@ -708,11 +713,18 @@ void http1_obs_server(struct http1_obs *o, const uint8_t *p, size_t n)
 		return;
 	o->now_valid = false;
 	llhttp_errno_t err = llhttp_execute(&o->resp.parser, (const char *)p, n);
-	if (err == HPE_OK) {
-		if (o->resume_client)
-			resume_client(o);
-		return;
+	while (err == HPE_PAUSED && o->resume_client) {
+		size_t used = (size_t)((const uint8_t *)llhttp_get_error_pos(&o->resp.parser) - p);
+		llhttp_resume(&o->resp.parser);
+		resume_client(o);
+		if (o->failed)
+			return;
+		p += used;
+		n -= used;
+		err = n ? llhttp_execute(&o->resp.parser, (const char *)p, n) : HPE_OK;
 	}
+	if (err == HPE_OK)
+		return;
 	if (err == HPE_PAUSED_UPGRADE) {
 		size_t used = (size_t)((const uint8_t *)llhttp_get_error_pos(&o->resp.parser) - p);
 		o->server_http_len = used;

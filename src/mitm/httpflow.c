@@ -240,7 +240,8 @@ json_t *http_body_json(const uint8_t *data, size_t len, uint64_t size, bool trun
 	int rc = 0;
 	/* NUL is valid UTF-8 but marks binary data (and JSON readers refuse
 	 * "\u0000" unless told otherwise). */
-	if ((valid == len || (truncated && cut)) && !memchr(data, 0, valid)) {
+	if ((valid == len || (truncated && cut)) &&
+	    (valid == 0 || !memchr(data, 0, valid))) {
 		rc |= json_object_set_new(o, "text",
 					  json_stringn_nocheck(valid ? (const char *)data : "", valid));
 	} else {

@@ -747,8 +747,8 @@ static void test_upgrade_refused(void **state)
 	static const struct step steps[] = {
 		C("GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
 		  "GET /after HTTP/1.1\r\nHost: h\r\n\r\n"),
-		S("HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n"),
-		S("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+		S("HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n"
+		  "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
 		END,
 	};
 	struct rec ref = { 0 };
