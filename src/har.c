@@ -549,6 +549,41 @@ static bool query_string(const char *url, json_t *out)
 	return split_params(q, hash ? (size_t)(hash - q) : strlen(q), out);
 }
 
+/* A recorded URL as a valid URI: bytes RFC 3986 never allows (controls,
+ * space, "<>\^`{|}, non-ASCII) and a '%' that starts no escape are
+ * percent-encoded, as a browser would have sent them. NULL when the URL has
+ * no scheme or on allocation failure (*absolute tells which). */
+static char *uri_of(const char *url, bool *absolute)
+{
+	const char *p = url;
+	*absolute = false;
+	if (!isalpha((unsigned char)*p))
+		return NULL;
+	while (isalnum((unsigned char)*p) || *p == '+' || *p == '-' || *p == '.')
+		p++;
+	if (*p != ':')
+		return NULL;
+	*absolute = true;
+	size_t n = strlen(url);
+	char *out = malloc(n * 3 + 1), *o = out;
+	if (!out)
+		return NULL;
+	static const char hex[] = "0123456789ABCDEF";
+	for (const unsigned char *c = (const unsigned char *)url; *c; c++) {
+		bool escape = *c <= 0x20 || *c >= 0x7f || strchr("\"<>\\^`{|}", *c) ||
+			      (*c == '%' && !(isxdigit(c[1]) && isxdigit(c[2])));
+		if (escape) {
+			*o++ = '%';
+			*o++ = hex[*c >> 4];
+			*o++ = hex[*c & 15];
+		} else {
+			*o++ = (char)*c;
+		}
+	}
+	*o = '\0';
+	return out;
+}
+
 /* "HTTP/2" is written "http/2.0", the string Chrome exports. */
 static const char *har_version(const char *v)
 {
@@ -730,9 +765,15 @@ static int build_request(json_t *e, const json_t *rec, const json_t *m, bool *tr
 	const json_t *headers = json_object_get(m, "headers");
 	const json_t *body = json_object_get(m, "body");
 	const char *url = str_of(rec, "url");
+	bool absolute;
+	char *uri = uri_of(url, &absolute);
+	if (!uri)
+		return absolute ? -ENOMEM : fail(err, errlen, "http record: \"url\" is not absolute");
 	json_t *r, *cookies, *qs;
-	if (!put(e, "request", r = json_object()) || !put_str(r, "method", str_of(rec, "method")) ||
-	    !put_str(r, "url", url) ||
+	bool ok = put(e, "request", r = json_object()) && put_str(r, "method", str_of(rec, "method")) &&
+		  put_str(r, "url", uri);
+	free(uri);
+	if (!ok ||
 	    !put_str(r, "httpVersion", har_version(str_of(rec, "http_version"))) ||
 	    !put(r, "cookies", cookies = json_array()))
 		return -ENOMEM;

@@ -546,6 +546,16 @@ static void test_decoding(void **state)
 	assert_non_null(strstr(s_at(e, "response.content.comment"), "decoded what was recorded"));
 	json_decref(har);
 
+	/* Bytes a URI cannot hold are escaped; the query pairs stay as sent. */
+	har = one_entry(HTTP_HEAD "'method':'GET','url':'http://a/p a|th?q={x}&r=50%&s=%41\xc3\xa9',"
+			"'request':{'headers':[]},'response':null,'timings':null}", err, sizeof(err), &rc);
+	assert_int_equal(rc, 0);
+	e = at(har, "log.entries.0");
+	assert_string_equal(s_at(e, "request.url"), "http://a/p%20a%7Cth?q=%7Bx%7D&r=50%25&s=%41%C3%A9");
+	assert_string_equal(s_at(e, "request.queryString.0.value"), "{x}");
+	assert_string_equal(s_at(e, "request.queryString.1.value"), "50%");
+	json_decref(har);
+
 	/* An encoding we do not decode stays as recorded. */
 	har = one_entry(HTTP_HEAD "'method':'GET','url':'http://a/','request':{'headers':[],"
 			"'body':{'text':'','size':0,'truncated':false}},'response':{'headers':"
@@ -570,6 +580,12 @@ static void test_refusals(void **state)
 	assert_null(har);
 	assert_int_equal(rc, -EINVAL);
 	assert_string_equal(err, "http record: \"url\" is not a string");
+
+	har = one_entry(HTTP_HEAD "'method':'GET','url':'/relative','request':{'headers':[]},"
+			"'response':null,'timings':null}", err, sizeof(err), &rc);
+	assert_null(har);
+	assert_int_equal(rc, -EINVAL);
+	assert_string_equal(err, "http record: \"url\" is not absolute");
 
 	har = one_entry(HTTP_HEAD "'method':'GET','url':'http://a/','request':{'headers':[['a']]},"
 			"'response':null,'timings':null}", err, sizeof(err), &rc);
