@@ -7,6 +7,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 
 const char *sniff_proto_name(enum sniff_proto proto)
@@ -210,6 +211,17 @@ static inline bool rd_skip(struct rd *r, size_t k)
 	return true;
 }
 
+/* Copies the next k bytes (k <= rd_left) without moving past them. */
+static inline void rd_copy(const struct rd *r, void *dst, size_t k)
+{
+	if (r->h->flat) {
+		memcpy(dst, r->h->flat + r->pos, k);
+		return;
+	}
+	for (size_t i = 0; i < k; i++)
+		((uint8_t *)dst)[i] = hs_at(r->h, r->pos + i);
+}
+
 /* A vector (RFC 8446 3.4): a length of `bytes` bytes, then that many bytes,
  * which must fit in r. *v reads them; r moves past them. */
 static inline bool rd_vec(struct rd *r, size_t bytes, struct rd *v)
@@ -246,8 +258,9 @@ static int take_host_name(struct rd *name, struct sniff_hello *out)
 		return fail(out, "server_name: host_name is only a dot");
 	if (len > SNIFF_SNI_MAX)
 		return fail(out, "server_name: host_name longer than 253 bytes");
+	rd_copy(name, out->sni, len);
 	for (size_t i = 0; i < len; i++) {
-		uint8_t c = hs_at(name->h, name->pos + i);
+		uint8_t c = (uint8_t)out->sni[i];
 		if (c == '.') {
 			if (label == 0)
 				return fail(out, "server_name: empty label in host_name");
@@ -260,7 +273,6 @@ static int take_host_name(struct rd *name, struct sniff_hello *out)
 		} else {
 			return fail(out, "server_name: host_name byte outside [A-Za-z0-9._-]");
 		}
-		out->sni[i] = (char)c;
 	}
 	out->sni[len] = '\0';
 	out->sni_len = len;
@@ -334,8 +346,7 @@ static int ext_alpn(struct rd *e, struct sniff_hello *out)
 		uint8_t *w = out->alpn_wire + out->alpn_wire_len;
 		out->alpn_off[out->n_alpn++] = (uint16_t)out->alpn_wire_len;
 		w[0] = (uint8_t)len;
-		for (size_t i = 0; i < len; i++)
-			w[1 + i] = hs_at(name.h, name.pos + i);
+		rd_copy(&name, w + 1, len);
 		out->alpn_wire_len += 1 + len;
 	}
 	return 0;
@@ -523,7 +534,9 @@ int sniff_client_hello(const uint8_t *p, size_t n, struct sniff_hello *out)
 	size_t msg_len = 0;           /* the whole handshake message, 0: unknown */
 	size_t nrec = 0;
 
-	memset(out, 0, sizeof(*out));
+	/* The arrays at the end are only meaningful up to their lengths. */
+	memset(out, 0, offsetof(struct sniff_hello, sni));
+	out->sni[0] = '\0';
 
 	/* RFC 8446 5.1: the handshake records, until they hold the whole
 	 * ClientHello. Each is checked as soon as its header arrives, so a

@@ -107,10 +107,6 @@ struct sniff_hello {
 	bool sni_is_ip;            /* ...which is an IPv4/IPv6 literal (RFC 6066
 	                              forbids it; kept so the caller can decide) */
 	size_t sni_len;            /* strlen(sni) */
-	char sni[SNIFF_SNI_MAX + 1];  /* host_name as sent (case kept, a trailing
-	                              dot dropped), NUL-terminated; "" if absent.
-	                              Only [A-Za-z0-9._-] (':' for an IPv6
-	                              literal), labels 1..63 bytes */
 
 	bool alpn_present;         /* an application_layer_protocol_negotiation
 	                              extension */
@@ -119,11 +115,6 @@ struct sniff_hello {
 	                              leading names that fit are kept */
 	size_t n_alpn;             /* names kept */
 	size_t alpn_wire_len;      /* bytes used in alpn_wire */
-	uint16_t alpn_off[SNIFF_MAX_ALPN];  /* alpn_wire offset of each kept
-	                              name's length byte (see sniff_hello_alpn) */
-	uint8_t alpn_wire[SNIFF_ALPN_WIRE_MAX];  /* the kept names in wire format
-	                              (length byte, name; repeated), as
-	                              SSL_set_alpn_protos takes them */
 
 	bool ech;                  /* an encrypted_client_hello extension (real or
 	                              GREASE: they look alike on purpose) */
@@ -134,6 +125,18 @@ struct sniff_hello {
 	bool psk;                  /* pre_shared_key extension (TLS 1.3
 	                              resumption or external PSK) */
 	bool early_data;           /* early_data extension: 0-RTT records follow */
+
+	/* The arrays last: the parser clears the fields above and writes
+	 * these only up to their lengths. */
+	char sni[SNIFF_SNI_MAX + 1];  /* host_name as sent (case kept, a trailing
+	                              dot dropped), NUL-terminated; "" if absent.
+	                              Only [A-Za-z0-9._-] (':' for an IPv6
+	                              literal), labels 1..63 bytes */
+	uint16_t alpn_off[SNIFF_MAX_ALPN];  /* alpn_wire offset of each kept
+	                              name's length byte (see sniff_hello_alpn) */
+	uint8_t alpn_wire[SNIFF_ALPN_WIRE_MAX];  /* the kept names in wire format
+	                              (length byte, name; repeated), as
+	                              SSL_set_alpn_protos takes them */
 };
 _Static_assert(sizeof(struct sniff_hello) <= 3072, "kept small: lives in a connection briefly");
 

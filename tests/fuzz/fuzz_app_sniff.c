@@ -13,6 +13,7 @@
  *   allowed ones; ALPN offsets and lengths tile alpn_wire exactly.
  * Every call sees a block of exactly n bytes, so ASan sees any read past n. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -104,7 +105,11 @@ static void check(const uint8_t *p, size_t n)
 		check_hello(&h, n);
 		if (verdict != SNIFF_TLS)
 			abort();
-		if (parse_exact(p, h.consumed, &again) != 0 || memcmp(&h, &again, sizeof(h)) != 0)
+		if (parse_exact(p, h.consumed, &again) != 0 ||
+		    memcmp(&h, &again, offsetof(struct sniff_hello, sni)) != 0 ||
+		    strcmp(h.sni, again.sni) != 0 ||
+		    memcmp(h.alpn_off, again.alpn_off, h.n_alpn * sizeof(h.alpn_off[0])) != 0 ||
+		    memcmp(h.alpn_wire, again.alpn_wire, h.alpn_wire_len) != 0)
 			abort();
 		if (parse_exact(p, h.consumed - 1, &again) != -EAGAIN)
 			abort();
