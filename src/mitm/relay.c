@@ -1046,6 +1046,13 @@ static void relay_conn_upstream_tls_data(struct relay_conn *c)
 			relay_conn_client_flush(c);
 			break;
 		}
+		if (rr == TLS_ERROR && c->up_shutdown) {
+			/* We passed on the client's FIN without a close_notify (the
+			 * client sent none): OpenSSL servers answer that EOF with a
+			 * decode_error alert. That is the end of the stream, not a
+			 * failure. */
+			break;
+		}
 		if (rr == TLS_ERROR) {
 			char why[160];
 			tls_leg_error(&x->up, why, sizeof(why));
