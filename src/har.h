@@ -64,8 +64,8 @@ int har_add_record(struct har *h, json_t *record, char *err, size_t errlen)
 
 /* Sorts the entries by start time (file order among equal times), attaches
  * the WebSocket messages and returns the HAR object {"log": {...}} (a new
- * reference; the builder gives up its entries). NULL on allocation failure.
- * Call once. */
+ * reference, sharing the entries with the builder: har_free it after).
+ * NULL on allocation failure. Call once. */
 json_t *har_finish(struct har *h, struct har_stats *stats);
 
 void har_free(struct har *h);
