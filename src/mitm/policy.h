@@ -6,9 +6,10 @@
  * broadcast destinations are refused; other tunnel clients (anything in the
  * pools but our own addresses) are refused, so peers cannot reach each
  * other; our own tunnel addresses serve only our local services (DNS on
- * :53 by default) and the host ports opted into with --allow-host-port,
- * which are rewritten to the host's loopback. IPv4-mapped IPv6 destinations
- * (::ffff:a.b.c.d) are classified as their IPv4 address. */
+ * :53 by default; `run` adds the CA page on TCP :80) and the host ports
+ * opted into with --allow-host-port, which are rewritten to the host's
+ * loopback. IPv4-mapped IPv6 destinations (::ffff:a.b.c.d) are classified
+ * as their IPv4 address. */
 #ifndef WGMITM_MITM_POLICY_H
 #define WGMITM_MITM_POLICY_H
 
