@@ -10,7 +10,7 @@
 #   bench/conn_memory.sh [N]     (default 10000; needs root)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-export WGMITM=${WGMITM:-$here/../build/src/wgmitm}
+export WGMITM=${WGMITM:-$here/../build/wgmitm}
 n=${1:-10000}
 source "$here/../tests/e2e/lib.sh"
 require_root

@@ -10,7 +10,7 @@
 # MB/s, lwIP's sender being the one that recovers. Also one upload each way
 # for comparison (Linux sender) and the client's UDP receive-buffer drops.
 #
-#   WGMITM=build-lr/src/wgmitm bench/loss_download.sh      (root)
+#   WGMITM=build-lr/wgmitm bench/loss_download.sh      (root)
 source "$(dirname "$0")/../tests/e2e/lib.sh"
 require_root
 command -v nft >/dev/null || fail "nft (package nftables) is needed"

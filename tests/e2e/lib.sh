@@ -56,6 +56,18 @@ require_root() {
 cleanup() {
   local rc=$?
   set +e
+  # The endpoint first, given time for its graceful shutdown, so that a
+  # sanitizer build reports leaks and errors in its log.
+  if [ -n "${WGMITM_PID:-}" ] && kill -0 "$WGMITM_PID" 2>/dev/null; then
+    kill "$WGMITM_PID" 2>/dev/null
+    for _ in $(seq 1 50); do kill -0 "$WGMITM_PID" 2>/dev/null || break; sleep 0.1; done
+  fi
+  if [ -f "$E2E_TMP/wgmitm.log" ] &&
+     grep -q "ERROR: AddressSanitizer\|ERROR: LeakSanitizer\|runtime error:" "$E2E_TMP/wgmitm.log"; then
+    echo "[$E2E_NAME] FAIL: sanitizer report in the wgmitm log:" >&2
+    grep -A30 "ERROR: AddressSanitizer\|ERROR: LeakSanitizer\|runtime error:" "$E2E_TMP/wgmitm.log" | head -60 >&2
+    [ $rc -eq 0 ] && rc=1
+  fi
   for pid in "${E2E_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
   sleep 0.2
   for pid in "${E2E_PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
