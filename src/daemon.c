@@ -4,8 +4,10 @@
 #include "peerconf.h"
 #include "state.h"
 #include "udpbatch.h"
+#include "mitm/capage.h"
 #include "mitm/dns.h"
 #include "mitm/flowlog.h"
+#include "mitm/localname.h"
 #include "mitm/policy.h"
 #include "mitm/ca.h"
 #include "mitm/passthru.h"
@@ -54,6 +56,7 @@ struct daemon {
 	struct tls_ctx *tls;
 	struct passthru *passthru;
 	struct dns_proxy *dns;
+	struct capage *capage;      /* the CA page; NULL without a CA */
 	uv_udp_t udp[DAEMON_MAX_LISTEN];
 	struct udpbatch *out[DAEMON_MAX_LISTEN]; /* one send batch per socket */
 	uv_check_t check;
@@ -160,6 +163,20 @@ static int on_tcp_accept(void *ctx, struct netstack_tcp *conn, const struct sock
 {
 	struct daemon *d = ctx;
 	return d->relay ? relay_tcp_accept(d->relay, conn, client, dest) : -1;
+}
+
+/* Our own TCP services on the tunnel addresses, by port. */
+static int on_local_tcp(void *ctx, struct netstack_tcp *conn, const struct sockaddr *client,
+			const struct sockaddr *dest)
+{
+	struct daemon *d = ctx;
+	uint16_t port = ntohs(dest->sa_family == AF_INET ? ((const struct sockaddr_in *)dest)->sin_port
+							 : ((const struct sockaddr_in6 *)dest)->sin6_port);
+	if (port == DNS_PORT && d->dns)
+		return dns_proxy_tcp_accept(d->dns, conn, client, dest);
+	if (port == CAPAGE_PORT && d->capage)
+		return capage_tcp_accept(d->capage, conn, client, dest);
+	return -1;
 }
 
 static void on_udp_recv(void *ctx, const struct sockaddr *client, const struct sockaddr *dest,
@@ -411,6 +428,16 @@ static void print_stats(struct daemon *d)
 			 (unsigned long long)(ds.queries_udp + ds.queries_tcp),
 			 (unsigned long long)ds.answered, (unsigned long long)ds.timeouts,
 			 (unsigned long long)ns.tcp_refused, (unsigned long long)ns.lwip_mem_err);
+		struct capage_stats cs = { 0 };
+		if (d->capage)
+			capage_get_stats(d->capage, &cs);
+		log_info("stats: ca page requests %llu (page %llu, pem %llu, der %llu, profile %llu, "
+			 "not found %llu, rejected %llu) | dns local answers %llu | quic refused %llu",
+			 (unsigned long long)cs.requests, (unsigned long long)cs.page,
+			 (unsigned long long)cs.pem, (unsigned long long)cs.der,
+			 (unsigned long long)cs.mobileconfig, (unsigned long long)cs.not_found,
+			 (unsigned long long)cs.rejected, (unsigned long long)ds.local_answers,
+			 (unsigned long long)us.quic_refused);
 	}
 	for (size_t i = 0; i < d->npeers; i++) {
 		struct wg_peer_info info;
@@ -446,6 +473,8 @@ static void daemon_stop(struct daemon *d)
 		udp_relay_shutdown(d->udp_relay);
 	if (d->dns)
 		dns_proxy_shutdown(d->dns);
+	if (d->capage)
+		capage_shutdown(d->capage);
 	netstack_free(d->ns);
 	d->ns = NULL;
 	uv_walk(d->loop, close_all, NULL);
@@ -625,6 +654,32 @@ static int daemon_start_tls(struct daemon *d, const struct daemon_options *o)
 	return 0;
 }
 
+/* The CA page on TCP :80 of our tunnel addresses. With --no-intercept the
+ * CA is not created for it: no CA, no page (the port stays refused). */
+static int open_capage(struct daemon *d, const struct daemon_options *o)
+{
+	char err[4400];
+	struct ca ca;
+	int rc = ca_load(&ca, d->st.home, !o->no_intercept, NULL, err, sizeof(err));
+	if (rc == -ENOENT && o->no_intercept)
+		return 0;
+	if (rc < 0) {
+		log_error("%s", err);
+		return -1;
+	}
+	struct capage_config cp = { .ca = ca.cert, .addr4 = d->policy.addr4, .addr6 = d->policy.addr6 };
+	d->capage = capage_new(d->loop, &cp);
+	ca_free(&ca);
+	if (!d->capage || policy_add_local_port(&d->policy, IPPROTO_TCP, CAPAGE_PORT) < 0) {
+		log_error("cannot start the CA page");
+		return -1;
+	}
+	for (size_t i = 0; i < o->nhost_ports; i++)
+		if (o->host_ports[i] == CAPAGE_PORT)
+			log_warn("--allow-host-port %u: the CA page serves that port", CAPAGE_PORT);
+	return 0;
+}
+
 /* Policy, flow records and the TCP relay exist before the netstack. */
 static int open_mitm(struct daemon *d)
 {
@@ -647,7 +702,7 @@ static int open_mitm(struct daemon *d)
 	}
 	if (repaired)
 		log_warn("%s: repaired a last line cut by a crash", path);
-	if (daemon_start_tls(d, o) < 0)
+	if (daemon_start_tls(d, o) < 0 || open_capage(d, o) < 0)
 		return -1;
 	struct relay_config rc_cfg = {
 		.policy = &d->policy, .log = d->flows, .peer_name = peer_name_by_addr, .peer_ctx = d,
@@ -665,7 +720,8 @@ static int open_mitm(struct daemon *d)
 static int open_dns_udp(struct daemon *d)
 {
 	const struct daemon_options *o = d->opts;
-	struct dns_config dc = { .log = d->flows, .peer_name = peer_name_by_addr, .peer_ctx = d };
+	struct dns_config dc = { .log = d->flows, .peer_name = peer_name_by_addr, .peer_ctx = d,
+				 .local4 = d->policy.addr4, .local6 = d->policy.addr6 };
 	for (size_t i = 0; i < o->ndns_upstream; i++) {
 		if (dns_parse_upstream(o->dns_upstream[i], &dc.upstreams[dc.nupstreams]) < 0) {
 			log_error("--dns-upstream \"%s\": expected ADDR[:PORT] or [ADDR6]:PORT", o->dns_upstream[i]);
@@ -687,11 +743,12 @@ static int open_dns_udp(struct daemon *d)
 		log_error("cannot start the DNS proxy");
 		return -1;
 	}
-	relay_set_local_tcp(d->relay, dns_proxy_tcp_accept, d->dns);
+	relay_set_local_tcp(d->relay, on_local_tcp, d);
 	struct udp_relay_config uc = {
 		.policy = &d->policy, .log = d->flows, .peer_name = peer_name_by_addr, .peer_ctx = d,
 		.local = on_local_udp, .local_ctx = d->dns,
 		.unreachable = on_udp_unreachable, .unreachable_ctx = d,
+		.quic = o->quic_passthrough ? UDP_RELAY_QUIC_PASSTHROUGH : UDP_RELAY_QUIC_REFUSE,
 	};
 	d->udp_relay = udp_relay_new(d->loop, d->ns, &uc);
 	if (!d->udp_relay) {
@@ -762,6 +819,10 @@ int daemon_run(const struct daemon_options *opts)
 	inet_ntop(AF_INET6, &nc.addr6, a6, sizeof(a6));
 	log_info("endpoint public key %s, tunnel addresses %s and %s, %zu peer%s", pub, a4, a6,
 		 d->npeers, d->npeers == 1 ? "" : "s");
+	if (d->capage)
+		log_info("CA page for peers: http://%s/ or http://%s/", LOCALNAME_HOST, a4);
+	log_info("QUIC (UDP port 443): %s", opts->quic_passthrough ? "relayed (not decrypted)"
+								: "refused, apps fall back to TLS over TCP");
 
 	uv_timer_init(d->loop, &d->wg_timer);
 	d->wg_timer.data = d;
@@ -804,6 +865,7 @@ out_dev:
 	tls_ctx_free(d->tls);
 	passthru_free(d->passthru);
 	dns_proxy_free(d->dns);
+	capage_free(d->capage);
 	/* Let libuv close what the relays and the netstack closed. */
 	uv_run(d->loop, UV_RUN_DEFAULT);
 	flowlog_close(d->flows);

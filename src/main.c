@@ -160,6 +160,7 @@ static int cmd_run(int argc, char **argv)
 		{ "auto-passthrough", required_argument, NULL, 'A' },
 		{ "body-cap", required_argument, NULL, 'b' },
 		{ "no-intercept", no_argument, NULL, 'N' },
+		{ "quic", required_argument, NULL, 'Q' },
 		{ "debug-rekey-after", required_argument, NULL, 'R' },
 		{ "debug-reject-after", required_argument, NULL, 'J' },
 		{ "debug-keepalive", required_argument, NULL, 'K' },
@@ -233,6 +234,11 @@ static int cmd_run(int argc, char **argv)
 		case 'N':
 			o.no_intercept = true;
 			break;
+		case 'Q':
+			if (strcmp(optarg, "refuse") != 0 && strcmp(optarg, "passthrough") != 0)
+				return usage_error(&cmd_run_def, "--quic \"%s\": expected refuse or passthrough", optarg);
+			o.quic_passthrough = strcmp(optarg, "passthrough") == 0;
+			break;
 		case 'R': case 'J': case 'K': case 'T': case 'U':
 			if (parse_uint(optarg, 1000000, &v) < 0 || (c != 'U' && v == 0))
 				return usage_error(&cmd_run_def, "debug timer \"%s\": expected a positive number", optarg);
@@ -265,11 +271,13 @@ static const struct command cmd_run_def = {
 	"wgmitm run [--listen ADDR:PORT]... [--endpoint HOST[:PORT]] [--dns-upstream ADDR[:PORT]]...\n"
 	"                  [--allow-host-port PORT]... [--max-connections N] [--stats-interval S]\n"
 	"                  [--upstream-ca FILE]... [--insecure-upstream] [--passthrough GLOB]...\n"
-	"                  [--auto-passthrough S] [--body-cap BYTES] [--no-intercept]",
+	"                  [--auto-passthrough S] [--body-cap BYTES] [--no-intercept]\n"
+	"                  [--quic refuse|passthrough]",
 	"Start the endpoint. On first start it creates the server key and, when no\n"
 	"peer exists, a peer named \"phone\" whose QR code it prints. Every TCP and\n"
 	"UDP flow of a peer is relayed to its destination and recorded in\n"
-	"HOME/flows.jsonl; the endpoint's tunnel address answers DNS.\n"
+	"HOME/flows.jsonl; the endpoint's tunnel address answers DNS, and serves the\n"
+	"CA install page at http://wgmitm.internal/ inside the tunnel.\n"
 	"Peers added or removed with `wgmitm peer` take effect within a second\n"
 	"(the state directory is watched; SIGHUP forces a reload).\n"
 	"SIGUSR1 prints the counters; -v prints them every 10 s.\n"
@@ -293,6 +301,9 @@ static const struct command cmd_run_def = {
 	"                           that host through for its peer for S seconds (3600; 0: never)\n"
 	"  --body-cap BYTES         bytes of each HTTP body recorded (1048576)\n"
 	"  --no-intercept           relay TLS untouched (connections are still recorded)\n"
+	"  --quic refuse|passthrough  UDP to port 443 (QUIC, HTTP/3): refuse answers ICMP\n"
+	"                           port unreachable so apps fall back to TLS over TCP,\n"
+	"                           which is decrypted (default); passthrough relays it\n"
 	"  SSLKEYLOGFILE=PATH       (environment) write TLS keys of both legs for Wireshark\n"
 	"\n"
 	"debug options (shortened WireGuard timers, seconds; for tests):\n"
