@@ -28,10 +28,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "mitm/flowlog.h"
 #include "mitm/h2obs.h"
 #include "mitm/http1.h"
 #include "mitm/httpflow.h"
+#include "mitm/localname.h"
 #include "mitm/passthru.h"
 #include "mitm/sniff.h"
 #include "mitm/tls.h"
@@ -860,6 +862,7 @@ static void relay_conn_upstream_ready(struct relay_conn *c, bool ok)
 	} else {
 		/* The client learns why from a 502 page when it speaks HTTP/1.1. */
 		r->stats.tls_upstream_failed++;
+		log_info("%s: %s", x->up.host, x->tls_error);
 		if (!relay_conn_client_leg(c, NULL, (const uint8_t *)alpn_http11, 9))
 			return;
 		c->mode = MODE_FAIL;
@@ -903,11 +906,15 @@ static void relay_conn_client_tls_failed(struct relay_conn *c)
 		r->stats.tls_client_rejected++;
 		snprintf(x->tls_error, sizeof(x->tls_error), "client rejected certificate: %s", why);
 		reason = "tls:client_rejected";
-		if (r->cfg.passthrough) {
-			char hostbuf[64];
-			passthru_auto_add(r->cfg.passthrough, c->flow.peer,
-					  relay_conn_host(c, hostbuf, sizeof(hostbuf)), relay_now_s(r));
-		}
+		char hostbuf[64];
+		const char *host = relay_conn_host(c, hostbuf, sizeof(hostbuf));
+		if (r->cfg.passthrough)
+			passthru_auto_add(r->cfg.passthrough, c->flow.peer, host, relay_now_s(r));
+		/* One line per host and peer: later connections pass through. */
+		log_warn("%s rejected our certificate for %s (%s): if every host fails, the CA is "
+			 "not installed (http://" LOCALNAME_HOST "); if only some do, the app pins%s",
+			 c->flow.peer[0] ? c->flow.peer : "a client", host, why,
+			 r->cfg.passthrough ? " and the host now passes through for it" : "");
 	} else {
 		r->stats.tls_client_failed++;
 		snprintf(x->tls_error, sizeof(x->tls_error), "client TLS: %s", why);
