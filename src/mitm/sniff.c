@@ -258,33 +258,33 @@ static int take_host_name(struct rd *name, struct sniff_hello *out)
 		return fail(out, "server_name: host_name is only a dot");
 	if (len > SNIFF_SNI_MAX)
 		return fail(out, "server_name: host_name longer than 253 bytes");
+	const char *why = NULL;
 	rd_copy(name, out->sni, len);
-	for (size_t i = 0; i < len; i++) {
+	out->sni[len] = '\0';
+	for (size_t i = 0; i < len && !why; i++) {
 		uint8_t c = (uint8_t)out->sni[i];
 		if (c == '.') {
 			if (label == 0)
-				return fail(out, "server_name: empty label in host_name");
+				why = "server_name: empty label in host_name";
 			label = 0;
 		} else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
 			   (c >= '0' && c <= '9') || c == '-' || c == '_' || c == ':') {
 			colon |= c == ':';
 			if (++label > 63)
-				return fail(out, "server_name: label longer than 63 bytes");
+				why = "server_name: label longer than 63 bytes";
 		} else {
-			return fail(out, "server_name: host_name byte outside [A-Za-z0-9._-]");
+			why = "server_name: host_name byte outside [A-Za-z0-9._-]";
 		}
 	}
-	out->sni[len] = '\0';
-	out->sni_len = len;
-
 	uint8_t addr[16];
-	if (colon) {
-		if (inet_pton(AF_INET6, out->sni, addr) != 1)
-			return fail(out, "server_name: ':' in a host_name that is no IPv6 address");
-		out->sni_is_ip = true;
-	} else {
-		out->sni_is_ip = inet_pton(AF_INET, out->sni, addr) == 1;
+	if (!why && colon && inet_pton(AF_INET6, out->sni, addr) != 1)
+		why = "server_name: ':' in a host_name that is no IPv6 address";
+	if (why) {
+		out->sni[0] = '\0';  /* no unchecked bytes left for a careless logger */
+		return fail(out, why);
 	}
+	out->sni_len = len;
+	out->sni_is_ip = colon || inet_pton(AF_INET, out->sni, addr) == 1;
 	out->sni_present = true;
 	return 0;
 }

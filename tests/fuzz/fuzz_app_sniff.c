@@ -9,8 +9,9 @@
  *   from exactly its records, and is incomplete one byte short of them;
  * - -EAGAIN asks for more than n and at most SNIFF_MAX_HELLO bytes;
  *   failures give a reason; a parsed hello is classified TLS;
- * - the SNI is NUL-terminated, its length matches and its bytes are the
- *   allowed ones; ALPN offsets and lengths tile alpn_wire exactly.
+ * - the SNI is NUL-terminated whatever the result; on success its length
+ *   matches, its bytes are the allowed ones, and the ALPN offsets and
+ *   lengths tile alpn_wire exactly.
  * Every call sees a block of exactly n bytes, so ASan sees any read past n. */
 #include <errno.h>
 #include <stddef.h>
@@ -100,6 +101,8 @@ static void check(const uint8_t *p, size_t n)
 
 	/* ClientHello parsing. */
 	int r = sniff_client_hello(p, n, &h);
+	if (!memchr(h.sni, '\0', sizeof(h.sni)))
+		abort();
 	switch (r) {
 	case 0:
 		check_hello(&h, n);

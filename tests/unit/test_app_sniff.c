@@ -964,6 +964,7 @@ static void test_sni(void **ctx)
 		if (parse_sni(bad[i], &h) != -EPROTO)
 			fail_msg("%s accepted", bad[i]);
 		assert_non_null(h.reason);
+		assert_string_equal(h.sni, ""); /* nothing unchecked left behind */
 	}
 	/* NUL inside the name */
 	static struct msg m;
