@@ -584,6 +584,10 @@ struct http1_obs *http1_obs_new(const struct http1_config *cfg)
 	llhttp_init(&o->resp.parser, HTTP_RESPONSE, &resp_settings);
 	o->req.parser.data = o;
 	o->resp.parser.data = o;
+	/* Bytes after a "Connection: close" message are the endpoints' business;
+	 * the observer records them instead of calling them an error. */
+	llhttp_set_lenient_keep_alive(&o->req.parser, 1);
+	llhttp_set_lenient_keep_alive(&o->resp.parser, 1);
 	return o;
 fail:
 	http1_obs_free(o);

@@ -164,7 +164,8 @@ static void flush(struct ws_obs *o)
 		json_t *body = http_body_json((const uint8_t *)o->close_reason, o->close_reason_len,
 					      o->close_reason_len, false);
 		json_t *text = json_object_get(body, "text");
-		json_object_set(c, "reason", text ? text : json_string(""));
+		/* RFC 6455 5.5.1 wants UTF-8; anything else is recorded as "" */
+		json_object_set_new(c, "reason", text ? json_incref(text) : json_string(""));
 		json_decref(body);
 		json_object_set_new(b, "close", c);
 		o->close_reported = true;

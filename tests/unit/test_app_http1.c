@@ -444,6 +444,31 @@ static void test_close_delimited(void **state)
 	rec_free(&ref);
 }
 
+static void test_after_connection_close(void **state)
+{
+	(void)state;
+	/* a client that sends on after "Connection: close": still recorded */
+	static const struct step steps[] = {
+		C("GET /1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+		  "GET /2 HTTP/1.1\r\nHost: h\r\n\r\n"),
+		S("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\nA"),
+		SEOF,
+		END,
+	};
+	struct rec ref = { 0 };
+	run_all_splits(steps, 64, &ref);
+	assert_int_equal(ref.n, 2);
+	json_t *j = parse(ref.out[0]);
+	assert_true(json_is_null(jget(j, "x_error")));
+	assert_string_equal(jstr(j, "response.body.text"), "A");
+	json_decref(j);
+	j = parse(ref.out[1]);
+	assert_string_equal(jstr(j, "url"), "https://h/2");
+	assert_string_equal(jstr(j, "x_error"), "connection_closed");
+	json_decref(j);
+	rec_free(&ref);
+}
+
 static void test_pending_at_finish(void **state)
 {
 	(void)state;
@@ -774,6 +799,7 @@ int main(void)
 		cmocka_unit_test(test_head_204_304),
 		cmocka_unit_test(test_informational),
 		cmocka_unit_test(test_close_delimited),
+		cmocka_unit_test(test_after_connection_close),
 		cmocka_unit_test(test_pending_at_finish),
 		cmocka_unit_test(test_timings),
 		cmocka_unit_test(test_caps),

@@ -255,6 +255,33 @@ static void test_text_fragments_control(void **state)
 	free(down.p);
 }
 
+static void test_close_not_utf8(void **state)
+{
+	(void)state;
+	struct rec r = { 0 };
+	struct ws_obs *o = obs_new(&r, 64, NULL);
+	ws_obs_server(o, (const uint8_t *)"\x88\x03\x03\xea\xff", 5);
+	ws_obs_client(o, (const uint8_t *)"\x88\x80\x00\x00\x00\x00", 6); /* no status */
+	ws_obs_finish(o);
+	ws_obs_free(o);
+	assert_int_equal(r.n, 1);
+	json_t *c = json_object_get(r.b[0], "close");
+	assert_string_equal(json_string_value(json_object_get(c, "dir")), "down");
+	assert_int_equal(json_integer_value(json_object_get(c, "code")), 1002);
+	assert_string_equal(json_string_value(json_object_get(c, "reason")), "");
+	json_t *m = msgs(&r, 0);
+	assert_msg(json_array_get(m, 0), "down", "close", "base64", "/w==");
+	assert_msg(json_array_get(m, 1), "up", "close", "text", "");
+	rec_free(&r);
+
+	o = obs_new(&r, 64, NULL);
+	ws_obs_client(o, (const uint8_t *)"\x88\x80\x00\x00\x00\x00", 6);
+	ws_obs_finish(o);
+	ws_obs_free(o);
+	assert_true(json_is_null(json_object_get(json_object_get(r.b[0], "close"), "code")));
+	rec_free(&r);
+}
+
 static void test_64bit_length_and_cap(void **state)
 {
 	(void)state;
@@ -516,6 +543,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_text_fragments_control),
+		cmocka_unit_test(test_close_not_utf8),
 		cmocka_unit_test(test_64bit_length_and_cap),
 		cmocka_unit_test(test_permessage_deflate),
 		cmocka_unit_test(test_deflate_no_context_takeover),
