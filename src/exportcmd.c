@@ -53,7 +53,7 @@ static int on_record(void *ctx, size_t line, json_t *record, const char *error)
 
 /* Writes to a temporary file beside `path`, then renames it over `path`, so
  * a reader never sees half a HAR. */
-static int write_atomic(json_t *har, const char *path)
+static int write_atomic(const struct har *har, const char *path)
 {
 	size_t n = strlen(path) + sizeof(".tmp.XXXXXX");
 	char *tmp = malloc(n);
@@ -74,7 +74,7 @@ static int write_atomic(json_t *har, const char *path)
 		free(tmp);
 		return e;
 	}
-	int rc = har_dump(har, fp);
+	int rc = har_write(har, fp);
 	if (rc == 0 && fflush(fp) != 0)
 		rc = -errno;
 	if (rc == 0 && fsync(fileno(fp)) < 0)
@@ -134,7 +134,6 @@ int exportcmd_main(int argc, char **argv, const char *home, const char *version)
 		return 1;
 	}
 	int status = 1;
-	json_t *har = NULL;
 	bool partial = false;
 	int rc = flowlog_read(flows, on_record, &r, &partial);
 	if (rc < 0) {
@@ -149,7 +148,7 @@ int exportcmd_main(int argc, char **argv, const char *home, const char *version)
 		fprintf(stderr, "wgmitm: %s: skipped the cut last line (a write interrupted by a crash)\n",
 			flows);
 	struct har_stats st;
-	if (!(har = har_finish(r.har, &st))) {
+	if (har_finish(r.har, &st) < 0) {
 		fprintf(stderr, "wgmitm: out of memory\n");
 		goto out;
 	}
@@ -157,11 +156,11 @@ int exportcmd_main(int argc, char **argv, const char *home, const char *version)
 		fprintf(stderr, "wgmitm: %zu WebSocket batch(es) matched no upgrade request, left out\n",
 			st.ws_unmatched);
 	if (strcmp(out, "-") == 0) {
-		if (har_dump(har, stdout) < 0 || fflush(stdout) != 0) {
+		if (har_write(r.har, stdout) < 0 || fflush(stdout) != 0) {
 			fprintf(stderr, "wgmitm: cannot write the HAR to stdout\n");
 			goto out;
 		}
-	} else if ((rc = write_atomic(har, out)) < 0) {
+	} else if ((rc = write_atomic(r.har, out)) < 0) {
 		fprintf(stderr, "wgmitm: cannot write %s: %s\n", out, strerror(-rc));
 		goto out;
 	}
@@ -170,7 +169,6 @@ int exportcmd_main(int argc, char **argv, const char *home, const char *version)
 			st.entries, st.ws_messages, flows, strcmp(out, "-") == 0 ? "stdout" : out);
 	status = 0;
 out:
-	json_decref(har);
 	har_free(r.har);
 	return status;
 }

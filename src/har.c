@@ -14,9 +14,18 @@
 #include <sodium.h>
 #include <zlib.h>
 
+/* JSON text flags of the whole file. 15 digits: ms rounded to µs print as
+ * written ("12.345"), not as the nearest binary double ("12.345000000000001"). */
+#define HAR_DUMP_FLAGS (JSON_INDENT(2) | JSON_REAL_PRECISION(15))
+/* An entry's depth in {"log": {"entries": [ ... ]}}, in spaces. */
+#define HAR_ENTRY_INDENT "      "
+
+/* Entries are kept as JSON text, a fraction of the size of a jansson tree;
+ * WebSocket upgrades stay trees until their messages are attached. */
 struct har_entry {
 	int64_t start_us;
 	size_t seq;                 /* file order, to keep the sort stable */
+	char *text;                 /* the entry serialized, or NULL while `entry` is set */
 	json_t *entry;
 	char *ws_key;               /* "conn\turl-without-scheme" of an upgrade, or NULL */
 };
@@ -1020,12 +1029,17 @@ static int add_http(struct har *h, json_t *rec, char *err, size_t errlen)
 		goto out;
 
 	struct har_entry *he = &h->v[h->n];
-	he->ws_key = NULL;
-	if (websocket && conn && !(he->ws_key = ws_key(conn, url)))
-		goto out;
-	he->start_us = t.start;
-	he->seq = h->n;
-	he->entry = e;
+	*he = (struct har_entry){ .start_us = t.start, .seq = h->n };
+	if (websocket && conn) {
+		if (!(he->ws_key = ws_key(conn, url)))
+			goto out;
+		he->entry = e;
+	} else {
+		he->text = json_dumps(e, HAR_DUMP_FLAGS);
+		json_decref(e);
+		if (!he->text)
+			return nomem(err, errlen);
+	}
 	h->n++;
 	h->stats.entries++;
 	return 0;
@@ -1134,49 +1148,37 @@ static int by_start(const void *a, const void *b)
 	return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-json_t *har_finish(struct har *h, struct har_stats *stats)
+int har_finish(struct har *h, struct har_stats *stats)
 {
-	if (h->v)
-		qsort(h->v, h->n, sizeof(*h->v), by_start);
-	json_t *har = json_object(), *log = json_object(), *creator = json_object(),
-	       *entries = json_array();
-	if (!put(har, "log", log)) {
-		json_decref(creator);
-		json_decref(entries);
-		goto fail;
-	}
-	if (!put_str(log, "version", "1.2") || !put(log, "creator", creator)) {
-		json_decref(entries);
-		goto fail;
-	}
-	if (!put_str(creator, "name", "wgmitm") || !put_str(creator, "version", h->version) ||
-	    !put(log, "entries", entries))
-		goto fail;
 	for (size_t i = 0; i < h->n; i++) {
 		struct har_entry *he = &h->v[i];
-		json_t *slot = he->ws_key ? json_object_get(h->ws, he->ws_key) : NULL;
+		if (!he->entry)
+			continue;
+		json_t *slot = json_object_get(h->ws, he->ws_key);
 		if (slot) {
 			json_t *close = json_object_get(slot, "close");
 			if (!put_shared(he->entry, "_webSocketMessages", json_object_get(slot, "messages")) ||
 			    (close && !put_shared(json_object_get(he->entry, "_wgmitm"), "websocket_close", close)))
-				goto fail;
+				return -ENOMEM;
 			h->stats.ws_messages += json_array_size(json_object_get(slot, "messages"));
 			/* One upgrade per connection and URL takes the messages. */
 			json_object_del(h->ws, he->ws_key);
 		}
-		if (json_array_append(entries, he->entry) < 0)
-			goto fail;
+		if (!(he->text = json_dumps(he->entry, HAR_DUMP_FLAGS)))
+			return -ENOMEM;
+		json_decref(he->entry);
+		he->entry = NULL;
 	}
+	if (h->v)
+		qsort(h->v, h->n, sizeof(*h->v), by_start);
 	const char *key;
 	json_t *slot;
 	json_object_foreach(h->ws, key, slot)
 		h->stats.ws_unmatched += (size_t)json_integer_value(json_object_get(slot, "batches"));
+	json_object_clear(h->ws);
 	if (stats)
 		*stats = h->stats;
-	return har;
-fail:
-	json_decref(har);
-	return NULL;
+	return 0;
 }
 
 void har_free(struct har *h)
@@ -1185,6 +1187,7 @@ void har_free(struct har *h)
 		return;
 	for (size_t i = 0; i < h->n; i++) {
 		json_decref(h->v[i].entry);
+		free(h->v[i].text);
 		free(h->v[i].ws_key);
 	}
 	free(h->v);
@@ -1193,11 +1196,39 @@ void har_free(struct har *h)
 	free(h);
 }
 
-int har_dump(json_t *har, FILE *fp)
+/* Text with each line after the first indented to the entries' depth. */
+static bool write_indented(const char *text, FILE *fp)
 {
-	/* 15 digits: ms rounded to µs print as written ("12.345"), not as the
-	 * nearest binary double ("12.345000000000001"). */
-	if (json_dumpf(har, fp, JSON_INDENT(2) | JSON_REAL_PRECISION(15)) < 0 || fputc('\n', fp) == EOF)
+	fputs(HAR_ENTRY_INDENT, fp);
+	for (const char *p = text;;) {
+		const char *nl = strchr(p, '\n');
+		if (!nl)
+			return fputs(p, fp) != EOF;
+		if (fwrite(p, 1, (size_t)(nl - p + 1), fp) != (size_t)(nl - p + 1) ||
+		    fputs(HAR_ENTRY_INDENT, fp) == EOF)
+			return false;
+		p = nl + 1;
+	}
+}
+
+int har_write(const struct har *h, FILE *fp)
+{
+	/* What json_dumpf(HAR_DUMP_FLAGS) writes for the whole log, one entry at
+	 * a time. */
+	json_t *v = json_string(h->version);
+	char *version = v ? json_dumps(v, JSON_ENCODE_ANY) : NULL;
+	json_decref(v);
+	if (!version)
+		return -ENOMEM;
+	fprintf(fp, "{\n  \"log\": {\n    \"version\": \"1.2\",\n    \"creator\": {\n"
+		    "      \"name\": \"wgmitm\",\n      \"version\": %s\n    },\n    \"entries\": [",
+		version);
+	free(version);
+	for (size_t i = 0; i < h->n; i++) {
+		if (fputs(i ? ",\n" : "\n", fp) == EOF || !write_indented(h->v[i].text, fp))
+			return -EIO;
+	}
+	if (fputs(h->n ? "\n    ]\n  }\n}\n" : "]\n  }\n}\n", fp) == EOF || ferror(fp))
 		return -EIO;
 	return 0;
 }

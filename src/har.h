@@ -4,11 +4,10 @@
  * way Chrome DevTools exports them ("_webSocketMessages"). Other record
  * types are ignored.
  *
- * Records are converted as they are fed: an entry keeps the bodies' JSON
- * strings by reference, the record itself is not kept. Entries stay in
- * memory until har_finish, which sorts them by start time, so memory grows
- * with the number of exchanges (bodies are capped when recorded, 1 MiB by
- * default).
+ * Records are converted as they are fed and each entry is kept as JSON
+ * text, not as the record's tree. The entries stay in memory until
+ * har_write, since they are sorted by start time: memory grows with the
+ * size of the HAR (bodies are capped when recorded, 1 MiB by default).
  *
  * Mapping choices (docs/usage.md, "Export"):
  * - httpVersion as Chrome exports it: "HTTP/1.1", "HTTP/1.0", and
@@ -62,17 +61,16 @@ struct har *har_create(const char *creator_version);
 int har_add_record(struct har *h, json_t *record, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
-/* Sorts the entries by start time (file order among equal times), attaches
- * the WebSocket messages and returns the HAR object {"log": {...}} (a new
- * reference, sharing the entries with the builder: har_free it after).
- * NULL on allocation failure. Call once. */
-json_t *har_finish(struct har *h, struct har_stats *stats);
+/* Attaches the WebSocket messages to their upgrade's entry and sorts the
+ * entries by start time (file order among equal times). 0 or -ENOMEM.
+ * Call once, after the last har_add_record. */
+int har_finish(struct har *h, struct har_stats *stats) __attribute__((warn_unused_result));
+
+/* Writes the HAR ({"log": {...}}, 2-space indent) to `fp`, entry by entry.
+ * 0, -ENOMEM or -EIO. */
+int har_write(const struct har *h, FILE *fp) __attribute__((warn_unused_result));
 
 void har_free(struct har *h);
-
-/* The whole HAR as JSON text (2-space indent, reals to 15 significant
- * digits) to `fp`. 0, or -EIO. */
-int har_dump(json_t *har, FILE *fp);
 
 /* Helpers, exposed for the tests. */
 
