@@ -208,8 +208,10 @@ static void acc_add(struct h1_side *s, const char *at, size_t n)
 	if (s->acc_over)
 		return;
 	if (n > HTTPFLOW_MAX_HEADER_BYTES - s->acc_len) {
+		/* Keep what fits, so a cut target is the same prefix however the
+		 * bytes were chunked. */
+		n = HTTPFLOW_MAX_HEADER_BYTES - s->acc_len;
 		s->acc_over = true;
-		return;
 	}
 	size_t need = s->acc_len + n;
 	if (need > s->acc_cap) {
@@ -219,6 +221,7 @@ static void acc_add(struct h1_side *s, const char *at, size_t n)
 		char *a = realloc(s->acc, cap);
 		if (!a) {
 			s->acc_over = true;
+			s->acc_len = 0;
 			return;
 		}
 		s->acc = a;

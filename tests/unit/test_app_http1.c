@@ -593,6 +593,42 @@ static void test_header_cap(void **state)
 	free(req);
 }
 
+static void test_long_target(void **state)
+{
+	(void)state;
+	/* a 300 KiB request target: the first 256 KiB kept, whatever the cuts */
+	size_t tl = 300 * 1024;
+	char *req = malloc(tl + 64);
+	memcpy(req, "GET /", 5);
+	memset(req + 5, 'p', tl - 1);
+	size_t len = 4 + tl;
+	len += (size_t)sprintf(req + len, " HTTP/1.1\r\nHost: h\r\n\r\n");
+	struct step steps[] = {
+		{ 'c', req, len },
+		S("HTTP/1.1 414 URI Too Long\r\nContent-Length: 0\r\n\r\n"),
+		END,
+	};
+	struct rec ref = { 0 };
+	run(steps, 16, -1, 0, &ref);
+	assert_int_equal(ref.n, 1);
+	json_t *j = parse(ref.out[0]);
+	assert_int_equal(strlen(jstr(j, "url")), strlen("https://h") + HTTPFLOW_MAX_HEADER_BYTES);
+	assert_true(json_is_true(jget(j, "request.headers_truncated")));
+	assert_int_equal(json_integer_value(jget(j, "response.status")), 414);
+	json_decref(j);
+	size_t cuts[] = { 1, 4096, HTTPFLOW_MAX_HEADER_BYTES - 1, HTTPFLOW_MAX_HEADER_BYTES + 4,
+			  HTTPFLOW_MAX_HEADER_BYTES + 5, len - 3 };
+	for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+		struct rec r = { 0 };
+		run(steps, 16, 0, cuts[i], &r);
+		assert_int_equal(r.n, 1);
+		assert_string_equal(r.out[0], ref.out[0]);
+		rec_free(&r);
+	}
+	rec_free(&ref);
+	free(req);
+}
+
 static void test_parse_error(void **state)
 {
 	(void)state;
@@ -804,6 +840,7 @@ int main(void)
 		cmocka_unit_test(test_timings),
 		cmocka_unit_test(test_caps),
 		cmocka_unit_test(test_header_cap),
+		cmocka_unit_test(test_long_target),
 		cmocka_unit_test(test_parse_error),
 		cmocka_unit_test(test_pipeline_overflow),
 		cmocka_unit_test(test_orphan_response),
