@@ -152,6 +152,9 @@ int exportcmd_main(int argc, char **argv, const char *home, const char *version)
 		fprintf(stderr, "wgmitm: out of memory\n");
 		goto out;
 	}
+	if (st.skipped)
+		fprintf(stderr, "wgmitm: %zu HTTP record(s) without a method or URL (unparsed requests) left out\n",
+			st.skipped);
 	if (st.ws_unmatched)
 		fprintf(stderr, "wgmitm: %zu WebSocket batch(es) matched no upgrade request, left out\n",
 			st.ws_unmatched);

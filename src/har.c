@@ -956,6 +956,11 @@ static char *ws_key(const char *conn, const char *url)
 static int add_http(struct har *h, json_t *rec, char *err, size_t errlen)
 {
 	const char *method = str_of(rec, "method"), *url = str_of(rec, "url");
+	/* null: a request that never parsed; HAR has no form for it. */
+	if (json_is_null(json_object_get(rec, "method")) || json_is_null(json_object_get(rec, "url"))) {
+		h->stats.skipped++;
+		return 0;
+	}
 	if (!method)
 		return fail(err, errlen, "http record: \"method\" is not a string");
 	if (!url)
@@ -1063,8 +1068,11 @@ static int add_websocket(struct har *h, json_t *rec, char *err, size_t errlen)
 {
 	const char *conn = str_of(rec, "conn"), *url = str_of(rec, "url");
 	const json_t *messages = json_object_get(rec, "messages");
-	if (!conn || !url)
-		return fail(err, errlen, "websocket record: \"conn\" and \"url\" must be strings");
+	if (!conn || !url) {
+		/* Nothing to tie it to an entry. */
+		h->stats.ws_unmatched++;
+		return 0;
+	}
 	if (!json_is_array(messages))
 		return fail(err, errlen, "websocket record: \"messages\" is not an array");
 	char *key = ws_key(conn, url);

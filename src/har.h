@@ -49,6 +49,7 @@ struct har_stats {
 	size_t ws_messages;         /* WebSocket messages attached to an entry */
 	size_t ws_unmatched;        /* "websocket" batches with no upgrade entry */
 	size_t ignored;             /* tcp, udp, dns, unknown types */
+	size_t skipped;             /* "http" records with a null method or url */
 };
 
 /* A builder; `creator_version` (copied) goes to log.creator.version.
@@ -57,7 +58,8 @@ struct har *har_create(const char *creator_version);
 
 /* Converts one flow record (borrowed). Returns 0, -ENOMEM, or -EINVAL with
  * a message in err when an "http" or "websocket" record lacks a key HAR
- * needs or has one of the wrong type. */
+ * needs or has one of the wrong type. An "http" record whose method or url
+ * is null (its request never parsed) is skipped and counted. */
 int har_add_record(struct har *h, json_t *record, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 

@@ -590,6 +590,25 @@ static void test_refusals(void **state)
 	assert_int_equal(rc, -EINVAL);
 	assert_string_equal(err, "http record: \"url\" is not a string");
 
+	/* A request that never parsed has a null method: skipped, not an error. */
+	struct har *h = har_create("1");
+	char *text = dq(HTTP_HEAD "'method':null,'url':'http://a/','request':{'headers':[]},"
+			"'response':null,'timings':null}");
+	json_t *rec = json_loads(text, 0, NULL);
+	free(text);
+	assert_int_equal(har_add_record(h, rec, err, sizeof(err)), 0);
+	json_decref(rec);
+	/* A batch without its connection id cannot be placed: counted. */
+	rec = json_pack("{s:s, s:[]}", "type", "websocket", "messages");
+	assert_int_equal(har_add_record(h, rec, err, sizeof(err)), 0);
+	json_decref(rec);
+	struct har_stats st;
+	assert_int_equal(har_finish(h, &st), 0);
+	assert_int_equal(st.entries, 0);
+	assert_int_equal(st.skipped, 1);
+	assert_int_equal(st.ws_unmatched, 1);
+	har_free(h);
+
 	har = one_entry(HTTP_HEAD "'method':'GET','url':'/relative','request':{'headers':[]},"
 			"'response':null,'timings':null}", err, sizeof(err), &rc);
 	assert_null(har);
