@@ -23,6 +23,7 @@
 #include "mitm/relay.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1457,6 +1458,13 @@ struct relay *relay_new(uv_loop_t *loop, const struct relay_config *cfg)
 		errno = ENOMEM;
 		return NULL;
 	}
+	/* libuv writes to sockets with write(2): on a connection the upstream
+	 * reset, that raises SIGPIPE, whose default action ends the process
+	 * where the flow should end with "upstream_reset". Linux has no
+	 * per-socket opt-out; a handler the program chose is kept. */
+	struct sigaction sa;
+	if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
+		signal(SIGPIPE, SIG_IGN);
 	r->loop = loop;
 	uv_timer_init(loop, &r->tick); /* cannot fail on Unix */
 	r->tick.data = r;

@@ -110,7 +110,9 @@ struct relay_stats {
 	uint64_t ws_batches;           /* WebSocket batch records written */
 };
 
-/* cfg is copied. NULL with errno EINVAL (no policy) or ENOMEM. */
+/* cfg is copied. NULL with errno EINVAL (no policy) or ENOMEM.
+ * Sets SIGPIPE to ignored for the process if it has the default action
+ * (a write to a reset upstream then fails with EPIPE instead). */
 struct relay *relay_new(uv_loop_t *loop, const struct relay_config *cfg)
 	__attribute__((warn_unused_result));
 

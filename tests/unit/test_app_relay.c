@@ -970,6 +970,65 @@ static void test_shutdown(void **state)
 	assert_int_equal(s->accepted, 1);
 }
 
+/* The upstream closes while the client still sends (iperf3's server at the
+ * end of an upload): the next write draws a reset from its kernel, the one
+ * after fails with EPIPE. That ends the flow, "upstream_reset"; it must not
+ * raise SIGPIPE, whose default action ends the whole process. */
+static void test_upstream_closed_while_client_sends(void **state)
+{
+	struct fixture *f = *state;
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(listen(lfd, 4), 0);
+	socklen_t sl = sizeof(sin);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &sl), 0);
+	assert_int_equal(policy_add_host_port(&f->policy, ntohs(sin.sin_port)), 0);
+
+	struct client *c = client_new(f, 0, 40009, TUN4, ntohs(sin.sin_port));
+	client_connect(f, c);
+	static const char first[] = "relay this, then hang up\n"; /* neither TLS nor HTTP */
+	client_send(f, c, F_ACK | F_PSH, first, strlen(first));
+	/* The server reads it all, so its close sends a FIN, not a reset. */
+	int afd = -1;
+	char buf[64];
+	size_t got = 0;
+	uint64_t end = now_ms() + 3000;
+	while (got < strlen(first)) {
+		assert_true(now_ms() < end);
+		uv_run(&f->loop, UV_RUN_NOWAIT);
+		pump(f);
+		if (afd < 0)
+			afd = accept(lfd, NULL, NULL);
+		if (afd >= 0) {
+			ssize_t n = recv(afd, buf + got, sizeof(buf) - got, MSG_DONTWAIT);
+			if (n > 0)
+				got += (size_t)n;
+		}
+		usleep(200);
+	}
+	assert_memory_equal(buf, first, strlen(first));
+	close(afd);
+	assert_true(run_until(f, has_fin, c, 3000)); /* the relay read the EOF */
+
+	/* Half-closed: the client may still send, the closed socket resets. */
+	for (int i = 0; i < 50 && c->rsts == 0; i++) {
+		client_send(f, c, F_ACK | F_PSH, "more", 4);
+		run_for(f, 20);
+	}
+	close(lfd);
+	assert_true(c->rsts > 0);
+	assert_true(run_until(f, relay_idle, f, 1000));
+	struct relay_stats st;
+	relay_get_stats(f->relay, &st);
+	assert_int_equal(st.upstream_resets, 1);
+	struct records rs;
+	read_records(f, &rs);
+	assert_int_equal(rs.n, 1);
+	assert_string_equal(rec_str(rs.r[0], "end_reason"), "upstream_reset");
+	free_records(&rs);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -984,6 +1043,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_upstream_reset, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connect_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shutdown, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_upstream_closed_while_client_sends, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
