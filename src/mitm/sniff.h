@@ -149,8 +149,8 @@ _Static_assert(sizeof(struct sniff_hello) <= 3072, "kept small: lives in a conne
  *   -EAGAIN  incomplete so far; out->need says how many bytes to wait for
  *   -EPROTO  malformed; out->reason says which check failed
  *   -E2BIG   larger than SNIFF_MAX_HELLO_MSG / SNIFF_MAX_RECORDS allow
- * Only consumed, need and reason are meaningful unless it returns 0 (sni
- * is still a NUL-terminated string then, possibly empty). */
+ * Unless it returns 0, only need (-EAGAIN) and reason (-EPROTO, -E2BIG)
+ * are meaningful; sni is still a NUL-terminated string, possibly empty. */
 __attribute__((warn_unused_result))
 int sniff_client_hello(const uint8_t *p, size_t n, struct sniff_hello *out);
 
