@@ -438,6 +438,21 @@ static void print_stats(struct daemon *d)
 			 (unsigned long long)cs.mobileconfig, (unsigned long long)cs.not_found,
 			 (unsigned long long)cs.rejected, (unsigned long long)ds.local_answers,
 			 (unsigned long long)us.quic_refused);
+		struct tls_stats ts = { 0 };
+		if (d->tls)
+			tls_ctx_stats(d->tls, &ts);
+		log_info("stats: streams tls %llu, http %llu, h2c %llu, raw %llu | intercepted %llu, passthrough "
+			 "rule %llu auto %llu | client rejected %llu, client failed %llu, upstream failed %llu | "
+			 "http exchanges %llu, websocket batches %llu | leaves minted %llu, cache hits %llu, "
+			 "upstream resumed %llu/%llu",
+			 (unsigned long long)rs.proto_tls, (unsigned long long)rs.proto_http,
+			 (unsigned long long)rs.proto_h2c, (unsigned long long)rs.proto_raw,
+			 (unsigned long long)rs.intercepted, (unsigned long long)rs.passthrough_rule,
+			 (unsigned long long)rs.passthrough_auto, (unsigned long long)rs.tls_client_rejected,
+			 (unsigned long long)rs.tls_client_failed, (unsigned long long)rs.tls_upstream_failed,
+			 (unsigned long long)rs.http_exchanges, (unsigned long long)rs.ws_batches,
+			 (unsigned long long)ts.leaves_minted, (unsigned long long)ts.leaf_cache_hits,
+			 (unsigned long long)ts.upstream_resumed, (unsigned long long)ts.upstream_handshakes);
 	}
 	for (size_t i = 0; i < d->npeers; i++) {
 		struct wg_peer_info info;
