@@ -31,7 +31,7 @@
 # openssl; perf for the profile of wgmitm under load (PROFILE=0 skips it).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-export WGMITM=${WGMITM:-$here/../build/src/wgmitm}
+export WGMITM=${WGMITM:-$here/../build/wgmitm}
 REPS=${REPS:-3}
 N=${N:-20000}
 N_MITM=${N_MITM:-2000}

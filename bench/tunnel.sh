@@ -10,7 +10,7 @@
 #   bench/tunnel.sh [SECONDS]     (default 8 per run)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-export WGMITM=${WGMITM:-$here/../build/src/wgmitm}
+export WGMITM=${WGMITM:-$here/../build/wgmitm}
 secs=${1:-8}
 source "$here/../tests/e2e/lib.sh"
 require_root
@@ -27,8 +27,11 @@ setup_rate() { in_ns "$CLI" python3 "$here/../tests/e2e/hosts.py" setup-rate "$H
 run_iperf() {
   local ns=$1; shift
   # The server takes one test at a time and may still be closing the last.
+  # Each attempt is bounded: an endpoint that stopped forwarding would
+  # otherwise hold the client (and this script) for good.
   for _ in 1 2 3; do
-    if in_ns "$ns" iperf3 -c "$HOST4" -p 5201 -t "$secs" -J "$@" >"$E2E_TMP/iperf.json" 2>&1 &&
+    if timeout -k 5 $((secs + 30)) ip netns exec "$ns" iperf3 -c "$HOST4" -p 5201 -t "$secs" \
+      --connect-timeout 5000 -J "$@" >"$E2E_TMP/iperf.json" 2>&1 &&
       python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.0f" % (d["end"]["sum_received"]["bits_per_second"] / 1e6))' \
         "$E2E_TMP/iperf.json" 2>/dev/null; then
       return
@@ -46,6 +49,10 @@ for c in "${cases[@]}"; do
   # shellcheck disable=SC2086
   wgm[$name]=$(run_iperf "$CLI" $args)
   echo "wgmitm        $name: ${wgm[$name]} Mbit/s"
+  if ! kill -0 "$WGMITM_PID" 2>/dev/null; then
+    st=0; wait "$WGMITM_PID" || st=$?
+    fail "wgmitm exited during \"$name\" with status $st (128+N: signal N)"
+  fi
 done
 
 wgm_rate=$(setup_rate)
