@@ -14,7 +14,6 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
-#define DUMP_FLAGS (JSON_COMPACT | JSON_PRESERVE_ORDER)
 #define INITIAL_LINE 1024
 
 struct flowlog {
@@ -184,30 +183,163 @@ void flowlog_close(struct flowlog *log)
 
 /* ---- writing ------------------------------------------------------------ */
 
-/* Serialises into log->buf with room for the newline; returns the length. */
+/* ---- serialising ---------------------------------------------------------
+ * Compact JSON, keys in insertion order, written straight into log->buf:
+ * several times faster than json_dumpb, which escapes byte by byte through
+ * a callback (a 1 KiB body cost ~26 us there). Strings are copied in runs
+ * between the bytes that need escaping; UTF-8 passes through as it is. */
+
+/* 0: copy; else the escape letter, or 'u' for \u00XX. */
+static const char json_escape[256] = {
+	['"'] = '"', ['\\'] = '\\',
+	[0x00] = 'u', [0x01] = 'u', [0x02] = 'u', [0x03] = 'u', [0x04] = 'u', [0x05] = 'u',
+	[0x06] = 'u', [0x07] = 'u', [0x08] = 'b', [0x09] = 't', [0x0a] = 'n', [0x0b] = 'u',
+	[0x0c] = 'f', [0x0d] = 'r', [0x0e] = 'u', [0x0f] = 'u', [0x10] = 'u', [0x11] = 'u',
+	[0x12] = 'u', [0x13] = 'u', [0x14] = 'u', [0x15] = 'u', [0x16] = 'u', [0x17] = 'u',
+	[0x18] = 'u', [0x19] = 'u', [0x1a] = 'u', [0x1b] = 'u', [0x1c] = 'u', [0x1d] = 'u',
+	[0x1e] = 'u', [0x1f] = 'u',
+};
+
+struct jbuf {
+	struct flowlog *log;
+	size_t len;
+	int err;
+};
+
+static bool jb_reserve(struct jbuf *b, size_t n)
+{
+	struct flowlog *log = b->log;
+	if (b->err)
+		return false;
+	if (b->len + n + 1 <= log->cap) /* + 1: the newline */
+		return true;
+	if (b->len + n + 1 > FLOWLOG_MAX_LINE) {
+		b->err = -EMSGSIZE;
+		return false;
+	}
+	size_t cap = log->cap;
+	while (cap < b->len + n + 1)
+		cap *= 2;
+	if (cap > FLOWLOG_MAX_LINE)
+		cap = FLOWLOG_MAX_LINE;
+	char *nb = realloc(log->buf, cap);
+	if (!nb) {
+		b->err = -ENOMEM;
+		return false;
+	}
+	log->buf = nb;
+	log->cap = cap;
+	return true;
+}
+
+static void jb_put(struct jbuf *b, const char *p, size_t n)
+{
+	if (jb_reserve(b, n)) {
+		memcpy(b->log->buf + b->len, p, n);
+		b->len += n;
+	}
+}
+
+static void jb_string(struct jbuf *b, const char *s, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	jb_put(b, "\"", 1);
+	size_t run = 0;
+	for (size_t i = 0; i < n; i++) {
+		char e = json_escape[(uint8_t)s[i]];
+		if (!e)
+			continue;
+		jb_put(b, s + run, i - run);
+		char esc[6] = { '\\', e };
+		size_t el = 2;
+		if (e == 'u') {
+			esc[2] = '0';
+			esc[3] = '0';
+			esc[4] = hex[(uint8_t)s[i] >> 4];
+			esc[5] = hex[(uint8_t)s[i] & 15];
+			el = 6;
+		}
+		jb_put(b, esc, el);
+		run = i + 1;
+	}
+	jb_put(b, s + run, n - run);
+	jb_put(b, "\"", 1);
+}
+
+static void jb_value(struct jbuf *b, json_t *v, int depth)
+{
+	char num[32];
+	int n;
+	if (depth > 64) {
+		b->err = -EINVAL;
+		return;
+	}
+	switch (json_typeof(v)) {
+	case JSON_OBJECT: {
+		const char *key;
+		json_t *val;
+		bool first = true;
+		jb_put(b, "{", 1);
+		json_object_foreach(v, key, val) {
+			if (!first)
+				jb_put(b, ",", 1);
+			first = false;
+			jb_string(b, key, strlen(key));
+			jb_put(b, ":", 1);
+			jb_value(b, val, depth + 1);
+		}
+		jb_put(b, "}", 1);
+		return;
+	}
+	case JSON_ARRAY: {
+		size_t i;
+		json_t *val;
+		jb_put(b, "[", 1);
+		json_array_foreach(v, i, val) {
+			if (i)
+				jb_put(b, ",", 1);
+			jb_value(b, val, depth + 1);
+		}
+		jb_put(b, "]", 1);
+		return;
+	}
+	case JSON_STRING:
+		jb_string(b, json_string_value(v), json_string_length(v));
+		return;
+	case JSON_INTEGER:
+		n = snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+		jb_put(b, num, (size_t)n);
+		return;
+	case JSON_REAL:
+		n = snprintf(num, sizeof(num), "%.17g", json_real_value(v));
+		/* Keep it a real when read back ("1" → "1.0"). */
+		if (!strpbrk(num, ".eE") && n + 2 < (int)sizeof(num)) {
+			memcpy(num + n, ".0", 3);
+			n += 2;
+		}
+		jb_put(b, num, (size_t)n);
+		return;
+	case JSON_TRUE:
+		jb_put(b, "true", 4);
+		return;
+	case JSON_FALSE:
+		jb_put(b, "false", 5);
+		return;
+	case JSON_NULL:
+		jb_put(b, "null", 4);
+		return;
+	}
+}
+
+/* Serialises into log->buf followed by a newline; returns the length. */
 static int serialise(struct flowlog *log, json_t *record, size_t *len)
 {
-	size_t need = json_dumpb(record, log->buf, log->cap, DUMP_FLAGS);
-	if (need == 0)
-		return -ENOMEM;
-	if (need + 1 > FLOWLOG_MAX_LINE)
-		return -EMSGSIZE;
-	if (need + 1 > log->cap) {
-		size_t cap = log->cap;
-		while (cap < need + 1)
-			cap *= 2;
-		if (cap > FLOWLOG_MAX_LINE)
-			cap = FLOWLOG_MAX_LINE;
-		char *b = realloc(log->buf, cap);
-		if (!b)
-			return -ENOMEM;
-		log->buf = b;
-		log->cap = cap;
-		if (json_dumpb(record, log->buf, log->cap, DUMP_FLAGS) != need)
-			return -ENOMEM;
-	}
-	log->buf[need] = '\n';
-	*len = need + 1;
+	struct jbuf b = { .log = log };
+	jb_value(&b, record, 0);
+	if (b.err)
+		return b.err;
+	log->buf[b.len] = '\n'; /* jb_reserve kept room for it */
+	*len = b.len + 1;
 	return 0;
 }
 

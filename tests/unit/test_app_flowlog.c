@@ -419,6 +419,51 @@ static void test_too_long(void **state)
 	assert_int_equal(st.st_size, 0);
 }
 
+/* The serialiser writes what jansson reads back as the same value: every
+ * byte that needs escaping, UTF-8 as it is, NUL, nesting, number limits;
+ * and a line stays one line. */
+static void test_serialise_roundtrip(void **state)
+{
+	struct tmp *t = *state;
+	struct flowlog *log;
+	assert_int_equal(flowlog_open(&log, t->path, NULL), 0);
+	char all[256];
+	for (int i = 0; i < 255; i++)
+		all[i] = (char)(i + 1);
+	json_t *o = json_object();
+	json_object_set_new(o, "type", json_string("http"));
+	json_object_set_new(o, "ascii", json_stringn_nocheck(all, 127));
+	json_object_set_new(o, "quote\"key\\\n", json_string("v"));
+	json_object_set_new(o, "utf8", json_string("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80 caf\xc3\xa9"));
+	json_object_set_new(o, "nul", json_stringn("a\0b", 3));
+	json_object_set_new(o, "empty", json_string(""));
+	json_object_set_new(o, "nested", json_pack("{s:[i,i,{s:n,s:b,s:b}],s:{}}", "a", (json_int_t)INT64_MIN,
+						   (json_int_t)INT64_MAX, "n", "t", 1, "f", 0, "o"));
+	json_object_set_new(o, "reals", json_pack("[f,f,f,f]", 0.5, 1.0, -1e300, 123456.789));
+	assert_int_equal(flowlog_write(log, o), 0);
+	flowlog_close(log);
+
+	size_t len;
+	char *text = slurp(t->path, &len);
+	assert_true(len > 0 && text[len - 1] == '\n');
+	assert_null(memchr(text, '\n', len - 1));
+	json_error_t je;
+	json_t *back = json_loadb(text, len, JSON_ALLOW_NUL, &je);
+	assert_non_null(back);
+	assert_true(json_equal(o, back));
+	/* Key order is kept. */
+	const char *k;
+	json_t *v;
+	const char *want[] = { "type", "ascii", "quote\"key\\\n", "utf8", "nul", "empty", "nested", "reals" };
+	size_t i = 0;
+	json_object_foreach(back, k, v)
+		assert_string_equal(k, want[i++]);
+	assert_int_equal(i, 8);
+	assert_true(json_is_real(json_array_get(json_object_get(back, "reals"), 1)));
+	json_decref(back);
+	json_decref(o);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -431,6 +476,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_read_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_writers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_too_long, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_serialise_roundtrip, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
