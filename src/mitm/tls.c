@@ -532,8 +532,11 @@ bool tls_leg_client_rejected(const struct tls_leg *leg)
 	case SSL_AD_ACCESS_DENIED:
 		return true;
 	case -1:
-		/* No alert: a hang-up after our Certificate counts as a rejection. */
-		return leg->server && leg->cert_sent && !leg->done;
+		/* No alert: a hang-up after our Certificate counts as a rejection
+		 * (nothing failed yet, or the client sent close_notify); bytes
+		 * that are not TLS do not. */
+		return leg->server && leg->cert_sent && !leg->done &&
+		       (!leg->err[0] || (leg->ssl && (SSL_get_shutdown(leg->ssl) & SSL_RECEIVED_SHUTDOWN)));
 	default:
 		return false;
 	}
