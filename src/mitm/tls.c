@@ -308,8 +308,11 @@ int tls_leg_upstream(struct tls_ctx *t, struct tls_leg *leg, const char *sni,
 		ok = SSL_set_alpn_protos(leg->ssl, alpn, (unsigned)alpn_len) == 0;
 	if (ok && !t->insecure) {
 		X509_VERIFY_PARAM *vp = SSL_get0_param(leg->ssl);
+		/* An IP literal sent as SNI (RFC 6066 forbids it; some clients
+		 * do it) is checked against IP SANs, as SSL_set1_host would. */
 		if (have_sni)
-			ok = X509_VERIFY_PARAM_set1_host(vp, sni, 0) == 1;
+			ok = X509_VERIFY_PARAM_set1_ip_asc(vp, sni) == 1 ||
+			     X509_VERIFY_PARAM_set1_host(vp, sni, 0) == 1;
 		else
 			ok = X509_VERIFY_PARAM_set1_ip_asc(vp, ip) == 1;
 	}
@@ -535,8 +538,10 @@ bool tls_leg_client_rejected(const struct tls_leg *leg)
 		/* No alert: a hang-up after our Certificate counts as a rejection
 		 * (nothing failed yet, or the client sent close_notify); bytes
 		 * that are not TLS do not. */
-		return leg->server && leg->cert_sent && !leg->done &&
-		       (!leg->err[0] || (leg->ssl && (SSL_get_shutdown(leg->ssl) & SSL_RECEIVED_SHUTDOWN)));
+		if (!leg->server || !leg->cert_sent || leg->done)
+			return false;
+		return !leg->err[0] ||
+		       (leg->ssl && (SSL_get_shutdown(leg->ssl) & SSL_RECEIVED_SHUTDOWN));
 	default:
 		return false;
 	}
