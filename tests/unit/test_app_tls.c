@@ -948,6 +948,159 @@ static void test_client_garbage(void **state)
 	leg_free(leg);
 }
 
+/* The client got our flight, then sent something that is not TLS: a
+ * protocol failure, not a rejection of the certificate (it would put the
+ * host on the automatic passthrough list). */
+static void test_client_garbage_after_flight(void **state)
+{
+	struct fixture *f = *state;
+	X509 *leaf = tls_leaf_for(f->t, "www.test", (const struct sockaddr *)&f->dest, NULL);
+	struct tls_leg *leg = client_leg(f, leaf, NULL);
+	X509_free(leaf);
+	SSL_CTX *cc = client_ctx(f, true);
+	SSL *peer = client_peer(cc, "www.test", NULL, 0);
+	assert_true(SSL_do_handshake(peer) <= 0);
+	pump(leg, peer);
+	assert_int_equal(tls_leg_handshake(leg), TLS_WANT);
+	assert_true(leg->cert_sent);
+	const uint8_t *p;
+	tls_leg_consume(leg, tls_leg_out(leg, &p)); /* the flight went out */
+
+	const char junk[] = "GET / HTTP/1.1\r\nHost: www.test\r\n\r\n";
+	assert_int_equal(tls_leg_feed(leg, (const uint8_t *)junk, sizeof(junk) - 1), 0);
+	assert_int_equal(tls_leg_handshake(leg), TLS_ERROR);
+	assert_int_equal(leg->alert_received, -1);
+	assert_false(tls_leg_client_rejected(leg));
+	char why[160];
+	tls_leg_error(leg, why, sizeof(why));
+	assert_string_not_equal(why, "unknown TLS error");
+	struct tls_stats st;
+	tls_ctx_stats(f->t, &st);
+	assert_int_equal(st.client_rejected, 0);
+	assert_int_equal(st.client_failed, 1);
+	ERR_clear_error();
+	SSL_free(peer);
+	SSL_CTX_free(cc);
+	leg_free(leg);
+}
+
+/* A TLS 1.2 client that answers our flight with close_notify (a plaintext
+ * alert record before ChangeCipherSpec): a rejection. */
+static void test_client_close_after_flight(void **state)
+{
+	struct fixture *f = *state;
+	X509 *leaf = tls_leaf_for(f->t, "www.test", (const struct sockaddr *)&f->dest, NULL);
+	struct tls_leg *leg = client_leg(f, leaf, NULL);
+	X509_free(leaf);
+	SSL_CTX *cc = client_ctx(f, true);
+	assert_int_equal(SSL_CTX_set_max_proto_version(cc, TLS1_2_VERSION), 1);
+	SSL *peer = client_peer(cc, "www.test", NULL, 0);
+	assert_true(SSL_do_handshake(peer) <= 0);
+	pump(leg, peer);
+	assert_int_equal(tls_leg_handshake(leg), TLS_WANT);
+	assert_true(leg->cert_sent);
+	const uint8_t *p;
+	tls_leg_consume(leg, tls_leg_out(leg, &p));
+
+	static const uint8_t close_notify[] = {0x15, 0x03, 0x03, 0x00, 0x02, 0x01, 0x00};
+	assert_int_equal(tls_leg_feed(leg, close_notify, sizeof(close_notify)), 0);
+	assert_int_equal(tls_leg_handshake(leg), TLS_ERROR);
+	assert_true(tls_leg_client_rejected(leg));
+	char why[160];
+	tls_leg_error(leg, why, sizeof(why));
+	assert_string_equal(why, "closed during the handshake");
+	struct tls_stats st;
+	tls_ctx_stats(f->t, &st);
+	assert_int_equal(st.client_rejected, 1);
+	assert_int_equal(st.client_failed, 0);
+	ERR_clear_error();
+	SSL_free(peer);
+	SSL_CTX_free(cc);
+	leg_free(leg);
+}
+
+/* TLS 1.2 on both legs: the same outcomes, resumption by session ID or
+ * ticket. */
+static void test_tls12(void **state)
+{
+	struct fixture *f = *state;
+	assert_int_equal(SSL_CTX_set_max_proto_version(f->srv, TLS1_2_VERSION), 1);
+	SSL *peer;
+	struct tls_leg *a = upstream_leg(f, f->t, "www.test", (const uint8_t *)ALPN_WIRE,
+					 ALPN_WIRE_LEN);
+	upstream_handshake(f, a, &peer, NULL);
+	assert_false(SSL_session_reused(peer));
+	SSL_free(peer);
+	assert_alpn(a, "h2");
+	json_t *j = tls_leg_json(a);
+	assert_string_equal(json_string_value(json_object_get(j, "version")), "TLSv1.2");
+	json_decref(j);
+	struct tls_leg *b = upstream_leg(f, f->t, "www.test", NULL, 0);
+	upstream_handshake(f, b, &peer, NULL);
+	assert_true(SSL_session_reused(peer));
+	SSL_free(peer);
+	char why[160];
+	assert_int_equal(tls_leg_verify(b, why, sizeof(why)), 0);
+	leg_free(a);
+	leg_free(b);
+
+	/* Client leg: a TLS 1.2 client that trusts us, one that does not. */
+	for (int trust = 1; trust >= 0; trust--) {
+		X509 *leaf = tls_leaf_for(f->t, "www.test", (const struct sockaddr *)&f->dest, NULL);
+		struct tls_leg *leg = client_leg(f, leaf, "h2");
+		X509_free(leaf);
+		SSL_CTX *cc = client_ctx(f, trust);
+		assert_int_equal(SSL_CTX_set_max_proto_version(cc, TLS1_2_VERSION), 1);
+		peer = client_peer(cc, "www.test", ALPN_WIRE, ALPN_WIRE_LEN);
+		struct hs h = handshake(leg, peer);
+		if (trust) {
+			assert_int_equal(h.leg, TLS_OK);
+			assert_int_equal(h.peer, 1);
+			assert_alpn(leg, "h2");
+			j = tls_leg_json(leg);
+			assert_string_equal(json_string_value(json_object_get(j, "version")), "TLSv1.2");
+			json_decref(j);
+		} else {
+			assert_int_equal(h.leg, TLS_ERROR);
+			assert_true(tls_leg_client_rejected(leg));
+			tls_leg_error(leg, why, sizeof(why));
+			assert_string_equal(why, "alert unknown CA received");
+		}
+		SSL_free(peer);
+		SSL_CTX_free(cc);
+		leg_free(leg);
+	}
+}
+
+/* A client that sent an IP literal as SNI (not allowed, but seen) is
+ * verified upstream against the IP, as OpenSSL's SSL_set1_host does, and
+ * the leaf carries the IP. */
+static void test_upstream_ip_literal_sni(void **state)
+{
+	struct fixture *f = *state;
+	struct tls_leg *leg = upstream_leg(f, f->t, "192.0.2.7", NULL, 0);
+	upstream_handshake(f, leg, NULL, NULL);
+	assert_string_equal(f->seen.sni, "192.0.2.7");
+	char why[160] = "";
+	int v = tls_leg_verify(leg, why, sizeof(why));
+	if (v != 0)
+		print_message("verify: %s\n", why);
+	assert_int_equal(v, 0);
+	leg_free(leg);
+
+	X509 *named = make_cert(f->srv_key, "www.test", "DNS:www.test", f->up_ca, f->up_ca_key);
+	leg = upstream_leg(f, f->t, "192.0.2.7", NULL, 0);
+	upstream_handshake(f, leg, NULL, named);
+	assert_int_equal(tls_leg_verify(leg, why, sizeof(why)), -1);
+	assert_non_null(strstr(why, "IP address mismatch"));
+	leg_free(leg);
+	X509_free(named);
+
+	X509 *leaf = tls_leaf_for(f->t, "192.0.2.7", (const struct sockaddr *)&f->dest, NULL);
+	assert_true(san_has_ip4(leaf, "192.0.2.7"));
+	X509_free(leaf);
+}
+
 /* ---- leaves, key log -------------------------------------------------- */
 
 static void test_leaf_cache(void **state)
@@ -1053,6 +1206,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_client_rejects_name, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_client_hangs_up, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_client_garbage, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_client_garbage_after_flight, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_client_close_after_flight, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls12, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_upstream_ip_literal_sni, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_leaf_cache, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keylog, setup, teardown),
 	};
