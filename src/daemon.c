@@ -20,6 +20,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -782,6 +783,9 @@ int daemon_run(const struct daemon_options *opts)
 		return 1;
 	d->opts = opts;
 	d->loop = uv_default_loop();
+	/* A write to a socket its peer reset must fail with EPIPE (the flow
+	 * ends as upstream_reset), not end the process. */
+	signal(SIGPIPE, SIG_IGN);
 	/* Every relayed connection holds an upstream socket: take the hard limit. */
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
