@@ -6,6 +6,7 @@
 #include "state.h"
 
 #include <errno.h>
+#include <sys/stat.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,10 +52,26 @@ static int on_record(void *ctx, size_t line, json_t *record, const char *error)
 	return 0;
 }
 
+/* Writes to something that is not a regular file (/dev/null, a FIFO, a
+ * terminal): renaming over it would replace the device with a file. */
+static int write_direct(const struct har *har, const char *path)
+{
+	FILE *fp = fopen(path, "w");
+	if (!fp)
+		return -errno;
+	int rc = har_write(har, fp);
+	if (fclose(fp) != 0 && rc == 0)
+		rc = -errno;
+	return rc;
+}
+
 /* Writes to a temporary file beside `path`, then renames it over `path`, so
  * a reader never sees half a HAR. */
 static int write_atomic(const struct har *har, const char *path)
 {
+	struct stat st;
+	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+		return write_direct(har, path);
 	size_t n = strlen(path) + sizeof(".tmp.XXXXXX");
 	char *tmp = malloc(n);
 	if (!tmp)

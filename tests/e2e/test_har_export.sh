@@ -84,6 +84,15 @@ want(e[7].timings.wait === 0 && e[7].response._trailers[0].name === "grpc-status
 w export --har - --flows "$TMP/flows.jsonl" >"$TMP/stdout.har" 2>/dev/null || fail "export to stdout failed"
 cmp -s "$TMP/out.har" "$TMP/stdout.har" || fail "stdout HAR differs from the file"
 
+# A device is written to, never replaced by a file (as root, renaming over
+# /dev/null would destroy it).
+mkfifo "$TMP/fifo"
+cat "$TMP/fifo" >"$TMP/fifo.har" &
+w -q export --har "$TMP/fifo" --flows "$TMP/flows.jsonl" || fail "export to a FIFO failed"
+wait
+[ -p "$TMP/fifo" ] || fail "the FIFO was replaced by a file"
+cmp -s "$TMP/out.har" "$TMP/fifo.har" || fail "FIFO HAR differs from the file"
+
 # The default flows file is HOME/flows.jsonl.
 mkdir -p "$TMP/home"
 cp "$TMP/flows.jsonl" "$TMP/home/flows.jsonl"
