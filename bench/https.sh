@@ -244,7 +244,10 @@ profile() {
 # (c) wgmitm: the topology starts with it.
 measure wgmitm "$N" yes
 say "wgmitm recorded $(grep -c '"type":"http"\|"type": "http"' "$HOME_DIR/flows.jsonl" || true) HTTP exchanges"
-wgmitm_stats | grep -E "stats: (tcp open|streams tls)" | sed 's/^/    /' || true
+before=$(wc -l <"$E2E_TMP/wgmitm.log")
+kill -USR1 "$WGMITM_PID"
+sleep 1
+tail -n +"$((before + 1))" "$E2E_TMP/wgmitm.log" | grep -o "stats: \(tcp open\|streams tls\).*" | sed 's/^/    /' || true
 say "wgmitm RSS: $(rss_kb "$WGMITM_PID") KiB"
 if [ "$PROFILE" = 1 ] && command -v perf >/dev/null; then
   profile "HTTP/1.1 keep-alive, 64 clients" \
