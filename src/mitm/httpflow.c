@@ -101,6 +101,30 @@ static size_t body_alloc_for(size_t len, size_t cap)
 	return a < cap ? a : cap;
 }
 
+/* Bodies kept by every exchange in the process (one loop thread): the
+ * allocations, against a budget, so that many connections or streams with
+ * large bodies cannot grow memory without bound. Over the budget, bytes are
+ * counted and not kept (the record says truncated). */
+static size_t body_budget = HTTPFLOW_DEFAULT_BUDGET;
+static size_t body_kept;
+static uint64_t body_budget_cuts;
+
+void http_body_set_budget(size_t bytes)
+{
+	body_budget = bytes;
+}
+
+void http_body_usage(size_t *kept, uint64_t *cuts)
+{
+	*kept = body_kept;
+	*cuts = body_budget_cuts;
+}
+
+static size_t body_allocated(const struct http_body *b)
+{
+	return b->data ? body_alloc_for(b->len, b->cap) : 0;
+}
+
 void http_body_append(struct http_body *b, const uint8_t *p, size_t n)
 {
 	b->size += n;
@@ -111,13 +135,25 @@ void http_body_append(struct http_body *b, const uint8_t *p, size_t n)
 	if (take == 0)
 		return;
 	size_t need = b->len + take;
-	if (!b->data || need > body_alloc_for(b->len, b->cap)) {
-		uint8_t *d = realloc(b->data, body_alloc_for(need, b->cap));
-		if (!d) {
+	size_t have = body_allocated(b);
+	if (!b->data || need > have) {
+		size_t want = body_alloc_for(need, b->cap);
+		if (body_kept + (want - have) > body_budget) {
+			/* Fill what is already allocated, keep nothing more. */
+			body_budget_cuts++;
 			b->truncated = true;
-			return;
+			take = b->data ? have - b->len : 0;
+			if (take == 0)
+				return;
+		} else {
+			uint8_t *d = realloc(b->data, want);
+			if (!d) {
+				b->truncated = true;
+				return;
+			}
+			b->data = d;
+			body_kept += want - have;
 		}
-		b->data = d;
 	}
 	memcpy(b->data + b->len, p, take);
 	b->len += take;
@@ -125,6 +161,7 @@ void http_body_append(struct http_body *b, const uint8_t *p, size_t n)
 
 void http_body_free(struct http_body *b)
 {
+	body_kept -= body_allocated(b);
 	free(b->data);
 	size_t cap = b->cap;
 	memset(b, 0, sizeof(*b));

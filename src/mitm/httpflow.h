@@ -17,6 +17,8 @@
 
 #define HTTPFLOW_DEFAULT_BODY_CAP (1u << 20)
 #define HTTPFLOW_MAX_HEADER_BYTES (256u * 1024) /* names + values of one message */
+/* Body bytes kept at once by all exchanges of the process (allocations). */
+#define HTTPFLOW_DEFAULT_BUDGET ((size_t)256 << 20)
 
 struct http_header {
 	char *name, *value;            /* NUL-terminated copies (may hold NUL bytes
@@ -55,6 +57,12 @@ void http_body_init(struct http_body *b, size_t cap);
  * on allocation failure keeps counting and marks truncated). */
 void http_body_append(struct http_body *b, const uint8_t *p, size_t n);
 void http_body_free(struct http_body *b);
+
+/* The process-wide budget of kept body bytes (one loop thread): beyond it
+ * bodies are counted but no longer kept, and marked truncated. */
+void http_body_set_budget(size_t bytes);
+/* Bytes kept now, and how often the budget cut a body short. */
+void http_body_usage(size_t *kept, uint64_t *cuts);
 
 struct http_message {
 	struct http_headers headers;

@@ -379,6 +379,45 @@ static void test_record_url_forms(void **state)
 	assert_int_equal(strlen(big), strlen("https://h") + strlen(longp));
 }
 
+/* The process-wide budget: a body that would grow past it keeps what its
+ * allocation holds and is marked truncated; freeing gives the bytes back. */
+static void test_body_budget(void **state)
+{
+	(void)state;
+	static uint8_t chunk[100 * 1024];
+	memset(chunk, 'x', sizeof(chunk));
+	size_t kept;
+	uint64_t cuts;
+	http_body_usage(&kept, &cuts);
+	assert_int_equal(kept, 0);
+	http_body_set_budget(160 * 1024);
+	struct http_body a, b;
+	http_body_init(&a, 1 << 20);
+	http_body_init(&b, 1 << 20);
+	http_body_append(&a, chunk, sizeof(chunk)); /* 128 KiB allocated */
+	assert_int_equal(a.len, sizeof(chunk));
+	assert_false(a.truncated);
+	http_body_append(&b, chunk, sizeof(chunk)); /* would need 128 KiB more */
+	assert_true(b.truncated);
+	assert_int_equal(b.size, sizeof(chunk));
+	assert_true(b.len < sizeof(chunk));
+	http_body_usage(&kept, &cuts);
+	assert_true(kept <= 160 * 1024);
+	assert_int_equal(cuts, 1);
+	/* a still fills its own allocation. */
+	http_body_append(&a, chunk, 28 * 1024);
+	assert_int_equal(a.len, 128 * 1024);
+	http_body_free(&a);
+	http_body_free(&b);
+	http_body_usage(&kept, &cuts);
+	assert_int_equal(kept, 0);
+	http_body_set_budget(HTTPFLOW_DEFAULT_BUDGET);
+	http_body_init(&b, 1 << 20);
+	http_body_append(&b, chunk, sizeof(chunk));
+	assert_false(b.truncated);
+	http_body_free(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -386,6 +425,7 @@ int main(void)
 		cmocka_unit_test(test_headers_byte_bound),
 		cmocka_unit_test(test_body_cap),
 		cmocka_unit_test(test_body_json),
+		cmocka_unit_test(test_body_budget),
 		cmocka_unit_test(test_record_full),
 		cmocka_unit_test(test_record_no_response),
 		cmocka_unit_test(test_record_url_forms),
