@@ -10,6 +10,7 @@
 #include "mitm/localname.h"
 #include "mitm/policy.h"
 #include "mitm/ca.h"
+#include "mitm/httpflow.h"
 #include "mitm/passthru.h"
 #include "mitm/relay.h"
 #include "mitm/tls.h"
@@ -439,13 +440,16 @@ static void print_stats(struct daemon *d)
 			 (unsigned long long)cs.mobileconfig, (unsigned long long)cs.not_found,
 			 (unsigned long long)cs.rejected, (unsigned long long)ds.local_answers,
 			 (unsigned long long)us.quic_refused);
+		size_t kept;
+		uint64_t cuts;
+		http_body_usage(&kept, &cuts);
 		struct tls_stats ts = { 0 };
 		if (d->tls)
 			tls_ctx_stats(d->tls, &ts);
 		log_info("stats: streams tls %llu, http %llu, h2c %llu, raw %llu | intercepted %llu, passthrough "
 			 "rule %llu auto %llu | client rejected %llu, client failed %llu, upstream failed %llu | "
 			 "http exchanges %llu, websocket batches %llu | leaves minted %llu, cache hits %llu, "
-			 "upstream resumed %llu/%llu",
+			 "upstream resumed %llu/%llu | bodies kept %zu B, budget cuts %llu",
 			 (unsigned long long)rs.proto_tls, (unsigned long long)rs.proto_http,
 			 (unsigned long long)rs.proto_h2c, (unsigned long long)rs.proto_raw,
 			 (unsigned long long)rs.intercepted, (unsigned long long)rs.passthrough_rule,
@@ -453,7 +457,8 @@ static void print_stats(struct daemon *d)
 			 (unsigned long long)rs.tls_client_failed, (unsigned long long)rs.tls_upstream_failed,
 			 (unsigned long long)rs.http_exchanges, (unsigned long long)rs.ws_batches,
 			 (unsigned long long)ts.leaves_minted, (unsigned long long)ts.leaf_cache_hits,
-			 (unsigned long long)ts.upstream_resumed, (unsigned long long)ts.upstream_handshakes);
+			 (unsigned long long)ts.upstream_resumed, (unsigned long long)ts.upstream_handshakes,
+			 kept, (unsigned long long)cuts);
 	}
 	for (size_t i = 0; i < d->npeers; i++) {
 		struct wg_peer_info info;
