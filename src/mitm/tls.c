@@ -351,6 +351,12 @@ int tls_leg_client(struct tls_ctx *t, struct tls_leg *leg, X509 *leaf, const uin
 void tls_leg_free(struct tls_leg *leg)
 {
 	if (leg && leg->ssl) {
+		/* A connection that ended without close_notify (most do: the
+		 * TCP close comes first) would have OpenSSL drop its session
+		 * from the caches, and the upstream session cache shares that
+		 * object: mark a clean one as shut down so it stays resumable. */
+		if (leg->done && !leg->err[0] && leg->alert_received < 0 && leg->alert_sent < 0)
+			SSL_set_shutdown(leg->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
 		SSL_free(leg->ssl); /* frees both BIOs */
 		leg->ssl = NULL;
 	}

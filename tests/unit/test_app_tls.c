@@ -404,8 +404,10 @@ static void test_upstream_by_ip(void **state)
 	assert_int_equal(tls_leg_verify(leg, why, sizeof(why)), 0);
 	leg_free(leg);
 
-	/* A certificate for the name only: the IP does not match. */
+	/* A certificate for the name only: the IP does not match (another
+	 * port, so the first session is not resumed). */
 	X509 *named = make_cert(f->srv_key, "www.test", "DNS:www.test", f->up_ca, f->up_ca_key);
+	f->dest.sin_port = htons(4443);
 	leg = upstream_leg(f, f->t, "", NULL, 0);
 	upstream_handshake(f, leg, NULL, named);
 	assert_false(f->seen.have_sni);
@@ -497,6 +499,9 @@ static void test_upstream_resumption(void **state)
 	upstream_handshake(f, first, &peer, NULL);
 	assert_false(SSL_session_reused(peer));
 	SSL_free(peer);
+	/* Gone before the next one, without close_notify, as connections
+	 * usually end: the session must survive it. */
+	leg_free(first);
 
 	struct tls_leg *second = upstream_leg(f, f->t, "www.test", NULL, 0);
 	upstream_handshake(f, second, &peer, NULL);
@@ -527,7 +532,6 @@ static void test_upstream_resumption(void **state)
 	tls_ctx_stats(f->t, &st);
 	assert_int_equal(st.upstream_handshakes, 4);
 	assert_int_equal(st.upstream_resumed, 1);
-	leg_free(first);
 	leg_free(second);
 	leg_free(third);
 	leg_free(fourth);
@@ -1089,6 +1093,7 @@ static void test_upstream_ip_literal_sni(void **state)
 	leg_free(leg);
 
 	X509 *named = make_cert(f->srv_key, "www.test", "DNS:www.test", f->up_ca, f->up_ca_key);
+	f->dest.sin_port = htons(4443); /* not a resumption of the first */
 	leg = upstream_leg(f, f->t, "192.0.2.7", NULL, 0);
 	upstream_handshake(f, leg, NULL, named);
 	assert_int_equal(tls_leg_verify(leg, why, sizeof(why)), -1);
