@@ -216,16 +216,24 @@ static void flush_out(struct daemon *d)
 			udpbatch_flush(d->out[i]);
 }
 
-/* After the poll phase: what the received packets produced goes out now. */
-static void on_check(uv_check_t *c) { flush_out(c->data); }
+/* After the poll phase: what the received packets produced goes out now,
+ * and the flow records of this iteration with one write. */
+static void on_check(uv_check_t *c)
+{
+	struct daemon *d = c->data;
+	flush_out(d);
+	(void)flowlog_flush(d->flows);
+}
 
 static void on_prepare(uv_prepare_t *p)
 {
 	struct daemon *d = p->data;
 	uint64_t now = now_ns();
 	uint64_t next = wg_device_tick(d->dev, now);
-	/* Timers and lwIP may have queued datagrams: send before sleeping. */
+	/* Timers and lwIP may have queued datagrams (and records): send before
+	 * sleeping. */
 	flush_out(d);
+	(void)flowlog_flush(d->flows);
 	if (next == d->wg_deadline && uv_is_active((uv_handle_t *)&d->wg_timer))
 		return;
 	d->wg_deadline = next;
@@ -723,6 +731,7 @@ static int open_mitm(struct daemon *d)
 	}
 	if (repaired)
 		log_warn("%s: repaired a last line cut by a crash", path);
+	flowlog_set_batching(d->flows, true); /* flushed every loop iteration */
 	if (daemon_start_tls(d, o) < 0 || open_capage(d, o) < 0)
 		return -1;
 	struct relay_config rc_cfg = {

@@ -16,10 +16,16 @@
 
 #define INITIAL_LINE 1024
 
+/* Lines waiting in a batch are written once they reach this much. */
+#define BATCH_FLUSH (256u * 1024)
+
 struct flowlog {
 	int fd;
-	char *buf;          /* serialised line, reused; grows up to FLOWLOG_MAX_LINE */
+	char *buf;          /* serialised lines, reused; grows up to a batch plus FLOWLOG_MAX_LINE */
 	size_t cap;
+	size_t used;        /* batching: bytes of whole lines waiting in buf */
+	size_t batched;     /* lines waiting */
+	bool batching;
 	uint64_t lines;
 	uint64_t errors;
 };
@@ -176,6 +182,7 @@ void flowlog_close(struct flowlog *log)
 {
 	if (!log)
 		return;
+	(void)flowlog_flush(log);
 	close(log->fd);
 	free(log->buf);
 	free(log);
@@ -211,17 +218,17 @@ static bool jb_reserve(struct jbuf *b, size_t n)
 	struct flowlog *log = b->log;
 	if (b->err)
 		return false;
-	if (b->len + n + 1 <= log->cap) /* + 1: the newline */
+	if (log->used + b->len + n + 1 <= log->cap) /* + 1: the newline */
 		return true;
 	if (b->len + n + 1 > FLOWLOG_MAX_LINE) {
 		b->err = -EMSGSIZE;
 		return false;
 	}
 	size_t cap = log->cap;
-	while (cap < b->len + n + 1)
+	while (cap < log->used + b->len + n + 1)
 		cap *= 2;
-	if (cap > FLOWLOG_MAX_LINE)
-		cap = FLOWLOG_MAX_LINE;
+	if (cap > log->used + FLOWLOG_MAX_LINE)
+		cap = log->used + FLOWLOG_MAX_LINE;
 	char *nb = realloc(log->buf, cap);
 	if (!nb) {
 		b->err = -ENOMEM;
@@ -235,7 +242,7 @@ static bool jb_reserve(struct jbuf *b, size_t n)
 static void jb_put(struct jbuf *b, const char *p, size_t n)
 {
 	if (jb_reserve(b, n)) {
-		memcpy(b->log->buf + b->len, p, n);
+		memcpy(b->log->buf + b->log->used + b->len, p, n);
 		b->len += n;
 	}
 }
@@ -331,38 +338,74 @@ static void jb_value(struct jbuf *b, json_t *v, int depth)
 	}
 }
 
-/* Serialises into log->buf followed by a newline; returns the length. */
+/* Serialises after the lines already waiting in log->buf, followed by a
+ * newline; returns the length. */
 static int serialise(struct flowlog *log, json_t *record, size_t *len)
 {
 	struct jbuf b = { .log = log };
 	jb_value(&b, record, 0);
 	if (b.err)
 		return b.err;
-	log->buf[b.len] = '\n'; /* jb_reserve kept room for it */
+	log->buf[log->used + b.len] = '\n'; /* jb_reserve kept room for it */
 	*len = b.len + 1;
 	return 0;
+}
+
+/* One write(2) of whole lines: with O_APPEND they land whole at the end,
+ * or (disk full, crash) cut, and then they are cut off again. */
+static int write_lines(struct flowlog *log, const char *p, size_t len)
+{
+	ssize_t n;
+	do
+		n = write(log->fd, p, len);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	if ((size_t)n != len) {
+		struct stat st;
+		if (fstat(log->fd, &st) == 0 && st.st_size >= n)
+			(void)!ftruncate(log->fd, st.st_size - n);
+		return -EIO;
+	}
+	return 0;
+}
+
+void flowlog_set_batching(struct flowlog *log, bool on)
+{
+	if (!on)
+		(void)flowlog_flush(log);
+	log->batching = on;
+}
+
+int flowlog_flush(struct flowlog *log)
+{
+	if (!log || log->used == 0)
+		return 0;
+	int rc = write_lines(log, log->buf, log->used);
+	if (rc < 0) {
+		/* The whole batch was cut off: those lines are lost. */
+		log->errors += log->batched;
+		log->lines -= log->batched;
+	}
+	log->used = 0;
+	log->batched = 0;
+	return rc;
 }
 
 int flowlog_write(struct flowlog *log, json_t *record)
 {
 	size_t len = 0;
 	int rc = json_is_object(record) ? serialise(log, record, &len) : -EINVAL;
-	if (rc == 0) {
-		/* One write(2): with O_APPEND the line lands whole at the end,
-		 * or (disk full, crash) cut, and then it is cut off below. */
-		ssize_t n;
-		do
-			n = write(log->fd, log->buf, len);
-		while (n < 0 && errno == EINTR);
-		if (n < 0) {
-			rc = -errno;
-		} else if ((size_t)n != len) {
-			rc = -EIO;
-			struct stat st;
-			if (fstat(log->fd, &st) == 0 && st.st_size >= n)
-				(void)!ftruncate(log->fd, st.st_size - n);
-		}
+	if (rc == 0 && log->batching) {
+		log->used += len;
+		log->batched++;
+		log->lines++;
+		if (log->used >= BATCH_FLUSH)
+			rc = flowlog_flush(log);
+		return rc;
 	}
+	if (rc == 0)
+		rc = write_lines(log, log->buf, len);
 	if (rc < 0)
 		log->errors++;
 	else

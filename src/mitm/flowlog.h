@@ -1,10 +1,11 @@
 /* Connection records: one JSON object per line (JSONL), appended to
  * HOME/flows.jsonl, one per finished TCP or UDP flow and per DNS query.
  *
- * Each line is written with a single write(2) on an O_APPEND descriptor, so
- * lines never interleave and a crash (kill -9) leaves at most the last line
- * partial; flowlog_read skips such a line, and flowlog_open repairs it
- * before appending.
+ * Each line (or batch of whole lines, see flowlog_set_batching) is written
+ * with a single write(2) on an O_APPEND descriptor, so lines never
+ * interleave and a crash (kill -9) leaves at most the last line partial;
+ * flowlog_read skips such a line, and flowlog_open repairs it before
+ * appending.
  *
  * Common keys, in this order:
  *   "type"          "tcp", "udp", "dns" (later "http", ...)
@@ -65,7 +66,18 @@ void flowlog_new_id(struct flowlog *log, char id[static FLOWLOG_ID_LEN]);
  * Counts failures (flowlog_errors). */
 int flowlog_write(struct flowlog *log, json_t *record);
 
-/* Lines written and writes that failed since flowlog_open. */
+/* Batching (for an event loop): flowlog_write only queues the line, and
+ * the caller calls flowlog_flush once per loop iteration, so a busy loop
+ * writes its records with one write(2) instead of one each. The queue is
+ * also written when it reaches 256 KiB and at flowlog_close. A crash loses
+ * at most the lines of the current iteration; the file stays valid JSONL.
+ * Turning batching off flushes. */
+void flowlog_set_batching(struct flowlog *log, bool on);
+/* Writes the queued lines. 0 or -errno (the queued lines are then lost and
+ * counted as errors). NULL or nothing queued: 0. */
+int flowlog_flush(struct flowlog *log);
+
+/* Lines written (or queued) and writes that failed since flowlog_open. */
 uint64_t flowlog_lines(const struct flowlog *log);
 uint64_t flowlog_errors(const struct flowlog *log);
 

@@ -464,6 +464,34 @@ static void test_serialise_roundtrip(void **state)
 	json_decref(o);
 }
 
+/* Batching: lines wait until flowlog_flush (or close), then land whole. */
+static void test_batching(void **state)
+{
+	struct tmp *t = *state;
+	struct flowlog *log;
+	assert_int_equal(flowlog_open(&log, t->path, NULL), 0);
+	flowlog_set_batching(log, true);
+	for (int i = 0; i < 3; i++) {
+		json_t *o = json_pack("{s:s,s:i}", "type", "tcp", "n", i);
+		assert_int_equal(flowlog_write(log, o), 0);
+		json_decref(o);
+	}
+	size_t len;
+	slurp(t->path, &len);
+	assert_int_equal(len, 0);
+	assert_int_equal(flowlog_lines(log), 3);
+	assert_int_equal(flowlog_flush(log), 0);
+	const char *text = slurp(t->path, &len);
+	assert_string_equal(text, "{\"type\":\"tcp\",\"n\":0}\n{\"type\":\"tcp\",\"n\":1}\n"
+				  "{\"type\":\"tcp\",\"n\":2}\n");
+	json_t *o = json_pack("{s:s}", "type", "udp");
+	assert_int_equal(flowlog_write(log, o), 0);
+	json_decref(o);
+	flowlog_close(log); /* flushes */
+	text = slurp(t->path, &len);
+	assert_non_null(strstr(text, "{\"type\":\"udp\"}\n"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -477,6 +505,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_two_writers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_too_long, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_serialise_roundtrip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_batching, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
