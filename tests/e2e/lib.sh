@@ -175,7 +175,12 @@ wgmitm_stats() {
   local before
   before=$(wc -l <"$E2E_TMP/wgmitm.log")
   kill -USR1 "$WGMITM_PID"
-  sleep 0.3
+  # The per-peer lines come last; a busy endpoint may take a moment.
+  for _ in $(seq 1 40); do
+    tail -n +"$((before + 1))" "$E2E_TMP/wgmitm.log" | grep -q "stats: peer" && break
+    sleep 0.05
+  done
+  sleep 0.05
   tail -n +"$((before + 1))" "$E2E_TMP/wgmitm.log"
 }
 
