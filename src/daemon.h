@@ -34,7 +34,7 @@ struct daemon_options {
 	const char *passthrough[DAEMON_MAX_PASSTHROUGH]; /* host globs relayed untouched */
 	size_t npassthrough;
 	long auto_passthrough_s;      /* -1 = default; 0 = never */
-	size_t body_cap;              /* 0 = 1 MiB */
+	long body_cap;                /* bytes of each body recorded; -1 = 1 MiB */
 	bool quic_passthrough;        /* relay UDP to port 443 instead of refusing it */
 	/* Debug: shortened WireGuard timers, in seconds (0 = the whitepaper's). */
 	unsigned rekey_after_time_s;

@@ -146,7 +146,7 @@ static const struct command cmd_run_def;
 
 static int cmd_run(int argc, char **argv)
 {
-	struct daemon_options o = { .under_load_threshold = -1, .auto_passthrough_s = -1 };
+	struct daemon_options o = { .under_load_threshold = -1, .auto_passthrough_s = -1, .body_cap = -1 };
 	static const struct option longopts[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "endpoint", required_argument, NULL, 'e' },
@@ -229,7 +229,7 @@ static int cmd_run(int argc, char **argv)
 		case 'b':
 			if (parse_uint(optarg, 16ul * 1024 * 1024, &v) < 0)
 				return usage_error(&cmd_run_def, "--body-cap \"%s\": expected bytes, at most 16 MiB", optarg);
-			o.body_cap = v ? v : 1; /* 0 would mean the default */
+			o.body_cap = (long)v; /* 0: bodies are counted, not kept */
 			break;
 		case 'N':
 			o.no_intercept = true;

@@ -1475,8 +1475,6 @@ struct relay *relay_new(uv_loop_t *loop, const struct relay_config *cfg)
 		r->cfg.max_buffer = RELAY_DEFAULT_MAX_BUFFER;
 	if (r->cfg.connect_timeout_ms == 0)
 		r->cfg.connect_timeout_ms = RELAY_DEFAULT_CONNECT_TIMEOUT_MS;
-	if (r->cfg.body_cap == 0)
-		r->cfg.body_cap = HTTPFLOW_DEFAULT_BODY_CAP;
 	for (int v = 0; v < POLICY_VERDICT_COUNT; v++)
 		snprintf(r->refusal[v], sizeof(r->refusal[v]), "policy:%s",
 			 policy_verdict_name((enum policy_verdict)v));
