@@ -299,7 +299,7 @@ static const struct command cmd_run_def = {
 	"                           repeatable\n"
 	"  --auto-passthrough S     after a client rejects our certificate for a host, pass\n"
 	"                           that host through for its peer for S seconds (3600; 0: never)\n"
-	"  --body-cap BYTES         bytes of each HTTP body recorded (1048576)\n"
+	"  --body-cap BYTES         bytes of each HTTP body recorded (1048576; 0: none)\n"
 	"  --no-intercept           relay TLS untouched (connections are still recorded)\n"
 	"  --quic refuse|passthrough  UDP to port 443 (QUIC, HTTP/3): refuse answers ICMP\n"
 	"                           port unreachable so apps fall back to TLS over TCP,\n"
