@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "mitm/errpage.h"
 #include "mitm/flowlog.h"
 #include "mitm/h2obs.h"
 #include "mitm/http1.h"
@@ -90,7 +91,7 @@ struct relay_icpt {
 	char authority[FLOWLOG_ADDR_LEN]; /* the server as "ip:port" for URLs */
 	enum obs_kind obs;
 	void *obs_ptr;
-	bool request_seen;             /* FAIL: the request head arrived */
+	struct errpage *err;           /* FAIL: the 502 we answer with */
 	uint8_t first_up[RELAY_FIRST_BYTES], first_down[RELAY_FIRST_BYTES];
 	size_t first_up_len, first_down_len;
 	uint64_t first_up_size, first_down_size;
@@ -292,6 +293,7 @@ static void relay_icpt_free(struct relay_conn *c)
 	if (x->cl_tls)
 		tls_leg_free(&x->cl);
 	json_decref(x->tls_json);
+	errpage_free(x->err);
 	free(x->sniff);
 	free(x);
 	c->x = NULL;
@@ -806,7 +808,16 @@ static void relay_conn_sniff(struct relay_conn *c)
 
 /* ---- TLS ---------------------------------------------------------------- */
 
-static const char *alpn_http11 = "\x08http/1.1";
+/* Whether the client's ALPN list has this protocol. */
+static bool hello_offers(const struct sniff_hello *h, const char *proto)
+{
+	size_t len = strlen(proto);
+	for (size_t i = 0; i < h->n_alpn; i++)
+		if (h->alpn_wire[h->alpn_off[i]] == len &&
+		    memcmp(h->alpn_wire + h->alpn_off[i] + 1, proto, len) == 0)
+			return true;
+	return false;
+}
 
 /* Client leg with a leaf for this host; `alpn` is what to select. */
 static bool relay_conn_client_leg(struct relay_conn *c, X509 *upstream_cert, const uint8_t *alpn,
@@ -864,7 +875,10 @@ static void relay_conn_upstream_ready(struct relay_conn *c, bool ok)
 		/* The client learns why from a 502 page when it speaks HTTP/1.1. */
 		r->stats.tls_upstream_failed++;
 		log_info("%s: %s", x->up.host, x->tls_error);
-		if (!relay_conn_client_leg(c, NULL, (const uint8_t *)alpn_http11, 9))
+		/* HTTP/1.1 when offered (or no ALPN at all), else h2 (gRPC). */
+		const char *pick = hello_offers(&x->hello, "http/1.1") ? "http/1.1" :
+				   hello_offers(&x->hello, "h2") ? "h2" : NULL;
+		if (!relay_conn_client_leg(c, NULL, (const uint8_t *)pick, pick ? strlen(pick) : 0))
 			return;
 		c->mode = MODE_FAIL;
 	}
@@ -925,36 +939,35 @@ static void relay_conn_client_tls_failed(struct relay_conn *c)
 	relay_conn_finish(c, reason, END_GRACEFUL);
 }
 
-/* FAIL: once the request head is in, answer 502 with the reason. */
-static void relay_conn_fail_respond(struct relay_conn *c, const uint8_t *p, size_t n)
+/* FAIL: the 502 goes out through the client leg; once it is all out, the
+ * connection ends. */
+static void relay_conn_fail_answer(struct relay_conn *c, const uint8_t *p, size_t n)
 {
 	struct relay_icpt *x = c->x;
-	if (x->request_seen)
-		return;
-	obs_client(c, p, n);
-	if (!memmem(p, n, "\r\n\r\n", 4) && x->sniff_len + n < 16384) {
-		x->sniff_len += n; /* only counted: the head may span reads */
+	if (n) {
+		obs_client(c, p, n);
+		if (errpage_client(x->err, p, n) < 0) {
+			relay_conn_finish(c, "tls:upstream_error", END_RESET_BOTH);
+			return;
+		}
+	}
+	const uint8_t *out;
+	size_t len = errpage_out(x->err, &out);
+	if (len) {
+		obs_server(c, out, len);
+		if (tls_leg_write(&x->cl, out, len) != TLS_OK) {
+			relay_conn_finish(c, "tls:upstream_error", END_RESET_BOTH);
+			return;
+		}
+		errpage_consume(x->err, len);
+	}
+	if (errpage_done(x->err)) {
+		tls_leg_close_notify(&x->cl);
+		relay_conn_client_flush(c);
+		relay_conn_finish(c, "tls:upstream_error", END_GRACEFUL);
 		return;
 	}
-	x->request_seen = true;
-	char body[400], head[256];
-	int bl = snprintf(body, sizeof(body), "wgmitm: %s\n", x->tls_error);
-	if (bl < 0 || (size_t)bl >= sizeof(body))
-		bl = (int)strlen(body);
-	int hl = snprintf(head, sizeof(head),
-			  "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\n"
-			  "Content-Length: %d\r\nConnection: close\r\nX-Wgmitm-Error: upstream\r\n\r\n",
-			  bl);
-	obs_server(c, (const uint8_t *)head, (size_t)hl);
-	obs_server(c, (const uint8_t *)body, (size_t)bl);
-	if (tls_leg_write(&x->cl, (const uint8_t *)head, (size_t)hl) != TLS_OK ||
-	    tls_leg_write(&x->cl, (const uint8_t *)body, (size_t)bl) != TLS_OK) {
-		relay_conn_finish(c, "tls:upstream_error", END_RESET_BOTH);
-		return;
-	}
-	tls_leg_close_notify(&x->cl);
 	relay_conn_client_flush(c);
-	relay_conn_finish(c, "tls:upstream_error", END_GRACEFUL);
 }
 
 /* Client leg: drive the handshake, then pass plaintext upstream. */
@@ -981,7 +994,19 @@ static void relay_conn_client_tls_data(struct relay_conn *c)
 			x->tls_json = json_object();
 			json_object_set_new(x->tls_json, "client", tls_leg_json(&x->cl));
 			json_object_set_new(x->tls_json, "upstream", json_null());
-			obs_start(c, OBS_HTTP1, "https");
+			const uint8_t *alpn;
+			unsigned alen;
+			tls_leg_alpn(&x->cl, &alpn, &alen);
+			bool h2 = alen == 2 && memcmp(alpn, "h2", 2) == 0;
+			obs_start(c, h2 ? OBS_H2 : OBS_HTTP1, "https");
+			x->err = errpage_new(h2, x->tls_error);
+			if (!x->err) {
+				relay_conn_oom(c);
+				return;
+			}
+			relay_conn_fail_answer(c, NULL, 0); /* h2: our SETTINGS */
+			if (c->finished)
+				return;
 		}
 	}
 	for (;;) {
@@ -1005,7 +1030,7 @@ static void relay_conn_client_tls_data(struct relay_conn *c)
 			return;
 		}
 		if (c->mode == MODE_FAIL) {
-			relay_conn_fail_respond(c, r->pbuf, n);
+			relay_conn_fail_answer(c, r->pbuf, n);
 			if (c->finished)
 				return;
 			continue;

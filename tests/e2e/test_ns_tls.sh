@@ -100,6 +100,12 @@ code=$("${c[@]}" -o "$E2E_TMP/502.txt" -w '%{http_code}' "https://bad.test:9443/
 [ "$code" = 502 ] || fail "bad upstream certificate: HTTP $code, expected 502"
 grep -q "certificate" "$E2E_TMP/502.txt" || fail "502 page without the reason: $(cat "$E2E_TMP/502.txt")"
 say "bad upstream certificate: 502 ($(head -c 120 "$E2E_TMP/502.txt"))"
+# An h2-only client (nghttp offers only h2, as gRPC clients do) gets the
+# 502 over HTTP/2.
+in_ns "$CLI" timeout 20 nghttp -y -v "https://$HOST4:9443/" >"$E2E_TMP/502h2.txt" 2>&1 || true
+grep -q ':status: 502' "$E2E_TMP/502h2.txt" || fail "h2-only client: no 502 over HTTP/2: $(tail -5 "$E2E_TMP/502h2.txt")"
+grep -q "wgmitm: upstream certificate" "$E2E_TMP/502h2.txt" || fail "h2 502 without the reason"
+say "bad upstream certificate, h2-only client: 502 over HTTP/2"
 
 # A client that does not trust our CA: recorded, and the host passes through
 # for this peer afterwards (the client then sees the real certificate).
@@ -163,6 +169,8 @@ bad = [r for r in tcp.values() if r.get("sni") == "bad.test"]
 need(bad and "certificate" in bad[0].get("tls_error", ""), "upstream certificate failure on the tcp record")
 need(find(lambda r: r["url"].startswith("https://bad.test:9443/") and r["response"]["status"] == 502),
      "the 502 as an http record")
+need(find(lambda r: r["http_version"] == "HTTP/2" and r["url"].endswith(":9443/") and r["response"]["status"] == 502),
+     "the h2 502 as an http record")
 rej = [r for r in tcp.values() if r["end_reason"] == "tls:client_rejected"]
 need(rej and "client rejected certificate" in rej[0]["tls_error"], "client rejection record")
 need(any(r.get("passthrough") == "auto" for r in tcp.values()), "automatic passthrough record")
