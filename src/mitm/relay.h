@@ -30,9 +30,10 @@
  *     for the client carries the SNI and the upstream certificate's names,
  *     and the client gets the ALPN the upstream chose, so both legs speak the
  *     same protocol and the plaintext passes through unchanged. An upstream
- *     that fails (handshake or verification) gets the client a 502 page with
- *     the reason (mitm/errpage.h, HTTP/1.1 or h2). A client that rejects our certificate
- *     puts the host on the automatic passthrough list for its peer.
+ *     that fails (handshake or verification) gets the client a 502 with the
+ *     reason (mitm/errpage.h, over HTTP/1.1 or h2). A client that rejects
+ *     our certificate puts the host on the automatic passthrough list for
+ *     its peer.
  *   HTTP/1 request line, or the h2 preface: plain HTTP, recorded.
  *   Anything else, or the upstream speaking first: relayed raw.
  * HTTP is watched by passive observers (mitm/http1.h, mitm/h2obs.h,
