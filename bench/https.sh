@@ -27,7 +27,8 @@
 #
 #   sudo bench/https.sh              (WGMITM=path/to/wgmitm, REPS=3, N=20000,
 #                                     N_MITM=2000, CONC=8, TLS_SECS=5, PROFILE=1)
-# Needs root, nginx (nginx-light), h2load (nghttp2-client), mitmdump, curl,
+# Needs root, nginx (nginx-light) and mitmdump (`scripts/setup --bench`),
+# h2load (nghttp2-client), curl,
 # openssl; perf for the profile of wgmitm under load (PROFILE=0 skips it).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
