@@ -637,9 +637,32 @@ static int first_run_peer(struct daemon *d)
 	return rc;
 }
 
-/* The CA (made on first start), both TLS contexts and the passthrough
- * list. SSLKEYLOGFILE in the environment adds key log lines. */
-static int daemon_start_tls(struct daemon *d, const struct daemon_options *o)
+/* The CA, made on first start; with --no-intercept it is not created (no
+ * CA: *have stays false, and there is no CA page). Loaded once for both the
+ * TLS contexts and the CA page. */
+static int daemon_load_ca(struct daemon *d, const struct daemon_options *o, struct ca *ca,
+			  bool *have)
+{
+	char err[4400];
+	bool created = false;
+	*have = false;
+	int rc = ca_load(ca, d->st.home, !o->no_intercept, &created, err, sizeof(err));
+	if (rc == -ENOENT && o->no_intercept)
+		return 0;
+	if (rc < 0) {
+		log_error("%s", err);
+		return -1;
+	}
+	if (created)
+		log_info("created the capture CA %s: install it on phones (http://wgmitm.internal in the tunnel)",
+			 ca->cert_path);
+	*have = true;
+	return 0;
+}
+
+/* Both TLS contexts and the passthrough list. SSLKEYLOGFILE in the
+ * environment adds key log lines. */
+static int daemon_start_tls(struct daemon *d, const struct daemon_options *o, const struct ca *ca)
 {
 	long auto_s = o->auto_passthrough_s < 0 ? PASSTHRU_DEFAULT_AUTO_S : o->auto_passthrough_s;
 	d->passthru = passthru_new((uint32_t)auto_s);
@@ -655,23 +678,13 @@ static int daemon_start_tls(struct daemon *d, const struct daemon_options *o)
 	if (o->no_intercept)
 		return 0;
 	char err[512];
-	struct ca ca;
-	bool created = false;
-	if (ca_load(&ca, d->st.home, true, &created, err, sizeof(err)) < 0) {
-		log_error("%s", err);
-		return -1;
-	}
-	if (created)
-		log_info("created the capture CA %s: install it on phones (http://wgmitm.internal in the tunnel)",
-			 ca.cert_path);
 	struct tls_config tc = {
-		.ca_cert = ca.cert, .ca_key = ca.key, .insecure_upstream = o->insecure_upstream,
+		.ca_cert = ca->cert, .ca_key = ca->key, .insecure_upstream = o->insecure_upstream,
 		.keylog_path = getenv("SSLKEYLOGFILE"),
 	};
 	for (size_t i = 0; i < o->nupstream_ca && i < TLS_MAX_UPSTREAM_CA; i++)
 		tc.upstream_ca[tc.n_upstream_ca++] = o->upstream_ca[i];
 	d->tls = tls_ctx_new(&tc, err, sizeof(err));
-	ca_free(&ca);
 	if (!d->tls) {
 		log_error("TLS: %s", err);
 		return -1;
@@ -683,22 +696,14 @@ static int daemon_start_tls(struct daemon *d, const struct daemon_options *o)
 	return 0;
 }
 
-/* The CA page on TCP :80 of our tunnel addresses. With --no-intercept the
- * CA is not created for it: no CA, no page (the port stays refused). */
-static int open_capage(struct daemon *d, const struct daemon_options *o)
+/* The CA page on TCP :80 of our tunnel addresses. No CA (--no-intercept
+ * before one was made): no page, the port stays refused. */
+static int open_capage(struct daemon *d, const struct daemon_options *o, const struct ca *ca)
 {
-	char err[4400];
-	struct ca ca;
-	int rc = ca_load(&ca, d->st.home, !o->no_intercept, NULL, err, sizeof(err));
-	if (rc == -ENOENT && o->no_intercept)
+	if (!ca)
 		return 0;
-	if (rc < 0) {
-		log_error("%s", err);
-		return -1;
-	}
-	struct capage_config cp = { .ca = ca.cert, .addr4 = d->policy.addr4, .addr6 = d->policy.addr6 };
+	struct capage_config cp = { .ca = ca->cert, .addr4 = d->policy.addr4, .addr6 = d->policy.addr6 };
 	d->capage = capage_new(d->loop, &cp);
-	ca_free(&ca);
 	if (!d->capage || policy_add_local_port(&d->policy, IPPROTO_TCP, CAPAGE_PORT) < 0) {
 		log_error("cannot start the CA page");
 		return -1;
@@ -732,7 +737,16 @@ static int open_mitm(struct daemon *d)
 	if (repaired)
 		log_warn("%s: repaired a last line cut by a crash", path);
 	flowlog_set_batching(d->flows, true); /* flushed every loop iteration */
-	if (daemon_start_tls(d, o) < 0 || open_capage(d, o) < 0)
+	struct ca ca;
+	bool have_ca;
+	if (daemon_load_ca(d, o, &ca, &have_ca) < 0)
+		return -1;
+	rc = daemon_start_tls(d, o, have_ca ? &ca : NULL);
+	if (rc == 0)
+		rc = open_capage(d, o, have_ca ? &ca : NULL);
+	if (have_ca)
+		ca_free(&ca);
+	if (rc < 0)
 		return -1;
 	struct relay_config rc_cfg = {
 		.policy = &d->policy, .log = d->flows, .peer_name = peer_name_by_addr, .peer_ctx = d,
