@@ -52,9 +52,7 @@ struct http1_obs {
 	struct http_sink sink;
 	size_t body_cap;
 	char *scheme, *default_authority;
-	void (*clock)(struct timespec *now);
-	struct timespec now;
-	bool now_valid;                /* `now` was read during this call */
+	struct http_clock clock;       /* read once per call */
 
 	struct h1_side req, resp;
 	struct h1_ex *head, *tail;
@@ -88,14 +86,7 @@ static bool settings_ready;
 
 static const struct timespec *now(struct http1_obs *o)
 {
-	if (!o->now_valid) {
-		if (o->clock)
-			o->clock(&o->now);
-		else
-			clock_gettime(CLOCK_REALTIME, &o->now);
-		o->now_valid = true;
-	}
-	return &o->now;
+	return http_clock_now(&o->clock);
 }
 
 static struct http1_obs *obs_of(llhttp_t *p)
@@ -575,7 +566,7 @@ struct http1_obs *http1_obs_new(const struct http1_config *cfg)
 		goto fail;
 	o->sink = cfg->sink;
 	o->body_cap = cfg->body_cap;
-	o->clock = cfg->clock;
+	o->clock.read = cfg->clock;
 	const char *scheme = cfg->scheme ? cfg->scheme : "https";
 	if (http_strdup_n(&o->scheme, scheme, strlen(scheme)) != 0)
 		goto fail;
@@ -691,7 +682,7 @@ static void start_websocket(struct http1_obs *o)
 		.body_cap = o->body_cap,
 		.url = o->ws_url,
 		.extensions = o->ws_ext,
-		.clock = o->clock,
+		.clock = o->clock.read,
 	};
 	o->ws = ws_obs_new(&wc);
 	if (o->ws && o->early_len)
@@ -706,7 +697,7 @@ void http1_obs_client(struct http1_obs *o, const uint8_t *p, size_t n)
 	}
 	if (o->failed || o->finished || o->upgraded != HTTP1_UPGRADE_NONE || n == 0)
 		return;
-	o->now_valid = false;
+	o->clock.valid = false;
 	client_exec(o, p, n);
 }
 
@@ -718,7 +709,7 @@ void http1_obs_server(struct http1_obs *o, const uint8_t *p, size_t n)
 	}
 	if (o->failed || o->finished || o->upgraded != HTTP1_UPGRADE_NONE || n == 0)
 		return;
-	o->now_valid = false;
+	o->clock.valid = false;
 	llhttp_errno_t err = llhttp_execute(&o->resp.parser, (const char *)p, n);
 	while (err == HPE_PAUSED && o->resume_client) {
 		size_t used = (size_t)((const uint8_t *)llhttp_get_error_pos(&o->resp.parser) - p);
@@ -758,7 +749,7 @@ void http1_obs_server_eof(struct http1_obs *o)
 {
 	if (o->ws || o->failed || o->finished || o->upgraded != HTTP1_UPGRADE_NONE)
 		return;
-	o->now_valid = false;
+	o->clock.valid = false;
 	/* A response delimited by the close ends here (RFC 9112 6.3 rule 8);
 	 * anything else cut short stays pending for http1_obs_finish. */
 	if (o->resp.cur)
@@ -770,7 +761,7 @@ void http1_obs_finish(struct http1_obs *o, const char *reason)
 	if (o->finished)
 		return;
 	o->finished = true;
-	o->now_valid = false;
+	o->clock.valid = false;
 	if (o->ws)
 		ws_obs_finish(o->ws);
 	if (!o->failed)

@@ -85,6 +85,18 @@ void http_headers_free(struct http_headers *h)
 
 /* ---- bodies -------------------------------------------------------------- */
 
+const struct timespec *http_clock_now(struct http_clock *c)
+{
+	if (!c->valid) {
+		if (c->read)
+			c->read(&c->now);
+		else
+			clock_gettime(CLOCK_REALTIME, &c->now);
+		c->valid = true;
+	}
+	return &c->now;
+}
+
 void http_body_init(struct http_body *b, size_t cap)
 {
 	memset(b, 0, sizeof(*b));

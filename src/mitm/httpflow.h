@@ -116,6 +116,15 @@ int http_exchange_to_json(const struct http_exchange *x, const char *default_aut
  * "size" and "truncated". Exposed for the WebSocket records. */
 json_t *http_body_json(const uint8_t *data, size_t len, uint64_t size, bool truncated);
 
+/* The time of one observer call: read at most once per call (the caller
+ * clears `valid` when a call begins), from `read` or CLOCK_REALTIME. */
+struct http_clock {
+	void (*read)(struct timespec *now); /* NULL: CLOCK_REALTIME (tests pass a fake) */
+	struct timespec now;
+	bool valid;
+};
+const struct timespec *http_clock_now(struct http_clock *c);
+
 /* Where an observer's finished exchanges go. The sink may keep nothing from
  * x after returning; the observer frees it. */
 struct http_sink {

@@ -65,9 +65,7 @@ struct ws_obs {
 	struct http_sink sink;
 	size_t body_cap;
 	char *url;
-	void (*clock)(struct timespec *now);
-	struct timespec now;
-	bool now_valid;
+	struct http_clock clock;       /* read once per call */
 	bool deflate;                  /* permessage-deflate negotiated */
 	struct ws_dir dir[2];
 
@@ -86,14 +84,7 @@ struct ws_obs {
 
 static const struct timespec *now(struct ws_obs *o)
 {
-	if (!o->now_valid) {
-		if (o->clock)
-			o->clock(&o->now);
-		else
-			clock_gettime(CLOCK_REALTIME, &o->now);
-		o->now_valid = true;
-	}
-	return &o->now;
+	return http_clock_now(&o->clock);
 }
 
 /* ---- permessage-deflate negotiation (RFC 7692 5, 7.1) -------------------- */
@@ -455,7 +446,7 @@ static void frame_end(struct ws_obs *o, struct ws_dir *d, int di)
 static void feed(struct ws_obs *o, int di, const uint8_t *p, size_t n)
 {
 	struct ws_dir *d = &o->dir[di];
-	o->now_valid = false;
+	o->clock.valid = false;
 	while (n && !o->failed) {
 		if (!d->in_payload) {
 			if (d->hdr_len < 2) {
@@ -512,7 +503,7 @@ struct ws_obs *ws_obs_new(const struct ws_config *cfg)
 		goto fail;
 	o->sink = cfg->sink;
 	o->body_cap = cfg->body_cap;
-	o->clock = cfg->clock;
+	o->clock.read = cfg->clock;
 	const char *url = cfg->url ? cfg->url : "";
 	if (http_strdup_n(&o->url, url, strlen(url)) != 0)
 		goto fail;
