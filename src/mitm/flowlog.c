@@ -425,21 +425,35 @@ uint64_t flowlog_errors(const struct flowlog *log)
 
 /* ---- formatting --------------------------------------------------------- */
 
-int flowlog_format_addr(const struct sockaddr *sa, char out[static FLOWLOG_ADDR_LEN])
+int flowlog_format_ip(const struct sockaddr *sa, char out[static INET6_ADDRSTRLEN], unsigned *port)
 {
-	char ip[INET6_ADDRSTRLEN];
 	if (sa && sa->sa_family == AF_INET) {
 		const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
-		inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip));
-		return snprintf(out, FLOWLOG_ADDR_LEN, "%s:%u", ip, ntohs(sin->sin_port));
+		inet_ntop(AF_INET, &sin->sin_addr, out, INET6_ADDRSTRLEN);
+		*port = ntohs(sin->sin_port);
+		return AF_INET;
 	}
 	if (sa && sa->sa_family == AF_INET6) {
 		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
-		inet_ntop(AF_INET6, &sin6->sin6_addr, ip, sizeof(ip));
-		return snprintf(out, FLOWLOG_ADDR_LEN, "[%s]:%u", ip, ntohs(sin6->sin6_port));
+		inet_ntop(AF_INET6, &sin6->sin6_addr, out, INET6_ADDRSTRLEN);
+		*port = ntohs(sin6->sin6_port);
+		return AF_INET6;
 	}
-	snprintf(out, FLOWLOG_ADDR_LEN, "?");
+	snprintf(out, INET6_ADDRSTRLEN, "?");
+	*port = 0;
 	return -EAFNOSUPPORT;
+}
+
+int flowlog_format_addr(const struct sockaddr *sa, char out[static FLOWLOG_ADDR_LEN])
+{
+	char ip[INET6_ADDRSTRLEN];
+	unsigned port;
+	int af = flowlog_format_ip(sa, ip, &port);
+	if (af < 0) {
+		snprintf(out, FLOWLOG_ADDR_LEN, "?");
+		return af;
+	}
+	return snprintf(out, FLOWLOG_ADDR_LEN, af == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, port);
 }
 
 void flowlog_format_time(const struct timespec *ts, char out[static FLOWLOG_TIME_LEN])

@@ -25,6 +25,7 @@
 #ifndef WGMITM_MITM_FLOWLOG_H
 #define WGMITM_MITM_FLOWLOG_H
 
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -84,6 +85,10 @@ uint64_t flowlog_errors(const struct flowlog *log);
 /* "ip:port" / "[ip6]:port" (v4-mapped IPv6 stays in IPv6 form). Returns
  * the length, or -EAFNOSUPPORT (out is then "?"). */
 int flowlog_format_addr(const struct sockaddr *sa, char out[static FLOWLOG_ADDR_LEN]);
+
+/* The address alone ("10.0.0.1", "2001:db8::1") and its port. Returns
+ * AF_INET or AF_INET6, or -EAFNOSUPPORT (out is then "?", port 0). */
+int flowlog_format_ip(const struct sockaddr *sa, char out[static INET6_ADDRSTRLEN], unsigned *port);
 
 /* A CLOCK_REALTIME timespec as RFC 3339 UTC with microseconds. */
 void flowlog_format_time(const struct timespec *ts, char out[static FLOWLOG_TIME_LEN]);

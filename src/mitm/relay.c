@@ -712,17 +712,13 @@ static void relay_conn_go_raw(struct relay_conn *c, const char *proto, enum obs_
 		relay_conn_read_on(c);
 }
 
-static const char *relay_conn_host(const struct relay_conn *c, char *buf, size_t len)
+/* The SNI, or the dialled IP when there is none. */
+static const char *relay_conn_host(const struct relay_conn *c, char buf[static INET6_ADDRSTRLEN])
 {
 	if (c->x->hello.sni_present && !c->x->hello.sni_is_ip)
 		return c->x->hello.sni;
-	char a[FLOWLOG_ADDR_LEN];
-	flowlog_format_addr((const struct sockaddr *)&c->flow.server, a);
-	/* "ip:port" / "[ip6]:port" → the address alone. */
-	const char *s = a[0] == '[' ? a + 1 : a;
-	const char *e = a[0] == '[' ? strchr(s, ']') : strrchr(s, ':');
-	size_t n = e ? (size_t)(e - s) : strlen(s);
-	snprintf(buf, len, "%.*s", (int)n, s);
+	unsigned port;
+	(void)flowlog_format_ip((const struct sockaddr *)&c->flow.server, buf, &port);
 	return buf;
 }
 
@@ -735,8 +731,8 @@ static void relay_conn_start_tls(struct relay_conn *c)
 {
 	struct relay *r = c->relay;
 	struct relay_icpt *x = c->x;
-	char hostbuf[64];
-	const char *host = relay_conn_host(c, hostbuf, sizeof(hostbuf));
+	char hostbuf[INET6_ADDRSTRLEN];
+	const char *host = relay_conn_host(c, hostbuf);
 	const char *rule = r->cfg.passthrough ? passthru_rule(r->cfg.passthrough, host) : NULL;
 	if (rule) {
 		snprintf(x->passthrough, sizeof(x->passthrough), "rule:%s", rule);
@@ -921,8 +917,8 @@ static void relay_conn_client_tls_failed(struct relay_conn *c)
 		r->stats.tls_client_rejected++;
 		snprintf(x->tls_error, sizeof(x->tls_error), "client rejected certificate: %s", why);
 		reason = "tls:client_rejected";
-		char hostbuf[64];
-		const char *host = relay_conn_host(c, hostbuf, sizeof(hostbuf));
+		char hostbuf[INET6_ADDRSTRLEN];
+		const char *host = relay_conn_host(c, hostbuf);
 		if (r->cfg.passthrough)
 			passthru_auto_add(r->cfg.passthrough, c->flow.peer, host, relay_now_s(r));
 		/* One line per host and peer: later connections pass through. */

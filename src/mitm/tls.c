@@ -15,6 +15,7 @@
 
 #include "mitm/cert.h"
 #include "mitm/certcache.h"
+#include "mitm/flowlog.h"
 
 /* Upstream sessions kept for resumption, by host and port: a new TLS
  * connection to a host we saw costs one round trip less and no upstream
@@ -274,21 +275,6 @@ static int leg_init(struct tls_ctx *t, struct tls_leg *leg, SSL_CTX *sctx, bool 
 	return 0;
 }
 
-static void sockaddr_ip(const struct sockaddr *sa, char *out, size_t outlen, unsigned *port)
-{
-	out[0] = 0;
-	*port = 0;
-	if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *s = (const struct sockaddr_in *)sa;
-		inet_ntop(AF_INET, &s->sin_addr, out, (socklen_t)outlen);
-		*port = ntohs(s->sin_port);
-	} else if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)sa;
-		inet_ntop(AF_INET6, &s->sin6_addr, out, (socklen_t)outlen);
-		*port = ntohs(s->sin6_port);
-	}
-}
-
 int tls_leg_upstream(struct tls_ctx *t, struct tls_leg *leg, const char *sni,
 		     const struct sockaddr *dest, const uint8_t *alpn, size_t alpn_len)
 {
@@ -297,7 +283,7 @@ int tls_leg_upstream(struct tls_ctx *t, struct tls_leg *leg, const char *sni,
 		return rc;
 	char ip[INET6_ADDRSTRLEN];
 	unsigned port;
-	sockaddr_ip(dest, ip, sizeof(ip), &port);
+	(void)flowlog_format_ip(dest, ip, &port);
 	bool have_sni = sni && sni[0];
 	snprintf(leg->host, sizeof(leg->host), "%s", have_sni ? sni : ip);
 	snprintf(leg->sess_key, sizeof(leg->sess_key), "%s:%u", leg->host, port);
