@@ -51,14 +51,7 @@ load
 
 # Test PKI: the upstream's CA and a leaf for www.test and the host's address.
 pki="$E2E_TMP/pki"
-mkdir -p "$pki"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-  -subj "/CN=bench upstream CA" -keyout "$pki/ca.key" -out "$pki/ca.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=www.test" \
-  -keyout "$pki/www.key" -out "$pki/www.csr" 2>/dev/null
-printf 'subjectAltName=DNS:www.test,IP:203.0.113.10\nextendedKeyUsage=serverAuth\n' >"$pki/www.ext"
-openssl x509 -req -in "$pki/www.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -CAcreateserial \
-  -days 2 -extfile "$pki/www.ext" -out "$pki/www.pem" 2>/dev/null
+test_pki "$pki"
 
 topology_hosts --upstream-ca "$pki/ca.pem"
 WGMITM_HOME="$HOME_DIR" "$WGMITM" ca export >"$E2E_TMP/wgca.pem"

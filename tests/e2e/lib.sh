@@ -214,6 +214,20 @@ topology_hosts() {
   ip netns exec "$CLI" ping -c 1 -W 3 "$SRV4" >/dev/null || fail "peer did not join"
 }
 
+# test_pki DIR: an upstream test CA (DIR/ca.pem, ca.key) and a certificate
+# it signed for www.test and the host's addresses (DIR/www.pem, www.key).
+test_pki() {
+  local pki=$1
+  mkdir -p "$pki"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj "/CN=upstream test CA" -keyout "$pki/ca.key" -out "$pki/ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=www.test" \
+    -keyout "$pki/www.key" -out "$pki/www.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:www.test,IP:203.0.113.10,IP:2001:db8:1::10\nextendedKeyUsage=serverAuth\n' >"$pki/www.ext"
+  openssl x509 -req -in "$pki/www.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -CAcreateserial \
+    -days 2 -extfile "$pki/www.ext" -out "$pki/www.pem" 2>/dev/null
+}
+
 # in_ns NS CMD...: run a command in a namespace.
 in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 

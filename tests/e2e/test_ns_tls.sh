@@ -18,14 +18,7 @@ export NODE_PATH=/usr/share/nodejs
 # A test PKI: the upstream CA, a good certificate for www.test (and the
 # host's IPs), and a self-signed one for bad.test.
 pki="$E2E_TMP/pki"
-mkdir -p "$pki"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-  -subj "/CN=upstream test CA" -keyout "$pki/ca.key" -out "$pki/ca.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=www.test" \
-  -keyout "$pki/www.key" -out "$pki/www.csr" 2>/dev/null
-printf 'subjectAltName=DNS:www.test,IP:203.0.113.10,IP:2001:db8:1::10\nextendedKeyUsage=serverAuth\n' >"$pki/www.ext"
-openssl x509 -req -in "$pki/www.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -CAcreateserial \
-  -days 2 -extfile "$pki/www.ext" -out "$pki/www.pem" 2>/dev/null
+test_pki "$pki"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=bad.test" \
   -addext "subjectAltName=DNS:bad.test" -keyout "$pki/bad.key" -out "$pki/bad.pem" 2>/dev/null
 
