@@ -751,7 +751,7 @@ static int open_mitm(struct daemon *d)
 	struct relay_config rc_cfg = {
 		.policy = &d->policy, .log = d->flows, .peer_name = peer_name_by_addr, .peer_ctx = d,
 		.tls = d->tls, .passthrough = d->passthru,
-		.body_cap = o->body_cap < 0 ? RELAY_BODY_CAP_DEFAULT : (size_t)o->body_cap,
+		.body_cap = o->body_cap < 0 ? HTTPFLOW_DEFAULT_BODY_CAP : (size_t)o->body_cap,
 	};
 	d->relay = relay_new(d->loop, &rc_cfg);
 	if (!d->relay) {

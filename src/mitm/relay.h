@@ -66,7 +66,6 @@ struct passthru;
 #define RELAY_DEFAULT_MAX_BUFFER (256u * 1024) /* client → upstream queue */
 #define RELAY_DEFAULT_CONNECT_TIMEOUT_MS 10000
 #define RELAY_READ_SIZE (64u * 1024)             /* one upstream read */
-#define RELAY_BODY_CAP_DEFAULT ((size_t)1 << 20)
 
 struct relay_config {
 	const struct policy *policy;   /* borrowed, must outlive the relay; required */
@@ -81,8 +80,8 @@ struct relay_config {
 	 * with its SNI). passthrough may be NULL. */
 	struct tls_ctx *tls;           /* borrowed */
 	struct passthru *passthrough;  /* borrowed */
-	size_t body_cap;               /* bytes of each HTTP body recorded (0: none);
-	                                  RELAY_BODY_CAP_DEFAULT: 1 MiB */
+	size_t body_cap;               /* bytes of each HTTP body recorded (0: none;
+	                                  usually HTTPFLOW_DEFAULT_BODY_CAP) */
 	bool no_http;                  /* do not parse or record HTTP */
 };
 
