@@ -129,7 +129,8 @@ target_link_libraries(lwip_port PRIVATE PkgConfig::SODIUM)
 if(WGMITM_FUZZ)
   # Reproducible "random" numbers and ISNs, so fuzz inputs can complete TCP
   # handshakes. Never in a normal build.
-  target_compile_definitions(lwip_port PRIVATE NETSTACK_FIXED_RANDOM=1)
+  # A failed assert always aborts there, so the fuzzer reports it.
+  target_compile_definitions(lwip_port PRIVATE NETSTACK_FIXED_RANDOM=1 NETSTACK_ASSERT_ABORTS=1)
 endif()
 target_sources(lwip PRIVATE $<TARGET_OBJECTS:lwip_port>)
 target_link_libraries(lwip PUBLIC PkgConfig::SODIUM)

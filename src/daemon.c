@@ -428,7 +428,8 @@ static void print_stats(struct daemon *d)
 		dns_proxy_get_stats(d->dns, &ds);
 		log_info("stats: tcp open %llu, accepted %llu, refused %llu, upstream failed %llu (refused %llu, timeout %llu), "
 			 "bytes up %llu down %llu | udp flows %llu, up %llu B, down %llu B, policy drops %llu | "
-			 "dns queries %llu, answered %llu, timeouts %llu | netstack tcp refused %llu, lwip mem errors %llu",
+			 "dns queries %llu, answered %llu, timeouts %llu | netstack tcp refused %llu, lwip mem errors %llu, "
+			 "lwip asserts contained %llu",
 			 (unsigned long long)rs.open, (unsigned long long)rs.accepted,
 			 (unsigned long long)rs.refused, (unsigned long long)rs.connect_failed,
 			 (unsigned long long)rs.connect_refused, (unsigned long long)rs.connect_timeout,
@@ -437,7 +438,8 @@ static void print_stats(struct daemon *d)
 			 (unsigned long long)us.bytes_down, (unsigned long long)us.policy_drop,
 			 (unsigned long long)(ds.queries_udp + ds.queries_tcp),
 			 (unsigned long long)ds.answered, (unsigned long long)ds.timeouts,
-			 (unsigned long long)ns.tcp_refused, (unsigned long long)ns.lwip_mem_err);
+			 (unsigned long long)ns.tcp_refused, (unsigned long long)ns.lwip_mem_err,
+			 (unsigned long long)ns.drop_lwip_assert);
 		struct capage_stats cs = { 0 };
 		if (d->capage)
 			capage_get_stats(d->capage, &cs);

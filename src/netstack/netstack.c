@@ -7,6 +7,7 @@
 
 #include <sodium.h>
 
+#include "netstack_assert.h"
 #include "netstack_internal.h"
 #include "netstack_testing.h"
 
@@ -67,6 +68,11 @@ void netstack__test_tcp_ticks(struct netstack *ns, unsigned ticks)
     netstack__timer_arm(ns);
 }
 
+void netstack__test_fail_next_segment(void)
+{
+    netstack__fail_next_segment = true;
+}
+
 /* ---- Output: lwIP -> WireGuard ------------------------------------------ */
 
 static err_t netstack__emit(struct netif *netif, struct pbuf *p)
@@ -87,7 +93,9 @@ static err_t netstack__emit(struct netif *netif, struct pbuf *p)
     }
     ns->stats.out_packets++;
     ns->stats.out_bytes += len;
+    NETSTACK_UPCALL_ENTER();
     ns->ops.output(ns->ctx, pkt, len);
+    NETSTACK_UPCALL_LEAVE();
     return ERR_OK;
 }
 
@@ -124,6 +132,7 @@ struct netstack_pkt {
     uint8_t proto;          /* upper-layer protocol */
     size_t l4off;           /* offset of its header, if first fragment */
     bool first;             /* unfragmented, or the first fragment */
+    bool whole;             /* unfragmented */
     const uint8_t *dst;     /* destination address, 4 or 16 bytes */
 };
 
@@ -169,6 +178,7 @@ static bool netstack__ip6_chain(const uint8_t *pkt, struct netstack_pkt *pi)
             if (total - off < 8)
                 return false;
             hlen = 8;
+            pi->whole = false;
             /* A later fragment carries payload only; reassembly re-parses
              * the chain of the first one, checked here. */
             if (((size_t)pkt[off + 2] << 8 | pkt[off + 3]) >> 3 != 0) {
@@ -198,6 +208,7 @@ static bool netstack__parse(struct netstack *ns, const uint8_t *pkt, size_t len,
     }
     pi->version = pkt[0] >> 4;
     pi->first = true;
+    pi->whole = true;
     switch (pi->version) {
     case 4: {
         if (len < NETSTACK_IP4_HLEN) {
@@ -213,6 +224,7 @@ static bool netstack__parse(struct netstack *ns, const uint8_t *pkt, size_t len,
         pi->proto = pkt[9];
         pi->l4off = ihl;
         pi->first = (((size_t)pkt[6] << 8 | pkt[7]) & 0x1fff) == 0;
+        pi->whole = (((size_t)pkt[6] << 8 | pkt[7]) & 0x3fff) == 0; /* no MF, offset 0 */
         pi->dst = pkt + 16;
         return true;
     }
@@ -274,6 +286,69 @@ static void netstack__prepare_port(struct netstack *ns, const uint8_t *pkt,
     }
 }
 
+/* lwIP's input with the assert trap set (netstack_assert.h). False when an
+ * assert unwound it. Its own function, so that nothing of the caller's
+ * lives across setjmp. */
+static __attribute__((noinline)) bool netstack__guarded_input(struct netif *netif, struct pbuf *p,
+                                                              int version)
+{
+    jmp_buf trap;
+    if (setjmp(trap) != 0)
+        return false;
+    netstack__assert_trap = &trap;
+    if (version == 4)
+        ip4_input(p, netif);
+    else
+        ip6_input(p, netif);
+    netstack__assert_trap = NULL;
+    return true;
+}
+
+/* Resets the TCP connection a packet belongs to, if there is one. */
+static void netstack__reset_conn(const uint8_t *pkt, const struct netstack_pkt *pi)
+{
+    ip_addr_t src, dst;
+    if (pi->version == 4) {
+        IP_ADDR4(&src, pkt[12], pkt[13], pkt[14], pkt[15]);
+        IP_ADDR4(&dst, pkt[16], pkt[17], pkt[18], pkt[19]);
+    } else {
+        memset(&src, 0, sizeof src);
+        memset(&dst, 0, sizeof dst);
+        IP_SET_TYPE(&src, IPADDR_TYPE_V6);
+        IP_SET_TYPE(&dst, IPADDR_TYPE_V6);
+        memcpy(ip_2_ip6(&src)->addr, pkt + 8, 16);
+        memcpy(ip_2_ip6(&dst)->addr, pkt + 24, 16);
+    }
+    u16_t sport = (u16_t)(pkt[pi->l4off] << 8 | pkt[pi->l4off + 1]);
+    u16_t dport = (u16_t)(pkt[pi->l4off + 2] << 8 | pkt[pi->l4off + 3]);
+    for (struct tcp_pcb *pcb = tcp_active_pcbs; pcb != NULL; pcb = pcb->next) {
+        if (pcb->remote_port == sport && pcb->local_port == dport &&
+            ip_addr_cmp(&pcb->remote_ip, &src) && ip_addr_cmp(&pcb->local_ip, &dst)) {
+            tcp_abort(pcb); /* reset; on_err tells the upper layer */
+            return;
+        }
+    }
+}
+
+/* A failed lwIP assert while it processed this packet (arch/sys_arch.c):
+ * the TCP connection it belongs to, if any, is reset, since lwIP's state
+ * for it is no longer trusted, and the packet is dropped. `p` is a whole
+ * TCP segment that netstack_input holds a reference to: nothing refers to
+ * it once its pcb is gone, whatever frame lwIP abandoned, so it is freed.
+ * Any other packet (NULL here) may sit in a reassembly queue: left. */
+static void netstack__contain(struct netstack *ns, const uint8_t *pkt,
+                              const struct netstack_pkt *pi, struct pbuf *p)
+{
+    ns->stats.drop_lwip_assert++;
+    tcp_input_pcb = NULL;
+    if (p == NULL)
+        return;
+    if (pi->total >= pi->l4off + 4)
+        netstack__reset_conn(pkt, pi);
+    p->ref = 1;
+    pbuf_free(p);
+}
+
 void netstack_input(struct netstack *ns, const uint8_t *pkt, size_t len)
 {
     struct netstack_pkt pi = { 0 };
@@ -301,23 +376,31 @@ void netstack_input(struct netstack *ns, const uint8_t *pkt, size_t len)
      * the netif briefly wears the packet's destination (single thread, no
      * lwIP callbacks on the change); pcbs keep their own local address, so
      * replies leave from the address the client dialled. ip4_input and
-     * ip6_input always take ownership of the pbuf. */
+     * ip6_input always take ownership of a reference to the pbuf. */
+    ip4_addr_t *own4 = ip_2_ip4(&ns->netif.ip_addr);
+    u32_t saved4 = own4->addr;
+    ip6_addr_t *slot6 = ip_2_ip6(&ns->netif.ip6_addr[NETSTACK_IP6_SLOT_DEST]);
     if (pi.version == 4) {
-        ip4_addr_t *own = ip_2_ip4(&ns->netif.ip_addr);
-        u32_t saved = own->addr;
         if (terminate)
-            memcpy(&own->addr, pi.dst, 4);
-        ip4_input(p, &ns->netif);
-        own->addr = saved;
-    } else {
-        ip6_addr_t *slot = ip_2_ip6(&ns->netif.ip6_addr[NETSTACK_IP6_SLOT_DEST]);
-        if (terminate) {
-            memcpy(slot->addr, pi.dst, 16);
-            ns->netif.ip6_addr_state[NETSTACK_IP6_SLOT_DEST] = IP6_ADDR_PREFERRED;
-        }
-        ip6_input(p, &ns->netif);
-        ns->netif.ip6_addr_state[NETSTACK_IP6_SLOT_DEST] = IP6_ADDR_INVALID;
+            memcpy(&own4->addr, pi.dst, 4);
+    } else if (terminate) {
+        memcpy(slot6->addr, pi.dst, 16);
+        ns->netif.ip6_addr_state[NETSTACK_IP6_SLOT_DEST] = IP6_ADDR_PREFERRED;
     }
+    /* A reference of our own to a whole TCP segment, so that after a
+     * contained assert it is freed exactly once. Not for other packets:
+     * lwIP answers an echo request in place, and asserts it holds the only
+     * reference. */
+    bool ref = pi.proto == NETSTACK_PROTO_TCP && pi.whole;
+    if (ref)
+        pbuf_ref(p);
+    bool ok = netstack__guarded_input(&ns->netif, p, pi.version);
+    own4->addr = saved4;
+    ns->netif.ip6_addr_state[NETSTACK_IP6_SLOT_DEST] = IP6_ADDR_INVALID;
+    if (!ok)
+        netstack__contain(ns, pkt, &pi, ref ? p : NULL);
+    else if (ref)
+        pbuf_free(p);
 
     netstack__timer_arm(ns);
 }

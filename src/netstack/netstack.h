@@ -92,6 +92,7 @@ struct netstack_stats {
     uint64_t drop_length;     /* header lengths inconsistent with the buffer */
     uint64_t drop_ext_header; /* IPv6 extension header chain malformed */
     uint64_t drop_nomem;      /* no memory for the packet */
+    uint64_t drop_lwip_assert; /* failed an lwIP assert: dropped, its connection reset */
     uint64_t tcp_accepted;    /* handed to ops.tcp_accept and taken */
     uint64_t tcp_refused;     /* reset: no tcp_accept, refused, over max_tcp, no memory */
     uint64_t tcp_active;      /* accepted and not yet closed (gauge) */

@@ -10,4 +10,12 @@ u32_t netstack__tcp_isn(const ip_addr_t *local_ip, u16_t local_port,
                         const ip_addr_t *remote_ip, u16_t remote_port);
 #define LWIP_HOOK_TCP_ISN netstack__tcp_isn
 
+/* For netstack__test_fail_next_segment (netstack_testing.h): an assert in
+ * the middle of lwIP's processing of an established connection's segment.
+ * Otherwise one load and branch per segment. */
+struct tcp_pcb;
+err_t netstack__tcp_inpacket(const struct tcp_pcb *pcb);
+#define LWIP_HOOK_TCP_INPACKET_PCB(pcb, hdr, optlen, opt1len, opt2, p) \
+    netstack__tcp_inpacket((const struct tcp_pcb *)(pcb))
+
 #endif

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "netstack_assert.h"
 #include "netstack_internal.h"
 
 #include "lwip/priv/tcp_priv.h"
@@ -232,6 +233,28 @@ static err_t netstack__tcp_on_poll(void *arg, struct tcp_pcb *pcb)
     return ERR_OK;
 }
 
+/* lwIP calls these; each counts as an upcall (netstack_assert.h): a failed
+ * assert below one of them must not unwind through our code. */
+#define NETSTACK_TCP_UPCALL(name, params, args)           \
+    static err_t name##_upcall params                     \
+    {                                                     \
+        NETSTACK_UPCALL_ENTER();                          \
+        err_t r = name args;                              \
+        NETSTACK_UPCALL_LEAVE();                          \
+        return r;                                         \
+    }
+NETSTACK_TCP_UPCALL(netstack__tcp_on_recv, (void *arg, struct tcp_pcb *pcb, struct pbuf *p, err_t err),
+                    (arg, pcb, p, err))
+NETSTACK_TCP_UPCALL(netstack__tcp_on_sent, (void *arg, struct tcp_pcb *pcb, u16_t len), (arg, pcb, len))
+NETSTACK_TCP_UPCALL(netstack__tcp_on_poll, (void *arg, struct tcp_pcb *pcb), (arg, pcb))
+
+static void netstack__tcp_on_err_upcall(void *arg, err_t err)
+{
+    NETSTACK_UPCALL_ENTER();
+    netstack__tcp_on_err(arg, err);
+    NETSTACK_UPCALL_LEAVE();
+}
+
 /* The handshake completed on a port's listener. */
 static err_t netstack__tcp_on_accept(void *arg, struct tcp_pcb *pcb, err_t err)
 {
@@ -256,9 +279,9 @@ static err_t netstack__tcp_on_accept(void *arg, struct tcp_pcb *pcb, err_t err)
     ns->conns = conn;
     ns->stats.tcp_active++;
     tcp_arg(pcb, conn);
-    tcp_recv(pcb, netstack__tcp_on_recv);
-    tcp_sent(pcb, netstack__tcp_on_sent);
-    tcp_err(pcb, netstack__tcp_on_err);
+    tcp_recv(pcb, netstack__tcp_on_recv_upcall);
+    tcp_sent(pcb, netstack__tcp_on_sent_upcall);
+    tcp_err(pcb, netstack__tcp_on_err_upcall);
     tcp_nagle_disable(pcb); /* a relay: the upper layer already batches */
     ip_set_option(pcb, SOF_KEEPALIVE);
     pcb->keep_idle = ns->keep_idle_ms;
@@ -284,6 +307,8 @@ static err_t netstack__tcp_on_accept(void *arg, struct tcp_pcb *pcb, err_t err)
     return aborted ? ERR_ABRT : ERR_OK;
 }
 
+NETSTACK_TCP_UPCALL(netstack__tcp_on_accept, (void *arg, struct tcp_pcb *pcb, err_t err), (arg, pcb, err))
+
 /* ---- Listeners ------------------------------------------------------------ */
 
 /* One listener per destination port, bound to the any address of both
@@ -306,7 +331,7 @@ void netstack__tcp_listen(struct netstack *ns, u16_t port)
         return;
     }
     tcp_arg(lpcb, ns);
-    tcp_accept(lpcb, netstack__tcp_on_accept);
+    tcp_accept(lpcb, netstack__tcp_on_accept_upcall);
     ns->tcp_listen[port] = lpcb;
     ns->stats.tcp_listeners++;
 }
@@ -407,7 +432,7 @@ int netstack_tcp_shutdown(struct netstack_tcp *conn)
     if (tcp_shutdown(conn->pcb, 0, 1) != ERR_OK)
         return -ENOTCONN;
     /* Keepalive in FIN-WAIT-2; the poll interval is in slow ticks (500 ms). */
-    tcp_poll(conn->pcb, netstack__tcp_on_poll, 2);
+    tcp_poll(conn->pcb, netstack__tcp_on_poll_upcall, 2);
     netstack__timer_arm(conn->ns);
     return 0;
 }

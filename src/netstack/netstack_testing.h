@@ -1,5 +1,6 @@
 /* Hooks for the netstack's unit tests only: they let a test run lwIP's TCP
- * timers without waiting for the wall clock. Not for production code. */
+ * timers without waiting for the wall clock, and exercise the containment
+ * of a failed lwIP assert. Not for production code. */
 #ifndef WGMITM_NETSTACK_TESTING_H
 #define WGMITM_NETSTACK_TESTING_H
 
@@ -14,5 +15,10 @@
  * timer once, the slow timer once): retransmissions, keepalives, TIME-WAIT
  * expiry. Output and callbacks happen before it returns. */
 void netstack__test_tcp_ticks(struct netstack *ns, unsigned ticks);
+
+/* Makes lwIP fail an assert while it processes the next segment of an
+ * established connection, as a bug reachable from a peer would: the
+ * netstack must contain it (docs/internals/netstack.md). */
+void netstack__test_fail_next_segment(void);
 
 #endif

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "netstack_assert.h"
 #include "netstack_internal.h"
 
 #include "lwip/ip.h"
@@ -27,7 +28,9 @@ static void netstack__udp_on_recv(void *arg, struct udp_pcb *pcb, struct pbuf *p
     netstack__sockaddr_from_ip(addr, port, &client);
     netstack__sockaddr_from_ip(ip_current_dest_addr(), pcb->local_port, &dest);
     ns->stats.udp_in++;
+    NETSTACK_UPCALL_ENTER();
     ns->ops.udp_recv(ns->ctx, &client.sa, &dest.sa, data, p->tot_len);
+    NETSTACK_UPCALL_LEAVE();
     pbuf_free(p);
 }
 

@@ -1196,6 +1196,88 @@ static void test_tcp_sack_random_loss(void **state)
     assert_true(lr.ticks <= 10);
 }
 
+/* A bare FIN exactly 2^31 before rcv_nxt: lwIP's signed sequence test took
+ * it for a segment overlapping rcv_nxt and its trim asserted ("insane
+ * offset!", found by fuzz_netstack_input), which aborted every peer's
+ * session. It is a duplicate: acknowledged, dropped, the stream goes on. */
+static void fin_2pow31_behind(struct fixture *f, struct client *c)
+{
+    handshake(f, c, c->v6 ? 1360 : 1380);
+    send_seg(f, c, F_PSH | F_ACK, "hello", 5);
+    send_seg(f, c, F_PSH | F_ACK, "Pause", 5);
+    uint32_t next = c->seq;
+    c->seq = next - 0x80000000u;
+    int before = f->nout;
+    send_seg(f, c, F_FIN | F_ACK, NULL, 0);
+    c->seq = next;
+    assert_int_equal(f->nout, before + 1);
+    struct seg s = parse_out(f, before);
+    assert_int_equal(s.flags, F_ACK);
+    assert_int_equal(s.ack, next);
+    assert_int_equal(f->fins, 0);
+    assert_int_equal(f->closed, 0);
+    send_seg(f, c, F_PSH | F_ACK, "more", 4);
+    assert_int_equal(f->rxlen, 14);
+    assert_memory_equal(f->rx, "helloPausemore", 14);
+    send_seg(f, c, F_FIN | F_ACK, NULL, 0);
+    assert_int_equal(f->fins, 1);
+    struct netstack_stats st;
+    netstack_get_stats(f->ns, &st);
+    assert_int_equal(st.drop_lwip_assert, 0);
+}
+
+static void test_tcp4_fin_2pow31_behind(void **state)
+{
+    struct client c = { 0, PEER4, FAR4, 40013, 443, 1000, 0 };
+    fin_2pow31_behind(*state, &c);
+}
+
+static void test_tcp6_fin_2pow31_behind(void **state)
+{
+    struct client c = { 1, PEER6, FAR6, 40014, 443, 0x7fffffffu, 0 };
+    fin_2pow31_behind(*state, &c);
+}
+
+/* A failed lwIP assert while it processes one connection's segment resets
+ * that connection, counts the packet, and leaves the netstack serving
+ * others (and leaks nothing: the suite runs under LeakSanitizer). */
+static void test_tcp_assert_contained(void **state)
+{
+    struct fixture *f = *state;
+    struct client c = { 0, PEER4, FAR4, 40015, 443, 1, 0 };
+    handshake(f, &c, 1380);
+    send_seg(f, &c, F_PSH | F_ACK, "one", 3);
+    assert_int_equal(f->rxlen, 3);
+
+    netstack__test_fail_next_segment();
+    int before = f->nout;
+    send_seg(f, &c, F_PSH | F_ACK, "two", 3);
+    assert_int_equal(f->rxlen, 3);
+    assert_int_equal(f->closed, 1);
+    assert_int_equal(f->closed_err, -ECONNABORTED);
+    assert_true(f->nout > before);
+    struct seg s = parse_out(f, f->nout - 1); /* after the pending ACK of "one" */
+    assert_true(s.flags & F_RST);
+    assert_int_equal(s.dport, 40015);
+    struct netstack_stats st;
+    netstack_get_stats(f->ns, &st);
+    assert_int_equal(st.drop_lwip_assert, 1);
+    assert_int_equal(st.tcp_active, 0);
+
+    /* The next connection works end to end, IPv6 too. */
+    struct client c2 = { 1, PEER6, FAR6, 40016, 443, 5, 0 };
+    handshake(f, &c2, 1360);
+    send_seg(f, &c2, F_PSH | F_ACK, "three", 5);
+    assert_int_equal(f->rxlen, 8);
+    assert_memory_equal(f->rx, "onethree", 8);
+    assert_int_equal(netstack_tcp_write(f->conn, (const uint8_t *)"ok", 2), 2);
+    s = parse_out(f, f->nout - 1);
+    assert_int_equal(s.len, 2);
+    netstack_get_stats(f->ns, &st);
+    assert_int_equal(st.drop_lwip_assert, 1);
+    assert_int_equal(st.tcp_active, 1);
+}
+
 static void udp_roundtrip(struct fixture *f, int v6)
 {
     const char *peer = v6 ? PEER6 : PEER4, *far = v6 ? "2001:4860:4860::8888" : "8.8.8.8";
@@ -1299,6 +1381,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tcp_newreno_partial_ack, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_sack_tail_loss_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_sack_random_loss, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tcp4_fin_2pow31_behind, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tcp6_fin_2pow31_behind, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tcp_assert_contained, setup, teardown),
         cmocka_unit_test_setup_teardown(test_udp4_any_destination, setup, teardown),
         cmocka_unit_test_setup_teardown(test_udp6_any_destination, setup, teardown),
     };

@@ -1,6 +1,7 @@
 /* lwIP port for NO_SYS=1 on Linux: the clock, diagnostics, asserts and
  * random numbers lwIP asks its platform for. */
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +12,9 @@
 #include "lwip/ip_addr.h"
 #include "lwip/opt.h"
 #include "lwip/sys.h"
+#include "lwip/tcp.h"
 
+#include "netstack_assert.h"
 #include "netstack_hooks.h"
 
 /* Milliseconds from a monotonic clock; lwIP only compares differences, so
@@ -32,11 +35,43 @@ void netstack__diag(const char *fmt, ...)
     va_end(ap);
 }
 
+jmp_buf *netstack__assert_trap;
+unsigned netstack__upcalls;
+unsigned long netstack__assert_count;
+
+/* A failed assert means lwIP's state for what it was doing is broken. While
+ * it processes a peer's packet with no code of ours in between, that state
+ * is one connection's: unwind to netstack_input, which drops the packet and
+ * resets that connection, so one peer cannot end everyone's sessions. Any
+ * other assert aborts. Fuzz builds always abort, so fuzzing finds them. */
 _Noreturn void netstack__assert(const char *msg, const char *file, int line)
 {
-    fprintf(stderr, "lwip: assertion \"%s\" failed at %s:%d\n", msg, file, line);
+    unsigned long n = ++netstack__assert_count;
+    bool contain = netstack__assert_trap != NULL && netstack__upcalls == 0;
+#ifdef NETSTACK_ASSERT_ABORTS
+    contain = false;
+#endif
+    if (!contain || n <= 16 || n % 1024 == 0) /* a peer can repeat it: bounded log */
+        fprintf(stderr, "lwip: assertion \"%s\" failed at %s:%d%s (%lu so far)\n", msg, file, line,
+                contain ? "; packet dropped, its connection reset" : "", n);
+    if (contain) {
+        jmp_buf *trap = netstack__assert_trap;
+        netstack__assert_trap = NULL;
+        longjmp(*trap, 1);
+    }
     fflush(stderr);
     abort();
+}
+
+bool netstack__fail_next_segment;
+
+err_t netstack__tcp_inpacket(const struct tcp_pcb *pcb)
+{
+    if (netstack__fail_next_segment && pcb->state == ESTABLISHED) {
+        netstack__fail_next_segment = false;
+        LWIP_ASSERT("forced by netstack__test_fail_next_segment", 0);
+    }
+    return ERR_OK;
 }
 
 /* NETSTACK_FIXED_RANDOM (fuzz builds only): reproducible numbers, so a

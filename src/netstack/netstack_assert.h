@@ -1,0 +1,23 @@
+/* Containment of a failed lwIP assert (docs/internals/netstack.md). Shared
+ * by arch/sys_arch.c, which raises it, and the netstack, which catches it;
+ * nothing outside src/netstack may include it. */
+#ifndef WGMITM_NETSTACK_ASSERT_H
+#define WGMITM_NETSTACK_ASSERT_H
+
+#include <setjmp.h>
+#include <stdbool.h>
+
+/* Set while lwIP processes one inbound packet: a failed assert unwinds to
+ * it, unless code of ours runs between it and the assert (an upcall). */
+extern jmp_buf *netstack__assert_trap;
+/* Depth of our callbacks running below lwIP frames: never unwound through. */
+extern unsigned netstack__upcalls;
+/* netstack__test_fail_next_segment's flag. */
+extern bool netstack__fail_next_segment;
+/* Failed asserts so far, contained or not. */
+extern unsigned long netstack__assert_count;
+
+#define NETSTACK_UPCALL_ENTER() (netstack__upcalls++)
+#define NETSTACK_UPCALL_LEAVE() (netstack__upcalls--)
+
+#endif
