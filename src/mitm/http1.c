@@ -204,6 +204,8 @@ static void acc_add(struct h1_side *s, const char *at, size_t n)
 		n = HTTPFLOW_MAX_HEADER_BYTES - s->acc_len;
 		s->acc_over = true;
 	}
+	if (n == 0) /* llhttp reports empty spans; acc may still be NULL */
+		return;
 	size_t need = s->acc_len + n;
 	if (need > s->acc_cap) {
 		size_t cap = s->acc_cap ? s->acc_cap : 256;

@@ -754,6 +754,26 @@ static void test_connect(void **state)
 	rec_free(&r);
 }
 
+/* llhttp reports empty spans (here an empty target before anything was
+ * gathered): nothing to copy, and no memcpy from a NULL buffer (UBSan;
+ * found by fuzz_app_http1). */
+static void test_empty_span_first(void **state)
+{
+	(void)state;
+	struct rec r = { 0 };
+	struct http1_obs *o = obs_new(&r, 64);
+	const char *c = "CONNECT \r\nHost:\r\n\r\n";
+	http1_obs_client(o, (const uint8_t *)c, strlen(c));
+	http1_obs_finish(o, "connection_closed");
+	assert_int_equal(r.n, 1);
+	json_t *j = parse(r.out[0]);
+	assert_string_equal(jstr(j, "method"), "CONNECT");
+	assert_header(jget(j, "request.headers"), 0, "Host", "");
+	json_decref(j);
+	http1_obs_free(o);
+	rec_free(&r);
+}
+
 static void test_websocket_upgrade(void **state)
 {
 	(void)state;
@@ -845,6 +865,7 @@ int main(void)
 		cmocka_unit_test(test_pipeline_overflow),
 		cmocka_unit_test(test_orphan_response),
 		cmocka_unit_test(test_connect),
+		cmocka_unit_test(test_empty_span_first),
 		cmocka_unit_test(test_websocket_upgrade),
 		cmocka_unit_test(test_upgrade_refused),
 	};
