@@ -1,4 +1,4 @@
-# The module prefix of a test, fuzz target or benchmark (wg, qr, netstack;
+# The module prefix of a test, fuzz target or benchmark (wg, qr, netstack, common;
 # anything else means the whole application) picks the libraries it links, so
 # a module's tests build without the layers above it.
 function(wgmitm_libs_for name out)
@@ -6,6 +6,8 @@ function(wgmitm_libs_for name out)
     set(${out} wgmitm_wg PARENT_SCOPE)
   elseif(name MATCHES "^(test|fuzz|bench)_qr_")
     set(${out} wgmitm_qr PARENT_SCOPE)
+  elseif(name MATCHES "^(test|fuzz|bench)_common_")
+    set(${out} wgmitm_common PARENT_SCOPE)
   elseif(name MATCHES "^(test|fuzz|bench)_netstack_")
     set(${out} wgmitm_netstack PARENT_SCOPE)
   else()

@@ -1,6 +1,6 @@
 #include "daemon.h"
 
-#include "log.h"
+#include "common/log.h"
 #include "peerconf.h"
 #include "state.h"
 #include "udpbatch.h"

@@ -1,7 +1,7 @@
 #include "exportcmd.h"
 
 #include "har.h"
-#include "log.h"
+#include "common/log.h"
 #include "mitm/flowlog.h"
 #include "state.h"
 

@@ -1,8 +1,8 @@
 /* wgmitm command line. */
 #include "daemon.h"
 #include "exportcmd.h"
-#include "log.h"
-#include "mitm/cacmd.h"
+#include "common/log.h"
+#include "cacmd.h"
 #include "peerconf.h"
 #include "state.h"
 

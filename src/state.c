@@ -1,5 +1,7 @@
 #include "state.h"
 
+#include "common/atomicfile.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -94,54 +96,6 @@ bool state_name_valid(const char *name)
 	return true;
 }
 
-int state_write_atomic(const char *path, const void *data, size_t len, unsigned mode)
-{
-	char tmp[4200];
-	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= sizeof(tmp))
-		return -ENAMETOOLONG;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-	if (fd < 0)
-		return -errno;
-	int rc = 0;
-	const uint8_t *p = data;
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			rc = -errno;
-			break;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	if (rc == 0 && fchmod(fd, mode) < 0)
-		rc = -errno;
-	if (rc == 0 && fsync(fd) < 0)
-		rc = -errno;
-	if (close(fd) < 0 && rc == 0)
-		rc = -errno;
-	if (rc == 0 && rename(tmp, path) < 0)
-		rc = -errno;
-	if (rc < 0) {
-		unlink(tmp);
-		return rc;
-	}
-	/* The rename itself must survive a crash. */
-	char dir[4200];
-	snprintf(dir, sizeof(dir), "%s", path);
-	char *slash = strrchr(dir, '/');
-	if (slash) {
-		*slash = '\0';
-		int dfd = open(*dir ? dir : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (dfd >= 0) {
-			fsync(dfd);
-			close(dfd);
-		}
-	}
-	return 0;
-}
-
 static int write_json(const char *path, json_t *root, char *err, size_t errlen)
 {
 	char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -156,7 +110,7 @@ static int write_json(const char *path, json_t *root, char *err, size_t errlen)
 	}
 	withnl[len] = '\n';
 	withnl[len + 1] = '\0';
-	int rc = state_write_atomic(path, withnl, len + 1, 0600);
+	int rc = atomicfile_write(path, withnl, len + 1, 0600);
 	free(withnl);
 	if (rc < 0)
 		return fail(err, errlen, rc, "%s: cannot write: %s", path, strerror(-rc));

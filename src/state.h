@@ -11,7 +11,7 @@
 #ifndef WGMITM_STATE_H
 #define WGMITM_STATE_H
 
-#include "addrpool.h"
+#include "common/addrpool.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -79,9 +79,6 @@ int state_peer_create(struct state *st, const char *name, struct state_peer **ou
 int state_peer_remove(struct state *st, const char *name);
 
 bool state_name_valid(const char *name);
-
-/* Writes `len` bytes to `path` atomically with the given mode. */
-int state_write_atomic(const char *path, const void *data, size_t len, unsigned mode);
 
 /* Base64 of a 32-byte key, and back (exactly 32 bytes or -EINVAL). */
 void state_key_to_base64(const uint8_t key[STATE_KEY_LEN], char out[45]);

@@ -1,6 +1,6 @@
 #include "mitm/ca.h"
 
-#include "state.h"
+#include "common/atomicfile.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -274,12 +274,12 @@ static int save_pair(const struct ca *ca, X509 *cert, EVP_PKEY *key, char *err, 
 	}
 	char *p;
 	long n = BIO_get_mem_data(kb, &p);
-	if ((rc = state_write_atomic(ca->key_path, p, (size_t)n, 0600)) < 0) {
+	if ((rc = atomicfile_write(ca->key_path, p, (size_t)n, 0600)) < 0) {
 		fail(err, errlen, rc, "%s: cannot write: %s", ca->key_path, strerror(-rc));
 		goto out;
 	}
 	n = BIO_get_mem_data(cb, &p);
-	if ((rc = state_write_atomic(ca->cert_path, p, (size_t)n, 0644)) < 0)
+	if ((rc = atomicfile_write(ca->cert_path, p, (size_t)n, 0644)) < 0)
 		fail(err, errlen, rc, "%s: cannot write: %s", ca->cert_path, strerror(-rc));
 out:
 	BIO_free(kb);
@@ -380,7 +380,7 @@ static int backup(const char *path, unsigned mode, char *err, size_t errlen)
 		return cap;
 	char bak[4300];
 	snprintf(bak, sizeof(bak), "%s.bak", path);
-	int rc = state_write_atomic(bak, data, len, mode);
+	int rc = atomicfile_write(bak, data, len, mode);
 	OPENSSL_secure_clear_free(data, (size_t)cap);
 	if (rc < 0)
 		return fail(err, errlen, rc, "%s: cannot write: %s", bak, strerror(-rc));

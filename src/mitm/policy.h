@@ -19,7 +19,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "addrpool.h"
+#include "common/addrpool.h"
 
 #define POLICY_MAX_PORTS 32
 #define POLICY_DNS_PORT 53

@@ -29,7 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log.h"
+#include "common/log.h"
 #include "mitm/errpage.h"
 #include "mitm/flowlog.h"
 #include "mitm/h2obs.h"

@@ -14,7 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "addrpool.h"
+#include "common/addrpool.h"
+#include "common/atomicfile.h"
 #include "state.h"
 
 struct fixture {
@@ -231,8 +232,8 @@ static void test_atomic_write_leaves_no_temp(void **ctx)
 	struct fixture *f = *ctx;
 	char path[512];
 	snprintf(path, sizeof(path), "%s/x.json", f->home);
-	assert_int_equal(state_write_atomic(path, "abc", 3, 0600), 0);
-	assert_int_equal(state_write_atomic(path, "defg", 4, 0600), 0);
+	assert_int_equal(atomicfile_write(path, "abc", 3, 0600), 0);
+	assert_int_equal(atomicfile_write(path, "defg", 4, 0600), 0);
 	char *text = read_file(f->home, "x.json");
 	assert_string_equal(text, "defg");
 	free(text);

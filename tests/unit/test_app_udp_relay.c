@@ -17,7 +17,7 @@
 
 #include <uv.h>
 
-#include "addrpool.h"
+#include "common/addrpool.h"
 #include "mitm/flowlog.h"
 #include "mitm/policy.h"
 #include "mitm/udp.h"

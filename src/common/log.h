@@ -1,6 +1,6 @@
 /* Levelled, timestamped logging to stderr. */
-#ifndef WGMITM_LOG_H
-#define WGMITM_LOG_H
+#ifndef WGMITM_COMMON_LOG_H
+#define WGMITM_COMMON_LOG_H
 
 enum log_level { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG, LOG_TRACE };
 

@@ -1,4 +1,4 @@
-#include "addrpool.h"
+#include "common/addrpool.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -1,4 +1,4 @@
-#include "mitm/cacmd.h"
+#include "cacmd.h"
 
 #include "mitm/ca.h"
 #include "state.h"

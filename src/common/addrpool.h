@@ -1,8 +1,8 @@
 /* Tunnel address pools: the endpoint takes the first host address of each
  * pool, peers get the lowest free one. A peer's IPv6 address carries the
  * same host number as its IPv4 address, so the pair reads as one. */
-#ifndef WGMITM_ADDRPOOL_H
-#define WGMITM_ADDRPOOL_H
+#ifndef WGMITM_COMMON_ADDRPOOL_H
+#define WGMITM_COMMON_ADDRPOOL_H
 
 #include <netinet/in.h>
 #include <stdbool.h>

@@ -9,7 +9,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "addrpool.h"
+#include "common/addrpool.h"
 
 static struct addrpool pool(const char *p4, const char *p6)
 {
