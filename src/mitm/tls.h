@@ -125,8 +125,10 @@ void tls_leg_error(const struct tls_leg *leg, char *out, size_t outlen);
  * verification is off), else -1 with the reason in why. */
 int tls_leg_verify(const struct tls_leg *leg, char *why, size_t whylen);
 
-/* The client rejected our certificate: a certificate alert, or a close
- * right after our Certificate went out (pinning apps often just hang up). */
+/* The client rejected our certificate: a certificate alert, or (no alert,
+ * no error, our Certificate out, the handshake pending) whatever ends the
+ * leg now: the relay calls this when the client closes, resets or stays
+ * silent there (pinning apps and grpc-core often just hang up). */
 bool tls_leg_client_rejected(const struct tls_leg *leg);
 
 /* {"version", "cipher", "alpn"} of an established leg. */
