@@ -927,6 +927,14 @@ static bool hello_offers(const struct sniff_hello *h, const char *proto)
 	return false;
 }
 
+/* ALPN protocols that are HTTP/2: "h2", and "grpc-exp", which grpc-core
+ * offers before h2 and its servers pick (the same protocol under another
+ * name). */
+static bool alpn_is_h2(const uint8_t *p, size_t len)
+{
+	return (len == 2 && memcmp(p, "h2", 2) == 0) || (len == 8 && memcmp(p, "grpc-exp", 8) == 0);
+}
+
 /* Client leg with a leaf for this host; `alpn` is what to select. */
 static bool relay_conn_client_leg(struct relay_conn *c, X509 *upstream_cert, const uint8_t *alpn,
 				  size_t alpn_len)
@@ -987,9 +995,10 @@ static void relay_conn_upstream_ready(struct relay_conn *c, bool ok)
 		 * FIN or reset could not be seen any more). */
 		if (!uv_is_closing((uv_handle_t *)&c->up))
 			uv_close((uv_handle_t *)&c->up, relay_conn_on_close);
-		/* HTTP/1.1 when offered (or no ALPN at all), else h2 (gRPC). */
+		/* HTTP/1.1 when offered (or no ALPN at all), else HTTP/2 (gRPC). */
 		const char *pick = hello_offers(&x->hello, "http/1.1") ? "http/1.1" :
-				   hello_offers(&x->hello, "h2") ? "h2" : NULL;
+				   hello_offers(&x->hello, "h2")       ? "h2" :
+				   hello_offers(&x->hello, "grpc-exp") ? "grpc-exp" : NULL;
 		if (!relay_conn_client_leg(c, NULL, (const uint8_t *)pick, pick ? strlen(pick) : 0))
 			return;
 		c->mode = MODE_FAIL;
@@ -1014,7 +1023,7 @@ static void relay_conn_tls_established(struct relay_conn *c)
 	const uint8_t *alpn;
 	unsigned alen;
 	tls_leg_alpn(&x->cl, &alpn, &alen);
-	if (alen == 2 && memcmp(alpn, "h2", 2) == 0)
+	if (alpn_is_h2(alpn, alen))
 		obs_start(c, OBS_H2, "https");
 	else if (alen == 0 || (alen == 8 && memcmp(alpn, "http/1.1", 8) == 0) ||
 		 (alen == 8 && memcmp(alpn, "http/1.0", 8) == 0))
@@ -1123,7 +1132,7 @@ static void relay_conn_client_tls_data(struct relay_conn *c)
 			const uint8_t *alpn;
 			unsigned alen;
 			tls_leg_alpn(&x->cl, &alpn, &alen);
-			bool h2 = alen == 2 && memcmp(alpn, "h2", 2) == 0;
+			bool h2 = alpn_is_h2(alpn, alen);
 			obs_start(c, h2 ? OBS_H2 : OBS_HTTP1, "https");
 			x->err = errpage_new(h2, x->tls_error);
 			if (!x->err) {

@@ -66,7 +66,9 @@
  *   Anything else, or the upstream speaking first: relayed raw.
  * HTTP is watched by passive observers (mitm/http1.h, mitm/h2obs.h,
  * mitm/websocket.h) that never hold bytes back; each exchange becomes an
- * "http" record, WebSocket messages "websocket" batches.
+ * "http" record, WebSocket messages "websocket" batches. HTTP/2 is
+ * recognised by ALPN "h2" or "grpc-exp" (grpc-core's name for it), or by
+ * the h2 preface in the clear.
  *
  * One record per flow through flowlog, type "tcp": the common keys, plus
  * "upstream" when a host port was rewritten to loopback, and the

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# TLS connections that end before they are established, end to end.
+# TLS connections that end before they are established, end to end, and
+# gRPC (grpc-core: ALPN grpc-exp) through the interception.
 #
 #   ns cli (wireguard-go) ── ns srv (wgmitm) ── ns host (TLS and gRPC servers)
 #
@@ -9,8 +10,8 @@
 #   FIN and with a reset (what grpc-core and other pinning apps do): a
 #   rejection, and the host passes through for that client afterwards;
 # - a client that half-closes during the upstream handshake;
-# - gRPC (grpc-core) pinned to the real CA: rejected once, then passed
-#   through.
+# - gRPC trusting our CA: recorded as HTTP/2 although ALPN says grpc-exp;
+#   gRPC pinned to the real CA: rejected once, then passed through.
 # Afterwards the counters show no connection open and every record is there.
 source "$(dirname "$0")/lib.sh"
 require_root
@@ -89,8 +90,11 @@ in_ns "$CLI" timeout 20 python3 "$ends" close "$HOST4" 7008 early.test early-fin
 all_closed "FIN during the upstream handshake"
 say "FIN during the upstream handshake: the connection ended"
 
-# 4. gRPC pinned to the real CA.
+# 4. gRPC: trusting our CA (recorded), then pinned to the real CA.
 if [ -n "$gpy" ]; then
+  got=$(in_ns "$CLI" timeout 30 "$gpy" "$ends" grpc-call "$HOST4" 50051 grpc.test "$E2E_TMP/wgca.pem") ||
+    fail "gRPC call through the interception failed"
+  [ "$got" = "pong:ping" ] || fail "gRPC answer: $got"
   if in_ns "$CLI" timeout 30 "$gpy" "$ends" grpc-call "$HOST4" 50051 pinned.test "$pki/ca.pem" \
       2>"$E2E_TMP/pinned.err"; then
     fail "a gRPC client pinned to the real CA accepted our certificate"
@@ -98,7 +102,7 @@ if [ -n "$gpy" ]; then
   got=$(in_ns "$CLI" timeout 30 "$gpy" "$ends" grpc-call "$HOST4" 50051 pinned.test "$pki/ca.pem") ||
     fail "the pinned gRPC client did not recover (no automatic passthrough)"
   [ "$got" = "pong:ping" ] || fail "pinned gRPC answer: $got"
-  say "gRPC: pinned client rejected once, then passed through"
+  say "gRPC: intercepted and recorded; pinned client rejected once, then passed through"
 fi
 
 all_closed "the end"
@@ -131,6 +135,12 @@ early = by(lambda r: r.get("sni") == "early.test")
 need(early and early[0]["end_reason"] == "tls:client_error" and
      "closed during the upstream handshake" in early[0]["tls_error"], "early FIN record")
 if len(sys.argv) > 2 and sys.argv[2] == "grpc":
+    g = by(lambda r: r.get("sni") == "grpc.test")
+    need(g and g[0]["tls"]["client"]["alpn"] == "grpc-exp" and g[0]["tls"]["upstream"]["alpn"] == "grpc-exp",
+         "gRPC connection with ALPN grpc-exp on both legs")
+    calls = [h for h in http if h["conn"] == g[0]["id"]]
+    need(calls and calls[0]["http_version"] == "HTTP/2" and calls[0]["url"].endswith("/echo.Echo/Say")
+         and calls[0]["response"]["status"] == 200, "the gRPC call as an HTTP/2 record")
     p = by(lambda r: r.get("sni") == "pinned.test")
     need(any(r["end_reason"] == "tls:client_rejected" for r in p), "pinned gRPC client rejected")
     need(any(r.get("passthrough") == "auto" for r in p), "pinned gRPC client passed through")

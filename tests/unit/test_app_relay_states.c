@@ -14,8 +14,9 @@
  * the TLS rows it also checks whether the host went on the automatic
  * passthrough list: exactly when the record says tls:client_rejected.
  *
- * One more test uses the same harness: a slow client draining a download
- * after the upstream's FIN is traffic to the half-close timeout.
+ * Two more tests use the same harness: gRPC over ALPN grpc-exp is recorded
+ * as HTTP/2, and a slow client draining a download after the upstream's
+ * FIN is traffic to the half-close timeout.
  *
  * After the event, both ends behave as real ones do: the client answers a
  * FIN with its own (except in the rows where the upstream half-closed, whose
@@ -963,6 +964,11 @@ static bool sniff_relayed(struct fx *f)
 	return f->cl->rxlen >= 6;
 }
 
+static bool h2_done(struct fx *f)
+{
+	return f->tc->h2_done;
+}
+
 /* Over on every side. */
 static bool ended(struct fx *f)
 {
@@ -1451,6 +1457,46 @@ static void test_half_close_slow_drain(void **state)
 	json_decref(rec);
 }
 
+/* ---- gRPC over ALPN grpc-exp ------------------------------------------------- */
+
+/* grpc-core offers grpc-exp before h2 and its servers pick it: HTTP/2 all
+ * the same, recorded by the HTTP/2 observer. */
+static void test_grpc_exp(void **state)
+{
+	struct cell *cell = *state;
+	struct fx *f = cell->f;
+	srv_start(f, SRV_TLS_H2);
+	connect_client(f);
+	static const char alpn[] = "\x08grpc-exp\x02h2";
+	tcli_new(f, "www.test", alpn, sizeof(alpn) - 1, NULL, true);
+	assert_true(run_until(f, h2_done, 3000));
+	assert_int_equal(f->tc->h2_status, 200);
+	client_fin(f);
+	assert_true(run_until(f, ended, 3000));
+
+	struct records rs = { 0 };
+	bool partial = true;
+	assert_int_equal(flowlog_read(f->path, keep_record, &rs, &partial), 0);
+	json_t *http = NULL, *tcp = NULL;
+	for (size_t i = 0; i < rs.n; i++) {
+		if (strcmp(rec_str(rs.r[i], "type"), "http") == 0 && !http)
+			http = rs.r[i];
+		if (strcmp(rec_str(rs.r[i], "type"), "tcp") == 0)
+			tcp = rs.r[i];
+	}
+	assert_non_null(tcp);
+	json_t *cl = json_object_get(json_object_get(tcp, "tls"), "client");
+	assert_string_equal(rec_str(cl, "alpn"), "grpc-exp");
+	assert_non_null(http);
+	assert_string_equal(rec_str(http, "http_version"), "HTTP/2");
+	assert_string_equal(rec_str(http, "url"), "https://www.test/echo.Echo/Say");
+	assert_string_equal(rec_str(http, "end_reason"), "complete");
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(http, "response"),
+							    "status")), 200);
+	for (size_t i = 0; i < rs.n; i++)
+		json_decref(rs.r[i]);
+}
+
 int main(void)
 {
 	static struct cell cells[ROWS * COLS + 2];
@@ -1471,6 +1517,13 @@ int main(void)
 			n++;
 		}
 	}
+	struct cell *g = &cells[n];
+	g->r = R_TLS;
+	g->k = C_CLIENT_FIN;
+	snprintf(g->name, sizeof(g->name), "grpc-exp is HTTP/2");
+	tests[n++] = (struct CMUnitTest){ .name = g->name, .test_func = test_grpc_exp,
+					  .setup_func = cell_setup, .teardown_func = cell_teardown,
+					  .initial_state = g };
 	struct cell *d = &cells[n];
 	d->r = R_RAW_HALF_U;
 	d->k = C_STALL; /* the short timers */
