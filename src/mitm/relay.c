@@ -7,7 +7,8 @@
  *   closing:  each direction ends on its own (FIN → shutdown); when both
  *             have, or on a reset/error of either leg, the flow is
  *             finished: one record, the netstack handle released, both
- *             uv handles closed
+ *             uv handles closed. Once one direction has ended, the flow
+ *             also ends when nothing moves for half_close_timeout_ms.
  *   freed:    after the two close callbacks (no libuv request of ours can
  *             still call back then).
  * Ownership: the netstack handle is ours from accept until we close or
@@ -16,13 +17,23 @@
  * Interception modes (relay.h), in the order a flow can pass them:
  *   DIAL → SNIFF (client bytes buffered until they say what they are)
  *        → RAW (relayed as they are, observed when plain HTTP)
- *        → UP_HS (TLS: upstream handshake; client paused)
+ *        → UP_HS (TLS: upstream handshake; client bytes held, its FIN seen)
  *          → CLIENT_HS (client handshake with the minted leaf; upstream
  *            reads stopped) → TLS (plaintext relayed between the legs)
- *          → FAIL (upstream failed: client handshake, then a 502 page) */
+ *          → FAIL (upstream failed and closed: client handshake, then a
+ *            502 page)
+ * The flow's one timer watches whatever it waits for (relay.h): the
+ * connect (DIAL), the rest of the first bytes (SNIFF, then relayed raw),
+ * either handshake (UP_HS; CLIENT_HS and FAIL), the request the 502 answers
+ * (FAIL), and traffic once half-closed (SNIFF, RAW, TLS). A client FIN, a
+ * client reset and the timer end every mode; the upstream's FIN or reset
+ * end every mode that reads it (CLIENT_HS reads it once TLS is up, FAIL has
+ * let the upstream go). */
 #include "mitm/relay.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -104,7 +115,10 @@ struct relay_conn {
 	struct relay_conn *prev, *next;
 	struct netstack_tcp *ns;       /* NULL once released or closed by the netstack */
 	uv_tcp_t up;
-	uv_timer_t timer;              /* connect timeout */
+	uv_timer_t timer;              /* the timeout of what the flow waits for */
+	uint64_t acked;                /* bytes the client acknowledged (ops.sent) */
+	uint64_t idle_bytes;           /* half-closed: bytes in, both ways, and acked by
+	                                  the client, at the last tick */
 	uv_connect_t connect_req;
 	uv_shutdown_t shutdown_req;
 	struct flowlog_flow flow;
@@ -124,6 +138,7 @@ struct relay_conn {
 	bool up_shutdown_done;
 	bool upstream_eof;
 	bool down_shutdown;            /* netstack_tcp_shutdown issued */
+	bool half_timer;               /* the timer checks a half-closed flow for traffic */
 	bool finished;                 /* record written, handles closing */
 };
 
@@ -139,6 +154,7 @@ static void relay_conn_finish(struct relay_conn *c, const char *reason, enum leg
 static void relay_conn_read_on(struct relay_conn *c);
 static void relay_conn_stop_reading(struct relay_conn *c);
 static void relay_conn_down_done(struct relay_conn *c);
+static void relay_conn_on_timeout(uv_timer_t *t);
 static void obs_finish(struct relay_conn *c, const char *reason);
 
 static void relay_free_now(struct relay *r)
@@ -432,8 +448,11 @@ static void relay_conn_upstream_failed(struct relay_conn *c, const char *what, i
 	c->relay->stats.upstream_resets++;
 	if (uverr != UV_ECONNRESET)
 		relay_conn_error(c, what, uverr);
-	relay_conn_finish(c, uverr == UV_ECONNRESET || uverr == UV_EPIPE ? "upstream_reset" : "error",
-			  END_RESET_CLIENT);
+	/* ETIMEDOUT: the upstream stopped answering keepalives or
+	 * retransmissions, the kernel gave up. */
+	const char *reason = uverr == UV_ECONNRESET || uverr == UV_EPIPE ? "upstream_reset" :
+			     uverr == UV_ETIMEDOUT ? "timeout" : "error";
+	relay_conn_finish(c, reason, END_RESET_CLIENT);
 }
 
 static void relay_conn_oom(struct relay_conn *c)
@@ -449,6 +468,52 @@ static void relay_conn_check_done(struct relay_conn *c)
 		return;
 	if (c->client_fin && c->up_shutdown_done && c->upstream_eof && (c->down_shutdown || !c->ns))
 		relay_conn_finish(c, "fin", END_GRACEFUL);
+}
+
+/* ---- timeouts ----------------------------------------------------------- */
+
+/* The timer now watches the current wait (one shot), replacing what it
+ * watched before. */
+static void relay_conn_arm(struct relay_conn *c, uint32_t ms)
+{
+	if (c->finished)
+		return;
+	c->half_timer = false;
+	uv_update_time(c->relay->loop);
+	uv_timer_start(&c->timer, relay_conn_on_timeout, ms, 0);
+}
+
+static void relay_conn_disarm(struct relay_conn *c)
+{
+	if (c->finished)
+		return;
+	c->half_timer = false;
+	uv_timer_stop(&c->timer);
+}
+
+/* Traffic so far: bytes in from either side, bytes the client took. */
+static uint64_t relay_conn_traffic(const struct relay_conn *c)
+{
+	return c->flow.bytes_up + c->flow.bytes_down + c->acked;
+}
+
+/* One direction has ended and the other has not: from now on the flow ends
+ * when, between two ticks of half_close_timeout_ms, no byte came from
+ * either side and the client acknowledged nothing (a slow client still
+ * draining what we queued is progress). Costs nothing per byte. */
+static void relay_conn_half_closed(struct relay_conn *c)
+{
+	if (c->finished || c->half_timer || c->client_fin == c->upstream_eof)
+		return;
+	bool waits = c->mode == MODE_RAW || c->mode == MODE_TLS ||
+		     (c->mode == MODE_SNIFF && !(c->x && c->x->sniff_len));
+	if (!waits)
+		return; /* a handshake or the first bytes: their own timeout runs */
+	uint32_t ms = c->relay->cfg.half_close_timeout_ms;
+	c->half_timer = true;
+	c->idle_bytes = relay_conn_traffic(c);
+	uv_update_time(c->relay->loop);
+	uv_timer_start(&c->timer, relay_conn_on_timeout, ms, ms);
 }
 
 /* ---- client → upstream -------------------------------------------------- */
@@ -499,7 +564,9 @@ static void relay_conn_client_done(struct relay_conn *c)
 		relay_conn_check_done(c);
 	} else if (rc < 0) {
 		relay_conn_upstream_failed(c, "upstream shutdown", rc);
+		return;
 	}
+	relay_conn_half_closed(c);
 }
 
 static void relay_conn_on_write(uv_write_t *req, int status)
@@ -602,6 +669,39 @@ static size_t relay_conn_client_pending(const struct relay_conn *c)
 static void relay_conn_client_tls_data(struct relay_conn *c);
 static void relay_conn_upstream_tls_data(struct relay_conn *c);
 static void relay_conn_sniff(struct relay_conn *c);
+static void relay_conn_client_tls_failed(struct relay_conn *c, const char *how);
+
+/* FAIL: the 502's connection ends in order (close_notify, FIN); the record
+ * keeps the upstream's failure. */
+static void relay_conn_fail_close(struct relay_conn *c)
+{
+	tls_leg_close_notify(&c->x->cl);
+	relay_conn_client_flush(c);
+	relay_conn_finish(c, "tls:upstream_error", END_GRACEFUL);
+}
+
+/* The client half-closed while a handshake was pending: it can never send
+ * its Finished, so nothing can come of the connection. After our
+ * Certificate that is a rejection (see relay_conn_client_tls_data); before
+ * it, the client gave up (during the upstream handshake, for one). */
+static void relay_conn_client_fin_in_handshake(struct relay_conn *c)
+{
+	struct relay_icpt *x = c->x;
+	c->client_fin = true;
+	if (c->mode == MODE_CLIENT_HS || c->mode == MODE_FAIL) {
+		relay_conn_client_tls_data(c); /* a hang-up after our flight is recorded there */
+		if (c->finished || x->cl.done)
+			return;
+	}
+	if (c->mode == MODE_FAIL) {
+		relay_conn_finish(c, "tls:upstream_error", END_GRACEFUL);
+		return;
+	}
+	c->relay->stats.tls_client_failed++;
+	snprintf(x->tls_error, sizeof(x->tls_error), "client TLS: closed during the %shandshake",
+		 c->mode == MODE_UP_HS ? "upstream " : "");
+	relay_conn_finish(c, "tls:client_error", END_GRACEFUL);
+}
 
 static void relay_conn_on_client_recv(void *arg, const uint8_t *data, size_t len)
 {
@@ -613,6 +713,7 @@ static void relay_conn_on_client_recv(void *arg, const uint8_t *data, size_t len
 			/* Undecided when the client stopped: relay what it sent. */
 			c->x->proto = "raw";
 			c->mode = MODE_RAW;
+			relay_conn_disarm(c); /* the sniff timeout */
 			keep_first(c->x->first_up, &c->x->first_up_len, &c->x->first_up_size,
 				   c->x->sniff, c->x->sniff_len);
 			if (!relay_conn_up_send(c, c->x->sniff, c->x->sniff_len))
@@ -621,14 +722,15 @@ static void relay_conn_on_client_recv(void *arg, const uint8_t *data, size_t len
 			c->x->sniff = NULL;
 			c->x->sniff_len = 0;
 		}
-		if (c->mode == MODE_UP_HS || c->mode == MODE_CLIENT_HS) {
-			/* Gave up during a handshake: nothing to relay. */
-			if (c->mode == MODE_CLIENT_HS && c->x->cl_tls &&
-			    tls_leg_client_rejected(&c->x->cl)) {
-				relay_conn_client_tls_data(c); /* records the rejection */
-				if (c->finished)
-					return;
-			}
+		if (c->mode == MODE_UP_HS || c->mode == MODE_CLIENT_HS ||
+		    (c->mode == MODE_FAIL && !c->x->cl.done)) {
+			relay_conn_client_fin_in_handshake(c);
+			if (c->finished)
+				return;
+		}
+		if (c->mode == MODE_FAIL) {
+			relay_conn_fail_close(c); /* no request will come */
+			return;
 		}
 		if (c->mode == MODE_TLS && c->x->cl_tls)
 			obs_client(c, NULL, 0);
@@ -657,11 +759,6 @@ static void relay_conn_on_client_recv(void *arg, const uint8_t *data, size_t len
 			}
 			flowlog_format_addr((const struct sockaddr *)&c->flow.server, x->authority);
 		}
-		size_t room = SNIFF_MAX_HELLO - x->sniff_len;
-		if (len > room && c->mode == MODE_UP_HS) {
-			relay_conn_oom(c);
-			return;
-		}
 		uint8_t *nb = realloc(x->sniff, x->sniff_len + len);
 		if (!nb) {
 			relay_conn_oom(c);
@@ -670,8 +767,19 @@ static void relay_conn_on_client_recv(void *arg, const uint8_t *data, size_t len
 		x->sniff = nb;
 		memcpy(x->sniff + x->sniff_len, data, len);
 		x->sniff_len += len;
-		if (c->mode == MODE_SNIFF)
+		if (c->mode == MODE_SNIFF) {
 			relay_conn_sniff(c);
+			/* Undecided: the rest must come within the sniff timeout. */
+			if (!c->finished && c->mode == MODE_SNIFF && !c->half_timer &&
+			    !uv_is_active((uv_handle_t *)&c->timer))
+				relay_conn_arm(c, c->relay->cfg.sniff_timeout_ms);
+		} else if (x->sniff_len >= SNIFF_MAX_HELLO) {
+			/* UP_HS: bytes after the ClientHello (a client does not
+			 * send any before our answer, as a rule) are held up to
+			 * this bound, then the netstack holds the rest. The
+			 * client is not paused before: its FIN must reach us. */
+			relay_conn_pause_client(c);
+		}
 		return;
 	}
 	case MODE_CLIENT_HS:
@@ -697,6 +805,8 @@ static void relay_conn_go_raw(struct relay_conn *c, const char *proto, enum obs_
 	struct relay_icpt *x = c->x;
 	x->proto = proto;
 	c->mode = MODE_RAW;
+	if (!c->half_timer)
+		relay_conn_disarm(c); /* the sniff timeout */
 	obs_start(c, obs, scheme);
 	uint8_t *held = x->sniff;
 	size_t n = x->sniff_len;
@@ -708,8 +818,10 @@ static void relay_conn_go_raw(struct relay_conn *c, const char *proto, enum obs_
 		(void)relay_conn_up_send(c, held, n);
 	}
 	free(held);
-	if (!c->finished)
-		relay_conn_read_on(c);
+	if (c->finished)
+		return;
+	relay_conn_read_on(c);
+	relay_conn_half_closed(c);
 }
 
 /* The SNI, or the dialled IP when there is none. */
@@ -755,7 +867,7 @@ static void relay_conn_start_tls(struct relay_conn *c)
 	x->up_tls = true;
 	x->proto = "tls";
 	c->mode = MODE_UP_HS;
-	relay_conn_pause_client(c);
+	relay_conn_arm(c, r->cfg.handshake_timeout_ms);
 	(void)tls_leg_handshake(&x->up); /* the ClientHello */
 	if (!relay_conn_up_flush(c))
 		return;
@@ -815,6 +927,14 @@ static bool hello_offers(const struct sniff_hello *h, const char *proto)
 	return false;
 }
 
+/* ALPN protocols that are HTTP/2: "h2", and "grpc-exp", which grpc-core
+ * offers before h2 and its servers pick (the same protocol under another
+ * name). */
+static bool alpn_is_h2(const uint8_t *p, size_t len)
+{
+	return (len == 2 && memcmp(p, "h2", 2) == 0) || (len == 8 && memcmp(p, "grpc-exp", 8) == 0);
+}
+
 /* Client leg with a leaf for this host; `alpn` is what to select. */
 static bool relay_conn_client_leg(struct relay_conn *c, X509 *upstream_cert, const uint8_t *alpn,
 				  size_t alpn_len)
@@ -871,13 +991,20 @@ static void relay_conn_upstream_ready(struct relay_conn *c, bool ok)
 		/* The client learns why from a 502 page when it speaks HTTP/1.1. */
 		r->stats.tls_upstream_failed++;
 		log_info("%s: %s", x->up.host, x->tls_error);
-		/* HTTP/1.1 when offered (or no ALPN at all), else h2 (gRPC). */
+		/* Nothing more will be said to the upstream: let it go now (its
+		 * FIN or reset could not be seen any more). */
+		if (!uv_is_closing((uv_handle_t *)&c->up))
+			uv_close((uv_handle_t *)&c->up, relay_conn_on_close);
+		/* HTTP/1.1 when offered (or no ALPN at all), else HTTP/2 (gRPC). */
 		const char *pick = hello_offers(&x->hello, "http/1.1") ? "http/1.1" :
-				   hello_offers(&x->hello, "h2") ? "h2" : NULL;
+				   hello_offers(&x->hello, "h2")       ? "h2" :
+				   hello_offers(&x->hello, "grpc-exp") ? "grpc-exp" : NULL;
 		if (!relay_conn_client_leg(c, NULL, (const uint8_t *)pick, pick ? strlen(pick) : 0))
 			return;
 		c->mode = MODE_FAIL;
 	}
+	/* The client has this long to finish its handshake. */
+	relay_conn_arm(c, r->cfg.handshake_timeout_ms);
 	relay_conn_resume_client(c);
 	if (!c->finished)
 		relay_conn_client_tls_data(c);
@@ -889,29 +1016,38 @@ static void relay_conn_tls_established(struct relay_conn *c)
 	struct relay_icpt *x = c->x;
 	c->mode = MODE_TLS;
 	c->relay->stats.intercepted++;
+	relay_conn_disarm(c); /* the handshake timeout */
 	x->tls_json = json_object();
 	json_object_set_new(x->tls_json, "client", tls_leg_json(&x->cl));
 	json_object_set_new(x->tls_json, "upstream", tls_leg_json(&x->up));
 	const uint8_t *alpn;
 	unsigned alen;
 	tls_leg_alpn(&x->cl, &alpn, &alen);
-	if (alen == 2 && memcmp(alpn, "h2", 2) == 0)
+	if (alpn_is_h2(alpn, alen))
 		obs_start(c, OBS_H2, "https");
 	else if (alen == 0 || (alen == 8 && memcmp(alpn, "http/1.1", 8) == 0) ||
 		 (alen == 8 && memcmp(alpn, "http/1.0", 8) == 0))
 		obs_start(c, OBS_HTTP1, "https");
 	/* Anything the upstream sent meanwhile waits in its leg. */
 	relay_conn_upstream_tls_data(c);
-	if (!c->finished)
-		relay_conn_read_on(c);
+	if (c->finished)
+		return;
+	relay_conn_read_on(c);
+	relay_conn_half_closed(c);
 }
 
-static void relay_conn_client_tls_failed(struct relay_conn *c)
+/* The client leg failed, or the client left it without an alert: `how`
+ * says how it left (NULL: the leg's own error). Right after our
+ * Certificate (tls_leg_client_rejected) it is a rejection. */
+static void relay_conn_client_tls_failed(struct relay_conn *c, const char *how)
 {
 	struct relay_icpt *x = c->x;
 	struct relay *r = c->relay;
 	char why[160];
-	tls_leg_error(&x->cl, why, sizeof(why));
+	if (how)
+		snprintf(why, sizeof(why), "%s", how);
+	else
+		tls_leg_error(&x->cl, why, sizeof(why));
 	const char *reason;
 	if (tls_leg_client_rejected(&x->cl)) {
 		r->stats.tls_client_rejected++;
@@ -958,9 +1094,7 @@ static void relay_conn_fail_answer(struct relay_conn *c, const uint8_t *p, size_
 		errpage_consume(x->err, len);
 	}
 	if (errpage_done(x->err)) {
-		tls_leg_close_notify(&x->cl);
-		relay_conn_client_flush(c);
-		relay_conn_finish(c, "tls:upstream_error", END_GRACEFUL);
+		relay_conn_fail_close(c);
 		return;
 	}
 	relay_conn_client_flush(c);
@@ -974,10 +1108,15 @@ static void relay_conn_client_tls_data(struct relay_conn *c)
 	if (!x->cl.done) {
 		enum tls_result hs = tls_leg_handshake(&x->cl);
 		relay_conn_client_flush(c);
-		if (hs == TLS_WANT && c->client_fin && tls_leg_client_rejected(&x->cl))
-			hs = TLS_ERROR;
+		if (hs == TLS_WANT && c->client_fin && tls_leg_client_rejected(&x->cl)) {
+			/* grpc-core clients, and other pinning apps, just close
+			 * (clean FIN) when our certificate does not verify. */
+			relay_conn_client_tls_failed(
+				c, "closed the connection after our certificate, without an alert");
+			return;
+		}
 		if (hs == TLS_ERROR) {
-			relay_conn_client_tls_failed(c);
+			relay_conn_client_tls_failed(c, NULL);
 			return;
 		}
 		if (hs == TLS_WANT)
@@ -993,7 +1132,7 @@ static void relay_conn_client_tls_data(struct relay_conn *c)
 			const uint8_t *alpn;
 			unsigned alen;
 			tls_leg_alpn(&x->cl, &alpn, &alen);
-			bool h2 = alen == 2 && memcmp(alpn, "h2", 2) == 0;
+			bool h2 = alpn_is_h2(alpn, alen);
 			obs_start(c, h2 ? OBS_H2 : OBS_HTTP1, "https");
 			x->err = errpage_new(h2, x->tls_error);
 			if (!x->err) {
@@ -1003,6 +1142,8 @@ static void relay_conn_client_tls_data(struct relay_conn *c)
 			relay_conn_fail_answer(c, NULL, 0); /* h2: our SETTINGS */
 			if (c->finished)
 				return;
+			/* The request the 502 answers must come this soon. */
+			relay_conn_arm(c, r->cfg.handshake_timeout_ms);
 		}
 	}
 	for (;;) {
@@ -1015,6 +1156,9 @@ static void relay_conn_client_tls_data(struct relay_conn *c)
 			if (c->mode == MODE_TLS) {
 				tls_leg_close_notify(&x->up);
 				(void)relay_conn_up_flush(c);
+			} else if (c->mode == MODE_FAIL) {
+				relay_conn_fail_close(c); /* no request will come */
+				return;
 			}
 			break;
 		}
@@ -1133,7 +1277,8 @@ static void relay_conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *bu
 
 static void relay_conn_read_on(struct relay_conn *c)
 {
-	if (c->reading || !c->connected || c->upstream_eof || c->finished || !c->ns)
+	if (c->reading || !c->connected || c->upstream_eof || c->finished || !c->ns ||
+	    uv_is_closing((uv_handle_t *)&c->up))
 		return;
 	if (c->mode == MODE_CLIENT_HS || c->mode == MODE_FAIL)
 		return; /* the upstream waits in its socket */
@@ -1151,6 +1296,7 @@ static void relay_conn_down_done(struct relay_conn *c)
 	if (c->ns)
 		(void)netstack_tcp_shutdown(c->ns);
 	relay_conn_check_done(c);
+	relay_conn_half_closed(c);
 }
 
 static void relay_conn_raw_down(struct relay_conn *c, const uint8_t *data, size_t len)
@@ -1201,6 +1347,7 @@ static void relay_conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *bu
 		if (c->mode == MODE_TLS && c->x->obs != OBS_NONE)
 			obs_server(c, NULL, 0);
 		relay_conn_down_done(c);
+		relay_conn_half_closed(c); /* also while the client still drains what we hold */
 		return;
 	}
 	if (nread < 0) {
@@ -1256,7 +1403,7 @@ static void relay_conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *bu
 static void relay_conn_on_client_sent(void *arg, size_t len)
 {
 	struct relay_conn *c = arg;
-	(void)len;
+	c->acked += len;
 	if (c->finished || !c->ns)
 		return;
 	if (c->x && c->x->cl_tls) {
@@ -1293,21 +1440,24 @@ static void relay_conn_on_client_closed(void *arg, int err)
 		/* Orderly: the client sent FIN and acknowledged ours. Anything
 		 * still paused in the netstack went with it. */
 		if (!c->client_fin)
-			relay_conn_client_done(c);
+			relay_conn_on_client_recv(c, NULL, 0); /* what a FIN does in this mode */
 		relay_conn_check_done(c);
 		return;
 	}
 	c->relay->stats.client_resets++;
 	const char *reason = "client_reset";
 	if (err == -ECONNABORTED) {
+		/* Not even TCP answers: whether our certificate ever reached the
+		 * client is unknown, so this is no rejection. */
 		reason = "timeout";
 		snprintf(c->flow.error, sizeof(c->flow.error), "the client stopped responding");
 	} else if (err != -ECONNRESET) {
 		reason = "error";
 		snprintf(c->flow.error, sizeof(c->flow.error), "client: %s", strerror(-err));
-	}
-	if (c->mode == MODE_CLIENT_HS && c->x && tls_leg_client_rejected(&c->x->cl)) {
-		relay_conn_client_tls_failed(c);
+	} else if ((c->mode == MODE_CLIENT_HS || c->mode == MODE_FAIL) && c->x && c->x->cl_tls &&
+		   !c->x->cl.done && tls_leg_client_rejected(&c->x->cl)) {
+		relay_conn_client_tls_failed(c,
+					     "reset the connection after our certificate, without an alert");
 		return;
 	}
 	relay_conn_finish(c, reason, c->connected ? END_RESET_UPSTREAM : END_GRACEFUL);
@@ -1335,11 +1485,99 @@ static void relay_conn_connect_failed(struct relay_conn *c, int status, bool tim
 	relay_conn_finish(c, reason, END_RESET_CLIENT);
 }
 
+/* SNIFF: the first bytes stayed undecided (a prefix of a ClientHello, a
+ * request line, the h2 preface): relayed as they are from now on. */
+static void relay_conn_sniff_timeout(struct relay_conn *c)
+{
+	struct relay_icpt *x = c->x;
+	struct relay *r = c->relay;
+	if (!x || x->sniff_len == 0)
+		return; /* nothing held: an idle connection, nothing to decide */
+	if (sniff_classify(x->sniff, x->sniff_len) == SNIFF_TLS) {
+		r->stats.proto_tls++;
+		snprintf(x->tls_error, sizeof(x->tls_error), "ClientHello incomplete after %u ms",
+			 r->cfg.sniff_timeout_ms);
+		relay_conn_go_raw(c, "tls-passthrough", OBS_NONE, NULL);
+	} else {
+		r->stats.proto_raw++;
+		relay_conn_go_raw(c, "raw", OBS_NONE, NULL);
+	}
+}
+
+/* CLIENT_HS, FAIL: the client did not finish its handshake in time, or
+ * (FAIL) sent no request for the 502. */
+static void relay_conn_client_timeout(struct relay_conn *c)
+{
+	struct relay_icpt *x = c->x;
+	struct relay *r = c->relay;
+	uint32_t ms = r->cfg.handshake_timeout_ms;
+	char how[96];
+	if (x->cl.done) {
+		snprintf(c->flow.error, sizeof(c->flow.error), "no request within %u ms", ms);
+		relay_conn_fail_close(c);
+		return;
+	}
+	if (tls_leg_client_rejected(&x->cl)) {
+		/* Alive (TCP acknowledged our flight) but silent after our
+		 * certificate: an app that hangs rather than accept it. */
+		snprintf(how, sizeof(how), "no answer to our certificate within %u ms", ms);
+		relay_conn_client_tls_failed(c, how);
+		return;
+	}
+	snprintf(how, sizeof(how), "client TLS: handshake timed out after %u ms", ms);
+	if (c->mode == MODE_FAIL) {
+		snprintf(c->flow.error, sizeof(c->flow.error), "%s", how);
+		relay_conn_finish(c, "tls:upstream_error", END_GRACEFUL);
+		return;
+	}
+	r->stats.tls_client_failed++;
+	snprintf(x->tls_error, sizeof(x->tls_error), "%s", how);
+	relay_conn_finish(c, "tls:client_error", END_GRACEFUL);
+}
+
+/* Half-closed: ends the flow after a whole period without traffic. */
+static void relay_conn_half_tick(struct relay_conn *c)
+{
+	uint64_t bytes = relay_conn_traffic(c);
+	if (bytes != c->idle_bytes) {
+		c->idle_bytes = bytes;
+		return;
+	}
+	snprintf(c->flow.error, sizeof(c->flow.error), "half-closed and idle for %u ms",
+		 c->relay->cfg.half_close_timeout_ms);
+	/* A reset both ways: a FIN would make a cut stream look complete. */
+	relay_conn_finish(c, "timeout", END_RESET_BOTH);
+}
+
 static void relay_conn_on_timeout(uv_timer_t *t)
 {
 	struct relay_conn *c = t->data;
-	if (!c->connected && !c->finished)
+	if (c->finished)
+		return;
+	if (c->half_timer) {
+		relay_conn_half_tick(c);
+		return;
+	}
+	switch (c->mode) {
+	case MODE_DIAL:
 		relay_conn_connect_failed(c, UV_ETIMEDOUT, true); /* closing cancels the connect */
+		return;
+	case MODE_SNIFF:
+		relay_conn_sniff_timeout(c);
+		return;
+	case MODE_UP_HS:
+		snprintf(c->x->up.err, sizeof(c->x->up.err), "handshake timed out after %u ms",
+			 c->relay->cfg.handshake_timeout_ms);
+		relay_conn_upstream_ready(c, false);
+		return;
+	case MODE_CLIENT_HS:
+	case MODE_FAIL:
+		relay_conn_client_timeout(c);
+		return;
+	case MODE_RAW:
+	case MODE_TLS:
+		return; /* both sides open: TCP keepalive watches them */
+	}
 }
 
 static void relay_conn_on_connect(uv_connect_t *req, int status)
@@ -1355,7 +1593,16 @@ static void relay_conn_on_connect(uv_connect_t *req, int status)
 	c->connected = true;
 	c->mode = MODE_SNIFF;
 	uv_tcp_nodelay(&c->up, 1);   /* the client's segments are already batched */
-	uv_tcp_keepalive(&c->up, 1, 60);
+	uv_tcp_keepalive(&c->up, 1, RELAY_UPSTREAM_KEEPALIVE_IDLE_S);
+	/* And then probes as the netstack sends them to clients, so a vanished
+	 * upstream ends the flow ("timeout") in two minutes, not the
+	 * kernel's default of twelve. */
+	uv_os_fd_t fd;
+	if (uv_fileno((uv_handle_t *)&c->up, &fd) == 0) {
+		int intvl = RELAY_UPSTREAM_KEEPALIVE_INTERVAL_S, cnt = RELAY_UPSTREAM_KEEPALIVE_COUNT;
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+	}
 	relay_conn_read_on(c);
 	/* Held client data and a held FIN arrive through on_client_recv. */
 	relay_conn_resume_client(c);
@@ -1496,6 +1743,12 @@ struct relay *relay_new(uv_loop_t *loop, const struct relay_config *cfg)
 		r->cfg.max_buffer = RELAY_DEFAULT_MAX_BUFFER;
 	if (r->cfg.connect_timeout_ms == 0)
 		r->cfg.connect_timeout_ms = RELAY_DEFAULT_CONNECT_TIMEOUT_MS;
+	if (r->cfg.sniff_timeout_ms == 0)
+		r->cfg.sniff_timeout_ms = RELAY_DEFAULT_SNIFF_TIMEOUT_MS;
+	if (r->cfg.handshake_timeout_ms == 0)
+		r->cfg.handshake_timeout_ms = RELAY_DEFAULT_HANDSHAKE_TIMEOUT_MS;
+	if (r->cfg.half_close_timeout_ms == 0)
+		r->cfg.half_close_timeout_ms = RELAY_DEFAULT_HALF_CLOSE_TIMEOUT_MS;
 	for (int v = 0; v < POLICY_VERDICT_COUNT; v++)
 		snprintf(r->refusal[v], sizeof(r->refusal[v]), "policy:%s",
 			 policy_verdict_name((enum policy_verdict)v));

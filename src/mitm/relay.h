@@ -23,6 +23,31 @@
  *     read, RELAY_READ_SIZE) and reading stops until it is flushed.
  * In flight, lwIP's 1 MiB windows carry 100 Mbit/s at 80 ms RTT.
  *
+ * Every state ends (one timer per flow, rearmed as the flow moves on):
+ *   dialling            connect_timeout_ms → "upstream_unreachable"
+ *   first bytes held    sniff_timeout_ms without a verdict → relayed raw
+ *                       ("tls-passthrough" with tls_error when they began
+ *                       a ClientHello)
+ *   upstream handshake  handshake_timeout_ms → the 502 path (tls_error
+ *                       "upstream TLS: handshake timed out ...")
+ *   client handshake    handshake_timeout_ms → after our Certificate a
+ *   (also for the 502)  rejection, else "tls:client_error"
+ *   502 waiting         handshake_timeout_ms for the request → the 502's
+ *                       connection closes, "tls:upstream_error"
+ *   half-closed         one direction ended and no traffic (bytes in from
+ *                       either side, bytes the client acknowledged) for a
+ *                       whole half_close_timeout_ms period → "timeout",
+ *                       reset both ways
+ *   both sides open     no timer: an idle connection is normal; TCP
+ *                       keepalive ends it when a side is gone ("timeout":
+ *                       the netstack's probes to the client, the kernel's
+ *                       to the upstream, 60 s idle then 6 probes 10 s apart)
+ * A client FIN during a handshake ends the flow at once (the client can no
+ * longer send its Finished): right after our Certificate it is a rejection
+ * (below), before it "tls:client_error" ("closed during the upstream
+ * handshake"); during the 502, the 502's connection closes. A client reset
+ * right after our Certificate is a rejection too.
+ *
  * Interception: the client's first bytes pick what happens (mitm/sniff.h).
  *   TLS ClientHello: unless a passthrough rule or an automatic entry covers
  *     the host, TLS is terminated on both legs (mitm/tls.h), upstream first:
@@ -31,20 +56,26 @@
  *     and the client gets the ALPN the upstream chose, so both legs speak the
  *     same protocol and the plaintext passes through unchanged. An upstream
  *     that fails (handshake or verification) gets the client a 502 with the
- *     reason (mitm/errpage.h, over HTTP/1.1 or h2). A client that rejects
- *     our certificate puts the host on the automatic passthrough list for
- *     its peer.
+ *     reason (mitm/errpage.h, over HTTP/1.1 or h2); the failed upstream
+ *     connection is closed then. A client that rejects our certificate (a
+ *     certificate alert, or a close, reset or silence right after our
+ *     Certificate: grpc-core and many pinning apps just close) puts the
+ *     host on the automatic passthrough list for its peer; bytes that are
+ *     not TLS there are a failure, not a rejection.
  *   HTTP/1 request line, or the h2 preface: plain HTTP, recorded.
  *   Anything else, or the upstream speaking first: relayed raw.
  * HTTP is watched by passive observers (mitm/http1.h, mitm/h2obs.h,
  * mitm/websocket.h) that never hold bytes back; each exchange becomes an
- * "http" record, WebSocket messages "websocket" batches.
+ * "http" record, WebSocket messages "websocket" batches. HTTP/2 is
+ * recognised by ALPN "h2" or "grpc-exp" (grpc-core's name for it), or by
+ * the h2 preface in the clear.
  *
  * One record per flow through flowlog, type "tcp": the common keys, plus
  * "upstream" when a host port was rewritten to loopback, and the
  * interception keys of docs/flows.md. end_reason: "fin" (both sides closed
  * in order), "client_reset", "upstream_reset", "upstream_refused",
- * "upstream_unreachable", "timeout" (the client stopped acknowledging),
+ * "upstream_unreachable", "timeout" (the client or the upstream stopped
+ * answering TCP, or a half-closed flow was idle),
  * "policy:<verdict>" (refused, reset at once), "shutdown", "error",
  * "tls:client_rejected", "tls:client_error", "tls:upstream_error". */
 #ifndef WGMITM_MITM_RELAY_H
@@ -66,6 +97,12 @@ struct passthru;
 #define RELAY_DEFAULT_MAX_BUFFER (256u * 1024) /* client → upstream queue */
 #define RELAY_DEFAULT_CONNECT_TIMEOUT_MS 10000
 #define RELAY_READ_SIZE (64u * 1024)             /* one upstream read */
+#define RELAY_DEFAULT_SNIFF_TIMEOUT_MS 2000
+#define RELAY_DEFAULT_HANDSHAKE_TIMEOUT_MS 30000
+#define RELAY_DEFAULT_HALF_CLOSE_TIMEOUT_MS 60000
+#define RELAY_UPSTREAM_KEEPALIVE_IDLE_S 60       /* then probes every 10 s, 6 at most */
+#define RELAY_UPSTREAM_KEEPALIVE_INTERVAL_S 10
+#define RELAY_UPSTREAM_KEEPALIVE_COUNT 6
 
 struct relay_config {
 	const struct policy *policy;   /* borrowed, must outlive the relay; required */
@@ -76,6 +113,10 @@ struct relay_config {
 	void *peer_ctx;
 	size_t max_buffer;             /* upstream write queue bound; 0: default */
 	uint32_t connect_timeout_ms;   /* 0: RELAY_DEFAULT_CONNECT_TIMEOUT_MS */
+	/* The timeouts of the states above; 0: the RELAY_DEFAULT_* values. */
+	uint32_t sniff_timeout_ms;     /* the rest of undecided first bytes */
+	uint32_t handshake_timeout_ms; /* each TLS handshake; the 502's request */
+	uint32_t half_close_timeout_ms; /* a half-closed flow without traffic */
 	/* Interception. tls NULL: TLS is relayed as it is (still recorded
 	 * with its SNI). passthrough may be NULL. */
 	struct tls_ctx *tls;           /* borrowed */

@@ -17,6 +17,14 @@
 #include "mitm/certcache.h"
 #include "mitm/flowlog.h"
 
+/* The client leg's suites, in our order of preference. */
+#define TLS_CLIENT_SUITES_ECDSA \
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305"
+#define TLS_CLIENT_SUITES_RSA \
+	"ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-CHACHA20-POLY1305"
+#define TLS_CLIENT_SUITES_13 \
+	"TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+
 /* Upstream sessions kept for resumption, by host and port: a new TLS
  * connection to a host we saw costs one round trip less and no upstream
  * certificate verification. Collisions replace. */
@@ -181,7 +189,20 @@ struct tls_ctx *tls_ctx_new(const struct tls_config *cfg, char *err, size_t errl
 		goto fail;
 	}
 	SSL_CTX_set_alpn_select_cb(t->client_side, on_alpn_select, NULL);
-	SSL_CTX_set_options(t->client_side, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+	SSL_CTX_set_options(t->client_side, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+						    SSL_OP_PRIORITIZE_CHACHA);
+	/* Toward clients: TLS 1.2 and 1.3 only, and on TLS 1.2 only ECDHE
+	 * with an AEAD cipher, signed with the leaf's key: no CBC suite
+	 * (LUCKY13 and the padding oracles), no RSA key transport. ChaCha20
+	 * wins when the client prefers it (phones without AES instructions). */
+	bool rsa_leaf = EVP_PKEY_get_base_id(cert_minter_key(&t->minter)) == EVP_PKEY_RSA;
+	if (SSL_CTX_set_min_proto_version(t->client_side, TLS1_2_VERSION) != 1 ||
+	    SSL_CTX_set_cipher_list(t->client_side, rsa_leaf ? TLS_CLIENT_SUITES_RSA :
+							       TLS_CLIENT_SUITES_ECDSA) != 1 ||
+	    SSL_CTX_set_ciphersuites(t->client_side, TLS_CLIENT_SUITES_13) != 1) {
+		snprintf(err, errlen, "cannot set the client-side TLS versions and suites");
+		goto fail;
+	}
 	SSL_CTX_set_mode(t->client_side, SSL_MODE_RELEASE_BUFFERS);
 	SSL_CTX_set_mode(t->upstream_side, SSL_MODE_RELEASE_BUFFERS);
 	SSL_CTX_set_info_callback(t->client_side, on_info);

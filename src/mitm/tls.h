@@ -11,7 +11,11 @@
  * the relay reads the result afterwards, so a failure can be told to the
  * client as a 502 with the reason.
  * Client leg (server role): a leaf minted for the SNI plus the upstream
- * certificate's names, and the ALPN the upstream chose. */
+ * certificate's names, and the ALPN the upstream chose. TLS 1.2 and 1.3
+ * only; on TLS 1.2 only ECDHE with AES-GCM or ChaCha20-Poly1305, signed
+ * with the leaf's key type (ECDSA, or RSA for an RSA leaf key): no CBC
+ * suite, no RSA key transport. Our preference wins (AES-128-GCM first),
+ * except that a client preferring ChaCha20 gets it. */
 #ifndef WGMITM_MITM_TLS_H
 #define WGMITM_MITM_TLS_H
 
@@ -121,8 +125,10 @@ void tls_leg_error(const struct tls_leg *leg, char *out, size_t outlen);
  * verification is off), else -1 with the reason in why. */
 int tls_leg_verify(const struct tls_leg *leg, char *why, size_t whylen);
 
-/* The client rejected our certificate: a certificate alert, or a close
- * right after our Certificate went out (pinning apps often just hang up). */
+/* The client rejected our certificate: a certificate alert, or (no alert,
+ * no error, our Certificate out, the handshake pending) whatever ends the
+ * leg now: the relay calls this when the client closes, resets or stays
+ * silent there (pinning apps and grpc-core often just hang up). */
 bool tls_leg_client_rejected(const struct tls_leg *leg);
 
 /* {"version", "cipher", "alpn"} of an established leg. */

@@ -8,8 +8,9 @@
  * its failure reasons, insecure mode, session resumption by host:port, the
  * leaf's names and its verification by a client, ALPN selection, 1 MiB of
  * plaintext each way, close_notify, the three ways a client can fail (an
- * alert, a hang-up after our Certificate, garbage), the leaf cache, the key
- * log, and the JSON summary. */
+ * alert, a hang-up after our Certificate, garbage), the client leg's
+ * versions and suites (TLS 1.2 AEAD only, nothing older), the leaf cache,
+ * the key log, and the JSON summary. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1076,6 +1077,64 @@ static void test_tls12(void **state)
 	}
 }
 
+/* What the client leg offers: TLS 1.2 and 1.3 only, and on TLS 1.2 only
+ * ECDHE with an AEAD cipher (AES-GCM, ChaCha20-Poly1305), signed with the
+ * leaf's key (ECDSA): no CBC suite (LUCKY13 and its kin), no RSA key
+ * transport, nothing older than TLS 1.2. */
+static void test_client_leg_suites(void **state)
+{
+	struct fixture *f = *state;
+	static const struct {
+		int version;          /* the client's only version */
+		const char *suites;   /* the client's TLS 1.2 list */
+		const char *chosen;   /* NULL: the handshake fails */
+	} cases[] = {
+		{ TLS1_2_VERSION, "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES128-GCM-SHA256" },
+		{ TLS1_2_VERSION, "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-AES256-GCM-SHA384" },
+		{ TLS1_2_VERSION, "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-ECDSA-CHACHA20-POLY1305" },
+		{ TLS1_2_VERSION, "ECDHE-ECDSA-AES128-SHA", NULL },    /* CBC, HMAC-SHA1 */
+		{ TLS1_2_VERSION, "ECDHE-ECDSA-AES128-SHA256", NULL }, /* CBC */
+		{ TLS1_2_VERSION, "ECDHE-ECDSA-AES256-SHA384", NULL }, /* CBC */
+		{ TLS1_2_VERSION, "ECDHE-ECDSA-AES256-SHA", NULL },    /* CBC */
+		{ TLS1_2_VERSION, "ECDHE-ECDSA-AES128-CCM", NULL },    /* AEAD, but not offered */
+		/* CBC preferred by the client: we pick the AEAD one. */
+		{ TLS1_2_VERSION, "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES128-GCM-SHA256",
+		  "ECDHE-ECDSA-AES128-GCM-SHA256" },
+		{ TLS1_1_VERSION, "DEFAULT:@SECLEVEL=0", NULL },
+		{ TLS1_VERSION, "DEFAULT:@SECLEVEL=0", NULL },
+		{ TLS1_3_VERSION, NULL, "TLS_AES_128_GCM_SHA256" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		X509 *leaf = tls_leaf_for(f->t, "www.test", (const struct sockaddr *)&f->dest, NULL);
+		struct tls_leg *leg = client_leg(f, leaf, NULL);
+		X509_free(leaf);
+		SSL_CTX *cc = client_ctx(f, true);
+		assert_int_equal(SSL_CTX_set_min_proto_version(cc, cases[i].version), 1);
+		assert_int_equal(SSL_CTX_set_max_proto_version(cc, cases[i].version), 1);
+		if (cases[i].suites)
+			assert_int_equal(SSL_CTX_set_cipher_list(cc, cases[i].suites), 1);
+		SSL *peer = client_peer(cc, "www.test", NULL, 0);
+		struct hs h = handshake(leg, peer);
+		const char *got = h.peer == 1 ? SSL_get_cipher_name(peer) : "(failed)";
+		if (cases[i].chosen ? h.peer != 1 || strcmp(got, cases[i].chosen) != 0 : h.peer == 1)
+			print_error("version %#x, client suites %s: got %s, expected %s\n",
+				    cases[i].version, cases[i].suites ? cases[i].suites : "default", got,
+				    cases[i].chosen ? cases[i].chosen : "a failed handshake");
+		if (cases[i].chosen) {
+			assert_int_equal(h.leg, TLS_OK);
+			assert_int_equal(h.peer, 1);
+			assert_string_equal(got, cases[i].chosen);
+		} else {
+			assert_int_equal(h.leg, TLS_ERROR);
+			assert_int_not_equal(h.peer, 1);
+			assert_false(tls_leg_client_rejected(leg)); /* a failure, not a rejection */
+		}
+		SSL_free(peer);
+		SSL_CTX_free(cc);
+		leg_free(leg);
+	}
+}
+
 /* A client that sent an IP literal as SNI (not allowed, but seen) is
  * verified upstream against the IP, as OpenSSL's SSL_set1_host does, and
  * the leaf carries the IP. */
@@ -1214,6 +1273,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_client_garbage_after_flight, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_client_close_after_flight, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls12, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_client_leg_suites, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_upstream_ip_literal_sni, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_leaf_cache, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keylog, setup, teardown),
