@@ -145,6 +145,16 @@ static void on_netstack_output(void *ctx, const uint8_t *pkt, size_t len)
 /* --- netstack <-> relays --- */
 
 /* The peer that owns a tunnel address: flows are recorded under its name. */
+/* One peer's share of the relayed connections: by default half, so that
+ * a peer that opens connections without end leaves the rest to others. */
+static uint32_t daemon_tcp_per_peer(const struct daemon_options *o)
+{
+	uint32_t max = o->max_tcp ? o->max_tcp : DAEMON_DEFAULT_MAX_TCP;
+	if (o->max_tcp_per_peer)
+		return o->max_tcp_per_peer < max ? o->max_tcp_per_peer : max;
+	return max > 1 ? max / 2 : 1;
+}
+
 static const char *peer_name_by_addr(void *ctx, const struct sockaddr *client)
 {
 	struct daemon *d = ctx;
@@ -426,12 +436,14 @@ static void print_stats(struct daemon *d)
 		relay_get_stats(d->relay, &rs);
 		udp_relay_get_stats(d->udp_relay, &us);
 		dns_proxy_get_stats(d->dns, &ds);
-		log_info("stats: tcp open %llu, accepted %llu, refused %llu, upstream failed %llu (refused %llu, timeout %llu), "
+		log_info("stats: tcp open %llu, accepted %llu, refused %llu, over the peer's share %llu, "
+			 "upstream failed %llu (refused %llu, timeout %llu), "
 			 "bytes up %llu down %llu | udp flows %llu, up %llu B, down %llu B, policy drops %llu | "
 			 "dns queries %llu, answered %llu, timeouts %llu | netstack tcp refused %llu, lwip mem errors %llu, "
 			 "lwip asserts contained %llu",
 			 (unsigned long long)rs.open, (unsigned long long)rs.accepted,
-			 (unsigned long long)rs.refused, (unsigned long long)rs.connect_failed,
+			 (unsigned long long)rs.refused, (unsigned long long)rs.refused_peer_limit,
+			 (unsigned long long)rs.connect_failed,
 			 (unsigned long long)rs.connect_refused, (unsigned long long)rs.connect_timeout,
 			 (unsigned long long)rs.bytes_up, (unsigned long long)rs.bytes_down,
 			 (unsigned long long)us.flows_active, (unsigned long long)us.bytes_up,
@@ -754,6 +766,7 @@ static int open_mitm(struct daemon *d)
 		.policy = &d->policy, .log = d->flows, .peer_name = peer_name_by_addr, .peer_ctx = d,
 		.tls = d->tls, .passthrough = d->passthru,
 		.body_cap = o->body_cap < 0 ? HTTPFLOW_DEFAULT_BODY_CAP : (size_t)o->body_cap,
+		.max_per_peer = daemon_tcp_per_peer(o),
 	};
 	d->relay = relay_new(d->loop, &rc_cfg);
 	if (!d->relay) {

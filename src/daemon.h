@@ -26,6 +26,7 @@ struct daemon_options {
 	uint16_t host_ports[DAEMON_MAX_HOST_PORTS]; /* tunnel address port -> host loopback */
 	size_t nhost_ports;
 	uint32_t max_tcp;             /* relayed TCP connections at once; 0 = DAEMON_DEFAULT_MAX_TCP */
+	uint32_t max_tcp_per_peer;    /* of those, one peer's; 0 = half of max_tcp */
 	/* Interception. */
 	bool no_intercept;            /* relay TLS untouched (still recorded) */
 	const char *upstream_ca[DAEMON_MAX_UPSTREAM_CA]; /* extra trust anchors, PEM files */

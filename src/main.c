@@ -154,6 +154,7 @@ static int cmd_run(int argc, char **argv)
 		{ "dns-upstream", required_argument, NULL, 'd' },
 		{ "allow-host-port", required_argument, NULL, 'P' },
 		{ "max-connections", required_argument, NULL, 'M' },
+		{ "max-connections-per-peer", required_argument, NULL, 'm' },
 		{ "upstream-ca", required_argument, NULL, 'C' },
 		{ "insecure-upstream", no_argument, NULL, 'I' },
 		{ "passthrough", required_argument, NULL, 'p' },
@@ -205,6 +206,11 @@ static int cmd_run(int argc, char **argv)
 			if (parse_uint(optarg, 1000000, &v) < 0 || v == 0)
 				return usage_error(&cmd_run_def, "--max-connections \"%s\": expected a positive number", optarg);
 			o.max_tcp = (uint32_t)v;
+			break;
+		case 'm':
+			if (parse_uint(optarg, 1000000, &v) < 0 || v == 0)
+				return usage_error(&cmd_run_def, "--max-connections-per-peer \"%s\": expected a positive number", optarg);
+			o.max_tcp_per_peer = (uint32_t)v;
 			break;
 		case 'C':
 			if (o.nupstream_ca == DAEMON_MAX_UPSTREAM_CA)
@@ -269,7 +275,8 @@ static int cmd_run(int argc, char **argv)
 static const struct command cmd_run_def = {
 	"run", cmd_run,
 	"wgmitm run [--listen ADDR:PORT]... [--endpoint HOST[:PORT]] [--dns-upstream ADDR[:PORT]]...\n"
-	"                  [--allow-host-port PORT]... [--max-connections N] [--stats-interval S]\n"
+	"                  [--allow-host-port PORT]... [--max-connections N]\n"
+	"                  [--max-connections-per-peer N] [--stats-interval S]\n"
 	"                  [--upstream-ca FILE]... [--insecure-upstream] [--passthrough GLOB]...\n"
 	"                  [--auto-passthrough S] [--body-cap BYTES] [--no-intercept]\n"
 	"                  [--quic refuse|passthrough]",
@@ -290,6 +297,8 @@ static const struct command cmd_run_def = {
 	"  --allow-host-port PORT   let peers reach this port of the capture host's\n"
 	"                           loopback at the endpoint's tunnel address, repeatable\n"
 	"  --max-connections N      TCP connections relayed at once, more are reset (16384)\n"
+	"  --max-connections-per-peer N  of those, one peer's at once (half of\n"
+	"                           --max-connections), so no peer can starve the others\n"
 	"  --stats-interval S       print counters every S seconds\n"
 	"\n"
 	"interception (TLS is decrypted with the CA of `wgmitm ca`; HTTP is recorded):\n"

@@ -41,6 +41,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/tally.h"
 #include "mitm/errpage.h"
 #include "mitm/flowlog.h"
 #include "mitm/h2obs.h"
@@ -68,6 +69,7 @@ struct relay {
 	struct relay_stats stats;
 	bool shut;                     /* relay_shutdown ran: refuse new flows */
 	bool freed;                    /* relay_free ran: free with the last flow */
+	struct tally *per_peer;        /* open flows per peer, against max_per_peer */
 	char refusal[POLICY_VERDICT_COUNT][32]; /* "policy:<verdict>" end reasons */
 	uint8_t rbuf[RELAY_READ_SIZE]; /* upstream reads land here, one at a time */
 	uint8_t pbuf[RELAY_READ_SIZE]; /* plaintext out of a TLS leg */
@@ -122,6 +124,7 @@ struct relay_conn {
 	uv_connect_t connect_req;
 	uv_shutdown_t shutdown_req;
 	struct flowlog_flow flow;
+	struct tally_entry *share;     /* this flow in relay.per_peer */
 	struct sockaddr_storage upstream; /* dialled address (rewritten for host ports) */
 	bool host_port;
 	unsigned handles;              /* uv handles not yet closed */
@@ -159,8 +162,10 @@ static void obs_finish(struct relay_conn *c, const char *reason);
 
 static void relay_free_now(struct relay *r)
 {
-	if (r->freed && r->tick_closed && r->conns == NULL)
+	if (r->freed && r->tick_closed && r->conns == NULL) {
+		tally_free(r->per_peer);
 		free(r);
+	}
 }
 
 /* ---- observers ---------------------------------------------------------- */
@@ -407,6 +412,8 @@ static void relay_conn_finish(struct relay_conn *c, const char *reason, enum leg
 	struct relay *r = c->relay;
 	c->finished = true;
 	r->stats.open--;
+	tally_give(r->per_peer, c->share);
+	c->share = NULL;
 
 	/* Exchanges still open end with the connection. */
 	const char *why = strcmp(reason, "fin") == 0 ? "connection_closed" : reason;
@@ -1618,18 +1625,16 @@ static const struct netstack_tcp_ops relay_conn_ops = {
 	.closed = relay_conn_on_client_closed,
 };
 
-/* A refused flow: counted and recorded, never dialled. */
-static void relay_record_refusal(struct relay *r, enum policy_verdict v, const char *peer,
+/* A refused flow: recorded, never dialled. */
+static void relay_record_refusal(struct relay *r, const char *reason, const char *peer,
 				 const struct sockaddr *client, const struct sockaddr *dest)
 {
-	r->stats.refused++;
-	r->stats.refused_by[v]++;
 	if (!r->cfg.log)
 		return;
 	struct flowlog_flow f;
 	flowlog_flow_begin(&f, r->cfg.log, "tcp", peer, client, dest);
 	f.end = f.start;
-	f.end_reason = r->refusal[v];
+	f.end_reason = reason;
 	(void)flowlog_write_flow(r->cfg.log, &f);
 	r->stats.records++;
 }
@@ -1652,19 +1657,35 @@ int relay_tcp_accept(struct relay *r, struct netstack_tcp *conn, const struct so
 	}
 	const char *peer = r->cfg.peer_name ? r->cfg.peer_name(r->cfg.peer_ctx, client) : NULL;
 	if (policy_refused(v)) {
-		relay_record_refusal(r, v, peer, client, dest);
+		r->stats.refused++;
+		r->stats.refused_by[v]++;
+		relay_record_refusal(r, r->refusal[v], peer, client, dest);
 		return -ECONNREFUSED;
+	}
+	/* One peer cannot hold every slot: the others keep theirs. */
+	struct tally_entry *share = NULL;
+	if (r->cfg.max_per_peer) {
+		share = tally_take(r->per_peer, peer, r->cfg.max_per_peer);
+		if (!share) {
+			r->stats.refused_peer_limit++;
+			relay_record_refusal(r, "limit:peer_connections", peer, client, dest);
+			return -EMFILE;
+		}
 	}
 
 	struct relay_conn *c = calloc(1, sizeof(*c));
-	if (!c)
+	if (!c) {
+		tally_give(r->per_peer, share);
 		return -ENOMEM;
+	}
+	c->share = share;
 	c->relay = r;
 	c->upstream = upstream;
 	c->host_port = v == POLICY_HOST_PORT;
 	flowlog_flow_begin(&c->flow, r->cfg.log, "tcp", peer, client, dest);
 	int rc = uv_tcp_init(r->loop, &c->up);
 	if (rc < 0) {
+		tally_give(r->per_peer, share);
 		free(c);
 		return rc;
 	}
@@ -1733,6 +1754,12 @@ struct relay *relay_new(uv_loop_t *loop, const struct relay_config *cfg)
 	struct sigaction sa;
 	if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
 		signal(SIGPIPE, SIG_IGN);
+	r->per_peer = tally_new();
+	if (!r->per_peer) {
+		free(r);
+		errno = ENOMEM;
+		return NULL;
+	}
 	r->loop = loop;
 	uv_timer_init(loop, &r->tick); /* cannot fail on Unix */
 	r->tick.data = r;

@@ -76,7 +76,8 @@
  * in order), "client_reset", "upstream_reset", "upstream_refused",
  * "upstream_unreachable", "timeout" (the client or the upstream stopped
  * answering TCP, or a half-closed flow was idle),
- * "policy:<verdict>" (refused, reset at once), "shutdown", "error",
+ * "policy:<verdict>" (refused, reset at once), "limit:peer_connections"
+ * (the peer held max_per_peer flows: reset at once), "shutdown", "error",
  * "tls:client_rejected", "tls:client_error", "tls:upstream_error". */
 #ifndef WGMITM_MITM_RELAY_H
 #define WGMITM_MITM_RELAY_H
@@ -124,6 +125,10 @@ struct relay_config {
 	size_t body_cap;               /* bytes of each HTTP body recorded (0: none;
 	                                  usually HTTPFLOW_DEFAULT_BODY_CAP) */
 	bool no_http;                  /* do not parse or record HTTP */
+	/* Flows one peer (by peer_name) may hold at once; over it a new one
+	 * is reset and recorded with end_reason "limit:peer_connections".
+	 * 0: no cap. */
+	uint32_t max_per_peer;
 };
 
 struct relay_stats {
@@ -132,6 +137,7 @@ struct relay_stats {
 	uint64_t local;                /* handed to the local service hook */
 	uint64_t refused;              /* refused by the policy, all verdicts */
 	uint64_t refused_by[POLICY_VERDICT_COUNT];
+	uint64_t refused_peer_limit;   /* reset: the peer held max_per_peer flows */
 	uint64_t connect_failed;       /* refused, unreachable or timed out upstream */
 	uint64_t connect_refused;      /* of those, ECONNREFUSED */
 	uint64_t connect_timeout;      /* of those, our connect timer */

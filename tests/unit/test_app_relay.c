@@ -148,16 +148,19 @@ static int on_accept(void *ctx, struct netstack_tcp *conn, const struct sockaddr
 	return relay_tcp_accept(f->relay, conn, client, dest);
 }
 
+/* test_peer_share: IPv6 clients are another peer. */
+static bool split_peers;
+
 static const char *peer_name(void *ctx, const struct sockaddr *client)
 {
 	(void)ctx;
-	(void)client;
-	return "phone";
+	return split_peers && client->sa_family == AF_INET6 ? "tablet" : "phone";
 }
 
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
+	split_peers = false;
 	f->pkts = malloc(sizeof(*f->pkts) * MAX_PKTS);
 	assert_int_equal(uv_loop_init(&f->loop), 0);
 	snprintf(f->dir, sizeof(f->dir), "/tmp/test_relay.XXXXXX");
@@ -848,6 +851,69 @@ static void test_local_service_hook(void **state)
 	assert_int_equal(st.refused, 0);
 }
 
+/* One peer holds at most max_per_peer flows: the next is reset at once and
+ * recorded, another peer still gets its own, and a slot given back can be
+ * taken again. */
+static void test_peer_share(void **state)
+{
+	struct fixture *f = *state;
+	relay_free(f->relay);
+	struct relay_config rc = {
+		.policy = &f->policy, .log = f->log, .peer_name = peer_name,
+		.connect_timeout_ms = 2000, .max_per_peer = 2,
+	};
+	f->relay = relay_new(&f->loop, &rc);
+	assert_non_null(f->relay);
+	split_peers = true;
+
+	struct server *s[4];
+	for (int i = 0; i < 4; i++)
+		assert_non_null(s[i] = server_start(f, i == 2, SRV_SINK));
+	struct client *a1 = client_new(f, 0, 41001, TUN4, s[0]->port);
+	struct client *a2 = client_new(f, 0, 41002, TUN4, s[1]->port);
+	struct client *a3 = client_new(f, 0, 41003, TUN4, s[2]->port);
+	client_connect(f, a1);
+	client_connect(f, a2);
+	client_send(f, a3, F_SYN, NULL, 0);
+	assert_true(run_until(f, has_rst, a3, 2000));
+	assert_int_equal(s[2]->accepted, 0); /* never dialled */
+
+	/* The other peer (IPv6 source) has its own share. */
+	struct client *b1 = client_new(f, 1, 41004, TUN6, s[2]->port);
+	client_connect(f, b1);
+	struct want_srv ws = { s[2], 3 };
+	client_send(f, b1, F_ACK | F_PSH, "abc", 3);
+	assert_true(run_until(f, server_got, &ws, 2000));
+
+	struct relay_stats st;
+	relay_get_stats(f->relay, &st);
+	assert_int_equal(st.refused_peer_limit, 1);
+	assert_int_equal(st.open, 3);
+
+	/* A slot given back: the peer's next flow is taken. */
+	client_send(f, a1, F_ACK | F_RST, NULL, 0);
+	assert_true(run_until(f, server_closed_or_error, s[0], 3000));
+	struct client *a4 = client_new(f, 0, 41005, TUN4, s[3]->port);
+	client_connect(f, a4);
+	client_send(f, a4, F_ACK | F_PSH, "xy", 2);
+	struct want_srv ws2 = { s[3], 2 };
+	assert_true(run_until(f, server_got, &ws2, 2000));
+	relay_get_stats(f->relay, &st);
+	assert_int_equal(st.refused_peer_limit, 1);
+
+	struct records rs;
+	read_records(f, &rs);
+	size_t limited = 0;
+	for (size_t i = 0; i < rs.n; i++)
+		if (strcmp(rec_str(rs.r[i], "end_reason"), "limit:peer_connections") == 0) {
+			assert_string_equal(rec_str(rs.r[i], "peer"), "phone");
+			limited++;
+		}
+	assert_int_equal(limited, 1);
+	free_records(&rs);
+	split_peers = false;
+}
+
 /* Client RST → the upstream sees a reset, not an EOF. */
 static void test_client_reset(void **state)
 {
@@ -1033,6 +1099,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_echo_v4, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_peer_share, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_echo_v6, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bulk, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_slow_client_stops_upstream, setup, teardown),
