@@ -125,7 +125,7 @@ target_compile_options(lwip PRIVATE -fno-strict-aliasing)
 add_library(lwip_port OBJECT ${CMAKE_SOURCE_DIR}/src/netstack/arch/sys_arch.c)
 target_include_directories(lwip_port
   PRIVATE ${_lwip_src}/include ${CMAKE_SOURCE_DIR}/src/netstack)
-target_link_libraries(lwip_port PRIVATE PkgConfig::SODIUM)
+target_link_libraries(lwip_port PRIVATE PkgConfig::SODIUM PkgConfig::UV)
 if(WGMITM_FUZZ)
   # Reproducible "random" numbers and ISNs, so fuzz inputs can complete TCP
   # handshakes. Never in a normal build.
@@ -133,4 +133,6 @@ if(WGMITM_FUZZ)
   target_compile_definitions(lwip_port PRIVATE NETSTACK_FIXED_RANDOM=1 NETSTACK_ASSERT_ABORTS=1)
 endif()
 target_sources(lwip PRIVATE $<TARGET_OBJECTS:lwip_port>)
+# The port counts half-open connections per source with common/tally.
+target_link_libraries(lwip PUBLIC wgmitm_common)
 target_link_libraries(lwip PUBLIC PkgConfig::SODIUM)

@@ -440,7 +440,7 @@ static void print_stats(struct daemon *d)
 			 "upstream failed %llu (refused %llu, timeout %llu), "
 			 "bytes up %llu down %llu | udp flows %llu, up %llu B, down %llu B, policy drops %llu | "
 			 "dns queries %llu, answered %llu, timeouts %llu | netstack tcp refused %llu, lwip mem errors %llu, "
-			 "lwip asserts contained %llu",
+			 "lwip asserts contained %llu, syns over the half-open limit %llu",
 			 (unsigned long long)rs.open, (unsigned long long)rs.accepted,
 			 (unsigned long long)rs.refused, (unsigned long long)rs.refused_peer_limit,
 			 (unsigned long long)rs.connect_failed,
@@ -451,7 +451,7 @@ static void print_stats(struct daemon *d)
 			 (unsigned long long)(ds.queries_udp + ds.queries_tcp),
 			 (unsigned long long)ds.answered, (unsigned long long)ds.timeouts,
 			 (unsigned long long)ns.tcp_refused, (unsigned long long)ns.lwip_mem_err,
-			 (unsigned long long)ns.drop_lwip_assert);
+			 (unsigned long long)ns.drop_lwip_assert, (unsigned long long)ns.tcp_syn_limited);
 		struct capage_stats cs = { 0 };
 		if (d->capage)
 			capage_get_stats(d->capage, &cs);

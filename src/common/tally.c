@@ -94,6 +94,13 @@ void tally_give(struct tally *t, struct tally_entry *e)
 	free(e);
 }
 
+void tally_give_key(struct tally *t, const char *key)
+{
+	if (!key)
+		key = "";
+	tally_give(t, find(t, key, hash_of(key)));
+}
+
 uint32_t tally_count(const struct tally *t, const char *key)
 {
 	if (!key)

@@ -20,6 +20,8 @@ void tally_free(struct tally *t);
 struct tally_entry *tally_take(struct tally *t, const char *key, uint32_t cap);
 /* One less for the entry tally_take returned. */
 void tally_give(struct tally *t, struct tally_entry *e);
+/* One less for `key`; nothing when it holds nothing. */
+void tally_give_key(struct tally *t, const char *key);
 
 uint32_t tally_count(const struct tally *t, const char *key);
 /* Keys holding anything. */

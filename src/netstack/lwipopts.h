@@ -125,7 +125,7 @@
 /* Half-open connections per destination port; beyond it SYNs are ignored
  * (the client retries), so a SYN flood cannot grow memory without bound. */
 #define TCP_LISTEN_BACKLOG              1
-#define TCP_DEFAULT_LISTEN_BACKLOG      64
+#define TCP_DEFAULT_LISTEN_BACKLOG      255 /* per port (a u8_t); one source holds at most NETSTACK_HALF_OPEN_PER_SOURCE */
 /* Keepalive per accepted pcb (keep_idle from netstack_config); a phone
  * that leaves without FIN or RST is then found out. */
 #define LWIP_TCP_KEEPALIVE              1

@@ -456,6 +456,7 @@ static void netstack__stats_reset(void)
     memset(&lwip_stats.icmp6, 0, sizeof lwip_stats.icmp6);
     memset(&lwip_stats.ip6_frag, 0, sizeof lwip_stats.ip6_frag);
     memset(&lwip_stats.nd6, 0, sizeof lwip_stats.nd6);
+    netstack__syn_limited = 0;
     memset(&lwip_stats.mem, 0, sizeof lwip_stats.mem);
 }
 
@@ -532,6 +533,7 @@ struct netstack *netstack_new(uv_loop_t *loop, const struct netstack_config *cfg
 void netstack_get_stats(const struct netstack *ns, struct netstack_stats *out)
 {
     *out = ns->stats;
+    out->tcp_syn_limited = netstack__syn_limited;
     out->tcp_time_wait = 0;
     for (const struct tcp_pcb *pcb = tcp_tw_pcbs; pcb != NULL; pcb = pcb->next)
         out->tcp_time_wait++;

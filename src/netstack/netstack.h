@@ -24,6 +24,10 @@
 #define NETSTACK_MAX_KEEPALIVE_IDLE_S     (7 * 24 * 3600)
 #define NETSTACK_KEEPALIVE_INTERVAL_S     10
 #define NETSTACK_KEEPALIVE_COUNT          6
+/* Half-open TCP connections (SYN received, handshake not done) one source
+ * address may have, over all ports; its further SYNs are dropped (the
+ * client retries). A port's backlog holds 255. */
+#define NETSTACK_HALF_OPEN_PER_SOURCE     64
 
 struct netstack_config {
     struct in_addr addr4;   /* tunnel IPv4 address (network order); 0.0.0.0: none */
@@ -95,6 +99,7 @@ struct netstack_stats {
     uint64_t drop_lwip_assert; /* failed an lwIP assert: dropped, its connection reset */
     uint64_t tcp_accepted;    /* handed to ops.tcp_accept and taken */
     uint64_t tcp_refused;     /* reset: no tcp_accept, refused, over max_tcp, no memory */
+    uint64_t tcp_syn_limited; /* SYNs dropped: the source had NETSTACK_HALF_OPEN_PER_SOURCE half-open */
     uint64_t tcp_active;      /* accepted and not yet closed (gauge) */
     uint64_t tcp_listeners;   /* ports with a listener (gauge) */
     uint64_t tcp_time_wait;   /* closed connections lwIP keeps in TIME-WAIT

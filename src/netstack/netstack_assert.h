@@ -6,12 +6,15 @@
 
 #include <setjmp.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 /* Set while lwIP processes one inbound packet: a failed assert unwinds to
  * it, unless code of ours runs between it and the assert (an upcall). */
 extern jmp_buf *netstack__assert_trap;
 /* Depth of our callbacks running below lwIP frames: never unwound through. */
 extern unsigned netstack__upcalls;
+/* SYNs dropped by the half-open limit per source (arch/sys_arch.c). */
+extern uint64_t netstack__syn_limited;
 /* netstack__test_fail_next_segment's flag. */
 extern bool netstack__fail_next_segment;
 /* Failed asserts so far, contained or not. */

@@ -10,6 +10,15 @@ u32_t netstack__tcp_isn(const ip_addr_t *local_ip, u16_t local_port,
                         const ip_addr_t *remote_ip, u16_t remote_port);
 #define LWIP_HOOK_TCP_ISN netstack__tcp_isn
 
+/* Half-open connections (SYN_RCVD, in a listen backlog) per source address
+ * (patches/lwip/0003): one peer cannot fill a port's backlog for everyone,
+ * nor keep a pcb per port it sends SYNs to. */
+struct tcp_pcb;
+int netstack__half_open_allowed(const ip_addr_t *src);
+void netstack__half_open(const struct tcp_pcb *pcb, int delta);
+#define LWIP_HOOK_TCP_HALF_OPEN_ALLOWED(src) netstack__half_open_allowed(src)
+#define LWIP_HOOK_TCP_HALF_OPEN(pcb, delta) netstack__half_open((pcb), (delta))
+
 /* For netstack__test_fail_next_segment (netstack_testing.h): an assert in
  * the middle of lwIP's processing of an established connection's segment.
  * Otherwise one load and branch per segment. */

@@ -19,6 +19,7 @@
 
 #define TUN4   "10.77.0.1"
 #define PEER4  "10.77.0.2"
+#define PEER4B "10.77.0.3"
 #define TUN6   "fd77::1"
 #define PEER6  "fd77::2"
 #define FAR4   "93.184.216.34"
@@ -511,6 +512,44 @@ static void test_tcp_syn_backlog(void **state)
 }
 
 /* While paused, data is held and the advertised window shrinks by it. */
+/* A source that sends SYNs it never completes holds at most
+ * NETSTACK_HALF_OPEN_PER_SOURCE half-open connections over all ports: it
+ * cannot fill a port's backlog for other peers (lwIP's backlog is per port,
+ * and a full one dropped every SYN to it), nor keep a pcb for each port. */
+static void test_tcp_half_open_per_source(void **state)
+{
+    struct fixture *f = *state;
+    for (uint16_t i = 0; i < 100; i++) {
+        struct client c = { 0, PEER4, FAR4, (uint16_t)(44000 + i), 443, 1, 0 };
+        send_seg(f, &c, F_SYN, NULL, 0);
+    }
+    assert_int_equal(f->nout, NETSTACK_HALF_OPEN_PER_SOURCE);
+    struct client other_port = { 0, PEER4, FAR4, 44200, 80, 1, 0 };
+    send_seg(f, &other_port, F_SYN, NULL, 0);
+    assert_int_equal(f->nout, NETSTACK_HALF_OPEN_PER_SOURCE);
+    struct netstack_stats st;
+    netstack_get_stats(f->ns, &st);
+    assert_int_equal(st.tcp_syn_limited, 100 - NETSTACK_HALF_OPEN_PER_SOURCE + 1);
+
+    /* Another source still gets through to the same port, end to end. */
+    struct client b = { 0, PEER4B, FAR4, 44300, 443, 1, 0 };
+    handshake(f, &b, 1380);
+    assert_int_equal(f->accepts, 1);
+
+    /* The half-open ones expire (SYN-ACK retransmissions give up) and the
+     * source may open connections again. */
+    for (int i = 0; i < 300; i++) { /* 300 s, the retransmissions of each second */
+        f->nout = 0;
+        netstack__test_tcp_ticks(f->ns, 10);
+    }
+    int before = f->nout;
+    struct client again = { 0, PEER4, FAR4, 44400, 443, 1, 0 };
+    send_seg(f, &again, F_SYN, NULL, 0);
+    assert_int_equal(f->nout, before + 1);
+    struct seg s = parse_out(f, before);
+    assert_int_equal(s.flags, F_SYN | F_ACK);
+}
+
 static void test_tcp_pause_resume(void **state)
 {
     struct fixture *f = *state;
@@ -1364,6 +1403,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tcp_refused_and_aborted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_max_connections, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_syn_backlog, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tcp_half_open_per_source, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_pause_resume, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_close_inside_recv, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_closed_delivers_held_data, setup, teardown),

@@ -14,6 +14,8 @@
 #include "lwip/sys.h"
 #include "lwip/tcp.h"
 
+#include "common/tally.h"
+#include "netstack.h"
 #include "netstack_assert.h"
 #include "netstack_hooks.h"
 
@@ -61,6 +63,41 @@ _Noreturn void netstack__assert(const char *msg, const char *file, int line)
     }
     fflush(stderr);
     abort();
+}
+
+/* Half-open connections per source address (patches/lwip/0003). Entries
+ * live while a source has any; lwIP is global, and so is this. */
+static struct tally *netstack__half_open_by_src;
+uint64_t netstack__syn_limited;
+
+static void netstack__src_key(const ip_addr_t *ip, char *key, size_t len)
+{
+    if (ipaddr_ntoa_r(ip, key, (int)len) == NULL)
+        key[0] = '\0';
+}
+
+int netstack__half_open_allowed(const ip_addr_t *src)
+{
+    if (netstack__half_open_by_src == NULL)
+        return 1;
+    char key[IPADDR_STRLEN_MAX];
+    netstack__src_key(src, key, sizeof key);
+    if (tally_count(netstack__half_open_by_src, key) < NETSTACK_HALF_OPEN_PER_SOURCE)
+        return 1;
+    netstack__syn_limited++;
+    return 0;
+}
+
+void netstack__half_open(const struct tcp_pcb *pcb, int delta)
+{
+    if (netstack__half_open_by_src == NULL && (netstack__half_open_by_src = tally_new()) == NULL)
+        return; /* no memory: not counted (fails open) */
+    char key[IPADDR_STRLEN_MAX];
+    netstack__src_key(&pcb->remote_ip, key, sizeof key);
+    if (delta > 0)
+        (void)tally_take(netstack__half_open_by_src, key, UINT32_MAX);
+    else
+        tally_give_key(netstack__half_open_by_src, key);
 }
 
 bool netstack__fail_next_segment;
