@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "wg/cookie.h"
 #include "wg/crypto.h"
 #include "wg/device.h"
 
@@ -679,6 +680,68 @@ static void test_cookie_under_load(void **state)
 	pair_free(p);
 }
 
+/* A handshake-sized datagram with a valid MAC1 (the sender knows `to`'s
+ * public key) and garbage inside: it fails only after MAC1. */
+static void make_mac1_initiation(uint8_t buf[WG_MSG_INITIATION_LEN], const uint8_t to_pub[32])
+{
+	uint8_t mac1_key[WG_HASH_LEN];
+	wg_random(buf, WG_MSG_INITIATION_LEN);
+	memset(buf, 0, 4);
+	buf[0] = WG_MSG_INITIATION;
+	wg_cookie_derive_mac1_key(mac1_key, to_pub);
+	wg_mac(buf + WG_MSG_INITIATION_LEN - 32, mac1_key, WG_HASH_LEN, buf, WG_MSG_INITIATION_LEN - 32);
+	memset(buf + WG_MSG_INITIATION_LEN - 16, 0, 16);
+}
+
+/* Handshake-sized junk with a wrong MAC1 is dropped before it counts as
+ * load: however much of it comes, no cookie mode, and a real peer's
+ * initiation in the same window gets a response at once. Initiations with a
+ * valid MAC1 (work that needs a Diffie-Hellman) still put the device under
+ * load. */
+static void test_bad_mac1_is_not_load(void **state)
+{
+	struct pair *p = pair_new();
+	const struct wg_device_stats *sb = wg_device_stats(p->b.dev);
+	uint32_t threshold = wg_device_timer_params(p->b.dev)->under_load_handshakes;
+	struct wg_endpoint junk_from = ep4("203.0.113.9", 4444);
+	uint8_t buf[WG_MSG_INITIATION_LEN];
+	unsigned flood = 4 * threshold;
+
+	for (unsigned i = 0; i < flood; i++) {
+		wg_random(buf, sizeof(buf));
+		memset(buf, 0, 4);
+		buf[0] = WG_MSG_INITIATION;
+		wg_device_receive(p->b.dev, &junk_from, buf, sizeof(buf), p->net.now);
+	}
+	assert_int_equal(sb->drop[WG_DROP_BAD_MAC1], flood);
+	assert_false(wg_device_under_load(p->b.dev, p->net.now));
+	assert_int_equal(sb->under_load_events, 0);
+
+	/* A joins while the junk is still in the window. */
+	pair_connect(p);
+	assert_int_equal(sb->cookie_replies_sent, 0);
+	assert_int_equal(sb->drop[WG_DROP_UNDER_LOAD_NO_COOKIE], 0);
+	assert_int_equal(sb->responses_sent, 1);
+	assert_int_equal(sb->handshakes_responder, 1);
+	assert_int_equal(wg_device_stats(p->a.dev)->initiations_sent, 1);
+	assert_int_equal(p->b.delivered, 1);
+
+	/* The same number with a valid MAC1: load. A's initiation is one of
+	 * the messages counted, so threshold - 1 more reach the limit and the
+	 * next one tips it. */
+	for (unsigned i = 0; i < flood; i++) {
+		make_mac1_initiation(buf, p->b.pub);
+		wg_device_receive(p->b.dev, &junk_from, buf, sizeof(buf), p->net.now);
+	}
+	assert_int_equal(sb->drop[WG_DROP_BAD_MAC1], flood);
+	assert_true(wg_device_under_load(p->b.dev, p->net.now));
+	assert_int_equal(sb->under_load_events, 1);
+	assert_int_equal(sb->drop[WG_DROP_HANDSHAKE_FAILED], threshold - 1);
+	assert_int_equal(sb->drop[WG_DROP_UNDER_LOAD_NO_COOKIE], flood - (threshold - 1));
+	assert_int_equal(sb->cookie_replies_sent, flood - (threshold - 1));
+	pair_free(p);
+}
+
 /* No answer at all: retries, then the queue is dropped and counted. */
 static void test_give_up(void **state)
 {
@@ -721,6 +784,7 @@ int main(void)
 		cmocka_unit_test(test_removed_peer),
 		cmocka_unit_test(test_two_peers),
 		cmocka_unit_test(test_cookie_under_load),
+		cmocka_unit_test(test_bad_mac1_is_not_load),
 		cmocka_unit_test(test_give_up),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
