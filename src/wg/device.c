@@ -437,6 +437,7 @@ static void receive_initiation(struct wg_device *dev, const struct wg_endpoint *
 	wg_timers_any_authenticated_packet_traversal(&peer->timers, now);
 	wg_timers_any_authenticated_packet_sent(&peer->timers, now);
 	send_to_peer(dev, peer, (const uint8_t *)&resp, sizeof(resp));
+	wg_timers_handshake_response_sent(&peer->timers, now);
 	dev->stats.responses_sent++;
 	authenticated_received(peer, WG_MSG_INITIATION_LEN, now);
 }

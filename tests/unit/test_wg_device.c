@@ -339,8 +339,8 @@ static void test_responder_next_rule(void **state)
 	assert_int_equal(p->net.count, 1); /* A's queued packet */
 	assert_ptr_equal(p->b_to_a->next, b_next); /* B still waits */
 
-	/* B cannot send with next: its packet waits (and a handshake is not
-	 * started again within REKEY_TIMEOUT of nothing, B never initiated). */
+	/* B cannot send with next: its packet waits (and no initiation
+	 * starts: the response B sent holds them back for REKEY_TIMEOUT). */
 	n = make_ipv4(pkt, "10.0.0.1", "10.0.0.2", 10, 2);
 	wg_device_send(p->b.dev, p->b_to_a, pkt, n, p->net.now);
 	assert_int_equal(p->b_to_a->queue_count, 1);
@@ -742,6 +742,66 @@ static void test_bad_mac1_is_not_load(void **state)
 	pair_free(p);
 }
 
+/* Sending a response counts as sending a handshake, as in the Linux module
+ * (send.c wg_packet_send_handshake_response sets last_sent_handshake) and
+ * wireguard-go (SendHandshakeResponse): data the responder has before the
+ * initiator confirms the session waits for that confirmation instead of
+ * starting a crossing initiation. Without a confirmation the responder
+ * initiates, but not before REKEY_TIMEOUT. */
+static void test_response_holds_back_initiation(void **state)
+{
+	struct pair *p = pair_new();
+	const struct wg_device_stats *sa = wg_device_stats(p->a.dev), *sb = wg_device_stats(p->b.dev);
+	uint8_t pkt[128];
+
+	size_t n = make_ipv4(pkt, "10.0.0.2", "10.0.0.1", 10, 1);
+	wg_device_send(p->a.dev, p->a_to_b, pkt, n, p->net.now);
+	assert_true(net_step(&p->net)); /* initiation -> B; its response queued */
+	assert_int_equal(sb->responses_sent, 1);
+	assert_int_equal(p->net.count, 1);
+
+	n = make_ipv4(pkt, "10.0.0.1", "10.0.0.2", 10, 2);
+	wg_device_send(p->b.dev, p->b_to_a, pkt, n, p->net.now);
+	assert_int_equal(p->b_to_a->queue_count, 1);
+	assert_int_equal(sb->initiations_sent, 0);
+	assert_int_equal(p->net.count, 1); /* still only the response */
+
+	net_pump(&p->net); /* response -> A, A's data -> B confirms, B flushes */
+	assert_int_equal(sb->initiations_sent, 0);
+	assert_int_equal(sa->initiations_sent, 1);
+	assert_int_equal(sa->handshakes_initiator, 1);
+	assert_int_equal(sb->handshakes_responder, 1);
+	assert_int_equal(sa->responses_sent, 0);
+	assert_int_equal(p->b_to_a->queue_count, 0);
+	assert_int_equal(p->b.delivered, 1);
+	assert_int_equal(p->a.delivered, 1);
+	pair_free(p);
+
+	/* The response is lost: B's data waits REKEY_TIMEOUT, then B initiates. */
+	p = pair_new();
+	sa = wg_device_stats(p->a.dev);
+	sb = wg_device_stats(p->b.dev);
+	n = make_ipv4(pkt, "10.0.0.2", "10.0.0.1", 10, 1);
+	wg_device_send(p->a.dev, p->a_to_b, pkt, n, p->net.now);
+	assert_true(net_step(&p->net));
+	net_discard(&p->net);
+	uint64_t responded = p->net.now;
+	p->net.now += 4 * S;
+	n = make_ipv4(pkt, "10.0.0.1", "10.0.0.2", 10, 2);
+	wg_device_send(p->b.dev, p->b_to_a, pkt, n, p->net.now);
+	assert_int_equal(sb->initiations_sent, 0);
+	assert_int_equal(p->net.count, 0);
+	p->net.now = responded + wg_device_timer_params(p->b.dev)->rekey_timeout;
+	wg_device_send(p->b.dev, p->b_to_a, pkt, n, p->net.now);
+	assert_int_equal(sb->initiations_sent, 1);
+	net_pump(&p->net); /* B's initiation -> A, response -> B, B sends both */
+	assert_int_equal(sb->handshakes_initiator, 1);
+	assert_int_equal(p->b_to_a->queue_count, 0);
+	assert_int_equal(sa->responses_sent, 1);
+	assert_int_equal(p->a.delivered, 2);
+	pair_free(p);
+}
+
 /* No answer at all: retries, then the queue is dropped and counted. */
 static void test_give_up(void **state)
 {
@@ -785,6 +845,7 @@ int main(void)
 		cmocka_unit_test(test_two_peers),
 		cmocka_unit_test(test_cookie_under_load),
 		cmocka_unit_test(test_bad_mac1_is_not_load),
+		cmocka_unit_test(test_response_holds_back_initiation),
 		cmocka_unit_test(test_give_up),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
