@@ -136,6 +136,9 @@ static void keypair_free(struct wg_device *dev, struct wg_keypair *kp)
 	index_unlink(dev, &kp->entry);
 	sodium_memzero(kp, sizeof(*kp));
 	free(kp);
+	/* Its last full-sized packet may have left a key in this thread's
+	 * AEAD context (see wg_crypto_forget_keys). */
+	wg_crypto_forget_keys();
 }
 
 static void peer_clear_keys(struct wg_device *dev, struct wg_peer *peer)

@@ -802,6 +802,34 @@ static void test_response_holds_back_initiation(void **state)
 	pair_free(p);
 }
 
+/* A keypair's keys do not outlive it in the thread's AEAD context, where a
+ * full-sized packet (the OpenSSL path) leaves its key: freeing the keypair
+ * (here: removing the peer) clears the context. */
+static void test_keypair_free_clears_aead_context(void **state)
+{
+	struct pair *p = pair_new();
+	pair_connect(p);
+	uint8_t key[32], zero[32], want[16], want_zero[16], got[16], pkt[1500];
+	memcpy(key, p->a_to_b->current->send_key, 32);
+	memset(zero, 0, sizeof(zero));
+	wg_crypto__aead_encrypt_sodium(want, NULL, 0, NULL, 0, 0, key);
+	wg_crypto__aead_encrypt_sodium(want_zero, NULL, 0, NULL, 0, 0, zero);
+
+	size_t n = make_ipv4(pkt, "10.0.0.2", "10.0.0.1", 1400, 0x33);
+	wg_device_send(p->a.dev, p->a_to_b, pkt, n, p->net.now);
+	net_pump(&p->net); /* A seals and B opens under key, on this thread */
+	assert_int_equal(p->b.delivered, 2);
+	wg_crypto__aead_context_tag(got);
+	assert_memory_equal(got, want, 16);
+
+	wg_device_peer_remove(p->b.dev, p->b_to_a);
+	p->b_to_a = NULL;
+	wg_crypto__aead_context_tag(got);
+	assert_memory_not_equal(got, want, 16);
+	assert_memory_equal(got, want_zero, 16);
+	pair_free(p);
+}
+
 /* No answer at all: retries, then the queue is dropped and counted. */
 static void test_give_up(void **state)
 {
@@ -846,6 +874,7 @@ int main(void)
 		cmocka_unit_test(test_cookie_under_load),
 		cmocka_unit_test(test_bad_mac1_is_not_load),
 		cmocka_unit_test(test_response_holds_back_initiation),
+		cmocka_unit_test(test_keypair_free_clears_aead_context),
 		cmocka_unit_test(test_give_up),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
