@@ -51,10 +51,11 @@ void wg_cookie_checker_wipe(struct wg_cookie_checker *c);
 
 /* Checks mac1 of an initiation or response (msg, len: the whole datagram,
  * len must be WG_MSG_INITIATION_LEN or WG_MSG_RESPONSE_LEN, else INVALID),
- * and mac2 only if check_mac2 (i.e. when under load): mac2 must be the MAC
- * of the cookie for src under the current secret, which must be younger
- * than WG_COOKIE_REFRESH_TIME_NS (the secret rotates only when a reply is
- * created). No Diffie-Hellman, constant-time comparisons. */
+ * and mac2 only if check_mac2 (the device always asks: whether it is under
+ * load is only known once mac1 passed; the answer matters under load): mac2
+ * must be the MAC of the cookie for src under the current secret, which
+ * must be younger than WG_COOKIE_REFRESH_TIME_NS (the secret rotates only
+ * when a reply is created). No Diffie-Hellman, constant-time comparisons. */
 enum wg_cookie_mac_state wg_cookie_validate(const struct wg_cookie_checker *c, const uint8_t *msg, size_t len,
 					    const struct wg_endpoint *src, bool check_mac2,
 					    uint64_t now_ns) WG_WARN_UNUSED;

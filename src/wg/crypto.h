@@ -30,6 +30,17 @@ bool wg_crypto_init(void) WG_WARN_UNUSED;
  * anyway; useful for leak checkers at the end of main). */
 void wg_crypto_thread_cleanup(void);
 
+/* Overwrites with zeros the key the calling thread's reusable
+ * ChaCha20-Poly1305 context still holds: wg_aead_encrypt/decrypt leave the
+ * key of their last call on 1024 bytes or more there (the OpenSSL path;
+ * libsodium, below that, keeps nothing). Clearing it after every packet
+ * would cost ~5% of the transport receive path, and the key lives on in
+ * its keypair anyway, so whoever wipes keys that went through wg_aead_*
+ * calls this right after (the device does whenever it frees a keypair).
+ * No other function here leaves a key behind: the MAC context is cleared
+ * after each call, and HMAC has no keyed context. */
+void wg_crypto_forget_keys(void);
+
 /* Random bytes (libsodium randombytes_buf). */
 void wg_random(uint8_t *out, size_t len);
 
@@ -70,7 +81,8 @@ void wg_hash(uint8_t out[WG_HASH_LEN], const uint8_t *a, size_t a_len, const uin
  * 1 <= key_len <= 32. */
 void wg_mac(uint8_t out[WG_MAC_LEN], const uint8_t *key, size_t key_len, const uint8_t *in, size_t len);
 
-/* HMAC-BLAKE2s-256 (block size 64); key_len <= 64, key non-NULL. */
+/* HMAC-BLAKE2s-256 (block size 64); key non-NULL (a key over 64 bytes is
+ * hashed first, as RFC 2104 says). out may alias in or key. */
 void wg_hmac(uint8_t out[WG_HASH_LEN], const uint8_t *key, size_t key_len, const uint8_t *in, size_t len);
 
 /* The WireGuard KDF_n(key, input) (whitepaper 5.4): T0 = HMAC(key, input),
@@ -116,6 +128,12 @@ void wg_crypto__aead_encrypt_nonce_openssl(uint8_t *dst, const uint8_t *src, siz
 					   size_t ad_len, const uint8_t nonce[WG_AEAD_NONCE_LEN], const uint8_t key[WG_KEY_LEN]);
 bool wg_crypto__aead_decrypt_nonce_openssl(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
 					   size_t ad_len, const uint8_t nonce[WG_AEAD_NONCE_LEN], const uint8_t key[WG_KEY_LEN]);
+/* What the calling thread's reusable contexts compute with the key they
+ * still hold, for the tests that check no key survives: the tag of an empty
+ * message sealed under the AEAD context's key with counter 0, and the MAC
+ * of in under the MAC context's key (false if it holds none). */
+void wg_crypto__aead_context_tag(uint8_t tag[WG_TAG_LEN]);
+bool wg_crypto__mac_context_mac(uint8_t out[WG_MAC_LEN], const uint8_t *in, size_t len);
 /* KDF_n with a key of any length (wireguard-go's vectors use short keys). */
 void wg_crypto__kdf(uint8_t *outs[3], int n, const uint8_t *key, size_t key_len, const uint8_t *in, size_t len);
 

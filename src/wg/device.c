@@ -136,6 +136,9 @@ static void keypair_free(struct wg_device *dev, struct wg_keypair *kp)
 	index_unlink(dev, &kp->entry);
 	sodium_memzero(kp, sizeof(*kp));
 	free(kp);
+	/* Its last full-sized packet may have left a key in this thread's
+	 * AEAD context (see wg_crypto_forget_keys). */
+	wg_crypto_forget_keys();
 }
 
 static void peer_clear_keys(struct wg_device *dev, struct wg_peer *peer)
@@ -353,8 +356,9 @@ static struct wg_handshake *lookup_handshake_index(void *ctx, uint32_t receiver_
 	return e && e->kind == WG_INDEX_HANDSHAKE ? &e->peer->handshake : NULL;
 }
 
-/* More than under_load_handshakes handshake messages in the current window,
- * or load seen less than under_load_hold ago. Counts this message. */
+/* More than under_load_handshakes handshake messages with a valid MAC1 in
+ * the current window, or load seen less than under_load_hold ago. Counts
+ * this message: call it only once MAC1 passed. */
 static bool count_handshake_load(struct wg_device *dev, uint64_t now)
 {
 	const struct wg_timer_params *p = &dev->params;
@@ -436,6 +440,7 @@ static void receive_initiation(struct wg_device *dev, const struct wg_endpoint *
 	wg_timers_any_authenticated_packet_traversal(&peer->timers, now);
 	wg_timers_any_authenticated_packet_sent(&peer->timers, now);
 	send_to_peer(dev, peer, (const uint8_t *)&resp, sizeof(resp));
+	wg_timers_handshake_response_sent(&peer->timers, now);
 	dev->stats.responses_sent++;
 	authenticated_received(peer, WG_MSG_INITIATION_LEN, now);
 }
@@ -478,12 +483,19 @@ static void receive_response(struct wg_device *dev, const struct wg_endpoint *fr
 static void receive_handshake(struct wg_device *dev, const struct wg_endpoint *from, const uint8_t *buf,
 			      size_t len, enum wg_message_type type, uint64_t now)
 {
-	bool under_load = count_handshake_load(dev, now);
-	enum wg_cookie_mac_state mac = wg_cookie_validate(&dev->checker, buf, len, from, under_load, now);
+	/* MAC1 before the load count: a wrong one is junk from anyone, dropped
+	 * at the cost of one keyed hash, and must not switch on cookie mode.
+	 * Load is the work a valid MAC1 asks for (a Diffie-Hellman), what the
+	 * references measure as their queue of pending handshakes. MAC2 is
+	 * checked along (it only costs anything while a cookie secret is live)
+	 * since whether this message tips the device into load is not known
+	 * yet. */
+	enum wg_cookie_mac_state mac = wg_cookie_validate(&dev->checker, buf, len, from, true, now);
 	if (mac == WG_COOKIE_MAC_INVALID) {
 		drop(dev, WG_DROP_BAD_MAC1);
 		return;
 	}
+	bool under_load = count_handshake_load(dev, now);
 	if (under_load) {
 		if (mac != WG_COOKIE_MAC_VALID_WITH_COOKIE) {
 			/* Whitepaper 5.3: answer with a cookie, do no DH. */

@@ -11,9 +11,11 @@
  *
  * Load (when cookie replies replace handshake processing): more than
  * params.under_load_handshakes (default 128, 1/8 of wireguard-go's 1024-slot
- * queue) initiations/responses received within params.under_load_window
- * (1 s); the state holds for params.under_load_hold (1 s) after load was
- * last seen. Under load, a handshake message without a valid MAC2 gets a
+ * queue) initiations/responses with a valid MAC1 received within
+ * params.under_load_window (1 s); the state holds for params.under_load_hold
+ * (1 s) after load was last seen. Messages with a wrong MAC1 are dropped
+ * (WG_DROP_BAD_MAC1) without counting: they cost no Diffie-Hellman, and
+ * junk from anywhere must not put a joining peer through a cookie round. Under load, a handshake message without a valid MAC2 gets a
  * cookie reply and nothing else; one with a valid MAC2 passes the
  * per-source rate limiter (20/s, burst 5) before any Diffie-Hellman. As in
  * wireguard-go and the Linux module, the rate limiter only applies under

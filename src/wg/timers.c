@@ -133,6 +133,17 @@ void wg_timers_handshake_initiated(struct wg_timers *t, uint64_t now)
 	t->retransmit_handshake = add_sat(now, t->params->rekey_timeout + jitter(t->params));
 }
 
+/* After a response is sent. Like an initiation it holds back new
+ * initiations for rekey_timeout: the responder's keypair waits for the
+ * initiator's first packet, and data queued meanwhile must not start a
+ * crossing handshake (Linux send.c wg_packet_send_handshake_response and
+ * wireguard-go SendHandshakeResponse set last_sent_handshake too). Nothing
+ * is retransmitted: retrying is the initiator's job. */
+void wg_timers_handshake_response_sent(struct wg_timers *t, uint64_t now)
+{
+	t->last_sent_handshake = now;
+}
+
 /* After a response is consumed, or the first transport packet under a
  * responder's new keypair confirmed it. */
 void wg_timers_handshake_complete(struct wg_timers *t, uint64_t now)

@@ -80,12 +80,14 @@ void wg_timers_any_authenticated_packet_sent(struct wg_timers *t, uint64_t now);
 void wg_timers_any_authenticated_packet_received(struct wg_timers *t, uint64_t now);
 void wg_timers_any_authenticated_packet_traversal(struct wg_timers *t, uint64_t now);
 void wg_timers_handshake_initiated(struct wg_timers *t, uint64_t now);
+void wg_timers_handshake_response_sent(struct wg_timers *t, uint64_t now);
 void wg_timers_handshake_complete(struct wg_timers *t, uint64_t now);
 void wg_timers_session_derived(struct wg_timers *t, uint64_t now);
 void wg_timers_persistent_keepalive(struct wg_timers *t, uint64_t interval, uint64_t now);
 
-/* Whether a new initiation may be sent now: at most one per rekey_timeout.
- * A non-retry (fresh) request resets the attempt count. */
+/* Whether a new initiation may be sent now: none within rekey_timeout of
+ * the last initiation or response sent. A non-retry (fresh) request resets
+ * the attempt count. */
 bool wg_timers_initiation_allowed(struct wg_timers *t, bool is_retry, uint64_t now);
 
 /* Fire what is due; returns a mask of enum wg_timer_action. */

@@ -6,6 +6,12 @@
       oversized messages of every type, transport messages for unknown
       indices. Prints how many were sent.
 
+  wgflood.py junkinit HOST PORT RATE SECONDS [--bind ADDR]
+      Initiation-sized type-1 datagrams of random bytes (so a wrong MAC1)
+      at RATE per second for SECONDS (at most RATE * SECONDS of them).
+      Prints "ready" once RATE * 2 / 3 are out, then at the end "sent N
+      replies M" (M: datagrams that came back, none expected).
+
   wgflood.py initiations HOST PORT SERVER_PUBKEY_B64 SECONDS [--bind ADDR]
       Initiations with a valid MAC1 (and garbage inside, so they fail
       after MAC1) for SECONDS; counts the cookie replies that come back.
@@ -52,6 +58,40 @@ def junk(host, port, count):
     print(sent)
 
 
+def junkinit(host, port, rate, seconds, bind=None):
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    if bind:
+        s.bind((bind, 0))
+    s.setblocking(False)
+    count = int(rate * seconds)
+    ready_at = min(count, max(1, int(rate * 2 / 3)))
+    sent = replies = 0
+    start = time.monotonic()
+    deadline = start + seconds + 5
+    for i in range(count):
+        # Paced: datagram i leaves at start + i / rate.
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        if time.monotonic() > deadline:
+            break
+        try:
+            s.sendto(bytes([1, 0, 0, 0]) + os.urandom(144), (host, port))
+            sent += 1
+        except (BlockingIOError, OSError):
+            pass
+        if sent == ready_at:
+            print("ready", flush=True)
+        while True:
+            try:
+                s.recv(2048)
+                replies += 1
+            except (BlockingIOError, OSError):
+                break
+    print("sent %d replies %d" % (sent, replies), flush=True)
+
+
 def initiations(host, port, pub_b64, seconds, bind=None):
     pub = base64.b64decode(pub_b64)
     mac1_key = hashlib.blake2s(b"mac1----" + pub).digest()
@@ -86,6 +126,9 @@ if __name__ == "__main__":
     a = sys.argv
     if len(a) >= 5 and a[1] == "junk":
         junk(a[2], int(a[3]), int(a[4]))
+    elif len(a) >= 6 and a[1] == "junkinit":
+        bind = a[a.index("--bind") + 1] if "--bind" in a else None
+        junkinit(a[2], int(a[3]), float(a[4]), float(a[5]), bind)
     elif len(a) >= 6 and a[1] == "initiations":
         bind = a[a.index("--bind") + 1] if "--bind" in a else None
         initiations(a[2], int(a[3]), a[4], float(a[5]), bind)

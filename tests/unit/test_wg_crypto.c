@@ -301,6 +301,29 @@ static void test_hmac_kdf(void **state)
 	(void)state;
 	wg_hmac(h, (const uint8_t *)"test-key", 8, (const uint8_t *)"test-input", 10);
 	assert_hex(h, 32, "ed378e02e152b574e0d9e01fb029a7066c3cc687917c28bf9dfe5b042769fa46");
+	/* A key of a whole block and a multi-block input; an empty input.
+	 * hmac.new(bytes(range(64)), bytes(range(200)), hashlib.blake2s) and
+	 * hmac.new(bytes(range(32)), b"", hashlib.blake2s). */
+	{
+		uint8_t k64[64], in200[200], h2[32];
+
+		for (int i = 0; i < 200; i++)
+			in200[i] = (uint8_t)i;
+		memcpy(k64, in200, 64);
+		wg_hmac(h, k64, 64, in200, 200);
+		assert_hex(h, 32, "690ee478866a3698f0ed2e87e8b25fcb63e56f6c2e6baa69acec75b6d645d1ae");
+		wg_hmac(h, k64, 32, NULL, 0);
+		assert_hex(h, 32, "e2641d24dfa8dd89e8cb77f1cdc77d8c006e5bebdfc4d6a3a3a6f8d5b7586fb0");
+		/* A key longer than a block is hashed first:
+		 * hmac.new(bytes(range(100)), b"abc", hashlib.blake2s). */
+		wg_hmac(h, in200, 100, (const uint8_t *)"abc", 3);
+		assert_hex(h, 32, "c1b751501db12b753069a918627b623179be55c8cc7ca5c4e14bdf32274ac656");
+		/* Output aliasing the input, as the KDF does. */
+		memcpy(h, in200, 32);
+		wg_hmac(h, k64, 64, h, 32);
+		wg_hmac(h2, k64, 64, in200, 32);
+		assert_memory_equal(h, h2, 32);
+	}
 
 	/* wireguard-go's "t0" is KDF's first output (its T1 in the paper). */
 	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
@@ -340,6 +363,52 @@ static void test_hmac_kdf(void **state)
 	}
 }
 
+/* No key stays in the thread's reusable contexts once it should be gone:
+ * the MAC context forgets it after every call, the AEAD context (the
+ * OpenSSL path, 1024 bytes and more) on wg_crypto_forget_keys(). Probed by
+ * what the contexts compute without being given a key. */
+static void test_contexts_forget_keys(void **state)
+{
+	uint8_t key[32], zero[32], buf[1420 + 16], want[16], want_zero[16], got[16];
+
+	(void)state;
+	wg_random(key, sizeof(key));
+	memset(zero, 0, sizeof(zero));
+	/* Tags of an empty message, counter 0 (libsodium: no context). */
+	wg_crypto__aead_encrypt_sodium(want, NULL, 0, NULL, 0, 0, key);
+	wg_crypto__aead_encrypt_sodium(want_zero, NULL, 0, NULL, 0, 0, zero);
+
+	memset(buf, 0x5a, 1420);
+	wg_aead_encrypt(buf, buf, 1420, NULL, 0, 7, key);
+	wg_crypto__aead_context_tag(got);
+	assert_memory_equal(got, want, 16); /* the probe sees a held key */
+	wg_crypto_forget_keys();
+	wg_crypto__aead_context_tag(got);
+	assert_memory_not_equal(got, want, 16);
+	assert_memory_equal(got, want_zero, 16);
+
+	/* Decryption, successful or not, leaves the key the same way. */
+	assert_true(wg_aead_decrypt(buf, buf, 1420 + 16, NULL, 0, 7, key));
+	wg_crypto_forget_keys();
+	wg_crypto__aead_context_tag(got);
+	assert_memory_equal(got, want_zero, 16);
+	buf[3] ^= 1;
+	assert_false(wg_aead_decrypt(buf, buf, 1420 + 16, NULL, 0, 7, key));
+	wg_crypto_forget_keys();
+	wg_crypto__aead_context_tag(got);
+	assert_memory_equal(got, want_zero, 16);
+
+	/* The MAC context, right after each call. */
+	wg_mac(want, key, 32, (const uint8_t *)"probe", 5);
+	wg_mac(got, key, 32, buf, 116);
+	if (wg_crypto__mac_context_mac(got, (const uint8_t *)"probe", 5))
+		assert_memory_not_equal(got, want, 16);
+	wg_mac(want, key, 16, (const uint8_t *)"probe", 5);
+	wg_mac(got, key, 16, buf, 60);
+	if (wg_crypto__mac_context_mac(got, (const uint8_t *)"probe", 5))
+		assert_memory_not_equal(got, want, 16);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -352,6 +421,7 @@ int main(void)
 		cmocka_unit_test(test_xaead_vector),
 		cmocka_unit_test(test_blake2s),
 		cmocka_unit_test(test_hmac_kdf),
+		cmocka_unit_test(test_contexts_forget_keys),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

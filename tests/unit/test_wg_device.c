@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "wg/cookie.h"
 #include "wg/crypto.h"
 #include "wg/device.h"
 
@@ -338,8 +339,8 @@ static void test_responder_next_rule(void **state)
 	assert_int_equal(p->net.count, 1); /* A's queued packet */
 	assert_ptr_equal(p->b_to_a->next, b_next); /* B still waits */
 
-	/* B cannot send with next: its packet waits (and a handshake is not
-	 * started again within REKEY_TIMEOUT of nothing, B never initiated). */
+	/* B cannot send with next: its packet waits (and no initiation
+	 * starts: the response B sent holds them back for REKEY_TIMEOUT). */
 	n = make_ipv4(pkt, "10.0.0.1", "10.0.0.2", 10, 2);
 	wg_device_send(p->b.dev, p->b_to_a, pkt, n, p->net.now);
 	assert_int_equal(p->b_to_a->queue_count, 1);
@@ -679,6 +680,156 @@ static void test_cookie_under_load(void **state)
 	pair_free(p);
 }
 
+/* A handshake-sized datagram with a valid MAC1 (the sender knows `to`'s
+ * public key) and garbage inside: it fails only after MAC1. */
+static void make_mac1_initiation(uint8_t buf[WG_MSG_INITIATION_LEN], const uint8_t to_pub[32])
+{
+	uint8_t mac1_key[WG_HASH_LEN];
+	wg_random(buf, WG_MSG_INITIATION_LEN);
+	memset(buf, 0, 4);
+	buf[0] = WG_MSG_INITIATION;
+	wg_cookie_derive_mac1_key(mac1_key, to_pub);
+	wg_mac(buf + WG_MSG_INITIATION_LEN - 32, mac1_key, WG_HASH_LEN, buf, WG_MSG_INITIATION_LEN - 32);
+	memset(buf + WG_MSG_INITIATION_LEN - 16, 0, 16);
+}
+
+/* Handshake-sized junk with a wrong MAC1 is dropped before it counts as
+ * load: however much of it comes, no cookie mode, and a real peer's
+ * initiation in the same window gets a response at once. Initiations with a
+ * valid MAC1 (work that needs a Diffie-Hellman) still put the device under
+ * load. */
+static void test_bad_mac1_is_not_load(void **state)
+{
+	struct pair *p = pair_new();
+	const struct wg_device_stats *sb = wg_device_stats(p->b.dev);
+	uint32_t threshold = wg_device_timer_params(p->b.dev)->under_load_handshakes;
+	struct wg_endpoint junk_from = ep4("203.0.113.9", 4444);
+	uint8_t buf[WG_MSG_INITIATION_LEN];
+	unsigned flood = 4 * threshold;
+
+	for (unsigned i = 0; i < flood; i++) {
+		wg_random(buf, sizeof(buf));
+		memset(buf, 0, 4);
+		buf[0] = WG_MSG_INITIATION;
+		wg_device_receive(p->b.dev, &junk_from, buf, sizeof(buf), p->net.now);
+	}
+	assert_int_equal(sb->drop[WG_DROP_BAD_MAC1], flood);
+	assert_false(wg_device_under_load(p->b.dev, p->net.now));
+	assert_int_equal(sb->under_load_events, 0);
+
+	/* A joins while the junk is still in the window. */
+	pair_connect(p);
+	assert_int_equal(sb->cookie_replies_sent, 0);
+	assert_int_equal(sb->drop[WG_DROP_UNDER_LOAD_NO_COOKIE], 0);
+	assert_int_equal(sb->responses_sent, 1);
+	assert_int_equal(sb->handshakes_responder, 1);
+	assert_int_equal(wg_device_stats(p->a.dev)->initiations_sent, 1);
+	assert_int_equal(p->b.delivered, 1);
+
+	/* The same number with a valid MAC1: load. A's initiation is one of
+	 * the messages counted, so threshold - 1 more reach the limit and the
+	 * next one tips it. */
+	for (unsigned i = 0; i < flood; i++) {
+		make_mac1_initiation(buf, p->b.pub);
+		wg_device_receive(p->b.dev, &junk_from, buf, sizeof(buf), p->net.now);
+	}
+	assert_int_equal(sb->drop[WG_DROP_BAD_MAC1], flood);
+	assert_true(wg_device_under_load(p->b.dev, p->net.now));
+	assert_int_equal(sb->under_load_events, 1);
+	assert_int_equal(sb->drop[WG_DROP_HANDSHAKE_FAILED], threshold - 1);
+	assert_int_equal(sb->drop[WG_DROP_UNDER_LOAD_NO_COOKIE], flood - (threshold - 1));
+	assert_int_equal(sb->cookie_replies_sent, flood - (threshold - 1));
+	pair_free(p);
+}
+
+/* Sending a response counts as sending a handshake, as in the Linux module
+ * (send.c wg_packet_send_handshake_response sets last_sent_handshake) and
+ * wireguard-go (SendHandshakeResponse): data the responder has before the
+ * initiator confirms the session waits for that confirmation instead of
+ * starting a crossing initiation. Without a confirmation the responder
+ * initiates, but not before REKEY_TIMEOUT. */
+static void test_response_holds_back_initiation(void **state)
+{
+	struct pair *p = pair_new();
+	const struct wg_device_stats *sa = wg_device_stats(p->a.dev), *sb = wg_device_stats(p->b.dev);
+	uint8_t pkt[128];
+
+	size_t n = make_ipv4(pkt, "10.0.0.2", "10.0.0.1", 10, 1);
+	wg_device_send(p->a.dev, p->a_to_b, pkt, n, p->net.now);
+	assert_true(net_step(&p->net)); /* initiation -> B; its response queued */
+	assert_int_equal(sb->responses_sent, 1);
+	assert_int_equal(p->net.count, 1);
+
+	n = make_ipv4(pkt, "10.0.0.1", "10.0.0.2", 10, 2);
+	wg_device_send(p->b.dev, p->b_to_a, pkt, n, p->net.now);
+	assert_int_equal(p->b_to_a->queue_count, 1);
+	assert_int_equal(sb->initiations_sent, 0);
+	assert_int_equal(p->net.count, 1); /* still only the response */
+
+	net_pump(&p->net); /* response -> A, A's data -> B confirms, B flushes */
+	assert_int_equal(sb->initiations_sent, 0);
+	assert_int_equal(sa->initiations_sent, 1);
+	assert_int_equal(sa->handshakes_initiator, 1);
+	assert_int_equal(sb->handshakes_responder, 1);
+	assert_int_equal(sa->responses_sent, 0);
+	assert_int_equal(p->b_to_a->queue_count, 0);
+	assert_int_equal(p->b.delivered, 1);
+	assert_int_equal(p->a.delivered, 1);
+	pair_free(p);
+
+	/* The response is lost: B's data waits REKEY_TIMEOUT, then B initiates. */
+	p = pair_new();
+	sa = wg_device_stats(p->a.dev);
+	sb = wg_device_stats(p->b.dev);
+	n = make_ipv4(pkt, "10.0.0.2", "10.0.0.1", 10, 1);
+	wg_device_send(p->a.dev, p->a_to_b, pkt, n, p->net.now);
+	assert_true(net_step(&p->net));
+	net_discard(&p->net);
+	uint64_t responded = p->net.now;
+	p->net.now += 4 * S;
+	n = make_ipv4(pkt, "10.0.0.1", "10.0.0.2", 10, 2);
+	wg_device_send(p->b.dev, p->b_to_a, pkt, n, p->net.now);
+	assert_int_equal(sb->initiations_sent, 0);
+	assert_int_equal(p->net.count, 0);
+	p->net.now = responded + wg_device_timer_params(p->b.dev)->rekey_timeout;
+	wg_device_send(p->b.dev, p->b_to_a, pkt, n, p->net.now);
+	assert_int_equal(sb->initiations_sent, 1);
+	net_pump(&p->net); /* B's initiation -> A, response -> B, B sends both */
+	assert_int_equal(sb->handshakes_initiator, 1);
+	assert_int_equal(p->b_to_a->queue_count, 0);
+	assert_int_equal(sa->responses_sent, 1);
+	assert_int_equal(p->a.delivered, 2);
+	pair_free(p);
+}
+
+/* A keypair's keys do not outlive it in the thread's AEAD context, where a
+ * full-sized packet (the OpenSSL path) leaves its key: freeing the keypair
+ * (here: removing the peer) clears the context. */
+static void test_keypair_free_clears_aead_context(void **state)
+{
+	struct pair *p = pair_new();
+	pair_connect(p);
+	uint8_t key[32], zero[32], want[16], want_zero[16], got[16], pkt[1500];
+	memcpy(key, p->a_to_b->current->send_key, 32);
+	memset(zero, 0, sizeof(zero));
+	wg_crypto__aead_encrypt_sodium(want, NULL, 0, NULL, 0, 0, key);
+	wg_crypto__aead_encrypt_sodium(want_zero, NULL, 0, NULL, 0, 0, zero);
+
+	size_t n = make_ipv4(pkt, "10.0.0.2", "10.0.0.1", 1400, 0x33);
+	wg_device_send(p->a.dev, p->a_to_b, pkt, n, p->net.now);
+	net_pump(&p->net); /* A seals and B opens under key, on this thread */
+	assert_int_equal(p->b.delivered, 2);
+	wg_crypto__aead_context_tag(got);
+	assert_memory_equal(got, want, 16);
+
+	wg_device_peer_remove(p->b.dev, p->b_to_a);
+	p->b_to_a = NULL;
+	wg_crypto__aead_context_tag(got);
+	assert_memory_not_equal(got, want, 16);
+	assert_memory_equal(got, want_zero, 16);
+	pair_free(p);
+}
+
 /* No answer at all: retries, then the queue is dropped and counted. */
 static void test_give_up(void **state)
 {
@@ -721,6 +872,9 @@ int main(void)
 		cmocka_unit_test(test_removed_peer),
 		cmocka_unit_test(test_two_peers),
 		cmocka_unit_test(test_cookie_under_load),
+		cmocka_unit_test(test_bad_mac1_is_not_load),
+		cmocka_unit_test(test_response_holds_back_initiation),
+		cmocka_unit_test(test_keypair_free_clears_aead_context),
 		cmocka_unit_test(test_give_up),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);

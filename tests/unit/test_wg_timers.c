@@ -148,6 +148,27 @@ static void test_initiation_rate_limit(void **state)
 	assert_true(wg_timers_initiation_allowed(&s.t, false, s.now));
 }
 
+/* A response sent holds back initiations for REKEY_TIMEOUT too (the
+ * responder waits for the initiator's confirmation), without arming a
+ * retransmission: retrying is the initiator's job. */
+static void test_response_sent_rate_limit(void **state)
+{
+	struct sim s;
+	sim_init(&s, 0);
+	assert_true(wg_timers_initiation_allowed(&s.t, false, s.now));
+	wg_timers_session_derived(&s.t, s.now);
+	wg_timers_any_authenticated_packet_traversal(&s.t, s.now);
+	wg_timers_any_authenticated_packet_sent(&s.t, s.now);
+	wg_timers_handshake_response_sent(&s.t, s.now);
+	assert_int_equal(s.t.retransmit_handshake, WG_TIMER_OFF);
+	s.now += 5 * S - 1;
+	assert_false(wg_timers_initiation_allowed(&s.t, false, s.now));
+	s.now += 1;
+	assert_true(wg_timers_initiation_allowed(&s.t, false, s.now));
+	sim_run(&s, s.now + 100 * S);
+	assert_int_equal(s.initiations, 0);
+}
+
 /* Received data and sent nothing: one keepalive KEEPALIVE_TIMEOUT later;
  * more data during the wait asks for one more. Sending cancels it. */
 static void test_passive_keepalive(void **state)
@@ -292,6 +313,7 @@ int main(void)
 		cmocka_unit_test(test_retransmit_and_give_up),
 		cmocka_unit_test(test_handshake_complete),
 		cmocka_unit_test(test_initiation_rate_limit),
+		cmocka_unit_test(test_response_sent_rate_limit),
 		cmocka_unit_test(test_passive_keepalive),
 		cmocka_unit_test(test_new_handshake),
 		cmocka_unit_test(test_zero_keys),
