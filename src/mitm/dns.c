@@ -1169,8 +1169,12 @@ static void on_timer(uv_timer_t *tm)
 		if (t->idle_due < next)
 			next = t->idle_due;
 	}
-	p->timer_due = UINT64_MAX; /* query_send above may have armed it */
-	uv_timer_stop(&p->timer);
+	/* Only ever earlier than what the loop itself armed: a query failed
+	 * above may have started the next query of its TCP connection in the
+	 * slot it freed (or a lower one), which this loop does not visit again,
+	 * so `next` can miss it; stopping the timer here left that query with
+	 * no attempt and no deadline. A timer armed for something since ended
+	 * only makes a spare run. */
 	timer_arm(p, next);
 }
 
