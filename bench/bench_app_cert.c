@@ -46,7 +46,8 @@ static X509 *rsa_ca(EVP_PKEY *key)
 }
 
 /* Mean us per leaf for `n` distinct host names. */
-static double mint_us(const struct cert_minter *m, int n, int fresh_rsa_key, X509 *ca, EVP_PKEY *ca_key)
+static double mint_us(const struct cert_minter *m, int n, int fresh_rsa_key, X509 *ca,
+		      EVP_PKEY *ca_key)
 {
 	char name[64];
 	double t0 = now_us();
@@ -121,15 +122,20 @@ int main(int argc, char **argv)
 	struct certcache_stats st;
 	certcache_stats(c, &st);
 
-	printf("leaf minting, %d distinct hosts each (OpenSSL %s):\n", n, OpenSSL_version(OPENSSL_VERSION));
+	printf("leaf minting, %d distinct hosts each (OpenSSL %s):\n", n,
+	       OpenSSL_version(OPENSSL_VERSION));
 	printf("  wgmitm     EC P-256 CA, shared P-256 leaf key   %8.1f us/leaf  %7.0f leaves/s\n",
 	       ec_us, 1e6 / ec_us);
-	printf("  baseline   RSA-2048 CA, shared RSA leaf key     %8.1f us/leaf  %7.0f leaves/s  (%.1fx slower)\n",
+	printf("  baseline   RSA-2048 CA, shared RSA leaf key     %8.1f us/leaf  %7.0f leaves/s  "
+	       "(%.1fx slower)\n",
 	       rsa_us, 1e6 / rsa_us, rsa_us / ec_us);
-	printf("  baseline   RSA-2048 CA, fresh RSA-2048 key/leaf %8.1f us/leaf  %7.0f leaves/s  (%.0fx slower, %d leaves)\n",
+	printf("  baseline   RSA-2048 CA, fresh RSA-2048 key/leaf %8.1f us/leaf  %7.0f leaves/s  "
+	       "(%.0fx slower, %d leaves)\n",
 	       fresh_us, 1e6 / fresh_us, fresh_us / ec_us, nfresh);
-	printf("certcache hit (%d hosts cached, capacity %zu): %.0f ns/hit (%llu hits, %llu misses)\n",
-	       SET, st.capacity, hit_ns, (unsigned long long)st.hits, (unsigned long long)st.misses);
+	printf("certcache hit (%d hosts cached, capacity %zu): %.0f ns/hit (%llu hits, %llu "
+	       "misses)\n",
+	       SET, st.capacity, hit_ns, (unsigned long long)st.hits,
+	       (unsigned long long)st.misses);
 	printf("  a hit is %.0fx cheaper than minting\n", ec_us * 1e3 / hit_ns);
 
 	certcache_free(c);

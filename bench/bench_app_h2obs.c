@@ -19,7 +19,10 @@
 #include <string.h>
 #include <time.h>
 
-#define NV(n, v) { (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, NGHTTP2_NV_FLAG_NONE }
+#define NV(n, v)                                                                                   \
+	{                                                                                          \
+		(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, NGHTTP2_NV_FLAG_NONE \
+	}
 
 /* CPU time of this thread: the machine may be busy with other work. */
 static double now_s(void)
@@ -68,8 +71,8 @@ struct gen {
 	size_t body_len;
 };
 
-static ssize_t gen_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len,
-			uint32_t *flags, nghttp2_data_source *src, void *ud)
+static ssize_t gen_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *flags,
+			nghttp2_data_source *src, void *ud)
 {
 	size_t *left = src->ptr;
 	size_t k = *left < len ? *left : len;
@@ -152,7 +155,8 @@ static void generate(struct transcript *t, size_t requests, size_t batch, size_t
 		nghttp2_session_set_local_window_size(g.client, 0, 0, (1u << 31) - 1);
 	for (size_t i = 0; i < requests;) {
 		for (size_t k = 0; k < batch && i < requests; k++, i++)
-			nghttp2_submit_request(g.client, NULL, browser_headers, N_BROWSER, NULL, NULL);
+			nghttp2_submit_request(g.client, NULL, browser_headers, N_BROWSER, NULL,
+					       NULL);
 		gen_pump(&g);
 	}
 	nghttp2_session_del(g.client);
@@ -216,7 +220,8 @@ static double replay_nghttp2(const struct transcript *t, size_t requests)
 	double t0 = now_s();
 	for (size_t i = 0; i < t->n; i++) {
 		const struct seg *s = &t->segs[i];
-		if (s->dir && nghttp2_session_mem_recv(c, t->buf + s->off, s->len) != (ssize_t)s->len)
+		if (s->dir &&
+		    nghttp2_session_mem_recv(c, t->buf + s->off, s->len) != (ssize_t)s->len)
 			abort();
 	}
 	double dt = now_s() - t0;

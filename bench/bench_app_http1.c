@@ -63,22 +63,25 @@ static void drop_batch(void *ctx, json_t *b)
 struct stream {
 	uint8_t *p;
 	size_t n;
-	size_t *off;                   /* where each exchange's message starts */
+	size_t *off; /* where each exchange's message starts */
 };
 
 static void build(struct stream *up, struct stream *down, size_t count)
 {
 	static const char req[] =
-	    "GET /api/v1/items?page=%zu&limit=20 HTTP/1.1\r\n"
-	    "Host: api.example.com\r\n"
-	    "User-Agent: Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
-	    "Chrome/124.0 Mobile Safari/537.36\r\n"
-	    "Accept: application/json\r\nAccept-Encoding: gzip, deflate, br\r\n"
-	    "Accept-Language: en-US,en;q=0.9\r\nCookie: session=0123456789abcdef0123456789abcdef\r\n\r\n";
+		"GET /api/v1/items?page=%zu&limit=20 HTTP/1.1\r\n"
+		"Host: api.example.com\r\n"
+		"User-Agent: Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, "
+		"like Gecko) "
+		"Chrome/124.0 Mobile Safari/537.36\r\n"
+		"Accept: application/json\r\nAccept-Encoding: gzip, deflate, br\r\n"
+		"Accept-Language: en-US,en;q=0.9\r\nCookie: "
+		"session=0123456789abcdef0123456789abcdef\r\n\r\n";
 	static const char resp[] =
-	    "HTTP/1.1 200 OK\r\nDate: Wed, 01 May 2024 12:34:56 GMT\r\nContent-Type: application/json\r\n"
-	    "Content-Length: 1024\r\nCache-Control: no-store\r\nServer: nginx\r\n"
-	    "X-Request-Id: 5f2b6c1e-9d3a-4b7e-8c2f-1a0b9c8d7e6f\r\n\r\n";
+		"HTTP/1.1 200 OK\r\nDate: Wed, 01 May 2024 12:34:56 GMT\r\nContent-Type: "
+		"application/json\r\n"
+		"Content-Length: 1024\r\nCache-Control: no-store\r\nServer: nginx\r\n"
+		"X-Request-Id: 5f2b6c1e-9d3a-4b7e-8c2f-1a0b9c8d7e6f\r\n\r\n";
 	char body[1024];
 	for (size_t i = 0; i < sizeof(body); i++)
 		body[i] = "{\"id\":12345,\"name\":\"item\"},"[i % 27];
@@ -152,7 +155,8 @@ static double run_ws(size_t count, size_t *bytes)
 		for (size_t k = 0; k < len; k++)
 			f[8 + k] = (uint8_t)('a' + k % 26) ^ key[k % 4];
 	}
-	struct ws_config cfg = { .sink = { .websocket = drop_batch }, .body_cap = HTTPFLOW_DEFAULT_BODY_CAP,
+	struct ws_config cfg = { .sink = { .websocket = drop_batch },
+				 .body_cap = HTTPFLOW_DEFAULT_BODY_CAP,
 				 .url = "wss://h/" };
 	struct ws_obs *o = ws_obs_new(&cfg);
 	double t0 = now_s();
@@ -173,8 +177,8 @@ int main(int argc, char **argv)
 	struct stream up, down;
 	build(&up, &down, count);
 	double mb = (double)(up.n + down.n) / 1e6;
-	printf("keep-alive stream: %zu exchanges, %.1f MB (up %.1f, down %.1f), 16 KiB chunks\n", count,
-	       mb, (double)up.n / 1e6, (double)down.n / 1e6);
+	printf("keep-alive stream: %zu exchanges, %.1f MB (up %.1f, down %.1f), 16 KiB chunks\n",
+	       count, mb, (double)up.n / 1e6, (double)down.n / 1e6);
 	for (int rep = 0; rep < 3; rep++) {
 		double t = run_http(&up, &down, count, count_exchange);
 		if (only_observer) {
@@ -192,7 +196,8 @@ int main(int argc, char **argv)
 	for (int rep = 0; rep < 3 && !only_observer; rep++) {
 		size_t bytes;
 		double t = run_ws(count, &bytes);
-		printf("  websocket, 1 KiB masked text messages (batch objects built, not dumped): %7.1f MB/s\n",
+		printf("  websocket, 1 KiB masked text messages (batch objects built, not dumped): "
+		       "%7.1f MB/s\n",
 		       (double)bytes / 1e6 / t);
 	}
 	free(up.p);

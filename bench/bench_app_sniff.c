@@ -28,7 +28,8 @@ static int hello_cb(SSL *ssl, int *alert, void *arg)
 	const unsigned char *ext;
 	size_t len;
 	(void)alert;
-	*(size_t *)arg += SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &ext, &len) ? len : 0;
+	*(size_t *)arg +=
+		SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &ext, &len) ? len : 0;
 	return SSL_CLIENT_HELLO_RETRY;
 }
 
@@ -45,7 +46,8 @@ int main(int argc, char **argv)
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 	SSL_CTX_set_client_hello_cb(ctx, hello_cb, &sink);
 
-	printf("%-28s %6s %12s %12s %14s\n", "file", "bytes", "classify ns", "parse ns", "openssl ns");
+	printf("%-28s %6s %12s %12s %14s\n", "file", "bytes", "classify ns", "parse ns",
+	       "openssl ns");
 	for (int f = 1; f < argc; f++) {
 		FILE *fp = fopen(argv[f], "rb");
 		if (!fp) {
@@ -90,7 +92,8 @@ int main(int argc, char **argv)
 			SSL_set_accept_state(ssl);
 			if (SSL_do_handshake(ssl) != -1 ||
 			    SSL_get_error(ssl, -1) != SSL_ERROR_WANT_CLIENT_HELLO_CB) {
-				fprintf(stderr, "%s: OpenSSL did not stop at the hello callback\n", argv[f]);
+				fprintf(stderr, "%s: OpenSSL did not stop at the hello callback\n",
+					argv[f]);
 				return 1;
 			}
 			SSL_free(ssl);

@@ -30,22 +30,22 @@ static double now_s(void)
 }
 
 /* Runs fn in batches until g_secs elapsed; best of 3; returns ops/s. */
-#define MEASURE(result, batch, ...)                                           \
-	do {                                                                  \
-		double best_ = 0;                                             \
-		for (int r_ = 0; r_ < 3; r_++) {                              \
-			double t0_ = now_s(), t_;                             \
-			long n_ = 0;                                          \
-			do {                                                  \
-				for (int i_ = 0; i_ < (batch); i_++) {        \
-					__VA_ARGS__;                               \
-				}                                             \
-				n_ += (batch);                                \
-			} while ((t_ = now_s() - t0_) < g_secs);              \
-			if (n_ / t_ > best_)                                  \
-				best_ = n_ / t_;                              \
-		}                                                             \
-		(result) = best_;                                             \
+#define MEASURE(result, batch, ...)                                                                \
+	do {                                                                                       \
+		double best_ = 0;                                                                  \
+		for (int r_ = 0; r_ < 3; r_++) {                                                   \
+			double t0_ = now_s(), t_;                                                  \
+			long n_ = 0;                                                               \
+			do {                                                                       \
+				for (int i_ = 0; i_ < (batch); i_++) {                             \
+					__VA_ARGS__;                                               \
+				}                                                                  \
+				n_ += (batch);                                                     \
+			} while ((t_ = now_s() - t0_) < g_secs);                                   \
+			if (n_ / t_ > best_)                                                       \
+				best_ = n_ / t_;                                                   \
+		}                                                                                  \
+		(result) = best_;                                                                  \
 	} while (0)
 
 static void bench_primitives(double *x25519_chosen)
@@ -60,29 +60,61 @@ static void bench_primitives(double *x25519_chosen)
 	wg_x25519_keypair(sk, pk);
 	wg_random(key, sizeof(key));
 	printf("crypto selection (ops/s; best of 3):\n");
-	MEASURE(a, 64, { if (!wg_crypto__x25519_sodium(out, sk, pk)) abort(); sk[1] ^= out[0]; });
-	MEASURE(b, 64, { if (!wg_crypto__x25519_openssl(out, sk, pk)) abort(); sk[1] ^= out[0]; });
+	MEASURE(a, 64, {
+		if (!wg_crypto__x25519_sodium(out, sk, pk))
+			abort();
+		sk[1] ^= out[0];
+	});
+	MEASURE(b, 64, {
+		if (!wg_crypto__x25519_openssl(out, sk, pk))
+			abort();
+		sk[1] ^= out[0];
+	});
 	printf("  X25519 DH          libsodium %8.0f/s   OpenSSL EVP_PKEY %8.0f/s\n", a, b);
-	MEASURE(a, 64, { if (!wg_crypto__x25519_base_sodium(out, sk)) abort(); sk[1] ^= out[0]; });
-	MEASURE(b, 64, { if (!wg_crypto__x25519_base_openssl(out, sk)) abort(); sk[1] ^= out[0]; });
+	MEASURE(a, 64, {
+		if (!wg_crypto__x25519_base_sodium(out, sk))
+			abort();
+		sk[1] ^= out[0];
+	});
+	MEASURE(b, 64, {
+		if (!wg_crypto__x25519_base_openssl(out, sk))
+			abort();
+		sk[1] ^= out[0];
+	});
 	printf("  X25519 public key  libsodium %8.0f/s   OpenSSL EVP_PKEY %8.0f/s\n", a, b);
-	MEASURE(*x25519_chosen, 64, { if (!wg_x25519(out, sk, pk)) abort(); sk[1] ^= out[0]; });
+	MEASURE(*x25519_chosen, 64, {
+		if (!wg_x25519(out, sk, pk))
+			abort();
+		sk[1] ^= out[0];
+	});
 
 	printf("  ChaCha20-Poly1305 encrypt, WireGuard nonce, in place:\n");
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
 		size_t n = sizes[i];
 
-		MEASURE(a, 256, wg_crypto__aead_encrypt_sodium(buf, buf, n, NULL, 0, (uint64_t)i_, key));
-		MEASURE(b, 256, wg_crypto__aead_encrypt_openssl(buf, buf, n, NULL, 0, (uint64_t)i_, key));
-		printf("    %5zu B  libsodium %6.0f ns %6.0f MB/s   OpenSSL EVP %6.0f ns %6.0f MB/s\n", n, 1e9 / a,
-		       a * (double)n / 1e6, 1e9 / b, b * (double)n / 1e6);
+		MEASURE(a, 256,
+			wg_crypto__aead_encrypt_sodium(buf, buf, n, NULL, 0, (uint64_t)i_, key));
+		MEASURE(b, 256,
+			wg_crypto__aead_encrypt_openssl(buf, buf, n, NULL, 0, (uint64_t)i_, key));
+		printf("    %5zu B  libsodium %6.0f ns %6.0f MB/s   OpenSSL EVP %6.0f ns %6.0f "
+		       "MB/s\n",
+		       n, 1e9 / a, a * (double)n / 1e6, 1e9 / b, b * (double)n / 1e6);
 	}
 	/* Valid ciphertext decrypted out of place: the full cost of a good packet. */
 	wg_aead_encrypt(buf, buf, 1420, NULL, 0, 5, key);
-	MEASURE(a, 256, { if (!wg_crypto__aead_decrypt_sodium(buf, buf, 1420 + 16, NULL, 0, 5, key)) abort(); wg_crypto__aead_encrypt_sodium(buf, buf, 1420, NULL, 0, 5, key); });
+	MEASURE(a, 256, {
+		if (!wg_crypto__aead_decrypt_sodium(buf, buf, 1420 + 16, NULL, 0, 5, key))
+			abort();
+		wg_crypto__aead_encrypt_sodium(buf, buf, 1420, NULL, 0, 5, key);
+	});
 	MEASURE(b, 256, wg_crypto__aead_encrypt_sodium(buf, buf, 1420, NULL, 0, 5, key));
-	printf("    1420 B decrypt (measured as decrypt+encrypt minus encrypt)  libsodium %6.0f ns", 1e9 / a - 1e9 / b);
-	MEASURE(a, 256, { if (!wg_crypto__aead_decrypt_openssl(buf, buf, 1420 + 16, NULL, 0, 5, key)) abort(); wg_crypto__aead_encrypt_openssl(buf, buf, 1420, NULL, 0, 5, key); });
+	printf("    1420 B decrypt (measured as decrypt+encrypt minus encrypt)  libsodium %6.0f ns",
+	       1e9 / a - 1e9 / b);
+	MEASURE(a, 256, {
+		if (!wg_crypto__aead_decrypt_openssl(buf, buf, 1420 + 16, NULL, 0, 5, key))
+			abort();
+		wg_crypto__aead_encrypt_openssl(buf, buf, 1420, NULL, 0, 5, key);
+	});
 	MEASURE(b, 256, wg_crypto__aead_encrypt_openssl(buf, buf, 1420, NULL, 0, 5, key));
 	printf("   OpenSSL EVP %6.0f ns\n", 1e9 / a - 1e9 / b);
 	MEASURE(a, 256, wg_xaead_encrypt(buf, buf, 16, buf + 64, 16, buf + 128, key));
@@ -96,8 +128,8 @@ static void bench_primitives(double *x25519_chosen)
 	MEASURE(a, 256, wg_kdf2(out, key, key, buf, 32));
 	printf("  KDF2                           %6.0f ns\n", 1e9 / a);
 	wg_crypto_get_choice(&ch);
-	printf("  chosen: x25519=%s; aead=%s; xaead=%s; hash=%s; mac=%s; hmac=%s\n", ch.x25519, ch.aead, ch.xaead,
-	       ch.hash, ch.mac, ch.hmac);
+	printf("  chosen: x25519=%s; aead=%s; xaead=%s; hash=%s; mac=%s; hmac=%s\n", ch.x25519,
+	       ch.aead, ch.xaead, ch.hash, ch.mac, ch.hmac);
 }
 
 struct side {
@@ -177,7 +209,11 @@ int main(int argc, char **argv)
 			uint8_t xo[32], xs[32], xp[32];
 
 			wg_x25519_keypair(xs, xp);
-			MEASURE(x_round, 64, { if (!wg_x25519(xo, xs, xp)) abort(); xs[1] ^= xo[0]; });
+			MEASURE(x_round, 64, {
+				if (!wg_x25519(xo, xs, xp))
+					abort();
+				xs[1] ^= xo[0];
+			});
 		}
 
 		while (elapsed < g_secs) {
@@ -187,8 +223,10 @@ int main(int argc, char **argv)
 				struct timespec ts = { .tv_sec = stamp_sec++, .tv_nsec = 0 };
 
 				wg_tai64n_from_timespec(t, &ts);
-				if (!wg_noise_create_initiation(&ini.id, &ini.peer, 7, t, &inits[i]) ||
-				    !wg_cookie_add_macs(&ini.maker, (uint8_t *)&inits[i], sizeof(inits[i]), clock_ns))
+				if (!wg_noise_create_initiation(&ini.id, &ini.peer, 7, t,
+								&inits[i]) ||
+				    !wg_cookie_add_macs(&ini.maker, (uint8_t *)&inits[i],
+							sizeof(inits[i]), clock_ns))
 					abort();
 			}
 			t0 = now_s();
@@ -198,12 +236,15 @@ int main(int argc, char **argv)
 				struct wg_session_keys keys;
 
 				clock_ns += 1000000000ULL;
-				if (wg_cookie_validate(&checker, (uint8_t *)&inits[i], sizeof(inits[i]), &src, false,
+				if (wg_cookie_validate(&checker, (uint8_t *)&inits[i],
+						       sizeof(inits[i]), &src, false,
 						       clock_ns) != WG_COOKIE_MAC_VALID_NO_COOKIE ||
-				    wg_noise_consume_initiation(&res.id, &inits[i], lookup_static, &res, clock_ns, &hs) !=
-					    WG_NOISE_OK ||
+				    wg_noise_consume_initiation(&res.id, &inits[i], lookup_static,
+								&res, clock_ns,
+								&hs) != WG_NOISE_OK ||
 				    !wg_noise_create_response(hs, 9, &resp) ||
-				    !wg_cookie_add_macs(&res.maker, (uint8_t *)&resp, sizeof(resp), clock_ns) ||
+				    !wg_cookie_add_macs(&res.maker, (uint8_t *)&resp, sizeof(resp),
+							clock_ns) ||
 				    !wg_noise_begin_session(hs, &keys))
 					abort();
 			}
@@ -216,8 +257,8 @@ int main(int argc, char **argv)
 			responder = hs_round;
 		if (x_round > x25519_ops)
 			x25519_ops = x_round;
-		printf("  round %d: X25519 %8.0f ops/s, responder %6.0f /s, ratio %.2f\n", r + 1, x_round, hs_round,
-		       ratios[r]);
+		printf("  round %d: X25519 %8.0f ops/s, responder %6.0f /s, ratio %.2f\n", r + 1,
+		       x_round, hs_round, ratios[r]);
 	}
 	qsort(ratios, ROUNDS, sizeof(ratios[0]), cmp_double);
 
@@ -233,13 +274,16 @@ int main(int argc, char **argv)
 		wg_tai64n_from_timespec(t, &ts);
 		if (!wg_noise_create_initiation(&ini.id, &ini.peer, 7, t, &init) ||
 		    !wg_cookie_add_macs(&ini.maker, (uint8_t *)&init, sizeof(init), clock_ns) ||
-		    wg_cookie_validate(&checker, (uint8_t *)&init, sizeof(init), &src, false, clock_ns) ==
-			    WG_COOKIE_MAC_INVALID ||
-		    wg_noise_consume_initiation(&res.id, &init, lookup_static, &res, clock_ns, &hs) != WG_NOISE_OK ||
+		    wg_cookie_validate(&checker, (uint8_t *)&init, sizeof(init), &src, false,
+				       clock_ns) == WG_COOKIE_MAC_INVALID ||
+		    wg_noise_consume_initiation(&res.id, &init, lookup_static, &res, clock_ns,
+						&hs) != WG_NOISE_OK ||
 		    !wg_noise_create_response(hs, 9, &resp) ||
 		    !wg_cookie_add_macs(&res.maker, (uint8_t *)&resp, sizeof(resp), clock_ns) ||
-		    wg_noise_consume_response(&ini.id, &resp, lookup_index, &ini, &hs) != WG_NOISE_OK ||
-		    !wg_noise_begin_session(&ini.peer, &ki) || !wg_noise_begin_session(&res.peer, &kr) ||
+		    wg_noise_consume_response(&ini.id, &resp, lookup_index, &ini, &hs) !=
+			    WG_NOISE_OK ||
+		    !wg_noise_begin_session(&ini.peer, &ki) ||
+		    !wg_noise_begin_session(&res.peer, &kr) ||
 		    memcmp(ki.send_key, kr.recv_key, 32) != 0)
 			abort();
 	});
@@ -249,8 +293,9 @@ int main(int argc, char **argv)
 	printf("  responder handshake          %8.0f /s   ceiling %8.0f /s (x25519/4)   ratio %.2f"
 	       " (median of per-round ratios %.2f)\n",
 	       responder, x25519_ops / 4, responder / (x25519_ops / 4), ratios[ROUNDS / 2]);
-	printf("  full handshake (both roles)  %8.0f /s   ceiling %8.0f /s (x25519/8)   ratio %.2f\n", full,
-	       x25519_ops / 8, full / (x25519_ops / 8));
+	printf("  full handshake (both roles)  %8.0f /s   ceiling %8.0f /s (x25519/8)   ratio "
+	       "%.2f\n",
+	       full, x25519_ops / 8, full / (x25519_ops / 8));
 	wg_crypto_thread_cleanup();
 	return 0;
 }

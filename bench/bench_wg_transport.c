@@ -66,7 +66,7 @@ static void op_wall(void *ctx, struct timespec *out)
 	clock_gettime(CLOCK_REALTIME, out);
 }
 
-static const struct wg_device_ops ops = {op_send, op_deliver, op_wall};
+static const struct wg_device_ops ops = { op_send, op_deliver, op_wall };
 
 static uint64_t mono(void)
 {
@@ -95,7 +95,7 @@ int main(int argc, char **argv)
 	if (!batch)
 		return 1;
 
-	struct side a = {0}, b = {0};
+	struct side a = { 0 }, b = { 0 };
 	uint8_t priv_a[32], pub_a[32], priv_b[32], pub_b[32];
 	wg_x25519_keypair(priv_a, pub_a);
 	wg_x25519_keypair(priv_b, pub_b);
@@ -110,7 +110,7 @@ int main(int argc, char **argv)
 	b.addr.in4.sin_port = htons(51820);
 	inet_pton(AF_INET, "198.51.100.1", &b.addr.in4.sin_addr);
 
-	struct wg_peer_config c = {0};
+	struct wg_peer_config c = { 0 };
 	memcpy(c.public_key, pub_b, 32);
 	inet_pton(AF_INET, "10.0.0.1", &c.addr4);
 	a.peer = wg_device_peer_add(a.dev, &c);
@@ -120,7 +120,7 @@ int main(int argc, char **argv)
 	b.peer = wg_device_peer_add(b.dev, &c);
 	wg_peer_set_endpoint(a.peer, &b.addr);
 
-	uint8_t inner[INNER] = {0x45, 0, INNER >> 8, INNER & 0xff};
+	uint8_t inner[INNER] = { 0x45, 0, INNER >> 8, INNER & 0xff };
 	inner[8] = 64;
 	inner[9] = 17;
 	inet_pton(AF_INET, "10.0.0.2", inner + 12);
@@ -151,7 +151,8 @@ int main(int argc, char **argv)
 	/* Ceiling and receive path run in alternating batches of CHUNK
 	 * packets so that load from other processes hits both alike; each is
 	 * reported by its fastest chunk (the least disturbed) and by its mean. */
-	uint64_t best_ceiling = UINT64_MAX, best_rx = UINT64_MAX, sum_ceiling = 0, sum_rx = 0, rounds = 0;
+	uint64_t best_ceiling = UINT64_MAX, best_rx = UINT64_MAX, sum_ceiling = 0, sum_rx = 0,
+		 rounds = 0;
 	bool ok = true;
 	delivered = 0;
 	uint64_t start = mono();
@@ -210,14 +211,16 @@ int main(int argc, char **argv)
 
 	struct wg_crypto_choice ch;
 	wg_crypto_get_choice(&ch);
-	printf("wg transport, %d-byte inner packets (%d-byte datagrams), one core, aead: %s\n", INNER, DGRAM, ch.aead);
-	printf("  ceiling (aead decrypt only): %10.0f pkt/s  %7.1f MB/s  (mean %.0f pkt/s)\n", pps_ceiling,
-	       pps_ceiling * INNER / 1e6, mean_ceiling);
-	printf("  receive path:                %10.0f pkt/s  %7.1f MB/s  (mean %.0f pkt/s)\n", pps_rx,
-	       pps_rx * INNER / 1e6, mean_rx);
-	printf("  ratio receive/ceiling:       %.2f (fastest chunks), %.2f (means)\n", pps_rx / pps_ceiling,
-	       mean_rx / mean_ceiling);
-	printf("  send path:                   %10.0f pkt/s  %7.1f MB/s\n", pps_tx, pps_tx * INNER / 1e6);
+	printf("wg transport, %d-byte inner packets (%d-byte datagrams), one core, aead: %s\n",
+	       INNER, DGRAM, ch.aead);
+	printf("  ceiling (aead decrypt only): %10.0f pkt/s  %7.1f MB/s  (mean %.0f pkt/s)\n",
+	       pps_ceiling, pps_ceiling * INNER / 1e6, mean_ceiling);
+	printf("  receive path:                %10.0f pkt/s  %7.1f MB/s  (mean %.0f pkt/s)\n",
+	       pps_rx, pps_rx * INNER / 1e6, mean_rx);
+	printf("  ratio receive/ceiling:       %.2f (fastest chunks), %.2f (means)\n",
+	       pps_rx / pps_ceiling, mean_rx / mean_ceiling);
+	printf("  send path:                   %10.0f pkt/s  %7.1f MB/s\n", pps_tx,
+	       pps_tx * INNER / 1e6);
 
 	wg_device_free(a.dev);
 	wg_device_free(b.dev);

@@ -16,7 +16,7 @@
 #define RTF_REJECT_FLAG 0x0200 /* RTF_REJECT: an unreachable route */
 
 static void set_err(char *err, size_t errcap, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+	__attribute__((format(printf, 3, 4)));
 
 static void set_err(char *err, size_t errcap, const char *fmt, ...)
 {
@@ -84,7 +84,7 @@ static bool valid_hostname(const char *s, size_t len)
 int qr_endpoint_parse(struct qr_endpoint *out, const char *text, uint16_t default_port, char *err,
 		      size_t errcap)
 {
-	struct qr_endpoint ep = {.family = AF_UNSPEC};
+	struct qr_endpoint ep = { .family = AF_UNSPEC };
 	const char *host, *port_s = NULL;
 	size_t host_len, port_len = 0, len;
 
@@ -152,8 +152,8 @@ int qr_endpoint_parse(struct qr_endpoint *out, const char *text, uint16_t defaul
 			for (size_t i = 0; i < host_len && i < QR_ENDPOINT_HOST_MAX; i++)
 				ep.host[i] = (char)tolower((unsigned char)buf[i]);
 		} else {
-			set_err(err, errcap, "'%s': '%s' is neither an IPv4 address nor a host name",
-				text, buf);
+			set_err(err, errcap,
+				"'%s': '%s' is neither an IPv4 address nor a host name", text, buf);
 			return -EINVAL;
 		}
 	}
@@ -191,9 +191,9 @@ int qr_endpoint_format(const struct qr_endpoint *ep, char *buf, size_t cap)
 static bool virtual_ifname(const char *name)
 {
 	static const char *const prefixes[] = {
-		"docker", "br-", "veth", "virbr", "vnet", "cni", "flannel", "cali", "podman",
-		"lxcbr", "lxdbr", "kube", "vboxnet", "vmnet", "tun", "tap", "wg", "tailscale",
-		"zt", "utun",
+		"docker", "br-",    "veth",  "virbr",     "vnet", "cni",     "flannel",
+		"cali",   "podman", "lxcbr", "lxdbr",     "kube", "vboxnet", "vmnet",
+		"tun",    "tap",    "wg",    "tailscale", "zt",   "utun",
 	};
 	for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
 		if (strncmp(name, prefixes[i], strlen(prefixes[i])) == 0)
@@ -245,7 +245,7 @@ size_t qr_endpoint_rank(const struct qr_endpoint_iface *ifaces, size_t n, uint16
 	for (int tier = QR_ENDPOINT_DEFAULT_V4; tier <= QR_ENDPOINT_VIRTUAL; tier++) {
 		for (size_t i = 0; i < n && count < cap; i++) {
 			const struct qr_endpoint_iface *ifc = &ifaces[i];
-			struct qr_endpoint_candidate c = {.tier = (enum qr_endpoint_tier)tier};
+			struct qr_endpoint_candidate c = { .tier = (enum qr_endpoint_tier)tier };
 			bool dup = false;
 
 			if (classify(ifc) != tier)
@@ -397,11 +397,12 @@ int qr_endpoint_detect(uint16_t port, struct qr_endpoint_candidate *out, size_t 
 		if (ifa->ifa_addr == NULL || ifa->ifa_name == NULL)
 			continue;
 		if (ifa->ifa_addr->sa_family == AF_INET) {
-			ifc->addr.v4 = ((const struct sockaddr_in *)(const void *)ifa->ifa_addr)->sin_addr;
+			ifc->addr.v4 =
+				((const struct sockaddr_in *)(const void *)ifa->ifa_addr)->sin_addr;
 			ifc->default_route = name_in(ifa->ifa_name, def4, n4);
 		} else if (ifa->ifa_addr->sa_family == AF_INET6) {
-			ifc->addr.v6 =
-			    ((const struct sockaddr_in6 *)(const void *)ifa->ifa_addr)->sin6_addr;
+			ifc->addr.v6 = ((const struct sockaddr_in6 *)(const void *)ifa->ifa_addr)
+					       ->sin6_addr;
 			ifc->default_route = name_in(ifa->ifa_name, def6, n6);
 		} else {
 			continue;

@@ -42,7 +42,7 @@ int qr_endpoint_format(const struct qr_endpoint *ep, char *buf, size_t cap);
 struct qr_endpoint_iface {
 	char name[IF_NAMESIZE];
 	unsigned flags; /* IFF_UP, IFF_RUNNING, IFF_LOOPBACK, ... */
-	int family;	/* AF_INET or AF_INET6 */
+	int family;     /* AF_INET or AF_INET6 */
 	union {
 		struct in_addr v4;
 		struct in6_addr v6;
@@ -54,12 +54,12 @@ struct qr_endpoint_iface {
 /* Why a candidate sits where it does; lower is better. */
 enum qr_endpoint_tier {
 	QR_ENDPOINT_DEFAULT_V4 = 0, /* IPv4 on the default-route interface */
-	QR_ENDPOINT_DEFAULT_V6,	    /* global IPv6 on the default-route interface */
-	QR_ENDPOINT_PRIVATE_V4,	    /* RFC 1918 / CGNAT IPv4 elsewhere */
-	QR_ENDPOINT_PUBLIC_V4,	    /* other IPv4 */
-	QR_ENDPOINT_GLOBAL_V6,	    /* global unicast IPv6 (2000::/3) */
-	QR_ENDPOINT_ULA_V6,	    /* unique local IPv6 (fc00::/7) */
-	QR_ENDPOINT_VIRTUAL,	    /* container bridge, veth or VPN interface */
+	QR_ENDPOINT_DEFAULT_V6,     /* global IPv6 on the default-route interface */
+	QR_ENDPOINT_PRIVATE_V4,     /* RFC 1918 / CGNAT IPv4 elsewhere */
+	QR_ENDPOINT_PUBLIC_V4,      /* other IPv4 */
+	QR_ENDPOINT_GLOBAL_V6,      /* global unicast IPv6 (2000::/3) */
+	QR_ENDPOINT_ULA_V6,         /* unique local IPv6 (fc00::/7) */
+	QR_ENDPOINT_VIRTUAL,        /* container bridge, veth or VPN interface */
 };
 
 struct qr_endpoint_candidate {

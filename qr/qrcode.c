@@ -118,7 +118,7 @@ int qr_code_write_terminal(const struct qr_code *c, FILE *f, enum qr_term_style 
 			   unsigned quiet)
 {
 	/* Indexed by (top dark) | (bottom dark) << 1 */
-	static const char *const cells[4] = {" ", "\u2580", "\u2584", "\u2588"};
+	static const char *const cells[4] = { " ", "\u2580", "\u2584", "\u2588" };
 	int size = c->width + 2 * (int)quiet;
 	bool invert = style == QR_TERM_PLAIN_INVERTED;
 
@@ -143,7 +143,8 @@ int qr_code_write_terminal(const struct qr_code *c, FILE *f, enum qr_term_style 
 /* The image pixel (px, py) of a code scaled with the standard quiet zone. */
 static bool pixel_dark(const struct qr_code *c, unsigned scale, unsigned px, unsigned py)
 {
-	return qr_code_dark(c, (int)(px / scale) - QR_CODE_QUIET, (int)(py / scale) - QR_CODE_QUIET);
+	return qr_code_dark(c, (int)(px / scale) - QR_CODE_QUIET,
+			    (int)(py / scale) - QR_CODE_QUIET);
 }
 
 struct png_job {
@@ -178,7 +179,7 @@ static int png_emit(struct png_job *job, const struct qr_code *c, FILE *f, unsig
 
 int qr_code_write_png(const struct qr_code *c, FILE *f, unsigned scale)
 {
-	struct png_job job = {0};
+	struct png_job job = { 0 };
 	unsigned side;
 	int rc;
 

@@ -14,9 +14,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define QR_CODE_QUIET 4	       /* the standard quiet zone, used for images */
+#define QR_CODE_QUIET 4          /* the standard quiet zone, used for images */
 #define QR_CODE_TERM_QUIET_MIN 2 /* the least a terminal code gets */
-#define QR_CODE_SCALE_MAX 64	 /* pixels per module in images */
+#define QR_CODE_SCALE_MAX 64     /* pixels per module in images */
 
 enum qr_code_level {
 	QR_CODE_LEVEL_L = 0, /* ~7% of the symbol may be lost */
@@ -36,7 +36,7 @@ struct qr_code {
  * Returns 0, -EMSGSIZE when the data does not fit the largest QR code
  * (2953 bytes at level L), -ENOMEM or -EINVAL. */
 int qr_code_encode(struct qr_code *out, const void *data, size_t len, enum qr_code_level level)
-    __attribute__((warn_unused_result));
+	__attribute__((warn_unused_result));
 
 /* Encodes for a terminal max_cols wide (0 = no limit): level M with a quiet
  * zone of 4 when that fits, else level L with the widest quiet zone that
@@ -44,7 +44,8 @@ int qr_code_encode(struct qr_code *out, const void *data, size_t len, enum qr_co
  * -E2BIG when even level L with a zone of 2 is wider than max_cols (show a
  * PNG or SVG instead), or an error of qr_code_encode(). */
 int qr_code_encode_for_terminal(struct qr_code *out, const void *data, size_t len,
-				unsigned max_cols, unsigned *quiet) __attribute__((warn_unused_result));
+				unsigned max_cols, unsigned *quiet)
+	__attribute__((warn_unused_result));
 
 /* Frees the modules (wiped first: a config QR code holds a private key).
  * Safe on a zeroed struct. */

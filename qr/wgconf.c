@@ -13,7 +13,7 @@
 #include <sys/socket.h>
 
 static void set_err(char *err, size_t errcap, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+	__attribute__((format(printf, 3, 4)));
 
 static void set_err(char *err, size_t errcap, const char *fmt, ...)
 {
@@ -72,7 +72,7 @@ static int cidr_parse(struct qr_cidr *out, const char *text, bool allow_host_bit
 	char buf[INET6_ADDRSTRLEN];
 	const char *slash = strchr(text, '/');
 	size_t alen = slash != NULL ? (size_t)(slash - text) : strlen(text);
-	struct qr_cidr c = {0};
+	struct qr_cidr c = { 0 };
 	unsigned max;
 
 	if (alen == 0 || alen >= sizeof(buf)) {
@@ -241,7 +241,8 @@ int qr_wgconf_validate(const struct qr_wgconf *c, char *err, size_t errcap)
 		return -EINVAL;
 	}
 	if (c->endpoint.host[0] == '\0' || c->endpoint.port == 0) {
-		set_err(err, errcap, "[Peer] has no Endpoint (the phone would not know where to connect)");
+		set_err(err, errcap,
+			"[Peer] has no Endpoint (the phone would not know where to connect)");
 		return -EINVAL;
 	}
 	/* The endpoint must read back as itself: catches a bad host or family. */
@@ -306,7 +307,7 @@ int qr_wgconf_render(const struct qr_wgconf *c, char *buf, size_t cap, size_t *l
 		     size_t errcap)
 {
 	char key[QR_WGCONF_KEY_B64_LEN + 1], ep[QR_ENDPOINT_TEXT_MAX];
-	struct out o = {.p = buf, .cap = cap};
+	struct out o = { .p = buf, .cap = cap };
 	int rc;
 
 	if (cap == 0)
@@ -339,8 +340,9 @@ int qr_wgconf_render(const struct qr_wgconf *c, char *buf, size_t cap, size_t *l
 	if (c->mtu != 0)
 		out_add(&o, "MTU = %u\n", (unsigned)c->mtu);
 	if (c->n_apps > 0) {
-		out_add(&o, "%s = ", c->apps_mode == QR_WGCONF_APPS_INCLUDE ? "IncludedApplications"
-									       : "ExcludedApplications");
+		out_add(&o, "%s = ",
+			c->apps_mode == QR_WGCONF_APPS_INCLUDE ? "IncludedApplications"
+							       : "ExcludedApplications");
 		for (size_t i = 0; i < c->n_apps; i++)
 			out_add(&o, "%s%s", i == 0 ? "" : ", ", c->apps[i]);
 		out_add(&o, "\n");
@@ -400,18 +402,18 @@ static const struct {
 	enum section section;
 	bool repeat; /* values of repeated lines add up */
 } keys[K_COUNT] = {
-	[K_PRIVATEKEY] = {"PrivateKey", SEC_INTERFACE, false},
-	[K_LISTENPORT] = {"ListenPort", SEC_INTERFACE, false},
-	[K_ADDRESS] = {"Address", SEC_INTERFACE, true},
-	[K_DNS] = {"DNS", SEC_INTERFACE, true},
-	[K_MTU] = {"MTU", SEC_INTERFACE, false},
-	[K_INCLUDEDAPPS] = {"IncludedApplications", SEC_INTERFACE, true},
-	[K_EXCLUDEDAPPS] = {"ExcludedApplications", SEC_INTERFACE, true},
-	[K_PUBLICKEY] = {"PublicKey", SEC_PEER, false},
-	[K_PRESHAREDKEY] = {"PresharedKey", SEC_PEER, false},
-	[K_ALLOWEDIPS] = {"AllowedIPs", SEC_PEER, true},
-	[K_ENDPOINT] = {"Endpoint", SEC_PEER, false},
-	[K_KEEPALIVE] = {"PersistentKeepalive", SEC_PEER, false},
+	[K_PRIVATEKEY] = { "PrivateKey", SEC_INTERFACE, false },
+	[K_LISTENPORT] = { "ListenPort", SEC_INTERFACE, false },
+	[K_ADDRESS] = { "Address", SEC_INTERFACE, true },
+	[K_DNS] = { "DNS", SEC_INTERFACE, true },
+	[K_MTU] = { "MTU", SEC_INTERFACE, false },
+	[K_INCLUDEDAPPS] = { "IncludedApplications", SEC_INTERFACE, true },
+	[K_EXCLUDEDAPPS] = { "ExcludedApplications", SEC_INTERFACE, true },
+	[K_PUBLICKEY] = { "PublicKey", SEC_PEER, false },
+	[K_PRESHAREDKEY] = { "PresharedKey", SEC_PEER, false },
+	[K_ALLOWEDIPS] = { "AllowedIPs", SEC_PEER, true },
+	[K_ENDPOINT] = { "Endpoint", SEC_PEER, false },
+	[K_KEEPALIVE] = { "PersistentKeepalive", SEC_PEER, false },
 };
 
 static const char *section_name(enum section s)
@@ -499,7 +501,7 @@ static int item_address(struct parser *ps, enum key_id k, const char *tok)
 
 static int item_dns(struct parser *ps, enum key_id k, const char *tok)
 {
-	struct qr_ipaddr d = {0};
+	struct qr_ipaddr d = { 0 };
 
 	if (inet_pton(AF_INET, tok, &d.addr.v4) == 1)
 		d.family = AF_INET;
@@ -623,7 +625,7 @@ static int apply(struct parser *ps, enum key_id k, char *value)
 	case K_INCLUDEDAPPS:
 	case K_EXCLUDEDAPPS: {
 		enum qr_wgconf_apps mode =
-		    k == K_INCLUDEDAPPS ? QR_WGCONF_APPS_INCLUDE : QR_WGCONF_APPS_EXCLUDE;
+			k == K_INCLUDEDAPPS ? QR_WGCONF_APPS_INCLUDE : QR_WGCONF_APPS_EXCLUDE;
 		if (ps->c.apps_mode != QR_WGCONF_APPS_ALL && ps->c.apps_mode != mode) {
 			set_err(ps->msg, sizeof(ps->msg),
 				"IncludedApplications and ExcludedApplications exclude each other");
@@ -689,8 +691,8 @@ static int parse_line(struct parser *ps, enum section *sec, char *line)
 		return -EINVAL;
 	}
 	if (*sec == SEC_NONE) {
-		set_err(ps->msg, sizeof(ps->msg), "'%.60s' before any [Interface] or [Peer] section",
-			key);
+		set_err(ps->msg, sizeof(ps->msg),
+			"'%.60s' before any [Interface] or [Peer] section", key);
 		return -EINVAL;
 	}
 	enum key_id k = K_COUNT;
@@ -724,7 +726,7 @@ static int parse_line(struct parser *ps, enum section *sec, char *line)
 /* What must be present, reported at the line of the section it belongs to. */
 static int check_required(struct parser *ps, unsigned last_line, unsigned *at)
 {
-	static const enum key_id required[] = {K_PRIVATEKEY, K_ADDRESS, K_PUBLICKEY, K_ENDPOINT};
+	static const enum key_id required[] = { K_PRIVATEKEY, K_ADDRESS, K_PUBLICKEY, K_ENDPOINT };
 
 	if (ps->interface_line == 0 || ps->peer_line == 0) {
 		*at = last_line;
@@ -743,8 +745,9 @@ static int check_required(struct parser *ps, unsigned last_line, unsigned *at)
 	}
 	if (ps->c.mtu != 0 && ps->c.mtu < QR_WGCONF_MTU_MIN_V6 && ps->c.address6.family != 0) {
 		*at = ps->seen[K_MTU];
-		set_err(ps->msg, sizeof(ps->msg), "MTU %u is below %d, the minimum for the IPv6 Address",
-			(unsigned)ps->c.mtu, QR_WGCONF_MTU_MIN_V6);
+		set_err(ps->msg, sizeof(ps->msg),
+			"MTU %u is below %d, the minimum for the IPv6 Address", (unsigned)ps->c.mtu,
+			QR_WGCONF_MTU_MIN_V6);
 		return -EINVAL;
 	}
 	*at = ps->interface_line;
@@ -806,8 +809,16 @@ int qr_wgconf_parse(struct qr_wgconf *out, const char *text, size_t len, const c
 static bool wg_quick_only(const char *key, size_t n)
 {
 	static const char *const names[] = {
-		"Address", "DNS",      "MTU",	     "Table",		     "PreUp",
-		"PostUp",  "PreDown", "PostDown", "SaveConfig", "IncludedApplications",
+		"Address",
+		"DNS",
+		"MTU",
+		"Table",
+		"PreUp",
+		"PostUp",
+		"PreDown",
+		"PostDown",
+		"SaveConfig",
+		"IncludedApplications",
 		"ExcludedApplications",
 	};
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
@@ -821,8 +832,7 @@ static bool is_blank(char c)
 	return c == ' ' || c == '\t' || c == '\r';
 }
 
-int qr_wgconf_strip_for_setconf(const char *text, size_t len, char *out, size_t cap,
-				size_t *outlen)
+int qr_wgconf_strip_for_setconf(const char *text, size_t len, char *out, size_t cap, size_t *outlen)
 {
 	bool in_interface = false;
 	size_t pos = 0, o = 0;
@@ -842,7 +852,8 @@ int qr_wgconf_strip_for_setconf(const char *text, size_t len, char *out, size_t 
 		while (e > b && is_blank(start[e - 1]))
 			e--;
 		if (b < e && start[b] == '[') {
-			in_interface = e - b == 11 && strncasecmp(start + b, "[Interface]", 11) == 0;
+			in_interface =
+				e - b == 11 && strncasecmp(start + b, "[Interface]", 11) == 0;
 		} else if (in_interface && b < e) {
 			const char *eq = memchr(start + b, '=', e - b);
 			if (eq != NULL) {

@@ -57,7 +57,7 @@ struct qr_ipaddr {
 };
 
 enum qr_wgconf_apps {
-	QR_WGCONF_APPS_ALL = 0,	 /* no application list: every app uses the tunnel */
+	QR_WGCONF_APPS_ALL = 0, /* no application list: every app uses the tunnel */
 	QR_WGCONF_APPS_INCLUDE, /* IncludedApplications: only these apps */
 	QR_WGCONF_APPS_EXCLUDE, /* ExcludedApplications: all apps but these */
 };
@@ -65,11 +65,11 @@ enum qr_wgconf_apps {
 struct qr_wgconf {
 	/* [Interface] */
 	uint8_t private_key[QR_WGCONF_KEY_LEN]; /* secret: wipe with qr_wgconf_wipe() */
-	struct qr_cidr address4;		/* family 0 = absent; normally /32 */
-	struct qr_cidr address6;		/* family 0 = absent; normally /128 */
+	struct qr_cidr address4;                /* family 0 = absent; normally /32 */
+	struct qr_cidr address6;                /* family 0 = absent; normally /128 */
 	size_t n_dns;
 	struct qr_ipaddr dns[QR_WGCONF_MAX_DNS];
-	uint16_t mtu;	      /* 0 = absent */
+	uint16_t mtu;         /* 0 = absent */
 	uint16_t listen_port; /* 0 = absent (the phone picks one) */
 	enum qr_wgconf_apps apps_mode;
 	size_t n_apps;
@@ -96,7 +96,7 @@ void qr_wgconf_wipe(struct qr_wgconf *c);
  * range, not both application lists, valid package names and CIDRs (host
  * bits clear). Returns 0, or -EINVAL with a message in err (may be NULL). */
 int qr_wgconf_validate(const struct qr_wgconf *c, char *err, size_t errcap)
-    __attribute__((warn_unused_result));
+	__attribute__((warn_unused_result));
 
 /* Renders the wg-quick text, in this fixed order:
  *   [Interface] PrivateKey, ListenPort, Address, DNS, MTU,
@@ -126,8 +126,8 @@ int qr_wgconf_parse(struct qr_wgconf *out, const char *text, size_t len, const c
  * that `wg setconf` accepts it. Other lines, comments included, are kept;
  * the output ends with a newline. Returns 0 or -ENOSPC; *outlen (may be
  * NULL) gets the length of the NUL-terminated result. */
-int qr_wgconf_strip_for_setconf(const char *text, size_t len, char *out, size_t cap,
-				size_t *outlen) __attribute__((warn_unused_result));
+int qr_wgconf_strip_for_setconf(const char *text, size_t len, char *out, size_t cap, size_t *outlen)
+	__attribute__((warn_unused_result));
 
 /* Renders and strips in one step. Same results as qr_wgconf_render(). */
 int qr_wgconf_render_setconf(const struct qr_wgconf *c, char *buf, size_t cap, size_t *len,
@@ -139,7 +139,7 @@ void qr_wgconf_key_to_base64(char out[static QR_WGCONF_KEY_B64_LEN + 1],
 			     const uint8_t key[static QR_WGCONF_KEY_LEN]);
 /* Decodes exactly 44 characters to exactly 32 bytes; false otherwise. */
 bool qr_wgconf_key_from_base64(uint8_t key[static QR_WGCONF_KEY_LEN], const char *b64)
-    __attribute__((warn_unused_result));
+	__attribute__((warn_unused_result));
 
 /* "10.0.0.0/8", "fd00::/64"; a bare address means /32 or /128. Host bits
  * must be clear. Returns 0 or -EINVAL with a message in err. */

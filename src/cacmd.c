@@ -46,7 +46,9 @@ static int cmd_export(int argc, char **argv, const char *home)
 		if (strcmp(argv[i], "--der") == 0) {
 			der = true;
 		} else {
-			fprintf(stderr, "wgmitm: unexpected argument \"%s\"\nusage: wgmitm ca export [--der]\n",
+			fprintf(stderr,
+				"wgmitm: unexpected argument \"%s\"\nusage: wgmitm ca export "
+				"[--der]\n",
 				argv[i]);
 			return 2;
 		}
@@ -79,7 +81,8 @@ static void print_time(const char *label, const ASN1_TIME *t)
 static int cmd_show(int argc, char **argv, const char *home)
 {
 	if (argc > 1) {
-		fprintf(stderr, "wgmitm: unexpected argument \"%s\"\nusage: wgmitm ca show\n", argv[1]);
+		fprintf(stderr, "wgmitm: unexpected argument \"%s\"\nusage: wgmitm ca show\n",
+			argv[1]);
 		return 2;
 	}
 	struct ca ca;
@@ -103,7 +106,8 @@ static int cmd_show(int argc, char **argv, const char *home)
 static int cmd_import(int argc, char **argv, const char *home)
 {
 	if (argc != 3) {
-		fprintf(stderr, "wgmitm: expected CERT and KEY\nusage: wgmitm ca import CERT KEY\n");
+		fprintf(stderr,
+			"wgmitm: expected CERT and KEY\nusage: wgmitm ca import CERT KEY\n");
 		return 2;
 	}
 	char err[9000];
@@ -147,7 +151,8 @@ int cacmd_main(int argc, char **argv, const char *home)
 	if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
 		FILE *out = argc < 2 ? stderr : stdout;
 		fprintf(out, "usage: wgmitm ca COMMAND [ARGS]\n\n"
-			     "The CA that signs intercepted TLS certificates (HOME/ca.pem, HOME/ca-key.pem).\n\n"
+			     "The CA that signs intercepted TLS certificates (HOME/ca.pem, "
+			     "HOME/ca-key.pem).\n\n"
 			     "commands:\n");
 		for (const struct sub *s = subs; s->name; s++)
 			fprintf(out, "  %s\n", s->usage);
@@ -157,7 +162,8 @@ int cacmd_main(int argc, char **argv, const char *home)
 	while (s->name && strcmp(s->name, argv[1]) != 0)
 		s++;
 	if (!s->name) {
-		fprintf(stderr, "wgmitm: unknown command \"ca %s\" (see `wgmitm ca --help`)\n", argv[1]);
+		fprintf(stderr, "wgmitm: unknown command \"ca %s\" (see `wgmitm ca --help`)\n",
+			argv[1]);
 		return 2;
 	}
 	if (has_help(argc - 1, argv + 1)) {

@@ -58,7 +58,7 @@ struct daemon {
 	struct tls_ctx *tls;
 	struct passthru *passthru;
 	struct dns_proxy *dns;
-	struct capage *capage;      /* the CA page; NULL without a CA */
+	struct capage *capage; /* the CA page; NULL without a CA */
 	uv_udp_t udp[DAEMON_MAX_LISTEN];
 	struct udpbatch *out[DAEMON_MAX_LISTEN]; /* one send batch per socket */
 	uv_check_t check;
@@ -79,7 +79,10 @@ struct daemon {
 	/* Packets the device delivered during one wg_device_receive(): handed
 	 * to lwIP after it returns, because lwIP's replies call back into the
 	 * device, which must not be re-entered. */
-	struct { uint8_t *pkt; size_t len; } up[8];
+	struct {
+		uint8_t *pkt;
+		size_t len;
+	} up[8];
 	size_t nup;
 	bool stopping;
 	uint64_t no_route_drops;
@@ -87,7 +90,10 @@ struct daemon {
 	uint64_t no_socket; /* a peer's endpoint family we do not listen on */
 };
 
-static uint64_t now_ns(void) { return uv_hrtime(); }
+static uint64_t now_ns(void)
+{
+	return uv_hrtime();
+}
 
 /* --- WireGuard device <-> sockets and lwIP --- */
 
@@ -164,7 +170,8 @@ static const char *peer_name_by_addr(void *ctx, const struct sockaddr *client)
 		    ((const struct sockaddr_in *)client)->sin_addr.s_addr == p->addr4.s_addr)
 			return p->name;
 		if (client->sa_family == AF_INET6 &&
-		    memcmp(&((const struct sockaddr_in6 *)client)->sin6_addr, &p->addr6, sizeof(p->addr6)) == 0)
+		    memcmp(&((const struct sockaddr_in6 *)client)->sin6_addr, &p->addr6,
+			   sizeof(p->addr6)) == 0)
 			return p->name;
 	}
 	return "";
@@ -182,8 +189,9 @@ static int on_local_tcp(void *ctx, struct netstack_tcp *conn, const struct socka
 			const struct sockaddr *dest)
 {
 	struct daemon *d = ctx;
-	uint16_t port = ntohs(dest->sa_family == AF_INET ? ((const struct sockaddr_in *)dest)->sin_port
-							 : ((const struct sockaddr_in6 *)dest)->sin6_port);
+	uint16_t port =
+		ntohs(dest->sa_family == AF_INET ? ((const struct sockaddr_in *)dest)->sin_port
+						 : ((const struct sockaddr_in6 *)dest)->sin6_port);
 	if (port == DNS_PORT && d->dns)
 		return dns_proxy_tcp_accept(d->dns, conn, client, dest);
 	if (port == CAPAGE_PORT && d->capage)
@@ -199,14 +207,16 @@ static void on_udp_recv(void *ctx, const struct sockaddr *client, const struct s
 		udp_relay_recv(d->udp_relay, client, dest, data, len);
 }
 
-static void on_udp_unreachable(void *ctx, const struct sockaddr *client, const struct sockaddr *dest,
-			       const uint8_t *data, size_t len, enum udp_relay_unreach why)
+static void on_udp_unreachable(void *ctx, const struct sockaddr *client,
+			       const struct sockaddr *dest, const uint8_t *data, size_t len,
+			       enum udp_relay_unreach why)
 {
 	struct daemon *d = ctx;
 	if (d->ns)
 		netstack_udp_unreachable(d->ns, client, dest, data, len,
-					 why == UDP_RELAY_UNREACH_PORT ? NETSTACK_UNREACH_PORT
-								       : NETSTACK_UNREACH_PROHIBITED);
+					 why == UDP_RELAY_UNREACH_PORT
+						 ? NETSTACK_UNREACH_PORT
+						 : NETSTACK_UNREACH_PROHIBITED);
 }
 
 static void on_local_udp(void *ctx, const struct sockaddr *client, const struct sockaddr *dest,
@@ -217,7 +227,10 @@ static void on_local_udp(void *ctx, const struct sockaddr *client, const struct 
 
 /* Timers: after each loop iteration's work, fire what is due and arm the
  * one uv timer for the next deadline. */
-static void on_wg_timer(uv_timer_t *t) { (void)t; }
+static void on_wg_timer(uv_timer_t *t)
+{
+	(void)t;
+}
 
 static void flush_out(struct daemon *d)
 {
@@ -273,10 +286,11 @@ static void on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struc
 	struct daemon *d = h->data;
 	if (nread >= 0 && addr) { /* empty datagrams too: counted as bad size */
 		struct wg_endpoint from;
-		if (wg_endpoint_set(&from, addr, addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-									     : sizeof(struct sockaddr_in)))
-		{
-			wg_device_receive(d->dev, &from, (uint8_t *)buf->base, (size_t)nread, now_ns());
+		if (wg_endpoint_set(&from, addr,
+				    addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+								: sizeof(struct sockaddr_in))) {
+			wg_device_receive(d->dev, &from, (uint8_t *)buf->base, (size_t)nread,
+					  now_ns());
 			flush_up(d);
 		}
 	} else if (nread < 0) {
@@ -302,7 +316,8 @@ static bool same_peer(const struct daemon_peer *dp, const struct state_peer *p)
 	return sodium_memcmp(dp->public_key, p->public_key, STATE_KEY_LEN) == 0 &&
 	       sodium_memcmp(dp->preshared_key, p->preshared_key, STATE_KEY_LEN) == 0 &&
 	       dp->addr4.s_addr == p->addr4.s_addr &&
-	       memcmp(&dp->addr6, &p->addr6, sizeof(dp->addr6)) == 0 && strcmp(dp->name, p->name) == 0;
+	       memcmp(&dp->addr6, &p->addr6, sizeof(dp->addr6)) == 0 &&
+	       strcmp(dp->name, p->name) == 0;
 }
 
 /* Makes the device's peers match the state: removed or changed peers go
@@ -323,7 +338,8 @@ static int sync_peers(struct daemon *d)
 		}
 	}
 	d->npeers = kept;
-	struct daemon_peer **grown = realloc(d->peers, (d->npeers + d->st.npeers + 1) * sizeof(*grown));
+	struct daemon_peer **grown =
+		realloc(d->peers, (d->npeers + d->st.npeers + 1) * sizeof(*grown));
 	if (!grown)
 		return -ENOMEM;
 	d->peers = grown;
@@ -342,7 +358,9 @@ static int sync_peers(struct daemon *d)
 		dp->addr4 = p->addr4;
 		dp->addr6 = p->addr6;
 		snprintf(dp->name, sizeof(dp->name), "%s", p->name);
-		struct wg_peer_config cfg = { .addr4 = p->addr4, .addr6 = p->addr6, .has_psk = true, .user = dp };
+		struct wg_peer_config cfg = {
+			.addr4 = p->addr4, .addr6 = p->addr6, .has_psk = true, .user = dp
+		};
 		memcpy(cfg.public_key, p->public_key, STATE_KEY_LEN);
 		memcpy(cfg.preshared_key, p->preshared_key, STATE_KEY_LEN);
 		dp->wp = wg_device_peer_add(d->dev, &cfg);
@@ -374,7 +392,10 @@ static void reload(struct daemon *d, const char *why)
 		log_error("reloading peers: out of memory");
 }
 
-static void on_reload_timer(uv_timer_t *t) { reload(t->data, "peers.json changed"); }
+static void on_reload_timer(uv_timer_t *t)
+{
+	reload(t->data, "peers.json changed");
+}
 
 static void on_watch(uv_fs_event_t *h, const char *filename, int events, int status)
 {
@@ -412,8 +433,10 @@ static void print_stats(struct daemon *d)
 	struct netstack_stats ns = { 0 };
 	if (d->ns)
 		netstack_get_stats(d->ns, &ns);
-	log_info("stats: peers %zu, handshakes %llu, datagrams in %llu, transport in %llu (%llu B) out %llu (%llu B), "
-		 "cookie replies %llu, netstack in %llu out %llu, no route %llu, udp send errors %llu",
+	log_info("stats: peers %zu, handshakes %llu, datagrams in %llu, transport in %llu (%llu B) "
+		 "out %llu (%llu B), "
+		 "cookie replies %llu, netstack in %llu out %llu, no route %llu, udp send errors "
+		 "%llu",
 		 d->npeers, (unsigned long long)(s->handshakes_initiator + s->handshakes_responder),
 		 (unsigned long long)s->rx_datagrams, (unsigned long long)s->rx_packets,
 		 (unsigned long long)s->rx_bytes, (unsigned long long)s->tx_packets,
@@ -426,7 +449,8 @@ static void print_stats(struct daemon *d)
 	for (int r = 0; r < WG_DROP__COUNT && off < sizeof(drops); r++)
 		if (s->drop[r])
 			off += (size_t)snprintf(drops + off, sizeof(drops) - off, "%s%s %llu",
-						off ? ", " : "", wg_drop_reason_str((enum wg_drop_reason)r),
+						off ? ", " : "",
+						wg_drop_reason_str((enum wg_drop_reason)r),
 						(unsigned long long)s->drop[r]);
 	log_info("stats: drops: %s", off ? drops : "none");
 	if (d->relay && d->udp_relay && d->dns) {
@@ -436,27 +460,34 @@ static void print_stats(struct daemon *d)
 		relay_get_stats(d->relay, &rs);
 		udp_relay_get_stats(d->udp_relay, &us);
 		dns_proxy_get_stats(d->dns, &ds);
-		log_info("stats: tcp open %llu, accepted %llu, refused %llu, over the peer's share %llu, "
+		log_info("stats: tcp open %llu, accepted %llu, refused %llu, over the peer's share "
+			 "%llu, "
 			 "upstream failed %llu (refused %llu, timeout %llu), "
-			 "bytes up %llu down %llu | udp flows %llu, up %llu B, down %llu B, policy drops %llu | "
-			 "dns queries %llu, answered %llu, timeouts %llu | netstack tcp refused %llu, lwip mem errors %llu, "
+			 "bytes up %llu down %llu | udp flows %llu, up %llu B, down %llu B, policy "
+			 "drops %llu | "
+			 "dns queries %llu, answered %llu, timeouts %llu | netstack tcp refused "
+			 "%llu, lwip mem errors %llu, "
 			 "lwip asserts contained %llu, syns over the half-open limit %llu",
 			 (unsigned long long)rs.open, (unsigned long long)rs.accepted,
 			 (unsigned long long)rs.refused, (unsigned long long)rs.refused_peer_limit,
 			 (unsigned long long)rs.connect_failed,
-			 (unsigned long long)rs.connect_refused, (unsigned long long)rs.connect_timeout,
-			 (unsigned long long)rs.bytes_up, (unsigned long long)rs.bytes_down,
-			 (unsigned long long)us.flows_active, (unsigned long long)us.bytes_up,
-			 (unsigned long long)us.bytes_down, (unsigned long long)us.policy_drop,
+			 (unsigned long long)rs.connect_refused,
+			 (unsigned long long)rs.connect_timeout, (unsigned long long)rs.bytes_up,
+			 (unsigned long long)rs.bytes_down, (unsigned long long)us.flows_active,
+			 (unsigned long long)us.bytes_up, (unsigned long long)us.bytes_down,
+			 (unsigned long long)us.policy_drop,
 			 (unsigned long long)(ds.queries_udp + ds.queries_tcp),
 			 (unsigned long long)ds.answered, (unsigned long long)ds.timeouts,
 			 (unsigned long long)ns.tcp_refused, (unsigned long long)ns.lwip_mem_err,
-			 (unsigned long long)ns.drop_lwip_assert, (unsigned long long)ns.tcp_syn_limited);
+			 (unsigned long long)ns.drop_lwip_assert,
+			 (unsigned long long)ns.tcp_syn_limited);
 		struct capage_stats cs = { 0 };
 		if (d->capage)
 			capage_get_stats(d->capage, &cs);
-		log_info("stats: ca page requests %llu (page %llu, pem %llu, der %llu, profile %llu, "
-			 "not found %llu, rejected %llu) | dns local answers %llu | quic refused %llu",
+		log_info("stats: ca page requests %llu (page %llu, pem %llu, der %llu, profile "
+			 "%llu, "
+			 "not found %llu, rejected %llu) | dns local answers %llu | quic refused "
+			 "%llu",
 			 (unsigned long long)cs.requests, (unsigned long long)cs.page,
 			 (unsigned long long)cs.pem, (unsigned long long)cs.der,
 			 (unsigned long long)cs.mobileconfig, (unsigned long long)cs.not_found,
@@ -468,32 +499,42 @@ static void print_stats(struct daemon *d)
 		struct tls_stats ts = { 0 };
 		if (d->tls)
 			tls_ctx_stats(d->tls, &ts);
-		log_info("stats: streams tls %llu, http %llu, h2c %llu, raw %llu | intercepted %llu, passthrough "
-			 "rule %llu auto %llu | client rejected %llu, client failed %llu, upstream failed %llu | "
-			 "http exchanges %llu, websocket batches %llu | leaves minted %llu, cache hits %llu, "
-			 "upstream resumed %llu/%llu | bodies kept %zu B, budget cuts %llu",
-			 (unsigned long long)rs.proto_tls, (unsigned long long)rs.proto_http,
-			 (unsigned long long)rs.proto_h2c, (unsigned long long)rs.proto_raw,
-			 (unsigned long long)rs.intercepted, (unsigned long long)rs.passthrough_rule,
-			 (unsigned long long)rs.passthrough_auto, (unsigned long long)rs.tls_client_rejected,
-			 (unsigned long long)rs.tls_client_failed, (unsigned long long)rs.tls_upstream_failed,
-			 (unsigned long long)rs.http_exchanges, (unsigned long long)rs.ws_batches,
-			 (unsigned long long)ts.leaves_minted, (unsigned long long)ts.leaf_cache_hits,
-			 (unsigned long long)ts.upstream_resumed, (unsigned long long)ts.upstream_handshakes,
-			 kept, (unsigned long long)cuts);
+		log_info(
+			"stats: streams tls %llu, http %llu, h2c %llu, raw %llu | intercepted "
+			"%llu, passthrough "
+			"rule %llu auto %llu | client rejected %llu, client failed %llu, upstream "
+			"failed %llu | "
+			"http exchanges %llu, websocket batches %llu | leaves minted %llu, cache "
+			"hits %llu, "
+			"upstream resumed %llu/%llu | bodies kept %zu B, budget cuts %llu",
+			(unsigned long long)rs.proto_tls, (unsigned long long)rs.proto_http,
+			(unsigned long long)rs.proto_h2c, (unsigned long long)rs.proto_raw,
+			(unsigned long long)rs.intercepted, (unsigned long long)rs.passthrough_rule,
+			(unsigned long long)rs.passthrough_auto,
+			(unsigned long long)rs.tls_client_rejected,
+			(unsigned long long)rs.tls_client_failed,
+			(unsigned long long)rs.tls_upstream_failed,
+			(unsigned long long)rs.http_exchanges, (unsigned long long)rs.ws_batches,
+			(unsigned long long)ts.leaves_minted,
+			(unsigned long long)ts.leaf_cache_hits,
+			(unsigned long long)ts.upstream_resumed,
+			(unsigned long long)ts.upstream_handshakes, kept, (unsigned long long)cuts);
 	}
 	for (size_t i = 0; i < d->npeers; i++) {
 		struct wg_peer_info info;
 		wg_peer_info(d->peers[i]->wp, &info);
 		char ep[INET6_ADDRSTRLEN + 8];
 		format_endpoint(&info.endpoint, ep, sizeof(ep));
-		log_info("stats: peer %s: endpoint %s, session %s, rx %llu B, tx %llu B", d->peers[i]->name,
-			 ep, info.has_session ? "yes" : "no", (unsigned long long)info.rx_bytes,
-			 (unsigned long long)info.tx_bytes);
+		log_info("stats: peer %s: endpoint %s, session %s, rx %llu B, tx %llu B",
+			 d->peers[i]->name, ep, info.has_session ? "yes" : "no",
+			 (unsigned long long)info.rx_bytes, (unsigned long long)info.tx_bytes);
 	}
 }
 
-static void on_stats_timer(uv_timer_t *t) { print_stats(t->data); }
+static void on_stats_timer(uv_timer_t *t)
+{
+	print_stats(t->data);
+}
 
 /* --- signals and shutdown --- */
 
@@ -548,7 +589,8 @@ static int open_udp(struct daemon *d, const struct sockaddr *addr)
 		return rc;
 	u->data = d;
 	unsigned flags = addr->sa_family == AF_INET6 ? UV_UDP_IPV6ONLY : 0;
-	if ((rc = uv_udp_bind(u, addr, flags)) < 0 || (rc = uv_udp_recv_start(u, on_alloc, on_recv)) < 0) {
+	if ((rc = uv_udp_bind(u, addr, flags)) < 0 ||
+	    (rc = uv_udp_recv_start(u, on_alloc, on_recv)) < 0) {
 		uv_close((uv_handle_t *)u, NULL);
 		return rc;
 	}
@@ -558,7 +600,8 @@ static int open_udp(struct daemon *d, const struct sockaddr *addr)
 	size = 4 << 20;
 	uv_send_buffer_size((uv_handle_t *)u, &size);
 	uv_os_fd_t fd;
-	if ((rc = uv_fileno((uv_handle_t *)u, &fd)) < 0 || !(d->out[i] = malloc(sizeof(*d->out[i])))) {
+	if ((rc = uv_fileno((uv_handle_t *)u, &fd)) < 0 ||
+	    !(d->out[i] = malloc(sizeof(*d->out[i])))) {
 		uv_close((uv_handle_t *)u, NULL);
 		return rc < 0 ? rc : UV_ENOMEM;
 	}
@@ -575,7 +618,8 @@ static int open_sockets(struct daemon *d)
 		for (size_t i = 0; i < o->nlisten; i++) {
 			char text[80];
 			struct wg_endpoint ep;
-			wg_endpoint_set(&ep, (const struct sockaddr *)&o->listen[i], sizeof(o->listen[i]));
+			wg_endpoint_set(&ep, (const struct sockaddr *)&o->listen[i],
+					sizeof(o->listen[i]));
 			format_endpoint(&ep, text, sizeof(text));
 			int rc = open_udp(d, (const struct sockaddr *)&o->listen[i]);
 			if (rc < 0) {
@@ -630,7 +674,8 @@ static int first_run_peer(struct daemon *d)
 	if (d->st.npeers > 0)
 		return 0;
 	struct state_peer *p;
-	if (state_lock(&d->st, err, sizeof(err)) < 0 || state_reload_peers(&d->st, err, sizeof(err)) < 0) {
+	if (state_lock(&d->st, err, sizeof(err)) < 0 ||
+	    state_reload_peers(&d->st, err, sizeof(err)) < 0) {
 		log_error("%s", err);
 		return -1;
 	}
@@ -642,7 +687,8 @@ static int first_run_peer(struct daemon *d)
 			rc = -1;
 		} else {
 			log_info("created peer \"phone\"; scan this with the WireGuard app:");
-			if (peerconf_print(&d->st, p, d->opts->endpoint, stdout, err, sizeof(err)) < 0)
+			if (peerconf_print(&d->st, p, d->opts->endpoint, stdout, err, sizeof(err)) <
+			    0)
 				log_error("%s", err);
 			fflush(stdout);
 		}
@@ -668,7 +714,8 @@ static int daemon_load_ca(struct daemon *d, const struct daemon_options *o, stru
 		return -1;
 	}
 	if (created)
-		log_info("created the capture CA %s: install it on phones (http://wgmitm.internal in the tunnel)",
+		log_info("created the capture CA %s: install it on phones (http://wgmitm.internal "
+			 "in the tunnel)",
 			 ca->cert_path);
 	*have = true;
 	return 0;
@@ -693,7 +740,9 @@ static int daemon_start_tls(struct daemon *d, const struct daemon_options *o, co
 		return 0;
 	char err[512];
 	struct tls_config tc = {
-		.ca_cert = ca->cert, .ca_key = ca->key, .insecure_upstream = o->insecure_upstream,
+		.ca_cert = ca->cert,
+		.ca_key = ca->key,
+		.insecure_upstream = o->insecure_upstream,
 		.keylog_path = getenv("SSLKEYLOGFILE"),
 	};
 	for (size_t i = 0; i < o->nupstream_ca && i < TLS_MAX_UPSTREAM_CA; i++)
@@ -716,7 +765,9 @@ static int open_capage(struct daemon *d, const struct daemon_options *o, const s
 {
 	if (!ca)
 		return 0;
-	struct capage_config cp = { .ca = ca->cert, .addr4 = d->policy.addr4, .addr6 = d->policy.addr6 };
+	struct capage_config cp = { .ca = ca->cert,
+				    .addr4 = d->policy.addr4,
+				    .addr6 = d->policy.addr6 };
 	d->capage = capage_new(d->loop, &cp);
 	if (!d->capage || policy_add_local_port(&d->policy, IPPROTO_TCP, CAPAGE_PORT) < 0) {
 		log_error("cannot start the CA page");
@@ -738,7 +789,8 @@ static int open_mitm(struct daemon *d)
 			log_error("--allow-host-port %u: cannot add", o->host_ports[i]);
 			return -1;
 		}
-		log_info("peers reach host port %u at the endpoint's tunnel address", o->host_ports[i]);
+		log_info("peers reach host port %u at the endpoint's tunnel address",
+			 o->host_ports[i]);
 	}
 	char path[4200];
 	size_t repaired = 0;
@@ -763,8 +815,12 @@ static int open_mitm(struct daemon *d)
 	if (rc < 0)
 		return -1;
 	struct relay_config rc_cfg = {
-		.policy = &d->policy, .log = d->flows, .peer_name = peer_name_by_addr, .peer_ctx = d,
-		.tls = d->tls, .passthrough = d->passthru,
+		.policy = &d->policy,
+		.log = d->flows,
+		.peer_name = peer_name_by_addr,
+		.peer_ctx = d,
+		.tls = d->tls,
+		.passthrough = d->passthru,
 		.body_cap = o->body_cap < 0 ? HTTPFLOW_DEFAULT_BODY_CAP : (size_t)o->body_cap,
 		.max_per_peer = daemon_tcp_per_peer(o),
 	};
@@ -780,11 +836,15 @@ static int open_mitm(struct daemon *d)
 static int open_dns_udp(struct daemon *d)
 {
 	const struct daemon_options *o = d->opts;
-	struct dns_config dc = { .log = d->flows, .peer_name = peer_name_by_addr, .peer_ctx = d,
-				 .local4 = d->policy.addr4, .local6 = d->policy.addr6 };
+	struct dns_config dc = { .log = d->flows,
+				 .peer_name = peer_name_by_addr,
+				 .peer_ctx = d,
+				 .local4 = d->policy.addr4,
+				 .local6 = d->policy.addr6 };
 	for (size_t i = 0; i < o->ndns_upstream; i++) {
 		if (dns_parse_upstream(o->dns_upstream[i], &dc.upstreams[dc.nupstreams]) < 0) {
-			log_error("--dns-upstream \"%s\": expected ADDR[:PORT] or [ADDR6]:PORT", o->dns_upstream[i]);
+			log_error("--dns-upstream \"%s\": expected ADDR[:PORT] or [ADDR6]:PORT",
+				  o->dns_upstream[i]);
 			return -1;
 		}
 		dc.nupstreams++;
@@ -792,7 +852,8 @@ static int open_dns_udp(struct daemon *d)
 	if (dc.nupstreams == 0) {
 		int n = dns_load_resolv_conf(DNS_RESOLV_CONF, dc.upstreams, DNS_MAX_UPSTREAMS);
 		if (n <= 0) {
-			log_error("no DNS upstream: %s has no usable nameserver; give one with --dns-upstream",
+			log_error("no DNS upstream: %s has no usable nameserver; give one with "
+				  "--dns-upstream",
 				  DNS_RESOLV_CONF);
 			return -1;
 		}
@@ -805,9 +866,14 @@ static int open_dns_udp(struct daemon *d)
 	}
 	relay_set_local_tcp(d->relay, on_local_tcp, d);
 	struct udp_relay_config uc = {
-		.policy = &d->policy, .log = d->flows, .peer_name = peer_name_by_addr, .peer_ctx = d,
-		.local = on_local_udp, .local_ctx = d->dns,
-		.unreachable = on_udp_unreachable, .unreachable_ctx = d,
+		.policy = &d->policy,
+		.log = d->flows,
+		.peer_name = peer_name_by_addr,
+		.peer_ctx = d,
+		.local = on_local_udp,
+		.local_ctx = d->dns,
+		.unreachable = on_udp_unreachable,
+		.unreachable_ctx = d,
 		.quic = o->quic_passthrough ? UDP_RELAY_QUIC_PASSTHROUGH : UDP_RELAY_QUIC_REFUSE,
 	};
 	d->udp_relay = udp_relay_new(d->loop, d->ns, &uc);
@@ -850,7 +916,9 @@ int daemon_run(const struct daemon_options *opts)
 	if (!d->recv_buf)
 		goto out_state;
 
-	static const struct wg_device_ops wg_ops = { .send = on_wg_send, .deliver = on_wg_deliver, .wall_time = on_wall_time };
+	static const struct wg_device_ops wg_ops = { .send = on_wg_send,
+						     .deliver = on_wg_deliver,
+						     .wall_time = on_wall_time };
 	d->dev = wg_device_new(d->st.private_key, &wg_ops, d);
 	if (!d->dev) {
 		log_error("cannot create the WireGuard device");
@@ -866,7 +934,9 @@ int daemon_run(const struct daemon_options *opts)
 	};
 	addrpool_server(&d->st.pool, &nc.addr4, &nc.addr6);
 	static const struct netstack_ops ns_ops = {
-		.output = on_netstack_output, .tcp_accept = on_tcp_accept, .udp_recv = on_udp_recv,
+		.output = on_netstack_output,
+		.tcp_accept = on_tcp_accept,
+		.udp_recv = on_udp_recv,
 	};
 	d->ns = netstack_new(d->loop, &nc, &ns_ops, d);
 	if (!d->ns) {
@@ -884,8 +954,9 @@ int daemon_run(const struct daemon_options *opts)
 		 d->npeers, d->npeers == 1 ? "" : "s");
 	if (d->capage)
 		log_info("CA page for peers: http://%s/ or http://%s/", LOCALNAME_HOST, a4);
-	log_info("QUIC (UDP port 443): %s", opts->quic_passthrough ? "relayed (not decrypted)"
-								: "refused, apps fall back to TLS over TCP");
+	log_info("QUIC (UDP port 443): %s", opts->quic_passthrough
+						    ? "relayed (not decrypted)"
+						    : "refused, apps fall back to TLS over TCP");
 
 	uv_timer_init(d->loop, &d->wg_timer);
 	d->wg_timer.data = d;
@@ -913,8 +984,8 @@ int daemon_run(const struct daemon_options *opts)
 		d->watch.data = d;
 		int rc = uv_fs_event_start(&d->watch, on_watch, d->st.home, 0);
 		if (rc < 0)
-			log_warn("cannot watch %s (%s): use SIGHUP after changing peers", d->st.home,
-				 uv_strerror(rc));
+			log_warn("cannot watch %s (%s): use SIGHUP after changing peers",
+				 d->st.home, uv_strerror(rc));
 	}
 
 	uv_run(d->loop, UV_RUN_DEFAULT);

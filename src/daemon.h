@@ -18,31 +18,31 @@
 struct daemon_options {
 	const char *home;
 	struct sockaddr_storage listen[DAEMON_MAX_LISTEN];
-	size_t nlisten;               /* 0 = 0.0.0.0 and [::] on the state's port */
-	const char *endpoint;         /* overrides endpoint detection in printed configs */
-	uint64_t stats_interval_ms;   /* 0 = only on SIGUSR1 */
+	size_t nlisten;             /* 0 = 0.0.0.0 and [::] on the state's port */
+	const char *endpoint;       /* overrides endpoint detection in printed configs */
+	uint64_t stats_interval_ms; /* 0 = only on SIGUSR1 */
 	const char *dns_upstream[DAEMON_MAX_DNS]; /* ADDR[:PORT]; none = /etc/resolv.conf */
 	size_t ndns_upstream;
 	uint16_t host_ports[DAEMON_MAX_HOST_PORTS]; /* tunnel address port -> host loopback */
 	size_t nhost_ports;
-	uint32_t max_tcp;             /* relayed TCP connections at once; 0 = DAEMON_DEFAULT_MAX_TCP */
-	uint32_t max_tcp_per_peer;    /* of those, one peer's; 0 = half of max_tcp */
+	uint32_t max_tcp;          /* relayed TCP connections at once; 0 = DAEMON_DEFAULT_MAX_TCP */
+	uint32_t max_tcp_per_peer; /* of those, one peer's; 0 = half of max_tcp */
 	/* Interception. */
-	bool no_intercept;            /* relay TLS untouched (still recorded) */
+	bool no_intercept;                               /* relay TLS untouched (still recorded) */
 	const char *upstream_ca[DAEMON_MAX_UPSTREAM_CA]; /* extra trust anchors, PEM files */
 	size_t nupstream_ca;
-	bool insecure_upstream;       /* do not verify upstream certificates */
+	bool insecure_upstream;                          /* do not verify upstream certificates */
 	const char *passthrough[DAEMON_MAX_PASSTHROUGH]; /* host globs relayed untouched */
 	size_t npassthrough;
-	long auto_passthrough_s;      /* -1 = default; 0 = never */
-	long body_cap;                /* bytes of each body recorded; -1 = 1 MiB */
-	bool quic_passthrough;        /* relay UDP to port 443 instead of refusing it */
+	long auto_passthrough_s; /* -1 = default; 0 = never */
+	long body_cap;           /* bytes of each body recorded; -1 = 1 MiB */
+	bool quic_passthrough;   /* relay UDP to port 443 instead of refusing it */
 	/* Debug: shortened WireGuard timers, in seconds (0 = the whitepaper's). */
 	unsigned rekey_after_time_s;
 	unsigned reject_after_time_s;
 	unsigned keepalive_timeout_s;
 	unsigned rekey_timeout_s;
-	int under_load_threshold;     /* handshakes per second; -1 = default */
+	int under_load_threshold; /* handshakes per second; -1 = default */
 };
 
 /* Runs until SIGINT/SIGTERM. Returns the process exit status. */

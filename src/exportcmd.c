@@ -120,18 +120,28 @@ int exportcmd_main(int argc, char **argv, const char *home, const char *version)
 	int c;
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'o': out = optarg; break;
-		case 'f': flows = optarg; break;
-		case 'h': printf("usage: %s\n\n%s", usage, help); return 0;
-		default: fprintf(stderr, "usage: %s\n", usage); return 2;
+		case 'o':
+			out = optarg;
+			break;
+		case 'f':
+			flows = optarg;
+			break;
+		case 'h':
+			printf("usage: %s\n\n%s", usage, help);
+			return 0;
+		default:
+			fprintf(stderr, "usage: %s\n", usage);
+			return 2;
 		}
 	}
 	if (optind != argc) {
-		fprintf(stderr, "wgmitm: unexpected argument \"%s\"\nusage: %s\n", argv[optind], usage);
+		fprintf(stderr, "wgmitm: unexpected argument \"%s\"\nusage: %s\n", argv[optind],
+			usage);
 		return 2;
 	}
 	if (!out) {
-		fprintf(stderr, "wgmitm: --har FILE is required (\"-\" for stdout)\nusage: %s\n", usage);
+		fprintf(stderr, "wgmitm: --har FILE is required (\"-\" for stdout)\nusage: %s\n",
+			usage);
 		return 2;
 	}
 	char path[4096];
@@ -162,7 +172,8 @@ int exportcmd_main(int argc, char **argv, const char *home, const char *version)
 		goto out;
 	}
 	if (partial)
-		fprintf(stderr, "wgmitm: %s: skipped the cut last line (a write interrupted by a crash)\n",
+		fprintf(stderr,
+			"wgmitm: %s: skipped the cut last line (a write interrupted by a crash)\n",
 			flows);
 	struct har_stats st;
 	if (har_finish(r.har, &st) < 0) {
@@ -170,10 +181,13 @@ int exportcmd_main(int argc, char **argv, const char *home, const char *version)
 		goto out;
 	}
 	if (st.skipped)
-		fprintf(stderr, "wgmitm: %zu HTTP record(s) without a method or URL (unparsed requests) left out\n",
+		fprintf(stderr,
+			"wgmitm: %zu HTTP record(s) without a method or URL (unparsed requests) "
+			"left out\n",
 			st.skipped);
 	if (st.ws_unmatched)
-		fprintf(stderr, "wgmitm: %zu WebSocket batch(es) matched no upgrade request, left out\n",
+		fprintf(stderr,
+			"wgmitm: %zu WebSocket batch(es) matched no upgrade request, left out\n",
 			st.ws_unmatched);
 	if (strcmp(out, "-") == 0) {
 		if (har_write(r.har, stdout) < 0 || fflush(stdout) != 0) {
@@ -185,7 +199,8 @@ int exportcmd_main(int argc, char **argv, const char *home, const char *version)
 		goto out;
 	}
 	if (log_get_level() >= LOG_INFO)
-		fprintf(stderr, "wgmitm: %zu HTTP exchange(s), %zu WebSocket message(s) from %s to %s\n",
+		fprintf(stderr,
+			"wgmitm: %zu HTTP exchange(s), %zu WebSocket message(s) from %s to %s\n",
 			st.entries, st.ws_messages, flows, strcmp(out, "-") == 0 ? "stdout" : out);
 	status = 0;
 out:

@@ -24,10 +24,10 @@
  * WebSocket upgrades stay trees until their messages are attached. */
 struct har_entry {
 	int64_t start_us;
-	size_t seq;                 /* file order, to keep the sort stable */
-	char *text;                 /* the entry serialized, or NULL while `entry` is set */
+	size_t seq; /* file order, to keep the sort stable */
+	char *text; /* the entry serialized, or NULL while `entry` is set */
 	json_t *entry;
-	char *ws_key;               /* "conn\turl-without-scheme" of an upgrade, or NULL */
+	char *ws_key; /* "conn\turl-without-scheme" of an upgrade, or NULL */
 };
 
 struct har {
@@ -39,7 +39,8 @@ struct har {
 	struct har_stats stats;
 };
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -93,8 +94,12 @@ bool har_parse_time(const char *text, int64_t *us)
 	}
 	if (*p != '\0')
 		return false;
-	struct tm tm = { .tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d,
-			 .tm_hour = h, .tm_min = mi, .tm_sec = s };
+	struct tm tm = { .tm_year = y - 1900,
+			 .tm_mon = mo - 1,
+			 .tm_mday = d,
+			 .tm_hour = h,
+			 .tm_min = mi,
+			 .tm_sec = s };
 	time_t t = timegm(&tm);
 	*us = ((int64_t)t - offset) * 1000000 + frac;
 	return true;
@@ -116,8 +121,10 @@ void har_format_time(int64_t us, char out[static 32])
 static bool parse_http_date(const char *text, time_t *out)
 {
 	static const char *const formats[] = {
-		"%a, %d %b %Y %H:%M:%S GMT", "%a, %d-%b-%Y %H:%M:%S GMT",
-		"%A, %d-%b-%y %H:%M:%S GMT", "%a %b %d %H:%M:%S %Y",
+		"%a, %d %b %Y %H:%M:%S GMT",
+		"%a, %d-%b-%Y %H:%M:%S GMT",
+		"%A, %d-%b-%y %H:%M:%S GMT",
+		"%a %b %d %H:%M:%S %Y",
 	};
 	for (size_t i = 0; i < sizeof(formats) / sizeof(formats[0]); i++) {
 		struct tm tm = { 0 };
@@ -162,7 +169,8 @@ static bool put_shared(json_t *obj, const char *key, json_t *value)
 static json_t *name_value(const char *name, size_t name_len, const char *value, size_t value_len)
 {
 	json_t *nv = json_object();
-	if (nv && (!put_strn(nv, "name", name, name_len) || !put_strn(nv, "value", value, value_len))) {
+	if (nv &&
+	    (!put_strn(nv, "name", name, name_len) || !put_strn(nv, "value", value, value_len))) {
 		json_decref(nv);
 		return NULL;
 	}
@@ -180,7 +188,8 @@ struct comment {
 	size_t len;
 };
 
-static void comment_add(struct comment *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void comment_add(struct comment *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
 static void comment_add(struct comment *c, const char *fmt, ...)
 {
@@ -195,7 +204,8 @@ static void comment_add(struct comment *c, const char *fmt, ...)
 	int n = vsnprintf(c->text + c->len, sizeof(c->text) - c->len, fmt, ap);
 	va_end(ap);
 	if (n > 0)
-		c->len += (size_t)n < sizeof(c->text) - c->len ? (size_t)n : sizeof(c->text) - c->len - 1;
+		c->len += (size_t)n < sizeof(c->text) - c->len ? (size_t)n
+							       : sizeof(c->text) - c->len - 1;
 }
 
 static bool comment_put(json_t *obj, const struct comment *c)
@@ -369,11 +379,13 @@ static json_t *har_headers(const json_t *list, int *rc, char *err, size_t errlen
 		return NULL;
 	size_t i;
 	json_t *pair;
-	json_array_foreach(list, i, pair) {
+	json_array_foreach(list, i, pair)
+	{
 		json_t *name = json_array_get(pair, 0), *value = json_array_get(pair, 1);
 		if (!json_is_array(pair) || json_array_size(pair) != 2 || !json_is_string(name) ||
 		    !json_is_string(value)) {
-			*rc = fail(err, errlen, "%s header %zu is not a [name, value] pair of strings", what, i);
+			*rc = fail(err, errlen,
+				   "%s header %zu is not a [name, value] pair of strings", what, i);
 			json_decref(out);
 			return NULL;
 		}
@@ -395,7 +407,8 @@ static const char *header_value(const json_t *list, const char *name)
 {
 	size_t i;
 	json_t *pair;
-	json_array_foreach(list, i, pair) {
+	json_array_foreach(list, i, pair)
+	{
 		const char *n = json_string_value(json_array_get(pair, 0));
 		const char *v = json_string_value(json_array_get(pair, 1));
 		if (n && v && strcasecmp(n, name) == 0)
@@ -423,7 +436,8 @@ static bool request_cookies(const json_t *headers, json_t *out)
 {
 	size_t i;
 	json_t *pair;
-	json_array_foreach(headers, i, pair) {
+	json_array_foreach(headers, i, pair)
+	{
 		const char *n = json_string_value(json_array_get(pair, 0));
 		const char *v = json_string_value(json_array_get(pair, 1));
 		if (!n || !v || strcasecmp(n, "cookie") != 0)
@@ -437,7 +451,8 @@ static bool request_cookies(const json_t *headers, json_t *out)
 				const char *eq = memchr(a, '=', (size_t)(b - a));
 				const char *ne = eq ? trim_end(a, eq) : b;
 				const char *vs = eq ? skip_ows(eq + 1, b) : b;
-				if (!append(out, name_value(a, (size_t)(ne - a), vs, (size_t)(b - vs))))
+				if (!append(out,
+					    name_value(a, (size_t)(ne - a), vs, (size_t)(b - vs))))
 					return false;
 			}
 			p = semi ? semi + 1 : end;
@@ -472,7 +487,8 @@ static json_t *set_cookie(const char *v, int64_t now)
 		const char *va = aeq ? skip_ows(aeq + 1, kb) : kb;
 		size_t klen = (size_t)(kend - ka), vlen = (size_t)(kb - va);
 		char val[128];
-		snprintf(val, sizeof(val), "%.*s", (int)(vlen < sizeof(val) ? vlen : sizeof(val) - 1), va);
+		snprintf(val, sizeof(val), "%.*s",
+			 (int)(vlen < sizeof(val) ? vlen : sizeof(val) - 1), va);
 		bool ok = true;
 		if (klen == 4 && strncasecmp(ka, "path", 4) == 0) {
 			ok = put_strn(c, "path", va, vlen);
@@ -508,7 +524,8 @@ static json_t *set_cookie(const char *v, int64_t now)
 	char when[32];
 	if (have_expires)
 		har_format_time(expires * 1000000, when);
-	if ((have_expires && !put_str(c, "expires", when)) || !put(c, "httpOnly", json_boolean(http_only)) ||
+	if ((have_expires && !put_str(c, "expires", when)) ||
+	    !put(c, "httpOnly", json_boolean(http_only)) ||
 	    !put(c, "secure", json_boolean(secure))) {
 		json_decref(c);
 		return NULL;
@@ -520,7 +537,8 @@ static bool response_cookies(const json_t *headers, int64_t now, json_t *out)
 {
 	size_t i;
 	json_t *pair;
-	json_array_foreach(headers, i, pair) {
+	json_array_foreach(headers, i, pair)
+	{
 		const char *n = json_string_value(json_array_get(pair, 0));
 		const char *v = json_string_value(json_array_get(pair, 1));
 		if (n && v && strcasecmp(n, "set-cookie") == 0 && !append(out, set_cookie(v, now)))
@@ -638,7 +656,8 @@ static bool post_data(json_t *r, const json_t *message, const json_t *body)
 		if (ctype && strncasecmp(ctype, "application/x-www-form-urlencoded", 33) == 0) {
 			json_t *params = json_array();
 			if (!put(pd, "params", params) ||
-			    !split_params(json_string_value(text), json_string_length(text), params))
+			    !split_params(json_string_value(text), json_string_length(text),
+					  params))
 				return false;
 		}
 	} else if (json_is_string(b64)) {
@@ -661,8 +680,8 @@ static bool content_bytes(json_t *content, const uint8_t *p, size_t n)
 
 /* A response's content: the body as recorded, or decoded when its
  * Content-Encoding is gzip or deflate. 0, -ENOMEM or -EINVAL. */
-static int response_content(json_t *r, const json_t *message, const json_t *body, json_int_t body_size,
-			    bool *truncated, char *err, size_t errlen)
+static int response_content(json_t *r, const json_t *message, const json_t *body,
+			    json_int_t body_size, bool *truncated, char *err, size_t errlen)
 {
 	const json_t *headers = json_object_get(message, "headers");
 	const char *ctype = header_value(headers, "content-type");
@@ -675,18 +694,21 @@ static int response_content(json_t *r, const json_t *message, const json_t *body
 		return -ENOMEM;
 	struct comment c = { .len = 0 };
 	if (*truncated)
-		comment_add(&c, "truncated: %zu of %lld bytes recorded", kept, (long long)body_size);
+		comment_add(&c, "truncated: %zu of %lld bytes recorded", kept,
+			    (long long)body_size);
 
 	char coding[32] = "";
 	if (cenc) {
-		const char *a = skip_ows(cenc, cenc + strlen(cenc)), *b = trim_end(a, a + strlen(a));
+		const char *a = skip_ows(cenc, cenc + strlen(cenc)),
+			   *b = trim_end(a, a + strlen(a));
 		snprintf(coding, sizeof(coding), "%.*s", (int)(b - a), a);
 	}
 	bool zlib_coded = strcasecmp(coding, "gzip") == 0 || strcasecmp(coding, "x-gzip") == 0 ||
 			  strcasecmp(coding, "deflate") == 0;
 	bool identity = coding[0] == '\0' || strcasecmp(coding, "identity") == 0;
 	if (!identity && !zlib_coded && kept > 0)
-		comment_add(&c, "Content-Encoding %s not decoded: text is the encoded body", coding);
+		comment_add(&c, "Content-Encoding %s not decoded: text is the encoded body",
+			    coding);
 
 	json_int_t size = body_size, compression = -1;
 	uint8_t *raw = NULL, *dec = NULL;
@@ -695,7 +717,9 @@ static int response_content(json_t *r, const json_t *message, const json_t *body
 	bool decoded = false;
 	if (zlib_coded && kept > 0) {
 		if (!body_bytes(body, &raw, &raw_len)) {
-			rc = json_is_string(b64) ? fail(err, errlen, "response body: invalid base64") : -ENOMEM;
+			rc = json_is_string(b64)
+				     ? fail(err, errlen, "response body: invalid base64")
+				     : -ENOMEM;
 			goto out;
 		}
 		enum inflate_result ir = inflate_bytes(raw, raw_len, false, &dec, &dec_len);
@@ -705,7 +729,9 @@ static int response_content(json_t *r, const json_t *message, const json_t *body
 		if (ir == INFLATE_NOMEM)
 			goto out;
 		if (ir == INFLATE_BAD) {
-			comment_add(&c, "Content-Encoding %s: invalid data, text is the encoded body", coding);
+			comment_add(&c,
+				    "Content-Encoding %s: invalid data, text is the encoded body",
+				    coding);
 		} else {
 			decoded = true;
 			if (ir == INFLATE_OK && !*truncated) {
@@ -714,7 +740,9 @@ static int response_content(json_t *r, const json_t *message, const json_t *body
 			} else if (ir == INFLATE_CAPPED) {
 				comment_add(&c, "decoded body over %u bytes: cut", HAR_MAX_DECODED);
 			} else {
-				comment_add(&c, "Content-Encoding %s: decoded what was recorded (%zu bytes)",
+				comment_add(&c,
+					    "Content-Encoding %s: decoded what was recorded (%zu "
+					    "bytes)",
 					    coding, dec_len);
 			}
 		}
@@ -743,7 +771,8 @@ out:
 	return rc;
 }
 
-static int put_trailers(json_t *obj, const json_t *message, char *err, size_t errlen, const char *what)
+static int put_trailers(json_t *obj, const json_t *message, char *err, size_t errlen,
+			const char *what)
 {
 	const json_t *trailers = json_object_get(message, "trailers");
 	if (!json_is_array(trailers) || json_array_size(trailers) == 0)
@@ -777,13 +806,13 @@ static int build_request(json_t *e, const json_t *rec, const json_t *m, bool *tr
 	bool absolute;
 	char *uri = uri_of(url, &absolute);
 	if (!uri)
-		return absolute ? -ENOMEM : fail(err, errlen, "http record: \"url\" is not absolute");
+		return absolute ? -ENOMEM
+				: fail(err, errlen, "http record: \"url\" is not absolute");
 	json_t *r, *cookies, *qs;
-	bool ok = put(e, "request", r = json_object()) && put_str(r, "method", str_of(rec, "method")) &&
-		  put_str(r, "url", uri);
+	bool ok = put(e, "request", r = json_object()) &&
+		  put_str(r, "method", str_of(rec, "method")) && put_str(r, "url", uri);
 	free(uri);
-	if (!ok ||
-	    !put_str(r, "httpVersion", har_version(str_of(rec, "http_version"))) ||
+	if (!ok || !put_str(r, "httpVersion", har_version(str_of(rec, "http_version"))) ||
 	    !put(r, "cookies", cookies = json_array()))
 		return -ENOMEM;
 	if (!request_cookies(headers, cookies))
@@ -792,7 +821,8 @@ static int build_request(json_t *e, const json_t *rec, const json_t *m, bool *tr
 	json_t *h = har_headers(headers, &rc, err, errlen, "request");
 	if (!h)
 		return rc;
-	if (!put(r, "headers", h) || !put(r, "queryString", qs = json_array()) || !query_string(url, qs))
+	if (!put(r, "headers", h) || !put(r, "queryString", qs = json_array()) ||
+	    !query_string(url, qs))
 		return -ENOMEM;
 	json_int_t size = json_integer_value(json_object_get(body, "size"));
 	if (!put(r, "headersSize", json_integer(-1)) || !put(r, "bodySize", json_integer(size)) ||
@@ -803,8 +833,8 @@ static int build_request(json_t *e, const json_t *rec, const json_t *m, bool *tr
 }
 
 /* The response object into e. `now` (epoch seconds) dates Max-Age. */
-static int build_response(json_t *e, const json_t *rec, const json_t *m, int64_t now, bool *truncated,
-			  char *err, size_t errlen)
+static int build_response(json_t *e, const json_t *rec, const json_t *m, int64_t now,
+			  bool *truncated, char *err, size_t errlen)
 {
 	json_t *r, *cookies;
 	if (!put(e, "response", r = json_object()) ||
@@ -897,7 +927,8 @@ static int exchange_times(const json_t *rec, struct times *t, char *err, size_t 
 	if (!h_end)
 		end = h_resp_start ? resp_start : h_req_end ? req_end : start;
 	end = end < start ? start : end;
-	req_end = h_req_end ? clamp64(req_end, start, end) : (h_resp_start ? clamp64(resp_start, start, end) : end);
+	req_end = h_req_end ? clamp64(req_end, start, end)
+			    : (h_resp_start ? clamp64(resp_start, start, end) : end);
 	resp_start = h_resp_start ? clamp64(resp_start, req_end, end) : end;
 	t->start = start;
 	t->send = req_end - start;
@@ -957,7 +988,8 @@ static int add_http(struct har *h, json_t *rec, char *err, size_t errlen)
 {
 	const char *method = str_of(rec, "method"), *url = str_of(rec, "url");
 	/* null: a request that never parsed; HAR has no form for it. */
-	if (json_is_null(json_object_get(rec, "method")) || json_is_null(json_object_get(rec, "url"))) {
+	if (json_is_null(json_object_get(rec, "method")) ||
+	    json_is_null(json_object_get(rec, "url"))) {
 		h->stats.skipped++;
 		return 0;
 	}
@@ -965,7 +997,8 @@ static int add_http(struct har *h, json_t *rec, char *err, size_t errlen)
 		return fail(err, errlen, "http record: \"method\" is not a string");
 	if (!url)
 		return fail(err, errlen, "http record: \"url\" is not a string");
-	const json_t *req = json_object_get(rec, "request"), *resp = json_object_get(rec, "response");
+	const json_t *req = json_object_get(rec, "request"),
+		     *resp = json_object_get(rec, "response");
 	if (check_message(req, "request", err, errlen) < 0)
 		return -EINVAL;
 	if (!json_is_null(resp) && check_message(resp, "response", err, errlen) < 0)
@@ -992,12 +1025,14 @@ static int add_http(struct har *h, json_t *rec, char *err, size_t errlen)
 
 	int rc = -ENOMEM;
 	json_t *e = json_object(), *timings, *wg, *v;
-	if (!put_str(e, "startedDateTime", when) || !put(e, "time", ms(t.send + t.wait + t.receive)))
+	if (!put_str(e, "startedDateTime", when) ||
+	    !put(e, "time", ms(t.send + t.wait + t.receive)))
 		goto out;
 	if ((rc = build_request(e, rec, req, &req_trunc, err, errlen)) < 0)
 		goto out;
-	rc = json_is_null(resp) ? failed_response(e, why ? why : "no response")
-				: build_response(e, rec, resp, t.start / 1000000, &resp_trunc, err, errlen);
+	rc = json_is_null(resp)
+		     ? failed_response(e, why ? why : "no response")
+		     : build_response(e, rec, resp, t.start / 1000000, &resp_trunc, err, errlen);
 	if (rc < 0)
 		goto out;
 	rc = -ENOMEM;
@@ -1007,7 +1042,8 @@ static int add_http(struct har *h, json_t *rec, char *err, size_t errlen)
 	    !put(timings, "wait", ms(t.wait)) || !put(timings, "receive", ms(t.receive)) ||
 	    !put(timings, "ssl", json_integer(-1)))
 		goto out;
-	if ((ip[0] && !put_str(e, "serverIPAddress", ip)) || (conn && !put_str(e, "connection", conn)))
+	if ((ip[0] && !put_str(e, "serverIPAddress", ip)) ||
+	    (conn && !put_str(e, "connection", conn)))
 		goto out;
 	if (json_is_null(resp)) {
 		struct comment c = { .len = 0 };
@@ -1021,8 +1057,9 @@ static int add_http(struct har *h, json_t *rec, char *err, size_t errlen)
 	/* Ours: what HAR has no field for. */
 	if (!put(e, "_wgmitm", wg = json_object()))
 		goto out;
-	static const char *const shared[] = { "id", "peer", "client", "tls", "stream_id", "end_reason",
-					      "error", "informational" };
+	static const char *const shared[] = {
+		"id", "peer", "client", "tls", "stream_id", "end_reason", "error", "informational"
+	};
 	for (size_t i = 0; i < sizeof(shared) / sizeof(shared[0]); i++)
 		if ((v = json_object_get(rec, shared[i])) && !put_shared(wg, shared[i], v))
 			goto out;
@@ -1055,7 +1092,10 @@ out:
 
 static int ws_opcode(const char *name)
 {
-	static const struct { const char *name; int op; } ops[] = {
+	static const struct {
+		const char *name;
+		int op;
+	} ops[] = {
 		{ "text", 1 }, { "binary", 2 }, { "close", 8 }, { "ping", 9 }, { "pong", 10 },
 	};
 	for (size_t i = 0; name && i < sizeof(ops) / sizeof(ops[0]); i++)
@@ -1089,13 +1129,17 @@ static int add_websocket(struct har *h, json_t *rec, char *err, size_t errlen)
 	json_t *out = json_object_get(slot, "messages");
 	size_t i;
 	json_t *m;
-	json_array_foreach(messages, i, m) {
+	json_array_foreach(messages, i, m)
+	{
 		const char *dir = str_of(m, "dir");
 		int op = ws_opcode(str_of(m, "opcode"));
 		int64_t when;
 		if (!dir || (strcmp(dir, "up") != 0 && strcmp(dir, "down") != 0) || op < 0 ||
 		    !har_parse_time(str_of(m, "time"), &when)) {
-			rc = fail(err, errlen, "websocket record: message %zu needs dir up/down, a known opcode and a time", i);
+			rc = fail(err, errlen,
+				  "websocket record: message %zu needs dir up/down, a known opcode "
+				  "and a time",
+				  i);
 			goto out;
 		}
 		const json_t *body = json_object_get(m, "body");
@@ -1107,13 +1151,15 @@ static int add_websocket(struct har *h, json_t *rec, char *err, size_t errlen)
 		double secs = (double)(when / 1000) / 1000.0;
 		if (!append(out, hm) || !put_str(hm, "type", dir[0] == 'u' ? "send" : "receive") ||
 		    !put(hm, "time", json_real(secs)) || !put(hm, "opcode", json_integer(op)) ||
-		    !(json_is_string(data) ? put_shared(hm, "data", data) : put_str(hm, "data", "")))
+		    !(json_is_string(data) ? put_shared(hm, "data", data)
+					   : put_str(hm, "data", "")))
 			goto out;
 	}
 	json_t *close = json_object_get(rec, "close");
 	if (json_is_object(close) && !put_shared(slot, "close", close))
 		goto out;
-	if (!put(slot, "batches", json_integer(json_integer_value(json_object_get(slot, "batches")) + 1)))
+	if (!put(slot, "batches",
+		 json_integer(json_integer_value(json_object_get(slot, "batches")) + 1)))
 		goto out;
 	rc = 0;
 out:
@@ -1165,8 +1211,10 @@ int har_finish(struct har *h, struct har_stats *stats)
 		json_t *slot = json_object_get(h->ws, he->ws_key);
 		if (slot) {
 			json_t *close = json_object_get(slot, "close");
-			if (!put_shared(he->entry, "_webSocketMessages", json_object_get(slot, "messages")) ||
-			    (close && !put_shared(json_object_get(he->entry, "_wgmitm"), "websocket_close", close)))
+			if (!put_shared(he->entry, "_webSocketMessages",
+					json_object_get(slot, "messages")) ||
+			    (close && !put_shared(json_object_get(he->entry, "_wgmitm"),
+						  "websocket_close", close)))
 				return -ENOMEM;
 			h->stats.ws_messages += json_array_size(json_object_get(slot, "messages"));
 			/* One upgrade per connection and URL takes the messages. */
@@ -1181,8 +1229,8 @@ int har_finish(struct har *h, struct har_stats *stats)
 		qsort(h->v, h->n, sizeof(*h->v), by_start);
 	const char *key;
 	json_t *slot;
-	json_object_foreach(h->ws, key, slot)
-		h->stats.ws_unmatched += (size_t)json_integer_value(json_object_get(slot, "batches"));
+	json_object_foreach(h->ws, key, slot) h->stats.ws_unmatched +=
+		(size_t)json_integer_value(json_object_get(slot, "batches"));
 	json_object_clear(h->ws);
 	if (stats)
 		*stats = h->stats;
@@ -1228,8 +1276,9 @@ int har_write(const struct har *h, FILE *fp)
 	json_decref(v);
 	if (!version)
 		return -ENOMEM;
-	fprintf(fp, "{\n  \"log\": {\n    \"version\": \"1.2\",\n    \"creator\": {\n"
-		    "      \"name\": \"wgmitm\",\n      \"version\": %s\n    },\n    \"entries\": [",
+	fprintf(fp,
+		"{\n  \"log\": {\n    \"version\": \"1.2\",\n    \"creator\": {\n"
+		"      \"name\": \"wgmitm\",\n      \"version\": %s\n    },\n    \"entries\": [",
 		version);
 	free(version);
 	for (size_t i = 0; i < h->n; i++) {

@@ -45,11 +45,11 @@
 struct har;
 
 struct har_stats {
-	size_t entries;             /* "http" records */
-	size_t ws_messages;         /* WebSocket messages attached to an entry */
-	size_t ws_unmatched;        /* "websocket" batches with no upgrade entry */
-	size_t ignored;             /* tcp, udp, dns, unknown types */
-	size_t skipped;             /* "http" records with a null method or url */
+	size_t entries;      /* "http" records */
+	size_t ws_messages;  /* WebSocket messages attached to an entry */
+	size_t ws_unmatched; /* "websocket" batches with no upgrade entry */
+	size_t ignored;      /* tcp, udp, dns, unknown types */
+	size_t skipped;      /* "http" records with a null method or url */
 };
 
 /* A builder; `creator_version` (copied) goes to log.creator.version.

@@ -43,7 +43,8 @@ static const char main_usage[] =
 	"  peer show NAME      show a peer (--qr for its QR code)\n"
 	"  peer remove NAME    remove a peer (a running endpoint refuses it at once)\n"
 	"  ca export|show|import  the CA phones trust for TLS interception (export [--der])\n"
-	"  export --har FILE   the recorded HTTP exchanges as HAR 1.2 (--flows FILE to pick the file)\n"
+	"  export --har FILE   the recorded HTTP exchanges as HAR 1.2 (--flows FILE to pick the "
+	"file)\n"
 	"\n"
 	"options:\n"
 	"  --home DIR          state directory (default $WGMITM_HOME, else ~/.wgmitm)\n"
@@ -88,7 +89,11 @@ static int open_state(struct state *st, bool create)
 
 /* getopt_long over argv[0..] where argv[0] is the command word. */
 /* optind = 0 makes glibc re-initialise its scanner (permutation state included). */
-static void reset_getopt(void) { optind = 0; opterr = 1; }
+static void reset_getopt(void)
+{
+	optind = 0;
+	opterr = 1;
+}
 
 /* --- run --- */
 
@@ -146,7 +151,9 @@ static const struct command cmd_run_def;
 
 static int cmd_run(int argc, char **argv)
 {
-	struct daemon_options o = { .under_load_threshold = -1, .auto_passthrough_s = -1, .body_cap = -1 };
+	struct daemon_options o = { .under_load_threshold = -1,
+				    .auto_passthrough_s = -1,
+				    .body_cap = -1 };
 	static const struct option longopts[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "endpoint", required_argument, NULL, 'e' },
@@ -176,10 +183,13 @@ static int cmd_run(int argc, char **argv)
 		switch (c) {
 		case 'l':
 			if (o.nlisten == DAEMON_MAX_LISTEN)
-				return usage_error(&cmd_run_def, "too many --listen addresses%s", "");
+				return usage_error(&cmd_run_def, "too many --listen addresses%s",
+						   "");
 			if (parse_listen(optarg, &o.listen[o.nlisten]) < 0)
-				return usage_error(&cmd_run_def,
-						   "--listen \"%s\": expected ADDR:PORT or [ADDR6]:PORT", optarg);
+				return usage_error(
+					&cmd_run_def,
+					"--listen \"%s\": expected ADDR:PORT or [ADDR6]:PORT",
+					optarg);
 			o.nlisten++;
 			break;
 		case 'e':
@@ -187,36 +197,50 @@ static int cmd_run(int argc, char **argv)
 			break;
 		case 's':
 			if (parse_uint(optarg, 86400, &v) < 0)
-				return usage_error(&cmd_run_def, "--stats-interval \"%s\": expected seconds", optarg);
+				return usage_error(&cmd_run_def,
+						   "--stats-interval \"%s\": expected seconds",
+						   optarg);
 			o.stats_interval_ms = v * 1000;
 			break;
 		case 'd':
 			if (o.ndns_upstream == DAEMON_MAX_DNS)
-				return usage_error(&cmd_run_def, "too many --dns-upstream addresses%s", "");
+				return usage_error(&cmd_run_def,
+						   "too many --dns-upstream addresses%s", "");
 			o.dns_upstream[o.ndns_upstream++] = optarg;
 			break;
 		case 'P':
 			if (parse_uint(optarg, 65535, &v) < 0 || v == 0)
-				return usage_error(&cmd_run_def, "--allow-host-port \"%s\": expected a port", optarg);
+				return usage_error(&cmd_run_def,
+						   "--allow-host-port \"%s\": expected a port",
+						   optarg);
 			if (o.nhost_ports == DAEMON_MAX_HOST_PORTS)
-				return usage_error(&cmd_run_def, "too many --allow-host-port ports%s", "");
+				return usage_error(&cmd_run_def,
+						   "too many --allow-host-port ports%s", "");
 			o.host_ports[o.nhost_ports++] = (uint16_t)v;
 			break;
 		case 'M':
 			if (parse_uint(optarg, 1000000, &v) < 0 || v == 0)
-				return usage_error(&cmd_run_def, "--max-connections \"%s\": expected a positive number", optarg);
+				return usage_error(
+					&cmd_run_def,
+					"--max-connections \"%s\": expected a positive number",
+					optarg);
 			o.max_tcp = (uint32_t)v;
 			break;
 		case 'm':
 			if (parse_uint(optarg, 1000000, &v) < 0 || v == 0)
-				return usage_error(&cmd_run_def, "--max-connections-per-peer \"%s\": expected a positive number", optarg);
+				return usage_error(&cmd_run_def,
+						   "--max-connections-per-peer \"%s\": expected a "
+						   "positive number",
+						   optarg);
 			o.max_tcp_per_peer = (uint32_t)v;
 			break;
 		case 'C':
 			if (o.nupstream_ca == DAEMON_MAX_UPSTREAM_CA)
-				return usage_error(&cmd_run_def, "too many --upstream-ca files%s", "");
+				return usage_error(&cmd_run_def, "too many --upstream-ca files%s",
+						   "");
 			if (access(optarg, R_OK) != 0)
-				return usage_error(&cmd_run_def, "--upstream-ca \"%s\": cannot read it", optarg);
+				return usage_error(&cmd_run_def,
+						   "--upstream-ca \"%s\": cannot read it", optarg);
 			o.upstream_ca[o.nupstream_ca++] = optarg;
 			break;
 		case 'I':
@@ -224,17 +248,23 @@ static int cmd_run(int argc, char **argv)
 			break;
 		case 'p':
 			if (o.npassthrough == DAEMON_MAX_PASSTHROUGH)
-				return usage_error(&cmd_run_def, "too many --passthrough patterns%s", "");
+				return usage_error(&cmd_run_def,
+						   "too many --passthrough patterns%s", "");
 			o.passthrough[o.npassthrough++] = optarg;
 			break;
 		case 'A':
 			if (parse_uint(optarg, 30 * 86400, &v) < 0)
-				return usage_error(&cmd_run_def, "--auto-passthrough \"%s\": expected seconds", optarg);
+				return usage_error(&cmd_run_def,
+						   "--auto-passthrough \"%s\": expected seconds",
+						   optarg);
 			o.auto_passthrough_s = (long)v;
 			break;
 		case 'b':
 			if (parse_uint(optarg, 16ul * 1024 * 1024, &v) < 0)
-				return usage_error(&cmd_run_def, "--body-cap \"%s\": expected bytes, at most 16 MiB", optarg);
+				return usage_error(
+					&cmd_run_def,
+					"--body-cap \"%s\": expected bytes, at most 16 MiB",
+					optarg);
 			o.body_cap = (long)v; /* 0: bodies are counted, not kept */
 			break;
 		case 'N':
@@ -242,17 +272,30 @@ static int cmd_run(int argc, char **argv)
 			break;
 		case 'Q':
 			if (strcmp(optarg, "refuse") != 0 && strcmp(optarg, "passthrough") != 0)
-				return usage_error(&cmd_run_def, "--quic \"%s\": expected refuse or passthrough", optarg);
+				return usage_error(&cmd_run_def,
+						   "--quic \"%s\": expected refuse or passthrough",
+						   optarg);
 			o.quic_passthrough = strcmp(optarg, "passthrough") == 0;
 			break;
-		case 'R': case 'J': case 'K': case 'T': case 'U':
+		case 'R':
+		case 'J':
+		case 'K':
+		case 'T':
+		case 'U':
 			if (parse_uint(optarg, 1000000, &v) < 0 || (c != 'U' && v == 0))
-				return usage_error(&cmd_run_def, "debug timer \"%s\": expected a positive number", optarg);
-			if (c == 'R') o.rekey_after_time_s = (unsigned)v;
-			if (c == 'J') o.reject_after_time_s = (unsigned)v;
-			if (c == 'K') o.keepalive_timeout_s = (unsigned)v;
-			if (c == 'T') o.rekey_timeout_s = (unsigned)v;
-			if (c == 'U') o.under_load_threshold = (int)v;
+				return usage_error(&cmd_run_def,
+						   "debug timer \"%s\": expected a positive number",
+						   optarg);
+			if (c == 'R')
+				o.rekey_after_time_s = (unsigned)v;
+			if (c == 'J')
+				o.reject_after_time_s = (unsigned)v;
+			if (c == 'K')
+				o.keepalive_timeout_s = (unsigned)v;
+			if (c == 'T')
+				o.rekey_timeout_s = (unsigned)v;
+			if (c == 'U')
+				o.under_load_threshold = (int)v;
 			break;
 		default:
 			fprintf(stderr, "usage: %s\n", cmd_run_def.usage);
@@ -273,8 +316,10 @@ static int cmd_run(int argc, char **argv)
 }
 
 static const struct command cmd_run_def = {
-	"run", cmd_run,
-	"wgmitm run [--listen ADDR:PORT]... [--endpoint HOST[:PORT]] [--dns-upstream ADDR[:PORT]]...\n"
+	"run",
+	cmd_run,
+	"wgmitm run [--listen ADDR:PORT]... [--endpoint HOST[:PORT]] [--dns-upstream "
+	"ADDR[:PORT]]...\n"
 	"                  [--allow-host-port PORT]... [--max-connections N]\n"
 	"                  [--max-connections-per-peer N] [--stats-interval S]\n"
 	"                  [--upstream-ca FILE]... [--insecure-upstream] [--passthrough GLOB]...\n"
@@ -350,19 +395,34 @@ static int cmd_peer_add(int argc, char **argv)
 	int c;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'e': endpoint = optarg; break;
-		case 'p': png = optarg; break;
-		case 's': svg = optarg; break;
-		case 'a': allowed = optarg; break;
-		case 'i': apps = optarg; break;
-		case 'x': xapps = optarg; break;
+		case 'e':
+			endpoint = optarg;
+			break;
+		case 'p':
+			png = optarg;
+			break;
+		case 's':
+			svg = optarg;
+			break;
+		case 'a':
+			allowed = optarg;
+			break;
+		case 'i':
+			apps = optarg;
+			break;
+		case 'x':
+			xapps = optarg;
+			break;
 		case 'm':
 			if (parse_uint(optarg, 9000, &mtu) < 0 || mtu < 1280)
-				return usage_error(self, "--mtu \"%s\": expected 1280 to 9000", optarg);
+				return usage_error(self, "--mtu \"%s\": expected 1280 to 9000",
+						   optarg);
 			break;
 		case 'k':
 			if (parse_uint(optarg, 65535, &keepalive) < 0)
-				return usage_error(self, "--keepalive \"%s\": expected seconds (0 = off)", optarg);
+				return usage_error(self,
+						   "--keepalive \"%s\": expected seconds (0 = off)",
+						   optarg);
 			break;
 		default:
 			fprintf(stderr, "usage: %s\n", self->usage);
@@ -380,7 +440,8 @@ static int cmd_peer_add(int argc, char **argv)
 	if (open_state(&st, true) < 0)
 		return 1;
 	int status = 1;
-	if (state_lock(&st, err, sizeof(err)) < 0 || state_reload_peers(&st, err, sizeof(err)) < 0) {
+	if (state_lock(&st, err, sizeof(err)) < 0 ||
+	    state_reload_peers(&st, err, sizeof(err)) < 0) {
 		fprintf(stderr, "wgmitm: %s\n", err);
 		goto out;
 	}
@@ -391,10 +452,14 @@ static int cmd_peer_add(int argc, char **argv)
 	}
 	p->mtu = (uint16_t)mtu;
 	p->keepalive = (uint16_t)keepalive;
-	if ((endpoint && (size_t)snprintf(p->endpoint, sizeof(p->endpoint), "%s", endpoint) >= sizeof(p->endpoint)) ||
-	    (allowed && (size_t)snprintf(p->allowed_ips, sizeof(p->allowed_ips), "%s", allowed) >= sizeof(p->allowed_ips)) ||
-	    (apps && (size_t)snprintf(p->include_apps, sizeof(p->include_apps), "%s", apps) >= sizeof(p->include_apps)) ||
-	    (xapps && (size_t)snprintf(p->exclude_apps, sizeof(p->exclude_apps), "%s", xapps) >= sizeof(p->exclude_apps))) {
+	if ((endpoint && (size_t)snprintf(p->endpoint, sizeof(p->endpoint), "%s", endpoint) >=
+				 sizeof(p->endpoint)) ||
+	    (allowed && (size_t)snprintf(p->allowed_ips, sizeof(p->allowed_ips), "%s", allowed) >=
+				sizeof(p->allowed_ips)) ||
+	    (apps && (size_t)snprintf(p->include_apps, sizeof(p->include_apps), "%s", apps) >=
+			     sizeof(p->include_apps)) ||
+	    (xapps && (size_t)snprintf(p->exclude_apps, sizeof(p->exclude_apps), "%s", xapps) >=
+			      sizeof(p->exclude_apps))) {
 		fprintf(stderr, "wgmitm: an option value is too long\n");
 		goto out;
 	}
@@ -461,7 +526,8 @@ static int no_options(const struct command *self, int argc, char **argv)
 static int cmd_peer_config(int argc, char **argv)
 {
 	const struct command *self = peer_cmd("config");
-	static const struct option longopts[] = { { "endpoint", required_argument, NULL, 'e' }, { 0 } };
+	static const struct option longopts[] = { { "endpoint", required_argument, NULL, 'e' },
+						  { 0 } };
 	const char *endpoint = NULL;
 	reset_getopt();
 	int c;
@@ -590,7 +656,8 @@ static int cmd_peer_remove(int argc, char **argv)
 	if (open_state(&st, false) < 0)
 		return 1;
 	int status = 1;
-	if (state_lock(&st, err, sizeof(err)) < 0 || state_reload_peers(&st, err, sizeof(err)) < 0) {
+	if (state_lock(&st, err, sizeof(err)) < 0 ||
+	    state_reload_peers(&st, err, sizeof(err)) < 0) {
 		fprintf(stderr, "wgmitm: %s\n", err);
 	} else if (state_peer_remove(&st, argv[optind]) < 0) {
 		fprintf(stderr, "wgmitm: no peer named \"%s\" in %s\n", argv[optind], st.home);
@@ -607,7 +674,8 @@ static int cmd_peer_remove(int argc, char **argv)
 static const struct command peer_cmds[] = {
 	{ "add", cmd_peer_add,
 	  "wgmitm peer add NAME [--endpoint HOST[:PORT]] [--qr-png FILE] [--qr-svg FILE]\n"
-	  "                     [--allowed-ips CIDR,...] [--apps PKG,... | --exclude-apps PKG,...]\n"
+	  "                     [--allowed-ips CIDR,...] [--apps PKG,... | --exclude-apps "
+	  "PKG,...]\n"
 	  "                     [--mtu N] [--keepalive S]",
 	  "Create a peer with its own key pair, preshared key and tunnel addresses,\n"
 	  "then print its config and a QR code to scan with the WireGuard app.\n"
@@ -619,12 +687,14 @@ static const struct command peer_cmds[] = {
 	  "                           wgmitm (default 0.0.0.0/0, ::/0: everything)\n"
 	  "  --apps PKG,...           Android: only these apps use the tunnel\n"
 	  "  --exclude-apps PKG,...   Android: every app except these uses the tunnel\n"
-	  "  --mtu N                  tunnel MTU (default 1420; 1280 for troublesome mobile networks)\n"
+	  "  --mtu N                  tunnel MTU (default 1420; 1280 for troublesome mobile "
+	  "networks)\n"
 	  "  --keepalive S            client PersistentKeepalive (default 25, 0 = off)\n" },
 	{ "config", cmd_peer_config, "wgmitm peer config NAME [--endpoint HOST[:PORT]]",
 	  "Write exactly the peer's wg-quick config to stdout, e.g.\n"
 	  "  wgmitm peer config phone > phone.conf\n" },
-	{ "list", cmd_peer_list, "wgmitm peer list", "List the peers with their addresses and public keys.\n" },
+	{ "list", cmd_peer_list, "wgmitm peer list",
+	  "List the peers with their addresses and public keys.\n" },
 	{ "show", cmd_peer_show, "wgmitm peer show NAME [--qr]",
 	  "Show a peer's settings; --qr also prints its config and QR code.\n" },
 	{ "remove", cmd_peer_remove, "wgmitm peer remove NAME",
@@ -655,7 +725,8 @@ static int cmd_peer(int argc, char **argv)
 	}
 	const struct command *c = peer_cmd(argv[1]);
 	if (!c) {
-		fprintf(stderr, "wgmitm: unknown command \"peer %s\" (see `wgmitm peer --help`)\n", argv[1]);
+		fprintf(stderr, "wgmitm: unknown command \"peer %s\" (see `wgmitm peer --help`)\n",
+			argv[1]);
 		return 2;
 	}
 	if (wants_help(argc - 1, argv + 1)) {
@@ -665,7 +736,10 @@ static int cmd_peer(int argc, char **argv)
 	return c->run(argc - 1, argv + 1);
 }
 
-static int cmd_ca(int argc, char **argv) { return cacmd_main(argc, argv, home_override); }
+static int cmd_ca(int argc, char **argv)
+{
+	return cacmd_main(argc, argv, home_override);
+}
 
 static int cmd_export(int argc, char **argv)
 {
@@ -683,24 +757,34 @@ static const struct command commands[] = {
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "home", required_argument, NULL, 'H' },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "version", no_argument, NULL, 'V' },
-		{ "help", no_argument, NULL, 'h' },
-		{ 0 },
+		{ "home", required_argument, NULL, 'H' }, { "verbose", no_argument, NULL, 'v' },
+		{ "quiet", no_argument, NULL, 'q' },      { "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },       { 0 },
 	};
 	int verbosity = LOG_INFO;
 	int c;
 	/* '+' stops at the command word: its options belong to it. */
 	while ((c = getopt_long(argc, argv, "+vqh", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'H': home_override = optarg; break;
-		case 'v': if (verbosity < LOG_TRACE) verbosity++; break;
-		case 'q': verbosity = LOG_ERROR; break;
-		case 'V': printf("wgmitm %s\n", WGMITM_VERSION); return 0;
-		case 'h': fputs(main_usage, stdout); return 0;
-		default: fputs(main_usage, stderr); return 2;
+		case 'H':
+			home_override = optarg;
+			break;
+		case 'v':
+			if (verbosity < LOG_TRACE)
+				verbosity++;
+			break;
+		case 'q':
+			verbosity = LOG_ERROR;
+			break;
+		case 'V':
+			printf("wgmitm %s\n", WGMITM_VERSION);
+			return 0;
+		case 'h':
+			fputs(main_usage, stdout);
+			return 0;
+		default:
+			fputs(main_usage, stderr);
+			return 2;
 		}
 	}
 	log_set_level((enum log_level)verbosity);

@@ -33,14 +33,15 @@ int peerconf_endpoint(const struct state *st, const struct state_peer *p, const 
 	int n = qr_endpoint_detect(st->port, cand, MAX_CANDIDATES);
 	if (n <= 0) {
 		snprintf(err, errlen,
-			 "cannot detect an address a phone could reach (%s); give one with --endpoint HOST[:PORT]",
+			 "cannot detect an address a phone could reach (%s); give one with "
+			 "--endpoint HOST[:PORT]",
 			 n < 0 ? strerror(-n) : "no usable interface address");
 		return n < 0 ? n : -EADDRNOTAVAIL;
 	}
 	snprintf(out, outlen, "%s", cand[0].text);
 	if (others && n > 1) {
-		fprintf(others, "# endpoint %s (%s) was detected; other addresses of this host:", cand[0].text,
-			cand[0].ifname);
+		fprintf(others, "# endpoint %s (%s) was detected; other addresses of this host:",
+			cand[0].text, cand[0].ifname);
 		for (int i = 1; i < n; i++)
 			fprintf(others, " %s (%s)", cand[i].text, cand[i].ifname);
 		fprintf(others, "\n# use --endpoint HOST[:PORT] to pick another\n");
@@ -127,7 +128,8 @@ char *peerconf_render(const struct state *st, const struct state_peer *p, const 
 	}
 	if (*p->allowed_ips) {
 		c->n_allowed = 0;
-		if ((rc = split_list(p->allowed_ips, err, errlen, "allowed IPs", add_allowed, c)) < 0)
+		if ((rc = split_list(p->allowed_ips, err, errlen, "allowed IPs", add_allowed, c)) <
+		    0)
 			goto out;
 		if (c->n_allowed == 0) {
 			snprintf(err, errlen, "allowed IPs: the list is empty");
@@ -172,13 +174,14 @@ int peerconf_print(const struct state *st, const struct state_peer *p, const cha
 	rc = qr_code_encode_for_terminal(&code, text, strlen(text), 80, &quiet);
 	if (rc == 0)
 		/* Escapes only for a terminal: a log file gets plain blocks. */
-		rc = qr_code_write_terminal(&code, out, isatty(fileno(out)) ? QR_TERM_ANSI : QR_TERM_PLAIN,
-					    quiet);
+		rc = qr_code_write_terminal(
+			&code, out, isatty(fileno(out)) ? QR_TERM_ANSI : QR_TERM_PLAIN, quiet);
 	qr_code_free(&code);
 	if (rc < 0)
 		snprintf(err, errlen, "cannot print the QR code: %s", qr_code_strerror(rc));
-	fprintf(out, "\nScan it in the WireGuard app: + > Scan from QR code.\n"
-		     "`wgmitm peer config %s > %s.conf` writes the config as a file.\n",
+	fprintf(out,
+		"\nScan it in the WireGuard app: + > Scan from QR code.\n"
+		"`wgmitm peer config %s > %s.conf` writes the config as a file.\n",
 		p->name, p->name);
 	sodium_memzero(text, strlen(text));
 	free(text);

@@ -20,7 +20,7 @@
 #define STATE_VERSION 1
 
 static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+	__attribute__((format(printf, 4, 5)));
 static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 {
 	va_list ap;
@@ -143,7 +143,8 @@ static int read_string(const struct reader *r, json_t *obj, const char *key, boo
 			    r->where, *r->where ? ": " : "", key);
 	}
 	if (!json_is_string(v) || json_string_length(v) >= outlen)
-		return fail(r->err, r->errlen, -EINVAL, "%s: %s%sfield \"%s\" must be a string of at most %zu characters",
+		return fail(r->err, r->errlen, -EINVAL,
+			    "%s: %s%sfield \"%s\" must be a string of at most %zu characters",
 			    r->path, r->where, *r->where ? ": " : "", key, outlen - 1);
 	memcpy(out, json_string_value(v), json_string_length(v) + 1);
 	if (strlen(out) != json_string_length(v))
@@ -152,7 +153,8 @@ static int read_string(const struct reader *r, json_t *obj, const char *key, boo
 	return 0;
 }
 
-static int read_key(const struct reader *r, json_t *obj, const char *key, uint8_t out[STATE_KEY_LEN])
+static int read_key(const struct reader *r, json_t *obj, const char *key,
+		    uint8_t out[STATE_KEY_LEN])
 {
 	char b64[64];
 	int rc = read_string(r, obj, key, true, b64, sizeof(b64));
@@ -160,8 +162,8 @@ static int read_key(const struct reader *r, json_t *obj, const char *key, uint8_
 		return rc;
 	if (state_key_from_base64(b64, out) < 0)
 		return fail(r->err, r->errlen, -EINVAL,
-			    "%s: %s%sfield \"%s\" is not a base64 key of 32 bytes", r->path, r->where,
-			    *r->where ? ": " : "", key);
+			    "%s: %s%sfield \"%s\" is not a base64 key of 32 bytes", r->path,
+			    r->where, *r->where ? ": " : "", key);
 	return 0;
 }
 
@@ -230,9 +232,9 @@ static int create_server(struct state *st, const char *path, char *err, size_t e
 	state_generate_private_key(st->private_key);
 	char b64[45];
 	state_key_to_base64(st->private_key, b64);
-	json_t *root = json_pack("{s:i, s:s, s:s, s:s, s:i}", "version", STATE_VERSION,
-				 "private_key", b64, "pool4", STATE_DEFAULT_POOL4, "pool6", pool6,
-				 "port", STATE_DEFAULT_PORT);
+	json_t *root =
+		json_pack("{s:i, s:s, s:s, s:s, s:i}", "version", STATE_VERSION, "private_key", b64,
+			  "pool4", STATE_DEFAULT_POOL4, "pool6", pool6, "port", STATE_DEFAULT_PORT);
 	sodium_memzero(b64, sizeof(b64));
 	if (!root)
 		return fail(err, errlen, -ENOMEM, "out of memory");
@@ -257,13 +259,15 @@ static int load_server(struct state *st, const char *path, char *err, size_t err
 		goto out;
 	if (addrpool_parse4(pool4, &st->pool.net4, &st->pool.prefix4) < 0) {
 		rc = fail(err, errlen, -EINVAL,
-			  "%s: field \"pool4\" must be an IPv4 network from /8 to /30 with zero host bits, not \"%s\"",
+			  "%s: field \"pool4\" must be an IPv4 network from /8 to /30 with zero "
+			  "host bits, not \"%s\"",
 			  path, pool4);
 		goto out;
 	}
 	if (addrpool_parse6(pool6, &st->pool.net6, &st->pool.prefix6) < 0) {
 		rc = fail(err, errlen, -EINVAL,
-			  "%s: field \"pool6\" must be an IPv6 network from /48 to /96 with zero host bits, not \"%s\"",
+			  "%s: field \"pool6\" must be an IPv6 network from /48 to /96 with zero "
+			  "host bits, not \"%s\"",
 			  path, pool6);
 		goto out;
 	}
@@ -299,19 +303,25 @@ static int parse_peer(struct state *st, const struct reader *base, json_t *obj, 
 	    (rc = read_string(&r, obj, "address4", true, a4, sizeof(a4))) < 0 ||
 	    (rc = read_string(&r, obj, "address6", true, a6, sizeof(a6))) < 0 ||
 	    (rc = read_string(&r, obj, "endpoint", false, p->endpoint, sizeof(p->endpoint))) < 0 ||
-	    (rc = read_string(&r, obj, "allowed_ips", false, p->allowed_ips, sizeof(p->allowed_ips))) < 0 ||
-	    (rc = read_string(&r, obj, "include_apps", false, p->include_apps, sizeof(p->include_apps))) < 0 ||
-	    (rc = read_string(&r, obj, "exclude_apps", false, p->exclude_apps, sizeof(p->exclude_apps))) < 0 ||
+	    (rc = read_string(&r, obj, "allowed_ips", false, p->allowed_ips,
+			      sizeof(p->allowed_ips))) < 0 ||
+	    (rc = read_string(&r, obj, "include_apps", false, p->include_apps,
+			      sizeof(p->include_apps))) < 0 ||
+	    (rc = read_string(&r, obj, "exclude_apps", false, p->exclude_apps,
+			      sizeof(p->exclude_apps))) < 0 ||
 	    (rc = read_uint(&r, obj, "mtu", 1280, 9000, STATE_DEFAULT_MTU, &mtu)) < 0 ||
-	    (rc = read_uint(&r, obj, "keepalive", 0, 65535, STATE_DEFAULT_KEEPALIVE, &keepalive)) < 0 ||
+	    (rc = read_uint(&r, obj, "keepalive", 0, 65535, STATE_DEFAULT_KEEPALIVE, &keepalive)) <
+		    0 ||
 	    (rc = read_uint(&r, obj, "created", 0, INT64_MAX, 0, &created)) < 0)
 		return rc;
 	if (inet_pton(AF_INET, a4, &p->addr4) != 1 || !addrpool_contains4(&st->pool, p->addr4))
 		return fail(r.err, r.errlen, -EINVAL,
-			    "%s: %s: address4 \"%s\" is not an IPv4 address inside pool4", r.path, where, a4);
+			    "%s: %s: address4 \"%s\" is not an IPv4 address inside pool4", r.path,
+			    where, a4);
 	if (inet_pton(AF_INET6, a6, &p->addr6) != 1 || !addrpool_contains6(&st->pool, &p->addr6))
 		return fail(r.err, r.errlen, -EINVAL,
-			    "%s: %s: address6 \"%s\" is not an IPv6 address inside pool6", r.path, where, a6);
+			    "%s: %s: address6 \"%s\" is not an IPv6 address inside pool6", r.path,
+			    where, a6);
 	p->mtu = (uint16_t)mtu;
 	p->keepalive = (uint16_t)keepalive;
 	p->created = created;
@@ -337,9 +347,11 @@ static int check_unique(const struct state *st, const struct state_peer *peers, 
 				what = "name";
 			else if (peers[i].addr4.s_addr == peers[j].addr4.s_addr)
 				what = "address4";
-			else if (memcmp(&peers[i].addr6, &peers[j].addr6, sizeof(peers[i].addr6)) == 0)
+			else if (memcmp(&peers[i].addr6, &peers[j].addr6, sizeof(peers[i].addr6)) ==
+				 0)
 				what = "address6";
-			else if (sodium_memcmp(peers[i].public_key, peers[j].public_key, STATE_KEY_LEN) == 0)
+			else if (sodium_memcmp(peers[i].public_key, peers[j].public_key,
+					       STATE_KEY_LEN) == 0)
 				what = "private_key";
 			if (what)
 				return fail(err, errlen, -EINVAL,
@@ -408,9 +420,12 @@ int state_open(struct state *st, const char *home, bool create, char *err, size_
 	if (stat(home, &sb) < 0) {
 		if (errno != ENOENT || !create)
 			return fail(err, errlen, -errno, "%s: %s%s", home, strerror(errno),
-				    errno == ENOENT ? " (run `wgmitm run` or `wgmitm peer add` first)" : "");
+				    errno == ENOENT
+					    ? " (run `wgmitm run` or `wgmitm peer add` first)"
+					    : "");
 		if (mkdir(home, 0700) < 0 && errno != EEXIST)
-			return fail(err, errlen, -errno, "%s: cannot create: %s", home, strerror(errno));
+			return fail(err, errlen, -errno, "%s: cannot create: %s", home,
+				    strerror(errno));
 	} else if (!S_ISDIR(sb.st_mode)) {
 		return fail(err, errlen, -ENOTDIR, "%s: not a directory", home);
 	}
@@ -419,7 +434,8 @@ int state_open(struct state *st, const char *home, bool create, char *err, size_
 	int rc = 0;
 	if (access(path, F_OK) != 0) {
 		if (!create)
-			return fail(err, errlen, -ENOENT, "%s: does not exist (run `wgmitm run` first)", path);
+			return fail(err, errlen, -ENOENT,
+				    "%s: does not exist (run `wgmitm run` first)", path);
 		rc = state_lock(st, err, errlen);
 		/* Another process may have created it while we waited for the lock. */
 		if (rc == 0 && access(path, F_OK) != 0)
@@ -526,7 +542,8 @@ int state_peer_create(struct state *st, const char *name, struct state_peer **ou
 {
 	if (!state_name_valid(name))
 		return fail(err, errlen, -EINVAL,
-			    "peer name \"%s\": use 1 to %d letters, digits, '.', '_' or '-', not starting with '-' or '.'",
+			    "peer name \"%s\": use 1 to %d letters, digits, '.', '_' or '-', not "
+			    "starting with '-' or '.'",
 			    name, STATE_NAME_MAX);
 	if (state_peer_find(st, name))
 		return fail(err, errlen, -EEXIST, "peer \"%s\" already exists", name);
@@ -540,7 +557,8 @@ int state_peer_create(struct state *st, const char *name, struct state_peer **ou
 	int rc = addrpool_allocate(&st->pool, used, st->npeers, &a4, &a6);
 	free(used);
 	if (rc < 0)
-		return fail(err, errlen, rc, "the address pool in %s/server.json is full", st->home);
+		return fail(err, errlen, rc, "the address pool in %s/server.json is full",
+			    st->home);
 	struct state_peer *peers = realloc(st->peers, (st->npeers + 1) * sizeof(*peers));
 	if (!peers)
 		return fail(err, errlen, -ENOMEM, "out of memory");

@@ -33,13 +33,13 @@ struct state_peer {
 	uint8_t preshared_key[STATE_KEY_LEN];
 	struct in_addr addr4;
 	struct in6_addr addr6;
-	char endpoint[300];                    /* "" = detect when rendering */
-	char allowed_ips[STATE_LIST_MAX];      /* what the client routes into the tunnel */
-	char include_apps[STATE_LIST_MAX];     /* Android IncludedApplications */
-	char exclude_apps[STATE_LIST_MAX];     /* Android ExcludedApplications */
+	char endpoint[300];                /* "" = detect when rendering */
+	char allowed_ips[STATE_LIST_MAX];  /* what the client routes into the tunnel */
+	char include_apps[STATE_LIST_MAX]; /* Android IncludedApplications */
+	char exclude_apps[STATE_LIST_MAX]; /* Android ExcludedApplications */
 	uint16_t mtu;
-	uint16_t keepalive;                    /* client PersistentKeepalive, 0 = off */
-	int64_t created;                       /* unix seconds */
+	uint16_t keepalive; /* client PersistentKeepalive, 0 = off */
+	int64_t created;    /* unix seconds */
 };
 
 struct state {

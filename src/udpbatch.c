@@ -44,8 +44,8 @@ void udpbatch_flush(struct udpbatch *b)
 	b->n = 0;
 }
 
-void udpbatch_add(struct udpbatch *b, const struct sockaddr *to, socklen_t tolen, const uint8_t *data,
-		  size_t len)
+void udpbatch_add(struct udpbatch *b, const struct sockaddr *to, socklen_t tolen,
+		  const uint8_t *data, size_t len)
 {
 	if (len > UDPBATCH_SLOT || tolen > sizeof(b->to[0])) {
 		udpbatch_flush(b); /* keep the order */

@@ -23,8 +23,8 @@ struct udpbatch {
 
 void udpbatch_init(struct udpbatch *b, int fd);
 /* Copies the datagram into the batch (flushing first when full). */
-void udpbatch_add(struct udpbatch *b, const struct sockaddr *to, socklen_t tolen, const uint8_t *data,
-		  size_t len);
+void udpbatch_add(struct udpbatch *b, const struct sockaddr *to, socklen_t tolen,
+		  const uint8_t *data, size_t len);
 /* Sends what is queued. Datagrams the socket refuses (EAGAIN: its buffer is
  * full) are dropped and counted, as a full NIC queue would drop them. */
 void udpbatch_flush(struct udpbatch *b);

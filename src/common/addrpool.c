@@ -40,7 +40,8 @@ int addrpool_parse6(const char *cidr, struct in6_addr *net, uint8_t *prefix)
 {
 	char addr[INET6_ADDRSTRLEN];
 	long p;
-	if (split_cidr(cidr, addr, sizeof(addr), &p, 128) < 0 || inet_pton(AF_INET6, addr, net) != 1)
+	if (split_cidr(cidr, addr, sizeof(addr), &p, 128) < 0 ||
+	    inet_pton(AF_INET6, addr, net) != 1)
 		return -EINVAL;
 	/* Host numbers are 32 bits wide and sit in the last four bytes. */
 	if (p < 48 || p > 96)

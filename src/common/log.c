@@ -8,8 +8,14 @@
 static enum log_level current_level = LOG_INFO;
 static const char *const level_names[] = { "error", "warn", "info", "debug", "trace" };
 
-void log_set_level(enum log_level level) { current_level = level; }
-enum log_level log_get_level(void) { return current_level; }
+void log_set_level(enum log_level level)
+{
+	current_level = level;
+}
+enum log_level log_get_level(void)
+{
+	return current_level;
+}
 
 int log_level_parse(const char *name)
 {
@@ -36,5 +42,6 @@ void log_write(enum log_level level, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "%s.%03ldZ %-5s %s\n", stamp, ts.tv_nsec / 1000000L, level_names[level], msg);
+	fprintf(stderr, "%s.%03ldZ %-5s %s\n", stamp, ts.tv_nsec / 1000000L, level_names[level],
+		msg);
 }

@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+	__attribute__((format(printf, 4, 5)));
 static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 {
 	va_list ap;
@@ -58,8 +58,9 @@ void ca_key_describe(EVP_PKEY *key, char *out, size_t outlen)
 	case EVP_PKEY_EC:
 		EVP_PKEY_get_group_name(key, group, sizeof(group), NULL);
 		snprintf(out, outlen, "EC %s",
-			 strcmp(group, "prime256v1") == 0 ? "P-256" :
-			 strcmp(group, "secp384r1") == 0 ? "P-384" : group);
+			 strcmp(group, "prime256v1") == 0  ? "P-256"
+			 : strcmp(group, "secp384r1") == 0 ? "P-384"
+							   : group);
 		break;
 	case EVP_PKEY_RSA:
 		snprintf(out, outlen, "RSA %d", EVP_PKEY_get_bits(key));
@@ -108,14 +109,15 @@ int ca_generate(X509 **cert_out, EVP_PKEY **key_out, char *err, size_t errlen)
 	if (RAND_bytes(id, sizeof(id)) != 1)
 		goto fail;
 	char cn[128];
-	snprintf(cn, sizeof(cn), "wgmitm CA %.40s %02x%02x%02x%02x", host, id[0], id[1], id[2], id[3]);
+	snprintf(cn, sizeof(cn), "wgmitm CA %.40s %02x%02x%02x%02x", host, id[0], id[1], id[2],
+		 id[3]);
 
 	X509_NAME *name = X509_get_subject_name(cert);
 	if (!X509_set_version(cert, X509_VERSION_3) || random_serial(cert) < 0 ||
-	    !X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, (const unsigned char *)"wgmitm", -1,
+	    !X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, (const unsigned char *)"wgmitm",
+					-1, -1, 0) ||
+	    !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1,
 					-1, 0) ||
-	    !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1,
-					0) ||
 	    !X509_set_issuer_name(cert, name) ||
 	    /* A day back: a phone whose clock is a little behind still accepts it. */
 	    !X509_gmtime_adj(X509_getm_notBefore(cert), -86400) ||
@@ -154,7 +156,8 @@ int ca_check(X509 *cert, EVP_PKEY *key, const char *what, char *err, size_t errl
 	if ((flags & EXFLAG_KUSAGE) && !(X509_get_key_usage(cert) & KU_KEY_CERT_SIGN))
 		return fail(err, errlen, -EINVAL, "%s: keyUsage lacks keyCertSign", what);
 	if (X509_cmp_current_time(X509_get0_notBefore(cert)) >= 0)
-		return fail(err, errlen, -EINVAL, "%s: not valid yet (notBefore is in the future)", what);
+		return fail(err, errlen, -EINVAL, "%s: not valid yet (notBefore is in the future)",
+			    what);
 	if (X509_cmp_current_time(X509_get0_notAfter(cert)) <= 0)
 		return fail(err, errlen, -EINVAL, "%s: expired (notAfter is in the past)", what);
 	int type = EVP_PKEY_get_base_id(key);
@@ -166,8 +169,8 @@ int ca_check(X509 *cert, EVP_PKEY *key, const char *what, char *err, size_t errl
 			    what, EVP_PKEY_get_bits(key));
 	if (X509_check_private_key(cert, key) != 1) {
 		ERR_clear_error();
-		return fail(err, errlen, -EINVAL, "%s: the private key does not match the certificate",
-			    what);
+		return fail(err, errlen, -EINVAL,
+			    "%s: the private key does not match the certificate", what);
 	}
 	return 0;
 }
@@ -184,7 +187,8 @@ static int read_file(const char *path, unsigned char **data, size_t *len, char *
 		if (n == cap) {
 			/* Certificates and keys are small; anything larger is not one. */
 			if (cap >= (1u << 20)) {
-				rc = fail(err, errlen, -EFBIG, "%s: too large for a certificate or key", path);
+				rc = fail(err, errlen, -EFBIG,
+					  "%s: too large for a certificate or key", path);
 				break;
 			}
 			unsigned char *bigger = OPENSSL_secure_malloc(cap * 2);
@@ -255,8 +259,8 @@ static int load_key(const char *path, EVP_PKEY **out, char *err, size_t errlen)
 	OPENSSL_secure_clear_free(data, (size_t)cap);
 	ERR_clear_error();
 	if (!key)
-		return fail(err, errlen, -EINVAL,
-			    "%s: not an unencrypted private key (PEM or DER)", path);
+		return fail(err, errlen, -EINVAL, "%s: not an unencrypted private key (PEM or DER)",
+			    path);
 	*out = key;
 	return 0;
 }
@@ -269,7 +273,8 @@ static int save_pair(const struct ca *ca, X509 *cert, EVP_PKEY *key, char *err, 
 	BIO *cb = BIO_new(BIO_s_mem());
 	if (!kb || !cb || !PEM_write_bio_PrivateKey(kb, key, NULL, NULL, 0, NULL, NULL) ||
 	    !PEM_write_bio_X509(cb, cert)) {
-		rc = fail(err, errlen, -EIO, "cannot encode the CA: %s", ssl_reason("OpenSSL error"));
+		rc = fail(err, errlen, -EIO, "cannot encode the CA: %s",
+			  ssl_reason("OpenSSL error"));
 		goto out;
 	}
 	char *p;
@@ -305,7 +310,8 @@ static int lock_home(const char *home, bool create, char *err, size_t errlen)
 		if (errno != ENOENT || !create)
 			return fail(err, errlen, -errno, "%s: %s", home, strerror(errno));
 		if (mkdir(home, 0700) < 0 && errno != EEXIST)
-			return fail(err, errlen, -errno, "%s: cannot create: %s", home, strerror(errno));
+			return fail(err, errlen, -errno, "%s: cannot create: %s", home,
+				    strerror(errno));
 	} else if (!S_ISDIR(sb.st_mode)) {
 		return fail(err, errlen, -ENOTDIR, "%s: not a directory", home);
 	}
@@ -354,7 +360,8 @@ int ca_load(struct ca *ca, const char *home, bool create, bool *created, char *e
 		}
 	} else if (!have_cert || !have_key) {
 		/* Never replace half a pair: the other half may be what phones trust. */
-		rc = fail(err, errlen, -ENOENT, "%s: does not exist but %s does (restore it, or move "
+		rc = fail(err, errlen, -ENOENT,
+			  "%s: does not exist but %s does (restore it, or move "
 			  "both away to generate a new CA)",
 			  have_cert ? ca->key_path : ca->cert_path,
 			  have_cert ? ca->cert_path : ca->key_path);
@@ -404,8 +411,9 @@ int ca_import(const char *home, const char *cert_file, const char *key_file, cha
 	if ((rc = ca_check(ca.cert, ca.key, what, err, errlen)) < 0) {
 		/* The key is the other file: name it when it is the one at fault. */
 		if (strstr(err, "private key does not match"))
-			fail(err, errlen, rc, "%s: the private key does not match the certificate %s",
-			     key_file, cert_file);
+			fail(err, errlen, rc,
+			     "%s: the private key does not match the certificate %s", key_file,
+			     cert_file);
 		goto out;
 	}
 	int lock = lock_home(home, true, err, errlen);

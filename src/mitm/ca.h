@@ -25,8 +25,8 @@
 #define CA_FINGERPRINT_LEN 96
 
 struct ca {
-	X509 *cert;      /* owned */
-	EVP_PKEY *key;   /* owned */
+	X509 *cert;    /* owned */
+	EVP_PKEY *key; /* owned */
 	char cert_path[4200];
 	char key_path[4200];
 };

@@ -77,12 +77,23 @@ static void sb_escaped(struct sbuf *b, const char *s)
 {
 	for (; *s; s++) {
 		switch (*s) {
-		case '&': sb_str(b, "&amp;"); break;
-		case '<': sb_str(b, "&lt;"); break;
-		case '>': sb_str(b, "&gt;"); break;
-		case '"': sb_str(b, "&quot;"); break;
-		case '\'': sb_str(b, "&#39;"); break;
-		default: sb_add(b, s, 1);
+		case '&':
+			sb_str(b, "&amp;");
+			break;
+		case '<':
+			sb_str(b, "&lt;");
+			break;
+		case '>':
+			sb_str(b, "&gt;");
+			break;
+		case '"':
+			sb_str(b, "&quot;");
+			break;
+		case '\'':
+			sb_str(b, "&#39;");
+			break;
+		default:
+			sb_add(b, s, 1);
 		}
 	}
 }
@@ -106,8 +117,8 @@ static const int err_status[ERR_COUNT] = { 400, 405, 413, 414, 431 };
 
 struct capage_site {
 	struct sbuf body[RES_COUNT];
-	struct sbuf head[RES_COUNT][2];  /* [keep-alive, close] */
-	struct sbuf err[ERR_COUNT];      /* head and body in one */
+	struct sbuf head[RES_COUNT][2]; /* [keep-alive, close] */
+	struct sbuf err[ERR_COUNT];     /* head and body in one */
 };
 
 struct route {
@@ -129,7 +140,7 @@ static const struct route routes[] = {
 static const struct {
 	int status;
 	const char *type;
-	const char *filename;      /* NULL: shown, not downloaded */
+	const char *filename; /* NULL: shown, not downloaded */
 } res_meta[RES_COUNT] = {
 	[RES_PAGE] = { 200, "text/html; charset=utf-8", NULL },
 	[RES_CRT] = { 200, "application/x-x509-ca-cert", "wgmitm-ca.crt" },
@@ -143,13 +154,20 @@ static const struct {
 static const char *reason(int status)
 {
 	switch (status) {
-	case 200: return "OK";
-	case 400: return "Bad Request";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 413: return "Content Too Large";
-	case 414: return "URI Too Long";
-	default: return "Request Header Fields Too Large"; /* 431 */
+	case 200:
+		return "OK";
+	case 400:
+		return "Bad Request";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 413:
+		return "Content Too Large";
+	case 414:
+		return "URI Too Long";
+	default:
+		return "Request Header Fields Too Large"; /* 431 */
 	}
 }
 
@@ -197,8 +215,7 @@ static bool derived_uuid(const uint8_t fp[32], const char *label, char out[37])
 		return false;
 	md[6] = (uint8_t)((md[6] & 0x0f) | 0x80);
 	md[8] = (uint8_t)((md[8] & 0x3f) | 0x80);
-	snprintf(out, 37,
-		 "%02X%02X%02X%02X-%02X%02X-%02X%02X-%02X%02X-%02X%02X%02X%02X%02X%02X",
+	snprintf(out, 37, "%02X%02X%02X%02X-%02X%02X-%02X%02X-%02X%02X-%02X%02X%02X%02X%02X%02X",
 		 md[0], md[1], md[2], md[3], md[4], md[5], md[6], md[7], md[8], md[9], md[10],
 		 md[11], md[12], md[13], md[14], md[15]);
 	return true;
@@ -222,36 +239,40 @@ static void build_mobileconfig(struct sbuf *b, const uint8_t *der, size_t derlen
 		return;
 	}
 	EVP_EncodeBlock((unsigned char *)b64, der, (int)derlen);
-	sb_str(b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-		  "<!DOCTYPE plist PUBLIC \"-//Apple//DTD PLIST 1.0//EN\" "
-		  "\"http://www.apple.com/DTDs/PropertyList-1.0.dtd\">\n"
-		  "<plist version=\"1.0\">\n<dict>\n"
-		  "\t<key>PayloadContent</key>\n\t<array>\n\t\t<dict>\n"
-		  "\t\t\t<key>PayloadCertificateFileName</key>\n\t\t\t<string>wgmitm-ca.cer</string>\n"
-		  "\t\t\t<key>PayloadContent</key>\n\t\t\t<data>");
+	sb_str(b,
+	       "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+	       "<!DOCTYPE plist PUBLIC \"-//Apple//DTD PLIST 1.0//EN\" "
+	       "\"http://www.apple.com/DTDs/PropertyList-1.0.dtd\">\n"
+	       "<plist version=\"1.0\">\n<dict>\n"
+	       "\t<key>PayloadContent</key>\n\t<array>\n\t\t<dict>\n"
+	       "\t\t\t<key>PayloadCertificateFileName</key>\n\t\t\t<string>wgmitm-ca.cer</string>\n"
+	       "\t\t\t<key>PayloadContent</key>\n\t\t\t<data>");
 	sb_str(b, b64);
 	sb_str(b, "</data>\n"
 		  "\t\t\t<key>PayloadDescription</key>\n"
 		  "\t\t\t<string>The wgmitm capture CA, as a trusted root</string>\n"
 		  "\t\t\t<key>PayloadDisplayName</key>\n\t\t\t<string>");
 	sb_escaped(b, cn[0] ? cn : "wgmitm CA");
-	sb_fmt(b, "</string>\n"
-		  "\t\t\t<key>PayloadIdentifier</key>\n\t\t\t<string>internal.wgmitm.ca.%s.root</string>\n"
-		  "\t\t\t<key>PayloadType</key>\n\t\t\t<string>com.apple.security.root</string>\n"
-		  "\t\t\t<key>PayloadUUID</key>\n\t\t\t<string>%s</string>\n"
-		  "\t\t\t<key>PayloadVersion</key>\n\t\t\t<integer>1</integer>\n"
-		  "\t\t</dict>\n\t</array>\n",
+	sb_fmt(b,
+	       "</string>\n"
+	       "\t\t\t<key>PayloadIdentifier</key>\n\t\t\t<string>internal.wgmitm.ca.%s.root</"
+	       "string>\n"
+	       "\t\t\t<key>PayloadType</key>\n\t\t\t<string>com.apple.security.root</string>\n"
+	       "\t\t\t<key>PayloadUUID</key>\n\t\t\t<string>%s</string>\n"
+	       "\t\t\t<key>PayloadVersion</key>\n\t\t\t<integer>1</integer>\n"
+	       "\t\t</dict>\n\t</array>\n",
 	       id, root_uuid);
-	sb_fmt(b, "\t<key>PayloadDescription</key>\n"
-		  "\t<string>Trust the wgmitm capture CA. After installing, enable it in Settings, "
-		  "General, About, Certificate Trust Settings.</string>\n"
-		  "\t<key>PayloadDisplayName</key>\n\t<string>wgmitm CA</string>\n"
-		  "\t<key>PayloadIdentifier</key>\n\t<string>internal.wgmitm.ca.%s</string>\n"
-		  "\t<key>PayloadRemovalDisallowed</key>\n\t<false/>\n"
-		  "\t<key>PayloadType</key>\n\t<string>Configuration</string>\n"
-		  "\t<key>PayloadUUID</key>\n\t<string>%s</string>\n"
-		  "\t<key>PayloadVersion</key>\n\t<integer>1</integer>\n"
-		  "</dict>\n</plist>\n",
+	sb_fmt(b,
+	       "\t<key>PayloadDescription</key>\n"
+	       "\t<string>Trust the wgmitm capture CA. After installing, enable it in Settings, "
+	       "General, About, Certificate Trust Settings.</string>\n"
+	       "\t<key>PayloadDisplayName</key>\n\t<string>wgmitm CA</string>\n"
+	       "\t<key>PayloadIdentifier</key>\n\t<string>internal.wgmitm.ca.%s</string>\n"
+	       "\t<key>PayloadRemovalDisallowed</key>\n\t<false/>\n"
+	       "\t<key>PayloadType</key>\n\t<string>Configuration</string>\n"
+	       "\t<key>PayloadUUID</key>\n\t<string>%s</string>\n"
+	       "\t<key>PayloadVersion</key>\n\t<integer>1</integer>\n"
+	       "</dict>\n</plist>\n",
 	       id, profile_uuid);
 	free(b64);
 }
@@ -263,7 +284,8 @@ static void build_page(struct sbuf *b, const char *fp_text, const char *subject,
 	       "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
 	       "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
 	       "<title>wgmitm CA</title>\n<style>\n"
-	       "body{font:16px/1.45 system-ui,-apple-system,sans-serif;margin:0 auto;max-width:40em;"
+	       "body{font:16px/1.45 system-ui,-apple-system,sans-serif;margin:0 "
+	       "auto;max-width:40em;"
 	       "padding:1em;color:#222;background:#fff}\n"
 	       "h1{font-size:1.5em;margin:.2em 0}h2{font-size:1.15em;margin:1.4em 0 .4em}\n"
 	       "code,.fp{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.9em}\n"
@@ -288,39 +310,41 @@ static void build_page(struct sbuf *b, const char *fp_text, const char *subject,
 		sb_escaped(b, until);
 		sb_str(b, ".");
 	}
-	sb_str(b, "</small></p>\n"
-		  "<p class=\"dl\"><a href=\"/ca.crt\">Android (.crt)</a>"
-		  "<a href=\"/ca.mobileconfig\">iPhone / iPad profile</a>"
-		  "<a href=\"/ca.pem\">PEM</a><a href=\"/ca.cer\">DER (.cer)</a></p>\n"
-		  "<h2>Android</h2>\n<ol>\n"
-		  "<li>Download <a href=\"/ca.crt\">wgmitm-ca.crt</a>.</li>\n"
-		  "<li>Settings &rarr; Security &rarr; Encryption &amp; credentials &rarr; Install a "
-		  "certificate &rarr; <b>CA certificate</b> &rarr; Install anyway, and pick the file. "
-		  "(Menus differ by maker: search Settings for &ldquo;CA certificate&rdquo;.)</li>\n"
-		  "</ol>\n<p><small>Since Android 7, apps trust user CAs only if they opt in "
-		  "(network_security_config); Chrome does, most apps do not. The system store needs "
-		  "root, and since Android 14 it lives in the Conscrypt APEX.</small></p>\n"
-		  "<h2>iPhone, iPad</h2>\n<ol>\n"
-		  "<li>In Safari, download the <a href=\"/ca.mobileconfig\">profile</a> and allow "
-		  "it.</li>\n"
-		  "<li>Settings &rarr; <b>Profile Downloaded</b> &rarr; Install.</li>\n"
-		  "<li>Settings &rarr; General &rarr; About &rarr; <b>Certificate Trust Settings</b> "
-		  "&rarr; enable full trust for &ldquo;");
+	sb_str(b,
+	       "</small></p>\n"
+	       "<p class=\"dl\"><a href=\"/ca.crt\">Android (.crt)</a>"
+	       "<a href=\"/ca.mobileconfig\">iPhone / iPad profile</a>"
+	       "<a href=\"/ca.pem\">PEM</a><a href=\"/ca.cer\">DER (.cer)</a></p>\n"
+	       "<h2>Android</h2>\n<ol>\n"
+	       "<li>Download <a href=\"/ca.crt\">wgmitm-ca.crt</a>.</li>\n"
+	       "<li>Settings &rarr; Security &rarr; Encryption &amp; credentials &rarr; Install a "
+	       "certificate &rarr; <b>CA certificate</b> &rarr; Install anyway, and pick the file. "
+	       "(Menus differ by maker: search Settings for &ldquo;CA certificate&rdquo;.)</li>\n"
+	       "</ol>\n<p><small>Since Android 7, apps trust user CAs only if they opt in "
+	       "(network_security_config); Chrome does, most apps do not. The system store needs "
+	       "root, and since Android 14 it lives in the Conscrypt APEX.</small></p>\n"
+	       "<h2>iPhone, iPad</h2>\n<ol>\n"
+	       "<li>In Safari, download the <a href=\"/ca.mobileconfig\">profile</a> and allow "
+	       "it.</li>\n"
+	       "<li>Settings &rarr; <b>Profile Downloaded</b> &rarr; Install.</li>\n"
+	       "<li>Settings &rarr; General &rarr; About &rarr; <b>Certificate Trust Settings</b> "
+	       "&rarr; enable full trust for &ldquo;");
 	sb_escaped(b, cn[0] ? cn : "wgmitm CA");
-	sb_str(b, "&rdquo;.</li>\n</ol>\n"
-		  "<h2>Desktop and tools</h2>\n<ul>\n"
-		  "<li>curl: <code>curl --cacert wgmitm-ca.pem https://&hellip;</code></li>\n"
-		  "<li>Debian, Ubuntu: copy to <code>/usr/local/share/ca-certificates/wgmitm-ca.crt"
-		  "</code>, run <code>sudo update-ca-certificates</code></li>\n"
-		  "<li>macOS: <code>sudo security add-trusted-cert -d -r trustRoot -k "
-		  "/Library/Keychains/System.keychain wgmitm-ca.pem</code></li>\n"
-		  "<li>Windows: <code>certutil -addstore -f Root wgmitm-ca.cer</code></li>\n"
-		  "<li>Firefox: Settings &rarr; Privacy &amp; Security &rarr; Certificates &rarr; "
-		  "Import</li>\n"
-		  "<li>Python requests: <code>REQUESTS_CA_BUNDLE</code>; Node.js: "
-		  "<code>NODE_EXTRA_CA_CERTS</code></li>\n</ul>\n"
-		  "<p><small>This page is served by wgmitm inside the tunnel at http://"
-		  LOCALNAME_HOST "/");
+	sb_str(b,
+	       "&rdquo;.</li>\n</ol>\n"
+	       "<h2>Desktop and tools</h2>\n<ul>\n"
+	       "<li>curl: <code>curl --cacert wgmitm-ca.pem https://&hellip;</code></li>\n"
+	       "<li>Debian, Ubuntu: copy to <code>/usr/local/share/ca-certificates/wgmitm-ca.crt"
+	       "</code>, run <code>sudo update-ca-certificates</code></li>\n"
+	       "<li>macOS: <code>sudo security add-trusted-cert -d -r trustRoot -k "
+	       "/Library/Keychains/System.keychain wgmitm-ca.pem</code></li>\n"
+	       "<li>Windows: <code>certutil -addstore -f Root wgmitm-ca.cer</code></li>\n"
+	       "<li>Firefox: Settings &rarr; Privacy &amp; Security &rarr; Certificates &rarr; "
+	       "Import</li>\n"
+	       "<li>Python requests: <code>REQUESTS_CA_BUNDLE</code>; Node.js: "
+	       "<code>NODE_EXTRA_CA_CERTS</code></li>\n</ul>\n"
+	       "<p><small>This page is served by wgmitm inside the tunnel at http://" LOCALNAME_HOST
+	       "/");
 	char text[INET6_ADDRSTRLEN];
 	if (a4 && a4->s_addr != INADDR_ANY && inet_ntop(AF_INET, a4, text, sizeof(text)))
 		sb_fmt(b, ", http://%s/", text);
@@ -337,8 +361,9 @@ static void build_head(struct sbuf *h, int status, const char *type, const char 
 	if (filename)
 		sb_fmt(h, "Content-Disposition: attachment; filename=\"%s\"\r\n", filename);
 	if (html)
-		sb_str(h, "Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'\r\n"
-			  "Referrer-Policy: no-referrer\r\n");
+		sb_str(h,
+		       "Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'\r\n"
+		       "Referrer-Policy: no-referrer\r\n");
 	if (status == 405)
 		sb_str(h, "Allow: GET, HEAD\r\n");
 	sb_str(h, "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n");
@@ -400,7 +425,8 @@ struct capage_site *capage_site_new(X509 *ca, const struct in_addr *addr4,
 		for (int r = 0; r < RES_COUNT; r++)
 			for (int c = 0; c < 2; c++)
 				build_head(&s->head[r][c], res_meta[r].status, res_meta[r].type,
-					   res_meta[r].filename, s->body[r].len, c == 1, r == RES_PAGE);
+					   res_meta[r].filename, s->body[r].len, c == 1,
+					   r == RES_PAGE);
 		for (int e = 0; e < ERR_COUNT; e++) {
 			char body[64];
 			int n = snprintf(body, sizeof(body), "%d %s\n", err_status[e],
@@ -410,7 +436,8 @@ struct capage_site *capage_site_new(X509 *ca, const struct in_addr *addr4,
 			sb_add(&s->err[e], body, (size_t)n);
 		}
 		for (int r = 0; r < RES_COUNT; r++)
-			ok = ok && !s->body[r].failed && !s->head[r][0].failed && !s->head[r][1].failed;
+			ok = ok && !s->body[r].failed && !s->head[r][0].failed &&
+			     !s->head[r][1].failed;
 		for (int e = 0; e < ERR_COUNT; e++)
 			ok = ok && !s->err[e].failed;
 	}
@@ -483,19 +510,19 @@ void capage_site_error(const struct capage_site *s, int status, struct capage_re
 struct capage_conn {
 	struct capage *srv;
 	struct netstack_tcp *conn;
-	struct capage_conn *prev, *next;  /* srv list, oldest activity first */
+	struct capage_conn *prev, *next; /* srv list, oldest activity first */
 	uint64_t idle_due;
 	llhttp_t parser;
 	char target[CAPAGE_MAX_TARGET];
 	size_t target_len;
 	bool target_over;
-	size_t head_bytes;                /* of the current request, before its headers ended */
+	size_t head_bytes; /* of the current request, before its headers ended */
 	bool headers_done, msg_done;
-	int reject;                       /* set by a callback: this error, then close */
-	uint8_t *in;                      /* client bytes not yet parsed */
+	int reject;  /* set by a callback: this error, then close */
+	uint8_t *in; /* client bytes not yet parsed */
 	size_t in_len, in_cap;
-	struct capage_response resp;      /* being written; status 0: none */
-	size_t resp_off;                  /* bytes of head + body written */
+	struct capage_response resp; /* being written; status 0: none */
+	size_t resp_off;             /* bytes of head + body written */
 	bool paused, eof, processing;
 };
 
@@ -619,12 +646,25 @@ static void count_response(struct capage *s, const struct capage_response *r)
 		    r->head == (const uint8_t *)s->site->head[i][1].p)
 			res = i;
 	switch (res) {
-	case RES_PAGE: s->stats.page++; break;
-	case RES_CRT: case RES_PEM: s->stats.pem++; break;
-	case RES_CER: case RES_DER: s->stats.der++; break;
-	case RES_MOBILECONFIG: s->stats.mobileconfig++; break;
-	case RES_NOT_FOUND: s->stats.not_found++; break;
-	default: s->stats.rejected++;
+	case RES_PAGE:
+		s->stats.page++;
+		break;
+	case RES_CRT:
+	case RES_PEM:
+		s->stats.pem++;
+		break;
+	case RES_CER:
+	case RES_DER:
+		s->stats.der++;
+		break;
+	case RES_MOBILECONFIG:
+		s->stats.mobileconfig++;
+		break;
+	case RES_NOT_FOUND:
+		s->stats.not_found++;
+		break;
+	default:
+		s->stats.rejected++;
 	}
 }
 
@@ -686,8 +726,8 @@ static bool conn_flush(struct capage_conn *c)
 	size_t total = r->head_len + r->body_len;
 	while (c->resp_off < total) {
 		bool in_head = c->resp_off < r->head_len;
-		const uint8_t *src = in_head ? r->head + c->resp_off
-					     : r->body + (c->resp_off - r->head_len);
+		const uint8_t *src =
+			in_head ? r->head + c->resp_off : r->body + (c->resp_off - r->head_len);
 		size_t left = in_head ? r->head_len - c->resp_off : total - c->resp_off;
 		if (netstack_tcp_writable(c->conn) == 0)
 			return false; /* ops.sent calls again */
@@ -826,7 +866,9 @@ int capage_tcp_accept(void *ctx, struct netstack_tcp *conn, const struct sockadd
 	s->stats.conns_accepted++;
 	s->stats.conns_active++;
 	static const struct netstack_tcp_ops ops = {
-		.recv = tcp_recv, .sent = tcp_sent, .closed = tcp_closed,
+		.recv = tcp_recv,
+		.sent = tcp_sent,
+		.closed = tcp_closed,
 	};
 	netstack_tcp_set_ops(conn, &ops, c);
 	/* Linked at the end by its first touch. */

@@ -40,27 +40,27 @@
 struct netstack_tcp;
 
 #define CAPAGE_PORT 80
-#define CAPAGE_MAX_HEAD (16u * 1024)   /* request line and headers */
-#define CAPAGE_MAX_TARGET 2048         /* the request target */
+#define CAPAGE_MAX_HEAD (16u * 1024) /* request line and headers */
+#define CAPAGE_MAX_TARGET 2048       /* the request target */
 #define CAPAGE_IDLE_MS 30000
 #define CAPAGE_DEFAULT_MAX_CONNS 64
 
 struct capage_config {
-	X509 *ca;                  /* borrowed during capage_new; required */
+	X509 *ca; /* borrowed during capage_new; required */
 	/* The endpoint's tunnel addresses, shown on the page (may be unspecified). */
 	struct in_addr addr4;
 	struct in6_addr addr6;
-	size_t max_conns;          /* 0: CAPAGE_DEFAULT_MAX_CONNS; more are reset */
-	uint32_t idle_ms;          /* 0: CAPAGE_IDLE_MS */
+	size_t max_conns; /* 0: CAPAGE_DEFAULT_MAX_CONNS; more are reset */
+	uint32_t idle_ms; /* 0: CAPAGE_IDLE_MS */
 };
 
 struct capage_stats {
 	uint64_t conns_accepted, conns_refused, conns_active;
-	uint64_t conns_idle;       /* closed after idle_ms */
-	uint64_t requests;         /* responses sent, all statuses */
+	uint64_t conns_idle;                   /* closed after idle_ms */
+	uint64_t requests;                     /* responses sent, all statuses */
 	uint64_t page, pem, der, mobileconfig; /* 200s by resource */
-	uint64_t not_found;        /* 404 */
-	uint64_t rejected;         /* 400, 405, 413, 414, 431 */
+	uint64_t not_found;                    /* 404 */
+	uint64_t rejected;                     /* 400, 405, 413, 414, 431 */
 	uint64_t bytes_sent;
 };
 
@@ -83,7 +83,7 @@ struct capage_response {
 	size_t head_len;
 	const uint8_t *body;
 	size_t body_len;
-	bool close;                /* the connection closes after it */
+	bool close; /* the connection closes after it */
 };
 
 /* The response to `method` (llhttp's HTTP_GET, HTTP_HEAD, ...) for the

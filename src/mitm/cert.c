@@ -39,7 +39,8 @@ static size_t dns_normalize(const char *in, size_t len, char *out)
 			if (i != 0 || len < 3 || in[1] != '.')
 				return 0;
 			label++;
-		} else if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_') {
+		} else if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+			   c == '_') {
 			if (++label > 63)
 				return 0;
 		} else {
@@ -164,7 +165,8 @@ int cert_names_from_x509(struct cert_names *n, X509 *upstream)
 		int idx = X509_NAME_get_index_by_NID(subj, NID_commonName, -1);
 		if (idx >= 0) {
 			ASN1_STRING *s = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, idx));
-			if (ASN1_STRING_type(s) != V_ASN1_BMPSTRING && ASN1_STRING_type(s) != V_ASN1_UNIVERSALSTRING) {
+			if (ASN1_STRING_type(s) != V_ASN1_BMPSTRING &&
+			    ASN1_STRING_type(s) != V_ASN1_UNIVERSALSTRING) {
 				rc = dns_add(n, (const char *)ASN1_STRING_get0_data(s),
 					     (size_t)ASN1_STRING_length(s));
 				if (rc > 0)
@@ -262,10 +264,12 @@ static X509_EXTENSION *make_akid(X509 *ca)
 	} else {
 		unsigned char md[EVP_MAX_MD_SIZE];
 		unsigned int len = 0;
-		if (X509_pubkey_digest(ca, EVP_sha1(), md, &len) && (akid->keyid = ASN1_OCTET_STRING_new()))
+		if (X509_pubkey_digest(ca, EVP_sha1(), md, &len) &&
+		    (akid->keyid = ASN1_OCTET_STRING_new()))
 			ASN1_OCTET_STRING_set(akid->keyid, md, (int)len);
 	}
-	X509_EXTENSION *ext = akid->keyid ? X509V3_EXT_i2d(NID_authority_key_identifier, 0, akid) : NULL;
+	X509_EXTENSION *ext =
+		akid->keyid ? X509V3_EXT_i2d(NID_authority_key_identifier, 0, akid) : NULL;
 	AUTHORITY_KEYID_free(akid);
 	return ext;
 }
@@ -293,8 +297,8 @@ int cert_minter_init(struct cert_minter *m, X509 *ca_cert, EVP_PKEY *ca_key, EVP
 	bool rsa = EVP_PKEY_get_base_id(m->leaf_key) == EVP_PKEY_RSA;
 	m->ext_bc = X509V3_EXT_conf_nid(NULL, NULL, NID_basic_constraints, "critical,CA:FALSE");
 	m->ext_ku = X509V3_EXT_conf_nid(NULL, NULL, NID_key_usage,
-					rsa ? "critical,digitalSignature,keyEncipherment" :
-					      "critical,digitalSignature");
+					rsa ? "critical,digitalSignature,keyEncipherment"
+					    : "critical,digitalSignature");
 	m->ext_eku = X509V3_EXT_conf_nid(NULL, NULL, NID_ext_key_usage, "serverAuth");
 	m->ext_akid = make_akid(ca_cert);
 	m->tmpl = X509_new();
@@ -334,8 +338,13 @@ static int add_san(X509 *x, const char *const *dns, size_t ndns, const struct in
 			GENERAL_NAME_set0_value(g, GEN_DNS, s);
 		} else {
 			s = ASN1_OCTET_STRING_new();
-			ok = s && (i < ndns + nip4 ? ASN1_OCTET_STRING_set(s, (const unsigned char *)&ip4[i - ndns], 4) :
-				   ASN1_OCTET_STRING_set(s, (const unsigned char *)&ip6[i - ndns - nip4], 16));
+			ok = s &&
+			     (i < ndns + nip4
+				      ? ASN1_OCTET_STRING_set(
+						s, (const unsigned char *)&ip4[i - ndns], 4)
+				      : ASN1_OCTET_STRING_set(
+						s, (const unsigned char *)&ip6[i - ndns - nip4],
+						16));
 			GENERAL_NAME_set0_value(g, GEN_IPADD, s);
 		}
 		if (!s || !sk_GENERAL_NAME_push(gens, g)) {
@@ -343,7 +352,8 @@ static int add_san(X509 *x, const char *const *dns, size_t ndns, const struct in
 			ok = 0;
 		}
 	}
-	ok = ok && X509_add1_ext_i2d(x, NID_subject_alt_name, gens, critical, X509V3_ADD_DEFAULT) == 1;
+	ok = ok &&
+	     X509_add1_ext_i2d(x, NID_subject_alt_name, gens, critical, X509V3_ADD_DEFAULT) == 1;
 	GENERAL_NAMES_free(gens);
 	return ok ? 0 : -1;
 }
@@ -374,8 +384,9 @@ X509 *cert_mint(const struct cert_minter *m, const char *const *dns, size_t ndns
 
 	time_t now = time(NULL);
 	if (!ASN1_STRING_set(X509_get_serialNumber(x), serial, sizeof(serial)) ||
-	    (cn_text && !X509_NAME_add_entry_by_NID(X509_get_subject_name(x), NID_commonName,
-						    MBSTRING_ASC, (const unsigned char *)cn_text, -1, -1, 0)) ||
+	    (cn_text &&
+	     !X509_NAME_add_entry_by_NID(X509_get_subject_name(x), NID_commonName, MBSTRING_ASC,
+					 (const unsigned char *)cn_text, -1, -1, 0)) ||
 	    !X509_time_adj_ex(X509_getm_notBefore(x), -1, 0, &now) ||
 	    !X509_time_adj_ex(X509_getm_notAfter(x), CERT_LEAF_DAYS, 0, &now))
 		goto fail;

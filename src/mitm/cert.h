@@ -19,16 +19,16 @@
 #include <stdint.h>
 
 #define CERT_LEAF_DAYS 365
-#define CERT_CN_MAX 64          /* ub-common-name */
+#define CERT_CN_MAX 64 /* ub-common-name */
 #define CERT_DNS_NAME_MAX 253
-#define CERT_NAMES_MAX 128      /* names of each kind in one leaf; more are dropped */
-#define CERT_NAMES_POOL 8192    /* bytes of DNS names in one set */
+#define CERT_NAMES_MAX 128   /* names of each kind in one leaf; more are dropped */
+#define CERT_NAMES_POOL 8192 /* bytes of DNS names in one set */
 
 /* A set of names for one leaf: DNS names (lower case, validated, no
  * duplicates, in the order added: the first one becomes the CN) and IPs. */
 struct cert_names {
-	const char *dns[CERT_NAMES_MAX];       /* into pool */
-	uint8_t sorted[CERT_NAMES_MAX];        /* indexes of dns[] in strcmp order */
+	const char *dns[CERT_NAMES_MAX]; /* into pool */
+	uint8_t sorted[CERT_NAMES_MAX];  /* indexes of dns[] in strcmp order */
 	size_t ndns;
 	struct in_addr ip4[CERT_NAMES_MAX];
 	size_t nip4;
@@ -55,9 +55,9 @@ int cert_names_from_x509(struct cert_names *n, X509 *upstream);
 size_t cert_names_key(const struct cert_names *n, char *out, size_t outlen);
 
 struct cert_minter {
-	X509 *ca_cert;          /* references held */
+	X509 *ca_cert; /* references held */
 	EVP_PKEY *ca_key;
-	EVP_PKEY *leaf_key;     /* shared by every leaf */
+	EVP_PKEY *leaf_key; /* shared by every leaf */
 	X509_EXTENSION *ext_bc, *ext_ku, *ext_eku, *ext_akid;
 	/* Version, issuer, public key and the fixed extensions, copied per
 	 * leaf (X509_dup) instead of rebuilt. */

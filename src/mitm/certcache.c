@@ -10,12 +10,12 @@
 
 struct entry {
 	uint64_t hash;
-	char *key;              /* NULL: free */
+	char *key; /* NULL: free */
 	size_t keylen;
 	X509 *cert;
 	time_t created;
-	uint32_t chain;         /* next in bucket, or next free */
-	uint32_t prev, next;    /* LRU: head is most recent */
+	uint32_t chain;      /* next in bucket, or next free */
+	uint32_t prev, next; /* LRU: head is most recent */
 };
 
 struct certcache {

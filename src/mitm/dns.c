@@ -22,8 +22,8 @@
 #include "mitm/localname.h"
 #include "netstack/netstack.h"
 
-#define DNS_HEADER_LEN 12          /* RFC 1035 4.1.1 */
-#define DNS_FLAG_QR 0x80           /* in header byte 2 */
+#define DNS_HEADER_LEN 12 /* RFC 1035 4.1.1 */
+#define DNS_FLAG_QR 0x80  /* in header byte 2 */
 #define DNS_TCP_MAX_MSG 65535
 #define DNS_TCP_IN_CAP (2 * (2 + DNS_TCP_MAX_MSG)) /* one message and what came with it */
 #define DNS_SLOT_NONE UINT32_MAX
@@ -37,14 +37,14 @@ struct dns_upconn {
 	uv_connect_t creq;
 	uv_write_t wreq;
 	struct dns_proxy *p;
-	struct dns_tcp *owner;       /* NULL once abandoned */
+	struct dns_tcp *owner; /* NULL once abandoned */
 	size_t upstream;
 	bool connected, writing;
-	uint8_t *wbuf;               /* the length-prefixed query being written */
+	uint8_t *wbuf; /* the length-prefixed query being written */
 	size_t wlen;
 	uint8_t hdr[2];
 	size_t hdr_have;
-	uint8_t *msg;                /* the answer being read */
+	uint8_t *msg; /* the answer being read */
 	size_t msg_len, msg_have;
 };
 
@@ -54,11 +54,11 @@ struct dns_tcp {
 	struct netstack_tcp *conn;
 	struct sockaddr_storage client, dest;
 	struct dns_tcp *prev, *next;
-	uint8_t *in;                 /* bytes received, not yet handled */
+	uint8_t *in; /* bytes received, not yet handled */
 	size_t in_len, in_cap;
-	uint8_t *out;                /* the answer being written back */
+	uint8_t *out; /* the answer being written back */
 	size_t out_len, out_off;
-	uint32_t query;              /* slot in flight, or DNS_SLOT_NONE */
+	uint32_t query; /* slot in flight, or DNS_SLOT_NONE */
 	struct dns_upconn *up;
 	uint64_t idle_due;
 	bool paused, eof;
@@ -67,14 +67,14 @@ struct dns_tcp {
 struct dns_query {
 	bool used;
 	uint16_t client_id, up_id;
-	struct dns_tcp *tcp;         /* NULL: UDP */
-	ldns_pkt *q;                 /* the parsed query */
-	uint8_t *wire;               /* the query with the upstream ID */
+	struct dns_tcp *tcp; /* NULL: UDP */
+	ldns_pkt *q;         /* the parsed query */
+	uint8_t *wire;       /* the query with the upstream ID */
 	size_t len;
 	uint64_t start_ns;
 	uint64_t deadline_ms, attempt_due_ms;
-	size_t cur;                  /* upstream of the latest attempt */
-	uint32_t tried;              /* upstreams sent to (bit per index) */
+	size_t cur;     /* upstream of the latest attempt */
+	uint32_t tried; /* upstreams sent to (bit per index) */
 	struct flowlog_flow rec;
 };
 
@@ -82,7 +82,7 @@ struct dns_proxy {
 	uv_loop_t *loop;
 	struct netstack *ns;
 	struct dns_config cfg;
-	uv_udp_t sock[2];            /* IPv4, IPv6 */
+	uv_udp_t sock[2]; /* IPv4, IPv6 */
 	bool has_sock[2];
 	uv_timer_t timer;
 	uint64_t timer_due;
@@ -90,11 +90,11 @@ struct dns_proxy {
 	uint32_t *free_slots;
 	uint32_t nfree;
 	struct dns_tcp *tcps;
-	size_t closing;              /* handles still closing */
+	size_t closing; /* handles still closing */
 	bool shut, freeing;
 	struct dns_stats stats;
 	struct dns_idmap ids;
-	uint8_t buf[65536];          /* one UDP answer at a time */
+	uint8_t buf[65536]; /* one UDP answer at a time */
 };
 
 /* ---- Configuration ------------------------------------------------------ */
@@ -347,7 +347,8 @@ static void dns_record(struct dns_proxy *p, struct flowlog_flow *rec, bool tcp, 
 	char rb[16];
 	if (a)
 		rcode = ldns_pkt_get_rcode(a);
-	json_object_set_new(j, "rcode", rcode >= 0 ? json_string(rcode_name(rcode, rb)) : json_null());
+	json_object_set_new(j, "rcode",
+			    rcode >= 0 ? json_string(rcode_name(rcode, rb)) : json_null());
 	json_object_set_new(j, "answers", a ? answers_json(a) : json_array());
 	if (a && ldns_pkt_tc(a))
 		json_object_set_new(j, "tc", json_true());
@@ -509,8 +510,9 @@ static ldns_rr *local_rr(const ldns_rdf *owner, ldns_rr_type type, const void *a
 {
 	ldns_rr *rr = ldns_rr_new();
 	ldns_rdf *name = ldns_rdf_clone(owner);
-	ldns_rdf *data = type == LDNS_RR_TYPE_A ? ldns_rdf_new_frm_data(LDNS_RDF_TYPE_A, 4, addr)
-						: ldns_rdf_new_frm_data(LDNS_RDF_TYPE_AAAA, 16, addr);
+	ldns_rdf *data = type == LDNS_RR_TYPE_A
+				 ? ldns_rdf_new_frm_data(LDNS_RDF_TYPE_A, 4, addr)
+				 : ldns_rdf_new_frm_data(LDNS_RDF_TYPE_AAAA, 16, addr);
 	if (!rr || !name || !data || !ldns_rr_push_rdf(rr, data)) {
 		ldns_rr_free(rr);
 		ldns_rdf_deep_free(name);
@@ -574,9 +576,11 @@ static bool local_answer(struct dns_proxy *p, struct dns_tcp *tcp, const struct 
 	} else if (in) {
 		/* Other types: NOERROR without answers (NODATA). */
 		ldns_rr *rr4 = has4 && (t == LDNS_RR_TYPE_A || t == LDNS_RR_TYPE_ANY)
-				       ? local_rr(owner, LDNS_RR_TYPE_A, &p->cfg.local4) : NULL;
+				       ? local_rr(owner, LDNS_RR_TYPE_A, &p->cfg.local4)
+				       : NULL;
 		ldns_rr *rr6 = has6 && (t == LDNS_RR_TYPE_AAAA || t == LDNS_RR_TYPE_ANY)
-				       ? local_rr(owner, LDNS_RR_TYPE_AAAA, &p->cfg.local6) : NULL;
+				       ? local_rr(owner, LDNS_RR_TYPE_AAAA, &p->cfg.local6)
+				       : NULL;
 		if (rr4)
 			ldns_pkt_push_rr(a, LDNS_SECTION_ANSWER, rr4);
 		if (rr6)
@@ -648,7 +652,8 @@ static bool query_start(struct dns_proxy *p, struct dns_tcp *tcp, const struct s
 		size_t n = synth_response(NULL, qp, client_id, LDNS_RCODE_SERVFAIL, &wire);
 		rec.packets_down = n ? 1 : 0;
 		rec.bytes_down = n;
-		dns_record(p, &rec, tcp != NULL, qp, NULL, LDNS_RCODE_SERVFAIL, NULL, start_ns, "busy");
+		dns_record(p, &rec, tcp != NULL, qp, NULL, LDNS_RCODE_SERVFAIL, NULL, start_ns,
+			   "busy");
 		ldns_pkt_free(qp);
 		if (n)
 			reply(p, tcp, client, dest, wire, n);
@@ -786,7 +791,8 @@ static bool tcp_busy(const struct dns_tcp *t)
 static void tcp_flush(struct dns_tcp *t)
 {
 	while (t->out && t->out_off < t->out_len) {
-		size_t n = netstack_tcp_write(t->conn, t->out + t->out_off, t->out_len - t->out_off);
+		size_t n =
+			netstack_tcp_write(t->conn, t->out + t->out_off, t->out_len - t->out_off);
 		if (n == 0)
 			return; /* ops.sent will call again */
 		t->out_off += n;
@@ -924,7 +930,9 @@ int dns_proxy_tcp_accept(void *ctx, struct netstack_tcp *conn, const struct sock
 	p->stats.tcp_accepted++;
 	p->stats.tcp_active++;
 	static const struct netstack_tcp_ops ops = {
-		.recv = tcp_recv, .sent = tcp_sent, .closed = tcp_closed,
+		.recv = tcp_recv,
+		.sent = tcp_sent,
+		.closed = tcp_closed,
 	};
 	netstack_tcp_set_ops(conn, &ops, t);
 	t->idle_due = uv_now(p->loop) + DNS_TCP_IDLE_MS;
@@ -1017,7 +1025,8 @@ static void up_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	if (u->hdr_have < 2)
 		*buf = uv_buf_init((char *)u->hdr + u->hdr_have, (unsigned)(2 - u->hdr_have));
 	else
-		*buf = uv_buf_init((char *)u->msg + u->msg_have, (unsigned)(u->msg_len - u->msg_have));
+		*buf = uv_buf_init((char *)u->msg + u->msg_have,
+				   (unsigned)(u->msg_len - u->msg_have));
 }
 
 static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -1154,7 +1163,8 @@ static void on_timer(uv_timer_t *tm)
 		}
 		if (!q->used)
 			continue;
-		uint64_t due = q->attempt_due_ms < q->deadline_ms ? q->attempt_due_ms : q->deadline_ms;
+		uint64_t due =
+			q->attempt_due_ms < q->deadline_ms ? q->attempt_due_ms : q->deadline_ms;
 		if (due < next)
 			next = due;
 	}
@@ -1209,7 +1219,8 @@ static int open_udp(struct dns_proxy *p, int family)
 	struct sockaddr_storage any;
 	memset(&any, 0, sizeof(any));
 	any.ss_family = (sa_family_t)family;
-	if ((rc = uv_udp_bind(u, (struct sockaddr *)&any, family == AF_INET6 ? UV_UDP_IPV6ONLY : 0)) < 0)
+	if ((rc = uv_udp_bind(u, (struct sockaddr *)&any,
+			      family == AF_INET6 ? UV_UDP_IPV6ONLY : 0)) < 0)
 		return rc;
 	return uv_udp_recv_start(u, udp_alloc, udp_recv);
 }
@@ -1312,7 +1323,8 @@ void dns_proxy_shutdown(struct dns_proxy *p)
 		if (!q->used)
 			continue;
 		dns_record(p, &q->rec, false, q->q, NULL, -1,
-			   (const struct sockaddr *)&p->cfg.upstreams[q->cur], q->start_ns, "shutdown");
+			   (const struct sockaddr *)&p->cfg.upstreams[q->cur], q->start_ns,
+			   "shutdown");
 		query_release(p, i);
 	}
 	p->shut = true;

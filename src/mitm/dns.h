@@ -51,19 +51,19 @@ struct flowlog;
 #define DNS_PORT 53
 #define DNS_DEFAULT_TIMEOUT_MS 5000
 #define DNS_DEFAULT_ATTEMPT_MS 2000
-#define DNS_DEFAULT_MAX_OUTSTANDING 512  /* queries in flight, UDP and TCP */
-#define DNS_DEFAULT_MAX_TCP 64           /* client TCP connections */
-#define DNS_TCP_IDLE_MS 10000            /* an idle client TCP connection is closed */
+#define DNS_DEFAULT_MAX_OUTSTANDING 512 /* queries in flight, UDP and TCP */
+#define DNS_DEFAULT_MAX_TCP 64          /* client TCP connections */
+#define DNS_TCP_IDLE_MS 10000           /* an idle client TCP connection is closed */
 #define DNS_RESOLV_CONF "/etc/resolv.conf"
 
 struct dns_config {
 	struct sockaddr_storage upstreams[DNS_MAX_UPSTREAMS]; /* tried in this order */
-	size_t nupstreams;            /* at least 1 */
-	uint32_t timeout_ms;          /* 0: DNS_DEFAULT_TIMEOUT_MS; then SERVFAIL */
-	uint32_t attempt_ms;          /* 0: DNS_DEFAULT_ATTEMPT_MS; then the next upstream */
-	size_t max_outstanding;       /* 0: default; 1..65535. Over it: SERVFAIL at once */
-	size_t max_tcp;               /* 0: default. Over it: the connection is refused */
-	struct flowlog *log;          /* borrowed; NULL: no records */
+	size_t nupstreams;                                    /* at least 1 */
+	uint32_t timeout_ms;    /* 0: DNS_DEFAULT_TIMEOUT_MS; then SERVFAIL */
+	uint32_t attempt_ms;    /* 0: DNS_DEFAULT_ATTEMPT_MS; then the next upstream */
+	size_t max_outstanding; /* 0: default; 1..65535. Over it: SERVFAIL at once */
+	size_t max_tcp;         /* 0: default. Over it: the connection is refused */
+	struct flowlog *log;    /* borrowed; NULL: no records */
 
 	/* The endpoint's tunnel addresses, the answers for its own names.
 	 * Both unspecified: those names are forwarded like any other. */
@@ -81,21 +81,21 @@ struct dns_config {
 };
 
 struct dns_stats {
-	uint64_t queries_udp, queries_tcp;  /* well-formed queries taken */
-	uint64_t answered;                  /* answers relayed to clients */
-	uint64_t local_answers;             /* the endpoint's own names, answered here */
-	uint64_t truncated;                 /* of those, TC set (client retries over TCP) */
-	uint64_t timeouts;                  /* SERVFAIL after timeout_ms */
-	uint64_t retries;                   /* attempts after the first */
-	uint64_t busy;                      /* SERVFAIL: max_outstanding reached */
-	uint64_t malformed;                 /* dropped: unparsable, no readable header */
-	uint64_t formerr;                   /* FORMERR: unparsable, header readable */
-	uint64_t ignored;                   /* not a query (QR set), or an empty question */
-	uint64_t stray_answers;             /* upstream datagrams matching no query */
-	uint64_t upstream_errors;           /* socket, connect or write failures upstream */
-	uint64_t reply_drop;                /* the reply path refused an answer */
+	uint64_t queries_udp, queries_tcp; /* well-formed queries taken */
+	uint64_t answered;                 /* answers relayed to clients */
+	uint64_t local_answers;            /* the endpoint's own names, answered here */
+	uint64_t truncated;                /* of those, TC set (client retries over TCP) */
+	uint64_t timeouts;                 /* SERVFAIL after timeout_ms */
+	uint64_t retries;                  /* attempts after the first */
+	uint64_t busy;                     /* SERVFAIL: max_outstanding reached */
+	uint64_t malformed;                /* dropped: unparsable, no readable header */
+	uint64_t formerr;                  /* FORMERR: unparsable, header readable */
+	uint64_t ignored;                  /* not a query (QR set), or an empty question */
+	uint64_t stray_answers;            /* upstream datagrams matching no query */
+	uint64_t upstream_errors;          /* socket, connect or write failures upstream */
+	uint64_t reply_drop;               /* the reply path refused an answer */
 	uint64_t tcp_accepted, tcp_refused, tcp_active;
-	uint64_t outstanding;               /* gauge */
+	uint64_t outstanding; /* gauge */
 	uint64_t records;
 };
 
@@ -147,7 +147,7 @@ int dns_parse_upstream(const char *s, struct sockaddr_storage *out);
 #define DNS_IDMAP_NONE UINT32_MAX
 
 struct dns_idmap {
-	uint32_t slot[65536];   /* slot + 1 per ID; 0: free */
+	uint32_t slot[65536]; /* slot + 1 per ID; 0: free */
 	uint32_t used;
 };
 

@@ -12,14 +12,14 @@
 
 struct errpage {
 	bool h2;
-	bool done;                 /* the answer is queued in full */
-	size_t head_seen;          /* HTTP/1: request bytes so far */
-	uint8_t tail[3];           /* HTTP/1: the last bytes of the previous read */
+	bool done;        /* the answer is queued in full */
+	size_t head_seen; /* HTTP/1: request bytes so far */
+	uint8_t tail[3];  /* HTTP/1: the last bytes of the previous read */
 	size_t tail_len;
 	char body[400];
 	size_t body_len;
-	nghttp2_session *session;  /* HTTP/2 */
-	unsigned answered;         /* HTTP/2 streams answered */
+	nghttp2_session *session; /* HTTP/2 */
+	unsigned answered;        /* HTTP/2 streams answered */
 	uint8_t out[ERRPAGE_OUT_MAX];
 	size_t out_len;
 };
@@ -47,8 +47,10 @@ static ssize_t read_body(nghttp2_session *s, int32_t stream_id, uint8_t *buf, si
 	return (ssize_t)n;
 }
 
-#define NV(n, v)                                                                     \
-	{ (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE }
+#define NV(n, v)                                                                                   \
+	{                                                                                          \
+		(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE     \
+	}
 
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
 {
@@ -61,10 +63,12 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
 		NV("x-wgmitm-error", "upstream"),
 	};
 	nghttp2_data_provider dp = { .read_callback = read_body };
-	if (nghttp2_submit_response(s, f->hd.stream_id, nva, sizeof(nva) / sizeof(nva[0]), &dp) == 0)
+	if (nghttp2_submit_response(s, f->hd.stream_id, nva, sizeof(nva) / sizeof(nva[0]), &dp) ==
+	    0)
 		e->answered++;
 	/* One answer per connection is enough: no new streams after this. */
-	(void)nghttp2_submit_goaway(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_NO_ERROR, NULL, 0);
+	(void)nghttp2_submit_goaway(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_NO_ERROR, NULL,
+				    0);
 	return 0;
 }
 
@@ -151,10 +155,11 @@ int errpage_client(struct errpage *e, const uint8_t *p, size_t n)
 	if (!found && e->head_seen < ERRPAGE_MAX_HEAD)
 		return 0;
 	char head[200];
-	int hl = snprintf(head, sizeof(head),
-			  "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\n"
-			  "Content-Length: %zu\r\nConnection: close\r\nX-Wgmitm-Error: upstream\r\n\r\n",
-			  e->body_len);
+	int hl = snprintf(
+		head, sizeof(head),
+		"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\n"
+		"Content-Length: %zu\r\nConnection: close\r\nX-Wgmitm-Error: upstream\r\n\r\n",
+		e->body_len);
 	out_put(e, head, (size_t)hl);
 	out_put(e, e->body, e->body_len);
 	e->done = true;

@@ -21,10 +21,10 @@
 
 struct flowlog {
 	int fd;
-	char *buf;          /* serialised lines, reused; grows up to a batch plus FLOWLOG_MAX_LINE */
+	char *buf; /* serialised lines, reused; grows up to a batch plus FLOWLOG_MAX_LINE */
 	size_t cap;
-	size_t used;        /* batching: bytes of whole lines waiting in buf */
-	size_t batched;     /* lines waiting */
+	size_t used;    /* batching: bytes of whole lines waiting in buf */
+	size_t batched; /* lines waiting */
 	bool batching;
 	uint64_t lines;
 	uint64_t errors;
@@ -45,7 +45,8 @@ static void run_prefix_init(void)
 		/* No entropy syscall: time and pid still differ across restarts. */
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
-		uint32_t x = (uint32_t)ts.tv_nsec ^ (uint32_t)ts.tv_sec ^ ((uint32_t)getpid() << 16);
+		uint32_t x =
+			(uint32_t)ts.tv_nsec ^ (uint32_t)ts.tv_sec ^ ((uint32_t)getpid() << 16);
 		memcpy(r, &x, sizeof(r));
 	}
 	snprintf(run_prefix, sizeof(run_prefix), "%02x%02x%02x%02x", r[0], r[1], r[2], r[3]);
@@ -198,13 +199,12 @@ void flowlog_close(struct flowlog *log)
 
 /* 0: copy; else the escape letter, or 'u' for \u00XX. */
 static const char json_escape[256] = {
-	['"'] = '"', ['\\'] = '\\',
-	[0x00] = 'u', [0x01] = 'u', [0x02] = 'u', [0x03] = 'u', [0x04] = 'u', [0x05] = 'u',
-	[0x06] = 'u', [0x07] = 'u', [0x08] = 'b', [0x09] = 't', [0x0a] = 'n', [0x0b] = 'u',
-	[0x0c] = 'f', [0x0d] = 'r', [0x0e] = 'u', [0x0f] = 'u', [0x10] = 'u', [0x11] = 'u',
-	[0x12] = 'u', [0x13] = 'u', [0x14] = 'u', [0x15] = 'u', [0x16] = 'u', [0x17] = 'u',
-	[0x18] = 'u', [0x19] = 'u', [0x1a] = 'u', [0x1b] = 'u', [0x1c] = 'u', [0x1d] = 'u',
-	[0x1e] = 'u', [0x1f] = 'u',
+	['"'] = '"',  ['\\'] = '\\', [0x00] = 'u', [0x01] = 'u', [0x02] = 'u', [0x03] = 'u',
+	[0x04] = 'u', [0x05] = 'u',  [0x06] = 'u', [0x07] = 'u', [0x08] = 'b', [0x09] = 't',
+	[0x0a] = 'n', [0x0b] = 'u',  [0x0c] = 'f', [0x0d] = 'r', [0x0e] = 'u', [0x0f] = 'u',
+	[0x10] = 'u', [0x11] = 'u',  [0x12] = 'u', [0x13] = 'u', [0x14] = 'u', [0x15] = 'u',
+	[0x16] = 'u', [0x17] = 'u',  [0x18] = 'u', [0x19] = 'u', [0x1a] = 'u', [0x1b] = 'u',
+	[0x1c] = 'u', [0x1d] = 'u',  [0x1e] = 'u', [0x1f] = 'u',
 };
 
 struct jbuf {
@@ -287,7 +287,8 @@ static void jb_value(struct jbuf *b, json_t *v, int depth)
 		json_t *val;
 		bool first = true;
 		jb_put(b, "{", 1);
-		json_object_foreach(v, key, val) {
+		json_object_foreach(v, key, val)
+		{
 			if (!first)
 				jb_put(b, ",", 1);
 			first = false;
@@ -302,7 +303,8 @@ static void jb_value(struct jbuf *b, json_t *v, int depth)
 		size_t i;
 		json_t *val;
 		jb_put(b, "[", 1);
-		json_array_foreach(v, i, val) {
+		json_array_foreach(v, i, val)
+		{
 			if (i)
 				jb_put(b, ",", 1);
 			jb_value(b, val, depth + 1);
@@ -506,7 +508,8 @@ static int set_str(json_t *o, const char *key, const char *s)
 static int set_u64(json_t *o, const char *key, uint64_t v)
 {
 	/* json_int_t is long long: byte counts stay far below 2^63. */
-	return json_object_set_new(o, key, json_integer((json_int_t)(v > INT64_MAX ? INT64_MAX : v)));
+	return json_object_set_new(o, key,
+				   json_integer((json_int_t)(v > INT64_MAX ? INT64_MAX : v)));
 }
 
 json_t *flowlog_flow_json(const struct flowlog_flow *f)

@@ -35,9 +35,9 @@
 #include <jansson.h>
 
 #define FLOWLOG_FILE "flows.jsonl"
-#define FLOWLOG_ID_LEN 32       /* "89abcdef-18446744073709551615" + NUL fits */
-#define FLOWLOG_ADDR_LEN 64     /* "[ffff:...:255.255.255.255%scope]:65535" fits */
-#define FLOWLOG_TIME_LEN 32     /* "2024-05-01T12:34:56.123456Z" + NUL */
+#define FLOWLOG_ID_LEN 32   /* "89abcdef-18446744073709551615" + NUL fits */
+#define FLOWLOG_ADDR_LEN 64 /* "[ffff:...:255.255.255.255%scope]:65535" fits */
+#define FLOWLOG_TIME_LEN 32 /* "2024-05-01T12:34:56.123456Z" + NUL */
 #define FLOWLOG_PEER_LEN 64
 /* Longer records are refused (-EMSGSIZE). Room for two bodies at the
  * largest --body-cap (16 MiB each, base64) plus their headers. */
@@ -51,7 +51,7 @@ struct flowlog;
  * start on a line of their own; `repaired` (may be NULL) receives the
  * number of bytes cut or added. Returns 0 and *out, or -errno. */
 int flowlog_open(struct flowlog **out, const char *path, size_t *repaired)
-    __attribute__((warn_unused_result));
+	__attribute__((warn_unused_result));
 
 /* Closes the file and frees the log. NULL is a no-op. */
 void flowlog_close(struct flowlog *log);
@@ -96,17 +96,17 @@ void flowlog_format_time(const struct timespec *ts, char out[static FLOWLOG_TIME
 /* The common part of a flow record. Fill it as the flow runs; strings are
  * copied in, so the flow owns no pointers but end_reason/error. */
 struct flowlog_flow {
-	const char *type;                  /* "tcp", "udp", "dns" (static string) */
+	const char *type; /* "tcp", "udp", "dns" (static string) */
 	char id[FLOWLOG_ID_LEN];
-	char peer[FLOWLOG_PEER_LEN];       /* "": unknown (written as null) */
+	char peer[FLOWLOG_PEER_LEN]; /* "": unknown (written as null) */
 	struct sockaddr_storage client;
 	struct sockaddr_storage server;
-	struct timespec start, end;        /* CLOCK_REALTIME */
-	uint64_t bytes_up, bytes_down;     /* client → server, server → client */
+	struct timespec start, end;    /* CLOCK_REALTIME */
+	uint64_t bytes_up, bytes_down; /* client → server, server → client */
 	uint64_t packets_up, packets_down;
-	bool has_packets;                  /* write packets_*: UDP and DNS */
-	const char *end_reason;            /* static string, or NULL (written as null) */
-	char error[128];                   /* "": none (key omitted) */
+	bool has_packets;       /* write packets_*: UDP and DNS */
+	const char *end_reason; /* static string, or NULL (written as null) */
+	char error[128];        /* "": none (key omitted) */
 };
 
 /* Starts a flow: type, a new id, peer (NULL: unknown), addresses, start

@@ -18,15 +18,15 @@
 
 /* RFC 9113 section 3.4: the client connection preface. */
 static const uint8_t h2_preface[24] = {
-	'P', 'R', 'I', ' ', '*', ' ', 'H', 'T', 'T', 'P', '/', '2', '.', '0',
-	'\r', '\n', '\r', '\n', 'S', 'M', '\r', '\n', '\r', '\n',
+	'P', 'R', 'I',  ' ',  '*',  ' ',  'H', 'T', 'T',  'P',  '/',  '2',
+	'.', '0', '\r', '\n', '\r', '\n', 'S', 'M', '\r', '\n', '\r', '\n',
 };
 
 /* Section 4.1: Length (24) | Type (8) | Flags (8) | R (1) | Stream Id (31). */
 #define H2_FRAME_HEADER_LEN 9
-#define H2_DEFAULT_MAX_FRAME 16384u            /* section 4.2 */
+#define H2_DEFAULT_MAX_FRAME 16384u /* section 4.2 */
 #define H2_MAX_MAX_FRAME ((1u << 24) - 1)
-#define H2_DEFAULT_TABLE_SIZE 4096u            /* RFC 7541 section 4.2 */
+#define H2_DEFAULT_TABLE_SIZE 4096u /* RFC 7541 section 4.2 */
 
 /* Section 6: frame types and the flags this parser uses. */
 enum {
@@ -61,21 +61,21 @@ enum {
 enum h2_dir_id { DIR_CLIENT = 0, DIR_SERVER = 1 };
 
 enum h2_phase {
-	PH_PREFACE,  /* client direction: the 24 preface bytes */
-	PH_HEAD,     /* the 9-byte frame header */
-	PH_FIXED,    /* fixed fields at the start of the payload */
-	PH_CONTENT,  /* body bytes, header block fragment, or skipped bytes */
-	PH_PAD,      /* padding */
+	PH_PREFACE, /* client direction: the 24 preface bytes */
+	PH_HEAD,    /* the 9-byte frame header */
+	PH_FIXED,   /* fixed fields at the start of the payload */
+	PH_CONTENT, /* body bytes, header block fragment, or skipped bytes */
+	PH_PAD,     /* padding */
 };
 
 /* Where a header block's fields go. */
 enum h2_block_kind {
-	BK_DISCARD,        /* decoded for the HPACK state only */
+	BK_DISCARD, /* decoded for the HPACK state only */
 	BK_REQUEST,
 	BK_REQ_TRAILERS,
-	BK_RESPONSE,       /* a 1xx or the final response head */
+	BK_RESPONSE, /* a 1xx or the final response head */
 	BK_RESP_TRAILERS,
-	BK_PROMISE,        /* PUSH_PROMISE: the promised stream's request */
+	BK_PROMISE, /* PUSH_PROMISE: the promised stream's request */
 };
 
 /* Settings one side sent that the other has not acknowledged yet (6.5.3:
@@ -88,11 +88,11 @@ struct h2_settings {
 
 struct h2obs_stream {
 	struct http_exchange x;
-	uint8_t opener;          /* enum h2_dir_id */
-	bool req_head_done;      /* request (or promised request) head decoded */
-	bool resp_head_done;     /* final (non-1xx) response head decoded */
-	bool refused;            /* opened above the other side's GOAWAY */
-	bool closing;            /* marked for emission by a GOAWAY */
+	uint8_t opener;      /* enum h2_dir_id */
+	bool req_head_done;  /* request (or promised request) head decoded */
+	bool resp_head_done; /* final (non-1xx) response head decoded */
+	bool refused;        /* opened above the other side's GOAWAY */
+	bool closing;        /* marked for emission by a GOAWAY */
 };
 
 struct h2_dir {
@@ -107,23 +107,23 @@ struct h2_dir {
 	uint8_t type, flags;
 	uint8_t fixed[8];
 	uint8_t fixed_need, fixed_have;
-	uint32_t settings_left;  /* SETTINGS payload bytes not read yet */
+	uint32_t settings_left; /* SETTINGS payload bytes not read yet */
 	uint32_t content_left, pad_left;
-	struct h2obs_stream *data_stream;   /* DATA target, NULL: ignored */
+	struct h2obs_stream *data_stream; /* DATA target, NULL: ignored */
 	struct h2_settings cur_settings;
 
 	/* The header block being decoded (it may span CONTINUATION frames). */
 	bool in_block, block_end_stream, block_info, block_final;
 	uint32_t block_sid;
 	enum h2_block_kind block_kind;
-	struct h2obs_stream *block_stream;  /* NULL: not recorded */
+	struct h2obs_stream *block_stream; /* NULL: not recorded */
 
-	nghttp2_hd_inflater *hd;            /* decodes what this side encoded */
-	uint32_t max_frame;                 /* frames this side may send */
+	nghttp2_hd_inflater *hd; /* decodes what this side encoded */
+	uint32_t max_frame;      /* frames this side may send */
 	struct h2_settings pending[H2OBS_PENDING_SETTINGS];
 	unsigned pending_first, pending_n;
-	uint32_t last_opened;               /* highest stream id this side opened */
-	uint32_t refused_above;             /* the other side's GOAWAY last id */
+	uint32_t last_opened;   /* highest stream id this side opened */
+	uint32_t refused_above; /* the other side's GOAWAY last id */
 };
 
 /* Open streams by id: linear probing, backward-shift deletion. */
@@ -167,10 +167,20 @@ static uint32_t be32(const uint8_t *p)
 static void h2_error_name(uint32_t code, char *out, size_t n)
 {
 	static const char *const names[] = {
-		"NO_ERROR", "PROTOCOL_ERROR", "INTERNAL_ERROR", "FLOW_CONTROL_ERROR",
-		"SETTINGS_TIMEOUT", "STREAM_CLOSED", "FRAME_SIZE_ERROR", "REFUSED_STREAM",
-		"CANCEL", "COMPRESSION_ERROR", "CONNECT_ERROR", "ENHANCE_YOUR_CALM",
-		"INADEQUATE_SECURITY", "HTTP_1_1_REQUIRED",
+		"NO_ERROR",
+		"PROTOCOL_ERROR",
+		"INTERNAL_ERROR",
+		"FLOW_CONTROL_ERROR",
+		"SETTINGS_TIMEOUT",
+		"STREAM_CLOSED",
+		"FRAME_SIZE_ERROR",
+		"REFUSED_STREAM",
+		"CANCEL",
+		"COMPRESSION_ERROR",
+		"CONNECT_ERROR",
+		"ENHANCE_YOUR_CALM",
+		"INADEQUATE_SECURITY",
+		"HTTP_1_1_REQUIRED",
 	};
 	if (code < sizeof(names) / sizeof(names[0]))
 		snprintf(out, n, "%s", names[code]);
@@ -273,7 +283,8 @@ static void stream_emit(struct h2obs *o, struct h2obs_stream *st, const char *er
 	}
 	if (error) {
 		st->x.error = error;
-		snprintf(st->x.error_detail, sizeof(st->x.error_detail), "%s", detail ? detail : "");
+		snprintf(st->x.error_detail, sizeof(st->x.error_detail), "%s",
+			 detail ? detail : "");
 	}
 	if (st->x.end.tv_sec == 0 && st->x.end.tv_nsec == 0)
 		st->x.end = now_rt();
@@ -455,13 +466,14 @@ static void block_field(struct h2obs *o, struct h2_dir *s, const nghttp2_nv *nv)
 		break;
 	case BK_RESPONSE:
 		if (s->block_info)
-			break;  /* the rest of a 1xx head */
+			break; /* the rest of a 1xx head */
 		if (name_is(nv, ":status")) {
 			int status = parse_status(nv);
 			/* Section 8.1: interim responses come before the final one. */
 			if (status >= 100 && status <= 199) {
 				s->block_info = true;
-				if (x->n_informational < sizeof(x->informational) / sizeof(x->informational[0]))
+				if (x->n_informational <
+				    sizeof(x->informational) / sizeof(x->informational[0]))
 					x->informational[x->n_informational++] = status;
 				break;
 			}
@@ -508,7 +520,8 @@ static void block_feed(struct h2obs *o, int d, const uint8_t *p, size_t n, bool 
 			break;
 	}
 	if (final)
-		h2obs_fail(o, d, "HPACK on stream %u: truncated header block", (unsigned)s->block_sid);
+		h2obs_fail(o, d, "HPACK on stream %u: truncated header block",
+			   (unsigned)s->block_sid);
 }
 
 /* A HEADERS or PUSH_PROMISE frame starts a header block: decide where its
@@ -536,7 +549,7 @@ static void block_begin(struct h2obs *o, int d, uint32_t sid, uint32_t promised)
 		st = map_get(&o->map, sid);
 		if (st) {
 			kind = st->opener == DIR_CLIENT && !st->x.req.complete ? BK_REQ_TRAILERS
-									      : BK_DISCARD;
+									       : BK_DISCARD;
 		} else if (sid > s->last_opened && sid % 2 == 1) {
 			/* Section 5.1.1: a new stream, ids only grow. */
 			s->last_opened = sid;
@@ -682,7 +695,7 @@ static void settings_sent(struct h2obs *o, int d)
 	if (s->pending_n == H2OBS_PENDING_SETTINGS) {
 		/* Too many unacknowledged: fold into the newest. */
 		struct h2_settings *last =
-		    &s->pending[(s->pending_first + s->pending_n - 1) % H2OBS_PENDING_SETTINGS];
+			&s->pending[(s->pending_first + s->pending_n - 1) % H2OBS_PENDING_SETTINGS];
 		if (s->cur_settings.has_table_size) {
 			last->table_size = s->cur_settings.table_size;
 			last->has_table_size = true;
@@ -789,7 +802,8 @@ static void frame_begin(struct h2obs *o, int d, const uint8_t *h)
 		s->fixed_need = H2_RST_STREAM_LEN;
 		break;
 	case H2_SETTINGS: /* 6.5 */
-		if (s->sid != 0 || (s->flags & H2_FLAG_ACK ? s->len != 0 : s->len % H2_SETTING_LEN)) {
+		if (s->sid != 0 ||
+		    (s->flags & H2_FLAG_ACK ? s->len != 0 : s->len % H2_SETTING_LEN)) {
 			h2obs_fail(o, d, "SETTINGS of %u bytes on stream %u", (unsigned)s->len,
 				   (unsigned)s->sid);
 			return;
@@ -833,7 +847,7 @@ static void fixed_done(struct h2obs *o, int d)
 			s->settings_left -= H2_SETTING_LEN;
 		}
 		if (s->settings_left) {
-			s->fixed_have = 0;  /* the next entry */
+			s->fixed_have = 0; /* the next entry */
 			return;
 		}
 		s->phase = PH_CONTENT;
@@ -897,7 +911,8 @@ static void content(struct h2obs *o, int d, const uint8_t *p, size_t n)
 	if (s->type == H2_DATA) {
 		struct h2obs_stream *st = s->data_stream;
 		if (st)
-			http_body_append(d == DIR_CLIENT ? &st->x.req.body : &st->x.resp.body, p, n);
+			http_body_append(d == DIR_CLIENT ? &st->x.req.body : &st->x.resp.body, p,
+					 n);
 	} else if (frame_has_block(s)) {
 		block_feed(o, d, p, n, s->content_left == 0 && (s->flags & H2_FLAG_END_HEADERS));
 	}
@@ -1032,9 +1047,8 @@ struct h2obs *h2obs_new(const struct h2obs_config *cfg)
 	const char *scheme = cfg->scheme ? cfg->scheme : "https";
 	if (http_strdup_n(&o->scheme, scheme, strlen(scheme)) < 0)
 		goto fail_obs;
-	if (cfg->default_authority &&
-	    http_strdup_n(&o->default_authority, cfg->default_authority,
-			  strlen(cfg->default_authority)) < 0)
+	if (cfg->default_authority && http_strdup_n(&o->default_authority, cfg->default_authority,
+						    strlen(cfg->default_authority)) < 0)
 		goto fail_obs;
 	if (map_init(&o->map, H2_MAP_MIN_BITS) < 0)
 		goto fail_obs;

@@ -48,10 +48,10 @@ struct h2obs_config {
 };
 
 struct h2obs_stats {
-	uint64_t streams_seen;         /* streams opened by either side */
-	uint64_t emitted;              /* exchanges handed to the sink */
-	uint64_t dropped;              /* streams not recorded (over max_streams) */
-	uint64_t frames[2];            /* frames parsed, client→server and back */
+	uint64_t streams_seen; /* streams opened by either side */
+	uint64_t emitted;      /* exchanges handed to the sink */
+	uint64_t dropped;      /* streams not recorded (over max_streams) */
+	uint64_t frames[2];    /* frames parsed, client→server and back */
 };
 
 struct h2obs;

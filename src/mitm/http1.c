@@ -29,9 +29,9 @@ struct h1_ex {
 	struct http_exchange x;
 	struct h1_ex *next;
 	bool req_done, resp_done;
-	bool head;                     /* HEAD: the response has no body */
-	bool connect;                  /* CONNECT */
-	bool ws_offer;                 /* the request asked for Upgrade: websocket */
+	bool head;     /* HEAD: the response has no body */
+	bool connect;  /* CONNECT */
+	bool ws_offer; /* the request asked for Upgrade: websocket */
 };
 
 /* The parse state of one direction. Header names and values, the request
@@ -39,41 +39,41 @@ struct h1_ex {
  * copied once into the exchange. */
 struct h1_side {
 	llhttp_t parser;
-	struct h1_ex *cur;             /* the exchange being written */
+	struct h1_ex *cur; /* the exchange being written */
 	char *acc;
 	size_t acc_len, acc_cap;
-	size_t name_len;               /* header name: acc[0, name_len) */
-	bool acc_over;                 /* the item passed the bound: dropped */
-	bool in_trailers;              /* after the head: headers are trailers */
-	bool informational;            /* the response being parsed is a 1xx */
+	size_t name_len;    /* header name: acc[0, name_len) */
+	bool acc_over;      /* the item passed the bound: dropped */
+	bool in_trailers;   /* after the head: headers are trailers */
+	bool informational; /* the response being parsed is a 1xx */
 };
 
 struct http1_obs {
 	struct http_sink sink;
 	size_t body_cap;
 	char *scheme, *default_authority;
-	struct http_clock clock;       /* read once per call */
+	struct http_clock clock; /* read once per call */
 
 	struct h1_side req, resp;
 	struct h1_ex *head, *tail;
 	size_t pending;
 
 	bool failed, finished;
-	const char *fail_error;        /* set by a callback before failing */
+	const char *fail_error; /* set by a callback before failing */
 	char fail_detail[96];
 
 	/* Upgrade */
-	bool client_paused;            /* the request parser stopped after an
+	bool client_paused; /* the request parser stopped after an
 	                                  upgrade request or CONNECT */
-	bool resume_client;            /* its response said no: parse on */
+	bool resume_client; /* its response said no: parse on */
 	enum http1_upgrade upgraded;
 	enum http1_upgrade pending_upgrade; /* decided at the head, taken at the pause */
-	uint8_t *early;                /* client bytes after the upgrade request */
+	uint8_t *early;                     /* client bytes after the upgrade request */
 	size_t early_len, early_cap;
 	bool early_truncated;
 	size_t server_http_len;
-	char *protocol;                /* the 101's Upgrade value */
-	char *ws_url, *ws_ext;         /* for the WebSocket observer */
+	char *protocol;        /* the 101's Upgrade value */
+	char *ws_url, *ws_ext; /* for the WebSocket observer */
 	struct ws_obs *ws;
 
 	struct http1_stats stats;
@@ -135,7 +135,8 @@ static void drain(struct http1_obs *o, const char *error, const char *detail)
 		o->head = e->next;
 		if (!(e->req_done && e->resp_done)) {
 			e->x.error = error;
-			snprintf(e->x.error_detail, sizeof(e->x.error_detail), "%s", detail ? detail : "");
+			snprintf(e->x.error_detail, sizeof(e->x.error_detail), "%s",
+				 detail ? detail : "");
 		}
 		if (e->x.end.tv_sec == 0 && e->x.end.tv_nsec == 0)
 			e->x.end = *t;
@@ -312,7 +313,8 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
 static void set_version(struct http_exchange *x, llhttp_t *p)
 {
 	char v[16];
-	int n = snprintf(v, sizeof(v), "HTTP/%u.%u", llhttp_get_http_major(p), llhttp_get_http_minor(p));
+	int n = snprintf(v, sizeof(v), "HTTP/%u.%u", llhttp_get_http_major(p),
+			 llhttp_get_http_minor(p));
 	(void)http_strdup_n(&x->version, v, (size_t)n);
 }
 
@@ -408,7 +410,8 @@ static int resp_message_begin(llhttp_t *p)
 			/* A response no request asked for (e.g. a 408 before any). */
 			if (o->pending >= HTTP1_MAX_PENDING) {
 				o->fail_error = "pipeline_overflow";
-				snprintf(o->fail_detail, sizeof(o->fail_detail), "responses without requests");
+				snprintf(o->fail_detail, sizeof(o->fail_detail),
+					 "responses without requests");
 				return -1;
 			}
 			e = ex_new(o);
@@ -474,12 +477,13 @@ static int resp_headers_complete(llhttp_t *p)
 			e->x.websocket = true;
 			o->pending_upgrade = HTTP1_UPGRADE_WEBSOCKET;
 			const struct http_header *x =
-			    http_headers_find(&e->x.resp.headers, "sec-websocket-extensions");
+				http_headers_find(&e->x.resp.headers, "sec-websocket-extensions");
 			if (x)
 				(void)http_strdup_n(&o->ws_ext, x->value, x->value_len);
 			/* ws(s)://authority/path of the upgrade request */
-			const char *auth = e->x.authority ? e->x.authority
-					   : o->default_authority ? o->default_authority : "";
+			const char *auth = e->x.authority         ? e->x.authority
+					   : o->default_authority ? o->default_authority
+								  : "";
 			const char *path = e->x.path ? e->x.path : "/";
 			size_t need = strlen(auth) + strlen(path) + 8;
 			free(o->ws_url);
@@ -572,9 +576,8 @@ struct http1_obs *http1_obs_new(const struct http1_config *cfg)
 	const char *scheme = cfg->scheme ? cfg->scheme : "https";
 	if (http_strdup_n(&o->scheme, scheme, strlen(scheme)) != 0)
 		goto fail;
-	if (cfg->default_authority &&
-	    http_strdup_n(&o->default_authority, cfg->default_authority,
-			  strlen(cfg->default_authority)) != 0)
+	if (cfg->default_authority && http_strdup_n(&o->default_authority, cfg->default_authority,
+						    strlen(cfg->default_authority)) != 0)
 		goto fail;
 	llhttp_init(&o->req.parser, HTTP_REQUEST, &req_settings);
 	llhttp_init(&o->resp.parser, HTTP_RESPONSE, &resp_settings);
@@ -729,7 +732,7 @@ void http1_obs_server(struct http1_obs *o, const uint8_t *p, size_t n)
 		size_t used = (size_t)((const uint8_t *)llhttp_get_error_pos(&o->resp.parser) - p);
 		o->server_http_len = used;
 		o->upgraded = o->pending_upgrade != HTTP1_UPGRADE_NONE ? o->pending_upgrade
-									: HTTP1_UPGRADE_OTHER;
+								       : HTTP1_UPGRADE_OTHER;
 		if (o->upgraded == HTTP1_UPGRADE_WEBSOCKET) {
 			start_websocket(o);
 			if (o->ws && used < n)

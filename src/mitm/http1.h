@@ -48,20 +48,20 @@
 #define HTTP1_MAX_EARLY_BYTES (64u * 1024)
 
 struct http1_config {
-	struct http_sink sink;         /* copied; both callbacks may be NULL */
-	size_t body_cap;               /* bytes kept of each body and WebSocket
+	struct http_sink sink;               /* copied; both callbacks may be NULL */
+	size_t body_cap;                     /* bytes kept of each body and WebSocket
 	                                  message (usually HTTPFLOW_DEFAULT_BODY_CAP) */
-	const char *scheme;            /* "https" or "http"; NULL: "https" (copied) */
-	const char *default_authority; /* the server "ip:port", for requests
+	const char *scheme;                  /* "https" or "http"; NULL: "https" (copied) */
+	const char *default_authority;       /* the server "ip:port", for requests
 	                                  without Host (copied; NULL: none) */
 	void (*clock)(struct timespec *now); /* NULL: CLOCK_REALTIME */
 };
 
 enum http1_upgrade {
 	HTTP1_UPGRADE_NONE,
-	HTTP1_UPGRADE_WEBSOCKET,       /* 101 to websocket: frames recorded here */
-	HTTP1_UPGRADE_CONNECT,         /* 2xx to CONNECT: a tunnel, not recorded */
-	HTTP1_UPGRADE_OTHER,           /* 101 to another protocol: not recorded */
+	HTTP1_UPGRADE_WEBSOCKET, /* 101 to websocket: frames recorded here */
+	HTTP1_UPGRADE_CONNECT,   /* 2xx to CONNECT: a tunnel, not recorded */
+	HTTP1_UPGRADE_OTHER,     /* 101 to another protocol: not recorded */
 };
 
 struct http1_upgrade_info {
@@ -72,13 +72,13 @@ struct http1_upgrade_info {
 	 * valid until the next call into the observer). */
 	const uint8_t *client_early;
 	size_t client_early_len;
-	bool client_early_truncated;   /* more than HTTP1_MAX_EARLY_BYTES came */
-	const char *protocol;          /* the 101's Upgrade value, or NULL */
+	bool client_early_truncated; /* more than HTTP1_MAX_EARLY_BYTES came */
+	const char *protocol;        /* the 101's Upgrade value, or NULL */
 };
 
 struct http1_stats {
-	uint64_t requests;             /* request heads begun */
-	uint64_t emitted;              /* exchanges handed to the sink */
+	uint64_t requests; /* request heads begun */
+	uint64_t emitted;  /* exchanges handed to the sink */
 };
 
 struct http1_obs;

@@ -20,8 +20,8 @@
 
 /* ---- headers ------------------------------------------------------------- */
 
-int http_headers_add(struct http_headers *h, const char *name, size_t name_len,
-		     const char *value, size_t value_len)
+int http_headers_add(struct http_headers *h, const char *name, size_t name_len, const char *value,
+		     size_t value_len)
 {
 	size_t add = name_len + value_len;
 	if (add > HTTPFLOW_MAX_HEADER_BYTES || h->bytes + add > HTTPFLOW_MAX_HEADER_BYTES) {
@@ -289,10 +289,9 @@ json_t *http_body_json(const uint8_t *data, size_t len, uint64_t size, bool trun
 	int rc = 0;
 	/* NUL is valid UTF-8 but marks binary data (and JSON readers refuse
 	 * "\u0000" unless told otherwise). */
-	if ((valid == len || (truncated && cut)) &&
-	    (valid == 0 || !memchr(data, 0, valid))) {
-		rc |= json_object_set_new(o, "text",
-					  json_stringn_nocheck(valid ? (const char *)data : "", valid));
+	if ((valid == len || (truncated && cut)) && (valid == 0 || !memchr(data, 0, valid))) {
+		rc |= json_object_set_new(
+			o, "text", json_stringn_nocheck(valid ? (const char *)data : "", valid));
 	} else {
 		size_t b64_len = sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_ORIGINAL);
 		char *b64 = malloc(b64_len);
@@ -365,7 +364,8 @@ static int message_json(const struct http_message *m, json_t *o)
 	if (m->headers.truncated || m->trailers.truncated)
 		rc |= json_object_set_new(o, "headers_truncated", json_true());
 	const struct http_body *b = &m->body;
-	rc |= json_object_set_new(o, "body", http_body_json(b->data, b->len, b->size, b->truncated));
+	rc |= json_object_set_new(o, "body",
+				  http_body_json(b->data, b->len, b->size, b->truncated));
 	return rc ? -ENOMEM : 0;
 }
 
@@ -383,7 +383,8 @@ static bool has_scheme_prefix(const char *p)
 	/* absolute-form: scheme ":" "//" (RFC 9112 3.2.2; scheme per RFC 3986 3.1) */
 	size_t i = 0;
 	while ((p[i] >= 'a' && p[i] <= 'z') || (p[i] >= 'A' && p[i] <= 'Z') ||
-	       (i > 0 && ((p[i] >= '0' && p[i] <= '9') || p[i] == '+' || p[i] == '-' || p[i] == '.')))
+	       (i > 0 &&
+		((p[i] >= '0' && p[i] <= '9') || p[i] == '+' || p[i] == '-' || p[i] == '.')))
 		i++;
 	return i > 0 && p[i] == ':' && p[i + 1] == '/' && p[i + 2] == '/';
 }
@@ -452,7 +453,9 @@ int http_exchange_to_json(const struct http_exchange *x, const char *default_aut
 		if (resp) {
 			rc |= json_object_set_new(resp, "status", json_integer(x->status));
 			if (x->reason)
-				rc |= json_object_set_new(resp, "reason", header_string(x->reason, strlen(x->reason)));
+				rc |= json_object_set_new(
+					resp, "reason",
+					header_string(x->reason, strlen(x->reason)));
 			rc |= message_json(&x->resp, resp);
 		}
 	} else {

@@ -21,7 +21,7 @@
 #define HTTPFLOW_DEFAULT_BUDGET ((size_t)256 << 20)
 
 struct http_header {
-	char *name, *value;            /* NUL-terminated copies (may hold NUL bytes
+	char *name, *value; /* NUL-terminated copies (may hold NUL bytes
 	                                  inside for h2; lengths are authoritative) */
 	size_t name_len, value_len;
 };
@@ -30,14 +30,14 @@ struct http_header {
 struct http_headers {
 	struct http_header *v;
 	size_t n, cap;
-	size_t bytes;                  /* sum of name_len + value_len */
-	bool truncated;                /* headers beyond HTTPFLOW_MAX_HEADER_BYTES dropped */
+	size_t bytes;   /* sum of name_len + value_len */
+	bool truncated; /* headers beyond HTTPFLOW_MAX_HEADER_BYTES dropped */
 };
 
 /* Appends a copy. Returns 0, or -E2BIG (over the byte bound: not added,
  * `truncated` set) or -ENOMEM. */
-int http_headers_add(struct http_headers *h, const char *name, size_t name_len,
-		     const char *value, size_t value_len);
+int http_headers_add(struct http_headers *h, const char *name, size_t name_len, const char *value,
+		     size_t value_len);
 /* The first value of `name` (ASCII case-insensitive), or NULL. */
 const struct http_header *http_headers_find(const struct http_headers *h, const char *name);
 void http_headers_free(struct http_headers *h);
@@ -45,11 +45,11 @@ void http_headers_free(struct http_headers *h);
 /* A body as recorded: the first `cap` bytes, and how many there were. */
 struct http_body {
 	uint8_t *data;
-	size_t len;                    /* bytes kept, <= cap */
-	size_t cap;                    /* set by http_body_init; 0 keeps nothing */
-	uint64_t size;                 /* bytes seen (decoded from chunking, not
+	size_t len;     /* bytes kept, <= cap */
+	size_t cap;     /* set by http_body_init; 0 keeps nothing */
+	uint64_t size;  /* bytes seen (decoded from chunking, not
 	                                  content-decoded) */
-	bool truncated;                /* size > len */
+	bool truncated; /* size > len */
 };
 
 void http_body_init(struct http_body *b, size_t cap);
@@ -68,34 +68,34 @@ struct http_message {
 	struct http_headers headers;
 	struct http_headers trailers;
 	struct http_body body;
-	bool complete;                 /* the message ended normally */
+	bool complete; /* the message ended normally */
 };
 
 /* An exchange. Strings are owned (malloc'd, NUL-terminated) or NULL. */
 struct http_exchange {
-	char *version;                 /* "HTTP/1.1", "HTTP/1.0", "HTTP/2" */
+	char *version; /* "HTTP/1.1", "HTTP/1.0", "HTTP/2" */
 	char *method;
-	char *scheme;                  /* "https" or "http" */
-	char *authority;               /* Host header or :authority */
-	char *path;                    /* request target as sent ("/a?b", or
+	char *scheme;       /* "https" or "http" */
+	char *authority;    /* Host header or :authority */
+	char *path;         /* request target as sent ("/a?b", or
 	                                  absolute-form / "*" / authority-form) */
-	uint32_t stream_id;            /* HTTP/2 stream, 0 for HTTP/1 */
+	uint32_t stream_id; /* HTTP/2 stream, 0 for HTTP/1 */
 	struct http_message req;
-	int status;                    /* 0: no response */
-	char *reason;                  /* HTTP/1 reason phrase, NULL for h2 */
+	int status;   /* 0: no response */
+	char *reason; /* HTTP/1 reason phrase, NULL for h2 */
 	struct http_message resp;
-	int informational[4];          /* 1xx statuses seen before the final one */
+	int informational[4]; /* 1xx statuses seen before the final one */
 	size_t n_informational;
-	bool websocket;                /* 101 with Upgrade: websocket followed */
+	bool websocket; /* 101 with Upgrade: websocket followed */
 	/* CLOCK_REALTIME; zero: not reached. */
-	struct timespec start;         /* first byte of the request */
-	struct timespec request_end;   /* last byte of the request seen */
-	struct timespec response_start;/* first byte of the response head */
-	struct timespec end;           /* last byte of the response, or the error */
-	const char *error;             /* static string, NULL when none, e.g.
+	struct timespec start;          /* first byte of the request */
+	struct timespec request_end;    /* last byte of the request seen */
+	struct timespec response_start; /* first byte of the response head */
+	struct timespec end;            /* last byte of the response, or the error */
+	const char *error;              /* static string, NULL when none, e.g.
 	                                  "client_reset", "upstream_reset",
 	                                  "connection_closed", "parse_error:..." */
-	char error_detail[96];         /* free text, "" when none */
+	char error_detail[96];          /* free text, "" when none */
 };
 
 /* Zeroes x and sets the body caps of both messages. */

@@ -9,6 +9,6 @@
 
 #define LOCALNAME_HOST "wgmitm.internal"
 #define LOCALNAME_CA_HOST "ca." LOCALNAME_HOST
-#define LOCALNAME_TTL 60             /* seconds, A and AAAA answers */
+#define LOCALNAME_TTL 60 /* seconds, A and AAAA answers */
 
 #endif

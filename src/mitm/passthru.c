@@ -9,10 +9,10 @@
 
 #include <sodium.h>
 
-#define PASSTHRU_KEY_MAX 320   /* peer name + NUL + host */
+#define PASSTHRU_KEY_MAX 320 /* peer name + NUL + host */
 
 struct passthru_auto {
-	uint64_t expires;      /* 0: free */
+	uint64_t expires; /* 0: free */
 	uint16_t len;
 	char key[PASSTHRU_KEY_MAX];
 };
@@ -96,8 +96,7 @@ void passthru_auto_add(struct passthru *p, const char *peer, const char *host, u
 	s->expires = now + p->auto_s;
 }
 
-bool passthru_auto_has(const struct passthru *p, const char *peer, const char *host,
-		       uint64_t now)
+bool passthru_auto_has(const struct passthru *p, const char *peer, const char *host, uint64_t now)
 {
 	char key[PASSTHRU_KEY_MAX];
 	size_t len = auto_key(peer, host, key);

@@ -16,7 +16,7 @@
 #define PASSTHRU_MAX_RULES 64
 #define PASSTHRU_AUTO_SLOTS 4096
 #define PASSTHRU_DEFAULT_AUTO_S 3600
-#define PASSTHRU_GLOB_LEN 256      /* longest rule + NUL */
+#define PASSTHRU_GLOB_LEN 256 /* longest rule + NUL */
 
 struct passthru;
 
@@ -32,8 +32,7 @@ const char *passthru_rule(const struct passthru *p, const char *host);
 
 /* Automatic entries; `now` in seconds of any monotonic clock. */
 void passthru_auto_add(struct passthru *p, const char *peer, const char *host, uint64_t now);
-bool passthru_auto_has(const struct passthru *p, const char *peer, const char *host,
-		       uint64_t now);
+bool passthru_auto_has(const struct passthru *p, const char *peer, const char *host, uint64_t now);
 size_t passthru_auto_count(const struct passthru *p, uint64_t now);
 
 #endif

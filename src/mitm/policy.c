@@ -122,7 +122,8 @@ enum policy_verdict policy_check(const struct policy *p, int proto, const struct
 
 	if (dest->sa_family == AF_INET) {
 		memcpy(out, dest, sizeof(struct sockaddr_in));
-		return proto_ok ? check4(p, proto, (struct sockaddr_in *)out) : POLICY_REFUSE_FAMILY;
+		return proto_ok ? check4(p, proto, (struct sockaddr_in *)out)
+				: POLICY_REFUSE_FAMILY;
 	}
 	if (dest->sa_family != AF_INET6)
 		return POLICY_REFUSE_FAMILY;

@@ -25,24 +25,24 @@
 #define POLICY_DNS_PORT 53
 
 enum policy_verdict {
-	POLICY_ALLOW = 0,            /* relay to the destination (rewritten: v4-mapped unmapped) */
-	POLICY_LOCAL_SERVICE,        /* one of our own services on our tunnel address */
-	POLICY_HOST_PORT,            /* our tunnel address, an --allow-host-port port: rewritten to loopback */
-	POLICY_REFUSE_LOOPBACK,      /* 127.0.0.0/8, ::1 */
-	POLICY_REFUSE_UNSPECIFIED,   /* 0.0.0.0/8, :: */
-	POLICY_REFUSE_LINK_LOCAL,    /* 169.254.0.0/16 (cloud metadata), fe80::/10 */
-	POLICY_REFUSE_MULTICAST,     /* 224.0.0.0/4, ff00::/8 */
-	POLICY_REFUSE_BROADCAST,     /* 255.255.255.255 */
-	POLICY_REFUSE_PEER,          /* another address inside the tunnel pools */
-	POLICY_REFUSE_OWN_ADDRESS,   /* our tunnel address, a port we do not serve */
-	POLICY_REFUSE_FAMILY,        /* neither AF_INET nor AF_INET6, or not TCP/UDP */
+	POLICY_ALLOW = 0,     /* relay to the destination (rewritten: v4-mapped unmapped) */
+	POLICY_LOCAL_SERVICE, /* one of our own services on our tunnel address */
+	POLICY_HOST_PORT, /* our tunnel address, an --allow-host-port port: rewritten to loopback */
+	POLICY_REFUSE_LOOPBACK,    /* 127.0.0.0/8, ::1 */
+	POLICY_REFUSE_UNSPECIFIED, /* 0.0.0.0/8, :: */
+	POLICY_REFUSE_LINK_LOCAL,  /* 169.254.0.0/16 (cloud metadata), fe80::/10 */
+	POLICY_REFUSE_MULTICAST,   /* 224.0.0.0/4, ff00::/8 */
+	POLICY_REFUSE_BROADCAST,   /* 255.255.255.255 */
+	POLICY_REFUSE_PEER,        /* another address inside the tunnel pools */
+	POLICY_REFUSE_OWN_ADDRESS, /* our tunnel address, a port we do not serve */
+	POLICY_REFUSE_FAMILY,      /* neither AF_INET nor AF_INET6, or not TCP/UDP */
 	POLICY_VERDICT_COUNT
 };
 
 struct policy {
-	struct in_addr addr4;        /* the endpoint's tunnel addresses */
+	struct in_addr addr4; /* the endpoint's tunnel addresses */
 	struct in6_addr addr6;
-	struct addrpool pool;        /* the peers' pools (both families) */
+	struct addrpool pool;                 /* the peers' pools (both families) */
 	uint16_t local_tcp[POLICY_MAX_PORTS]; /* ports we serve on addr4/addr6 */
 	size_t nlocal_tcp;
 	uint16_t local_udp[POLICY_MAX_PORTS];

@@ -65,15 +65,15 @@ struct relay {
 	int (*local_accept)(void *ctx, struct netstack_tcp *conn, const struct sockaddr *client,
 			    const struct sockaddr *dest);
 	void *local_ctx;
-	struct relay_conn *conns;      /* every flow not yet freed */
+	struct relay_conn *conns; /* every flow not yet freed */
 	struct relay_stats stats;
-	bool shut;                     /* relay_shutdown ran: refuse new flows */
-	bool freed;                    /* relay_free ran: free with the last flow */
-	struct tally *per_peer;        /* open flows per peer, against max_per_peer */
+	bool shut;                              /* relay_shutdown ran: refuse new flows */
+	bool freed;                             /* relay_free ran: free with the last flow */
+	struct tally *per_peer;                 /* open flows per peer, against max_per_peer */
 	char refusal[POLICY_VERDICT_COUNT][32]; /* "policy:<verdict>" end reasons */
-	uint8_t rbuf[RELAY_READ_SIZE]; /* upstream reads land here, one at a time */
-	uint8_t pbuf[RELAY_READ_SIZE]; /* plaintext out of a TLS leg */
-	uv_timer_t tick;               /* WebSocket batches of quiet flows, 1 s */
+	uint8_t rbuf[RELAY_READ_SIZE];          /* upstream reads land here, one at a time */
+	uint8_t pbuf[RELAY_READ_SIZE];          /* plaintext out of a TLS leg */
+	uv_timer_t tick;                        /* WebSocket batches of quiet flows, 1 s */
 	bool tick_closed;
 };
 
@@ -83,7 +83,15 @@ struct relay_write {
 	uint8_t data[];
 };
 
-enum relay_mode { MODE_DIAL, MODE_SNIFF, MODE_RAW, MODE_UP_HS, MODE_CLIENT_HS, MODE_TLS, MODE_FAIL };
+enum relay_mode {
+	MODE_DIAL,
+	MODE_SNIFF,
+	MODE_RAW,
+	MODE_UP_HS,
+	MODE_CLIENT_HS,
+	MODE_TLS,
+	MODE_FAIL
+};
 
 enum obs_kind { OBS_NONE, OBS_HTTP1, OBS_H2 };
 
@@ -92,19 +100,19 @@ enum obs_kind { OBS_NONE, OBS_HTTP1, OBS_H2 };
 /* What only intercepted (or sniffed) flows need: allocated at the first
  * client byte, so idle raw flows stay small. */
 struct relay_icpt {
-	uint8_t *sniff;                /* client bytes held while deciding */
+	uint8_t *sniff; /* client bytes held while deciding */
 	size_t sniff_len;
 	struct sniff_hello hello;
 	struct tls_leg up, cl;
-	bool up_tls, cl_tls;           /* legs initialised */
-	const char *proto;             /* "raw", "tls", "tls-passthrough", "http", "h2c" */
+	bool up_tls, cl_tls; /* legs initialised */
+	const char *proto;   /* "raw", "tls", "tls-passthrough", "http", "h2c" */
 	char passthrough[PASSTHRU_GLOB_LEN + 8];
 	char tls_error[200];
-	json_t *tls_json;              /* {"client":…, "upstream":…} once both are up */
+	json_t *tls_json;                 /* {"client":…, "upstream":…} once both are up */
 	char authority[FLOWLOG_ADDR_LEN]; /* the server as "ip:port" for URLs */
 	enum obs_kind obs;
 	void *obs_ptr;
-	struct errpage *err;           /* FAIL: the 502 we answer with */
+	struct errpage *err; /* FAIL: the 502 we answer with */
 	uint8_t first_up[RELAY_FIRST_BYTES], first_down[RELAY_FIRST_BYTES];
 	size_t first_up_len, first_down_len;
 	uint64_t first_up_size, first_down_size;
@@ -113,43 +121,43 @@ struct relay_icpt {
 struct relay_conn {
 	struct relay *relay;
 	enum relay_mode mode;
-	struct relay_icpt *x;          /* NULL until the first client byte */
+	struct relay_icpt *x; /* NULL until the first client byte */
 	struct relay_conn *prev, *next;
-	struct netstack_tcp *ns;       /* NULL once released or closed by the netstack */
+	struct netstack_tcp *ns; /* NULL once released or closed by the netstack */
 	uv_tcp_t up;
-	uv_timer_t timer;              /* the timeout of what the flow waits for */
-	uint64_t acked;                /* bytes the client acknowledged (ops.sent) */
-	uint64_t idle_bytes;           /* half-closed: bytes in, both ways, and acked by
+	uv_timer_t timer;    /* the timeout of what the flow waits for */
+	uint64_t acked;      /* bytes the client acknowledged (ops.sent) */
+	uint64_t idle_bytes; /* half-closed: bytes in, both ways, and acked by
 	                                  the client, at the last tick */
 	uv_connect_t connect_req;
 	uv_shutdown_t shutdown_req;
 	struct flowlog_flow flow;
-	struct tally_entry *share;     /* this flow in relay.per_peer */
+	struct tally_entry *share;        /* this flow in relay.per_peer */
 	struct sockaddr_storage upstream; /* dialled address (rewritten for host ports) */
 	bool host_port;
-	unsigned handles;              /* uv handles not yet closed */
+	unsigned handles; /* uv handles not yet closed */
 
-	uint8_t *pending;              /* upstream bytes the netstack refused */
+	uint8_t *pending; /* upstream bytes the netstack refused */
 	size_t pending_off, pending_len;
-	size_t queued;                 /* client bytes in the upstream write queue */
+	size_t queued; /* client bytes in the upstream write queue */
 
 	bool connected;
-	bool reading;                  /* uv_read_start is on */
-	bool client_paused;            /* by us, for backpressure or connecting */
-	bool client_fin;               /* FIN (or orderly close) from the client */
-	bool up_shutdown;              /* uv_shutdown issued */
+	bool reading;       /* uv_read_start is on */
+	bool client_paused; /* by us, for backpressure or connecting */
+	bool client_fin;    /* FIN (or orderly close) from the client */
+	bool up_shutdown;   /* uv_shutdown issued */
 	bool up_shutdown_done;
 	bool upstream_eof;
-	bool down_shutdown;            /* netstack_tcp_shutdown issued */
-	bool half_timer;               /* the timer checks a half-closed flow for traffic */
-	bool finished;                 /* record written, handles closing */
+	bool down_shutdown; /* netstack_tcp_shutdown issued */
+	bool half_timer;    /* the timer checks a half-closed flow for traffic */
+	bool finished;      /* record written, handles closing */
 };
 
 enum leg_end {
-	END_GRACEFUL,      /* netstack_tcp_close, uv_close */
-	END_RESET_CLIENT,  /* netstack_tcp_abort, uv_close */
-	END_RESET_UPSTREAM,/* client already gone; uv_tcp_close_reset */
-	END_RESET_BOTH,    /* netstack_tcp_abort, uv_tcp_close_reset */
+	END_GRACEFUL,       /* netstack_tcp_close, uv_close */
+	END_RESET_CLIENT,   /* netstack_tcp_abort, uv_close */
+	END_RESET_UPSTREAM, /* client already gone; uv_tcp_close_reset */
+	END_RESET_BOTH,     /* netstack_tcp_abort, uv_tcp_close_reset */
 };
 
 static void relay_conn_check_done(struct relay_conn *c);
@@ -230,14 +238,20 @@ static void obs_start(struct relay_conn *c, enum obs_kind kind, const char *sche
 	struct relay_icpt *x = c->x;
 	if (c->relay->cfg.no_http || kind == OBS_NONE)
 		return;
-	struct http_sink sink = { .exchange = sink_exchange, .websocket = sink_websocket, .ctx = c };
+	struct http_sink sink = { .exchange = sink_exchange,
+				  .websocket = sink_websocket,
+				  .ctx = c };
 	size_t cap = c->relay->cfg.body_cap;
 	if (kind == OBS_HTTP1) {
-		struct http1_config hc = { .sink = sink, .body_cap = cap, .scheme = scheme,
+		struct http1_config hc = { .sink = sink,
+					   .body_cap = cap,
+					   .scheme = scheme,
 					   .default_authority = x->authority };
 		x->obs_ptr = http1_obs_new(&hc);
 	} else if (kind == OBS_H2) {
-		struct h2obs_config hc = { .sink = sink, .body_cap = cap, .scheme = scheme,
+		struct h2obs_config hc = { .sink = sink,
+					   .body_cap = cap,
+					   .scheme = scheme,
 					   .default_authority = x->authority };
 		x->obs_ptr = h2obs_new(&hc);
 	}
@@ -380,7 +394,8 @@ static void relay_conn_record_icpt(const struct relay_conn *c, json_t *o)
 		json_t *a = json_array();
 		for (size_t i = 0; i < x->hello.n_alpn; i++)
 			json_array_append_new(
-				a, json_stringn((const char *)x->hello.alpn_wire + x->hello.alpn_off[i] + 1,
+				a, json_stringn((const char *)x->hello.alpn_wire +
+							x->hello.alpn_off[i] + 1,
 						x->hello.alpn_wire[x->hello.alpn_off[i]]));
 		json_object_set_new(o, "alpn_offered", a);
 	}
@@ -457,8 +472,9 @@ static void relay_conn_upstream_failed(struct relay_conn *c, const char *what, i
 		relay_conn_error(c, what, uverr);
 	/* ETIMEDOUT: the upstream stopped answering keepalives or
 	 * retransmissions, the kernel gave up. */
-	const char *reason = uverr == UV_ECONNRESET || uverr == UV_EPIPE ? "upstream_reset" :
-			     uverr == UV_ETIMEDOUT ? "timeout" : "error";
+	const char *reason = uverr == UV_ECONNRESET || uverr == UV_EPIPE ? "upstream_reset"
+			     : uverr == UV_ETIMEDOUT                     ? "timeout"
+									 : "error";
 	relay_conn_finish(c, reason, END_RESET_CLIENT);
 }
 
@@ -750,7 +766,8 @@ static void relay_conn_on_client_recv(void *arg, const uint8_t *data, size_t len
 	switch (c->mode) {
 	case MODE_RAW:
 		if (c->x) {
-			keep_first(c->x->first_up, &c->x->first_up_len, &c->x->first_up_size, data, len);
+			keep_first(c->x->first_up, &c->x->first_up_len, &c->x->first_up_size, data,
+				   len);
 			obs_client(c, data, len);
 		}
 		(void)relay_conn_up_send(c, data, len);
@@ -1003,9 +1020,10 @@ static void relay_conn_upstream_ready(struct relay_conn *c, bool ok)
 		if (!uv_is_closing((uv_handle_t *)&c->up))
 			uv_close((uv_handle_t *)&c->up, relay_conn_on_close);
 		/* HTTP/1.1 when offered (or no ALPN at all), else HTTP/2 (gRPC). */
-		const char *pick = hello_offers(&x->hello, "http/1.1") ? "http/1.1" :
-				   hello_offers(&x->hello, "h2")       ? "h2" :
-				   hello_offers(&x->hello, "grpc-exp") ? "grpc-exp" : NULL;
+		const char *pick = hello_offers(&x->hello, "http/1.1")   ? "http/1.1"
+				   : hello_offers(&x->hello, "h2")       ? "h2"
+				   : hello_offers(&x->hello, "grpc-exp") ? "grpc-exp"
+									 : NULL;
 		if (!relay_conn_client_leg(c, NULL, (const uint8_t *)pick, pick ? strlen(pick) : 0))
 			return;
 		c->mode = MODE_FAIL;
@@ -1058,7 +1076,8 @@ static void relay_conn_client_tls_failed(struct relay_conn *c, const char *how)
 	const char *reason;
 	if (tls_leg_client_rejected(&x->cl)) {
 		r->stats.tls_client_rejected++;
-		snprintf(x->tls_error, sizeof(x->tls_error), "client rejected certificate: %s", why);
+		snprintf(x->tls_error, sizeof(x->tls_error), "client rejected certificate: %s",
+			 why);
 		reason = "tls:client_rejected";
 		char hostbuf[INET6_ADDRSTRLEN];
 		const char *host = relay_conn_host(c, hostbuf);
@@ -1066,7 +1085,8 @@ static void relay_conn_client_tls_failed(struct relay_conn *c, const char *how)
 			passthru_auto_add(r->cfg.passthrough, c->flow.peer, host, relay_now_s(r));
 		/* One line per host and peer: later connections pass through. */
 		log_warn("%s rejected our certificate for %s (%s): if every host fails, the CA is "
-			 "not installed (http://" LOCALNAME_HOST "); if only some do, the app pins%s",
+			 "not installed (http://" LOCALNAME_HOST
+			 "); if only some do, the app pins%s",
 			 c->flow.peer[0] ? c->flow.peer : "a client", host, why,
 			 r->cfg.passthrough ? " and the host now passes through for it" : "");
 	} else {
@@ -1214,8 +1234,8 @@ static void relay_conn_upstream_tls_data(struct relay_conn *c)
 		size_t room = netstack_tcp_writable(c->ns);
 		if (room == 0)
 			break;
-		enum tls_result rr = tls_leg_read(&x->up, r->pbuf,
-						  room < sizeof(r->pbuf) ? room : sizeof(r->pbuf), &n);
+		enum tls_result rr = tls_leg_read(
+			&x->up, r->pbuf, room < sizeof(r->pbuf) ? room : sizeof(r->pbuf), &n);
 		(void)relay_conn_up_flush(c);
 		if (c->finished)
 			return;
@@ -1262,8 +1282,9 @@ static void relay_conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 		/* Read no more than the netstack takes now: the bytes go on at
 		 * once and the kernel's socket buffer holds the rest. 0 →
 		 * UV_ENOBUFS. */
-		room = c->ns && !c->finished && relay_conn_client_pending(c) == 0 ?
-			       netstack_tcp_writable(c->ns) : 0;
+		room = c->ns && !c->finished && relay_conn_client_pending(c) == 0
+			       ? netstack_tcp_writable(c->ns)
+			       : 0;
 		if (room > RELAY_READ_SIZE)
 			room = RELAY_READ_SIZE;
 		if (room < RELAY_READ_LOWAT)
@@ -1296,8 +1317,7 @@ static void relay_conn_read_on(struct relay_conn *c)
 /* Upstream EOF and nothing left to hand over: FIN to the client. */
 static void relay_conn_down_done(struct relay_conn *c)
 {
-	if (!c->upstream_eof || relay_conn_client_pending(c) > 0 || c->down_shutdown ||
-	    c->finished)
+	if (!c->upstream_eof || relay_conn_client_pending(c) > 0 || c->down_shutdown || c->finished)
 		return;
 	c->down_shutdown = true;
 	if (c->ns)
@@ -1431,7 +1451,8 @@ static void relay_conn_on_client_sent(void *arg, size_t len)
 		c->pending = NULL;
 		relay_conn_down_done(c);
 	}
-	if (!c->reading && !c->finished && c->ns && netstack_tcp_writable(c->ns) >= RELAY_READ_LOWAT)
+	if (!c->reading && !c->finished && c->ns &&
+	    netstack_tcp_writable(c->ns) >= RELAY_READ_LOWAT)
 		relay_conn_read_on(c);
 }
 
@@ -1463,13 +1484,12 @@ static void relay_conn_on_client_closed(void *arg, int err)
 		snprintf(c->flow.error, sizeof(c->flow.error), "client: %s", strerror(-err));
 	} else if ((c->mode == MODE_CLIENT_HS || c->mode == MODE_FAIL) && c->x && c->x->cl_tls &&
 		   !c->x->cl.done && tls_leg_client_rejected(&c->x->cl)) {
-		relay_conn_client_tls_failed(c,
-					     "reset the connection after our certificate, without an alert");
+		relay_conn_client_tls_failed(
+			c, "reset the connection after our certificate, without an alert");
 		return;
 	}
 	relay_conn_finish(c, reason, c->connected ? END_RESET_UPSTREAM : END_GRACEFUL);
 }
-
 
 /* ---- connecting --------------------------------------------------------- */
 
@@ -1599,14 +1619,15 @@ static void relay_conn_on_connect(uv_connect_t *req, int status)
 	}
 	c->connected = true;
 	c->mode = MODE_SNIFF;
-	uv_tcp_nodelay(&c->up, 1);   /* the client's segments are already batched */
+	uv_tcp_nodelay(&c->up, 1); /* the client's segments are already batched */
 	uv_tcp_keepalive(&c->up, 1, RELAY_UPSTREAM_KEEPALIVE_IDLE_S);
 	/* And then probes as the netstack sends them to clients, so a vanished
 	 * upstream ends the flow ("timeout") in two minutes, not the
 	 * kernel's default of twelve. */
 	uv_os_fd_t fd;
 	if (uv_fileno((uv_handle_t *)&c->up, &fd) == 0) {
-		int intvl = RELAY_UPSTREAM_KEEPALIVE_INTERVAL_S, cnt = RELAY_UPSTREAM_KEEPALIVE_COUNT;
+		int intvl = RELAY_UPSTREAM_KEEPALIVE_INTERVAL_S,
+		    cnt = RELAY_UPSTREAM_KEEPALIVE_COUNT;
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
 	}

@@ -97,34 +97,34 @@ struct passthru;
 
 #define RELAY_DEFAULT_MAX_BUFFER (256u * 1024) /* client → upstream queue */
 #define RELAY_DEFAULT_CONNECT_TIMEOUT_MS 10000
-#define RELAY_READ_SIZE (64u * 1024)             /* one upstream read */
+#define RELAY_READ_SIZE (64u * 1024) /* one upstream read */
 #define RELAY_DEFAULT_SNIFF_TIMEOUT_MS 2000
 #define RELAY_DEFAULT_HANDSHAKE_TIMEOUT_MS 30000
 #define RELAY_DEFAULT_HALF_CLOSE_TIMEOUT_MS 60000
-#define RELAY_UPSTREAM_KEEPALIVE_IDLE_S 60       /* then probes every 10 s, 6 at most */
+#define RELAY_UPSTREAM_KEEPALIVE_IDLE_S 60 /* then probes every 10 s, 6 at most */
 #define RELAY_UPSTREAM_KEEPALIVE_INTERVAL_S 10
 #define RELAY_UPSTREAM_KEEPALIVE_COUNT 6
 
 struct relay_config {
-	const struct policy *policy;   /* borrowed, must outlive the relay; required */
-	struct flowlog *log;           /* borrowed; NULL: no records */
+	const struct policy *policy; /* borrowed, must outlive the relay; required */
+	struct flowlog *log;         /* borrowed; NULL: no records */
 	/* The name of the peer owning a client address, for records (NULL or
 	 * returning NULL: unknown). The string is copied at once. */
 	const char *(*peer_name)(void *ctx, const struct sockaddr *client);
 	void *peer_ctx;
-	size_t max_buffer;             /* upstream write queue bound; 0: default */
-	uint32_t connect_timeout_ms;   /* 0: RELAY_DEFAULT_CONNECT_TIMEOUT_MS */
+	size_t max_buffer;           /* upstream write queue bound; 0: default */
+	uint32_t connect_timeout_ms; /* 0: RELAY_DEFAULT_CONNECT_TIMEOUT_MS */
 	/* The timeouts of the states above; 0: the RELAY_DEFAULT_* values. */
-	uint32_t sniff_timeout_ms;     /* the rest of undecided first bytes */
-	uint32_t handshake_timeout_ms; /* each TLS handshake; the 502's request */
+	uint32_t sniff_timeout_ms;      /* the rest of undecided first bytes */
+	uint32_t handshake_timeout_ms;  /* each TLS handshake; the 502's request */
 	uint32_t half_close_timeout_ms; /* a half-closed flow without traffic */
 	/* Interception. tls NULL: TLS is relayed as it is (still recorded
 	 * with its SNI). passthrough may be NULL. */
-	struct tls_ctx *tls;           /* borrowed */
-	struct passthru *passthrough;  /* borrowed */
-	size_t body_cap;               /* bytes of each HTTP body recorded (0: none;
+	struct tls_ctx *tls;          /* borrowed */
+	struct passthru *passthrough; /* borrowed */
+	size_t body_cap;              /* bytes of each HTTP body recorded (0: none;
 	                                  usually HTTPFLOW_DEFAULT_BODY_CAP) */
-	bool no_http;                  /* do not parse or record HTTP */
+	bool no_http;                 /* do not parse or record HTTP */
 	/* Flows one peer (by peer_name) may hold at once; over it a new one
 	 * is reset and recorded with end_reason "limit:peer_connections".
 	 * 0: no cap. */
@@ -132,31 +132,31 @@ struct relay_config {
 };
 
 struct relay_stats {
-	uint64_t open;                 /* flows relayed now (gauge) */
-	uint64_t accepted;             /* flows relayed (ALLOW and HOST_PORT) */
-	uint64_t local;                /* handed to the local service hook */
-	uint64_t refused;              /* refused by the policy, all verdicts */
+	uint64_t open;     /* flows relayed now (gauge) */
+	uint64_t accepted; /* flows relayed (ALLOW and HOST_PORT) */
+	uint64_t local;    /* handed to the local service hook */
+	uint64_t refused;  /* refused by the policy, all verdicts */
 	uint64_t refused_by[POLICY_VERDICT_COUNT];
-	uint64_t refused_peer_limit;   /* reset: the peer held max_per_peer flows */
-	uint64_t connect_failed;       /* refused, unreachable or timed out upstream */
-	uint64_t connect_refused;      /* of those, ECONNREFUSED */
-	uint64_t connect_timeout;      /* of those, our connect timer */
-	uint64_t client_resets;        /* the client reset (or gave up on) a flow */
-	uint64_t upstream_resets;      /* the upstream reset or failed a flow */
-	uint64_t bytes_up;             /* client → upstream, received from the client */
-	uint64_t bytes_down;           /* upstream → client, read from the upstream */
-	uint64_t client_pauses;        /* the upstream write queue went over max_buffer */
-	uint64_t upstream_stops;       /* the netstack was full: upstream reads stopped */
-	uint64_t records;              /* records handed to flowlog */
+	uint64_t refused_peer_limit; /* reset: the peer held max_per_peer flows */
+	uint64_t connect_failed;     /* refused, unreachable or timed out upstream */
+	uint64_t connect_refused;    /* of those, ECONNREFUSED */
+	uint64_t connect_timeout;    /* of those, our connect timer */
+	uint64_t client_resets;      /* the client reset (or gave up on) a flow */
+	uint64_t upstream_resets;    /* the upstream reset or failed a flow */
+	uint64_t bytes_up;           /* client → upstream, received from the client */
+	uint64_t bytes_down;         /* upstream → client, read from the upstream */
+	uint64_t client_pauses;      /* the upstream write queue went over max_buffer */
+	uint64_t upstream_stops;     /* the netstack was full: upstream reads stopped */
+	uint64_t records;            /* records handed to flowlog */
 	/* What the first bytes of accepted flows were. */
 	uint64_t proto_tls, proto_http, proto_h2c, proto_raw;
-	uint64_t intercepted;          /* TLS flows decrypted on both legs */
+	uint64_t intercepted; /* TLS flows decrypted on both legs */
 	uint64_t passthrough_rule, passthrough_auto;
-	uint64_t tls_client_rejected;  /* the client refused our certificate */
-	uint64_t tls_client_failed;    /* other client-leg handshake failures */
-	uint64_t tls_upstream_failed;  /* upstream handshake or verification failed */
-	uint64_t http_exchanges;       /* HTTP records written */
-	uint64_t ws_batches;           /* WebSocket batch records written */
+	uint64_t tls_client_rejected; /* the client refused our certificate */
+	uint64_t tls_client_failed;   /* other client-leg handshake failures */
+	uint64_t tls_upstream_failed; /* upstream handshake or verification failed */
+	uint64_t http_exchanges;      /* HTTP records written */
+	uint64_t ws_batches;          /* WebSocket batch records written */
 };
 
 /* cfg is copied. NULL with errno EINVAL (no policy) or ENOMEM.

@@ -13,11 +13,16 @@
 const char *sniff_proto_name(enum sniff_proto proto)
 {
 	switch (proto) {
-	case SNIFF_NEED_MORE: return "need-more";
-	case SNIFF_TLS: return "tls";
-	case SNIFF_HTTP1: return "http1";
-	case SNIFF_H2_PRIOR_KNOWLEDGE: return "h2c-prior-knowledge";
-	case SNIFF_OTHER: return "other";
+	case SNIFF_NEED_MORE:
+		return "need-more";
+	case SNIFF_TLS:
+		return "tls";
+	case SNIFF_HTTP1:
+		return "http1";
+	case SNIFF_H2_PRIOR_KNOWLEDGE:
+		return "h2c-prior-knowledge";
+	case SNIFF_OTHER:
+		return "other";
 	}
 	return "other";
 }
@@ -32,12 +37,47 @@ static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
  * (RFC 4918, 3253, 3648, 3744, 4791, 5323, 5842), the UPnP/GENA ones that
  * run over TCP, link/unlink (RFC 2068), PURGE (caches) and QUERY. */
 static const char *const http_methods[] = {
-	"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
-	"PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK",
-	"VERSION-CONTROL", "REPORT", "CHECKOUT", "CHECKIN", "UNCHECKOUT",
-	"MKWORKSPACE", "UPDATE", "LABEL", "MERGE", "BASELINE-CONTROL", "MKACTIVITY",
-	"ORDERPATCH", "ACL", "MKCALENDAR", "SEARCH", "BIND", "REBIND", "UNBIND",
-	"NOTIFY", "SUBSCRIBE", "UNSUBSCRIBE", "LINK", "UNLINK", "PURGE", "QUERY",
+	"GET",
+	"HEAD",
+	"POST",
+	"PUT",
+	"DELETE",
+	"CONNECT",
+	"OPTIONS",
+	"TRACE",
+	"PATCH",
+	"PROPFIND",
+	"PROPPATCH",
+	"MKCOL",
+	"COPY",
+	"MOVE",
+	"LOCK",
+	"UNLOCK",
+	"VERSION-CONTROL",
+	"REPORT",
+	"CHECKOUT",
+	"CHECKIN",
+	"UNCHECKOUT",
+	"MKWORKSPACE",
+	"UPDATE",
+	"LABEL",
+	"MERGE",
+	"BASELINE-CONTROL",
+	"MKACTIVITY",
+	"ORDERPATCH",
+	"ACL",
+	"MKCALENDAR",
+	"SEARCH",
+	"BIND",
+	"REBIND",
+	"UNBIND",
+	"NOTIFY",
+	"SUBSCRIBE",
+	"UNSUBSCRIBE",
+	"LINK",
+	"UNLINK",
+	"PURGE",
+	"QUERY",
 };
 #define HTTP_METHOD_MAX 16 /* "BASELINE-CONTROL" */
 
@@ -165,7 +205,7 @@ enum sniff_proto sniff_classify(const uint8_t *p, size_t n)
 /* The handshake bytes: fragment i is p[off[i] .. off[i] + len[i]). */
 struct hs {
 	const uint8_t *p;
-	const uint8_t *flat;          /* the bytes when there is one fragment */
+	const uint8_t *flat; /* the bytes when there is one fragment */
 	size_t off[SNIFF_MAX_RECORDS], len[SNIFF_MAX_RECORDS];
 };
 
@@ -253,7 +293,7 @@ static int take_host_name(struct rd *name, struct sniff_hello *out)
 	if (len == 0)
 		return fail(out, "server_name: empty host_name");
 	if (hs_at(name->h, name->end - 1) == '.')
-		len--;                /* stored without it */
+		len--; /* stored without it */
 	if (len == 0)
 		return fail(out, "server_name: host_name is only a dot");
 	if (len > SNIFF_SNI_MAX)
@@ -280,7 +320,7 @@ static int take_host_name(struct rd *name, struct sniff_hello *out)
 	if (!why && colon && inet_pton(AF_INET6, out->sni, addr) != 1)
 		why = "server_name: ':' in a host_name that is no IPv6 address";
 	if (why) {
-		out->sni[0] = '\0';  /* no unchecked bytes left for a careless logger */
+		out->sni[0] = '\0'; /* no unchecked bytes left for a careless logger */
 		return fail(out, why);
 	}
 	out->sni_len = len;
@@ -397,7 +437,8 @@ static int ext_pre_shared_key(struct rd *e, struct sniff_hello *out)
 	}
 	while (rd_left(&binders) != 0) {
 		if (!rd_vec(&binders, 1, &one) || rd_left(&one) < 32)
-			return fail(out, "pre_shared_key: binder does not fit the list or is under 32 bytes");
+			return fail(out, "pre_shared_key: binder does not fit the list or is under "
+					 "32 bytes");
 		n_binders++;
 	}
 	if (n_ids != n_binders)
@@ -424,7 +465,9 @@ static int ext_ech(struct rd *e, struct sniff_hello *out)
 	} else if (type == 0) {
 		if (!rd_skip(e, 4 + 1) || !rd_vec(e, 2, &enc) || !rd_vec(e, 2, &payload) ||
 		    rd_left(e) != 0)
-			return fail(out, "encrypted_client_hello: outer fields do not match the extension");
+			return fail(
+				out,
+				"encrypted_client_hello: outer fields do not match the extension");
 		if (rd_left(&payload) == 0)
 			return fail(out, "encrypted_client_hello: empty payload");
 		out->ech_outer = true;
@@ -439,20 +482,32 @@ static int ext_ech(struct rd *e, struct sniff_hello *out)
  * more than one extension of the same type in a given extension block"
  * (checked for these, as OpenSSL checks it for the ones it knows). */
 enum {
-	SEEN_SNI = 1 << 0, SEEN_ALPN = 1 << 1, SEEN_TICKET = 1 << 2, SEEN_PSK = 1 << 3,
-	SEEN_EARLY = 1 << 4, SEEN_VERSIONS = 1 << 5, SEEN_ECH = 1 << 6,
+	SEEN_SNI = 1 << 0,
+	SEEN_ALPN = 1 << 1,
+	SEEN_TICKET = 1 << 2,
+	SEEN_PSK = 1 << 3,
+	SEEN_EARLY = 1 << 4,
+	SEEN_VERSIONS = 1 << 5,
+	SEEN_ECH = 1 << 6,
 };
 
 static unsigned seen_bit(size_t type)
 {
 	switch (type) {
-	case SNIFF_EXT_SERVER_NAME: return SEEN_SNI;
-	case SNIFF_EXT_ALPN: return SEEN_ALPN;
-	case SNIFF_EXT_SESSION_TICKET: return SEEN_TICKET;
-	case SNIFF_EXT_PRE_SHARED_KEY: return SEEN_PSK;
-	case SNIFF_EXT_EARLY_DATA: return SEEN_EARLY;
-	case SNIFF_EXT_SUPPORTED_VERSIONS: return SEEN_VERSIONS;
-	case SNIFF_EXT_ECH: return SEEN_ECH;
+	case SNIFF_EXT_SERVER_NAME:
+		return SEEN_SNI;
+	case SNIFF_EXT_ALPN:
+		return SEEN_ALPN;
+	case SNIFF_EXT_SESSION_TICKET:
+		return SEEN_TICKET;
+	case SNIFF_EXT_PRE_SHARED_KEY:
+		return SEEN_PSK;
+	case SNIFF_EXT_EARLY_DATA:
+		return SEEN_EARLY;
+	case SNIFF_EXT_SUPPORTED_VERSIONS:
+		return SEEN_VERSIONS;
+	case SNIFF_EXT_ECH:
+		return SEEN_ECH;
 	}
 	return 0;
 }
@@ -529,9 +584,9 @@ static int too_big(struct sniff_hello *out, const char *why)
 int sniff_client_hello(const uint8_t *p, size_t n, struct sniff_hello *out)
 {
 	struct hs h = { .p = p };
-	size_t off = 0;               /* start of the next record in p */
-	size_t have = 0;              /* handshake bytes in complete records */
-	size_t msg_len = 0;           /* the whole handshake message, 0: unknown */
+	size_t off = 0;     /* start of the next record in p */
+	size_t have = 0;    /* handshake bytes in complete records */
+	size_t msg_len = 0; /* the whole handshake message, 0: unknown */
 	size_t nrec = 0;
 
 	/* The arrays at the end are only meaningful up to their lengths. */
@@ -543,13 +598,15 @@ int sniff_client_hello(const uint8_t *p, size_t n, struct sniff_hello *out)
 	 * hopeless one is refused without waiting for the rest. */
 	for (;;) {
 		if (nrec == SNIFF_MAX_RECORDS)
-			return too_big(out, "ClientHello spans more than SNIFF_MAX_RECORDS records");
+			return too_big(out,
+				       "ClientHello spans more than SNIFF_MAX_RECORDS records");
 		if (n - off < SNIFF_TLS_RECORD_HEADER)
 			return again(out, off + SNIFF_TLS_RECORD_HEADER);
 		/* "Handshake messages MUST NOT be interleaved with other record types" */
 		if (p[off] != SNIFF_TLS_CT_HANDSHAKE)
-			return fail(out, nrec ? "record inside the ClientHello is not a handshake record"
-					      : "record is not a handshake record");
+			return fail(out,
+				    nrec ? "record inside the ClientHello is not a handshake record"
+					 : "record is not a handshake record");
 		if (p[off + 1] != 3 || p[off + 2] > 4)
 			return fail(out, "record version is not 3.0-3.4");
 		size_t rlen = (size_t)p[off + 3] << 8 | p[off + 4];
@@ -570,8 +627,9 @@ int sniff_client_hello(const uint8_t *p, size_t n, struct sniff_hello *out)
 		if (msg_len == 0 && have + avail >= SNIFF_TLS_HANDSHAKE_HEADER) {
 			if (hs_at(&h, 0) != SNIFF_TLS_HT_CLIENT_HELLO)
 				return fail(out, "handshake message is not a ClientHello");
-			msg_len = SNIFF_TLS_HANDSHAKE_HEADER +
-				  ((size_t)hs_at(&h, 1) << 16 | (size_t)hs_at(&h, 2) << 8 | hs_at(&h, 3));
+			msg_len = SNIFF_TLS_HANDSHAKE_HEADER + ((size_t)hs_at(&h, 1) << 16 |
+								(size_t)hs_at(&h, 2) << 8 |
+								hs_at(&h, 3));
 			if (msg_len > SNIFF_MAX_HELLO_MSG)
 				return too_big(out, "ClientHello longer than SNIFF_MAX_HELLO_MSG");
 		}
@@ -582,13 +640,16 @@ int sniff_client_hello(const uint8_t *p, size_t n, struct sniff_hello *out)
 			if (have + rlen > msg_len)
 				return fail(out, "data after the ClientHello in its record");
 			if (have + rlen < msg_len && nrec + 1 == SNIFF_MAX_RECORDS)
-				return too_big(out, "ClientHello spans more than SNIFF_MAX_RECORDS records");
+				return too_big(
+					out,
+					"ClientHello spans more than SNIFF_MAX_RECORDS records");
 		}
 		/* Wait for the whole record, or, while the handshake header is
 		 * unknown, just for the header. */
 		if (avail < rlen)
-			return again(out, off + SNIFF_TLS_RECORD_HEADER +
-					  (msg_len ? rlen : SNIFF_TLS_HANDSHAKE_HEADER - have));
+			return again(out,
+				     off + SNIFF_TLS_RECORD_HEADER +
+					     (msg_len ? rlen : SNIFF_TLS_HANDSHAKE_HEADER - have));
 		have += rlen;
 		off += SNIFF_TLS_RECORD_HEADER + rlen;
 		nrec++;

@@ -18,11 +18,12 @@
 #include "mitm/flowlog.h"
 
 /* The client leg's suites, in our order of preference. */
-#define TLS_CLIENT_SUITES_ECDSA \
-	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305"
-#define TLS_CLIENT_SUITES_RSA \
+#define TLS_CLIENT_SUITES_ECDSA                                                                    \
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-"        \
+	"POLY1305"
+#define TLS_CLIENT_SUITES_RSA                                                                      \
 	"ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-CHACHA20-POLY1305"
-#define TLS_CLIENT_SUITES_13 \
+#define TLS_CLIENT_SUITES_13                                                                       \
 	"TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 
 /* Upstream sessions kept for resumption, by host and port: a new TLS
@@ -36,8 +37,8 @@ struct tls_sess {
 };
 
 struct tls_ctx {
-	SSL_CTX *client_side;          /* server role, toward the tunnel client */
-	SSL_CTX *upstream_side;        /* client role, toward the real server */
+	SSL_CTX *client_side;   /* server role, toward the tunnel client */
+	SSL_CTX *upstream_side; /* client role, toward the real server */
 	struct cert_minter minter;
 	struct certcache *cache;
 	bool insecure;
@@ -45,7 +46,7 @@ struct tls_ctx {
 	struct tls_stats stats;
 	uint8_t sess_hash_key[crypto_shorthash_KEYBYTES];
 	struct tls_sess sess[TLS_SESS_SLOTS];
-	struct cert_names names;       /* scratch for tls_leaf_for (one loop thread) */
+	struct cert_names names; /* scratch for tls_leaf_for (one loop thread) */
 };
 
 static int tls_leg_index = -1;
@@ -189,7 +190,8 @@ struct tls_ctx *tls_ctx_new(const struct tls_config *cfg, char *err, size_t errl
 		goto fail;
 	}
 	SSL_CTX_set_alpn_select_cb(t->client_side, on_alpn_select, NULL);
-	SSL_CTX_set_options(t->client_side, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+	SSL_CTX_set_options(t->client_side, SSL_OP_NO_RENEGOTIATION |
+						    SSL_OP_CIPHER_SERVER_PREFERENCE |
 						    SSL_OP_PRIORITIZE_CHACHA);
 	/* Toward clients: TLS 1.2 and 1.3 only, and on TLS 1.2 only ECDHE
 	 * with an AEAD cipher, signed with the leaf's key: no CBC suite
@@ -197,8 +199,8 @@ struct tls_ctx *tls_ctx_new(const struct tls_config *cfg, char *err, size_t errl
 	 * wins when the client prefers it (phones without AES instructions). */
 	bool rsa_leaf = EVP_PKEY_get_base_id(cert_minter_key(&t->minter)) == EVP_PKEY_RSA;
 	if (SSL_CTX_set_min_proto_version(t->client_side, TLS1_2_VERSION) != 1 ||
-	    SSL_CTX_set_cipher_list(t->client_side, rsa_leaf ? TLS_CLIENT_SUITES_RSA :
-							       TLS_CLIENT_SUITES_ECDSA) != 1 ||
+	    SSL_CTX_set_cipher_list(t->client_side, rsa_leaf ? TLS_CLIENT_SUITES_RSA
+							     : TLS_CLIENT_SUITES_ECDSA) != 1 ||
 	    SSL_CTX_set_ciphersuites(t->client_side, TLS_CLIENT_SUITES_13) != 1) {
 		snprintf(err, errlen, "cannot set the client-side TLS versions and suites");
 		goto fail;
@@ -214,7 +216,8 @@ struct tls_ctx *tls_ctx_new(const struct tls_config *cfg, char *err, size_t errl
 		goto fail;
 	}
 	for (size_t i = 0; i < cfg->n_upstream_ca; i++) {
-		if (SSL_CTX_load_verify_locations(t->upstream_side, cfg->upstream_ca[i], NULL) != 1) {
+		if (SSL_CTX_load_verify_locations(t->upstream_side, cfg->upstream_ca[i], NULL) !=
+		    1) {
 			unsigned long e = ERR_get_error();
 			snprintf(err, errlen, "--upstream-ca %s: %s", cfg->upstream_ca[i],
 				 e ? ERR_reason_error_string(e) : "cannot load");
@@ -229,9 +232,11 @@ struct tls_ctx *tls_ctx_new(const struct tls_config *cfg, char *err, size_t errl
 	SSL_CTX_sess_set_new_cb(t->upstream_side, on_new_session);
 
 	if (cfg->keylog_path && cfg->keylog_path[0]) {
-		t->keylog_fd = open(cfg->keylog_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+		t->keylog_fd =
+			open(cfg->keylog_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
 		if (t->keylog_fd < 0) {
-			snprintf(err, errlen, "SSLKEYLOGFILE %s: %s", cfg->keylog_path, strerror(errno));
+			snprintf(err, errlen, "SSLKEYLOGFILE %s: %s", cfg->keylog_path,
+				 strerror(errno));
 			goto fail;
 		}
 		SSL_CTX_set_keylog_callback(t->client_side, on_keylog);
@@ -369,8 +374,7 @@ void tls_leg_free(struct tls_leg *leg)
 	}
 }
 
-X509 *tls_leaf_for(struct tls_ctx *t, const char *sni, const struct sockaddr *dest,
-		   X509 *upstream)
+X509 *tls_leaf_for(struct tls_ctx *t, const char *sni, const struct sockaddr *dest, X509 *upstream)
 {
 	struct cert_names *n = &t->names;
 	cert_names_init(n);
@@ -381,7 +385,8 @@ X509 *tls_leaf_for(struct tls_ctx *t, const char *sni, const struct sockaddr *de
 		if (dest->sa_family == AF_INET)
 			(void)cert_names_add_ip4(n, &((const struct sockaddr_in *)dest)->sin_addr);
 		else if (dest->sa_family == AF_INET6)
-			(void)cert_names_add_ip6(n, &((const struct sockaddr_in6 *)dest)->sin6_addr);
+			(void)cert_names_add_ip6(n,
+						 &((const struct sockaddr_in6 *)dest)->sin6_addr);
 	}
 	bool hit = false;
 	X509 *leaf = certcache_get(t->cache, &t->minter, n, &hit);

@@ -31,13 +31,13 @@
 #define TLS_MAX_UPSTREAM_CA 16
 
 struct tls_config {
-	X509 *ca_cert;                 /* references taken */
+	X509 *ca_cert; /* references taken */
 	EVP_PKEY *ca_key;
 	const char *upstream_ca[TLS_MAX_UPSTREAM_CA]; /* extra trust anchors (PEM files) */
 	size_t n_upstream_ca;
-	bool insecure_upstream;        /* do not verify upstream certificates */
-	const char *keylog_path;       /* NSS key log lines for both legs; NULL: none */
-	size_t cert_cache;             /* leaves cached; 0: the default */
+	bool insecure_upstream;  /* do not verify upstream certificates */
+	const char *keylog_path; /* NSS key log lines for both legs; NULL: none */
+	size_t cert_cache;       /* leaves cached; 0: the default */
 };
 
 struct tls_stats {
@@ -56,17 +56,17 @@ void tls_ctx_stats(const struct tls_ctx *t, struct tls_stats *out);
 
 struct tls_leg {
 	SSL *ssl;
-	BIO *in, *out;                 /* owned by ssl */
-	bool server;                   /* the client leg */
-	bool done;                     /* handshake finished */
-	int alert_received;            /* last fatal alert from the peer, -1: none */
+	BIO *in, *out;      /* owned by ssl */
+	bool server;        /* the client leg */
+	bool done;          /* handshake finished */
+	int alert_received; /* last fatal alert from the peer, -1: none */
 	int alert_sent;
-	bool cert_sent;                /* our Certificate went out (client leg) */
-	char host[256];                /* what the upstream is verified against */
-	char sess_key[288];            /* upstream session cache key: host + port */
-	uint8_t alpn_pick[256];        /* client leg: the protocol to select */
+	bool cert_sent;         /* our Certificate went out (client leg) */
+	char host[256];         /* what the upstream is verified against */
+	char sess_key[288];     /* upstream session cache key: host + port */
+	uint8_t alpn_pick[256]; /* client leg: the protocol to select */
 	size_t alpn_pick_len;
-	char err[160];                 /* first fatal error, "" when none */
+	char err[160]; /* first fatal error, "" when none */
 	struct tls_ctx *ctx;
 };
 
@@ -86,17 +86,16 @@ void tls_leg_free(struct tls_leg *leg);
 /* A leaf for this connection: the SNI (when valid), the upstream's
  * certificate names (upstream may be NULL), and the dialled IP when there is
  * no SNI. A new reference, or NULL. */
-X509 *tls_leaf_for(struct tls_ctx *t, const char *sni, const struct sockaddr *dest,
-		   X509 *upstream);
+X509 *tls_leaf_for(struct tls_ctx *t, const char *sni, const struct sockaddr *dest, X509 *upstream);
 
 /* Ciphertext from the network. 0, or -ENOMEM. */
 int tls_leg_feed(struct tls_leg *leg, const uint8_t *p, size_t n);
 
 enum tls_result {
-	TLS_OK = 0,        /* progress (handshake finished, or bytes read/written) */
-	TLS_WANT = 1,      /* needs more input */
-	TLS_CLOSED = 2,    /* the peer sent close_notify */
-	TLS_ERROR = -1,    /* fatal: see tls_leg_error */
+	TLS_OK = 0,     /* progress (handshake finished, or bytes read/written) */
+	TLS_WANT = 1,   /* needs more input */
+	TLS_CLOSED = 2, /* the peer sent close_notify */
+	TLS_ERROR = -1, /* fatal: see tls_leg_error */
 };
 
 /* Drives the handshake: TLS_OK once finished, TLS_WANT, TLS_ERROR. */

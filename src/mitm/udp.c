@@ -13,8 +13,8 @@
 #include "netstack/netstack.h"
 
 #define UDP_RELAY_CLASS_DEFAULT 0
-#define UDP_RELAY_CLASS_SHORT 1   /* DNS-like flows and refused destinations */
-#define UDP_RELAY_BUF 65536       /* one datagram from upstream */
+#define UDP_RELAY_CLASS_SHORT 1 /* DNS-like flows and refused destinations */
+#define UDP_RELAY_BUF 65536     /* one datagram from upstream */
 
 struct udp_flow {
 	struct udp_relay *r;
@@ -24,7 +24,7 @@ struct udp_flow {
 	struct flowlog_flow rec;
 	struct sockaddr_storage upstream; /* differs from rec.server for host ports */
 	bool rewritten;
-	bool quic;                   /* socketless: refused as QUIC, not by the policy */
+	bool quic; /* socketless: refused as QUIC, not by the policy */
 };
 
 struct udp_relay {
@@ -33,12 +33,12 @@ struct udp_relay {
 	struct udp_relay_config cfg;
 	struct udp_table *table;
 	uv_timer_t timer;
-	uint64_t timer_due;          /* UINT64_MAX: not armed */
+	uint64_t timer_due; /* UINT64_MAX: not armed */
 	bool shut, freeing, timer_closed;
-	size_t closing;              /* sockets and timer still closing */
+	size_t closing; /* sockets and timer still closing */
 	struct udp_relay_stats stats;
 	char policy_reason[POLICY_VERDICT_COUNT][32];
-	uint8_t buf[UDP_RELAY_BUF];  /* receive buffer: one datagram at a time */
+	uint8_t buf[UDP_RELAY_BUF]; /* receive buffer: one datagram at a time */
 };
 
 /* ---- Life of a flow ------------------------------------------------------ */
@@ -101,7 +101,8 @@ static void flow_error(struct udp_flow *f, int err)
 {
 	snprintf(f->rec.error, sizeof(f->rec.error), "%s", uv_strerror(err));
 	f->r->stats.flows_error++;
-	flow_end(f, err == UV_ENETUNREACH || err == UV_EHOSTUNREACH ? "upstream_unreachable" : "error");
+	flow_end(f, err == UV_ENETUNREACH || err == UV_EHOSTUNREACH ? "upstream_unreachable"
+								    : "error");
 }
 
 /* ---- Idle expiry ------------------------------------------------------ */
@@ -267,7 +268,8 @@ static void flow_send(struct udp_flow *f, const uint8_t *data, size_t len)
 		/* An earlier datagram drew ICMP port unreachable. */
 		r->stats.flows_upstream_refused++;
 		unreachable(r, (const struct sockaddr *)&f->rec.client,
-			    (const struct sockaddr *)&f->rec.server, data, len, UDP_RELAY_UNREACH_PORT);
+			    (const struct sockaddr *)&f->rec.server, data, len,
+			    UDP_RELAY_UNREACH_PORT);
 		flow_end(f, "upstream_refused");
 		return;
 	}
@@ -308,7 +310,8 @@ void udp_relay_recv(struct udp_relay *r, const struct sockaddr *client, const st
 			f->rec.bytes_up += len;
 			udp_table_touch(r->table, e, uv_now(r->loop));
 			unreachable(r, client, dest, data, len,
-				    f->quic ? UDP_RELAY_UNREACH_PORT : UDP_RELAY_UNREACH_PROHIBITED);
+				    f->quic ? UDP_RELAY_UNREACH_PORT
+					    : UDP_RELAY_UNREACH_PROHIBITED);
 		}
 		return;
 	}
@@ -349,8 +352,8 @@ void udp_relay_recv(struct udp_relay *r, const struct sockaddr *client, const st
 		return;
 	}
 
-	unsigned cls = port_of(dest) == POLICY_DNS_PORT ? UDP_RELAY_CLASS_SHORT
-							: UDP_RELAY_CLASS_DEFAULT;
+	unsigned cls =
+		port_of(dest) == POLICY_DNS_PORT ? UDP_RELAY_CLASS_SHORT : UDP_RELAY_CLASS_DEFAULT;
 	struct udp_flow *f = flow_new(r, &key, client, dest, cls);
 	if (!f)
 		return;

@@ -52,22 +52,22 @@ struct flowlog;
 #define UDP_RELAY_QUIC_PORT 443
 
 enum udp_relay_quic {
-	UDP_RELAY_QUIC_REFUSE = 0,     /* ICMP port unreachable: apps fall back to TCP */
-	UDP_RELAY_QUIC_PASSTHROUGH,    /* relayed like other UDP (not decrypted) */
+	UDP_RELAY_QUIC_REFUSE = 0,  /* ICMP port unreachable: apps fall back to TCP */
+	UDP_RELAY_QUIC_PASSTHROUGH, /* relayed like other UDP (not decrypted) */
 };
 
 enum udp_relay_unreach {
-	UDP_RELAY_UNREACH_PORT,        /* upstream refused (or could not be reached) */
-	UDP_RELAY_UNREACH_PROHIBITED,  /* the destination policy refused it */
+	UDP_RELAY_UNREACH_PORT,       /* upstream refused (or could not be reached) */
+	UDP_RELAY_UNREACH_PROHIBITED, /* the destination policy refused it */
 };
 
 struct udp_relay_config {
-	const struct policy *policy;   /* borrowed, must outlive the relay; required */
-	struct flowlog *log;           /* borrowed; NULL: no records */
-	size_t max_flows;              /* 0: UDP_RELAY_DEFAULT_MAX_FLOWS */
-	uint32_t idle_ms;              /* 0: UDP_RELAY_DEFAULT_IDLE_MS */
-	uint32_t dns_idle_ms;          /* 0: UDP_RELAY_DEFAULT_DNS_IDLE_MS */
-	enum udp_relay_quic quic;      /* UDP to port 443; default: refused */
+	const struct policy *policy; /* borrowed, must outlive the relay; required */
+	struct flowlog *log;         /* borrowed; NULL: no records */
+	size_t max_flows;            /* 0: UDP_RELAY_DEFAULT_MAX_FLOWS */
+	uint32_t idle_ms;            /* 0: UDP_RELAY_DEFAULT_IDLE_MS */
+	uint32_t dns_idle_ms;        /* 0: UDP_RELAY_DEFAULT_DNS_IDLE_MS */
+	enum udp_relay_quic quic;    /* UDP to port 443; default: refused */
 
 	/* Datagrams for our own services, e.g. dns_proxy_udp. NULL: dropped. */
 	void (*local)(void *ctx, const struct sockaddr *client, const struct sockaddr *dest,
@@ -94,22 +94,22 @@ struct udp_relay_config {
 };
 
 struct udp_relay_stats {
-	uint64_t flows_active;       /* gauge, socketless policy flows included */
-	uint64_t flows_opened;       /* flows with an upstream socket */
-	uint64_t flows_refused;      /* socketless flows made for refused destinations */
-	uint64_t flows_idle;         /* ended by the idle timeout */
-	uint64_t flows_upstream_refused; /* ended by ECONNREFUSED */
-	uint64_t flows_error;        /* socket, connect or receive errors */
-	uint64_t table_full;         /* datagrams dropped: no room for a new flow */
-	uint64_t policy_drop;        /* datagrams to refused destinations */
-	uint64_t quic_refused;       /* datagrams to port 443 refused (QUIC) */
-	uint64_t local;              /* datagrams handed to `local` */
+	uint64_t flows_active;               /* gauge, socketless policy flows included */
+	uint64_t flows_opened;               /* flows with an upstream socket */
+	uint64_t flows_refused;              /* socketless flows made for refused destinations */
+	uint64_t flows_idle;                 /* ended by the idle timeout */
+	uint64_t flows_upstream_refused;     /* ended by ECONNREFUSED */
+	uint64_t flows_error;                /* socket, connect or receive errors */
+	uint64_t table_full;                 /* datagrams dropped: no room for a new flow */
+	uint64_t policy_drop;                /* datagrams to refused destinations */
+	uint64_t quic_refused;               /* datagrams to port 443 refused (QUIC) */
+	uint64_t local;                      /* datagrams handed to `local` */
 	uint64_t datagrams_up, bytes_up;     /* client -> upstream, sent */
 	uint64_t datagrams_down, bytes_down; /* upstream -> client, sent */
-	uint64_t send_drop;          /* upstream socket refused a datagram (EAGAIN, ...) */
-	uint64_t reply_drop;         /* the reply path refused an answer */
-	uint64_t unreachable_sent;   /* ICMP unreachable asked of `unreachable` */
-	uint64_t records;            /* records handed to flowlog */
+	uint64_t send_drop;                  /* upstream socket refused a datagram (EAGAIN, ...) */
+	uint64_t reply_drop;                 /* the reply path refused an answer */
+	uint64_t unreachable_sent;           /* ICMP unreachable asked of `unreachable` */
+	uint64_t records;                    /* records handed to flowlog */
 };
 
 /* `ns` may be NULL when cfg->send is set. cfg is copied. NULL with errno

@@ -14,8 +14,8 @@ struct udp_table {
 	struct udp_table_entry *entries;
 	uint32_t capacity;
 	uint32_t count;
-	uint32_t *buckets;      /* heads of hash chains */
-	uint32_t mask;          /* buckets - 1 (a power of two) */
+	uint32_t *buckets; /* heads of hash chains */
+	uint32_t mask;     /* buckets - 1 (a power of two) */
 	uint32_t free_head;
 	struct udp_table_list lists[UDP_TABLE_CLASSES];
 	uint64_t timeouts_ms[UDP_TABLE_CLASSES];
@@ -146,7 +146,8 @@ static uint32_t index_of(const struct udp_table *t, const struct udp_table_entry
 
 struct udp_table_entry *udp_table_lookup(struct udp_table *t, const struct udp_flow_key *key)
 {
-	for (uint32_t i = t->buckets[key_bucket(t, key)]; i != UDP_TABLE_NONE; i = t->entries[i].hnext)
+	for (uint32_t i = t->buckets[key_bucket(t, key)]; i != UDP_TABLE_NONE;
+	     i = t->entries[i].hnext)
 		if (key_equal(&t->entries[i].key, key))
 			return &t->entries[i];
 	return NULL;
@@ -242,7 +243,8 @@ static int earliest_class(const struct udp_table *t)
 		uint32_t h = t->lists[c].head;
 		if (h == UDP_TABLE_NONE)
 			continue;
-		if (best < 0 || t->entries[h].deadline_ms < t->entries[t->lists[best].head].deadline_ms)
+		if (best < 0 ||
+		    t->entries[h].deadline_ms < t->entries[t->lists[best].head].deadline_ms)
 			best = c;
 	}
 	return best;

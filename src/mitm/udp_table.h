@@ -36,11 +36,11 @@ struct udp_flow_key {
 struct udp_table_entry {
 	struct udp_flow_key key;
 	void *data;
-	uint64_t deadline_ms;  /* last activity + the class's timeout */
+	uint64_t deadline_ms; /* last activity + the class's timeout */
 	uint8_t cls;
 	bool used;
-	uint32_t hnext;        /* bucket chain */
-	uint32_t prev, next;   /* class list (or free list, next only) */
+	uint32_t hnext;      /* bucket chain */
+	uint32_t prev, next; /* class list (or free list, next only) */
 };
 
 struct udp_table;

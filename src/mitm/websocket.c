@@ -45,8 +45,8 @@ struct ws_dir {
 	uint8_t opcode;
 	bool fin, masked;
 	uint8_t key[4];
-	uint64_t remaining;            /* payload bytes left in this frame */
-	uint64_t pos;                  /* payload bytes already read (mask phase) */
+	uint64_t remaining; /* payload bytes left in this frame */
+	uint64_t pos;       /* payload bytes already read (mask phase) */
 	/* the data message being assembled */
 	bool in_message, compressed;
 	uint8_t msg_opcode;
@@ -65,15 +65,15 @@ struct ws_obs {
 	struct http_sink sink;
 	size_t body_cap;
 	char *url;
-	struct http_clock clock;       /* read once per call */
-	bool deflate;                  /* permessage-deflate negotiated */
+	struct http_clock clock; /* read once per call */
+	bool deflate;            /* permessage-deflate negotiated */
 	struct ws_dir dir[2];
 
-	json_t *messages;              /* pending batch */
-	struct timespec first;         /* time of its oldest message */
+	json_t *messages;      /* pending batch */
+	struct timespec first; /* time of its oldest message */
 	bool close_seen, close_reported;
 	int close_dir;
-	int close_code;                /* -1: no status in the frame */
+	int close_code; /* -1: no status in the frame */
 	char *close_reason;
 	size_t close_reason_len;
 
@@ -115,13 +115,16 @@ static void parse_extensions(struct ws_obs *o, const char *ext)
 			if (tl == 0)
 				continue;
 			if (first) {
-				is_deflate = tl == 18 && strncasecmp(t, "permessage-deflate", 18) == 0;
+				is_deflate =
+					tl == 18 && strncasecmp(t, "permessage-deflate", 18) == 0;
 				first = false;
 				if (!is_deflate)
 					break;
-			} else if (tl == 26 && strncasecmp(t, "client_no_context_takeover", 26) == 0) {
+			} else if (tl == 26 &&
+				   strncasecmp(t, "client_no_context_takeover", 26) == 0) {
 				o->dir[DIR_UP].no_context_takeover = true;
-			} else if (tl == 26 && strncasecmp(t, "server_no_context_takeover", 26) == 0) {
+			} else if (tl == 26 &&
+				   strncasecmp(t, "server_no_context_takeover", 26) == 0) {
 				o->dir[DIR_DOWN].no_context_takeover = true;
 			}
 		}
@@ -151,7 +154,8 @@ static void flush(struct ws_obs *o)
 	if (close) {
 		json_t *c = json_object();
 		json_object_set_new(c, "dir", json_string(o->close_dir == DIR_UP ? "up" : "down"));
-		json_object_set_new(c, "code", o->close_code < 0 ? json_null() : json_integer(o->close_code));
+		json_object_set_new(c, "code",
+				    o->close_code < 0 ? json_null() : json_integer(o->close_code));
 		json_t *body = http_body_json((const uint8_t *)o->close_reason, o->close_reason_len,
 					      o->close_reason_len, false);
 		json_t *text = json_object_get(body, "text");
@@ -214,8 +218,8 @@ static void record(struct ws_obs *o, int d, uint8_t op, const struct timespec *t
 
 static void malformed(struct ws_obs *o, int d, const char *why)
 {
-	snprintf(o->error, sizeof(o->error), "malformed frame (%s): %s", d == DIR_UP ? "up" : "down",
-		 why);
+	snprintf(o->error, sizeof(o->error), "malformed frame (%s): %s",
+		 d == DIR_UP ? "up" : "down", why);
 	o->failed = true;
 	flush(o);
 }
@@ -455,7 +459,10 @@ static void feed(struct ws_obs *o, int di, const uint8_t *p, size_t n)
 				if (d->hdr_len < 2)
 					continue;
 				uint8_t l7 = d->hdr[1] & 0x7f;
-				d->hdr_need = 2 + (l7 == 126 ? 2 : l7 == 127 ? 8 : 0) +
+				d->hdr_need = 2 +
+					      (l7 == 126   ? 2
+					       : l7 == 127 ? 8
+							   : 0) +
 					      (d->hdr[1] & WS_MASK ? 4 : 0);
 			}
 			size_t k = d->hdr_need - d->hdr_len;

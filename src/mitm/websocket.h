@@ -38,18 +38,18 @@
 #define WS_BATCH_SECONDS 1
 
 struct ws_config {
-	struct http_sink sink;         /* copied; only sink.websocket is used */
-	size_t body_cap;               /* bytes kept of each message (0 keeps none) */
-	const char *url;               /* "wss://host/path" (copied; NULL: "") */
-	const char *extensions;        /* the 101's Sec-WebSocket-Extensions value,
+	struct http_sink sink;               /* copied; only sink.websocket is used */
+	size_t body_cap;                     /* bytes kept of each message (0 keeps none) */
+	const char *url;                     /* "wss://host/path" (copied; NULL: "") */
+	const char *extensions;              /* the 101's Sec-WebSocket-Extensions value,
 	                                  NULL: none (read during ws_obs_new) */
 	void (*clock)(struct timespec *now); /* NULL: CLOCK_REALTIME */
 };
 
 struct ws_stats {
-	uint64_t frames[2];            /* client→server, server→client */
-	uint64_t messages[2];          /* data and control messages recorded */
-	uint64_t batches;              /* handed to the sink */
+	uint64_t frames[2];   /* client→server, server→client */
+	uint64_t messages[2]; /* data and control messages recorded */
+	uint64_t batches;     /* handed to the sink */
 };
 
 struct ws_obs;

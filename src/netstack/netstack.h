@@ -21,101 +21,102 @@
  * silence from the client, then one every interval; after count unanswered
  * probes the connection is reset and ops.closed gets -ECONNABORTED. */
 #define NETSTACK_DEFAULT_KEEPALIVE_IDLE_S 120
-#define NETSTACK_MAX_KEEPALIVE_IDLE_S     (7 * 24 * 3600)
-#define NETSTACK_KEEPALIVE_INTERVAL_S     10
-#define NETSTACK_KEEPALIVE_COUNT          6
+#define NETSTACK_MAX_KEEPALIVE_IDLE_S (7 * 24 * 3600)
+#define NETSTACK_KEEPALIVE_INTERVAL_S 10
+#define NETSTACK_KEEPALIVE_COUNT 6
 /* Half-open TCP connections (SYN received, handshake not done) one source
  * address may have, over all ports; its further SYNs are dropped (the
  * client retries). A port's backlog holds 255. */
-#define NETSTACK_HALF_OPEN_PER_SOURCE     64
+#define NETSTACK_HALF_OPEN_PER_SOURCE 64
 
 struct netstack_config {
-    struct in_addr addr4;   /* tunnel IPv4 address (network order); 0.0.0.0: none */
-    struct in6_addr addr6;  /* tunnel IPv6 address; ::: none */
-    uint16_t mtu;           /* tunnel MTU, 1280..65535; 0: NETSTACK_DEFAULT_MTU */
-    /* Accepted TCP connections at once; more are reset. Each may buffer up
+	struct in_addr addr4;  /* tunnel IPv4 address (network order); 0.0.0.0: none */
+	struct in6_addr addr6; /* tunnel IPv6 address; ::: none */
+	uint16_t mtu;          /* tunnel MTU, 1280..65535; 0: NETSTACK_DEFAULT_MTU */
+	/* Accepted TCP connections at once; more are reset. Each may buffer up
      * to 1 MiB each way (TCP_WND, TCP_SND_BUF). 0: NETSTACK_DEFAULT_MAX_TCP. */
-    uint32_t max_tcp;
-    /* Seconds of client silence before the first keepalive probe, up to
+	uint32_t max_tcp;
+	/* Seconds of client silence before the first keepalive probe, up to
      * NETSTACK_MAX_KEEPALIVE_IDLE_S. 0: NETSTACK_DEFAULT_KEEPALIVE_IDLE_S. */
-    uint32_t keepalive_idle_s;
+	uint32_t keepalive_idle_s;
 };
 
 /* One TCP connection a client opened to any address, terminated here. */
 struct netstack_tcp;
 
 struct netstack_ops {
-    /* One IP packet (v4 or v6) the stack sends toward a peer; the caller
+	/* One IP packet (v4 or v6) the stack sends toward a peer; the caller
      * routes it by its destination address. The buffer is valid only for
      * the duration of the call. Called from inside netstack_input, the
      * netstack's timer and the send functions; it must not call back into
      * the netstack. */
-    void (*output)(void *ctx, const uint8_t *pkt, size_t len);
+	void (*output)(void *ctx, const uint8_t *pkt, size_t len);
 
-    /* A client completed a TCP handshake with `dest`, whatever address and
+	/* A client completed a TCP handshake with `dest`, whatever address and
      * port it dialled. Return 0 after netstack_tcp_set_ops to take the
      * connection; nonzero resets it. NULL: every connection is reset. */
-    int (*tcp_accept)(void *ctx, struct netstack_tcp *conn,
-                      const struct sockaddr *client, const struct sockaddr *dest);
+	int (*tcp_accept)(void *ctx, struct netstack_tcp *conn, const struct sockaddr *client,
+			  const struct sockaddr *dest);
 
-    /* A UDP datagram from `client` to `dest` (any address). `data` is valid
+	/* A UDP datagram from `client` to `dest` (any address). `data` is valid
      * only during the call. NULL: datagrams are dropped. */
-    void (*udp_recv)(void *ctx, const struct sockaddr *client, const struct sockaddr *dest,
-                     const uint8_t *data, size_t len);
+	void (*udp_recv)(void *ctx, const struct sockaddr *client, const struct sockaddr *dest,
+			 const uint8_t *data, size_t len);
 };
 
 /* Callbacks of one TCP connection (set in tcp_accept). */
 struct netstack_tcp_ops {
-    /* Bytes from the client, in order, valid only during the call. len 0
+	/* Bytes from the client, in order, valid only during the call. len 0
      * (data NULL): the client half-closed (FIN); writing is still allowed.
      * Not called while paused, except right before closed(0): data held by
      * a pause was already acknowledged to the client, so it is delivered
      * then whatever the pause (at most one window), followed by the FIN. */
-    void (*recv)(void *arg, const uint8_t *data, size_t len);
-    /* The client acknowledged `len` bytes: netstack_tcp_write has room. */
-    void (*sent)(void *arg, size_t len);
-    /* The connection is gone: 0 after an orderly close of both directions
+	void (*recv)(void *arg, const uint8_t *data, size_t len);
+	/* The client acknowledged `len` bytes: netstack_tcp_write has room. */
+	void (*sent)(void *arg, size_t len);
+	/* The connection is gone: 0 after an orderly close of both directions
      * (FIN each way; every received byte and the FIN were passed to recv
      * first; lwIP may still finish the close, e.g. TIME-WAIT, on its own),
      * -ECONNRESET (client reset), -ECONNABORTED (retransmissions or
      * keepalives gave up), -ENOMEM. The handle is freed when this returns:
      * do not close it. Not called after netstack_tcp_close/abort. */
-    void (*closed)(void *arg, int err);
+	void (*closed)(void *arg, int err);
 };
 
 /* Counters since netstack_new. The lwip_* fields are lwIP's own protocol
  * drops (bad header, nothing listening, not addressed to us, ...). */
 struct netstack_stats {
-    uint64_t in_packets;      /* packets handed to lwIP */
-    uint64_t in_bytes;
-    uint64_t out_packets;     /* packets handed to ops.output */
-    uint64_t out_bytes;
-    uint64_t out_flattened;   /* of those, chained pbufs copied into one buffer */
-    uint64_t drop_short;      /* shorter than the fixed IP header */
-    uint64_t drop_version;    /* neither IPv4 nor IPv6 */
-    uint64_t drop_length;     /* header lengths inconsistent with the buffer */
-    uint64_t drop_ext_header; /* IPv6 extension header chain malformed */
-    uint64_t drop_nomem;      /* no memory for the packet */
-    uint64_t drop_lwip_assert; /* failed an lwIP assert: dropped, its connection reset */
-    uint64_t tcp_accepted;    /* handed to ops.tcp_accept and taken */
-    uint64_t tcp_refused;     /* reset: no tcp_accept, refused, over max_tcp, no memory */
-    uint64_t tcp_syn_limited; /* SYNs dropped: the source had NETSTACK_HALF_OPEN_PER_SOURCE half-open */
-    uint64_t tcp_active;      /* accepted and not yet closed (gauge) */
-    uint64_t tcp_listeners;   /* ports with a listener (gauge) */
-    uint64_t tcp_time_wait;   /* closed connections lwIP keeps in TIME-WAIT
+	uint64_t in_packets; /* packets handed to lwIP */
+	uint64_t in_bytes;
+	uint64_t out_packets; /* packets handed to ops.output */
+	uint64_t out_bytes;
+	uint64_t out_flattened;    /* of those, chained pbufs copied into one buffer */
+	uint64_t drop_short;       /* shorter than the fixed IP header */
+	uint64_t drop_version;     /* neither IPv4 nor IPv6 */
+	uint64_t drop_length;      /* header lengths inconsistent with the buffer */
+	uint64_t drop_ext_header;  /* IPv6 extension header chain malformed */
+	uint64_t drop_nomem;       /* no memory for the packet */
+	uint64_t drop_lwip_assert; /* failed an lwIP assert: dropped, its connection reset */
+	uint64_t tcp_accepted;     /* handed to ops.tcp_accept and taken */
+	uint64_t tcp_refused;      /* reset: no tcp_accept, refused, over max_tcp, no memory */
+	uint64_t
+		tcp_syn_limited; /* SYNs dropped: the source had NETSTACK_HALF_OPEN_PER_SOURCE half-open */
+	uint64_t tcp_active;    /* accepted and not yet closed (gauge) */
+	uint64_t tcp_listeners; /* ports with a listener (gauge) */
+	uint64_t tcp_time_wait; /* closed connections lwIP keeps in TIME-WAIT
                                  (60 s; gauge, counted when read; one pcb, 312 bytes, each) */
-    uint64_t udp_in;          /* datagrams handed to ops.udp_recv */
-    uint64_t udp_out;         /* datagrams sent by netstack_udp_send */
-    uint64_t udp_drop;        /* no udp_recv, or no memory for a pcb */
-    uint64_t udp_unreach;     /* ICMP unreachable sent by netstack_udp_unreachable */
-    uint64_t lwip_ip4_drop;
-    uint64_t lwip_ip6_drop;
-    uint64_t lwip_icmp4_drop;
-    uint64_t lwip_icmp6_drop;
-    uint64_t lwip_tcp_drop;
-    uint64_t lwip_udp_drop;
-    uint64_t lwip_frag_drop;  /* IPv4 and IPv6 reassembly */
-    uint64_t lwip_mem_err;    /* lwIP allocation failures, all protocols */
+	uint64_t udp_in;        /* datagrams handed to ops.udp_recv */
+	uint64_t udp_out;       /* datagrams sent by netstack_udp_send */
+	uint64_t udp_drop;      /* no udp_recv, or no memory for a pcb */
+	uint64_t udp_unreach;   /* ICMP unreachable sent by netstack_udp_unreachable */
+	uint64_t lwip_ip4_drop;
+	uint64_t lwip_ip6_drop;
+	uint64_t lwip_icmp4_drop;
+	uint64_t lwip_icmp6_drop;
+	uint64_t lwip_tcp_drop;
+	uint64_t lwip_udp_drop;
+	uint64_t lwip_frag_drop; /* IPv4 and IPv6 reassembly */
+	uint64_t lwip_mem_err;   /* lwIP allocation failures, all protocols */
 };
 
 /* Creates the netstack on `loop` (lwIP timers run as a uv_timer there; the
@@ -123,8 +124,8 @@ struct netstack_stats {
  * Returns NULL with errno set: EINVAL (bad config), EBUSY (a netstack
  * already exists), ENOMEM. */
 struct netstack *netstack_new(uv_loop_t *loop, const struct netstack_config *cfg,
-                              const struct netstack_ops *ops, void *ctx)
-    __attribute__((warn_unused_result));
+			      const struct netstack_ops *ops, void *ctx)
+	__attribute__((warn_unused_result));
 
 /* One decrypted, source-checked inner IP packet (v4 or v6). The bytes are
  * copied; replies may be emitted through ops.output before this returns.
@@ -139,8 +140,7 @@ void netstack_get_stats(const struct netstack *ns, struct netstack_stats *out);
  * ops.closed returns. Calls made from inside a callback are allowed (also
  * closing or aborting the connection the callback is for). */
 
-void netstack_tcp_set_ops(struct netstack_tcp *conn, const struct netstack_tcp_ops *ops,
-                          void *arg);
+void netstack_tcp_set_ops(struct netstack_tcp *conn, const struct netstack_tcp_ops *ops, void *arg);
 
 /* Queues up to `len` bytes toward the client (copied) and sends what the
  * window allows. Returns the bytes taken, possibly fewer than `len` (0 when
@@ -171,13 +171,13 @@ void netstack_tcp_abort(struct netstack_tcp *conn);
  * to `to` (the client). Both of one family. Returns 0, -EAFNOSUPPORT,
  * -EMSGSIZE or -ENOMEM. */
 int netstack_udp_send(struct netstack *ns, const struct sockaddr *from, const struct sockaddr *to,
-                      const uint8_t *data, size_t len);
+		      const uint8_t *data, size_t len);
 
 /* Why a datagram could not be delivered (netstack_udp_unreachable). */
 enum netstack_unreach {
-    NETSTACK_UNREACH_PORT,       /* port unreachable: the upstream refused it
+	NETSTACK_UNREACH_PORT,       /* port unreachable: the upstream refused it
                                     (ICMPv4 type 3 code 3, ICMPv6 type 1 code 4) */
-    NETSTACK_UNREACH_PROHIBITED, /* administratively prohibited: policy refused it
+	NETSTACK_UNREACH_PROHIBITED, /* administratively prohibited: policy refused it
                                     (ICMPv4 type 3 code 13, ICMPv6 type 1 code 1) */
 };
 
@@ -194,8 +194,8 @@ enum netstack_unreach {
  * -EMSGSIZE (len larger than any datagram), -ENOMEM (never at present: the
  * message is built on the stack). */
 int netstack_udp_unreachable(struct netstack *ns, const struct sockaddr *client,
-                             const struct sockaddr *dest, const uint8_t *data, size_t len,
-                             enum netstack_unreach reason);
+			     const struct sockaddr *dest, const uint8_t *data, size_t len,
+			     enum netstack_unreach reason);
 
 /* Aborts every TCP connection (no callbacks: the caller has forgotten
  * them), removes the netif and stops the timer. The memory is released when

@@ -6,8 +6,8 @@
 /* lwIP 2.1's default initial sequence number is a counter plus tcp_ticks:
  * predictable. RFC 6528 instead: a 4 µs clock plus a keyed hash of the
  * connection's addresses and ports. */
-u32_t netstack__tcp_isn(const ip_addr_t *local_ip, u16_t local_port,
-                        const ip_addr_t *remote_ip, u16_t remote_port);
+u32_t netstack__tcp_isn(const ip_addr_t *local_ip, u16_t local_port, const ip_addr_t *remote_ip,
+			u16_t remote_port);
 #define LWIP_HOOK_TCP_ISN netstack__tcp_isn
 
 /* Half-open connections (SYN_RCVD, in a listen backlog) per source address
@@ -24,7 +24,7 @@ void netstack__half_open(const struct tcp_pcb *pcb, int delta);
  * Otherwise one load and branch per segment. */
 struct tcp_pcb;
 err_t netstack__tcp_inpacket(const struct tcp_pcb *pcb);
-#define LWIP_HOOK_TCP_INPACKET_PCB(pcb, hdr, optlen, opt1len, opt2, p) \
-    netstack__tcp_inpacket((const struct tcp_pcb *)(pcb))
+#define LWIP_HOOK_TCP_INPACKET_PCB(pcb, hdr, optlen, opt1len, opt2, p)                             \
+	netstack__tcp_inpacket((const struct tcp_pcb *)(pcb))
 
 #endif

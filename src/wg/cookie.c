@@ -7,7 +7,8 @@
 #include <sodium.h>
 
 /* HASH(label || public_key) */
-static void derive_key(uint8_t out[WG_HASH_LEN], const char label[WG_LABEL_LEN], const uint8_t public_key[WG_KEY_LEN])
+static void derive_key(uint8_t out[WG_HASH_LEN], const char label[WG_LABEL_LEN],
+		       const uint8_t public_key[WG_KEY_LEN])
 {
 	wg_hash(out, (const uint8_t *)label, WG_LABEL_LEN, public_key, WG_KEY_LEN);
 }
@@ -29,13 +30,15 @@ static bool has_macs(size_t len)
 }
 
 /* mac1 = MAC(key, msg up to mac1) */
-static void compute_mac1(uint8_t out[WG_MAC_LEN], const uint8_t key[WG_HASH_LEN], const uint8_t *msg, size_t len)
+static void compute_mac1(uint8_t out[WG_MAC_LEN], const uint8_t key[WG_HASH_LEN],
+			 const uint8_t *msg, size_t len)
 {
 	wg_mac(out, key, WG_HASH_LEN, msg, len - sizeof(struct wg_msg_macs));
 }
 
 /* mac2 = MAC(cookie, msg up to mac2) */
-static void compute_mac2(uint8_t out[WG_MAC_LEN], const uint8_t cookie[WG_COOKIE_LEN], const uint8_t *msg, size_t len)
+static void compute_mac2(uint8_t out[WG_MAC_LEN], const uint8_t cookie[WG_COOKIE_LEN],
+			 const uint8_t *msg, size_t len)
 {
 	wg_mac(out, cookie, WG_COOKIE_LEN, msg, len - WG_MAC_LEN);
 }
@@ -46,7 +49,8 @@ static bool secret_fresh(const struct wg_cookie_checker *c, uint64_t now_ns)
 }
 
 /* cookie = MAC(secret, source IP || port); false for an unset source. */
-static bool compute_cookie(uint8_t out[WG_COOKIE_LEN], const struct wg_cookie_checker *c, const struct wg_endpoint *src)
+static bool compute_cookie(uint8_t out[WG_COOKIE_LEN], const struct wg_cookie_checker *c,
+			   const struct wg_endpoint *src)
 {
 	uint8_t source[WG_ENDPOINT_SOURCE_MAX];
 	size_t n = wg_endpoint_cookie_source(src, source);
@@ -69,8 +73,9 @@ void wg_cookie_checker_wipe(struct wg_cookie_checker *c)
 	sodium_memzero(c, sizeof(*c));
 }
 
-enum wg_cookie_mac_state wg_cookie_validate(const struct wg_cookie_checker *c, const uint8_t *msg, size_t len,
-					    const struct wg_endpoint *src, bool check_mac2, uint64_t now_ns)
+enum wg_cookie_mac_state wg_cookie_validate(const struct wg_cookie_checker *c, const uint8_t *msg,
+					    size_t len, const struct wg_endpoint *src,
+					    bool check_mac2, uint64_t now_ns)
 {
 	const struct wg_msg_macs *macs;
 	uint8_t mac[WG_MAC_LEN];
@@ -99,8 +104,9 @@ out:
 	return state;
 }
 
-bool wg_cookie_create_reply(struct wg_cookie_checker *c, struct wg_msg_cookie_reply *out, const uint8_t *msg,
-			    size_t len, const struct wg_endpoint *src, uint64_t now_ns)
+bool wg_cookie_create_reply(struct wg_cookie_checker *c, struct wg_msg_cookie_reply *out,
+			    const uint8_t *msg, size_t len, const struct wg_endpoint *src,
+			    uint64_t now_ns)
 {
 	const struct wg_msg_macs *macs;
 	uint8_t cookie[WG_COOKIE_LEN];
@@ -125,8 +131,8 @@ bool wg_cookie_create_reply(struct wg_cookie_checker *c, struct wg_msg_cookie_re
 	memcpy(out->receiver_index, msg + offsetof(struct wg_msg_initiation, sender_index), 4);
 	wg_random(out->nonce, sizeof(out->nonce));
 	/* XAEAD(HASH("cookie--" || our public), nonce, cookie, AD = mac1) */
-	wg_xaead_encrypt(out->encrypted_cookie, cookie, WG_COOKIE_LEN, macs->mac1, WG_MAC_LEN, out->nonce,
-			 c->cookie_key);
+	wg_xaead_encrypt(out->encrypted_cookie, cookie, WG_COOKIE_LEN, macs->mac1, WG_MAC_LEN,
+			 out->nonce, c->cookie_key);
 	ok = true;
 out:
 	sodium_memzero(cookie, sizeof(cookie));
@@ -158,14 +164,16 @@ bool wg_cookie_add_macs(struct wg_cookie_maker *m, uint8_t *msg, size_t len, uin
 	m->has_sent_mac1 = true;
 
 	/* mac2 only with a cookie the responder's secret still produces. */
-	if (m->has_cookie && now_ns - m->cookie_birth_ns < WG_COOKIE_REFRESH_TIME_NS - WG_COOKIE_LATENCY_NS)
+	if (m->has_cookie &&
+	    now_ns - m->cookie_birth_ns < WG_COOKIE_REFRESH_TIME_NS - WG_COOKIE_LATENCY_NS)
 		compute_mac2(macs->mac2, m->cookie, msg, len);
 	else
 		memset(macs->mac2, 0, WG_MAC_LEN);
 	return true;
 }
 
-bool wg_cookie_consume_reply(struct wg_cookie_maker *m, const struct wg_msg_cookie_reply *reply, uint64_t now_ns)
+bool wg_cookie_consume_reply(struct wg_cookie_maker *m, const struct wg_msg_cookie_reply *reply,
+			     uint64_t now_ns)
 {
 	uint8_t cookie[WG_COOKIE_LEN];
 	bool ok = false;
@@ -173,8 +181,8 @@ bool wg_cookie_consume_reply(struct wg_cookie_maker *m, const struct wg_msg_cook
 	/* A reply must answer a message we sent (its AD is our mac1). */
 	if (!m->has_sent_mac1)
 		goto out;
-	if (!wg_xaead_decrypt(cookie, reply->encrypted_cookie, sizeof(reply->encrypted_cookie), m->last_mac1_sent,
-			      WG_MAC_LEN, reply->nonce, m->cookie_key))
+	if (!wg_xaead_decrypt(cookie, reply->encrypted_cookie, sizeof(reply->encrypted_cookie),
+			      m->last_mac1_sent, WG_MAC_LEN, reply->nonce, m->cookie_key))
 		goto out;
 	memcpy(m->cookie, cookie, WG_COOKIE_LEN);
 	m->cookie_birth_ns = now_ns;

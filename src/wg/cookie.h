@@ -56,9 +56,9 @@ void wg_cookie_checker_wipe(struct wg_cookie_checker *c);
  * must be the MAC of the cookie for src under the current secret, which
  * must be younger than WG_COOKIE_REFRESH_TIME_NS (the secret rotates only
  * when a reply is created). No Diffie-Hellman, constant-time comparisons. */
-enum wg_cookie_mac_state wg_cookie_validate(const struct wg_cookie_checker *c, const uint8_t *msg, size_t len,
-					    const struct wg_endpoint *src, bool check_mac2,
-					    uint64_t now_ns) WG_WARN_UNUSED;
+enum wg_cookie_mac_state wg_cookie_validate(const struct wg_cookie_checker *c, const uint8_t *msg,
+					    size_t len, const struct wg_endpoint *src,
+					    bool check_mac2, uint64_t now_ns) WG_WARN_UNUSED;
 
 /* Builds the cookie reply to an initiation or response from src: receiver
  * index = the message's sender index, random nonce, AD = the message's mac1.

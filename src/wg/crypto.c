@@ -173,7 +173,8 @@ void wg_crypto__aead_context_tag(uint8_t tag[WG_TAG_LEN])
 	int outl;
 
 	/* A NULL key keeps the one the context holds. */
-	if (!EVP_CipherInit_ex2(ctx, NULL, NULL, nonce, 1, NULL) || !EVP_CipherFinal_ex(ctx, tag, &outl) ||
+	if (!EVP_CipherInit_ex2(ctx, NULL, NULL, nonce, 1, NULL) ||
+	    !EVP_CipherFinal_ex(ctx, tag, &outl) ||
 	    !EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, WG_TAG_LEN, tag))
 		abort();
 }
@@ -207,7 +208,8 @@ void wg_x25519_generate_private(uint8_t k[WG_KEY_LEN])
 	wg_x25519_clamp(k);
 }
 
-bool wg_crypto__x25519_sodium(uint8_t out[WG_KEY_LEN], const uint8_t sk[WG_KEY_LEN], const uint8_t pk[WG_KEY_LEN])
+bool wg_crypto__x25519_sodium(uint8_t out[WG_KEY_LEN], const uint8_t sk[WG_KEY_LEN],
+			      const uint8_t pk[WG_KEY_LEN])
 {
 	/* libsodium returns -1 for an all-zero result (low-order point). */
 	if (crypto_scalarmult_curve25519(out, sk, pk) != 0) {
@@ -217,7 +219,8 @@ bool wg_crypto__x25519_sodium(uint8_t out[WG_KEY_LEN], const uint8_t sk[WG_KEY_L
 	return true;
 }
 
-bool wg_crypto__x25519_openssl(uint8_t out[WG_KEY_LEN], const uint8_t sk[WG_KEY_LEN], const uint8_t pk[WG_KEY_LEN])
+bool wg_crypto__x25519_openssl(uint8_t out[WG_KEY_LEN], const uint8_t sk[WG_KEY_LEN],
+			       const uint8_t pk[WG_KEY_LEN])
 {
 	EVP_PKEY *priv = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, sk, WG_KEY_LEN);
 	EVP_PKEY *peer = EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, NULL, pk, WG_KEY_LEN);
@@ -244,7 +247,8 @@ bool wg_crypto__x25519_base_openssl(uint8_t pub[WG_KEY_LEN], const uint8_t sk[WG
 {
 	EVP_PKEY *priv = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, sk, WG_KEY_LEN);
 	size_t len = WG_KEY_LEN;
-	bool ok = priv != NULL && EVP_PKEY_get_raw_public_key(priv, pub, &len) == 1 && len == WG_KEY_LEN;
+	bool ok = priv != NULL && EVP_PKEY_get_raw_public_key(priv, pub, &len) == 1 &&
+		  len == WG_KEY_LEN;
 
 	EVP_PKEY_free(priv);
 	return ok;
@@ -275,18 +279,24 @@ static void counter_nonce(uint8_t nonce[WG_AEAD_NONCE_LEN], uint64_t counter)
 	wg_store_le64(nonce + 4, counter);
 }
 
-void wg_crypto__aead_encrypt_nonce_sodium(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
-					  size_t ad_len, const uint8_t nonce[WG_AEAD_NONCE_LEN], const uint8_t key[WG_KEY_LEN])
+void wg_crypto__aead_encrypt_nonce_sodium(uint8_t *dst, const uint8_t *src, size_t len,
+					  const uint8_t *ad, size_t ad_len,
+					  const uint8_t nonce[WG_AEAD_NONCE_LEN],
+					  const uint8_t key[WG_KEY_LEN])
 {
-	crypto_aead_chacha20poly1305_ietf_encrypt(dst, NULL, src, len, ad, ad_len, NULL, nonce, key);
+	crypto_aead_chacha20poly1305_ietf_encrypt(dst, NULL, src, len, ad, ad_len, NULL, nonce,
+						  key);
 }
 
-bool wg_crypto__aead_decrypt_nonce_sodium(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
-					  size_t ad_len, const uint8_t nonce[WG_AEAD_NONCE_LEN], const uint8_t key[WG_KEY_LEN])
+bool wg_crypto__aead_decrypt_nonce_sodium(uint8_t *dst, const uint8_t *src, size_t len,
+					  const uint8_t *ad, size_t ad_len,
+					  const uint8_t nonce[WG_AEAD_NONCE_LEN],
+					  const uint8_t key[WG_KEY_LEN])
 {
 	if (len < WG_TAG_LEN)
 		return false;
-	return crypto_aead_chacha20poly1305_ietf_decrypt(dst, NULL, NULL, src, len, ad, ad_len, nonce, key) == 0;
+	return crypto_aead_chacha20poly1305_ietf_decrypt(dst, NULL, NULL, src, len, ad, ad_len,
+							 nonce, key) == 0;
 }
 
 void wg_crypto__aead_encrypt_sodium(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
@@ -325,8 +335,10 @@ static bool evp_update(EVP_CIPHER_CTX *ctx, uint8_t *out, const uint8_t *in, siz
 	return true;
 }
 
-void wg_crypto__aead_encrypt_nonce_openssl(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
-					   size_t ad_len, const uint8_t nonce[WG_AEAD_NONCE_LEN], const uint8_t key[WG_KEY_LEN])
+void wg_crypto__aead_encrypt_nonce_openssl(uint8_t *dst, const uint8_t *src, size_t len,
+					   const uint8_t *ad, size_t ad_len,
+					   const uint8_t nonce[WG_AEAD_NONCE_LEN],
+					   const uint8_t key[WG_KEY_LEN])
 {
 	EVP_CIPHER_CTX *ctx = tls_get()->aead;
 	int outl;
@@ -339,8 +351,10 @@ void wg_crypto__aead_encrypt_nonce_openssl(uint8_t *dst, const uint8_t *src, siz
 		abort(); /* cannot fail with a valid context; never emit unauthenticated data */
 }
 
-bool wg_crypto__aead_decrypt_nonce_openssl(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
-					   size_t ad_len, const uint8_t nonce[WG_AEAD_NONCE_LEN], const uint8_t key[WG_KEY_LEN])
+bool wg_crypto__aead_decrypt_nonce_openssl(uint8_t *dst, const uint8_t *src, size_t len,
+					   const uint8_t *ad, size_t ad_len,
+					   const uint8_t nonce[WG_AEAD_NONCE_LEN],
+					   const uint8_t key[WG_KEY_LEN])
 {
 	EVP_CIPHER_CTX *ctx = tls_get()->aead;
 	uint8_t tag[WG_TAG_LEN];
@@ -362,8 +376,9 @@ bool wg_crypto__aead_decrypt_nonce_openssl(uint8_t *dst, const uint8_t *src, siz
 	return EVP_CipherFinal_ex(ctx, dst + len, &outl) > 0;
 }
 
-void wg_crypto__aead_encrypt_openssl(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
-				     size_t ad_len, uint64_t counter, const uint8_t key[WG_KEY_LEN])
+void wg_crypto__aead_encrypt_openssl(uint8_t *dst, const uint8_t *src, size_t len,
+				     const uint8_t *ad, size_t ad_len, uint64_t counter,
+				     const uint8_t key[WG_KEY_LEN])
 {
 	uint8_t nonce[WG_AEAD_NONCE_LEN];
 
@@ -371,8 +386,9 @@ void wg_crypto__aead_encrypt_openssl(uint8_t *dst, const uint8_t *src, size_t le
 	wg_crypto__aead_encrypt_nonce_openssl(dst, src, len, ad, ad_len, nonce, key);
 }
 
-bool wg_crypto__aead_decrypt_openssl(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
-				     size_t ad_len, uint64_t counter, const uint8_t key[WG_KEY_LEN])
+bool wg_crypto__aead_decrypt_openssl(uint8_t *dst, const uint8_t *src, size_t len,
+				     const uint8_t *ad, size_t ad_len, uint64_t counter,
+				     const uint8_t key[WG_KEY_LEN])
 {
 	uint8_t nonce[WG_AEAD_NONCE_LEN];
 
@@ -399,23 +415,28 @@ bool wg_aead_decrypt(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t
 
 /* ---- XChaCha20-Poly1305 (libsodium only) ---- */
 
-void wg_xaead_encrypt(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad, size_t ad_len,
-		      const uint8_t nonce[WG_XNONCE_LEN], const uint8_t key[WG_KEY_LEN])
+void wg_xaead_encrypt(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
+		      size_t ad_len, const uint8_t nonce[WG_XNONCE_LEN],
+		      const uint8_t key[WG_KEY_LEN])
 {
-	crypto_aead_xchacha20poly1305_ietf_encrypt(dst, NULL, src, len, ad, ad_len, NULL, nonce, key);
+	crypto_aead_xchacha20poly1305_ietf_encrypt(dst, NULL, src, len, ad, ad_len, NULL, nonce,
+						   key);
 }
 
-bool wg_xaead_decrypt(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad, size_t ad_len,
-		      const uint8_t nonce[WG_XNONCE_LEN], const uint8_t key[WG_KEY_LEN])
+bool wg_xaead_decrypt(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
+		      size_t ad_len, const uint8_t nonce[WG_XNONCE_LEN],
+		      const uint8_t key[WG_KEY_LEN])
 {
 	if (len < WG_TAG_LEN)
 		return false;
-	return crypto_aead_xchacha20poly1305_ietf_decrypt(dst, NULL, NULL, src, len, ad, ad_len, nonce, key) == 0;
+	return crypto_aead_xchacha20poly1305_ietf_decrypt(dst, NULL, NULL, src, len, ad, ad_len,
+							  nonce, key) == 0;
 }
 
 /* ---- BLAKE2s (OpenSSL only: libsodium has BLAKE2b, not BLAKE2s) ---- */
 
-void wg_hash(uint8_t out[WG_HASH_LEN], const uint8_t *a, size_t a_len, const uint8_t *b, size_t b_len)
+void wg_hash(uint8_t out[WG_HASH_LEN], const uint8_t *a, size_t a_len, const uint8_t *b,
+	     size_t b_len)
 {
 	EVP_MD_CTX *ctx = tls_get()->md;
 	unsigned int len;
@@ -425,7 +446,8 @@ void wg_hash(uint8_t out[WG_HASH_LEN], const uint8_t *a, size_t a_len, const uin
 		abort();
 }
 
-void wg_mac(uint8_t out[WG_MAC_LEN], const uint8_t *key, size_t key_len, const uint8_t *in, size_t len)
+void wg_mac(uint8_t out[WG_MAC_LEN], const uint8_t *key, size_t key_len, const uint8_t *in,
+	    size_t len)
 {
 	EVP_MAC_CTX *ctx = tls_get()->mac16;
 	uint8_t zero = 0;
@@ -455,7 +477,8 @@ void wg_mac(uint8_t out[WG_MAC_LEN], const uint8_t *key, size_t key_len, const u
  * digest context: after the outer final it holds no key bytes (the last
  * block is the inner hash, zero-padded), and OpenSSL's BLAKE2s final
  * cleanses it anyway. Faster too (no context copies). */
-void wg_hmac(uint8_t out[WG_HASH_LEN], const uint8_t *key, size_t key_len, const uint8_t *in, size_t len)
+void wg_hmac(uint8_t out[WG_HASH_LEN], const uint8_t *key, size_t key_len, const uint8_t *in,
+	     size_t len)
 {
 	EVP_MD_CTX *ctx = tls_get()->md;
 	uint8_t pad[HMAC_BLOCK_LEN];
@@ -475,11 +498,13 @@ void wg_hmac(uint8_t out[WG_HASH_LEN], const uint8_t *key, size_t key_len, const
 	for (; i < HMAC_BLOCK_LEN; i++)
 		pad[i] = 0x36;
 	/* in is read completely before out is written: they may alias. */
-	ok = EVP_DigestInit_ex2(ctx, g_blake2s, NULL) && EVP_DigestUpdate(ctx, pad, HMAC_BLOCK_LEN) &&
+	ok = EVP_DigestInit_ex2(ctx, g_blake2s, NULL) &&
+	     EVP_DigestUpdate(ctx, pad, HMAC_BLOCK_LEN) &&
 	     (len == 0 || EVP_DigestUpdate(ctx, in, len)) && EVP_DigestFinal_ex(ctx, inner, &outl);
 	for (i = 0; i < HMAC_BLOCK_LEN; i++)
 		pad[i] ^= 0x36 ^ 0x5c;
-	ok = ok && EVP_DigestInit_ex2(ctx, g_blake2s, NULL) && EVP_DigestUpdate(ctx, pad, HMAC_BLOCK_LEN) &&
+	ok = ok && EVP_DigestInit_ex2(ctx, g_blake2s, NULL) &&
+	     EVP_DigestUpdate(ctx, pad, HMAC_BLOCK_LEN) &&
 	     EVP_DigestUpdate(ctx, inner, WG_HASH_LEN) && EVP_DigestFinal_ex(ctx, out, &outl);
 	sodium_memzero(pad, sizeof(pad));
 	sodium_memzero(inner, sizeof(inner));
@@ -489,7 +514,8 @@ void wg_hmac(uint8_t out[WG_HASH_LEN], const uint8_t *key, size_t key_len, const
 
 /* KDF_n (whitepaper 5.4 / HKDF with HMAC-BLAKE2s): T0 = HMAC(key, in),
  * T1 = HMAC(T0, 0x1), Ti = HMAC(T0, Ti-1 || i). */
-void wg_crypto__kdf(uint8_t *outs[3], int n, const uint8_t *key, size_t key_len, const uint8_t *in, size_t len)
+void wg_crypto__kdf(uint8_t *outs[3], int n, const uint8_t *key, size_t key_len, const uint8_t *in,
+		    size_t len)
 {
 	uint8_t t0[WG_HASH_LEN];
 	uint8_t prev[WG_HASH_LEN + 1];

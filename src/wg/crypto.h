@@ -49,7 +49,8 @@ void wg_x25519_clamp(uint8_t private_key[WG_KEY_LEN]);
 /* A fresh random, clamped private key. */
 void wg_x25519_generate_private(uint8_t private_key[WG_KEY_LEN]);
 /* public = X25519(private, 9). false only if the result is all zeros. */
-bool wg_x25519_public(uint8_t public_key[WG_KEY_LEN], const uint8_t private_key[WG_KEY_LEN]) WG_WARN_UNUSED;
+bool wg_x25519_public(uint8_t public_key[WG_KEY_LEN],
+		      const uint8_t private_key[WG_KEY_LEN]) WG_WARN_UNUSED;
 /* Fresh random keypair. */
 void wg_x25519_keypair(uint8_t private_key[WG_KEY_LEN], uint8_t public_key[WG_KEY_LEN]);
 /* shared = X25519(private, public). Returns false if the result is all zeros
@@ -69,25 +70,31 @@ bool wg_aead_decrypt(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t
 		     uint64_t counter, const uint8_t key[WG_KEY_LEN]) WG_WARN_UNUSED;
 
 /* XChaCha20-Poly1305 (libsodium: OpenSSL has none), same conventions. */
-void wg_xaead_encrypt(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad, size_t ad_len,
-		      const uint8_t nonce[WG_XNONCE_LEN], const uint8_t key[WG_KEY_LEN]);
-bool wg_xaead_decrypt(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad, size_t ad_len,
-		      const uint8_t nonce[WG_XNONCE_LEN], const uint8_t key[WG_KEY_LEN]) WG_WARN_UNUSED;
+void wg_xaead_encrypt(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
+		      size_t ad_len, const uint8_t nonce[WG_XNONCE_LEN],
+		      const uint8_t key[WG_KEY_LEN]);
+bool wg_xaead_decrypt(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
+		      size_t ad_len, const uint8_t nonce[WG_XNONCE_LEN],
+		      const uint8_t key[WG_KEY_LEN]) WG_WARN_UNUSED;
 
 /* HASH(a || b) with BLAKE2s-256; b may be NULL when b_len is 0. */
-void wg_hash(uint8_t out[WG_HASH_LEN], const uint8_t *a, size_t a_len, const uint8_t *b, size_t b_len);
+void wg_hash(uint8_t out[WG_HASH_LEN], const uint8_t *a, size_t a_len, const uint8_t *b,
+	     size_t b_len);
 
 /* Keyed BLAKE2s with a 16-byte output (MAC1, MAC2, the cookie).
  * 1 <= key_len <= 32. */
-void wg_mac(uint8_t out[WG_MAC_LEN], const uint8_t *key, size_t key_len, const uint8_t *in, size_t len);
+void wg_mac(uint8_t out[WG_MAC_LEN], const uint8_t *key, size_t key_len, const uint8_t *in,
+	    size_t len);
 
 /* HMAC-BLAKE2s-256 (block size 64); key non-NULL (a key over 64 bytes is
  * hashed first, as RFC 2104 says). out may alias in or key. */
-void wg_hmac(uint8_t out[WG_HASH_LEN], const uint8_t *key, size_t key_len, const uint8_t *in, size_t len);
+void wg_hmac(uint8_t out[WG_HASH_LEN], const uint8_t *key, size_t key_len, const uint8_t *in,
+	     size_t len);
 
 /* The WireGuard KDF_n(key, input) (whitepaper 5.4): T0 = HMAC(key, input),
  * T1 = HMAC(T0, 0x1), Ti = HMAC(T0, Ti-1 || i). Outputs may alias key. */
-void wg_kdf1(uint8_t t1[WG_HASH_LEN], const uint8_t key[WG_HASH_LEN], const uint8_t *in, size_t len);
+void wg_kdf1(uint8_t t1[WG_HASH_LEN], const uint8_t key[WG_HASH_LEN], const uint8_t *in,
+	     size_t len);
 void wg_kdf2(uint8_t t1[WG_HASH_LEN], uint8_t t2[WG_HASH_LEN], const uint8_t key[WG_HASH_LEN],
 	     const uint8_t *in, size_t len);
 void wg_kdf3(uint8_t t1[WG_HASH_LEN], uint8_t t2[WG_HASH_LEN], uint8_t t3[WG_HASH_LEN],
@@ -107,27 +114,39 @@ void wg_crypto_get_choice(struct wg_crypto_choice *out);
 /* The alternative implementations behind the choices above, for the tests
  * (both must pass the vectors) and the benchmark (which re-measures them).
  * Not for other callers. */
-bool wg_crypto__x25519_sodium(uint8_t out[WG_KEY_LEN], const uint8_t sk[WG_KEY_LEN], const uint8_t pk[WG_KEY_LEN]);
-bool wg_crypto__x25519_openssl(uint8_t out[WG_KEY_LEN], const uint8_t sk[WG_KEY_LEN], const uint8_t pk[WG_KEY_LEN]);
+bool wg_crypto__x25519_sodium(uint8_t out[WG_KEY_LEN], const uint8_t sk[WG_KEY_LEN],
+			      const uint8_t pk[WG_KEY_LEN]);
+bool wg_crypto__x25519_openssl(uint8_t out[WG_KEY_LEN], const uint8_t sk[WG_KEY_LEN],
+			       const uint8_t pk[WG_KEY_LEN]);
 bool wg_crypto__x25519_base_sodium(uint8_t pub[WG_KEY_LEN], const uint8_t sk[WG_KEY_LEN]);
 bool wg_crypto__x25519_base_openssl(uint8_t pub[WG_KEY_LEN], const uint8_t sk[WG_KEY_LEN]);
 void wg_crypto__aead_encrypt_sodium(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
 				    size_t ad_len, uint64_t counter, const uint8_t key[WG_KEY_LEN]);
 bool wg_crypto__aead_decrypt_sodium(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
 				    size_t ad_len, uint64_t counter, const uint8_t key[WG_KEY_LEN]);
-void wg_crypto__aead_encrypt_openssl(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
-				     size_t ad_len, uint64_t counter, const uint8_t key[WG_KEY_LEN]);
-bool wg_crypto__aead_decrypt_openssl(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
-				     size_t ad_len, uint64_t counter, const uint8_t key[WG_KEY_LEN]);
+void wg_crypto__aead_encrypt_openssl(uint8_t *dst, const uint8_t *src, size_t len,
+				     const uint8_t *ad, size_t ad_len, uint64_t counter,
+				     const uint8_t key[WG_KEY_LEN]);
+bool wg_crypto__aead_decrypt_openssl(uint8_t *dst, const uint8_t *src, size_t len,
+				     const uint8_t *ad, size_t ad_len, uint64_t counter,
+				     const uint8_t key[WG_KEY_LEN]);
 /* The same with an arbitrary 12-byte nonce (for the RFC 8439 vectors). */
-void wg_crypto__aead_encrypt_nonce_sodium(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
-					  size_t ad_len, const uint8_t nonce[WG_AEAD_NONCE_LEN], const uint8_t key[WG_KEY_LEN]);
-bool wg_crypto__aead_decrypt_nonce_sodium(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
-					  size_t ad_len, const uint8_t nonce[WG_AEAD_NONCE_LEN], const uint8_t key[WG_KEY_LEN]);
-void wg_crypto__aead_encrypt_nonce_openssl(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
-					   size_t ad_len, const uint8_t nonce[WG_AEAD_NONCE_LEN], const uint8_t key[WG_KEY_LEN]);
-bool wg_crypto__aead_decrypt_nonce_openssl(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *ad,
-					   size_t ad_len, const uint8_t nonce[WG_AEAD_NONCE_LEN], const uint8_t key[WG_KEY_LEN]);
+void wg_crypto__aead_encrypt_nonce_sodium(uint8_t *dst, const uint8_t *src, size_t len,
+					  const uint8_t *ad, size_t ad_len,
+					  const uint8_t nonce[WG_AEAD_NONCE_LEN],
+					  const uint8_t key[WG_KEY_LEN]);
+bool wg_crypto__aead_decrypt_nonce_sodium(uint8_t *dst, const uint8_t *src, size_t len,
+					  const uint8_t *ad, size_t ad_len,
+					  const uint8_t nonce[WG_AEAD_NONCE_LEN],
+					  const uint8_t key[WG_KEY_LEN]);
+void wg_crypto__aead_encrypt_nonce_openssl(uint8_t *dst, const uint8_t *src, size_t len,
+					   const uint8_t *ad, size_t ad_len,
+					   const uint8_t nonce[WG_AEAD_NONCE_LEN],
+					   const uint8_t key[WG_KEY_LEN]);
+bool wg_crypto__aead_decrypt_nonce_openssl(uint8_t *dst, const uint8_t *src, size_t len,
+					   const uint8_t *ad, size_t ad_len,
+					   const uint8_t nonce[WG_AEAD_NONCE_LEN],
+					   const uint8_t key[WG_KEY_LEN]);
 /* What the calling thread's reusable contexts compute with the key they
  * still hold, for the tests that check no key survives: the tag of an empty
  * message sealed under the AEAD context's key with counter 0, and the MAC
@@ -135,6 +154,7 @@ bool wg_crypto__aead_decrypt_nonce_openssl(uint8_t *dst, const uint8_t *src, siz
 void wg_crypto__aead_context_tag(uint8_t tag[WG_TAG_LEN]);
 bool wg_crypto__mac_context_mac(uint8_t out[WG_MAC_LEN], const uint8_t *in, size_t len);
 /* KDF_n with a key of any length (wireguard-go's vectors use short keys). */
-void wg_crypto__kdf(uint8_t *outs[3], int n, const uint8_t *key, size_t key_len, const uint8_t *in, size_t len);
+void wg_crypto__kdf(uint8_t *outs[3], int n, const uint8_t *key, size_t key_len, const uint8_t *in,
+		    size_t len);
 
 #endif

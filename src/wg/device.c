@@ -107,7 +107,8 @@ static void index_unlink(struct wg_device *dev, struct wg_index_entry *e)
 {
 	if (!e->linked)
 		return;
-	for (struct wg_index_entry **pp = &dev->index[e->index & (INDEX_BUCKETS - 1)]; *pp; pp = &(*pp)->next) {
+	for (struct wg_index_entry **pp = &dev->index[e->index & (INDEX_BUCKETS - 1)]; *pp;
+	     pp = &(*pp)->next) {
 		if (*pp == e) {
 			*pp = e->next;
 			break;
@@ -211,7 +212,8 @@ static bool has_endpoint(const struct wg_peer *peer)
 	return wg_endpoint_len(&peer->endpoint) != 0;
 }
 
-static void send_to_peer(struct wg_device *dev, struct wg_peer *peer, const uint8_t *buf, size_t len)
+static void send_to_peer(struct wg_device *dev, struct wg_peer *peer, const uint8_t *buf,
+			 size_t len)
 {
 	peer->tx_bytes += len;
 	peer->tx_packets++;
@@ -220,7 +222,8 @@ static void send_to_peer(struct wg_device *dev, struct wg_peer *peer, const uint
 
 /* Whitepaper 5.4.2: -> e, es, s, ss, {t}, then mac1/mac2. At most one per
  * rekey_timeout; a retry keeps counting attempts. */
-static void send_initiation(struct wg_device *dev, struct wg_peer *peer, bool is_retry, uint64_t now)
+static void send_initiation(struct wg_device *dev, struct wg_peer *peer, bool is_retry,
+			    uint64_t now)
 {
 	if (!has_endpoint(peer))
 		return;
@@ -254,7 +257,8 @@ static void send_transport(struct wg_device *dev, struct wg_peer *peer, struct w
 {
 	size_t padded = wg_transport_padded_len(len, dev->mtu);
 	uint64_t counter = kp->send_counter++;
-	size_t n = wg_transport_seal(dev->scratch, kp->remote_index, counter, kp->send_key, pkt, len, padded);
+	size_t n = wg_transport_seal(dev->scratch, kp->remote_index, counter, kp->send_key, pkt,
+				     len, padded);
 
 	wg_timers_any_authenticated_packet_traversal(&peer->timers, now);
 	send_to_peer(dev, peer, dev->scratch, n);
@@ -316,7 +320,8 @@ static void send_keepalive(struct wg_device *dev, struct wg_peer *peer, uint64_t
 	keep_key_fresh_send(dev, peer, now);
 }
 
-void wg_device_send(struct wg_device *dev, struct wg_peer *peer, const uint8_t *ip_packet, size_t len, uint64_t now)
+void wg_device_send(struct wg_device *dev, struct wg_peer *peer, const uint8_t *ip_packet,
+		    size_t len, uint64_t now)
 {
 	if (len > WG_MAX_PLAINTEXT) {
 		drop(dev, WG_DROP_TOO_BIG);
@@ -401,12 +406,13 @@ static void handshake_failed(struct wg_device *dev, enum wg_noise_result r)
 
 /* Responder: consume the initiation, answer <- e, ee, se, psk, {}, derive
  * the session (parked in next). */
-static void receive_initiation(struct wg_device *dev, const struct wg_endpoint *from, const uint8_t *buf,
-			       uint64_t now)
+static void receive_initiation(struct wg_device *dev, const struct wg_endpoint *from,
+			       const uint8_t *buf, uint64_t now)
 {
 	const struct wg_msg_initiation *msg = (const struct wg_msg_initiation *)buf;
 	struct wg_handshake *hs = NULL;
-	enum wg_noise_result r = wg_noise_consume_initiation(&dev->local, msg, lookup_static, dev, now, &hs);
+	enum wg_noise_result r =
+		wg_noise_consume_initiation(&dev->local, msg, lookup_static, dev, now, &hs);
 	if (r != WG_NOISE_OK) {
 		handshake_failed(dev, r);
 		return;
@@ -446,12 +452,13 @@ static void receive_initiation(struct wg_device *dev, const struct wg_endpoint *
 }
 
 /* Initiator: consume the response; the session is usable at once. */
-static void receive_response(struct wg_device *dev, const struct wg_endpoint *from, const uint8_t *buf,
-			     uint64_t now)
+static void receive_response(struct wg_device *dev, const struct wg_endpoint *from,
+			     const uint8_t *buf, uint64_t now)
 {
 	const struct wg_msg_response *msg = (const struct wg_msg_response *)buf;
 	struct wg_handshake *hs = NULL;
-	enum wg_noise_result r = wg_noise_consume_response(&dev->local, msg, lookup_handshake_index, dev, &hs);
+	enum wg_noise_result r =
+		wg_noise_consume_response(&dev->local, msg, lookup_handshake_index, dev, &hs);
 	if (r != WG_NOISE_OK) {
 		handshake_failed(dev, r);
 		return;
@@ -480,8 +487,9 @@ static void receive_response(struct wg_device *dev, const struct wg_endpoint *fr
 	send_keepalive(dev, peer, now);
 }
 
-static void receive_handshake(struct wg_device *dev, const struct wg_endpoint *from, const uint8_t *buf,
-			      size_t len, enum wg_message_type type, uint64_t now)
+static void receive_handshake(struct wg_device *dev, const struct wg_endpoint *from,
+			      const uint8_t *buf, size_t len, enum wg_message_type type,
+			      uint64_t now)
 {
 	/* MAC1 before the load count: a wrong one is junk from anyone, dropped
 	 * at the cost of one keyed hash, and must not switch on cookie mode.
@@ -501,7 +509,8 @@ static void receive_handshake(struct wg_device *dev, const struct wg_endpoint *f
 			/* Whitepaper 5.3: answer with a cookie, do no DH. */
 			struct wg_msg_cookie_reply reply;
 			if (wg_cookie_create_reply(&dev->checker, &reply, buf, len, from, now)) {
-				dev->ops.send(dev->ctx, from, (const uint8_t *)&reply, sizeof(reply));
+				dev->ops.send(dev->ctx, from, (const uint8_t *)&reply,
+					      sizeof(reply));
 				dev->stats.cookie_replies_sent++;
 			}
 			drop(dev, WG_DROP_UNDER_LOAD_NO_COOKIE);
@@ -536,8 +545,8 @@ static void receive_cookie_reply(struct wg_device *dev, const uint8_t *buf, uint
 /* State updates after a transport packet decrypted and passed the replay
  * window (Linux receive.c wg_packet_consume_data_done). */
 static void transport_received(struct wg_device *dev, struct wg_peer *peer, struct wg_keypair *kp,
-			       const struct wg_endpoint *from, uint8_t *plain, size_t plen, size_t len,
-			       uint64_t now)
+			       const struct wg_endpoint *from, uint8_t *plain, size_t plen,
+			       size_t len, uint64_t now)
 {
 	peer->endpoint = *from; /* roaming */
 	dev->stats.rx_packets++;
@@ -557,7 +566,8 @@ static void transport_received(struct wg_device *dev, struct wg_peer *peer, stru
 
 	/* Whitepaper 6.2, on receive. */
 	struct wg_keypair *cur = peer->current;
-	if (cur && cur->send_valid && wg_timers_rekey_on_receive(&peer->timers, cur->initiator, cur->birth, now))
+	if (cur && cur->send_valid &&
+	    wg_timers_rekey_on_receive(&peer->timers, cur->initiator, cur->birth, now))
 		send_initiation(dev, peer, false, now);
 
 	authenticated_received(peer, len, now);
@@ -585,8 +595,8 @@ static void transport_received(struct wg_device *dev, struct wg_peer *peer, stru
 	dev->ops.deliver(dev->ctx, peer, plain, inner);
 }
 
-static void receive_transport(struct wg_device *dev, const struct wg_endpoint *from, uint8_t *buf, size_t len,
-			      uint64_t now)
+static void receive_transport(struct wg_device *dev, const struct wg_endpoint *from, uint8_t *buf,
+			      size_t len, uint64_t now)
 {
 	const struct wg_msg_transport *msg = (const struct wg_msg_transport *)buf;
 	struct wg_index_entry *e = index_find(dev, wg_load_le32(msg->receiver_index));
@@ -602,7 +612,8 @@ static void receive_transport(struct wg_device *dev, const struct wg_endpoint *f
 		 * the packet is authentic, offer a new session now instead of
 		 * dropping its traffic until its own timers notice. Initiations
 		 * are rate-limited by the timers, so replays cost nothing. */
-		if (wg_replay_check(&kp->replay, counter) && wg_transport_open(buf, len, kp->recv_key) &&
+		if (wg_replay_check(&kp->replay, counter) &&
+		    wg_transport_open(buf, len, kp->recv_key) &&
 		    wg_replay_update(&kp->replay, counter))
 			send_initiation(dev, e->peer, false, now);
 		drop(dev, WG_DROP_KEYPAIR_EXPIRED);
@@ -625,7 +636,8 @@ static void receive_transport(struct wg_device *dev, const struct wg_endpoint *f
 			   len - WG_MSG_TRANSPORT_MIN_LEN, len, now);
 }
 
-void wg_device_receive(struct wg_device *dev, const struct wg_endpoint *from, uint8_t *buf, size_t len, uint64_t now)
+void wg_device_receive(struct wg_device *dev, const struct wg_endpoint *from, uint8_t *buf,
+		       size_t len, uint64_t now)
 {
 	dev->stats.rx_datagrams++;
 	dev->stats.rx_datagram_bytes += len;
@@ -698,7 +710,8 @@ uint64_t wg_device_next_deadline(const struct wg_device *dev)
 
 /* ---- device and peers ---- */
 
-struct wg_device *wg_device_new(const uint8_t private_key[WG_KEY_LEN], const struct wg_device_ops *ops, void *ctx)
+struct wg_device *wg_device_new(const uint8_t private_key[WG_KEY_LEN],
+				const struct wg_device_ops *ops, void *ctx)
 {
 	if (!wg_crypto_init())
 		return NULL;
@@ -733,19 +746,22 @@ static void peer_unlink(struct wg_device *dev, struct wg_peer *peer)
 			*pp = peer->list_next;
 			break;
 		}
-	for (pp = &dev->by_key[hash_bytes(dev, peer->public_key, WG_KEY_LEN)]; *pp; pp = &(*pp)->key_next)
+	for (pp = &dev->by_key[hash_bytes(dev, peer->public_key, WG_KEY_LEN)]; *pp;
+	     pp = &(*pp)->key_next)
 		if (*pp == peer) {
 			*pp = peer->key_next;
 			break;
 		}
 	if (peer->has_addr4)
-		for (pp = &dev->by_addr4[hash_bytes(dev, &peer->addr4, 4)]; *pp; pp = &(*pp)->addr4_next)
+		for (pp = &dev->by_addr4[hash_bytes(dev, &peer->addr4, 4)]; *pp;
+		     pp = &(*pp)->addr4_next)
 			if (*pp == peer) {
 				*pp = peer->addr4_next;
 				break;
 			}
 	if (peer->has_addr6)
-		for (pp = &dev->by_addr6[hash_bytes(dev, &peer->addr6, 16)]; *pp; pp = &(*pp)->addr6_next)
+		for (pp = &dev->by_addr6[hash_bytes(dev, &peer->addr6, 16)]; *pp;
+		     pp = &(*pp)->addr6_next)
 			if (*pp == peer) {
 				*pp = peer->addr6_next;
 				break;
@@ -811,7 +827,8 @@ struct wg_peer *wg_device_peer_add(struct wg_device *dev, const struct wg_peer_c
 		errno = EINVAL;
 		return NULL;
 	}
-	if (wg_device_peer_by_key(dev, cfg->public_key) || (has4 && peer_by_addr4(dev, &cfg->addr4)) ||
+	if (wg_device_peer_by_key(dev, cfg->public_key) ||
+	    (has4 && peer_by_addr4(dev, &cfg->addr4)) ||
 	    (has6 && peer_by_addr6(dev, &cfg->addr6))) {
 		errno = EEXIST;
 		return NULL;
@@ -829,11 +846,13 @@ struct wg_peer *wg_device_peer_add(struct wg_device *dev, const struct wg_peer_c
 	peer->has_addr4 = has4;
 	peer->has_addr6 = has6;
 	peer->persistent_keepalive_s = cfg->persistent_keepalive_s;
-	wg_handshake_init(&peer->handshake, &dev->local, cfg->public_key, cfg->has_psk ? cfg->preshared_key : NULL);
+	wg_handshake_init(&peer->handshake, &dev->local, cfg->public_key,
+			  cfg->has_psk ? cfg->preshared_key : NULL);
 	peer->handshake_entry.kind = WG_INDEX_HANDSHAKE;
 	peer->handshake_entry.peer = peer;
 	wg_cookie_maker_init(&peer->cookie, cfg->public_key);
-	wg_timers_init(&peer->timers, &dev->params, (uint64_t)cfg->persistent_keepalive_s * WG_NS_PER_SEC);
+	wg_timers_init(&peer->timers, &dev->params,
+		       (uint64_t)cfg->persistent_keepalive_s * WG_NS_PER_SEC);
 
 	peer->list_next = dev->peers;
 	dev->peers = peer;
@@ -864,7 +883,8 @@ void wg_device_peer_remove(struct wg_device *dev, struct wg_peer *peer)
 
 struct wg_peer *wg_device_peer_by_key(struct wg_device *dev, const uint8_t public_key[WG_KEY_LEN])
 {
-	for (struct wg_peer *p = dev->by_key[hash_bytes(dev, public_key, WG_KEY_LEN)]; p; p = p->key_next)
+	for (struct wg_peer *p = dev->by_key[hash_bytes(dev, public_key, WG_KEY_LEN)]; p;
+	     p = p->key_next)
 		if (sodium_memcmp(p->public_key, public_key, WG_KEY_LEN) == 0)
 			return p;
 	return NULL;

@@ -49,23 +49,23 @@ struct wg_device_ops {
 
 /* Drop reasons; one counter each in wg_device_stats.drop. */
 enum wg_drop_reason {
-	WG_DROP_BAD_SIZE = 0,       /* wrong length for its type */
-	WG_DROP_BAD_TYPE,           /* unknown type or nonzero reserved bytes */
+	WG_DROP_BAD_SIZE = 0, /* wrong length for its type */
+	WG_DROP_BAD_TYPE,     /* unknown type or nonzero reserved bytes */
 	WG_DROP_BAD_MAC1,
-	WG_DROP_RATELIMITED,        /* under load, valid MAC2, source over its rate */
+	WG_DROP_RATELIMITED,          /* under load, valid MAC2, source over its rate */
 	WG_DROP_UNDER_LOAD_NO_COOKIE, /* under load without valid MAC2 (a cookie reply was sent) */
-	WG_DROP_HANDSHAKE_FAILED,   /* see handshake_failed[] for the noise result */
-	WG_DROP_COOKIE_INVALID,     /* a cookie reply that did not decrypt */
-	WG_DROP_UNKNOWN_INDEX,      /* receiver index matches nothing of the right kind */
-	WG_DROP_KEYPAIR_EXPIRED,    /* past REJECT_AFTER_TIME */
+	WG_DROP_HANDSHAKE_FAILED,     /* see handshake_failed[] for the noise result */
+	WG_DROP_COOKIE_INVALID,       /* a cookie reply that did not decrypt */
+	WG_DROP_UNKNOWN_INDEX,        /* receiver index matches nothing of the right kind */
+	WG_DROP_KEYPAIR_EXPIRED,      /* past REJECT_AFTER_TIME */
 	WG_DROP_REPLAY,
 	WG_DROP_DECRYPT_FAILED,
-	WG_DROP_BAD_INNER_PACKET,   /* neither IPv4 nor IPv6, or shorter than it claims */
-	WG_DROP_SOURCE_MISMATCH,    /* inner source is not the peer's tunnel address */
-	WG_DROP_QUEUE_OVERFLOW,     /* oldest packet waiting for a handshake dropped */
-	WG_DROP_NO_ENDPOINT,        /* nowhere to send: the peer never reached us */
-	WG_DROP_HANDSHAKE_TIMEOUT,  /* queued packets dropped after REKEY_ATTEMPT_TIME */
-	WG_DROP_TOO_BIG,            /* inner packet over WG_MAX_PLAINTEXT */
+	WG_DROP_BAD_INNER_PACKET,  /* neither IPv4 nor IPv6, or shorter than it claims */
+	WG_DROP_SOURCE_MISMATCH,   /* inner source is not the peer's tunnel address */
+	WG_DROP_QUEUE_OVERFLOW,    /* oldest packet waiting for a handshake dropped */
+	WG_DROP_NO_ENDPOINT,       /* nowhere to send: the peer never reached us */
+	WG_DROP_HANDSHAKE_TIMEOUT, /* queued packets dropped after REKEY_ATTEMPT_TIME */
+	WG_DROP_TOO_BIG,           /* inner packet over WG_MAX_PLAINTEXT */
 	WG_DROP_NO_MEMORY,
 	WG_DROP__COUNT
 };
@@ -75,22 +75,23 @@ const char *wg_drop_reason_str(enum wg_drop_reason r);
 
 struct wg_device_stats {
 	uint64_t rx_datagrams, rx_datagram_bytes; /* everything handed to wg_device_receive */
-	uint64_t rx_packets, rx_bytes;            /* authenticated transport datagrams (keepalives included) */
-	uint64_t tx_packets, tx_bytes;            /* transport datagrams sent */
+	uint64_t rx_packets, rx_bytes; /* authenticated transport datagrams (keepalives included) */
+	uint64_t tx_packets, tx_bytes; /* transport datagrams sent */
 	uint64_t rx_keepalives, tx_keepalives;
-	uint64_t rx_inner_bytes;                  /* delivered inner packet bytes */
+	uint64_t rx_inner_bytes; /* delivered inner packet bytes */
 	uint64_t initiations_sent, responses_sent;
-	uint64_t handshakes_initiator;            /* responses consumed, sessions started as initiator */
-	uint64_t handshakes_responder;            /* sessions confirmed by the initiator's first packet */
+	uint64_t handshakes_initiator; /* responses consumed, sessions started as initiator */
+	uint64_t handshakes_responder; /* sessions confirmed by the initiator's first packet */
 	uint64_t cookie_replies_sent, cookie_replies_received;
-	uint64_t under_load_events;               /* times the device entered the under-load state */
+	uint64_t under_load_events; /* times the device entered the under-load state */
 	uint64_t drop[WG_DROP__COUNT];
 	uint64_t handshake_failed[WG_NOISE_RESULT_COUNT]; /* indexed by enum wg_noise_result */
 };
 
 /* Copies private_key (it is clamped); ops and ctx are kept. NULL on
  * allocation failure or if the crypto cannot be initialised. */
-struct wg_device *wg_device_new(const uint8_t private_key[WG_KEY_LEN], const struct wg_device_ops *ops, void *ctx);
+struct wg_device *wg_device_new(const uint8_t private_key[WG_KEY_LEN],
+				const struct wg_device_ops *ops, void *ctx);
 /* Wipes every key and frees the peers. */
 void wg_device_free(struct wg_device *dev);
 const uint8_t *wg_device_public_key(const struct wg_device *dev);
@@ -99,8 +100,8 @@ struct wg_peer_config {
 	uint8_t public_key[WG_KEY_LEN];
 	uint8_t preshared_key[WG_KEY_LEN];
 	bool has_psk;
-	struct in_addr addr4;   /* the peer's /32; INADDR_ANY = none */
-	struct in6_addr addr6;  /* the peer's /128; :: = none */
+	struct in_addr addr4;            /* the peer's /32; INADDR_ANY = none */
+	struct in6_addr addr6;           /* the peer's /128; :: = none */
 	uint16_t persistent_keepalive_s; /* 0 = off */
 	void *user;
 };
@@ -121,10 +122,12 @@ struct wg_peer *wg_device_peer_next(struct wg_peer *peer);
 size_t wg_device_peer_count(const struct wg_device *dev);
 
 /* One received UDP datagram. buf is modified (decrypted in place). */
-void wg_device_receive(struct wg_device *dev, const struct wg_endpoint *from, uint8_t *buf, size_t len, uint64_t now);
+void wg_device_receive(struct wg_device *dev, const struct wg_endpoint *from, uint8_t *buf,
+		       size_t len, uint64_t now);
 /* Encrypts and sends now, or queues (WG_PEER_QUEUE_LEN, oldest dropped)
  * and starts a handshake when there is no usable session. */
-void wg_device_send(struct wg_device *dev, struct wg_peer *peer, const uint8_t *ip_packet, size_t len, uint64_t now);
+void wg_device_send(struct wg_device *dev, struct wg_peer *peer, const uint8_t *ip_packet,
+		    size_t len, uint64_t now);
 /* Fires due timers; returns the next deadline (UINT64_MAX = none). Also
  * call it after receive/send if the loop needs an exact deadline:
  * wg_device_next_deadline() reads it without firing anything. */

@@ -12,8 +12,9 @@ size_t wg_transport_padded_len(size_t len, size_t mtu)
 	return padded > mtu ? mtu : padded;
 }
 
-size_t wg_transport_seal(uint8_t *out, uint32_t receiver_index, uint64_t counter, const uint8_t key[WG_KEY_LEN],
-			 const uint8_t *plain, size_t len, size_t padded_len)
+size_t wg_transport_seal(uint8_t *out, uint32_t receiver_index, uint64_t counter,
+			 const uint8_t key[WG_KEY_LEN], const uint8_t *plain, size_t len,
+			 size_t padded_len)
 {
 	struct wg_msg_transport *m = (struct wg_msg_transport *)out;
 	m->header.type = WG_MSG_TRANSPORT;
@@ -35,7 +36,8 @@ bool wg_transport_open(uint8_t *msg, size_t len, const uint8_t key[WG_KEY_LEN])
 	const struct wg_msg_transport *m = (const struct wg_msg_transport *)msg;
 	uint64_t counter = wg_load_le64(m->counter);
 	uint8_t *body = msg + WG_MSG_TRANSPORT_HEADER_LEN;
-	return wg_aead_decrypt(body, body, len - WG_MSG_TRANSPORT_HEADER_LEN, NULL, 0, counter, key);
+	return wg_aead_decrypt(body, body, len - WG_MSG_TRANSPORT_HEADER_LEN, NULL, 0, counter,
+			       key);
 }
 
 size_t wg_transport_inner_len(const uint8_t *p, size_t len)

@@ -24,7 +24,7 @@ enum wg_index_kind { WG_INDEX_HANDSHAKE = 1, WG_INDEX_KEYPAIR = 2 };
 struct wg_index_entry {
 	struct wg_index_entry *next; /* hash chain */
 	uint32_t index;
-	uint8_t kind;                /* enum wg_index_kind */
+	uint8_t kind; /* enum wg_index_kind */
 	bool linked;
 	struct wg_peer *peer;
 };
@@ -36,11 +36,11 @@ struct wg_keypair {
 	struct wg_index_entry entry; /* local index: the receiver index the peer uses */
 	uint8_t send_key[WG_KEY_LEN];
 	uint8_t recv_key[WG_KEY_LEN];
-	uint64_t send_counter;       /* next nonce to use */
-	uint64_t birth;              /* monotonic ns when derived */
-	uint32_t remote_index;       /* receiver index we write */
-	bool initiator;              /* we sent the initiation */
-	bool send_valid;             /* cleared once past REJECT_AFTER_* */
+	uint64_t send_counter; /* next nonce to use */
+	uint64_t birth;        /* monotonic ns when derived */
+	uint32_t remote_index; /* receiver index we write */
+	bool initiator;        /* we sent the initiation */
+	bool send_valid;       /* cleared once past REJECT_AFTER_* */
 	struct wg_replay replay;
 };
 
@@ -58,8 +58,9 @@ size_t wg_transport_padded_len(size_t len, size_t mtu);
  * out needs WG_MSG_TRANSPORT_MIN_LEN + padded_len bytes; plain may be NULL
  * when len is 0 (keepalive); plain may not overlap out. Returns the
  * datagram length. */
-size_t wg_transport_seal(uint8_t *out, uint32_t receiver_index, uint64_t counter, const uint8_t key[WG_KEY_LEN],
-			 const uint8_t *plain, size_t len, size_t padded_len);
+size_t wg_transport_seal(uint8_t *out, uint32_t receiver_index, uint64_t counter,
+			 const uint8_t key[WG_KEY_LEN], const uint8_t *plain, size_t len,
+			 size_t padded_len);
 
 /* Decrypts a transport message in place: on success the plaintext is at
  * msg + WG_MSG_TRANSPORT_HEADER_LEN, len - WG_MSG_TRANSPORT_MIN_LEN bytes.

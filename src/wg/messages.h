@@ -20,13 +20,13 @@
 #endif
 
 /* Crypto sizes. */
-#define WG_KEY_LEN 32       /* X25519 keys, symmetric keys, preshared key */
-#define WG_HASH_LEN 32      /* BLAKE2s-256 */
-#define WG_TAG_LEN 16       /* Poly1305 */
-#define WG_MAC_LEN 16       /* keyed BLAKE2s-128 (mac1, mac2) */
+#define WG_KEY_LEN 32  /* X25519 keys, symmetric keys, preshared key */
+#define WG_HASH_LEN 32 /* BLAKE2s-256 */
+#define WG_TAG_LEN 16  /* Poly1305 */
+#define WG_MAC_LEN 16  /* keyed BLAKE2s-128 (mac1, mac2) */
 #define WG_COOKIE_LEN 16
-#define WG_TIMESTAMP_LEN 12 /* TAI64N */
-#define WG_XNONCE_LEN 24    /* XChaCha20-Poly1305 nonce */
+#define WG_TIMESTAMP_LEN 12  /* TAI64N */
+#define WG_XNONCE_LEN 24     /* XChaCha20-Poly1305 nonce */
 #define WG_AEAD_NONCE_LEN 12 /* ChaCha20-Poly1305 IETF: 4 zero bytes || LE64 counter */
 #define wg_encrypted_len(plain_len) ((plain_len) + WG_TAG_LEN)
 
@@ -132,7 +132,8 @@ _Static_assert(sizeof(struct wg_msg_macs) == 32, "macs size");
 _Static_assert(sizeof(struct wg_msg_initiation) == WG_MSG_INITIATION_LEN, "initiation size");
 _Static_assert(sizeof(struct wg_msg_response) == WG_MSG_RESPONSE_LEN, "response size");
 _Static_assert(sizeof(struct wg_msg_cookie_reply) == WG_MSG_COOKIE_REPLY_LEN, "cookie reply size");
-_Static_assert(sizeof(struct wg_msg_transport) == WG_MSG_TRANSPORT_HEADER_LEN, "transport header size");
+_Static_assert(sizeof(struct wg_msg_transport) == WG_MSG_TRANSPORT_HEADER_LEN,
+	       "transport header size");
 _Static_assert(WG_MSG_TRANSPORT_MIN_LEN == 32, "transport minimum size");
 _Static_assert(offsetof(struct wg_msg_initiation, macs) == WG_MSG_INITIATION_LEN - 32, "macs last");
 _Static_assert(offsetof(struct wg_msg_response, macs) == WG_MSG_RESPONSE_LEN - 32, "macs last");

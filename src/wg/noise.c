@@ -48,7 +48,8 @@ void wg_handshake_set_local(struct wg_handshake *hs, const struct wg_noise_stati
 }
 
 void wg_handshake_init(struct wg_handshake *hs, const struct wg_noise_static *local,
-		       const uint8_t remote_static[WG_KEY_LEN], const uint8_t preshared_key[WG_KEY_LEN])
+		       const uint8_t remote_static[WG_KEY_LEN],
+		       const uint8_t preshared_key[WG_KEY_LEN])
 {
 	sodium_memzero(hs, sizeof(*hs));
 	memcpy(hs->remote_static, remote_static, WG_KEY_LEN);
@@ -100,13 +101,15 @@ static pthread_once_t g_initial_once = PTHREAD_ONCE_INIT;
 
 static void initial_compute(void)
 {
-	wg_hash(g_initial_ck, (const uint8_t *)WG_NOISE_CONSTRUCTION, sizeof(WG_NOISE_CONSTRUCTION) - 1, NULL, 0);
+	wg_hash(g_initial_ck, (const uint8_t *)WG_NOISE_CONSTRUCTION,
+		sizeof(WG_NOISE_CONSTRUCTION) - 1, NULL, 0);
 	wg_hash(g_initial_hash, g_initial_ck, WG_HASH_LEN, (const uint8_t *)WG_NOISE_IDENTIFIER,
 		sizeof(WG_NOISE_IDENTIFIER) - 1);
 }
 
 /* C = C0; H = HASH(H0 || S_resp). */
-static void handshake_start(uint8_t ck[WG_HASH_LEN], uint8_t h[WG_HASH_LEN], const uint8_t responder_static[WG_KEY_LEN])
+static void handshake_start(uint8_t ck[WG_HASH_LEN], uint8_t h[WG_HASH_LEN],
+			    const uint8_t responder_static[WG_KEY_LEN])
 {
 	pthread_once(&g_initial_once, initial_compute);
 	memcpy(ck, g_initial_ck, WG_HASH_LEN);
@@ -120,7 +123,8 @@ static void mix_hash(uint8_t h[WG_HASH_LEN], const uint8_t *data, size_t len)
 }
 
 /* e (sending or receiving a public ephemeral): C = KDF1(C, E); H = HASH(H || E). */
-static void mix_ephemeral(uint8_t ck[WG_HASH_LEN], uint8_t h[WG_HASH_LEN], const uint8_t e_pub[WG_KEY_LEN])
+static void mix_ephemeral(uint8_t ck[WG_HASH_LEN], uint8_t h[WG_HASH_LEN],
+			  const uint8_t e_pub[WG_KEY_LEN])
 {
 	wg_kdf1(ck, ck, e_pub, WG_KEY_LEN);
 	mix_hash(h, e_pub, WG_KEY_LEN);
@@ -144,7 +148,8 @@ static bool mix_dh(uint8_t ck[WG_HASH_LEN], uint8_t key[WG_KEY_LEN], const uint8
 }
 
 /* (C, k) = KDF2(C, precomputed DH); false if it is all zeros. */
-static bool mix_precomputed_dh(uint8_t ck[WG_HASH_LEN], uint8_t key[WG_KEY_LEN], const uint8_t dh[WG_KEY_LEN])
+static bool mix_precomputed_dh(uint8_t ck[WG_HASH_LEN], uint8_t key[WG_KEY_LEN],
+			       const uint8_t dh[WG_KEY_LEN])
 {
 	static const uint8_t zero[WG_KEY_LEN];
 
@@ -155,16 +160,16 @@ static bool mix_precomputed_dh(uint8_t ck[WG_HASH_LEN], uint8_t key[WG_KEY_LEN],
 }
 
 /* ciphertext = AEAD(k, 0, plaintext, H); H = HASH(H || ciphertext). */
-static void encrypt_and_hash(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t key[WG_KEY_LEN],
-			     uint8_t h[WG_HASH_LEN])
+static void encrypt_and_hash(uint8_t *dst, const uint8_t *src, size_t len,
+			     const uint8_t key[WG_KEY_LEN], uint8_t h[WG_HASH_LEN])
 {
 	wg_aead_encrypt(dst, src, len, h, WG_HASH_LEN, 0, key);
 	mix_hash(h, dst, wg_encrypted_len(len));
 }
 
 /* plaintext = AEAD-open(k, 0, ciphertext, H); H = HASH(H || ciphertext). */
-static bool decrypt_and_hash(uint8_t *dst, const uint8_t *src, size_t plain_len, const uint8_t key[WG_KEY_LEN],
-			     uint8_t h[WG_HASH_LEN])
+static bool decrypt_and_hash(uint8_t *dst, const uint8_t *src, size_t plain_len,
+			     const uint8_t key[WG_KEY_LEN], uint8_t h[WG_HASH_LEN])
 {
 	if (!wg_aead_decrypt(dst, src, wg_encrypted_len(plain_len), h, WG_HASH_LEN, 0, key))
 		return false;
@@ -278,7 +283,8 @@ enum wg_noise_result wg_noise_consume_initiation(const struct wg_noise_static *l
 		goto out;
 	}
 	/* Flood: at most one initiation per WG_HANDSHAKE_INITIATION_RATE_NS. */
-	if (hs->has_consumed_initiation && now_ns - hs->last_initiation_consumption_ns < WG_HANDSHAKE_INITIATION_RATE_NS) {
+	if (hs->has_consumed_initiation &&
+	    now_ns - hs->last_initiation_consumption_ns < WG_HANDSHAKE_INITIATION_RATE_NS) {
 		r = WG_NOISE_FLOOD;
 		goto out;
 	}
@@ -303,7 +309,8 @@ out:
 	return r;
 }
 
-bool wg_noise_create_response(struct wg_handshake *hs, uint32_t local_index, struct wg_msg_response *out)
+bool wg_noise_create_response(struct wg_handshake *hs, uint32_t local_index,
+			      struct wg_msg_response *out)
 {
 	uint8_t ck[WG_HASH_LEN], h[WG_HASH_LEN], key[WG_KEY_LEN], tau[WG_HASH_LEN];
 	uint8_t e_priv[WG_KEY_LEN];

@@ -25,13 +25,15 @@
 struct wg_noise_static {
 	uint8_t private_key[WG_KEY_LEN];
 	uint8_t public_key[WG_KEY_LEN];
-	uint8_t mac1_key[WG_HASH_LEN];   /* HASH("mac1----" || public_key): checks incoming mac1 */
-	uint8_t cookie_key[WG_HASH_LEN]; /* HASH("cookie--" || public_key): encrypts our cookie replies */
+	uint8_t mac1_key[WG_HASH_LEN]; /* HASH("mac1----" || public_key): checks incoming mac1 */
+	uint8_t cookie_key
+		[WG_HASH_LEN]; /* HASH("cookie--" || public_key): encrypts our cookie replies */
 };
 
 /* Clamps a copy of private_key and derives the rest. false if the public
  * key would be all zeros (never for a clamped key; kept for safety). */
-bool wg_noise_static_init(struct wg_noise_static *st, const uint8_t private_key[WG_KEY_LEN]) WG_WARN_UNUSED;
+bool wg_noise_static_init(struct wg_noise_static *st,
+			  const uint8_t private_key[WG_KEY_LEN]) WG_WARN_UNUSED;
 void wg_noise_static_clear(struct wg_noise_static *st);
 
 enum wg_handshake_state {
@@ -45,14 +47,15 @@ enum wg_handshake_state {
 struct wg_handshake {
 	enum wg_handshake_state state;
 	uint8_t remote_static[WG_KEY_LEN];
-	uint8_t precomputed_static_static[WG_KEY_LEN]; /* DH(s, S_remote); zeros if S_remote is low-order */
-	uint8_t preshared_key[WG_KEY_LEN];             /* zeros when none */
+	uint8_t precomputed_static_static
+		[WG_KEY_LEN];              /* DH(s, S_remote); zeros if S_remote is low-order */
+	uint8_t preshared_key[WG_KEY_LEN]; /* zeros when none */
 	uint8_t ephemeral_private[WG_KEY_LEN];
 	uint8_t remote_ephemeral[WG_KEY_LEN];
 	uint8_t hash[WG_HASH_LEN];
 	uint8_t chaining_key[WG_HASH_LEN];
-	uint8_t latest_timestamp[WG_TIMESTAMP_LEN];   /* newest initiation timestamp accepted */
-	uint64_t last_initiation_consumption_ns;      /* monotonic; valid if has_consumed_initiation */
+	uint8_t latest_timestamp[WG_TIMESTAMP_LEN]; /* newest initiation timestamp accepted */
+	uint64_t last_initiation_consumption_ns; /* monotonic; valid if has_consumed_initiation */
 	bool has_consumed_initiation;
 	uint32_t local_index;  /* ours, chosen by the caller */
 	uint32_t remote_index; /* theirs */
@@ -62,7 +65,8 @@ struct wg_handshake {
  * (NULL = none, i.e. zeros), and precomputes DH(s, S_remote). A low-order
  * remote key is accepted here, but every handshake with it will fail. */
 void wg_handshake_init(struct wg_handshake *hs, const struct wg_noise_static *local,
-		       const uint8_t remote_static[WG_KEY_LEN], const uint8_t preshared_key[WG_KEY_LEN]);
+		       const uint8_t remote_static[WG_KEY_LEN],
+		       const uint8_t preshared_key[WG_KEY_LEN]);
 /* Recomputes the precomputed DH after our static key changed. */
 void wg_handshake_set_local(struct wg_handshake *hs, const struct wg_noise_static *local);
 /* Forgets the handshake in progress (ephemeral secrets, hash, chaining key)
@@ -77,14 +81,15 @@ enum wg_noise_result {
 	WG_NOISE_DECRYPT_FAILED, /* an AEAD tag did not verify (wrong keys, tampering, wrong PSK) */
 	WG_NOISE_UNKNOWN_PEER,   /* no handshake for this static key / receiver index */
 	WG_NOISE_REPLAYED_TIMESTAMP, /* TAI64N not newer than the peer's latest */
-	WG_NOISE_FLOOD,          /* initiations from this peer less than 1 s / 50 apart */
-	WG_NOISE_INVALID_KEY,    /* a DH result was all zeros (low-order point) */
-	WG_NOISE_WRONG_STATE,    /* e.g. a response when no initiation was sent */
+	WG_NOISE_FLOOD,              /* initiations from this peer less than 1 s / 50 apart */
+	WG_NOISE_INVALID_KEY,        /* a DH result was all zeros (low-order point) */
+	WG_NOISE_WRONG_STATE,        /* e.g. a response when no initiation was sent */
 };
 const char *wg_noise_result_str(enum wg_noise_result r);
 
 /* Finds the handshake of the peer with this static key; NULL if none. */
-typedef struct wg_handshake *(*wg_noise_lookup_static_fn)(void *ctx, const uint8_t remote_static[WG_KEY_LEN]);
+typedef struct wg_handshake *(*wg_noise_lookup_static_fn)(void *ctx,
+							  const uint8_t remote_static[WG_KEY_LEN]);
 /* Finds the handshake whose local_index is receiver_index; NULL if none. */
 typedef struct wg_handshake *(*wg_noise_lookup_index_fn)(void *ctx, uint32_t receiver_index);
 
@@ -103,7 +108,8 @@ bool wg_noise_create_initiation(const struct wg_noise_static *local, struct wg_h
 enum wg_noise_result wg_noise_consume_initiation(const struct wg_noise_static *local,
 						 const struct wg_msg_initiation *msg,
 						 wg_noise_lookup_static_fn lookup, void *ctx,
-						 uint64_t now_ns, struct wg_handshake **out) WG_WARN_UNUSED;
+						 uint64_t now_ns,
+						 struct wg_handshake **out) WG_WARN_UNUSED;
 
 /* Responder: <- e, ee, se, psk, {}. hs must be CONSUMED_INITIATION; it
  * becomes CREATED_RESPONSE with local_index. Fills *out except macs. */

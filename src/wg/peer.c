@@ -40,7 +40,8 @@ void wg_peer_info(const struct wg_peer *peer, struct wg_peer_info *out)
 	out->queued = peer->queue_count;
 }
 
-void wg_peer__add_keypair(struct wg_peer *peer, struct wg_keypair *kp, struct wg_keypair *dropped[2])
+void wg_peer__add_keypair(struct wg_peer *peer, struct wg_keypair *kp,
+			  struct wg_keypair *dropped[2])
 {
 	dropped[0] = dropped[1] = NULL;
 	if (kp->initiator) {
@@ -69,7 +70,8 @@ void wg_peer__add_keypair(struct wg_peer *peer, struct wg_keypair *kp, struct wg
 	}
 }
 
-struct wg_keypair *wg_peer__received_with_keypair(struct wg_peer *peer, struct wg_keypair *kp, bool *confirmed)
+struct wg_keypair *wg_peer__received_with_keypair(struct wg_peer *peer, struct wg_keypair *kp,
+						  bool *confirmed)
 {
 	*confirmed = false;
 	if (!kp || peer->next != kp)

@@ -31,13 +31,13 @@ struct wg_queued_packet {
 
 struct wg_peer {
 	struct wg_device *dev;
-	struct wg_peer *list_next;                     /* device's peer list */
+	struct wg_peer *list_next;                          /* device's peer list */
 	struct wg_peer *key_next, *addr4_next, *addr6_next; /* hash chains */
 	void *user;
 
 	uint8_t public_key[WG_KEY_LEN];
-	struct in_addr addr4;   /* INADDR_ANY = none */
-	struct in6_addr addr6;  /* :: = none */
+	struct in_addr addr4;  /* INADDR_ANY = none */
+	struct in6_addr addr6; /* :: = none */
 	bool has_addr4, has_addr6;
 	uint16_t persistent_keepalive_s;
 
@@ -63,13 +63,14 @@ struct wg_peer_info {
 	uint8_t public_key[WG_KEY_LEN];
 	struct in_addr addr4;
 	struct in6_addr addr6;
-	struct wg_endpoint endpoint;         /* sa_family AF_UNSPEC = none yet */
-	struct timespec last_handshake;      /* wall clock; {0, 0} = never */
-	uint64_t rx_bytes, tx_bytes;         /* authenticated datagram bytes, handshakes included (as `wg show`) */
-	uint64_t rx_packets, tx_packets;     /* the same datagrams, counted */
+	struct wg_endpoint endpoint;    /* sa_family AF_UNSPEC = none yet */
+	struct timespec last_handshake; /* wall clock; {0, 0} = never */
+	uint64_t rx_bytes,
+		tx_bytes; /* authenticated datagram bytes, handshakes included (as `wg show`) */
+	uint64_t rx_packets, tx_packets; /* the same datagrams, counted */
 	uint16_t persistent_keepalive_s;
-	bool has_session;                    /* a current keypair usable for sending */
-	size_t queued;                       /* packets waiting for a handshake */
+	bool has_session; /* a current keypair usable for sending */
+	size_t queued;    /* packets waiting for a handshake */
 };
 
 void *wg_peer_user(const struct wg_peer *peer);
@@ -85,14 +86,17 @@ void wg_peer_set_endpoint(struct wg_peer *peer, const struct wg_endpoint *ep);
  * (current); the responder parks it in next until the first transport
  * packet under it arrives. Displaced keypairs are returned through
  * `dropped` (up to 2) for the caller to unlink and free. */
-void wg_peer__add_keypair(struct wg_peer *peer, struct wg_keypair *kp, struct wg_keypair *dropped[2]);
+void wg_peer__add_keypair(struct wg_peer *peer, struct wg_keypair *kp,
+			  struct wg_keypair *dropped[2]);
 /* If kp is the next keypair, promotes it: next -> current -> previous; the
  * old previous is returned (to free), else NULL. *confirmed tells whether a
  * promotion happened. */
-struct wg_keypair *wg_peer__received_with_keypair(struct wg_peer *peer, struct wg_keypair *kp, bool *confirmed);
+struct wg_keypair *wg_peer__received_with_keypair(struct wg_peer *peer, struct wg_keypair *kp,
+						  bool *confirmed);
 /* Appends a copy; returns false if it had to drop the oldest (counted by
  * the caller) or could not allocate. */
-bool wg_peer__queue_push(struct wg_peer *peer, const uint8_t *pkt, size_t len, bool *dropped_oldest);
+bool wg_peer__queue_push(struct wg_peer *peer, const uint8_t *pkt, size_t len,
+			 bool *dropped_oldest);
 struct wg_queued_packet *wg_peer__queue_front(struct wg_peer *peer);
 void wg_peer__queue_pop(struct wg_peer *peer);
 size_t wg_peer__queue_purge(struct wg_peer *peer);

@@ -22,17 +22,17 @@
 #define WG_RATELIMITER_WAYS 8
 
 struct wg_ratelimiter_entry {
-	uint64_t key;      /* IPv4 address or IPv6 /64 prefix */
-	uint64_t last_ns;  /* last time the bucket was refilled */
-	uint64_t tokens;   /* in ns of credit; one packet costs 1 s / rate */
-	uint8_t family;    /* 0 = empty slot, 4, 6 */
+	uint64_t key;     /* IPv4 address or IPv6 /64 prefix */
+	uint64_t last_ns; /* last time the bucket was refilled */
+	uint64_t tokens;  /* in ns of credit; one packet costs 1 s / rate */
+	uint8_t family;   /* 0 = empty slot, 4, 6 */
 };
 
 struct wg_ratelimiter {
 	struct wg_ratelimiter_entry *slots; /* n_buckets * WG_RATELIMITER_WAYS */
 	size_t n_buckets;                   /* power of two */
 	uint8_t hash_key[16];
-	uint64_t evictions;                 /* live entries pushed out by a full bucket */
+	uint64_t evictions; /* live entries pushed out by a full bucket */
 };
 
 /* Allocates room for at least max_entries sources (rounded up to a power of
@@ -42,7 +42,8 @@ void wg_ratelimiter_free(struct wg_ratelimiter *rl);
 
 /* true if a handshake message from src may be processed now (and takes a
  * token). An unset endpoint is never allowed. */
-bool wg_ratelimiter_allow(struct wg_ratelimiter *rl, const struct wg_endpoint *src, uint64_t now_ns);
+bool wg_ratelimiter_allow(struct wg_ratelimiter *rl, const struct wg_endpoint *src,
+			  uint64_t now_ns);
 
 /* Number of slots in use that have not fully refilled at now_ns. */
 size_t wg_ratelimiter_count(const struct wg_ratelimiter *rl, uint64_t now_ns);

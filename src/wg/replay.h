@@ -35,6 +35,9 @@ bool wg_replay_check(const struct wg_replay *r, uint64_t counter);
 __attribute__((warn_unused_result)) bool wg_replay_update(struct wg_replay *r, uint64_t counter);
 
 /* Highest counter accepted so far + 1 (0 when none). */
-static inline uint64_t wg_replay_next(const struct wg_replay *r) { return r->top; }
+static inline uint64_t wg_replay_next(const struct wg_replay *r)
+{
+	return r->top;
+}
 
 #endif

@@ -87,7 +87,8 @@ void wg_timers_data_sent(struct wg_timers *t, uint64_t now)
 {
 	const struct wg_timer_params *p = t->params;
 	if (t->new_handshake == WG_TIMER_OFF)
-		t->new_handshake = add_sat(now, p->keepalive_timeout + p->rekey_timeout + jitter(p));
+		t->new_handshake =
+			add_sat(now, p->keepalive_timeout + p->rekey_timeout + jitter(p));
 }
 
 /* After an authenticated data packet is received. */
@@ -181,7 +182,8 @@ unsigned wg_timers_expire(struct wg_timers *t, uint64_t now)
 
 	if (t->retransmit_handshake <= now) {
 		t->retransmit_handshake = WG_TIMER_OFF;
-		uint64_t max_attempts = p->rekey_timeout ? p->rekey_attempt_time / p->rekey_timeout : 0;
+		uint64_t max_attempts =
+			p->rekey_timeout ? p->rekey_attempt_time / p->rekey_timeout : 0;
 		if (t->handshake_attempts > max_attempts) {
 			/* Give up: no more packets wait for a keypair, and
 			 * whatever a partial exchange left is wiped later. */
@@ -232,7 +234,8 @@ uint64_t wg_timers_next(const struct wg_timers *t)
 	return n;
 }
 
-bool wg_timers_keypair_can_send(const struct wg_timer_params *p, uint64_t birth, uint64_t counter, uint64_t now)
+bool wg_timers_keypair_can_send(const struct wg_timer_params *p, uint64_t birth, uint64_t counter,
+				uint64_t now)
 {
 	return !expired(birth, p->reject_after_time, now) && counter < p->reject_after_messages;
 }
@@ -245,7 +248,8 @@ bool wg_timers_keypair_can_receive(const struct wg_timer_params *p, uint64_t bir
 bool wg_timers_rekey_on_send(const struct wg_timer_params *p, bool initiator, uint64_t birth,
 			     uint64_t counter, uint64_t now)
 {
-	return counter > p->rekey_after_messages || (initiator && expired(birth, p->rekey_after_time, now));
+	return counter > p->rekey_after_messages ||
+	       (initiator && expired(birth, p->rekey_after_time, now));
 }
 
 bool wg_timers_rekey_on_receive(struct wg_timers *t, bool initiator, uint64_t birth, uint64_t now)

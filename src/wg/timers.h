@@ -29,9 +29,9 @@ struct wg_timer_params {
 	uint64_t rekey_after_messages;     /* 2^60 */
 	uint64_t reject_after_messages;    /* 2^64 - 2^13 - 1 */
 	/* Load detection for cookie replies (see device.h). */
-	uint32_t under_load_handshakes;    /* handshake messages per window */
-	uint64_t under_load_window;        /* 1 s */
-	uint64_t under_load_hold;          /* 1 s after load was last seen */
+	uint32_t under_load_handshakes; /* handshake messages per window */
+	uint64_t under_load_window;     /* 1 s */
+	uint64_t under_load_hold;       /* 1 s after load was last seen */
 };
 
 void wg_timer_params_default(struct wg_timer_params *p);
@@ -98,7 +98,8 @@ uint64_t wg_timers_next(const struct wg_timers *t);
 /* Keypair age and use rules (whitepaper 6.2), pure. `birth` is when the
  * keypair was derived; `counter` the next sending counter. */
 /* May we still send with it? (REJECT_AFTER_TIME / REJECT_AFTER_MESSAGES) */
-bool wg_timers_keypair_can_send(const struct wg_timer_params *p, uint64_t birth, uint64_t counter, uint64_t now);
+bool wg_timers_keypair_can_send(const struct wg_timer_params *p, uint64_t birth, uint64_t counter,
+				uint64_t now);
 /* May we still accept packets under it? (REJECT_AFTER_TIME) */
 bool wg_timers_keypair_can_receive(const struct wg_timer_params *p, uint64_t birth, uint64_t now);
 /* After sending: rekey past REKEY_AFTER_MESSAGES, or, for the initiator of the

@@ -41,19 +41,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* A fixed CA (P-256; the subject has characters the page must escape), so
  * every run serves the same bytes. Only the certificate is needed. */
-static const char ca_pem[] =
-	"-----BEGIN CERTIFICATE-----\n"
-	"MIIB0jCCAXigAwIBAgIUdB+hcK079UNwg07tr5ObTmNOCvowCgYIKoZIzj0EAwIw\n"
-	"NTEPMA0GA1UECgwGd2dtaXRtMSIwIAYDVQQDDBl3Z21pdG0gQ0EgPGZ1eno+ICYg\n"
-	"InRlc3QiMB4XDTI2MTIwMzA3NTg0M1oXDTM2MTEzMDA3NTg0M1owNTEPMA0GA1UE\n"
-	"CgwGd2dtaXRtMSIwIAYDVQQDDBl3Z21pdG0gQ0EgPGZ1eno+ICYgInRlc3QiMFkw\n"
-	"EwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEQq5rAycYq3+IyKxGveDomOV9REzvagOo\n"
-	"pHOTFxERgvEIjSTmdL/UUBg1bTZNPizbSdXHtsLTGwrH7dyTtvn3a6NmMGQwHQYD\n"
-	"VR0OBBYEFJbaK+AUm0aJJSZxWlhDvbyOSB4yMB8GA1UdIwQYMBaAFJbaK+AUm0aJ\n"
-	"JSZxWlhDvbyOSB4yMBIGA1UdEwEB/wQIMAYBAf8CAQAwDgYDVR0PAQH/BAQDAgEG\n"
-	"MAoGCCqGSM49BAMCA0gAMEUCIAn5w+Atw66+sHqLwG7LD2EaCu+W+FiDCAJcFLKf\n"
-	"Fs4FAiEA4HkBQwb63v1oS0CVr3NsQZhJxSLDTeQPskMaN/qZXv8=\n"
-	"-----END CERTIFICATE-----\n";
+static const char ca_pem[] = "-----BEGIN CERTIFICATE-----\n"
+			     "MIIB0jCCAXigAwIBAgIUdB+hcK079UNwg07tr5ObTmNOCvowCgYIKoZIzj0EAwIw\n"
+			     "NTEPMA0GA1UECgwGd2dtaXRtMSIwIAYDVQQDDBl3Z21pdG0gQ0EgPGZ1eno+ICYg\n"
+			     "InRlc3QiMB4XDTI2MTIwMzA3NTg0M1oXDTM2MTEzMDA3NTg0M1owNTEPMA0GA1UE\n"
+			     "CgwGd2dtaXRtMSIwIAYDVQQDDBl3Z21pdG0gQ0EgPGZ1eno+ICYgInRlc3QiMFkw\n"
+			     "EwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEQq5rAycYq3+IyKxGveDomOV9REzvagOo\n"
+			     "pHOTFxERgvEIjSTmdL/UUBg1bTZNPizbSdXHtsLTGwrH7dyTtvn3a6NmMGQwHQYD\n"
+			     "VR0OBBYEFJbaK+AUm0aJJSZxWlhDvbyOSB4yMB8GA1UdIwQYMBaAFJbaK+AUm0aJ\n"
+			     "JSZxWlhDvbyOSB4yMBIGA1UdEwEB/wQIMAYBAf8CAQAwDgYDVR0PAQH/BAQDAgEG\n"
+			     "MAoGCCqGSM49BAMCA0gAMEUCIAn5w+Atw66+sHqLwG7LD2EaCu+W+FiDCAJcFLKf\n"
+			     "Fs4FAiEA4HkBQwb63v1oS0CVr3NsQZhJxSLDTeQPskMaN/qZXv8=\n"
+			     "-----END CERTIFICATE-----\n";
 
 static X509 *ca;
 static uv_loop_t loop;
@@ -67,8 +66,8 @@ struct rx {
 	enum rx_state st;
 	char head[CAPAGE_MAX_HEAD];
 	size_t head_len;
-	size_t body_left;          /* Content-Length of the last head */
-	char peek[9];              /* after a head: the body, or the next head (HEAD) */
+	size_t body_left; /* Content-Length of the last head */
+	char peek[9];     /* after a head: the body, or the next head (HEAD) */
 	size_t peek_len;
 };
 
@@ -76,8 +75,8 @@ static struct rx rx[TCPP_CONNS];
 
 static void head_done(struct rx *r)
 {
-	static const char *const statuses[] = { "200 ", "400 ", "404 ", "405 ", "413 ", "414 ",
-						"431 " };
+	static const char *const statuses[] = { "200 ", "400 ", "404 ", "405 ",
+						"413 ", "414 ", "431 " };
 	bool ok = r->head_len > 9 && memcmp(r->head, "HTTP/1.1 ", 9) == 0;
 	bool known = false;
 	for (size_t i = 0; ok && i < sizeof(statuses) / sizeof(statuses[0]); i++)
@@ -232,7 +231,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		uint8_t count;
 		switch (op & 7) {
 		case 0:
-			if (tcpp_connect(&t, i, arg & 1, CAPAGE_PORT, arg & 2, arg & 4 ? 8 : 0xffff))
+			if (tcpp_connect(&t, i, arg & 1, CAPAGE_PORT, arg & 2,
+					 arg & 4 ? 8 : 0xffff))
 				memset(&rx[i], 0, sizeof(rx[i]));
 			break;
 		case 1:
@@ -288,7 +288,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		struct capage_stats st;
 		capage_get_stats(page, &st);
 		fprintf(stderr,
-			"accepted %llu refused %llu idle %llu requests %llu (page %llu pem %llu der %llu "
+			"accepted %llu refused %llu idle %llu requests %llu (page %llu pem %llu "
+			"der %llu "
 			"mobileconfig %llu 404 %llu rejected %llu) bytes %llu\n",
 			(unsigned long long)st.conns_accepted, (unsigned long long)st.conns_refused,
 			(unsigned long long)st.conns_idle, (unsigned long long)st.requests,

@@ -82,8 +82,8 @@ static bool ids_has(const struct ids *s, const uint8_t *msg)
 static void check_answer(const struct ids *s, const uint8_t *msg, size_t len, const char *how)
 {
 	if (len < 12 || !(msg[2] & 0x80) || !ids_has(s, msg)) {
-		fprintf(stderr, "%s answer of %zu bytes is not a response with the client's ID\n", how,
-			len);
+		fprintf(stderr, "%s answer of %zu bytes is not a response with the client's ID\n",
+			how, len);
 		abort();
 	}
 }
@@ -99,7 +99,8 @@ static int client_index(const struct sockaddr *sa)
 		const struct sockaddr *c = (const struct sockaddr *)&clients[i];
 		if (c->sa_family != sa->sa_family)
 			continue;
-		size_t n = c->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+		size_t n = c->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+						   : sizeof(struct sockaddr_in6);
 		if (memcmp(c, sa, n) == 0)
 			return i;
 	}
@@ -113,7 +114,8 @@ static int on_reply(void *ctx, const struct sockaddr *from, const struct sockadd
 	int i = client_index(to);
 	const struct sockaddr *want = to->sa_family == AF_INET ? (const struct sockaddr *)&tunnel4
 							       : (const struct sockaddr *)&tunnel6;
-	size_t n = to->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+	size_t n =
+		to->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
 	if (i < 0 || memcmp(from, want, n) != 0) {
 		fprintf(stderr, "UDP answer to an address that asked nothing, or from another\n");
 		abort();
@@ -126,10 +128,14 @@ static const char *peer_of(void *ctx, const struct sockaddr *client)
 {
 	(void)ctx;
 	switch (client_index(client)) {
-	case 0: return "phone";
-	case 1: return NULL;
-	case 2: return "laptop \"work\" \xc3\xa9\\";
-	default: return "a-peer-name-longer-than-the-record-keeps-it-at-all-0123456789abcdefghij";
+	case 0:
+		return "phone";
+	case 1:
+		return NULL;
+	case 2:
+		return "laptop \"work\" \xc3\xa9\\";
+	default:
+		return "a-peer-name-longer-than-the-record-keeps-it-at-all-0123456789abcdefghij";
 	}
 }
 
@@ -271,7 +277,8 @@ static const struct fuv_msg *latest_sent(bool tcp, size_t k, const void *handle)
 {
 	size_t n = 0;
 	for (size_t i = 0; i < fuv_nsent; i++)
-		n += fuv_sent(i)->h && fuv_sent(i)->tcp == tcp && (!handle || fuv_sent(i)->h == handle);
+		n += fuv_sent(i)->h && fuv_sent(i)->tcp == tcp &&
+		     (!handle || fuv_sent(i)->h == handle);
 	if (n == 0)
 		return NULL;
 	k %= n;
@@ -353,21 +360,29 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
-static const uint64_t advances[16] = { 1,   10,   50,   100,   150,   300,   1000,   1999,
+static const uint64_t advances[16] = { 1,    10,   50,   100,   150,   300,   1000,  1999,
 				       2000, 2500, 5000, 10000, 10001, 30000, 60000, 600000 };
 
 static const struct {
 	enum fuv_op op;
 	int err;
 } failures[16] = {
-	{ FUV_UDP_SEND, UV_EAGAIN },      { FUV_UDP_SEND, UV_ENETUNREACH },
-	{ FUV_UDP_SEND, UV_EMSGSIZE },    { FUV_TCP_CONNECT, UV_ECONNREFUSED },
-	{ FUV_TCP_CONNECT, UV_EADDRNOTAVAIL }, { FUV_READ_START, UV_ENOTCONN },
-	{ FUV_WRITE, UV_EPIPE },          { FUV_WRITE, UV_ENOMEM },
-	{ FUV_UDP_SEND, UV_EAGAIN },      { FUV_TCP_CONNECT, UV_ENETUNREACH },
-	{ FUV_READ_START, UV_EINVAL },    { FUV_WRITE, UV_EBADF },
-	{ FUV_UDP_SEND, UV_EPERM },       { FUV_TCP_CONNECT, UV_EMFILE },
-	{ FUV_READ_START, UV_ENOBUFS },   { FUV_WRITE, UV_ECONNRESET },
+	{ FUV_UDP_SEND, UV_EAGAIN },
+	{ FUV_UDP_SEND, UV_ENETUNREACH },
+	{ FUV_UDP_SEND, UV_EMSGSIZE },
+	{ FUV_TCP_CONNECT, UV_ECONNREFUSED },
+	{ FUV_TCP_CONNECT, UV_EADDRNOTAVAIL },
+	{ FUV_READ_START, UV_ENOTCONN },
+	{ FUV_WRITE, UV_EPIPE },
+	{ FUV_WRITE, UV_ENOMEM },
+	{ FUV_UDP_SEND, UV_EAGAIN },
+	{ FUV_TCP_CONNECT, UV_ENETUNREACH },
+	{ FUV_READ_START, UV_EINVAL },
+	{ FUV_WRITE, UV_EBADF },
+	{ FUV_UDP_SEND, UV_EPERM },
+	{ FUV_TCP_CONNECT, UV_EMFILE },
+	{ FUV_READ_START, UV_ENOBUFS },
+	{ FUV_WRITE, UV_ECONNRESET },
 };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -387,7 +402,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		{ "192.0.2.53", "198.51.100.53" },
 	};
 	static const size_t max_out[4] = { 0, 1, 2, 8 };
-	static const uint32_t attempt[4] = { 0, 100, 1000, 50 }, timeout[4] = { 0, 300, 1000, 1000 };
+	static const uint32_t attempt[4] = { 0, 100, 1000, 50 },
+			      timeout[4] = { 0, 300, 1000, 1000 };
 	struct dns_config cfg = {
 		.max_outstanding = max_out[(c >> 2) & 3],
 		.max_tcp = c & 0x20 ? 1 : 0,
@@ -463,12 +479,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (a & 8) {
 				/* Another upstream's address, or the same with another port. */
 				struct sockaddr_in *f4 = (struct sockaddr_in *)&from;
-				if (from.ss_family == AF_INET && f4->sin_addr.s_addr != htonl(0xc6336435))
+				if (from.ss_family == AF_INET &&
+				    f4->sin_addr.s_addr != htonl(0xc6336435))
 					f4->sin_addr.s_addr = htonl(0xc6336435); /* 198.51.100.53 */
 				else
 					((struct sockaddr_in *)&from)->sin_port ^= htons(1);
 			}
-			fuv_udp_deliver((uv_udp_t *)m->h, 0, ans, len, (const struct sockaddr *)&from);
+			fuv_udp_deliver((uv_udp_t *)m->h, 0, ans, len,
+					(const struct sockaddr *)&from);
 			break;
 		}
 		case 3: {
@@ -554,8 +572,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			uv_stream_t *s = fuv_stream_reader(a & 7);
 			if (!s || !(m = latest_sent(true, 0, s)) || m->len < 2)
 				break;
-			size_t alen = build_answer(m->data + 2, m->len - 2, b1, b2, chunk, len, ans + 2,
-						   65535);
+			size_t alen = build_answer(m->data + 2, m->len - 2, b1, b2, chunk, len,
+						   ans + 2, 65535);
 			ans[0] = (uint8_t)(alen >> 8);
 			ans[1] = (uint8_t)alen;
 			size_t first = split < alen + 2 ? split : alen + 2;
@@ -594,7 +612,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		struct dns_stats st;
 		dns_proxy_get_stats(p, &st);
 		fprintf(stderr,
-			"udp %llu tcp %llu answered %llu local %llu tc %llu timeouts %llu retries %llu "
+			"udp %llu tcp %llu answered %llu local %llu tc %llu timeouts %llu retries "
+			"%llu "
 			"busy %llu malformed %llu formerr %llu ignored %llu stray %llu uperr %llu "
 			"tcp accepted %llu refused %llu outstanding %llu records %llu\n",
 			(unsigned long long)st.queries_udp, (unsigned long long)st.queries_tcp,

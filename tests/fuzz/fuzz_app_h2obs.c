@@ -77,10 +77,18 @@ static void feed(struct h2obs *o, int dir, const uint8_t *p, size_t n, unsigned 
 	while (n) {
 		size_t c;
 		switch (mode) {
-		case 0: c = n; break;
-		case 1: c = 1; break;
-		case 2: c = mixed[(*k)++ % (sizeof(mixed) / sizeof(mixed[0]))]; break;
-		default: c = n_sizes ? 1 + sizes[(*k)++ % n_sizes] % 32 : n; break;
+		case 0:
+			c = n;
+			break;
+		case 1:
+			c = 1;
+			break;
+		case 2:
+			c = mixed[(*k)++ % (sizeof(mixed) / sizeof(mixed[0]))];
+			break;
+		default:
+			c = n_sizes ? 1 + sizes[(*k)++ % n_sizes] % 32 : n;
+			break;
 		}
 		if (c > n)
 			c = n;
@@ -125,8 +133,8 @@ struct seedgen {
 	size_t body_off[64];
 };
 
-static ssize_t seed_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len,
-			 uint32_t *flags, nghttp2_data_source *src, void *ud)
+static ssize_t seed_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *flags,
+			 nghttp2_data_source *src, void *ud)
 {
 	struct seedgen *g = ud;
 	size_t *off = &g->body_off[sid % 64];
@@ -224,7 +232,7 @@ static void seed_write(const char *dir, int scenario)
 
 	nghttp2_settings_entry cs[] = { { NGHTTP2_SETTINGS_MAX_FRAME_SIZE, 65536 } };
 	nghttp2_settings_entry ss[] = { { NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, 65536 },
-				       { NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 100 } };
+					{ NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 100 } };
 	nghttp2_submit_settings(g.client, 0, cs, scenario == 0 ? 1 : 0);
 	nghttp2_submit_settings(g.server, 0, ss, scenario == 6 ? 2 : 0);
 
@@ -248,7 +256,8 @@ static void seed_write(const char *dir, int scenario)
 		if (scenario == 5 || scenario == 6)
 			for (int i = 0; i < (scenario == 5 ? 12 : 8); i++, n++)
 				nv[n] = (nghttp2_nv){ (uint8_t *)names[i], (uint8_t *)big[i],
-						      strlen(names[i]), scenario == 5 ? 1499 : 300, 0 };
+						      strlen(names[i]), scenario == 5 ? 1499 : 300,
+						      0 };
 		nghttp2_data_provider prd = { .read_callback = seed_read };
 		nghttp2_submit_request(g.client, NULL, nv, n, scenario == 1 ? &prd : NULL, NULL);
 		if (scenario != 4)

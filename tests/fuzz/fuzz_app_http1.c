@@ -103,7 +103,7 @@ static void run(const uint8_t *data, size_t size, bool bytewise, struct out *out
 		uint8_t *chunk = malloc(len ? len : 1);
 		memcpy(chunk, data + i, len);
 		void (*feed)(struct http1_obs *, const uint8_t *, size_t) =
-		    h & 0x80 ? http1_obs_server : http1_obs_client;
+			h & 0x80 ? http1_obs_server : http1_obs_client;
 		if (bytewise) {
 			for (size_t k = 0; k < len; k++)
 				feed(o, chunk + k, 1);
@@ -137,9 +137,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size <= 4096) {
 		struct out b = { buf_b, 0, false };
 		run(data, size, true, &b);
-		if (!a.overflow && !b.overflow && (a.len != b.len || memcmp(a.buf, b.buf, a.len) != 0)) {
-			fprintf(stderr, "whole:\n%.*s\nbyte by byte:\n%.*s\n", (int)a.len, a.buf, (int)b.len,
-				b.buf);
+		if (!a.overflow && !b.overflow &&
+		    (a.len != b.len || memcmp(a.buf, b.buf, a.len) != 0)) {
+			fprintf(stderr, "whole:\n%.*s\nbyte by byte:\n%.*s\n", (int)a.len, a.buf,
+				(int)b.len, b.buf);
 			abort();
 		}
 	}

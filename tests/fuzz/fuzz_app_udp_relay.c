@@ -186,8 +186,9 @@ static void check_sent(uint64_t before, bool quic_relayed, bool host_port)
 	uint64_t fresh = fuv_sent_total - before;
 	for (size_t i = fresh < fuv_nsent ? fuv_nsent - (size_t)fresh : 0; i < fuv_nsent; i++) {
 		const struct sockaddr *to = (const struct sockaddr *)&fuv_sent(i)->to;
-		uint16_t port = ntohs(to->sa_family == AF_INET ? ((const struct sockaddr_in *)to)->sin_port
-							       : ((const struct sockaddr_in6 *)to)->sin6_port);
+		uint16_t port = ntohs(to->sa_family == AF_INET
+					      ? ((const struct sockaddr_in *)to)->sin_port
+					      : ((const struct sockaddr_in6 *)to)->sin6_port);
 		enum policy_verdict v = policy_check(cur_policy, IPPROTO_UDP, to, NULL);
 		bool ok = v == POLICY_ALLOW;
 		if (v == POLICY_REFUSE_LOOPBACK && host_port && port == 8080)
@@ -270,17 +271,38 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		const char *ip;
 		uint16_t port;
 	} d[32] = {
-		{ "93.184.216.34", 53 },     { "93.184.216.34", 443 },   { "93.184.216.34", 123 },
-		{ "10.77.0.1", 53 },         { "10.77.0.1", 8080 },      { "10.77.0.1", 9999 },
-		{ "10.77.0.7", 5000 },       { "127.0.0.1", 53 },        { "0.0.0.0", 80 },
-		{ "169.254.169.254", 80 },   { "224.0.0.251", 5353 },    { "255.255.255.255", 67 },
-		{ "192.168.1.1", 1900 },     { "8.8.8.8", 53 },          { "1.1.1.1", 443 },
-		{ "203.0.113.9", 0 },        { "2606:4700::1111", 53 },  { "2606:4700::1111", 443 },
-		{ "fd77::1", 53 },           { "fd77::1", 8080 },        { "fd77::9", 7 },
-		{ "::1", 53 },               { "::", 53 },               { "fe80::1", 53 },
-		{ "ff02::fb", 5353 },        { "::ffff:93.184.216.34", 443 }, { "::ffff:127.0.0.1", 53 },
-		{ "::ffff:10.77.0.1", 53 },  { "2001:db8::1", 4789 },    { "64:ff9b::5db8:d822", 443 },
-		{ "::ffff:10.77.0.1", 8080 }, { "93.184.216.34", 65535 },
+		{ "93.184.216.34", 53 },
+		{ "93.184.216.34", 443 },
+		{ "93.184.216.34", 123 },
+		{ "10.77.0.1", 53 },
+		{ "10.77.0.1", 8080 },
+		{ "10.77.0.1", 9999 },
+		{ "10.77.0.7", 5000 },
+		{ "127.0.0.1", 53 },
+		{ "0.0.0.0", 80 },
+		{ "169.254.169.254", 80 },
+		{ "224.0.0.251", 5353 },
+		{ "255.255.255.255", 67 },
+		{ "192.168.1.1", 1900 },
+		{ "8.8.8.8", 53 },
+		{ "1.1.1.1", 443 },
+		{ "203.0.113.9", 0 },
+		{ "2606:4700::1111", 53 },
+		{ "2606:4700::1111", 443 },
+		{ "fd77::1", 53 },
+		{ "fd77::1", 8080 },
+		{ "fd77::9", 7 },
+		{ "::1", 53 },
+		{ "::", 53 },
+		{ "fe80::1", 53 },
+		{ "ff02::fb", 5353 },
+		{ "::ffff:93.184.216.34", 443 },
+		{ "::ffff:127.0.0.1", 53 },
+		{ "::ffff:10.77.0.1", 53 },
+		{ "2001:db8::1", 4789 },
+		{ "64:ff9b::5db8:d822", 443 },
+		{ "::ffff:10.77.0.1", 8080 },
+		{ "93.184.216.34", 65535 },
 	};
 	for (int i = 0; i < 32; i++)
 		set_addr(&dests[i], d[i].ip, d[i].port);
@@ -288,16 +310,16 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
-static const uint64_t advances[16] = { 1,    10,    49,    50,    51,    149,   150,   300,
+static const uint64_t advances[16] = { 1,    10,   49,    50,    51,    149,   150,   300,
 				       1000, 5000, 29999, 30000, 59999, 60000, 60001, 3600000 };
 
 static const struct {
 	enum fuv_op op;
 	int err;
 } failures[8] = {
-	{ FUV_UDP_SEND, UV_EAGAIN },          { FUV_UDP_SEND, UV_ECONNREFUSED },
-	{ FUV_UDP_SEND, UV_ENOBUFS },         { FUV_UDP_CONNECT, UV_ENETUNREACH },
-	{ FUV_UDP_CONNECT, UV_EHOSTUNREACH }, { FUV_UDP_RECV_START, UV_ENOMEM },
+	{ FUV_UDP_SEND, UV_EAGAIN },           { FUV_UDP_SEND, UV_ECONNREFUSED },
+	{ FUV_UDP_SEND, UV_ENOBUFS },          { FUV_UDP_CONNECT, UV_ENETUNREACH },
+	{ FUV_UDP_CONNECT, UV_EHOSTUNREACH },  { FUV_UDP_RECV_START, UV_ENOMEM },
 	{ FUV_UDP_CONNECT, UV_EADDRNOTAVAIL }, { FUV_UDP_SEND, UV_EMSGSIZE },
 };
 
@@ -397,7 +419,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		}
 		case 2: {
-			static const int errs[3] = { UV_ECONNREFUSED, UV_ENETUNREACH, UV_ECONNRESET };
+			static const int errs[3] = { UV_ECONNREFUSED, UV_ENETUNREACH,
+						     UV_ECONNRESET };
 			uv_udp_t *h = fuv_udp_reader(a >> 2);
 			if (h)
 				fuv_udp_deliver(h, (a & 3) < 3 ? errs[a & 3] : 0, NULL, 0, NULL);
@@ -428,7 +451,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		udp_relay_get_stats(relay, &st);
 		if (st.flows_active > limit || (shut && st.flows_active != 0)) {
 			fprintf(stderr, "%llu flows active, max_flows %zu%s\n",
-				(unsigned long long)st.flows_active, limit, shut ? ", after shutdown" : "");
+				(unsigned long long)st.flows_active, limit,
+				shut ? ", after shutdown" : "");
 			abort();
 		}
 	}
@@ -450,18 +474,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		struct udp_relay_stats st;
 		udp_relay_get_stats(relay, &st);
 		fprintf(stderr,
-			"active %llu opened %llu refused %llu idle %llu upstream_refused %llu error %llu "
-			"table_full %llu policy_drop %llu quic %llu local %llu up %llu/%llu down %llu/%llu "
+			"active %llu opened %llu refused %llu idle %llu upstream_refused %llu "
+			"error %llu "
+			"table_full %llu policy_drop %llu quic %llu local %llu up %llu/%llu down "
+			"%llu/%llu "
 			"send_drop %llu reply_drop %llu unreach %llu records %llu\n",
 			(unsigned long long)st.flows_active, (unsigned long long)st.flows_opened,
 			(unsigned long long)st.flows_refused, (unsigned long long)st.flows_idle,
-			(unsigned long long)st.flows_upstream_refused, (unsigned long long)st.flows_error,
-			(unsigned long long)st.table_full, (unsigned long long)st.policy_drop,
-			(unsigned long long)st.quic_refused, (unsigned long long)st.local,
-			(unsigned long long)st.datagrams_up, (unsigned long long)st.bytes_up,
-			(unsigned long long)st.datagrams_down, (unsigned long long)st.bytes_down,
-			(unsigned long long)st.send_drop, (unsigned long long)st.reply_drop,
-			(unsigned long long)st.unreachable_sent, (unsigned long long)st.records);
+			(unsigned long long)st.flows_upstream_refused,
+			(unsigned long long)st.flows_error, (unsigned long long)st.table_full,
+			(unsigned long long)st.policy_drop, (unsigned long long)st.quic_refused,
+			(unsigned long long)st.local, (unsigned long long)st.datagrams_up,
+			(unsigned long long)st.bytes_up, (unsigned long long)st.datagrams_down,
+			(unsigned long long)st.bytes_down, (unsigned long long)st.send_drop,
+			(unsigned long long)st.reply_drop, (unsigned long long)st.unreachable_sent,
+			(unsigned long long)st.records);
 	}
 	udp_relay_free(relay);
 	fuv_pump(&loop);

@@ -28,8 +28,8 @@
 
 #define TCPP_CONNS 4
 #define TCPP_MSS 1380
-#define TCPP_WSCALE 7          /* ours, announced in the SYN */
-#define TCPP_PKTS 2048         /* captured output between two pumps */
+#define TCPP_WSCALE 7  /* ours, announced in the SYN */
+#define TCPP_PKTS 2048 /* captured output between two pumps */
 #define TCPP_PKT_MAX 1500
 #define TCPP_MTU 1420
 /* Connections opened per input at most: lwIP keeps closed ones in TIME-WAIT
@@ -44,18 +44,18 @@
 #define TCPP_ACK 0x10
 
 struct tcpp_conn {
-	bool live;             /* SYN sent, no reset either way */
-	bool established;      /* SYN|ACK seen */
+	bool live;        /* SYN sent, no reset either way */
+	bool established; /* SYN|ACK seen */
 	bool v6;
 	uint16_t sport, dport;
-	uint32_t seq;          /* next sequence number we send */
-	uint32_t una;          /* what the server acknowledged */
-	uint32_t swnd;         /* the server's window, bytes */
-	uint8_t sscale;        /* its window scale */
-	uint32_t ack;          /* next byte expected from the server */
-	uint32_t ack_told;     /* the acknowledgement we last sent */
-	uint16_t wnd_field;    /* our window field (bytes >> TCPP_WSCALE) */
-	bool manual_ack;       /* data and FIN acknowledged only by tcpp_ack */
+	uint32_t seq;       /* next sequence number we send */
+	uint32_t una;       /* what the server acknowledged */
+	uint32_t swnd;      /* the server's window, bytes */
+	uint8_t sscale;     /* its window scale */
+	uint32_t ack;       /* next byte expected from the server */
+	uint32_t ack_told;  /* the acknowledgement we last sent */
+	uint16_t wnd_field; /* our window field (bytes >> TCPP_WSCALE) */
+	bool manual_ack;    /* data and FIN acknowledged only by tcpp_ack */
 	bool ack_due;
 	bool fin_sent, fin_rcvd, rst_rcvd;
 };
@@ -98,7 +98,8 @@ static int tcpp_on_accept(void *ctx, struct netstack_tcp *conn, const struct soc
 
 /* The netstack on `loop` with 10.77.0.1 and fd77::1; connections go to
  * `accept`. false when it cannot be made. */
-static inline bool tcpp_init(struct tcpp *t, uv_loop_t *loop, tcpp_accept_fn accept, void *accept_ctx)
+static inline bool tcpp_init(struct tcpp *t, uv_loop_t *loop, tcpp_accept_fn accept,
+			     void *accept_ctx)
 {
 	memset(t, 0, sizeof(*t));
 	/* Static: a fresh 3 MB allocation per input would be page faults. */
@@ -182,12 +183,14 @@ static void tcpp_pump(struct tcpp *t);
 static void tcpp_seg(struct tcpp *t, struct tcpp_conn *c, uint8_t flags, const uint8_t *data,
 		     size_t len)
 {
-	static const uint8_t syn_opt[8] = { 2, 4, TCPP_MSS >> 8, TCPP_MSS & 0xff, 1, 3, 3, TCPP_WSCALE };
+	static const uint8_t syn_opt[8] = { 2, 4, TCPP_MSS >> 8, TCPP_MSS & 0xff, 1,
+					    3, 3, TCPP_WSCALE };
 	uint8_t pkt[TCPP_PKT_MAX + 100];
 	bool syn = flags & TCPP_SYN;
 	if (!c->manual_ack)
 		c->ack_told = c->ack;
-	size_t n = tcpp_build(t, c, flags, syn ? syn_opt : NULL, syn ? sizeof(syn_opt) : 0, data, len, pkt);
+	size_t n = tcpp_build(t, c, flags, syn ? syn_opt : NULL, syn ? sizeof(syn_opt) : 0, data,
+			      len, pkt);
 	c->seq += (uint32_t)len + ((flags & (TCPP_SYN | TCPP_FIN)) ? 1 : 0);
 	netstack_input(t->ns, pkt, n);
 }

@@ -43,8 +43,8 @@
 #include <sodium.h>
 #include <uv.h>
 
-#define FUV_MAX 512        /* timers, registrations, requests each */
-#define FUV_SENT_MAX 64    /* recorded datagrams and writes kept */
+#define FUV_MAX 512     /* timers, registrations, requests each */
+#define FUV_SENT_MAX 64 /* recorded datagrams and writes kept */
 
 enum fuv_op {
 	FUV_UDP_BIND,
@@ -66,7 +66,7 @@ struct fuv_timer {
 struct fuv_udp {
 	uv_udp_t *h;
 	uv_alloc_cb alloc;
-	uv_udp_recv_cb recv;   /* NULL: not reading */
+	uv_udp_recv_cb recv; /* NULL: not reading */
 	bool connected;
 	struct sockaddr_storage peer;
 };
@@ -78,7 +78,7 @@ struct fuv_stream {
 };
 
 struct fuv_req {
-	void *req;             /* uv_connect_t or uv_write_t */
+	void *req; /* uv_connect_t or uv_write_t */
 	uv_handle_t *h;
 	bool write;
 	union {
@@ -91,7 +91,7 @@ struct fuv_req {
 struct fuv_msg {
 	uv_handle_t *h;
 	bool tcp;
-	struct sockaddr_storage to;   /* the destination (UDP) */
+	struct sockaddr_storage to; /* the destination (UDP) */
 	uint8_t *data;
 	size_t len;
 };
@@ -111,8 +111,8 @@ static size_t fuv_nreqs;
 static struct fuv_req fuv_cancelled[FUV_MAX];
 static size_t fuv_ncancelled;
 static struct fuv_msg fuv_sent_ring[FUV_SENT_MAX];
-static size_t fuv_sent_head, fuv_nsent;     /* oldest at fuv_sent_head */
-static uint64_t fuv_sent_total;            /* ever recorded */
+static size_t fuv_sent_head, fuv_nsent; /* oldest at fuv_sent_head */
+static uint64_t fuv_sent_total;         /* ever recorded */
 static int fuv_fail_next[FUV_OP_COUNT];
 static uint64_t fuv_rng;
 
@@ -190,8 +190,9 @@ static void fuv_msg_add(uv_handle_t *h, bool tcp, const struct sockaddr *to, con
 	m->h = h;
 	m->tcp = tcp;
 	if (to)
-		memcpy(&m->to, to, to->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-							 : sizeof(struct sockaddr_in));
+		memcpy(&m->to, to,
+		       to->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+						 : sizeof(struct sockaddr_in));
 	m->data = malloc(len ? len : 1);
 	if (!m->data)
 		abort();
@@ -330,8 +331,9 @@ int uv_udp_connect(uv_udp_t *h, const struct sockaddr *addr)
 	if (u->connected)
 		return UV_EISCONN;
 	u->connected = true;
-	memcpy(&u->peer, addr, addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-							   : sizeof(struct sockaddr_in));
+	memcpy(&u->peer, addr,
+	       addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+					   : sizeof(struct sockaddr_in));
 	return 0;
 }
 
@@ -383,7 +385,8 @@ int uv_tcp_connect(uv_connect_t *req, uv_tcp_t *h, const struct sockaddr *addr, 
 	if (fuv_nreqs == FUV_MAX)
 		abort();
 	req->handle = (uv_stream_t *)h;
-	fuv_reqs[fuv_nreqs++] = (struct fuv_req){ .req = req, .h = (uv_handle_t *)h, .cb.connect = cb };
+	fuv_reqs[fuv_nreqs++] =
+		(struct fuv_req){ .req = req, .h = (uv_handle_t *)h, .cb.connect = cb };
 	return 0;
 }
 
@@ -412,8 +415,9 @@ int uv_write(uv_write_t *req, uv_stream_t *s, const uv_buf_t bufs[], unsigned nb
 		abort();
 	req->handle = s;
 	fuv_msg_add((uv_handle_t *)s, true, NULL, bufs, nbufs);
-	fuv_reqs[fuv_nreqs++] =
-		(struct fuv_req){ .req = req, .h = (uv_handle_t *)s, .write = true, .cb.write = cb };
+	fuv_reqs[fuv_nreqs++] = (struct fuv_req){
+		.req = req, .h = (uv_handle_t *)s, .write = true, .cb.write = cb
+	};
 	return 0;
 }
 
@@ -436,8 +440,9 @@ static inline void fuv_reset(void)
 static inline void fuv_finish(void)
 {
 	if (fuv_ntimers || fuv_nudps || fuv_nstreams || fuv_nreqs || fuv_ncancelled) {
-		fprintf(stderr, "fuzz_uv: %zu timers, %zu UDP, %zu streams, %zu requests left "
-				"after an input (handles not closed)\n",
+		fprintf(stderr,
+			"fuzz_uv: %zu timers, %zu UDP, %zu streams, %zu requests left "
+			"after an input (handles not closed)\n",
 			fuv_ntimers, fuv_nudps, fuv_nstreams, fuv_nreqs + fuv_ncancelled);
 		abort();
 	}
@@ -559,9 +564,11 @@ static inline void fuv_udp_deliver(uv_udp_t *h, int err, const uint8_t *data, si
 	struct sockaddr_storage src;
 	const struct sockaddr *sa = u->connected ? (const struct sockaddr *)&u->peer : from;
 	memset(&src, 0, sizeof(src));
-	memcpy(&src, sa, sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-						   : sizeof(struct sockaddr_in));
-	recv(h, (ssize_t)n, &buf, (const struct sockaddr *)&src, len > buf.len ? UV_UDP_PARTIAL : 0);
+	memcpy(&src, sa,
+	       sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+					 : sizeof(struct sockaddr_in));
+	recv(h, (ssize_t)n, &buf, (const struct sockaddr *)&src,
+	     len > buf.len ? UV_UDP_PARTIAL : 0);
 }
 
 /* The i-th reading stream (modulo), or NULL. */

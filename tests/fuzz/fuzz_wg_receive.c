@@ -88,7 +88,7 @@ static void op_wall(void *ctx, struct timespec *out)
 	out->tv_nsec = (long)(now % WG_NS_PER_SEC);
 }
 
-static const struct wg_device_ops ops = {op_send, op_deliver, op_wall};
+static const struct wg_device_ops ops = { op_send, op_deliver, op_wall };
 
 static struct wg_endpoint ep4(const char *ip, uint16_t port)
 {
@@ -124,7 +124,7 @@ static void pair_up(struct side *a, struct side *b)
 		abort();
 	wg_peer_set_endpoint(a->peer, &b->addr);
 	/* Handshake, confirmed by A's first packet. */
-	uint8_t pkt[40] = {0x45, 0, 0, 40};
+	uint8_t pkt[40] = { 0x45, 0, 0, 40 };
 	inet_pton(AF_INET, "10.0.0.2", pkt + 12);
 	inet_pton(AF_INET, "10.0.0.1", pkt + 16);
 	wg_device_send(a->dev, a->peer, pkt, sizeof(pkt), now);
@@ -133,7 +133,8 @@ static void pair_up(struct side *a, struct side *b)
 	pump();
 }
 
-static void write_seed(const char *dir, const char *name, uint8_t mode, const uint8_t *buf, size_t len)
+static void write_seed(const char *dir, const char *name, uint8_t mode, const uint8_t *buf,
+		       size_t len)
 {
 	char path[512];
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
@@ -158,23 +159,25 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		capture = true;
 		pair_up(&a, &b); /* initiation, response, data */
 		capture = false;
-		static const char *names[] = {"initiation", "response", "transport_data", "transport_x"};
+		static const char *names[] = { "initiation", "response", "transport_data",
+					       "transport_x" };
 		for (size_t i = 0; i < n_captured && i < 4; i++)
 			write_seed(dir, names[i], 0, captured[i], captured_len[i]);
 		if (n_captured > 2) {
 			write_seed(dir, "transport_reindexed", 1, captured[2], captured_len[2]);
-			write_seed(dir, "transport_from_elsewhere", 3, captured[2], captured_len[2]);
+			write_seed(dir, "transport_from_elsewhere", 3, captured[2],
+				   captured_len[2]);
 		}
 		/* A cookie reply: B under load answers a new initiation. */
 		struct wg_msg_cookie_reply reply;
 		memset(&reply, 0, sizeof(reply));
 		reply.header.type = WG_MSG_COOKIE_REPLY;
 		write_seed(dir, "cookie_reply_shape", 1, (const uint8_t *)&reply, sizeof(reply));
-		uint8_t ip4[48] = {0x45, 0, 0, 48};
+		uint8_t ip4[48] = { 0x45, 0, 0, 48 };
 		inet_pton(AF_INET, "10.0.0.2", ip4 + 12);
 		inet_pton(AF_INET, "10.0.0.1", ip4 + 16);
 		write_seed(dir, "plain_ipv4", 2, ip4, sizeof(ip4));
-		uint8_t ip6[48] = {0x60, 0, 0, 0, 0, 8};
+		uint8_t ip6[48] = { 0x60, 0, 0, 0, 0, 8 };
 		inet_pton(AF_INET6, "fd00::2", ip6 + 8);
 		inet_pton(AF_INET6, "fd00::1", ip6 + 24);
 		write_seed(dir, "plain_ipv6", 2, ip6, sizeof(ip6));

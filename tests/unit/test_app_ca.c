@@ -120,7 +120,8 @@ static void test_generate_has_what_phones_need(void **ctx)
 	assert_non_null(X509_get0_subject_key_id(x));
 	/* A CN naming the product (iOS lists CAs by it). */
 	char cn[256];
-	assert_true(X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof(cn)) > 0);
+	assert_true(X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn,
+					      sizeof(cn)) > 0);
 	assert_memory_equal(cn, "wgmitm CA ", 10);
 	assert_int_equal(X509_get_signature_nid(x), NID_ecdsa_with_SHA256);
 	assert_int_equal(EVP_PKEY_get_base_id(ca.key), EVP_PKEY_EC);
@@ -128,7 +129,8 @@ static void test_generate_has_what_phones_need(void **ctx)
 	assert_int_equal(X509_check_issued(x, x), X509_V_OK);
 	/* Valid now for 10 years (and a day back for slow clocks). */
 	int days, secs;
-	assert_int_equal(ASN1_TIME_diff(&days, &secs, X509_get0_notBefore(x), X509_get0_notAfter(x)), 1);
+	assert_int_equal(
+		ASN1_TIME_diff(&days, &secs, X509_get0_notBefore(x), X509_get0_notAfter(x)), 1);
 	assert_int_equal(days, CA_VALID_DAYS + 1);
 	assert_true(X509_cmp_current_time(X509_get0_notBefore(x)) < 0);
 	assert_int_equal(ca_check(ca.cert, ca.key, "ca", f->err, sizeof(f->err)), 0);
@@ -266,7 +268,8 @@ static void test_import_keyusage_without_certsign(void **ctx)
 	EVP_PKEY *k = EVP_EC_gen("P-256");
 	X509 *x = make_cert(k, "critical,CA:TRUE", -60, 86400);
 	/* Re-sign with a keyUsage that lacks keyCertSign. */
-	X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, NULL, NID_key_usage, "critical,digitalSignature");
+	X509_EXTENSION *ext =
+		X509V3_EXT_conf_nid(NULL, NULL, NID_key_usage, "critical,digitalSignature");
 	X509_add_ext(x, ext, -1);
 	X509_EXTENSION_free(ext);
 	assert_true(X509_sign(x, k, EVP_sha256()) > 0);
@@ -280,11 +283,13 @@ static void test_import_keyusage_without_certsign(void **ctx)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_generate_has_what_phones_need, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_generate_has_what_phones_need, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_persists, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_missing_half_is_an_error, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_import_checks, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_import_keyusage_without_certsign, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_import_keyusage_without_certsign, setup,
+						teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

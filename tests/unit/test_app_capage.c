@@ -53,7 +53,8 @@ static char *header(const uint8_t *head, size_t len, const char *name)
 		const char *eol = memchr(p, '\n', (size_t)(end - p));
 		if (!eol)
 			break;
-		if ((size_t)(eol - p) > nlen + 1 && strncasecmp(p, name, nlen) == 0 && p[nlen] == ':') {
+		if ((size_t)(eol - p) > nlen + 1 && strncasecmp(p, name, nlen) == 0 &&
+		    p[nlen] == ':') {
 			const char *v = p + nlen + 1;
 			while (*v == ' ')
 				v++;
@@ -199,7 +200,8 @@ static void test_page(void **ctx)
 	assert_false(r.close);
 	assert_string_equal(header(r.head, r.head_len, "Content-Type"), "text/html; charset=utf-8");
 	assert_string_equal(header(r.head, r.head_len, "Connection"), "keep-alive");
-	assert_non_null(strstr(header(r.head, r.head_len, "Content-Security-Policy"), "default-src 'none'"));
+	assert_non_null(strstr(header(r.head, r.head_len, "Content-Security-Policy"),
+			       "default-src 'none'"));
 	assert_null(header(r.head, r.head_len, "Content-Disposition"));
 	size_t hlen;
 	const char *html = capage_site_html(s, &hlen);
@@ -492,8 +494,11 @@ static void fixture_init(struct fixture *f, uint32_t idle_ms)
 	struct netstack_ops ops = { .output = on_output, .tcp_accept = on_accept };
 	f->ns = netstack_new(&f->loop, &nc, &ops, f);
 	assert_non_null(f->ns);
-	struct capage_config cc = { .ca = f->ca.cert, .addr4 = nc.addr4, .addr6 = nc.addr6,
-				    .idle_ms = idle_ms, .max_conns = 4 };
+	struct capage_config cc = { .ca = f->ca.cert,
+				    .addr4 = nc.addr4,
+				    .addr6 = nc.addr6,
+				    .idle_ms = idle_ms,
+				    .max_conns = 4 };
 	f->page = capage_new(&f->loop, &cc);
 	assert_non_null(f->page);
 }
@@ -531,7 +536,8 @@ static void client_send(struct fixture *f, struct client *c, uint8_t flags, cons
 	uint8_t pkt[PKT_MAX + 100];
 	static const uint8_t syn_opt[8] = { 2, 4, 0x05, 0x64, 1, 3, 3, WSCALE_OURS };
 	bool syn = flags & F_SYN;
-	netstack_input(f->ns, pkt, build_seg(pkt, c, flags, syn ? syn_opt : NULL, syn ? 8 : 0, data, len));
+	netstack_input(f->ns, pkt,
+		       build_seg(pkt, c, flags, syn ? syn_opt : NULL, syn ? 8 : 0, data, len));
 	c->seq += (uint32_t)len + ((flags & (F_SYN | F_FIN)) ? 1 : 0);
 }
 
@@ -929,14 +935,10 @@ static void test_conn_idle(void **ctx)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_page),
-		cmocka_unit_test(test_certificates),
-		cmocka_unit_test(test_mobileconfig),
-		cmocka_unit_test(test_errors),
-		cmocka_unit_test(test_conn_keepalive),
-		cmocka_unit_test(test_conn_pipelined),
-		cmocka_unit_test(test_conn_rejects),
-		cmocka_unit_test(test_conn_idle),
+		cmocka_unit_test(test_page),           cmocka_unit_test(test_certificates),
+		cmocka_unit_test(test_mobileconfig),   cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_conn_keepalive), cmocka_unit_test(test_conn_pipelined),
+		cmocka_unit_test(test_conn_rejects),   cmocka_unit_test(test_conn_idle),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -62,7 +62,8 @@ static int verify(X509 *ca, X509 *leaf, const char *host, const char *ip)
 		X509_VERIFY_PARAM_set1_ip_asc(param, ip);
 	int ok = X509_verify_cert(ctx);
 	if (ok != 1)
-		print_message("verify: %s\n", X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
+		print_message("verify: %s\n",
+			      X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
 	X509_STORE_CTX_free(ctx);
 	X509_STORE_free(store);
 	return ok;
@@ -83,7 +84,8 @@ static void assert_leaf_shape(const struct fixture *f, X509 *x)
 	assert_int_equal(ASN1_OCTET_STRING_cmp(akid, X509_get0_subject_key_id(f->ca)), 0);
 	/* Validity within the 397 days phones accept, valid now. */
 	int days, secs;
-	assert_int_equal(ASN1_TIME_diff(&days, &secs, X509_get0_notBefore(x), X509_get0_notAfter(x)), 1);
+	assert_int_equal(
+		ASN1_TIME_diff(&days, &secs, X509_get0_notBefore(x), X509_get0_notAfter(x)), 1);
 	assert_true(days <= 397);
 	assert_true(days >= 300);
 	assert_true(X509_cmp_current_time(X509_get0_notBefore(x)) < 0);
@@ -123,7 +125,8 @@ static void test_leaf_verifies(void **ctx)
 	assert_int_equal(san_count(x, GEN_DNS, &crit), 2);
 	assert_int_equal(crit, 0);
 	char cn[128];
-	assert_true(X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof(cn)) > 0);
+	assert_true(X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn,
+					      sizeof(cn)) > 0);
 	assert_string_equal(cn, "example.com");
 	/* Another CA does not verify it. */
 	X509 *other;
@@ -167,7 +170,8 @@ static void test_ip_san(void **ctx)
 	assert_int_equal(verify(f->ca, x, NULL, "2001:db8::7"), 1);
 	assert_int_not_equal(verify(f->ca, x, NULL, "192.0.2.8"), 1);
 	char cn[128];
-	assert_true(X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof(cn)) > 0);
+	assert_true(X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn,
+					      sizeof(cn)) > 0);
 	assert_string_equal(cn, "192.0.2.7");
 	X509_free(x);
 }
@@ -184,8 +188,12 @@ static void test_names_validation_and_key(void **ctx)
 	assert_int_equal(n->ndns, 2);
 	assert_string_equal(n->dns[0], "b.example"); /* order kept: first is the CN */
 	static const char *const bad[] = {
-		"", ".", "a..b", ".a", "a b", "a/b", "*", "*a.b", "a.*.b", "exa\xc3\xa9mple.com",
-		"a\"b", "0123456789012345678901234567890123456789012345678901234567890123.com",
+		"",      ".",
+		"a..b",  ".a",
+		"a b",   "a/b",
+		"*",     "*a.b",
+		"a.*.b", "exa\xc3\xa9mple.com",
+		"a\"b",  "0123456789012345678901234567890123456789012345678901234567890123.com",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		assert_int_equal(cert_names_add(n, bad[i]), -EINVAL);
@@ -220,7 +228,8 @@ static void test_names_from_upstream(void **ctx)
 	X509V3_set_ctx_nodb(&v3);
 	X509V3_set_ctx(&v3, up, up, NULL, NULL, 0);
 	X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name,
-		"DNS:www.example.net,DNS:*.cdn.example.net,DNS:bad name,IP:198.51.100.1,IP:2001:db8::1");
+						  "DNS:www.example.net,DNS:*.cdn.example.net,DNS:"
+						  "bad name,IP:198.51.100.1,IP:2001:db8::1");
 	assert_non_null(ext);
 	X509_add_ext(up, ext, -1);
 	X509_EXTENSION_free(ext);
@@ -264,7 +273,8 @@ static void test_rsa_ca(void **ctx)
 	X509_gmtime_adj(X509_getm_notBefore(ca), -60);
 	X509_gmtime_adj(X509_getm_notAfter(ca), 86400 * 30); /* shorter than a leaf */
 	X509_set_pubkey(ca, key);
-	X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, NULL, NID_basic_constraints, "critical,CA:TRUE");
+	X509_EXTENSION *ext =
+		X509V3_EXT_conf_nid(NULL, NULL, NID_basic_constraints, "critical,CA:TRUE");
 	X509_add_ext(ca, ext, -1);
 	X509_EXTENSION_free(ext);
 	X509_sign(ca, key, EVP_sha256());

@@ -81,7 +81,8 @@ static void test_hit_is_same_cert(void **ctx)
 	X509_free(b);
 	certcache_free(c);
 	char cn[64];
-	assert_true(X509_NAME_get_text_by_NID(X509_get_subject_name(a), NID_commonName, cn, sizeof(cn)) > 0);
+	assert_true(X509_NAME_get_text_by_NID(X509_get_subject_name(a), NID_commonName, cn,
+					      sizeof(cn)) > 0);
 	assert_string_equal(cn, "example.com");
 	X509_free(a);
 	X509_free(d);

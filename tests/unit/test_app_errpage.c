@@ -33,7 +33,8 @@ static void test_http1(void **state)
 	text[n] = 0;
 	assert_memory_equal(text, "HTTP/1.1 502 Bad Gateway\r\n", 26);
 	assert_non_null(strstr(text, "Connection: close\r\n"));
-	assert_non_null(strstr(text, "\r\n\r\nwgmitm: upstream certificate: self-signed certificate\n"));
+	assert_non_null(
+		strstr(text, "\r\n\r\nwgmitm: upstream certificate: self-signed certificate\n"));
 	errpage_consume(e, n);
 	assert_int_equal(errpage_out(e, &out), 0);
 	errpage_free(e);
@@ -46,10 +47,13 @@ struct h2client {
 	bool closed, goaway;
 };
 
-static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t namelen,
-		     const uint8_t *value, size_t valuelen, uint8_t flags, void *user)
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
+		     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+		     void *user)
 {
-	(void)s; (void)f; (void)flags;
+	(void)s;
+	(void)f;
+	(void)flags;
 	struct h2client *c = user;
 	if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
 		char v[8] = "";
@@ -62,7 +66,9 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
 static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
 		   void *user)
 {
-	(void)s; (void)flags; (void)id;
+	(void)s;
+	(void)flags;
+	(void)id;
 	struct h2client *c = user;
 	if (len <= sizeof(c->body) - c->body_len) {
 		memcpy(c->body + c->body_len, data, len);
@@ -73,7 +79,9 @@ static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t 
 
 static int on_close(nghttp2_session *s, int32_t id, uint32_t err, void *user)
 {
-	(void)s; (void)id; (void)err;
+	(void)s;
+	(void)id;
+	(void)err;
 	((struct h2client *)user)->closed = true;
 	return 0;
 }

@@ -176,11 +176,14 @@ static void test_record_format(void **state)
 	size_t len;
 	const char *text = slurp(t->path, &len);
 	const char *want =
-		"{\"type\":\"tcp\",\"id\":\"0badcafe-7\",\"peer\":\"phone\",\"client\":\"10.66.77.2:40000\","
+		"{\"type\":\"tcp\",\"id\":\"0badcafe-7\",\"peer\":\"phone\",\"client\":\"10.66.77."
+		"2:40000\","
 		"\"server\":\"[2001:db8::5]:443\",\"start\":\"2024-05-01T12:34:56.000001Z\","
-		"\"end\":\"2024-05-01T12:34:57.500000Z\",\"bytes_up\":517,\"bytes_down\":1099511627776,"
+		"\"end\":\"2024-05-01T12:34:57.500000Z\",\"bytes_up\":517,\"bytes_down\":"
+		"1099511627776,"
 		"\"end_reason\":\"fin\"}\n"
-		"{\"type\":\"udp\",\"id\":\"0badcafe-8\",\"peer\":null,\"client\":\"10.66.77.2:40000\","
+		"{\"type\":\"udp\",\"id\":\"0badcafe-8\",\"peer\":null,\"client\":\"10.66.77.2:"
+		"40000\","
 		"\"server\":\"[2001:db8::5]:443\",\"start\":\"2024-05-01T12:34:56.000000Z\","
 		"\"end\":\"2024-05-01T12:35:26.000000Z\",\"bytes_up\":120,\"bytes_down\":80,"
 		"\"packets_up\":3,\"packets_down\":2,\"end_reason\":\"timeout\","
@@ -189,7 +192,8 @@ static void test_record_format(void **state)
 	/* The third line: the second record plus the added key, last. */
 	const char *third = text + strlen(want);
 	const char *tail = ",\"query\":\"example.com\"}\n";
-	assert_int_equal(strlen(third), strlen(want) - (strchr(want, '\n') + 1 - want) - 2 + strlen(tail));
+	assert_int_equal(strlen(third),
+			 strlen(want) - (strchr(want, '\n') + 1 - want) - 2 + strlen(tail));
 	assert_string_equal(third + strlen(third) - strlen(tail), tail);
 	assert_memory_equal(third, strchr(want, '\n') + 1, strlen(strchr(want, '\n') + 1) - 2);
 }
@@ -434,11 +438,13 @@ static void test_serialise_roundtrip(void **state)
 	json_object_set_new(o, "type", json_string("http"));
 	json_object_set_new(o, "ascii", json_stringn_nocheck(all, 127));
 	json_object_set_new(o, "quote\"key\\\n", json_string("v"));
-	json_object_set_new(o, "utf8", json_string("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80 caf\xc3\xa9"));
+	json_object_set_new(o, "utf8",
+			    json_string("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80 caf\xc3\xa9"));
 	json_object_set_new(o, "nul", json_stringn("a\0b", 3));
 	json_object_set_new(o, "empty", json_string(""));
-	json_object_set_new(o, "nested", json_pack("{s:[i,i,{s:n,s:b,s:b}],s:{}}", "a", (json_int_t)INT64_MIN,
-						   (json_int_t)INT64_MAX, "n", "t", 1, "f", 0, "o"));
+	json_object_set_new(o, "nested",
+			    json_pack("{s:[i,i,{s:n,s:b,s:b}],s:{}}", "a", (json_int_t)INT64_MIN,
+				      (json_int_t)INT64_MAX, "n", "t", 1, "f", 0, "o"));
 	json_object_set_new(o, "reals", json_pack("[f,f,f,f]", 0.5, 1.0, -1e300, 123456.789));
 	assert_int_equal(flowlog_write(log, o), 0);
 	flowlog_close(log);
@@ -454,10 +460,10 @@ static void test_serialise_roundtrip(void **state)
 	/* Key order is kept. */
 	const char *k;
 	json_t *v;
-	const char *want[] = { "type", "ascii", "quote\"key\\\n", "utf8", "nul", "empty", "nested", "reals" };
+	const char *want[] = { "type", "ascii", "quote\"key\\\n", "utf8",
+			       "nul",  "empty", "nested",         "reals" };
 	size_t i = 0;
-	json_object_foreach(back, k, v)
-		assert_string_equal(k, want[i++]);
+	json_object_foreach(back, k, v) assert_string_equal(k, want[i++]);
 	assert_int_equal(i, 8);
 	assert_true(json_is_real(json_array_get(json_object_get(back, "reals"), 1)));
 	json_decref(back);

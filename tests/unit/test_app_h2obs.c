@@ -43,7 +43,7 @@ static const struct pattern patterns[] = {
 
 struct rec {
 	json_t *j;
-	const char *error;   /* copied into err */
+	const char *error; /* copied into err */
 	char err[64];
 	char detail[96];
 	uint32_t sid;
@@ -86,14 +86,16 @@ static ssize_t body_read(nghttp2_session *session, int32_t sid, uint8_t *buf, si
 		*flags |= NGHTTP2_DATA_FLAG_EOF;
 		if (b->n_trailers) {
 			*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-			assert_int_equal(nghttp2_submit_trailer(session, sid, b->trailers, b->n_trailers), 0);
+			assert_int_equal(
+				nghttp2_submit_trailer(session, sid, b->trailers, b->n_trailers),
+				0);
 		}
 	}
 	return (ssize_t)k;
 }
 
-#define NV(n, v)                                                                         \
-	{                                                                                \
+#define NV(n, v)                                                                                   \
+	{                                                                                          \
 		(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, NGHTTP2_NV_FLAG_NONE \
 	}
 
@@ -130,7 +132,7 @@ struct conn {
 	size_t max_data_frame;
 	int32_t data_order[4096];
 	size_t n_data_order;
-	uint32_t c_headers_len[256];   /* the client's HEADERS frames */
+	uint32_t c_headers_len[256]; /* the client's HEADERS frames */
 	size_t n_c_headers;
 	uint8_t head[2][9];
 	size_t head_have[2];
@@ -183,8 +185,8 @@ static void wire_scan(struct conn *c, int d, const uint8_t *p, size_t n)
 				c->max_data_frame = len;
 			if (c->n_data_order < 4096)
 				c->data_order[c->n_data_order++] =
-				    (int32_t)((uint32_t)h[5] << 24 | (uint32_t)h[6] << 16 |
-					      (uint32_t)h[7] << 8 | h[8]);
+					(int32_t)((uint32_t)h[5] << 24 | (uint32_t)h[6] << 16 |
+						  (uint32_t)h[7] << 8 | h[8]);
 		}
 		c->head_have[d] = 0;
 		c->skip[d] = len;
@@ -252,7 +254,8 @@ static int srv_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *u
 }
 
 static int srv_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
-		      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *ud)
+		      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+		      void *ud)
 {
 	struct conn *c = ud;
 	if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
@@ -265,8 +268,8 @@ static int srv_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t 
 	return 0;
 }
 
-static int srv_data(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data,
-		    size_t len, void *ud)
+static int srv_data(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data, size_t len,
+		    void *ud)
 {
 	struct conn *c = ud;
 	c->srv[sid].body_in += len;
@@ -280,7 +283,8 @@ static int srv_frame(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 	if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST &&
 	    c->srv[sid].expect_100) {
 		const nghttp2_nv cont[] = { NV(":status", "100") };
-		assert_int_equal(nghttp2_submit_headers(s, NGHTTP2_FLAG_NONE, sid, NULL, cont, 1, NULL), 0);
+		assert_int_equal(
+			nghttp2_submit_headers(s, NGHTTP2_FLAG_NONE, sid, NULL, cont, 1, NULL), 0);
 	}
 	if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) &&
 	    (f->hd.flags & NGHTTP2_FLAG_END_STREAM) && c->respond)
@@ -290,8 +294,8 @@ static int srv_frame(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 
 /* -- client callbacks -- */
 
-static int cli_data(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data,
-		    size_t len, void *ud)
+static int cli_data(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data, size_t len,
+		    void *ud)
 {
 	struct conn *c = ud;
 	c->cli[sid].body_in += len;
@@ -304,7 +308,8 @@ static int cli_frame(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 	int32_t sid = f->hd.stream_id;
 	if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_RESPONSE &&
 	    c->cli[sid].rst_on_headers)
-		assert_int_equal(nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL), 0);
+		assert_int_equal(
+			nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL), 0);
 	return 0;
 }
 
@@ -334,10 +339,10 @@ struct conn_opts {
 	size_t body_cap;
 	size_t max_streams;
 	bool pad;
-	bool big_frames;               /* server sends DATA up to the client's max */
+	bool big_frames; /* server sends DATA up to the client's max */
 	const nghttp2_settings_entry *client_settings, *server_settings;
 	size_t n_client_settings, n_server_settings;
-	size_t client_deflate_table;   /* 0: nghttp2's default */
+	size_t client_deflate_table; /* 0: nghttp2's default */
 };
 
 static struct conn *conn_new(const struct pattern *pat, const struct conn_opts *opt)
@@ -382,10 +387,12 @@ static struct conn *conn_new(const struct pattern *pat, const struct conn_opts *
 
 	assert_int_equal(nghttp2_submit_settings(c->client, NGHTTP2_FLAG_NONE,
 						 opt ? opt->client_settings : NULL,
-						 opt ? opt->n_client_settings : 0), 0);
+						 opt ? opt->n_client_settings : 0),
+			 0);
 	assert_int_equal(nghttp2_submit_settings(c->server, NGHTTP2_FLAG_NONE,
 						 opt ? opt->server_settings : NULL,
-						 opt ? opt->n_server_settings : 0), 0);
+						 opt ? opt->n_server_settings : 0),
+			 0);
 	return c;
 }
 
@@ -413,7 +420,9 @@ static struct rec *rec_for(struct conn *c, uint32_t sid)
 static int32_t get(struct conn *c, const char *path)
 {
 	nghttp2_nv nv[] = {
-		NV(":method", "GET"), NV(":scheme", "https"), NV(":authority", "example.com"),
+		NV(":method", "GET"),
+		NV(":scheme", "https"),
+		NV(":authority", "example.com"),
 		{ (uint8_t *)":path", (uint8_t *)path, 5, strlen(path), NGHTTP2_NV_FLAG_NONE },
 		NV("user-agent", "h2obs-test/1"),
 	};
@@ -422,19 +431,22 @@ static int32_t get(struct conn *c, const char *path)
 	return sid;
 }
 
-static void respond_with(struct conn *c, int32_t sid, const char *status, size_t len,
-			 unsigned seed, const nghttp2_nv *trailers, size_t n_trailers)
+static void respond_with(struct conn *c, int32_t sid, const char *status, size_t len, unsigned seed,
+			 const nghttp2_nv *trailers, size_t n_trailers)
 {
 	nghttp2_nv nv[] = {
-		{ (uint8_t *)":status", (uint8_t *)status, 7, strlen(status), NGHTTP2_NV_FLAG_NONE },
+		{ (uint8_t *)":status", (uint8_t *)status, 7, strlen(status),
+		  NGHTTP2_NV_FLAG_NONE },
 		NV("content-type", "text/plain"),
 		NV("server", "h2obs-test-server"),
 	};
 	struct body_src *b = &c->srv[sid].out;
-	*b = (struct body_src){ .len = len, .seed = seed, .trailers = trailers,
-				.n_trailers = n_trailers };
+	*b = (struct body_src){
+		.len = len, .seed = seed, .trailers = trailers, .n_trailers = n_trailers
+	};
 	nghttp2_data_provider prd = { .source.ptr = b, .read_callback = body_read };
-	assert_int_equal(nghttp2_submit_response(c->server, sid, nv, 3, len || n_trailers ? &prd : NULL), 0);
+	assert_int_equal(
+		nghttp2_submit_response(c->server, sid, nv, 3, len || n_trailers ? &prd : NULL), 0);
 }
 
 /* Answers /size/N with N body bytes (seeded by the stream id). */
@@ -520,8 +532,8 @@ static const char *get_headers_json(const char *path)
 	return buf;
 }
 
-#define RESP_HEADERS(status)                                                         \
-	"[[\":status\",\"" status "\"],[\"content-type\",\"text/plain\"],"           \
+#define RESP_HEADERS(status)                                                                       \
+	"[[\":status\",\"" status "\"],[\"content-type\",\"text/plain\"],"                         \
 	"[\"server\",\"h2obs-test-server\"]]"
 
 /* A complete GET of /size/N on stream sid. */
@@ -617,7 +629,9 @@ static int32_t post(struct conn *c, const char *path, size_t len, unsigned seed,
 		    size_t n_trailers)
 {
 	nghttp2_nv nv[8] = {
-		NV(":method", "POST"), NV(":scheme", "https"), NV(":authority", "api.example.com:8443"),
+		NV(":method", "POST"),
+		NV(":scheme", "https"),
+		NV(":authority", "api.example.com:8443"),
 		{ (uint8_t *)":path", (uint8_t *)path, 5, strlen(path), NGHTTP2_NV_FLAG_NONE },
 	};
 	assert_true(n_extra <= 4);
@@ -626,7 +640,9 @@ static int32_t post(struct conn *c, const char *path, size_t len, unsigned seed,
 	static struct body_src srcs[64];
 	static size_t next;
 	struct body_src *b = &srcs[next++ % 64];
-	*b = (struct body_src){ .len = len, .seed = seed, .trailers = trailers, .n_trailers = n_trailers };
+	*b = (struct body_src){
+		.len = len, .seed = seed, .trailers = trailers, .n_trailers = n_trailers
+	};
 	nghttp2_data_provider prd = { .source.ptr = b, .read_callback = body_read };
 	int32_t sid = nghttp2_submit_request(c->client, NULL, nv, 4 + n_extra, &prd, NULL);
 	assert_true(sid > 0);
@@ -698,7 +714,8 @@ static void test_trailers_grpc(void **state)
 	for (size_t p = 0; p < N_PATTERNS; p++) {
 		struct conn *c = conn_new(&patterns[p], NULL);
 		c->respond = respond_grpc;
-		const nghttp2_nv extra[] = { NV("content-type", "application/grpc"), NV("te", "trailers") };
+		const nghttp2_nv extra[] = { NV("content-type", "application/grpc"),
+					     NV("te", "trailers") };
 		int32_t sid = post(c, "/pkg.Service/Call", 40, 4, extra, 2, req_trailers, 1);
 		pump(c);
 		assert_int_equal(c->n_recs, 1);
@@ -722,7 +739,8 @@ static void respond_reset_or_size(struct conn *c, int32_t sid, struct srv_stream
 {
 	if (strcmp(rq->path, "/refuse") == 0)
 		assert_int_equal(nghttp2_submit_rst_stream(c->server, NGHTTP2_FLAG_NONE, sid,
-							   NGHTTP2_REFUSED_STREAM), 0);
+							   NGHTTP2_REFUSED_STREAM),
+				 0);
 	else
 		respond_size(c, sid, rq);
 }
@@ -769,7 +787,8 @@ static void respond_goaway(struct conn *c, int32_t sid, struct srv_stream *rq)
 		respond_size(c, sid, rq);
 	if (sid == 7)
 		assert_int_equal(nghttp2_submit_goaway(c->server, NGHTTP2_FLAG_NONE, 3,
-						       NGHTTP2_NO_ERROR, NULL, 0), 0);
+						       NGHTTP2_NO_ERROR, NULL, 0),
+				 0);
 }
 
 static void test_goaway(void **state)
@@ -822,8 +841,8 @@ static void test_100_continue(void **state)
 static void hpack_run(const struct conn_opts *opt, size_t n_req, bool expect_small)
 {
 	static const char cookie[] =
-	    "session=0123456789abcdef0123456789abcdef; prefs=dark-mode-compact-view; "
-	    "tracking=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+		"session=0123456789abcdef0123456789abcdef; prefs=dark-mode-compact-view; "
+		"tracking=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 	char bigval[20][400];
 	for (int i = 0; i < 20; i++) {
 		for (int k = 0; k < 399; k++)
@@ -835,16 +854,21 @@ static void hpack_run(const struct conn_opts *opt, size_t n_req, bool expect_sma
 	c->respond = respond_size;
 	for (size_t i = 0; i < n_req; i++) {
 		nghttp2_nv nv[32] = {
-			NV(":method", "GET"), NV(":scheme", "https"), NV(":authority", "example.com"),
-			NV(":path", "/size/10"), NV("user-agent", "h2obs-test/1"),
-			{ (uint8_t *)"cookie", (uint8_t *)cookie, 6, sizeof(cookie) - 1, NGHTTP2_NV_FLAG_NONE },
+			NV(":method", "GET"),
+			NV(":scheme", "https"),
+			NV(":authority", "example.com"),
+			NV(":path", "/size/10"),
+			NV("user-agent", "h2obs-test/1"),
+			{ (uint8_t *)"cookie", (uint8_t *)cookie, 6, sizeof(cookie) - 1,
+			  NGHTTP2_NV_FLAG_NONE },
 		};
 		size_t n = 6;
 		if (opt && opt->client_deflate_table)
 			for (int k = 0; k < 20; k++, n++) {
 				snprintf(bigname[k], sizeof(bigname[k]), "x-big-%d", k);
 				nv[n] = (nghttp2_nv){ (uint8_t *)bigname[k], (uint8_t *)bigval[k],
-						      strlen(bigname[k]), 399, NGHTTP2_NV_FLAG_NONE };
+						      strlen(bigname[k]), 399,
+						      NGHTTP2_NV_FLAG_NONE };
 			}
 		assert_true(nghttp2_submit_request(c->client, NULL, nv, n, NULL, NULL) > 0);
 		pump(c);
@@ -856,10 +880,14 @@ static void hpack_run(const struct conn_opts *opt, size_t n_req, bool expect_sma
 		assert_int_equal(json_array_size(h), n);
 		for (size_t k = 0; k < n; k++) {
 			const json_t *pair = json_array_get(h, k);
-			assert_int_equal(json_string_length(json_array_get(pair, 0)), nv[k].namelen);
-			assert_memory_equal(json_string_value(json_array_get(pair, 0)), nv[k].name, nv[k].namelen);
-			assert_int_equal(json_string_length(json_array_get(pair, 1)), nv[k].valuelen);
-			assert_memory_equal(json_string_value(json_array_get(pair, 1)), nv[k].value, nv[k].valuelen);
+			assert_int_equal(json_string_length(json_array_get(pair, 0)),
+					 nv[k].namelen);
+			assert_memory_equal(json_string_value(json_array_get(pair, 0)), nv[k].name,
+					    nv[k].namelen);
+			assert_int_equal(json_string_length(json_array_get(pair, 1)),
+					 nv[k].valuelen);
+			assert_memory_equal(json_string_value(json_array_get(pair, 1)), nv[k].value,
+					    nv[k].valuelen);
 		}
 		assert_key(r->j, "response.headers", RESP_HEADERS("200"));
 		assert_body(r->j, "response.body", (unsigned)r->sid, 10, 10);
@@ -883,8 +911,10 @@ static void test_hpack_dynamic_table(void **state)
 	hpack_run(NULL, 60, true);
 	/* a dynamic table of 64 KiB the server allowed and the client used:
 	 * 20 fields of 400 bytes only fit after the SETTINGS ACK */
-	static const nghttp2_settings_entry big[] = { { NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, 65536 } };
-	struct conn_opts opt = { .server_settings = big, .n_server_settings = 1,
+	static const nghttp2_settings_entry big[] = { { NGHTTP2_SETTINGS_HEADER_TABLE_SIZE,
+							65536 } };
+	struct conn_opts opt = { .server_settings = big,
+				 .n_server_settings = 1,
 				 .client_deflate_table = 65536 };
 	hpack_run(&opt, 30, true);
 }
@@ -908,8 +938,11 @@ static void test_padding_priority(void **state)
 		nghttp2_priority_spec pri;
 		nghttp2_priority_spec_init(&pri, 0, 200, 0);
 		nghttp2_nv nv[] = {
-			NV(":method", "GET"), NV(":scheme", "https"), NV(":authority", "example.com"),
-			NV(":path", "/size/50000"), NV("user-agent", "h2obs-test/1"),
+			NV(":method", "GET"),
+			NV(":scheme", "https"),
+			NV(":authority", "example.com"),
+			NV(":path", "/size/50000"),
+			NV("user-agent", "h2obs-test/1"),
 		};
 		int32_t s1 = nghttp2_submit_request(c->client, &pri, nv, 5, NULL, NULL);
 		const nghttp2_nv extra[] = { NV("content-type", "text/plain") };
@@ -931,11 +964,15 @@ static void test_max_frame_size(void **state)
 		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, (1 << 24) },
 	};
 	for (size_t p = 0; p < N_PATTERNS; p += 2) {
-		struct conn_opts opt = { .client_settings = cs, .n_client_settings = 2,
-					 .big_frames = true, .body_cap = 4 << 20 };
+		struct conn_opts opt = { .client_settings = cs,
+					 .n_client_settings = 2,
+					 .big_frames = true,
+					 .body_cap = 4 << 20 };
 		struct conn *c = conn_new(&patterns[p], &opt);
 		c->respond = respond_size;
-		assert_int_equal(nghttp2_session_set_local_window_size(c->client, NGHTTP2_FLAG_NONE, 0, 1 << 24), 0);
+		assert_int_equal(nghttp2_session_set_local_window_size(c->client, NGHTTP2_FLAG_NONE,
+								       0, 1 << 24),
+				 0);
 		int32_t sid = get(c, "/size/3000000");
 		pump(c);
 		assert_true(c->max_data_frame > 500000);
@@ -955,8 +992,8 @@ static void respond_big_headers(struct conn *c, int32_t sid, struct srv_stream *
 		for (int k = 0; k < 2000; k++)
 			vals[i][k] = (char)('!' + (i * 13 + k * k * 7) % 94);
 		snprintf(names[i], sizeof(names[i]), "x-resp-%d", i);
-		nv[i + 1] = (nghttp2_nv){ (uint8_t *)names[i], (uint8_t *)vals[i], strlen(names[i]), 2000,
-					  NGHTTP2_NV_FLAG_NONE };
+		nv[i + 1] = (nghttp2_nv){ (uint8_t *)names[i], (uint8_t *)vals[i], strlen(names[i]),
+					  2000, NGHTTP2_NV_FLAG_NONE };
 	}
 	assert_int_equal(nghttp2_submit_response(c->server, sid, nv, 13, NULL), 0);
 }
@@ -969,7 +1006,9 @@ static void test_continuation(void **state)
 		static char vals[20][2001];
 		static char names[20][16];
 		nghttp2_nv nv[24] = {
-			NV(":method", "GET"), NV(":scheme", "https"), NV(":authority", "example.com"),
+			NV(":method", "GET"),
+			NV(":scheme", "https"),
+			NV(":authority", "example.com"),
 			NV(":path", "/h"),
 		};
 		for (int i = 0; i < 20; i++) {
@@ -996,8 +1035,10 @@ static void test_continuation(void **state)
 		}
 		h = at(r->j, "response.headers");
 		assert_int_equal(json_array_size(h), 13);
-		assert_string_equal(json_string_value(json_array_get(json_array_get(h, 12), 0)), "x-resp-11");
-		assert_int_equal(json_string_length(json_array_get(json_array_get(h, 12), 1)), 2000);
+		assert_string_equal(json_string_value(json_array_get(json_array_get(h, 12), 0)),
+				    "x-resp-11");
+		assert_int_equal(json_string_length(json_array_get(json_array_get(h, 12), 1)),
+				 2000);
 		assert_key(r->j, "response.status", "200");
 		conn_free(c);
 	}
@@ -1007,10 +1048,13 @@ static void test_continuation(void **state)
 static void respond_push(struct conn *c, int32_t sid, struct srv_stream *rq)
 {
 	nghttp2_nv pnv[] = {
-		NV(":method", "GET"), NV(":scheme", "https"), NV(":authority", "example.com"),
+		NV(":method", "GET"),
+		NV(":scheme", "https"),
+		NV(":authority", "example.com"),
 		NV(":path", "/size/777"),
 	};
-	int32_t promised = nghttp2_submit_push_promise(c->server, NGHTTP2_FLAG_NONE, sid, pnv, 4, NULL);
+	int32_t promised =
+		nghttp2_submit_push_promise(c->server, NGHTTP2_FLAG_NONE, sid, pnv, 4, NULL);
 	assert_true(promised > 0);
 	memcpy(c->srv[promised].path, "/size/777", 10);
 	respond_size(c, promised, &c->srv[promised]);
@@ -1032,7 +1076,8 @@ static void test_push_promise(void **state)
 		assert_key(r->j, "stream_id", "2");
 		assert_key(r->j, "url", "\"https://example.com/size/777\"");
 		assert_key(r->j, "request.headers",
-			   "[[\":method\",\"GET\"],[\":scheme\",\"https\"],[\":authority\",\"example.com\"],"
+			   "[[\":method\",\"GET\"],[\":scheme\",\"https\"],[\":authority\","
+			   "\"example.com\"],"
 			   "[\":path\",\"/size/777\"]]");
 		assert_key(r->j, "response.status", "200");
 		assert_body(r->j, "response.body", 2, 777, 777);
@@ -1144,9 +1189,9 @@ static void crafted_start(struct conn *c)
 static size_t literal_get(uint8_t *out, uint32_t sid, uint8_t flags)
 {
 	static const uint8_t block[] = {
-		0x82,                                /* :method GET (static 2) */
-		0x87,                                /* :scheme https (static 7) */
-		0x04, 0x02, '/', 'x',                /* :path "/x", name static 4 */
+		0x82,                 /* :method GET (static 2) */
+		0x87,                 /* :scheme https (static 7) */
+		0x04, 0x02, '/', 'x', /* :path "/x", name static 4 */
 	};
 	return frame(out, sizeof(block), NGHTTP2_HEADERS, flags, sid, block);
 }
@@ -1156,7 +1201,8 @@ static void test_crafted_default_authority(void **state)
 	struct conn *c = crafted_conn();
 	uint8_t b[128];
 	crafted_start(c);
-	h2obs_client(c->obs, b, literal_get(b, 1, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM));
+	h2obs_client(c->obs, b,
+		     literal_get(b, 1, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM));
 	/* response: :status 204 (static index 9), END_HEADERS | END_STREAM */
 	const uint8_t resp[] = { 0x89 };
 	h2obs_server(c->obs, b, frame(b, 1, NGHTTP2_HEADERS, 0x5, 1, resp));
@@ -1197,13 +1243,15 @@ static void test_crafted_errors(void **state)
 	frame(b, 16385, NGHTTP2_DATA, 0, 1, NULL);
 	h2obs_server(c->obs, b, 9);
 	assert_true(h2obs_failed(c->obs));
-	assert_string_equal(c->recs[0].detail, "server: frame type 0 of 16385 bytes over max frame size 16384");
+	assert_string_equal(c->recs[0].detail,
+			    "server: frame type 0 of 16385 bytes over max frame size 16384");
 	crafted_free(c);
 
 	/* an HPACK error (index 0) with a stream open: that stream carries it */
 	c = crafted_conn();
 	crafted_start(c);
-	h2obs_client(c->obs, b, literal_get(b, 1, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM));
+	h2obs_client(c->obs, b,
+		     literal_get(b, 1, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM));
 	const uint8_t bad[] = { 0x80 };
 	h2obs_server(c->obs, b, frame(b, 1, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS, 1, bad));
 	assert_true(h2obs_failed(c->obs));
@@ -1229,7 +1277,8 @@ static void test_crafted_errors(void **state)
 	h2obs_client(c->obs, b, literal_get(b, 1, 0));
 	h2obs_client(c->obs, b, frame(b, 8, NGHTTP2_PING, 0, 0, "12345678"));
 	assert_true(h2obs_failed(c->obs));
-	assert_string_equal(c->recs[0].detail, "client: frame type 6 inside the header block of stream 1");
+	assert_string_equal(c->recs[0].detail,
+			    "client: frame type 6 inside the header block of stream 1");
 	crafted_free(c);
 
 	/* a block cut inside a literal, ended by END_HEADERS */
@@ -1251,21 +1300,26 @@ static void test_crafted_empty_fragments(void **state)
 	crafted_start(c);
 	/* HEADERS: PADDED | PRIORITY, pad 3, priority 5 bytes, no fragment */
 	const uint8_t hp[] = { 3, 0, 0, 0, 0, 15, 0, 0, 0 };
-	h2obs_client(c->obs, b, frame(b, sizeof(hp), NGHTTP2_HEADERS,
-				      NGHTTP2_FLAG_PADDED | NGHTTP2_FLAG_PRIORITY | NGHTTP2_FLAG_END_STREAM, 1, hp));
-	const uint8_t frag[] = { 0x82, 0x87, 0x84, 0x41, 0x01, 'h' };  /* :authority "h" */
+	h2obs_client(c->obs, b,
+		     frame(b, sizeof(hp), NGHTTP2_HEADERS,
+			   NGHTTP2_FLAG_PADDED | NGHTTP2_FLAG_PRIORITY | NGHTTP2_FLAG_END_STREAM, 1,
+			   hp));
+	const uint8_t frag[] = { 0x82, 0x87, 0x84, 0x41, 0x01, 'h' }; /* :authority "h" */
 	h2obs_client(c->obs, b, frame(b, sizeof(frag), NGHTTP2_CONTINUATION, 0, 1, frag));
-	h2obs_client(c->obs, b, frame(b, 0, NGHTTP2_CONTINUATION, NGHTTP2_FLAG_END_HEADERS, 1, NULL));
-	const uint8_t resp[] = { 0x88 };  /* :status 200 */
+	h2obs_client(c->obs, b,
+		     frame(b, 0, NGHTTP2_CONTINUATION, NGHTTP2_FLAG_END_HEADERS, 1, NULL));
+	const uint8_t resp[] = { 0x88 }; /* :status 200 */
 	h2obs_server(c->obs, b, frame(b, 1, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS, 1, resp));
 	const uint8_t data[] = { 2, 'o', 'k', 0, 0 };
-	h2obs_server(c->obs, b, frame(b, sizeof(data), NGHTTP2_DATA,
-				      NGHTTP2_FLAG_PADDED | NGHTTP2_FLAG_END_STREAM, 1, data));
+	h2obs_server(c->obs, b,
+		     frame(b, sizeof(data), NGHTTP2_DATA,
+			   NGHTTP2_FLAG_PADDED | NGHTTP2_FLAG_END_STREAM, 1, data));
 	assert_false(h2obs_failed(c->obs));
 	assert_int_equal(c->n_recs, 1);
 	assert_null(c->recs[0].error);
 	assert_key(c->recs[0].j, "url", "\"https://h/\"");
-	assert_key(c->recs[0].j, "response.body", "{\"text\":\"ok\",\"size\":2,\"truncated\":false}");
+	assert_key(c->recs[0].j, "response.body",
+		   "{\"text\":\"ok\",\"size\":2,\"truncated\":false}");
 	crafted_free(c);
 }
 

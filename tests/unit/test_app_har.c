@@ -26,7 +26,8 @@ static const char *const records[] = {
 	"{'type':'http','id':'0a0b0c0d-2','peer':'phone','client':'10.66.77.2:40000',"
 	"'server':'93.184.216.34:443','start':'2024-05-01T12:00:00.100000Z',"
 	"'end':'2024-05-01T12:00:00.131000Z','bytes_up':0,'bytes_down':44,'end_reason':'complete',"
-	"'conn':'0a0b0c0d-1','tls':{'client':{'version':'TLSv1.3','cipher':'TLS_AES_128_GCM_SHA256',"
+	"'conn':'0a0b0c0d-1','tls':{'client':{'version':'TLSv1.3','cipher':'TLS_AES_128_GCM_SHA256'"
+	","
 	"'alpn':'http/1.1'},'upstream':{'version':'TLSv1.3','cipher':'TLS_AES_128_GCM_SHA256',"
 	"'alpn':'http/1.1'}},'http_version':'HTTP/1.1','method':'GET',"
 	"'url':'https://example.com/search?q=caf%C3%A9&lang=en&empty=&flag',"
@@ -36,9 +37,11 @@ static const char *const records[] = {
 	"['Content-Encoding','gzip'],['Set-Cookie','id=42; Path=/; Domain=example.com; "
 	"Expires=Wed, 21 Oct 2037 07:28:00 GMT; Secure; HttpOnly; SameSite=Lax'],"
 	"['Content-Length','44']],'body':{'base64':"
-	"'H4sIAAAAAAACA7MpsMs4vDInJ1+h/PC2opwUhYHl2egX2AEAsD/nQ5MAAAA=','size':44,'truncated':false},"
+	"'H4sIAAAAAAACA7MpsMs4vDInJ1+h/PC2opwUhYHl2egX2AEAsD/"
+	"nQ5MAAAA=','size':44,'truncated':false},"
 	"'status':200,'reason':'OK'},'timings':{'start':'2024-05-01T12:00:00.100000Z',"
-	"'request_end':'2024-05-01T12:00:00.100250Z','response_start':'2024-05-01T12:00:00.130500Z',"
+	"'request_end':'2024-05-01T12:00:00.100250Z','response_start':'2024-05-01T12:00:00.130500Z'"
+	","
 	"'end':'2024-05-01T12:00:00.131000Z'}}",
 	/* 3: POST of a form, answered with a redirect (written before 4, started after). */
 	"{'type':'http','id':'0a0b0c0d-3','peer':'phone','client':'10.66.77.2:40002',"
@@ -50,7 +53,8 @@ static const char *const records[] = {
 	"'body':{'text':'user=alice&pass=p%40ss+word','size':27,'truncated':false}},"
 	"'response':{'headers':[['Location','/home'],['Content-Length','0']],"
 	"'body':{'text':'','size':0,'truncated':false},'status':302,'reason':'Found'},"
-	"'timings':{'start':'2024-05-01T12:00:02.000000Z','request_end':'2024-05-01T12:00:02.001000Z',"
+	"'timings':{'start':'2024-05-01T12:00:02.000000Z','request_end':'2024-05-01T12:00:02."
+	"001000Z',"
 	"'response_start':'2024-05-01T12:00:02.049000Z','end':'2024-05-01T12:00:02.050000Z'}}",
 	/* 4: plain HTTP/1.0, a binary (PNG) answer. */
 	"{'type':'http','id':'0a0b0c0d-4','peer':null,'client':'10.66.77.3:41000',"
@@ -59,9 +63,11 @@ static const char *const records[] = {
 	"'conn':'0a0b0c0d-11','tls':null,'http_version':'HTTP/1.0','method':'GET',"
 	"'url':'http://10.0.0.5:8080/img.png','request':{'headers':[['Host','10.0.0.5:8080']],"
 	"'body':{'text':'','size':0,'truncated':false}},'response':{'headers':"
-	"[['Content-Type','image/png']],'body':{'base64':'iVBORw0KGgo=','size':8,'truncated':false},"
+	"[['Content-Type','image/"
+	"png']],'body':{'base64':'iVBORw0KGgo=','size':8,'truncated':false},"
 	"'status':200,'reason':'OK'},'timings':{'start':'2024-05-01T12:00:01.000000Z',"
-	"'request_end':'2024-05-01T12:00:01.000100Z','response_start':'2024-05-01T12:00:01.002000Z',"
+	"'request_end':'2024-05-01T12:00:01.000100Z','response_start':'2024-05-01T12:00:01.002000Z'"
+	","
 	"'end':'2024-05-01T12:00:01.003000Z'}}",
 	/* 5: binary request body; the answer passed the recording cap. */
 	"{'type':'http','id':'0a0b0c0d-5','peer':'phone','client':'10.66.77.2:40004',"
@@ -71,16 +77,20 @@ static const char *const records[] = {
 	"'method':'POST','url':'https://cdn.example.net/upload?x=1','request':{'headers':"
 	"[['Host','cdn.example.net'],['Content-Type','application/octet-stream']],"
 	"'body':{'base64':'AAEC/w==','size':4,'truncated':false}},'response':{'headers':"
-	"[['Content-Type','text/plain']],'body':{'text':'0123456789','size':2000000,'truncated':true},"
+	"[['Content-Type','text/"
+	"plain']],'body':{'text':'0123456789','size':2000000,'truncated':true},"
 	"'status':200,'reason':'OK'},'timings':{'start':'2024-05-01T12:00:03.000000Z',"
-	"'request_end':'2024-05-01T12:00:03.000500Z','response_start':'2024-05-01T12:00:03.100000Z',"
+	"'request_end':'2024-05-01T12:00:03.000500Z','response_start':'2024-05-01T12:00:03.100000Z'"
+	","
 	"'end':'2024-05-01T12:00:03.900000Z'}}",
 	/* 6: HTTP/2 with pseudo-headers and split cookies. */
 	"{'type':'http','id':'0a0b0c0d-6','peer':'phone','client':'[fd00::2]:40006',"
 	"'server':'[2001:db8::10]:443','start':'2024-05-01T12:00:04.000000Z',"
 	"'end':'2024-05-01T12:00:04.020000Z','bytes_up':0,'bytes_down':7,'end_reason':'complete',"
-	"'conn':'0a0b0c0d-13','tls':{'client':{'version':'TLSv1.3','cipher':'TLS_AES_256_GCM_SHA384',"
-	"'alpn':'h2'},'upstream':{'version':'TLSv1.3','cipher':'TLS_AES_256_GCM_SHA384','alpn':'h2'}},"
+	"'conn':'0a0b0c0d-13','tls':{'client':{'version':'TLSv1.3','cipher':'TLS_AES_256_GCM_"
+	"SHA384',"
+	"'alpn':'h2'},'upstream':{'version':'TLSv1.3','cipher':'TLS_AES_256_GCM_SHA384','alpn':'h2'"
+	"}},"
 	"'http_version':'HTTP/2','stream_id':3,'method':'GET',"
 	"'url':'https://api.example.org/v1/items?page=2','request':{'headers':[[':method','GET'],"
 	"[':scheme','https'],[':authority','api.example.org'],[':path','/v1/items?page=2'],"
@@ -88,7 +98,8 @@ static const char *const records[] = {
 	"'body':{'text':'','size':0,'truncated':false}},'response':{'headers':[[':status','200'],"
 	"['content-type','application/json']],'body':{'text':'[1,2,3]','size':7,'truncated':false},"
 	"'status':200},'timings':{'start':'2024-05-01T12:00:04.000000Z',"
-	"'request_end':'2024-05-01T12:00:04.000001Z','response_start':'2024-05-01T12:00:04.010000Z',"
+	"'request_end':'2024-05-01T12:00:04.000001Z','response_start':'2024-05-01T12:00:04.010000Z'"
+	","
 	"'end':'2024-05-01T12:00:04.020000Z'}}",
 	/* 7: no response came. */
 	"{'type':'http','id':'0a0b0c0d-7','peer':'phone','client':'10.66.77.2:40008',"
@@ -98,7 +109,8 @@ static const char *const records[] = {
 	"'conn':'0a0b0c0d-14','tls':null,'http_version':'HTTP/1.1','method':'GET',"
 	"'url':'https://example.com/slow','request':{'headers':[['Host','example.com']],"
 	"'body':{'text':'','size':0,'truncated':false}},'response':null,"
-	"'timings':{'start':'2024-05-01T12:00:05.000000Z','request_end':'2024-05-01T12:00:05.000200Z',"
+	"'timings':{'start':'2024-05-01T12:00:05.000000Z','request_end':'2024-05-01T12:00:05."
+	"000200Z',"
 	"'response_start':null,'end':'2024-05-01T12:00:05.250000Z'}}",
 	/* 8: a WebSocket upgrade. */
 	"{'type':'http','id':'0a0b0c0d-8','peer':'phone','client':'10.66.77.2:40010',"
@@ -108,10 +120,12 @@ static const char *const records[] = {
 	"'url':'https://chat.example.com/socket','request':{'headers':[['Host','chat.example.com'],"
 	"['Upgrade','websocket'],['Connection','Upgrade'],['Sec-WebSocket-Version','13'],"
 	"['Sec-WebSocket-Key','dGhlIHNhbXBsZSBub25jZQ==']],'body':{'text':'','size':0,"
-	"'truncated':false}},'response':{'headers':[['Upgrade','websocket'],['Connection','Upgrade'],"
+	"'truncated':false}},'response':{'headers':[['Upgrade','websocket'],['Connection','Upgrade'"
+	"],"
 	"['Sec-WebSocket-Accept','s3pPLMBiTxaQ9kYGzzhZRbK+xOo=']],'body':{'text':'','size':0,"
 	"'truncated':false},'status':101,'reason':'Switching Protocols'},'websocket':true,"
-	"'timings':{'start':'2024-05-01T12:00:06.000000Z','request_end':'2024-05-01T12:00:06.000100Z',"
+	"'timings':{'start':'2024-05-01T12:00:06.000000Z','request_end':'2024-05-01T12:00:06."
+	"000100Z',"
 	"'response_start':'2024-05-01T12:00:06.040000Z','end':'2024-05-01T12:00:06.040000Z'}}",
 	/* 9: its messages. */
 	"{'type':'websocket','id':'0a0b0c0d-9','peer':'phone','client':'10.66.77.2:40010',"
@@ -121,7 +135,8 @@ static const char *const records[] = {
 	"{'dir':'up','time':'2024-05-01T12:00:06.500000Z','opcode':'text',"
 	"'body':{'text':'hello','size':5,'truncated':false}},"
 	"{'dir':'down','time':'2024-05-01T12:00:06.750123Z','opcode':'binary',"
-	"'body':{'base64':'AQID','size':3,'truncated':false}}],'close':{'code':1000,'reason':'bye'}}",
+	"'body':{'base64':'AQID','size':3,'truncated':false}}],'close':{'code':1000,'reason':'bye'}"
+	"}",
 	/* 10: a batch of a connection with no upgrade in the file. */
 	"{'type':'websocket','id':'0a0b0c0d-16','peer':'phone','client':'10.66.77.2:40012',"
 	"'server':'203.0.113.9:443','start':'2024-05-01T12:00:07.000000Z',"
@@ -145,7 +160,7 @@ static char *dq(const char *s)
 
 struct fixture {
 	char dir[64], flows[128], out[128];
-	json_t *har;           /* the HAR after a dump and load */
+	json_t *har; /* the HAR after a dump and load */
 	json_t *entries;
 	struct har_stats stats;
 	bool partial;
@@ -216,9 +231,11 @@ static json_t *entry(struct fixture *f, const char *id)
 {
 	size_t i;
 	json_t *e;
-	json_array_foreach(f->entries, i, e)
-		if (strcmp(json_string_value(json_object_get(json_object_get(e, "_wgmitm"), "id")), id) == 0)
-			return e;
+	json_array_foreach(
+		f->entries, i,
+		e) if (strcmp(json_string_value(json_object_get(json_object_get(e, "_wgmitm"),
+								"id")),
+			      id) == 0) return e;
 	fail_msg("no entry for %s", id);
 	return NULL;
 }
@@ -250,9 +267,15 @@ static double num(json_t *root, const char *path)
 }
 
 /* ms to whole µs (libm is not linked). */
-static long long us_of(double ms) { return (long long)(ms * 1000.0 + (ms >= 0 ? 0.5 : -0.5)); }
+static long long us_of(double ms)
+{
+	return (long long)(ms * 1000.0 + (ms >= 0 ? 0.5 : -0.5));
+}
 
-static double absd(double x) { return x < 0 ? -x : x; }
+static double absd(double x)
+{
+	return x < 0 ? -x : x;
+}
 
 static void test_log(void **state)
 {
@@ -282,7 +305,8 @@ static void test_timings_sum(void **state)
 	struct fixture *f = *state;
 	size_t i;
 	json_t *e;
-	json_array_foreach(f->entries, i, e) {
+	json_array_foreach(f->entries, i, e)
+	{
 		double send = num(e, "timings.send"), wait = num(e, "timings.wait"),
 		       receive = num(e, "timings.receive"), time = num(e, "time");
 		assert_true(send >= 0 && wait >= 0 && receive >= 0);
@@ -310,7 +334,8 @@ static void test_get_with_query(void **state)
 	assert_string_equal(s_at(e, "connection"), "0a0b0c0d-1");
 
 	assert_string_equal(s_at(e, "request.method"), "GET");
-	assert_string_equal(s_at(e, "request.url"), "https://example.com/search?q=caf%C3%A9&lang=en&empty=&flag");
+	assert_string_equal(s_at(e, "request.url"),
+			    "https://example.com/search?q=caf%C3%A9&lang=en&empty=&flag");
 	assert_string_equal(s_at(e, "request.httpVersion"), "HTTP/1.1");
 	assert_int_equal(json_array_size(at(e, "request.headers")), 3);
 	assert_string_equal(s_at(e, "request.headers.1.name"), "User-Agent");
@@ -372,7 +397,8 @@ static void test_post_form(void **state)
 	assert_string_equal(s_at(e, "request.method"), "POST");
 	assert_int_equal(json_array_size(at(e, "request.queryString")), 0);
 	assert_int_equal(json_integer_value(at(e, "request.bodySize")), 27);
-	assert_string_equal(s_at(e, "request.postData.mimeType"), "application/x-www-form-urlencoded");
+	assert_string_equal(s_at(e, "request.postData.mimeType"),
+			    "application/x-www-form-urlencoded");
 	assert_string_equal(s_at(e, "request.postData.text"), "user=alice&pass=p%40ss+word");
 	assert_int_equal(json_array_size(at(e, "request.postData.params")), 2);
 	assert_string_equal(s_at(e, "request.postData.params.0.name"), "user");
@@ -418,7 +444,8 @@ static void test_truncated_and_binary_request(void **state)
 	assert_int_equal(json_integer_value(at(e, "response.bodySize")), 2000000);
 	assert_int_equal(json_integer_value(at(e, "response.content.size")), 2000000);
 	assert_string_equal(s_at(e, "response.content.text"), "0123456789");
-	assert_string_equal(s_at(e, "response.content.comment"), "truncated: 10 of 2000000 bytes recorded");
+	assert_string_equal(s_at(e, "response.content.comment"),
+			    "truncated: 10 of 2000000 bytes recorded");
 	assert_true(json_is_true(at(e, "_wgmitm.truncated")));
 }
 
@@ -515,7 +542,8 @@ static json_t *one_entry(const char *rec_sq, char *err, size_t errlen, int *rc)
 	return har;
 }
 
-#define HTTP_HEAD "{'type':'http','id':'x-1','peer':null,'client':'10.66.77.2:1','server':'192.0.2.1:80'," \
+#define HTTP_HEAD                                                                                  \
+	"{'type':'http','id':'x-1','peer':null,'client':'10.66.77.2:1','server':'192.0.2.1:80',"   \
 	"'start':'2024-05-01T12:00:00Z','end':'2024-05-01T12:00:01Z','bytes_up':0,'bytes_down':0," \
 	"'end_reason':'complete','conn':'x-0','tls':null,'http_version':'HTTP/1.1',"
 
@@ -525,14 +553,17 @@ static void test_decoding(void **state)
 	char err[256];
 	int rc;
 	/* Raw deflate (no zlib header), as some servers send "deflate". */
-	json_t *har = one_entry(HTTP_HEAD "'method':'GET','url':'http://a/','request':{'headers':[],"
-				"'body':{'text':'','size':0,'truncated':false}},'response':{'headers':"
-				"[['Content-Encoding','deflate']],'body':{'base64':"
-				"'s8koyc2xyzi8MicnX6H88LainBQbfbAYAA==','size':25,'truncated':false},"
-				"'status':200,'reason':'OK'},'timings':null}", err, sizeof(err), &rc);
+	json_t *har = one_entry(
+		HTTP_HEAD "'method':'GET','url':'http://a/','request':{'headers':[],"
+			  "'body':{'text':'','size':0,'truncated':false}},'response':{'headers':"
+			  "[['Content-Encoding','deflate']],'body':{'base64':"
+			  "'s8koyc2xyzi8MicnX6H88LainBQbfbAYAA==','size':25,'truncated':false},"
+			  "'status':200,'reason':'OK'},'timings':null}",
+		err, sizeof(err), &rc);
 	assert_int_equal(rc, 0);
 	json_t *e = at(har, "log.entries.0");
-	assert_string_equal(s_at(e, "response.content.text"), "<html>h\xc3\xa9llo w\xc3\xb6rld</html>");
+	assert_string_equal(s_at(e, "response.content.text"),
+			    "<html>h\xc3\xa9llo w\xc3\xb6rld</html>");
 	assert_int_equal(json_integer_value(at(e, "response.content.size")), 26);
 	/* No timings: the record's start and end, all in send. */
 	assert_string_equal(s_at(e, "startedDateTime"), "2024-05-01T12:00:00.000Z");
@@ -540,36 +571,46 @@ static void test_decoding(void **state)
 	json_decref(har);
 
 	/* A gzip body cut by the cap: what decodes is kept, and said. */
-	har = one_entry(HTTP_HEAD "'method':'GET','url':'http://a/','request':{'headers':[],"
-			"'body':{'text':'','size':0,'truncated':false}},'response':{'headers':"
-			"[['Content-Encoding','gzip'],['Content-Type','text/html']],'body':{'base64':"
-			"'H4sIAAAAAAACA7MpsMs4vDInJ1+h','size':44,'truncated':true},"
-			"'status':200,'reason':'OK'},'timings':null}", err, sizeof(err), &rc);
+	har = one_entry(
+		HTTP_HEAD
+		"'method':'GET','url':'http://a/','request':{'headers':[],"
+		"'body':{'text':'','size':0,'truncated':false}},'response':{'headers':"
+		"[['Content-Encoding','gzip'],['Content-Type','text/html']],'body':{'base64':"
+		"'H4sIAAAAAAACA7MpsMs4vDInJ1+h','size':44,'truncated':true},"
+		"'status':200,'reason':'OK'},'timings':null}",
+		err, sizeof(err), &rc);
 	assert_int_equal(rc, 0);
 	e = at(har, "log.entries.0");
 	const char *text = s_at(e, "response.content.text");
 	assert_non_null(text);
 	assert_true(strncmp(text, "<p>h", 4) == 0);
 	assert_int_equal(json_integer_value(at(e, "response.content.size")), 44);
-	assert_non_null(strstr(s_at(e, "response.content.comment"), "truncated: 21 of 44 bytes recorded"));
+	assert_non_null(
+		strstr(s_at(e, "response.content.comment"), "truncated: 21 of 44 bytes recorded"));
 	assert_non_null(strstr(s_at(e, "response.content.comment"), "decoded what was recorded"));
 	json_decref(har);
 
 	/* Bytes a URI cannot hold are escaped; the query pairs stay as sent. */
-	har = one_entry(HTTP_HEAD "'method':'GET','url':'http://a/p a|th?q={x}&r=50%&s=%41\xc3\xa9',"
-			"'request':{'headers':[]},'response':null,'timings':null}", err, sizeof(err), &rc);
+	har = one_entry(HTTP_HEAD
+			"'method':'GET','url':'http://a/p a|th?q={x}&r=50%&s=%41\xc3\xa9',"
+			"'request':{'headers':[]},'response':null,'timings':null}",
+			err, sizeof(err), &rc);
 	assert_int_equal(rc, 0);
 	e = at(har, "log.entries.0");
-	assert_string_equal(s_at(e, "request.url"), "http://a/p%20a%7Cth?q=%7Bx%7D&r=50%25&s=%41%C3%A9");
+	assert_string_equal(s_at(e, "request.url"),
+			    "http://a/p%20a%7Cth?q=%7Bx%7D&r=50%25&s=%41%C3%A9");
 	assert_string_equal(s_at(e, "request.queryString.0.value"), "{x}");
 	assert_string_equal(s_at(e, "request.queryString.1.value"), "50%");
 	json_decref(har);
 
 	/* An encoding we do not decode stays as recorded. */
-	har = one_entry(HTTP_HEAD "'method':'GET','url':'http://a/','request':{'headers':[],"
+	har = one_entry(HTTP_HEAD
+			"'method':'GET','url':'http://a/','request':{'headers':[],"
 			"'body':{'text':'','size':0,'truncated':false}},'response':{'headers':"
-			"[['Content-Encoding','br']],'body':{'base64':'iw+AaGVsbG8D','size':9,'truncated':false},"
-			"'status':200,'reason':'OK'},'timings':null}", err, sizeof(err), &rc);
+			"[['Content-Encoding','br']],'body':{'base64':'iw+AaGVsbG8D','size':9,'"
+			"truncated':false},"
+			"'status':200,'reason':'OK'},'timings':null}",
+			err, sizeof(err), &rc);
 	assert_int_equal(rc, 0);
 	e = at(har, "log.entries.0");
 	assert_string_equal(s_at(e, "response.content.text"), "iw+AaGVsbG8D");
@@ -585,7 +626,8 @@ static void test_refusals(void **state)
 	char err[256];
 	int rc;
 	json_t *har = one_entry(HTTP_HEAD "'method':'GET','request':{'headers':[]},'response':null,"
-				"'timings':null}", err, sizeof(err), &rc);
+					  "'timings':null}",
+				err, sizeof(err), &rc);
 	assert_null(har);
 	assert_int_equal(rc, -EINVAL);
 	assert_string_equal(err, "http record: \"url\" is not a string");
@@ -593,7 +635,7 @@ static void test_refusals(void **state)
 	/* A request that never parsed has a null method: skipped, not an error. */
 	struct har *h = har_create("1");
 	char *text = dq(HTTP_HEAD "'method':null,'url':'http://a/','request':{'headers':[]},"
-			"'response':null,'timings':null}");
+				  "'response':null,'timings':null}");
 	json_t *rec = json_loads(text, 0, NULL);
 	free(text);
 	assert_int_equal(har_add_record(h, rec, err, sizeof(err)), 0);
@@ -610,19 +652,22 @@ static void test_refusals(void **state)
 	har_free(h);
 
 	har = one_entry(HTTP_HEAD "'method':'GET','url':'/relative','request':{'headers':[]},"
-			"'response':null,'timings':null}", err, sizeof(err), &rc);
+				  "'response':null,'timings':null}",
+			err, sizeof(err), &rc);
 	assert_null(har);
 	assert_int_equal(rc, -EINVAL);
 	assert_string_equal(err, "http record: \"url\" is not absolute");
 
 	har = one_entry(HTTP_HEAD "'method':'GET','url':'http://a/','request':{'headers':[['a']]},"
-			"'response':null,'timings':null}", err, sizeof(err), &rc);
+				  "'response':null,'timings':null}",
+			err, sizeof(err), &rc);
 	assert_null(har);
 	assert_int_equal(rc, -EINVAL);
 	assert_string_equal(err, "request header 0 is not a [name, value] pair of strings");
 
 	har = one_entry(HTTP_HEAD "'method':'GET','url':'http://a/','request':{'headers':[]},"
-			"'response':null,'timings':{'start':'yesterday'}}", err, sizeof(err), &rc);
+				  "'response':null,'timings':{'start':'yesterday'}}",
+			err, sizeof(err), &rc);
 	assert_null(har);
 	assert_string_equal(err, "\"start\" is not an RFC 3339 time");
 }

@@ -76,12 +76,30 @@ struct step {
 	size_t len;
 };
 
-#define C(s) { 'c', s, sizeof(s) - 1 }
-#define S(s) { 's', s, sizeof(s) - 1 }
-#define SEOF { 'E', NULL, 0 }
-#define CEOF { 'e', NULL, 0 }
-#define TICK { 't', NULL, 0 }
-#define END { 0, NULL, 0 }
+#define C(s)                                                                                       \
+	{                                                                                          \
+		'c', s, sizeof(s) - 1                                                              \
+	}
+#define S(s)                                                                                       \
+	{                                                                                          \
+		's', s, sizeof(s) - 1                                                              \
+	}
+#define SEOF                                                                                       \
+	{                                                                                          \
+		'E', NULL, 0                                                                       \
+	}
+#define CEOF                                                                                       \
+	{                                                                                          \
+		'e', NULL, 0                                                                       \
+	}
+#define TICK                                                                                       \
+	{                                                                                          \
+		't', NULL, 0                                                                       \
+	}
+#define END                                                                                        \
+	{                                                                                          \
+		0, NULL, 0                                                                         \
+	}
 
 static struct http1_obs *obs_new(struct rec *r, size_t cap)
 {
@@ -171,11 +189,12 @@ static void run_all_splits(const struct step *steps, size_t cap, struct rec *ref
 			struct rec r = { 0 };
 			run(steps, cap, i, at > steps[i].len ? SIZE_MAX : at, &r);
 			if (r.n != ref->n)
-				fail_msg("step %d split %zu: %zu records, want %zu", i, at, r.n, ref->n);
+				fail_msg("step %d split %zu: %zu records, want %zu", i, at, r.n,
+					 ref->n);
 			for (size_t k = 0; k < r.n; k++)
 				if (strcmp(r.out[k], ref->out[k]) != 0)
-					fail_msg("step %d split %zu record %zu:\n got %s\nwant %s", i, at, k,
-						 r.out[k], ref->out[k]);
+					fail_msg("step %d split %zu record %zu:\n got %s\nwant %s",
+						 i, at, k, r.out[k], ref->out[k]);
 			rec_free(&r);
 		}
 	}
@@ -225,7 +244,8 @@ static void test_keep_alive(void **state)
 {
 	(void)state;
 	static const struct step steps[] = {
-		C("GET /a?x=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\nX-Dup: 1\r\nX-Dup: 2\r\n\r\n"),
+		C("GET /a?x=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\nX-Dup: 1\r\nX-Dup: "
+		  "2\r\n\r\n"),
 		S("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello"),
 		C("POST /b HTTP/1.1\r\nHost: example.com\r\nContent-Length: 3\r\n\r\nabc"),
 		S("HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"),
@@ -236,8 +256,8 @@ static void test_keep_alive(void **state)
 	assert_int_equal(ref.n, 2);
 
 	json_t *a = parse(ref.out[0]);
-	static const char *const keys[] = { "http_version", "method", "url", "request", "response",
-					    "timings", "x_error", NULL };
+	static const char *const keys[] = { "http_version", "method",  "url",     "request",
+					    "response",     "timings", "x_error", NULL };
 	const char *k;
 	json_t *v;
 	size_t i = 0;
@@ -380,7 +400,8 @@ static void test_informational(void **state)
 {
 	(void)state;
 	static const struct step steps[] = {
-		C("PUT /f HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n"),
+		C("PUT /f HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: "
+		  "4\r\n\r\n"),
 		S("HTTP/1.1 100 Continue\r\n\r\n"),
 		C("data"),
 		S("HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
@@ -616,8 +637,12 @@ static void test_long_target(void **state)
 	assert_true(json_is_true(jget(j, "request.headers_truncated")));
 	assert_int_equal(json_integer_value(jget(j, "response.status")), 414);
 	json_decref(j);
-	size_t cuts[] = { 1, 4096, HTTPFLOW_MAX_HEADER_BYTES - 1, HTTPFLOW_MAX_HEADER_BYTES + 4,
-			  HTTPFLOW_MAX_HEADER_BYTES + 5, len - 3 };
+	size_t cuts[] = { 1,
+			  4096,
+			  HTTPFLOW_MAX_HEADER_BYTES - 1,
+			  HTTPFLOW_MAX_HEADER_BYTES + 4,
+			  HTTPFLOW_MAX_HEADER_BYTES + 5,
+			  len - 3 };
 	for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
 		struct rec r = { 0 };
 		run(steps, 16, 0, cuts[i], &r);
@@ -735,7 +760,8 @@ static void test_connect(void **state)
 	/* accepted: a tunnel; where it starts each way */
 	struct rec r = { 0 };
 	struct http1_obs *o = obs_new(&r, 64);
-	const char *c = "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n\x16\x03\x01";
+	const char *c =
+		"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n\x16\x03\x01";
 	http1_obs_client(o, (const uint8_t *)c, strlen(c));
 	assert_int_equal(http1_obs_upgraded(o, NULL), HTTP1_UPGRADE_NONE);
 	const char *s = "HTTP/1.1 200 Connection Established\r\n\r\nTUNNEL";
@@ -782,8 +808,10 @@ static void test_websocket_upgrade(void **state)
 		  "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
 		  "Sec-WebSocket-Version: 13\r\n\r\n"),
 		/* a masked "Hi" sent before the 101 arrives */
-		C("\x81\x82\x01\x02\x03\x04" "Ik"),
-		S("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+		C("\x81\x82\x01\x02\x03\x04"
+		  "Ik"),
+		S("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: "
+		  "Upgrade\r\n"
 		  "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
 		  "\x81\x05hello\x89\x00"),
 		C("\x8a\x80\x00\x00\x00\x00"),

@@ -142,26 +142,33 @@ static void test_body_json(void **state)
 {
 	(void)state;
 	check_body(http_body_json(NULL, 0, 0, false), "text", "", 0, false);
-	check_body(http_body_json((const uint8_t *)"hello", 5, 5, false), "text", "hello", 5, false);
-	const char *u = "h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80";
-	check_body(http_body_json((const uint8_t *)u, strlen(u), strlen(u), false), "text", u, strlen(u),
+	check_body(http_body_json((const uint8_t *)"hello", 5, 5, false), "text", "hello", 5,
 		   false);
+	const char *u = "h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80";
+	check_body(http_body_json((const uint8_t *)u, strlen(u), strlen(u), false), "text", u,
+		   strlen(u), false);
 	/* binary: base64 of the kept bytes */
 	const uint8_t bin[] = { 0x00, 0xff, 0x10, 0x80 };
 	check_body(http_body_json(bin, 4, 4, false), "base64", "AP8QgA==", 4, false);
 	/* a 4-byte sequence cut at the cap: dropped when truncated */
-	check_body(http_body_json((const uint8_t *)"ab\xf0\x9f\x98", 5, 9, true), "text", "ab", 9, true);
+	check_body(http_body_json((const uint8_t *)"ab\xf0\x9f\x98", 5, 9, true), "text", "ab", 9,
+		   true);
 	check_body(http_body_json((const uint8_t *)"ab\xe2", 3, 4, true), "text", "ab", 4, true);
 	/* the same bytes as a whole body are not UTF-8 */
-	check_body(http_body_json((const uint8_t *)"ab\xe2", 3, 3, false), "base64", "YWLi", 3, false);
+	check_body(http_body_json((const uint8_t *)"ab\xe2", 3, 3, false), "base64", "YWLi", 3,
+		   false);
 	/* invalid inside a truncated body is still base64 */
-	check_body(http_body_json((const uint8_t *)"\xff" "abc", 4, 100, true), "base64", "/2FiYw==",
-		   100, true);
+	check_body(http_body_json((const uint8_t *)"\xff"
+						   "abc",
+				  4, 100, true),
+		   "base64", "/2FiYw==", 100, true);
 	/* overlong, surrogate, above U+10FFFF, lone continuation, 0xC1 lead */
-	const char *bad[] = { "\xc0\x80", "\xe0\x80\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80",
-			      "\xf5\x80\x80\x80", "\x80", "\xc1\xbf", "a\xe2\x82\x62" };
+	const char *bad[] = { "\xc0\x80",         "\xe0\x80\xaf",     "\xed\xa0\x80",
+			      "\xf4\x90\x80\x80", "\xf5\x80\x80\x80", "\x80",
+			      "\xc1\xbf",         "a\xe2\x82\x62" };
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		json_t *j = http_body_json((const uint8_t *)bad[i], strlen(bad[i]), strlen(bad[i]), true);
+		json_t *j = http_body_json((const uint8_t *)bad[i], strlen(bad[i]), strlen(bad[i]),
+					   true);
 		assert_non_null(json_object_get(j, "base64"));
 		assert_null(json_object_get(j, "text"));
 		json_decref(j);
@@ -178,7 +185,8 @@ static void test_body_json(void **state)
 	longs[63] = '\0';
 	check_body(http_body_json((const uint8_t *)longs, 63, 63, false), "text", longs, 63, false);
 	/* NUL is valid UTF-8 but marks binary data: base64 */
-	check_body(http_body_json((const uint8_t *)"a\0b", 3, 3, false), "base64", "YQBi", 3, false);
+	check_body(http_body_json((const uint8_t *)"a\0b", 3, 3, false), "base64", "YQBi", 3,
+		   false);
 }
 
 /* ---- the record ---------------------------------------------------------- */
@@ -244,7 +252,7 @@ static void test_record_full(void **state)
 	json_t *rec = json_object();
 	json_object_set_new(rec, "type", json_string("http"));
 	assert_int_equal(http_exchange_to_json(&x, "10.0.0.1:443", rec), 0);
-	static const char *const top[] = { "type", "http_version", "method", "url", "request",
+	static const char *const top[] = { "type",     "http_version",  "method",  "url", "request",
 					   "response", "informational", "timings", NULL };
 	assert_keys(rec, top);
 	assert_string_equal(json_string_value(json_object_get(rec, "http_version")), "HTTP/1.1");
@@ -266,7 +274,9 @@ static void test_record_full(void **state)
 	assert_true(json_is_true(json_object_get(b, "truncated")));
 
 	json_t *resp = json_object_get(rec, "response");
-	static const char *const respk[] = { "status", "reason", "headers", "trailers", "body", NULL };
+	static const char *const respk[] = {
+		"status", "reason", "headers", "trailers", "body", NULL
+	};
 	assert_keys(resp, respk);
 	assert_int_equal(json_integer_value(json_object_get(resp, "status")), 200);
 	assert_string_equal(json_string_value(json_object_get(resp, "reason")), "OK");
@@ -285,10 +295,12 @@ static void test_record_full(void **state)
 	json_t *t = json_object_get(rec, "timings");
 	static const char *const tk[] = { "start", "request_end", "response_start", "end", NULL };
 	assert_keys(t, tk);
-	assert_string_equal(json_string_value(json_object_get(t, "start")), "2024-05-01T12:34:56.123456Z");
+	assert_string_equal(json_string_value(json_object_get(t, "start")),
+			    "2024-05-01T12:34:56.123456Z");
 	assert_string_equal(json_string_value(json_object_get(t, "request_end")),
 			    "2024-05-01T12:34:56.200000Z");
-	assert_string_equal(json_string_value(json_object_get(t, "end")), "2024-05-01T12:34:57.999999Z");
+	assert_string_equal(json_string_value(json_object_get(t, "end")),
+			    "2024-05-01T12:34:57.999999Z");
 	json_decref(rec);
 	http_exchange_free(&x);
 	assert_null(x.method);
@@ -314,12 +326,13 @@ static void test_record_no_response(void **state)
 
 	json_t *rec = json_object();
 	assert_int_equal(http_exchange_to_json(&x, "10.0.0.1:8443", rec), 0);
-	static const char *const top[] = { "http_version", "stream_id", "method", "url", "request",
-					   "response", "websocket", "timings", NULL };
+	static const char *const top[] = { "http_version", "stream_id", "method",  "url", "request",
+					   "response",     "websocket", "timings", NULL };
 	assert_keys(rec, top);
 	assert_int_equal(json_integer_value(json_object_get(rec, "stream_id")), 7);
 	/* no authority: the server address */
-	assert_string_equal(json_string_value(json_object_get(rec, "url")), "https://10.0.0.1:8443/");
+	assert_string_equal(json_string_value(json_object_get(rec, "url")),
+			    "https://10.0.0.1:8443/");
 	assert_true(json_is_null(json_object_get(rec, "response")));
 	assert_true(json_is_true(json_object_get(rec, "websocket")));
 	json_t *req = json_object_get(rec, "request");
@@ -362,7 +375,8 @@ static void test_record_url_forms(void **state)
 	char u[256];
 	assert_string_equal(url_of("http", "h", "/p", NULL, u, sizeof(u)), "http://h/p");
 	/* absolute-form as sent (a proxy request) */
-	assert_string_equal(url_of("http", "h", "http://other/x", NULL, u, sizeof(u)), "http://other/x");
+	assert_string_equal(url_of("http", "h", "http://other/x", NULL, u, sizeof(u)),
+			    "http://other/x");
 	/* asterisk-form */
 	assert_string_equal(url_of("https", "h:1", "*", NULL, u, sizeof(u)), "https://h:1");
 	/* authority-form (CONNECT) */

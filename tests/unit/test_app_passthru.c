@@ -227,14 +227,10 @@ static void test_auto_bounded(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_rules_match),
-		cmocka_unit_test(test_rules_first_match),
-		cmocka_unit_test(test_rules_bounds),
-		cmocka_unit_test(test_auto_expiry),
-		cmocka_unit_test(test_auto_keys),
-		cmocka_unit_test(test_auto_disabled),
-		cmocka_unit_test(test_auto_long_keys),
-		cmocka_unit_test(test_auto_bounded),
+		cmocka_unit_test(test_rules_match),    cmocka_unit_test(test_rules_first_match),
+		cmocka_unit_test(test_rules_bounds),   cmocka_unit_test(test_auto_expiry),
+		cmocka_unit_test(test_auto_keys),      cmocka_unit_test(test_auto_disabled),
+		cmocka_unit_test(test_auto_long_keys), cmocka_unit_test(test_auto_bounded),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -70,18 +70,18 @@ static const struct row rows[] = {
 	/* The internet. */
 	{ TCP, "93.184.216.34", 443, POLICY_ALLOW, NULL },
 	{ UDP, "8.8.8.8", 53, POLICY_ALLOW, NULL },
-	{ TCP, "10.0.0.1", 80, POLICY_ALLOW, NULL },          /* private but not ours */
+	{ TCP, "10.0.0.1", 80, POLICY_ALLOW, NULL }, /* private but not ours */
 	{ TCP, "192.168.1.1", 80, POLICY_ALLOW, NULL },
 	{ TCP, "1.0.0.1", 80, POLICY_ALLOW, NULL },
-	{ TCP, "223.255.255.255", 80, POLICY_ALLOW, NULL },   /* just below multicast */
-	{ TCP, "169.253.255.255", 80, POLICY_ALLOW, NULL },   /* just below link-local */
-	{ TCP, "169.255.0.0", 80, POLICY_ALLOW, NULL },       /* just above */
-	{ TCP, "128.0.0.1", 80, POLICY_ALLOW, NULL },         /* just above loopback */
+	{ TCP, "223.255.255.255", 80, POLICY_ALLOW, NULL }, /* just below multicast */
+	{ TCP, "169.253.255.255", 80, POLICY_ALLOW, NULL }, /* just below link-local */
+	{ TCP, "169.255.0.0", 80, POLICY_ALLOW, NULL },     /* just above */
+	{ TCP, "128.0.0.1", 80, POLICY_ALLOW, NULL },       /* just above loopback */
 	{ TCP, "2606:4700::1111", 443, POLICY_ALLOW, NULL },
 	{ UDP, "2001:4860:4860::8888", 53, POLICY_ALLOW, NULL },
-	{ TCP, "fe00::1", 80, POLICY_ALLOW, NULL },           /* just below fe80::/10 */
-	{ TCP, "fec0::1", 80, POLICY_ALLOW, NULL },           /* just above */
-	{ TCP, "fd00:66:78::1", 80, POLICY_ALLOW, NULL },     /* next /64 */
+	{ TCP, "fe00::1", 80, POLICY_ALLOW, NULL },       /* just below fe80::/10 */
+	{ TCP, "fec0::1", 80, POLICY_ALLOW, NULL },       /* just above */
+	{ TCP, "fd00:66:78::1", 80, POLICY_ALLOW, NULL }, /* next /64 */
 	{ TCP, "::2", 80, POLICY_ALLOW, NULL },
 	/* Loopback. */
 	{ TCP, "127.0.0.1", 22, POLICY_REFUSE_LOOPBACK, NULL },
@@ -149,8 +149,9 @@ static void test_table(void **ctx)
 		make_addr(r->ip, r->port, &dest);
 		enum policy_verdict v = policy_check(&p, r->proto, (struct sockaddr *)&dest, &out);
 		if (v != r->want)
-			fail_msg("%s %s:%u: got %s, want %s", r->proto == TCP ? "tcp" : "udp", r->ip,
-				 r->port, policy_verdict_name(v), policy_verdict_name(r->want));
+			fail_msg("%s %s:%u: got %s, want %s", r->proto == TCP ? "tcp" : "udp",
+				 r->ip, r->port, policy_verdict_name(v),
+				 policy_verdict_name(r->want));
 		char got[80], want[80];
 		addr_str(&out, got, sizeof(got));
 		if (r->rewritten)
@@ -245,7 +246,8 @@ static void test_bad_family(void **ctx)
 	struct policy p;
 	make_policy(&p);
 	struct sockaddr_storage dest = { .ss_family = AF_UNIX };
-	assert_int_equal(policy_check(&p, TCP, (struct sockaddr *)&dest, NULL), POLICY_REFUSE_FAMILY);
+	assert_int_equal(policy_check(&p, TCP, (struct sockaddr *)&dest, NULL),
+			 POLICY_REFUSE_FAMILY);
 	assert_int_equal(policy_check(&p, TCP, NULL, NULL), POLICY_REFUSE_FAMILY);
 }
 

@@ -39,8 +39,8 @@
 #define F_PSH 0x08
 #define F_ACK 0x10
 
-#define WSCALE_OURS 7     /* the client's window scale */
-#define WSCALE_LWIP 5     /* TCP_RCV_SCALE */
+#define WSCALE_OURS 7 /* the client's window scale */
+#define WSCALE_LWIP 5 /* TCP_RCV_SCALE */
 
 /* ---- raw TCP segments ---------------------------------------------------- */
 
@@ -48,16 +48,16 @@ struct client {
 	int v6;
 	uint8_t src[16], dst[16];
 	uint16_t sport, dport;
-	uint32_t seq;          /* next byte we send */
-	uint32_t una;          /* oldest byte the netstack has not acknowledged */
-	uint32_t ack;          /* next byte we expect */
-	uint32_t wnd;          /* the netstack's window, scaled */
+	uint32_t seq; /* next byte we send */
+	uint32_t una; /* oldest byte the netstack has not acknowledged */
+	uint32_t ack; /* next byte we expect */
+	uint32_t wnd; /* the netstack's window, scaled */
 	bool established;
 	int rsts, fins;
-	uint8_t *rx;           /* bytes received, in order */
+	uint8_t *rx; /* bytes received, in order */
 	size_t rxlen, rxcap;
 	bool ack_due;
-	bool mute;             /* acknowledge nothing (a stalled client) */
+	bool mute; /* acknowledge nothing (a stalled client) */
 };
 
 /* One segment from the client; returns the packet length. */
@@ -180,7 +180,9 @@ static int setup(void **state)
 	f->ns = netstack_new(&f->loop, &nc, &ops, f);
 	assert_non_null(f->ns);
 	struct relay_config rc = {
-		.policy = &f->policy, .log = f->log, .peer_name = peer_name,
+		.policy = &f->policy,
+		.log = f->log,
+		.peer_name = peer_name,
 		.connect_timeout_ms = 2000,
 	};
 	f->relay = relay_new(&f->loop, &rc);
@@ -397,7 +399,7 @@ struct server {
 	bool eof, error, closed;
 	int error_code;
 	size_t received;
-	uint64_t received_sum;  /* sum of bytes received, to check content */
+	uint64_t received_sum; /* sum of bytes received, to check content */
 	size_t to_send;
 	uv_shutdown_t sreq;
 	uv_write_t wreq;
@@ -626,7 +628,7 @@ static void echo_flow(struct fixture *f, int v6)
 	pump(f); /* SYN|ACK → ACK: accepted, dialling */
 	assert_int_equal(f->accepts, 1);
 	static const char req[] = "echo me through the relay\n"; /* neither TLS nor HTTP */
-	client_send(f, c, F_ACK | F_PSH, req, strlen(req)); /* before the connect completes */
+	client_send(f, c, F_ACK | F_PSH, req, strlen(req));      /* before the connect completes */
 
 	struct want_rx w = { c, strlen(req) };
 	assert_true(run_until(f, has_rx, &w, 3000));
@@ -751,7 +753,8 @@ static void test_slow_client_stops_upstream(void **state)
 	assert_true(st.bytes_down <= (1u << 20) + RELAY_READ_SIZE);
 	assert_true(st.bytes_down >= 64 * 1024);
 	assert_true(st.upstream_stops >= 1);
-	assert_true(uv_stream_get_write_queue_size((uv_stream_t *)&s->conn) > 0); /* the server waits */
+	assert_true(uv_stream_get_write_queue_size((uv_stream_t *)&s->conn) >
+		    0); /* the server waits */
 	free(s->sendbuf);
 	s->sendbuf = NULL;
 	/* teardown resets everything; the server's write is cancelled */
@@ -803,7 +806,8 @@ static void test_policy_refusals(void **state)
 	};
 	size_t n = sizeof(cases) / sizeof(cases[0]);
 	for (size_t i = 0; i < n; i++) {
-		struct client *c = client_new(f, 0, (uint16_t)(41000 + i), cases[i].dst, cases[i].port);
+		struct client *c =
+			client_new(f, 0, (uint16_t)(41000 + i), cases[i].dst, cases[i].port);
 		client_send(f, c, F_SYN, NULL, 0);
 		assert_true(run_until(f, has_rst, c, 1000));
 	}
@@ -859,8 +863,11 @@ static void test_peer_share(void **state)
 	struct fixture *f = *state;
 	relay_free(f->relay);
 	struct relay_config rc = {
-		.policy = &f->policy, .log = f->log, .peer_name = peer_name,
-		.connect_timeout_ms = 2000, .max_per_peer = 2,
+		.policy = &f->policy,
+		.log = f->log,
+		.peer_name = peer_name,
+		.connect_timeout_ms = 2000,
+		.max_per_peer = 2,
 	};
 	f->relay = relay_new(&f->loop, &rc);
 	assert_non_null(f->relay);
@@ -971,7 +978,8 @@ static void test_connect_timeout(void **state)
 	f->relay = relay_new(&f->loop, &rc);
 
 	int lfd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in sin = { .sin_family = AF_INET,
+				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
 	assert_int_equal(listen(lfd, 0), 0);
 	socklen_t sl = sizeof(sin);
@@ -1044,7 +1052,8 @@ static void test_upstream_closed_while_client_sends(void **state)
 {
 	struct fixture *f = *state;
 	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in sin = { .sin_family = AF_INET,
+				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
 	assert_int_equal(listen(lfd, 4), 0);
 	socklen_t sl = sizeof(sin);
@@ -1110,7 +1119,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_upstream_reset, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connect_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shutdown, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_upstream_closed_while_client_sends, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_upstream_closed_while_client_sends, setup,
+						teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -71,27 +71,27 @@
 #define WSCALE_OURS 7
 #define WSCALE_LWIP 5
 
-#define SHORT_MS 300     /* the timers of the "stalled" column */
-#define LONG_MS 20000    /* the same timers in the other columns */
+#define SHORT_MS 300  /* the timers of the "stalled" column */
+#define LONG_MS 20000 /* the same timers in the other columns */
 
 /* ---- the table -------------------------------------------------------------- */
 
 enum row {
-	R_DIAL,          /* dialling the upstream (it never answers the SYN) */
-	R_SNIFF,         /* connected, no client byte yet */
-	R_SNIFF_PART,    /* the start of a ClientHello held, undecided */
-	R_RAW,           /* raw relay */
-	R_HTTP,          /* raw relay with the HTTP/1 observer (plain HTTP) */
-	R_PASS,          /* TLS passthrough (a rule) */
-	R_RAW_HALF_C,    /* raw, the client half-closed */
-	R_RAW_HALF_U,    /* raw, the upstream half-closed */
-	R_UP_HS,         /* upstream TLS handshake (the server does not answer) */
-	R_CLIENT_HS,     /* client TLS handshake: our flight sent, no answer yet */
-	R_FAIL_HS,       /* upstream refused (ALPN): client handshake for the 502 */
-	R_FAIL_502,      /* ... handshake done, the 502 waits for a request */
-	R_TLS,           /* intercepted, established */
-	R_TLS_HALF_C,    /* intercepted, the client half-closed */
-	R_TLS_HALF_U,    /* intercepted, the upstream half-closed */
+	R_DIAL,       /* dialling the upstream (it never answers the SYN) */
+	R_SNIFF,      /* connected, no client byte yet */
+	R_SNIFF_PART, /* the start of a ClientHello held, undecided */
+	R_RAW,        /* raw relay */
+	R_HTTP,       /* raw relay with the HTTP/1 observer (plain HTTP) */
+	R_PASS,       /* TLS passthrough (a rule) */
+	R_RAW_HALF_C, /* raw, the client half-closed */
+	R_RAW_HALF_U, /* raw, the upstream half-closed */
+	R_UP_HS,      /* upstream TLS handshake (the server does not answer) */
+	R_CLIENT_HS,  /* client TLS handshake: our flight sent, no answer yet */
+	R_FAIL_HS,    /* upstream refused (ALPN): client handshake for the 502 */
+	R_FAIL_502,   /* ... handshake done, the 502 waits for a request */
+	R_TLS,        /* intercepted, established */
+	R_TLS_HALF_C, /* intercepted, the client half-closed */
+	R_TLS_HALF_U, /* intercepted, the upstream half-closed */
 	ROWS
 };
 
@@ -100,20 +100,37 @@ enum col {
 	C_CLIENT_RST,
 	C_UP_FIN,
 	C_UP_RST,
-	C_SILENT,        /* the client stops answering anything */
-	C_STALL,         /* nobody does anything: the state's timer */
-	C_GARBAGE,       /* bytes that are not TLS after our flight (TLS handshake rows) */
+	C_SILENT,  /* the client stops answering anything */
+	C_STALL,   /* nobody does anything: the state's timer */
+	C_GARBAGE, /* bytes that are not TLS after our flight (TLS handshake rows) */
 	COLS
 };
 
 static const char *const row_name[ROWS] = {
-	"dial", "sniff", "sniff-partial", "raw", "http", "tls-passthrough", "raw-half-closed-client",
-	"raw-half-closed-upstream", "upstream-handshake", "client-handshake", "fail-handshake",
-	"fail-502", "tls", "tls-half-closed-client", "tls-half-closed-upstream",
+	"dial",
+	"sniff",
+	"sniff-partial",
+	"raw",
+	"http",
+	"tls-passthrough",
+	"raw-half-closed-client",
+	"raw-half-closed-upstream",
+	"upstream-handshake",
+	"client-handshake",
+	"fail-handshake",
+	"fail-502",
+	"tls",
+	"tls-half-closed-client",
+	"tls-half-closed-upstream",
 };
 
 static const char *const col_name[COLS] = {
-	"client FIN", "client RST", "upstream FIN", "upstream RST", "client silent", "stalled",
+	"client FIN",
+	"client RST",
+	"upstream FIN",
+	"upstream RST",
+	"client silent",
+	"stalled",
 	"not TLS after our flight",
 };
 
@@ -140,11 +157,12 @@ static const char *const expect[ROWS][COLS] = {
 		      "tls:upstream_error|handshake timed out", NULL },
 	[R_CLIENT_HS] = { "tls:client_rejected|closed the connection after our certificate",
 			  "tls:client_rejected|reset the connection after our certificate", "fin",
-			  "upstream_reset", SILENT, "tls:client_rejected|no answer to our certificate",
+			  "upstream_reset", SILENT,
+			  "tls:client_rejected|no answer to our certificate",
 			  "tls:client_error|client TLS" },
 	[R_FAIL_HS] = { "tls:client_rejected|closed the connection after our certificate",
-			"tls:client_rejected|reset the connection after our certificate", NULL, NULL,
-			SILENT, "tls:client_rejected|no answer to our certificate",
+			"tls:client_rejected|reset the connection after our certificate", NULL,
+			NULL, SILENT, "tls:client_rejected|no answer to our certificate",
 			"tls:client_error|client TLS" },
 	[R_FAIL_502] = { "tls:upstream_error|upstream TLS", "client_reset", NULL, NULL, SILENT,
 			 "tls:upstream_error|no request", NULL },
@@ -180,8 +198,8 @@ struct pki {
 	EVP_PKEY *mitm_key;
 	EVP_PKEY *srv_key;
 	X509 *srv_cert;
-	SSL_CTX *srv_ctx;   /* the upstream servers */
-	SSL_CTX *cli_ctx;   /* the test clients (verify nothing) */
+	SSL_CTX *srv_ctx; /* the upstream servers */
+	SSL_CTX *cli_ctx; /* the test clients (verify nothing) */
 	struct tls_ctx *tls;
 };
 static struct pki P;
@@ -196,7 +214,8 @@ static X509 *self_signed(EVP_PKEY *key, const char *cn, const char *san)
 	X509_gmtime_adj(X509_getm_notAfter(x), 86400);
 	X509_NAME *name = X509_get_subject_name(x);
 	assert_int_equal(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-						    (const unsigned char *)cn, -1, -1, 0), 1);
+						    (const unsigned char *)cn, -1, -1, 0),
+			 1);
 	assert_int_equal(X509_set_issuer_name(x, name), 1);
 	assert_int_equal(X509_set_pubkey(x, key), 1);
 	X509V3_CTX v3;
@@ -221,7 +240,8 @@ static int srv_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 	for (size_t k = 0; k < sizeof(prefs) / sizeof(prefs[0]); k++) {
 		size_t pl = strlen(prefs[k]);
 		for (unsigned i = 0; i < inlen; i += 1u + in[i]) {
-			if (in[i] == pl && i + 1 + pl <= inlen && memcmp(in + i + 1, prefs[k], pl) == 0) {
+			if (in[i] == pl && i + 1 + pl <= inlen &&
+			    memcmp(in + i + 1, prefs[k], pl) == 0) {
 				*out = in + i + 1;
 				*outlen = (unsigned char)pl;
 				return SSL_TLSEXT_ERR_OK;
@@ -245,7 +265,8 @@ static int group_setup(void **state)
 	SSL_CTX_set_alpn_select_cb(P.srv_ctx, srv_alpn, NULL);
 	P.cli_ctx = SSL_CTX_new(TLS_client_method());
 	SSL_CTX_set_verify(P.cli_ctx, SSL_VERIFY_NONE, NULL);
-	struct tls_config cfg = { .ca_cert = P.mitm_ca, .ca_key = P.mitm_key,
+	struct tls_config cfg = { .ca_cert = P.mitm_ca,
+				  .ca_key = P.mitm_key,
 				  .insecure_upstream = true };
 	P.tls = tls_ctx_new(&cfg, err, sizeof(err));
 	assert_non_null(P.tls);
@@ -277,8 +298,8 @@ struct client {
 	bool established;
 	int rsts, fins;
 	bool fin_sent, rst_sent;
-	bool fin_back;       /* answer a FIN with ours */
-	bool mute;           /* acknowledge nothing */
+	bool fin_back; /* answer a FIN with ours */
+	bool mute;     /* acknowledge nothing */
 	bool ack_due;
 	uint16_t adv;        /* the window we advertise (scaled by WSCALE_OURS); 0: 0xffff */
 	unsigned ack_gap_ms; /* acknowledge at most this often (a slow reader) */
@@ -291,7 +312,7 @@ struct tcli {
 	SSL *ssl;
 	BIO *rb, *wb;
 	size_t rx_used;
-	bool hold;           /* leave received bytes unread (a client thinking it over) */
+	bool hold; /* leave received bytes unread (a client thinking it over) */
 	bool hs_done, hs_failed, close_notify;
 	const char *request;
 	bool req_sent;
@@ -309,11 +330,11 @@ struct srv {
 	uv_shutdown_t sreq;
 	uint16_t port;
 	enum srv_kind kind;
-	bool http_reply;     /* answer each read with a small HTTP response instead of echoing */
-	bool keep_open;      /* an EOF is not answered with a FIN */
+	bool http_reply; /* answer each read with a small HTTP response instead of echoing */
+	bool keep_open;  /* an EOF is not answered with a FIN */
 	bool accepted, eof, error, closed, shut;
 	size_t received;
-	uint8_t *greet;      /* SRV_RAW: sent on accept, then a FIN */
+	uint8_t *greet; /* SRV_RAW: sent on accept, then a FIN */
 	size_t greet_len;
 	SSL *ssl;
 	BIO *rb, *wb;
@@ -338,7 +359,7 @@ struct fx {
 	struct tcli *tc;
 	struct srv *srv;
 	int accepts;
-	int lfd, fill[4];    /* the dial row's listener that never answers */
+	int lfd, fill[4]; /* the dial row's listener that never answers */
 	uint16_t dport;
 };
 
@@ -412,7 +433,8 @@ static void client_send(struct fx *f, uint8_t flags, const void *data, size_t le
 	uint8_t pkt[PKT_MAX + 100];
 	static const uint8_t syn_opt[8] = { 2, 4, 0x05, 0x64, 1, 3, 3, WSCALE_OURS };
 	bool syn = flags & F_SYN;
-	size_t n = build_seg(pkt, c, flags, syn ? syn_opt : NULL, syn ? sizeof(syn_opt) : 0, data, len);
+	size_t n = build_seg(pkt, c, flags, syn ? syn_opt : NULL, syn ? sizeof(syn_opt) : 0, data,
+			     len);
 	c->seq += (uint32_t)len + ((flags & (F_SYN | F_FIN)) ? 1 : 0);
 	netstack_input(f->ns, pkt, n);
 }
@@ -505,8 +527,8 @@ static void pump(struct fx *f)
 	f->npkts = 0;
 	if (!c || c->mute || c->rst_sent || c->rsts)
 		return;
-	if (c->ack_due && (c->ack_gap_ms == 0 || !c->established ||
-			   now_ms() - c->last_ack >= c->ack_gap_ms)) {
+	if (c->ack_due &&
+	    (c->ack_gap_ms == 0 || !c->established || now_ms() - c->last_ack >= c->ack_gap_ms)) {
 		c->ack_due = false;
 		c->last_ack = now_ms();
 		client_send(f, F_ACK, NULL, 0);
@@ -566,10 +588,13 @@ static ssize_t grpc_body(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t l
 	return 5;
 }
 
-#define NV(n, v) { (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, NGHTTP2_NV_FLAG_NONE }
+#define NV(n, v)                                                                                   \
+	{                                                                                          \
+		(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, NGHTTP2_NV_FLAG_NONE \
+	}
 
-static struct tcli *tcli_new(struct fx *f, const char *sni, const char *alpn_wire,
-			     size_t alpn_len, const char *request, bool h2)
+static struct tcli *tcli_new(struct fx *f, const char *sni, const char *alpn_wire, size_t alpn_len,
+			     const char *request, bool h2)
 {
 	struct tcli *t = calloc(1, sizeof(*t));
 	t->ssl = SSL_new(P.cli_ctx);
@@ -581,8 +606,9 @@ static struct tcli *tcli_new(struct fx *f, const char *sni, const char *alpn_wir
 	if (sni)
 		SSL_set_tlsext_host_name(t->ssl, sni);
 	if (alpn_len)
-		assert_int_equal(SSL_set_alpn_protos(t->ssl, (const uint8_t *)alpn_wire,
-						     (unsigned)alpn_len), 0);
+		assert_int_equal(
+			SSL_set_alpn_protos(t->ssl, (const uint8_t *)alpn_wire, (unsigned)alpn_len),
+			0);
 	t->request = request;
 	if (h2) {
 		nghttp2_session_callbacks *cb;
@@ -594,13 +620,16 @@ static struct tcli *tcli_new(struct fx *f, const char *sni, const char *alpn_wir
 		nghttp2_session_callbacks_del(cb);
 		assert_int_equal(nghttp2_submit_settings(t->h2, NGHTTP2_FLAG_NONE, NULL, 0), 0);
 		const nghttp2_nv nva[] = {
-			NV(":method", "POST"), NV(":scheme", "https"), NV(":authority", "www.test"),
-			NV(":path", "/echo.Echo/Say"), NV("content-type", "application/grpc"),
+			NV(":method", "POST"),
+			NV(":scheme", "https"),
+			NV(":authority", "www.test"),
+			NV(":path", "/echo.Echo/Say"),
+			NV("content-type", "application/grpc"),
 			NV("te", "trailers"),
 		};
 		nghttp2_data_provider dp = { .read_callback = grpc_body };
-		assert_true(nghttp2_submit_request(t->h2, NULL, nva, sizeof(nva) / sizeof(nva[0]), &dp,
-						   NULL) > 0);
+		assert_true(nghttp2_submit_request(t->h2, NULL, nva, sizeof(nva) / sizeof(nva[0]),
+						   &dp, NULL) > 0);
 	}
 	f->tc = t;
 	return t;
@@ -649,10 +678,12 @@ static void tcli_step(struct fx *f)
 			size_t got = 0;
 			if (t->app_len == sizeof(t->app))
 				t->app_len = 0;
-			int r = SSL_read_ex(t->ssl, t->app + t->app_len, sizeof(t->app) - t->app_len, &got);
+			int r = SSL_read_ex(t->ssl, t->app + t->app_len,
+					    sizeof(t->app) - t->app_len, &got);
 			if (r == 1) {
 				if (t->h2)
-					(void)nghttp2_session_mem_recv(t->h2, t->app + t->app_len, got);
+					(void)nghttp2_session_mem_recv(t->h2, t->app + t->app_len,
+								       got);
 				t->app_len += got;
 				continue;
 			}
@@ -751,7 +782,8 @@ static int srv_h2_frame(nghttp2_session *h, const nghttp2_frame *fr, void *user)
 	(void)user;
 	if ((fr->hd.type == NGHTTP2_HEADERS || fr->hd.type == NGHTTP2_DATA) &&
 	    (fr->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
-		const nghttp2_nv nva[] = { NV(":status", "200"), NV("content-type", "application/grpc") };
+		const nghttp2_nv nva[] = { NV(":status", "200"),
+					   NV("content-type", "application/grpc") };
 		nghttp2_data_provider dp = { .read_callback = grpc_body };
 		(void)nghttp2_submit_response(h, fr->hd.stream_id, nva, 2, &dp);
 	}
@@ -1019,13 +1051,19 @@ static struct fx *fx_new(enum row r, enum col k)
 	assert_int_equal(passthru_add_rule(f->pt, "pass.test"), 0);
 	uint32_t t = k == C_STALL ? SHORT_MS : LONG_MS;
 	struct relay_config rc = {
-		.policy = &f->policy, .log = f->log, .peer_name = peer_name,
+		.policy = &f->policy,
+		.log = f->log,
+		.peer_name = peer_name,
 		/* dial × client FIN ends at the connect timeout too (the FIN waits
 		 * in the netstack while the client is paused). */
-		.connect_timeout_ms = r == R_DIAL && (k == C_STALL || k == C_CLIENT_FIN) ? SHORT_MS :
-										LONG_MS,
-		.sniff_timeout_ms = t, .handshake_timeout_ms = t, .half_close_timeout_ms = t,
-		.tls = P.tls, .passthrough = f->pt, .body_cap = 1024,
+		.connect_timeout_ms =
+			r == R_DIAL && (k == C_STALL || k == C_CLIENT_FIN) ? SHORT_MS : LONG_MS,
+		.sniff_timeout_ms = t,
+		.handshake_timeout_ms = t,
+		.half_close_timeout_ms = t,
+		.tls = P.tls,
+		.passthrough = f->pt,
+		.body_cap = 1024,
 	};
 	f->relay = relay_new(&f->loop, &rc);
 	assert_non_null(f->relay);
@@ -1085,7 +1123,8 @@ static void fx_free(struct fx *f)
 static void dial_blackhole(struct fx *f)
 {
 	f->lfd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in sin = { .sin_family = AF_INET,
+				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	assert_int_equal(bind(f->lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
 	assert_int_equal(listen(f->lfd, 0), 0);
 	socklen_t sl = sizeof(sin);
@@ -1100,7 +1139,9 @@ static void dial_blackhole(struct fx *f)
 }
 
 #define ALPN_H1 "\x08http/1.1"
-#define ALPN_FTP "\x03" "ftp"
+#define ALPN_FTP                                                                                   \
+	"\x03"                                                                                     \
+	"ftp"
 #define HTTP_GET "GET / HTTP/1.1\r\nHost: www.test\r\n\r\n"
 
 static void connect_client(struct fx *f)
@@ -1360,9 +1401,9 @@ static void test_cell(void **state)
 		relay_get_stats(f->relay, &rs);
 		netstack_get_stats(f->ns, &ns);
 		print_error("%s × %s did not end: relay open %llu, netstack connections %llu, the "
-			    "client got %d FIN %d RST\n", row_name[r], col_name[k],
-			    (unsigned long long)rs.open, (unsigned long long)ns.tcp_active,
-			    f->cl->fins, f->cl->rsts);
+			    "client got %d FIN %d RST\n",
+			    row_name[r], col_name[k], (unsigned long long)rs.open,
+			    (unsigned long long)ns.tcp_active, f->cl->fins, f->cl->rsts);
 		relay_shutdown(f->relay); /* writes the record "shutdown" */
 	}
 	struct relay_stats rs;
@@ -1491,8 +1532,9 @@ static void test_grpc_exp(void **state)
 	assert_string_equal(rec_str(http, "http_version"), "HTTP/2");
 	assert_string_equal(rec_str(http, "url"), "https://www.test/echo.Echo/Say");
 	assert_string_equal(rec_str(http, "end_reason"), "complete");
-	assert_int_equal(json_integer_value(json_object_get(json_object_get(http, "response"),
-							    "status")), 200);
+	assert_int_equal(
+		json_integer_value(json_object_get(json_object_get(http, "response"), "status")),
+		200);
 	for (size_t i = 0; i < rs.n; i++)
 		json_decref(rs.r[i]);
 }
@@ -1510,7 +1552,8 @@ int main(void)
 			c->r = (enum row)r;
 			c->k = (enum col)k;
 			snprintf(c->name, sizeof(c->name), "%s × %s", row_name[r], col_name[k]);
-			tests[n] = (struct CMUnitTest){ .name = c->name, .test_func = test_cell,
+			tests[n] = (struct CMUnitTest){ .name = c->name,
+							.test_func = test_cell,
 							.setup_func = cell_setup,
 							.teardown_func = cell_teardown,
 							.initial_state = c };
@@ -1521,15 +1564,19 @@ int main(void)
 	g->r = R_TLS;
 	g->k = C_CLIENT_FIN;
 	snprintf(g->name, sizeof(g->name), "grpc-exp is HTTP/2");
-	tests[n++] = (struct CMUnitTest){ .name = g->name, .test_func = test_grpc_exp,
-					  .setup_func = cell_setup, .teardown_func = cell_teardown,
+	tests[n++] = (struct CMUnitTest){ .name = g->name,
+					  .test_func = test_grpc_exp,
+					  .setup_func = cell_setup,
+					  .teardown_func = cell_teardown,
 					  .initial_state = g };
 	struct cell *d = &cells[n];
 	d->r = R_RAW_HALF_U;
 	d->k = C_STALL; /* the short timers */
 	snprintf(d->name, sizeof(d->name), "half-closed, a slow client draining is traffic");
-	tests[n++] = (struct CMUnitTest){ .name = d->name, .test_func = test_half_close_slow_drain,
-					  .setup_func = cell_setup, .teardown_func = cell_teardown,
+	tests[n++] = (struct CMUnitTest){ .name = d->name,
+					  .test_func = test_half_close_slow_drain,
+					  .setup_func = cell_setup,
+					  .teardown_func = cell_teardown,
 					  .initial_state = d };
 	return _cmocka_run_group_tests("relay_states", tests, n, group_setup, group_teardown);
 }

@@ -174,7 +174,8 @@ static void test_corrupt_peers(void **ctx)
 
 	char good_peer[1024];
 	snprintf(good_peer, sizeof(good_peer),
-		 "{\"name\":\"phone\",\"private_key\":\"%s\",\"preshared_key\":\"%s\",\"address4\":\"10.66.77.2\",\"address6\":\"%s\"}",
+		 "{\"name\":\"phone\",\"private_key\":\"%s\",\"preshared_key\":\"%s\",\"address4\":"
+		 "\"10.66.77.2\",\"address6\":\"%s\"}",
 		 key, key, a6);
 	char text[4096];
 
@@ -214,7 +215,8 @@ static void test_corrupt_server(void **ctx)
 	struct fixture *f = *ctx;
 	struct state st;
 	char err[512];
-	const char *bad = "{\"version\":1,\"private_key\":\"short\",\"pool4\":\"10.66.77.0/24\",\"pool6\":\"fd00::/64\"}";
+	const char *bad = "{\"version\":1,\"private_key\":\"short\",\"pool4\":\"10.66.77.0/"
+			  "24\",\"pool6\":\"fd00::/64\"}";
 	write_file(f->home, "server.json", bad);
 	assert_int_equal(state_open(&st, f->home, true, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "server.json"));
@@ -284,7 +286,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_create_and_reopen_keeps_keys, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_open_without_create_fails_clearly, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_without_create_fails_clearly, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_peers_get_distinct_addresses, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_peers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_server, setup, teardown),

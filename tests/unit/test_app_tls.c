@@ -48,16 +48,16 @@ struct fixture {
 	char dir[64];
 	char ca_path[128];
 	char keylog_path[128];
-	X509 *up_ca;              /* the test CA the upstream servers chain to */
+	X509 *up_ca; /* the test CA the upstream servers chain to */
 	EVP_PKEY *up_ca_key;
-	X509 *mitm_ca;            /* what phones trust */
+	X509 *mitm_ca; /* what phones trust */
 	EVP_PKEY *mitm_ca_key;
 	EVP_PKEY *srv_key;
-	X509 *srv_cert;           /* www.test, alt.test, 192.0.2.7 by up_ca */
-	SSL_CTX *srv;             /* the upstream server */
+	X509 *srv_cert; /* www.test, alt.test, 192.0.2.7 by up_ca */
+	SSL_CTX *srv;   /* the upstream server */
 	struct seen seen;
-	struct tls_ctx *t;        /* upstream_ca = ca_path */
-	struct sockaddr_in dest;  /* 192.0.2.7:443 */
+	struct tls_ctx *t;       /* upstream_ca = ca_path */
+	struct sockaddr_in dest; /* 192.0.2.7:443 */
 };
 
 /* ---- certificates ------------------------------------------------------- */
@@ -81,7 +81,8 @@ static X509 *make_cert(EVP_PKEY *key, const char *cn, const char *san, X509 *iss
 	X509_gmtime_adj(X509_getm_notAfter(x), 30L * 86400);
 	X509_NAME *name = X509_get_subject_name(x);
 	assert_int_equal(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-						    (const unsigned char *)cn, -1, -1, 0), 1);
+						    (const unsigned char *)cn, -1, -1, 0),
+			 1);
 	assert_int_equal(X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : name), 1);
 	assert_int_equal(X509_set_pubkey(x, key), 1);
 
@@ -91,10 +92,10 @@ static X509 *make_cert(EVP_PKEY *key, const char *cn, const char *san, X509 *iss
 		int nid;
 		const char *value;
 	} exts[] = {
-		{NID_basic_constraints, "critical,CA:FALSE"},
-		{NID_key_usage, "critical,digitalSignature"},
-		{NID_ext_key_usage, "serverAuth"},
-		{NID_subject_alt_name, san},
+		{ NID_basic_constraints, "critical,CA:FALSE" },
+		{ NID_key_usage, "critical,digitalSignature" },
+		{ NID_ext_key_usage, "serverAuth" },
+		{ NID_subject_alt_name, san },
 	};
 	for (size_t i = 0; i < sizeof(exts) / sizeof(exts[0]); i++) {
 		X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &v3, exts[i].nid, exts[i].value);
@@ -260,15 +261,15 @@ static size_t pump(struct tls_leg *leg, SSL *peer)
 
 struct hs {
 	enum tls_result leg;
-	int peer;       /* SSL_do_handshake's last result */
-	int peer_err;   /* SSL_get_error when it failed */
+	int peer;     /* SSL_do_handshake's last result */
+	int peer_err; /* SSL_get_error when it failed */
 };
 
 /* Steps both handshakes and pumps until no bytes move: every byte
  * delivered has been seen by one more step of its receiver. */
 static struct hs handshake(struct tls_leg *leg, SSL *peer)
 {
-	struct hs h = {TLS_WANT, 0, SSL_ERROR_WANT_READ};
+	struct hs h = { TLS_WANT, 0, SSL_ERROR_WANT_READ };
 	for (int i = 0; i < 32; i++) {
 		if (h.leg == TLS_WANT)
 			h.leg = tls_leg_handshake(leg);
@@ -289,8 +290,9 @@ static struct tls_leg *upstream_leg(struct fixture *f, struct tls_ctx *t, const 
 {
 	struct tls_leg *leg = calloc(1, sizeof(*leg));
 	assert_non_null(leg);
-	assert_int_equal(tls_leg_upstream(t, leg, sni, (const struct sockaddr *)&f->dest, alpn,
-					  alpn_len), 0);
+	assert_int_equal(
+		tls_leg_upstream(t, leg, sni, (const struct sockaddr *)&f->dest, alpn, alpn_len),
+		0);
 	return leg;
 }
 
@@ -340,8 +342,8 @@ static void assert_alpn(const struct tls_leg *leg, const char *want)
 static void test_upstream_sni_alpn(void **state)
 {
 	struct fixture *f = *state;
-	struct tls_leg *leg = upstream_leg(f, f->t, "www.test", (const uint8_t *)ALPN_WIRE,
-					   ALPN_WIRE_LEN);
+	struct tls_leg *leg =
+		upstream_leg(f, f->t, "www.test", (const uint8_t *)ALPN_WIRE, ALPN_WIRE_LEN);
 	assert_string_equal(leg->host, "www.test");
 	SSL *peer;
 	upstream_handshake(f, leg, &peer, NULL);
@@ -483,7 +485,7 @@ static void test_upstream_bad_ca_file(void **state)
 	struct tls_config cfg = {
 		.ca_cert = f->mitm_ca,
 		.ca_key = f->mitm_ca_key,
-		.upstream_ca = {missing},
+		.upstream_ca = { missing },
 		.n_upstream_ca = 1,
 	};
 	char err[256] = "";
@@ -559,7 +561,8 @@ static SSL *client_peer(SSL_CTX *c, const char *sni, const char *alpn, size_t al
 		assert_int_equal(SSL_set1_host(s, sni), 1);
 	}
 	if (alpn_len)
-		assert_int_equal(SSL_set_alpn_protos(s, (const uint8_t *)alpn, (unsigned)alpn_len), 0);
+		assert_int_equal(SSL_set_alpn_protos(s, (const uint8_t *)alpn, (unsigned)alpn_len),
+				 0);
 	return s;
 }
 
@@ -567,8 +570,8 @@ static struct tls_leg *client_leg(struct fixture *f, X509 *leaf, const char *pic
 {
 	struct tls_leg *leg = calloc(1, sizeof(*leg));
 	assert_non_null(leg);
-	assert_int_equal(tls_leg_client(f->t, leg, leaf, (const uint8_t *)pick,
-					pick ? strlen(pick) : 0), 0);
+	assert_int_equal(
+		tls_leg_client(f->t, leg, leaf, (const uint8_t *)pick, pick ? strlen(pick) : 0), 0);
 	return leg;
 }
 
@@ -578,7 +581,8 @@ static bool san_has_dns(X509 *x, const char *name)
 	bool found = false;
 	for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens); i++) {
 		const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
-		if (g->type == GEN_DNS && (size_t)ASN1_STRING_length(g->d.dNSName) == strlen(name) &&
+		if (g->type == GEN_DNS &&
+		    (size_t)ASN1_STRING_length(g->d.dNSName) == strlen(name) &&
 		    memcmp(ASN1_STRING_get0_data(g->d.dNSName), name, strlen(name)) == 0)
 			found = true;
 	}
@@ -766,19 +770,20 @@ static void test_client_alpn(void **state)
 	struct fixture *f = *state;
 	SSL_CTX *cc = client_ctx(f, true);
 	const struct {
-		const char *pick;        /* what the upstream chose */
-		const char *offer;       /* what the client offers (wire) */
+		const char *pick;  /* what the upstream chose */
+		const char *offer; /* what the client offers (wire) */
 		size_t offer_len;
 		const char *want;
 	} rows[] = {
-		{"h2", ALPN_WIRE, ALPN_WIRE_LEN, "h2"},
-		{"http/1.1", ALPN_WIRE, ALPN_WIRE_LEN, "http/1.1"},
-		{"h2", NULL, 0, NULL},                            /* client offers none */
-		{"h2", "\x08http/1.1", 9, NULL},                  /* not offered */
-		{NULL, ALPN_WIRE, ALPN_WIRE_LEN, NULL},           /* upstream chose none */
+		{ "h2", ALPN_WIRE, ALPN_WIRE_LEN, "h2" },
+		{ "http/1.1", ALPN_WIRE, ALPN_WIRE_LEN, "http/1.1" },
+		{ "h2", NULL, 0, NULL },                  /* client offers none */
+		{ "h2", "\x08http/1.1", 9, NULL },        /* not offered */
+		{ NULL, ALPN_WIRE, ALPN_WIRE_LEN, NULL }, /* upstream chose none */
 	};
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
-		X509 *leaf = tls_leaf_for(f->t, "www.test", (const struct sockaddr *)&f->dest, NULL);
+		X509 *leaf =
+			tls_leaf_for(f->t, "www.test", (const struct sockaddr *)&f->dest, NULL);
 		struct tls_leg *leg = client_leg(f, leaf, rows[i].pick);
 		X509_free(leaf);
 		SSL *peer = client_peer(cc, "www.test", rows[i].offer, rows[i].offer_len);
@@ -792,7 +797,8 @@ static void test_client_alpn(void **state)
 		assert_int_equal(plen, rows[i].want ? strlen(rows[i].want) : 0);
 		json_t *j = tls_leg_json(leg);
 		if (rows[i].want)
-			assert_string_equal(json_string_value(json_object_get(j, "alpn")), rows[i].want);
+			assert_string_equal(json_string_value(json_object_get(j, "alpn")),
+					    rows[i].want);
 		else
 			assert_true(json_is_null(json_object_get(j, "alpn")));
 		json_decref(j);
@@ -845,7 +851,8 @@ static void test_client_rejects_alert(void **state)
 	char why[160];
 	tls_leg_error(leg, why, sizeof(why));
 	char want[80];
-	snprintf(want, sizeof(want), "alert %s received", SSL_alert_desc_string_long(SSL_AD_UNKNOWN_CA));
+	snprintf(want, sizeof(want), "alert %s received",
+		 SSL_alert_desc_string_long(SSL_AD_UNKNOWN_CA));
 	assert_string_equal(why, want);
 	assert_string_equal(why, "alert unknown CA received");
 
@@ -943,7 +950,7 @@ static void test_client_garbage(void **state)
 	X509 *leaf2 = tls_leaf_for(f->t, "www.test", (const struct sockaddr *)&f->dest, NULL);
 	leg = client_leg(f, leaf2, NULL);
 	X509_free(leaf2);
-	uint8_t rec[5 + 64] = {0x16, 0x03, 0x01, 0x00, 64};
+	uint8_t rec[5 + 64] = { 0x16, 0x03, 0x01, 0x00, 64 };
 	uint32_t rng = 7;
 	for (size_t i = 5; i < sizeof(rec); i++)
 		rec[i] = (uint8_t)xs_next(&rng);
@@ -1007,7 +1014,7 @@ static void test_client_close_after_flight(void **state)
 	const uint8_t *p;
 	tls_leg_consume(leg, tls_leg_out(leg, &p));
 
-	static const uint8_t close_notify[] = {0x15, 0x03, 0x03, 0x00, 0x02, 0x01, 0x00};
+	static const uint8_t close_notify[] = { 0x15, 0x03, 0x03, 0x00, 0x02, 0x01, 0x00 };
 	assert_int_equal(tls_leg_feed(leg, close_notify, sizeof(close_notify)), 0);
 	assert_int_equal(tls_leg_handshake(leg), TLS_ERROR);
 	assert_true(tls_leg_client_rejected(leg));
@@ -1031,8 +1038,8 @@ static void test_tls12(void **state)
 	struct fixture *f = *state;
 	assert_int_equal(SSL_CTX_set_max_proto_version(f->srv, TLS1_2_VERSION), 1);
 	SSL *peer;
-	struct tls_leg *a = upstream_leg(f, f->t, "www.test", (const uint8_t *)ALPN_WIRE,
-					 ALPN_WIRE_LEN);
+	struct tls_leg *a =
+		upstream_leg(f, f->t, "www.test", (const uint8_t *)ALPN_WIRE, ALPN_WIRE_LEN);
 	upstream_handshake(f, a, &peer, NULL);
 	assert_false(SSL_session_reused(peer));
 	SSL_free(peer);
@@ -1051,7 +1058,8 @@ static void test_tls12(void **state)
 
 	/* Client leg: a TLS 1.2 client that trusts us, one that does not. */
 	for (int trust = 1; trust >= 0; trust--) {
-		X509 *leaf = tls_leaf_for(f->t, "www.test", (const struct sockaddr *)&f->dest, NULL);
+		X509 *leaf =
+			tls_leaf_for(f->t, "www.test", (const struct sockaddr *)&f->dest, NULL);
 		struct tls_leg *leg = client_leg(f, leaf, "h2");
 		X509_free(leaf);
 		SSL_CTX *cc = client_ctx(f, trust);
@@ -1063,7 +1071,8 @@ static void test_tls12(void **state)
 			assert_int_equal(h.peer, 1);
 			assert_alpn(leg, "h2");
 			j = tls_leg_json(leg);
-			assert_string_equal(json_string_value(json_object_get(j, "version")), "TLSv1.2");
+			assert_string_equal(json_string_value(json_object_get(j, "version")),
+					    "TLSv1.2");
 			json_decref(j);
 		} else {
 			assert_int_equal(h.leg, TLS_ERROR);
@@ -1085,13 +1094,16 @@ static void test_client_leg_suites(void **state)
 {
 	struct fixture *f = *state;
 	static const struct {
-		int version;          /* the client's only version */
-		const char *suites;   /* the client's TLS 1.2 list */
-		const char *chosen;   /* NULL: the handshake fails */
+		int version;        /* the client's only version */
+		const char *suites; /* the client's TLS 1.2 list */
+		const char *chosen; /* NULL: the handshake fails */
 	} cases[] = {
-		{ TLS1_2_VERSION, "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES128-GCM-SHA256" },
-		{ TLS1_2_VERSION, "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-AES256-GCM-SHA384" },
-		{ TLS1_2_VERSION, "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-ECDSA-CHACHA20-POLY1305" },
+		{ TLS1_2_VERSION, "ECDHE-ECDSA-AES128-GCM-SHA256",
+		  "ECDHE-ECDSA-AES128-GCM-SHA256" },
+		{ TLS1_2_VERSION, "ECDHE-ECDSA-AES256-GCM-SHA384",
+		  "ECDHE-ECDSA-AES256-GCM-SHA384" },
+		{ TLS1_2_VERSION, "ECDHE-ECDSA-CHACHA20-POLY1305",
+		  "ECDHE-ECDSA-CHACHA20-POLY1305" },
 		{ TLS1_2_VERSION, "ECDHE-ECDSA-AES128-SHA", NULL },    /* CBC, HMAC-SHA1 */
 		{ TLS1_2_VERSION, "ECDHE-ECDSA-AES128-SHA256", NULL }, /* CBC */
 		{ TLS1_2_VERSION, "ECDHE-ECDSA-AES256-SHA384", NULL }, /* CBC */
@@ -1105,7 +1117,8 @@ static void test_client_leg_suites(void **state)
 		{ TLS1_3_VERSION, NULL, "TLS_AES_128_GCM_SHA256" },
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		X509 *leaf = tls_leaf_for(f->t, "www.test", (const struct sockaddr *)&f->dest, NULL);
+		X509 *leaf =
+			tls_leaf_for(f->t, "www.test", (const struct sockaddr *)&f->dest, NULL);
 		struct tls_leg *leg = client_leg(f, leaf, NULL);
 		X509_free(leaf);
 		SSL_CTX *cc = client_ctx(f, true);
@@ -1116,10 +1129,11 @@ static void test_client_leg_suites(void **state)
 		SSL *peer = client_peer(cc, "www.test", NULL, 0);
 		struct hs h = handshake(leg, peer);
 		const char *got = h.peer == 1 ? SSL_get_cipher_name(peer) : "(failed)";
-		if (cases[i].chosen ? h.peer != 1 || strcmp(got, cases[i].chosen) != 0 : h.peer == 1)
+		if (cases[i].chosen ? h.peer != 1 || strcmp(got, cases[i].chosen) != 0
+				    : h.peer == 1)
 			print_error("version %#x, client suites %s: got %s, expected %s\n",
-				    cases[i].version, cases[i].suites ? cases[i].suites : "default", got,
-				    cases[i].chosen ? cases[i].chosen : "a failed handshake");
+				    cases[i].version, cases[i].suites ? cases[i].suites : "default",
+				    got, cases[i].chosen ? cases[i].chosen : "a failed handshake");
 		if (cases[i].chosen) {
 			assert_int_equal(h.leg, TLS_OK);
 			assert_int_equal(h.peer, 1);
@@ -1235,8 +1249,9 @@ static void test_keylog(void **state)
 	assert_int_equal(h.leg, TLS_OK);
 
 	size_t total;
-	const char *labels[] = {"CLIENT_HANDSHAKE_TRAFFIC_SECRET", "SERVER_HANDSHAKE_TRAFFIC_SECRET",
-				"CLIENT_TRAFFIC_SECRET_0", "SERVER_TRAFFIC_SECRET_0"};
+	const char *labels[] = { "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+				 "SERVER_HANDSHAKE_TRAFFIC_SECRET", "CLIENT_TRAFFIC_SECRET_0",
+				 "SERVER_TRAFFIC_SECRET_0" };
 	for (size_t i = 0; i < sizeof(labels) / sizeof(labels[0]); i++) {
 		assert_int_equal(keylog_count(f->keylog_path, labels[i], up->ssl, &total), 1);
 		assert_int_equal(keylog_count(f->keylog_path, labels[i], cl->ssl, &total), 1);

@@ -124,7 +124,8 @@ static void harness_init(struct harness *h, size_t max_flows)
 	assert_int_equal(uv_udp_init(&h->loop, &h->echo.sock), 0);
 	assert_int_equal(uv_udp_bind(&h->echo.sock, (struct sockaddr *)&lo, 0), 0);
 	int len = sizeof(h->echo.addr);
-	assert_int_equal(uv_udp_getsockname(&h->echo.sock, (struct sockaddr *)&h->echo.addr, &len), 0);
+	assert_int_equal(uv_udp_getsockname(&h->echo.sock, (struct sockaddr *)&h->echo.addr, &len),
+			 0);
 	assert_int_equal(uv_udp_recv_start(&h->echo.sock, echo_alloc, echo_recv), 0);
 
 	snprintf(h->path, sizeof(h->path), "/tmp/wgmitm-udp-XXXXXX");
@@ -133,11 +134,18 @@ static void harness_init(struct harness *h, size_t max_flows)
 	close(fd);
 	assert_int_equal(flowlog_open(&h->log, h->path, NULL), 0);
 	struct udp_relay_config cfg = {
-		.policy = &h->policy, .log = h->log, .max_flows = max_flows,
-		.idle_ms = 300, .dns_idle_ms = 150,
-		.local = local, .local_ctx = h, .peer_name = peer_of,
-		.unreachable = unreachable, .unreachable_ctx = h,
-		.send = capture, .send_ctx = h,
+		.policy = &h->policy,
+		.log = h->log,
+		.max_flows = max_flows,
+		.idle_ms = 300,
+		.dns_idle_ms = 150,
+		.local = local,
+		.local_ctx = h,
+		.peer_name = peer_of,
+		.unreachable = unreachable,
+		.unreachable_ctx = h,
+		.send = capture,
+		.send_ctx = h,
 	};
 	h->relay = udp_relay_new(&h->loop, NULL, &cfg);
 	assert_non_null(h->relay);
@@ -177,8 +185,8 @@ static bool got_refused(struct harness *h)
 	return st.flows_upstream_refused > 0;
 }
 
-static void send_to(struct harness *h, const struct sockaddr_in *client, const struct sockaddr_in *dest,
-		    const char *msg)
+static void send_to(struct harness *h, const struct sockaddr_in *client,
+		    const struct sockaddr_in *dest, const char *msg)
 {
 	udp_relay_recv(h->relay, (const struct sockaddr *)client, (const struct sockaddr *)dest,
 		       (const uint8_t *)msg, strlen(msg));
@@ -367,9 +375,12 @@ static void test_quic(void **ctx)
 	/* Passthrough: a relay of its own; the datagram leaves for 443. */
 	udp_relay_free(h.relay);
 	struct udp_relay_config cfg = {
-		.policy = &h.policy, .quic = UDP_RELAY_QUIC_PASSTHROUGH,
-		.unreachable = unreachable, .unreachable_ctx = &h,
-		.send = capture, .send_ctx = &h,
+		.policy = &h.policy,
+		.quic = UDP_RELAY_QUIC_PASSTHROUGH,
+		.unreachable = unreachable,
+		.unreachable_ctx = &h,
+		.send = capture,
+		.send_ctx = &h,
 	};
 	h.relay = udp_relay_new(&h.loop, NULL, &cfg);
 	assert_non_null(h.relay);

@@ -76,8 +76,10 @@ static void test_insert_lookup(void **ctx)
 	assert_null(udp_table_first(t));
 
 	struct udp_flow_key a = key("10.66.77.2", 40000, "93.184.216.34", 443);
-	struct udp_flow_key b = key("10.66.77.2", 40001, "93.184.216.34", 443); /* other client port */
-	struct udp_flow_key c = key("10.66.77.2", 40000, "93.184.216.34", 444); /* other dest port */
+	struct udp_flow_key b =
+		key("10.66.77.2", 40001, "93.184.216.34", 443); /* other client port */
+	struct udp_flow_key c =
+		key("10.66.77.2", 40000, "93.184.216.34", 444); /* other dest port */
 	struct udp_flow_key d = key("10.66.77.3", 40000, "93.184.216.34", 443); /* other client */
 	struct udp_flow_key e6 = key("fd00::2", 40000, "2001:db8::34", 443);
 
@@ -121,10 +123,11 @@ static void test_expiry_order(void **ctx)
 	struct udp_table *t = udp_table_new(16, timeouts);
 	assert_non_null(t);
 	struct udp_flow_key k[4] = {
-		key("10.66.77.2", 1, "1.1.1.1", 9000),  /* class 0 at t=0    -> 60000 */
-		key("10.66.77.2", 2, "1.1.1.1", 53),    /* class 1 at t=0    -> 30000 */
-		key("10.66.77.2", 3, "1.1.1.1", 9000),  /* class 0 at t=1000 -> 61000, touched at 10000 -> 70000 */
-		key("10.66.77.2", 4, "8.8.8.8", 53),    /* class 1 at t=20000 -> 50000 */
+		key("10.66.77.2", 1, "1.1.1.1", 9000), /* class 0 at t=0    -> 60000 */
+		key("10.66.77.2", 2, "1.1.1.1", 53),   /* class 1 at t=0    -> 30000 */
+		key("10.66.77.2", 3, "1.1.1.1",
+		    9000), /* class 0 at t=1000 -> 61000, touched at 10000 -> 70000 */
+		key("10.66.77.2", 4, "8.8.8.8", 53), /* class 1 at t=20000 -> 50000 */
 	};
 	assert_non_null(udp_table_insert(t, &k[0], 0, 0));
 	assert_non_null(udp_table_insert(t, &k[1], 1, 0));
@@ -142,7 +145,7 @@ static void test_expiry_order(void **ctx)
 		int expect; /* index into k, -1: nothing */
 	} steps[] = {
 		{ 30000, 1 }, { 30000, -1 }, { 49999, -1 }, { 50000, 3 },
-		{ 65000, 0 }, { 65000, -1 }, { 70000, 2 }, { 1000000, -1 },
+		{ 65000, 0 }, { 65000, -1 }, { 70000, 2 },  { 1000000, -1 },
 	};
 	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
 		struct udp_table_entry *e = udp_table_expired(t, steps[i].now);

@@ -73,7 +73,8 @@ static void test_refused_counted(void **ctx)
 	struct udpbatch *b = malloc(sizeof(*b));
 	udpbatch_init(b, tx);
 	/* An IPv6 destination on an IPv4 socket: the kernel refuses each one. */
-	struct sockaddr_in6 bad = { .sin6_family = AF_INET6, .sin6_port = htons(9),
+	struct sockaddr_in6 bad = { .sin6_family = AF_INET6,
+				    .sin6_port = htons(9),
 				    .sin6_addr = IN6ADDR_LOOPBACK_INIT };
 	uint8_t x[10] = { 0 };
 	for (int i = 0; i < 3; i++)

@@ -185,7 +185,8 @@ static void run_splits(const struct buf *up, const struct buf *down, size_t cap,
 			char *got = json_dumps(arr, JSON_COMPACT | JSON_PRESERVE_ORDER);
 			json_decref(arr);
 			if (strcmp(got, want) != 0)
-				fail_msg("%s split at %zu:\n got %s\nwant %s", which ? "down" : "up", at, got, want);
+				fail_msg("%s split at %zu:\n got %s\nwant %s",
+					 which ? "down" : "up", at, got, want);
 			free(got);
 			rec_free(&r);
 		}
@@ -234,7 +235,9 @@ static void test_text_fragments_control(void **state)
 	assert_msg(json_array_get(m, 1), "up", "ping", "text", "p1");
 	assert_msg(json_array_get(m, 2), "up", "pong", "text", "");
 	assert_msg(json_array_get(m, 3), "up", "binary", "base64", "AP8B/gL9");
-	assert_int_equal(json_integer_value(json_object_get(json_object_get(json_array_get(m, 3), "body"), "size")), 6);
+	assert_int_equal(json_integer_value(json_object_get(
+				 json_object_get(json_array_get(m, 3), "body"), "size")),
+			 6);
 	assert_msg(json_array_get(m, 4), "up", "close", "text", "going away");
 	assert_msg(json_array_get(m, 5), "down", "text", "text", "srv");
 	json_t *big = json_object_get(json_array_get(m, 6), "body");
@@ -244,7 +247,8 @@ static void test_text_fragments_control(void **state)
 	i = 0;
 	const char *eorder[] = { "dir", "time", "opcode", "body" };
 	json_object_foreach(entry, k, v) assert_string_equal(k, eorder[i++]);
-	assert_string_equal(json_string_value(json_object_get(entry, "time")), "2024-05-01T12:34:56.000000Z");
+	assert_string_equal(json_string_value(json_object_get(entry, "time")),
+			    "2024-05-01T12:34:56.000000Z");
 	/* the first close frame */
 	json_t *c = json_object_get(b, "close");
 	assert_string_equal(json_string_value(json_object_get(c, "dir")), "up");
@@ -393,7 +397,8 @@ static void test_deflate_no_context_takeover(void **state)
 	const char *msgs_txt[] = { "first message", "second message", "first message" };
 	for (int i = 0; i < 3; i++) {
 		memset(&zc, 0, sizeof(zc));
-		assert_int_equal(deflateInit2(&zc, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+		assert_int_equal(deflateInit2(&zc, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY),
+				 Z_OK);
 		size_t n = pmd_compress(&zc, msgs_txt[i], strlen(msgs_txt[i]), c, sizeof(c));
 		frame(&up, F_FIN | F_RSV1 | 0x1, KEY, c, n);
 		deflateEnd(&zc);
@@ -401,7 +406,9 @@ static void test_deflate_no_context_takeover(void **state)
 	frame(&down, F_FIN | 0x1, NULL, "ok", 2);
 	struct rec r = { 0 };
 	run_splits(&up, &down, 1024,
-		   "foo; bar=1, Permessage-Deflate; Client_No_Context_Takeover; server_max_window_bits=10", &r);
+		   "foo; bar=1, Permessage-Deflate; Client_No_Context_Takeover; "
+		   "server_max_window_bits=10",
+		   &r);
 	json_t *m = msgs(&r, 0);
 	assert_int_equal(json_array_size(m), 4);
 	for (int i = 0; i < 3; i++)
@@ -453,8 +460,8 @@ static void test_malformed(void **state)
 	} cases[] = {
 		{ "\x83\x00", 2, "reserved opcode" },
 		{ "\x00\x00", 2, "continuation without" },
-		{ "\x09\x00", 2, "bad control" },            /* fragmented ping */
-		{ "\x89\x7e\x00\x80", 4, "bad control" },    /* 128-byte ping */
+		{ "\x09\x00", 2, "bad control" },         /* fragmented ping */
+		{ "\x89\x7e\x00\x80", 4, "bad control" }, /* 128-byte ping */
 		{ "\xa1\x00", 2, "RSV2" },
 		{ "\x01\x00\x81\x00", 4, "new message inside" },
 		{ "\x82\x7f\x80\x00\x00\x00\x00\x00\x00\x00", 10, "top bit" },

@@ -41,13 +41,15 @@ static void test_parse(void **ctx)
 	uint8_t p;
 	assert_int_equal(addrpool_parse4("10.66.77.0/24", &n4, &p), 0);
 	assert_int_equal(p, 24);
-	static const char *bad4[] = { "10.66.77.1/24", "10.66.77.0", "10.66.77.0/31", "10.66.77.0/7",
-				      "10.66.77.0/x", "10.66.77.0/24x", "300.1.1.0/24", "fd00::/64", "" };
+	static const char *bad4[] = { "10.66.77.1/24", "10.66.77.0",   "10.66.77.0/31",
+				      "10.66.77.0/7",  "10.66.77.0/x", "10.66.77.0/24x",
+				      "300.1.1.0/24",  "fd00::/64",    "" };
 	for (size_t i = 0; i < sizeof(bad4) / sizeof(bad4[0]); i++)
 		assert_int_equal(addrpool_parse4(bad4[i], &n4, &p), -EINVAL);
 	assert_int_equal(addrpool_parse6("fd12:3456:789a::/64", &n6, &p), 0);
 	assert_int_equal(p, 64);
-	static const char *bad6[] = { "fd00::1/64", "fd00::/128", "fd00::/40", "10.0.0.0/8", "fd00::" };
+	static const char *bad6[] = { "fd00::1/64", "fd00::/128", "fd00::/40", "10.0.0.0/8",
+				      "fd00::" };
 	for (size_t i = 0; i < sizeof(bad6) / sizeof(bad6[0]); i++)
 		assert_int_equal(addrpool_parse6(bad6[i], &n6, &p), -EINVAL);
 }

@@ -50,7 +50,8 @@ static size_t realistic_config(char *buf, size_t cap, enum qr_wgconf_apps mode)
 	inet_pton(AF_INET6, "fd77:6d69:746d::1", &c.dns[1].addr.v6);
 	c.mtu = 1380;
 	c.keepalive = 25;
-	assert_int_equal(qr_endpoint_parse(&c.endpoint, "[2001:db8:1234::17]:51820", 0, NULL, 0), 0);
+	assert_int_equal(qr_endpoint_parse(&c.endpoint, "[2001:db8:1234::17]:51820", 0, NULL, 0),
+			 0);
 	c.apps_mode = mode;
 	if (mode != QR_WGCONF_APPS_ALL) {
 		c.n_apps = 2;
@@ -192,11 +193,10 @@ static void write_pbm(const char *path, const struct bitmap *bm, int w, int h, i
 	assert_int_equal(fclose(f), 0);
 }
 
-static void check_terminal(const char *text, size_t len, enum qr_term_style style,
-			   const char *tag)
+static void check_terminal(const char *text, size_t len, enum qr_term_style style, const char *tag)
 {
 	static struct bitmap bm;
-	struct qr_code code = {0};
+	struct qr_code code = { 0 };
 	unsigned quiet = 0;
 	char *out = NULL, pbm[256];
 	size_t outlen = 0;
@@ -217,9 +217,9 @@ static void check_terminal(const char *text, size_t len, enum qr_term_style styl
 	/* The drawing holds exactly the symbol and a light quiet zone. */
 	for (int y = 0; y < bm.h; y++)
 		for (int x = 0; x < size; x++)
-			assert_int_equal(bm.px[y * 400 + x],
-					 y < size && qr_code_dark(&code, x - (int)quiet,
-								   y - (int)quiet));
+			assert_int_equal(
+				bm.px[y * 400 + x],
+				y < size && qr_code_dark(&code, x - (int)quiet, y - (int)quiet));
 	if (style == QR_TERM_ANSI) {
 		/* Every line sets black on white itself and resets at its end. */
 		int lines = 0;
@@ -255,7 +255,7 @@ static void test_terminal_decodes(void **state)
 static void test_terminal_width(void **state)
 {
 	char text[QR_WGCONF_TEXT_MAX];
-	struct qr_code code = {0};
+	struct qr_code code = { 0 };
 	unsigned quiet = 0;
 	size_t len = realistic_config(text, sizeof(text), QR_WGCONF_APPS_ALL);
 
@@ -317,7 +317,7 @@ static void check_png_header(const char *path, unsigned side)
 static void test_png_decodes(void **state)
 {
 	char text[QR_WGCONF_TEXT_MAX], path[256];
-	struct qr_code code = {0};
+	struct qr_code code = { 0 };
 	struct stat st;
 	size_t len;
 
@@ -368,7 +368,7 @@ static void check_svg_path(const char *svg, const struct qr_code *code)
 static void test_svg_decodes(void **state)
 {
 	char text[QR_WGCONF_TEXT_MAX], svg[256], png[256], cmd[600], want[128];
-	struct qr_code code = {0};
+	struct qr_code code = { 0 };
 	size_t len;
 
 	need_tool("zbarimg", "zbar-tools");
@@ -401,7 +401,7 @@ static void test_svg_decodes(void **state)
 
 static void test_errors(void **state)
 {
-	struct qr_code code = {0};
+	struct qr_code code = { 0 };
 	static char big[2954];
 	char path[256];
 	FILE *full;
@@ -455,9 +455,9 @@ static int teardown(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_terminal_width), cmocka_unit_test(test_terminal_decodes),
-	    cmocka_unit_test(test_png_decodes),	   cmocka_unit_test(test_svg_decodes),
-	    cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_terminal_width), cmocka_unit_test(test_terminal_decodes),
+		cmocka_unit_test(test_png_decodes),    cmocka_unit_test(test_svg_decodes),
+		cmocka_unit_test(test_errors),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

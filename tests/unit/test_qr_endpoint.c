@@ -25,37 +25,39 @@ struct parse_case {
 };
 
 static const struct parse_case parse_cases[] = {
-    {"192.168.1.23", 51820, 0, AF_INET, "192.168.1.23", 51820, "192.168.1.23:51820"},
-    {"192.168.1.23:443", 51820, 0, AF_INET, "192.168.1.23", 443, "192.168.1.23:443"},
-    {"[fd00::1]", 51820, 0, AF_INET6, "fd00::1", 51820, "[fd00::1]:51820"},
-    {"[FD00:0:0::1]:1", 51820, 0, AF_INET6, "fd00::1", 1, "[fd00::1]:1"},
-    {"[2001:db8::1]:65535", 0, 0, AF_INET6, "2001:db8::1", 65535, "[2001:db8::1]:65535"},
-    {"[::ffff:192.0.2.1]:5", 0, 0, AF_INET6, "::ffff:192.0.2.1", 5, "[::ffff:192.0.2.1]:5"},
-    {"Capture.Example.LAN", 7, 0, AF_UNSPEC, "capture.example.lan", 7, "capture.example.lan:7"},
-    {"host-1.lan.:9", 0, 0, AF_UNSPEC, "host-1.lan.", 9, "host-1.lan.:9"},
-    {"localhost", 1, 0, AF_UNSPEC, "localhost", 1, "localhost:1"},
-    {"", 1, -EINVAL, 0, NULL, 0, "empty endpoint"},
-    {"192.168.1.23", 0, -EINVAL, 0, NULL, 0, "missing ':PORT'"},
-    {"192.168.1.23:", 1, -EINVAL, 0, NULL, 0, "bad port ''"},
-    {"192.168.1.23:0", 1, -EINVAL, 0, NULL, 0, "bad port '0'"},
-    {"192.168.1.23:65536", 1, -EINVAL, 0, NULL, 0, "bad port '65536'"},
-    {"192.168.1.23:+80", 1, -EINVAL, 0, NULL, 0, "bad port '+80'"},
-    {"192.168.1.23:80 ", 1, -EINVAL, 0, NULL, 0, "bad port"},
-    {"fd00::1", 1, -EINVAL, 0, NULL, 0, "write an IPv6 address in brackets, e.g. [fd00::1]:51820"},
-    {"fd00::1:51820", 1, -EINVAL, 0, NULL, 0, "in brackets"},
-    {"[fd00::1", 1, -EINVAL, 0, NULL, 0, "missing ']'"},
-    {"[fd00::1]x", 1, -EINVAL, 0, NULL, 0, "expected ':PORT' after ']'"},
-    {"[]:1", 1, -EINVAL, 0, NULL, 0, "bad IPv6 address"},
-    {"[192.0.2.1]:1", 1, -EINVAL, 0, NULL, 0, "bad IPv6 address '192.0.2.1'"},
-    {"[fe80::1%eth0]:1", 1, -EINVAL, 0, NULL, 0, "bad IPv6 address"},
-    {":51820", 1, -EINVAL, 0, NULL, 0, "missing host"},
-    {"300.1.1.1", 1, -EINVAL, 0, NULL, 0, "neither an IPv4 address nor a host name"},
-    {"1.2.3", 1, -EINVAL, 0, NULL, 0, "neither"},
-    {"-bad.lan", 1, -EINVAL, 0, NULL, 0, "neither"},
-    {"bad-.lan", 1, -EINVAL, 0, NULL, 0, "neither"},
-    {"a..b", 1, -EINVAL, 0, NULL, 0, "neither"},
-    {"under_score.lan", 1, -EINVAL, 0, NULL, 0, "neither"},
-    {"sp ace", 1, -EINVAL, 0, NULL, 0, "neither"},
+	{ "192.168.1.23", 51820, 0, AF_INET, "192.168.1.23", 51820, "192.168.1.23:51820" },
+	{ "192.168.1.23:443", 51820, 0, AF_INET, "192.168.1.23", 443, "192.168.1.23:443" },
+	{ "[fd00::1]", 51820, 0, AF_INET6, "fd00::1", 51820, "[fd00::1]:51820" },
+	{ "[FD00:0:0::1]:1", 51820, 0, AF_INET6, "fd00::1", 1, "[fd00::1]:1" },
+	{ "[2001:db8::1]:65535", 0, 0, AF_INET6, "2001:db8::1", 65535, "[2001:db8::1]:65535" },
+	{ "[::ffff:192.0.2.1]:5", 0, 0, AF_INET6, "::ffff:192.0.2.1", 5, "[::ffff:192.0.2.1]:5" },
+	{ "Capture.Example.LAN", 7, 0, AF_UNSPEC, "capture.example.lan", 7,
+	  "capture.example.lan:7" },
+	{ "host-1.lan.:9", 0, 0, AF_UNSPEC, "host-1.lan.", 9, "host-1.lan.:9" },
+	{ "localhost", 1, 0, AF_UNSPEC, "localhost", 1, "localhost:1" },
+	{ "", 1, -EINVAL, 0, NULL, 0, "empty endpoint" },
+	{ "192.168.1.23", 0, -EINVAL, 0, NULL, 0, "missing ':PORT'" },
+	{ "192.168.1.23:", 1, -EINVAL, 0, NULL, 0, "bad port ''" },
+	{ "192.168.1.23:0", 1, -EINVAL, 0, NULL, 0, "bad port '0'" },
+	{ "192.168.1.23:65536", 1, -EINVAL, 0, NULL, 0, "bad port '65536'" },
+	{ "192.168.1.23:+80", 1, -EINVAL, 0, NULL, 0, "bad port '+80'" },
+	{ "192.168.1.23:80 ", 1, -EINVAL, 0, NULL, 0, "bad port" },
+	{ "fd00::1", 1, -EINVAL, 0, NULL, 0,
+	  "write an IPv6 address in brackets, e.g. [fd00::1]:51820" },
+	{ "fd00::1:51820", 1, -EINVAL, 0, NULL, 0, "in brackets" },
+	{ "[fd00::1", 1, -EINVAL, 0, NULL, 0, "missing ']'" },
+	{ "[fd00::1]x", 1, -EINVAL, 0, NULL, 0, "expected ':PORT' after ']'" },
+	{ "[]:1", 1, -EINVAL, 0, NULL, 0, "bad IPv6 address" },
+	{ "[192.0.2.1]:1", 1, -EINVAL, 0, NULL, 0, "bad IPv6 address '192.0.2.1'" },
+	{ "[fe80::1%eth0]:1", 1, -EINVAL, 0, NULL, 0, "bad IPv6 address" },
+	{ ":51820", 1, -EINVAL, 0, NULL, 0, "missing host" },
+	{ "300.1.1.1", 1, -EINVAL, 0, NULL, 0, "neither an IPv4 address nor a host name" },
+	{ "1.2.3", 1, -EINVAL, 0, NULL, 0, "neither" },
+	{ "-bad.lan", 1, -EINVAL, 0, NULL, 0, "neither" },
+	{ "bad-.lan", 1, -EINVAL, 0, NULL, 0, "neither" },
+	{ "a..b", 1, -EINVAL, 0, NULL, 0, "neither" },
+	{ "under_score.lan", 1, -EINVAL, 0, NULL, 0, "neither" },
+	{ "sp ace", 1, -EINVAL, 0, NULL, 0, "neither" },
 };
 
 static void test_parse_and_format(void **state)
@@ -67,7 +69,8 @@ static void test_parse_and_format(void **state)
 		int rc = qr_endpoint_parse(&ep, pc->text, pc->default_port, err, sizeof(err));
 
 		if (rc != pc->rc)
-			fail_msg("case %zu '%s': rc %d, want %d (%s)", i, pc->text, rc, pc->rc, err);
+			fail_msg("case %zu '%s': rc %d, want %d (%s)", i, pc->text, rc, pc->rc,
+				 err);
 		if (rc != 0) {
 			if (strstr(err, pc->formatted) == NULL)
 				fail_msg("case %zu '%s': got \"%s\", want \"%s\"", i, pc->text, err,
@@ -117,8 +120,9 @@ static void test_hostname_limits(void **state)
 
 static struct qr_endpoint_iface v4(const char *name, const char *addr, bool def)
 {
-	struct qr_endpoint_iface i = {.flags = IFF_UP | IFF_RUNNING, .family = AF_INET,
-				      .default_route = def};
+	struct qr_endpoint_iface i = { .flags = IFF_UP | IFF_RUNNING,
+				       .family = AF_INET,
+				       .default_route = def };
 	strcpy(i.name, name);
 	assert_int_equal(inet_pton(AF_INET, addr, &i.addr.v4), 1);
 	return i;
@@ -126,8 +130,9 @@ static struct qr_endpoint_iface v4(const char *name, const char *addr, bool def)
 
 static struct qr_endpoint_iface v6(const char *name, const char *addr, bool def)
 {
-	struct qr_endpoint_iface i = {.flags = IFF_UP | IFF_RUNNING, .family = AF_INET6,
-				      .default_route = def};
+	struct qr_endpoint_iface i = { .flags = IFF_UP | IFF_RUNNING,
+				       .family = AF_INET6,
+				       .default_route = def };
 	strcpy(i.name, name);
 	assert_int_equal(inet_pton(AF_INET6, addr, &i.addr.v6), 1);
 	return i;
@@ -173,16 +178,16 @@ static void test_rank(void **state)
 		const char *text, *ifname;
 		enum qr_endpoint_tier tier;
 	} want[] = {
-	    {"192.168.1.23:51820", "wlan0", QR_ENDPOINT_DEFAULT_V4},
-	    {"[fd12:3456::7]:51820", "wlan0", QR_ENDPOINT_DEFAULT_V6},
-	    {"[2001:db8:2::7]:51820", "wlan0", QR_ENDPOINT_DEFAULT_V6},
-	    {"192.168.50.10:51820", "eth0", QR_ENDPOINT_PRIVATE_V4},
-	    {"100.64.1.2:51820", "eth3", QR_ENDPOINT_PRIVATE_V4},
-	    {"203.0.113.9:51820", "eth2", QR_ENDPOINT_PUBLIC_V4},
-	    {"[2001:db8:1::10]:51820", "eth0", QR_ENDPOINT_GLOBAL_V6},
-	    {"[fd99::1]:51820", "eth1", QR_ENDPOINT_ULA_V6},
-	    {"172.17.0.1:51820", "docker0", QR_ENDPOINT_VIRTUAL},
-	    {"10.8.0.2:51820", "wg0", QR_ENDPOINT_VIRTUAL},
+		{ "192.168.1.23:51820", "wlan0", QR_ENDPOINT_DEFAULT_V4 },
+		{ "[fd12:3456::7]:51820", "wlan0", QR_ENDPOINT_DEFAULT_V6 },
+		{ "[2001:db8:2::7]:51820", "wlan0", QR_ENDPOINT_DEFAULT_V6 },
+		{ "192.168.50.10:51820", "eth0", QR_ENDPOINT_PRIVATE_V4 },
+		{ "100.64.1.2:51820", "eth3", QR_ENDPOINT_PRIVATE_V4 },
+		{ "203.0.113.9:51820", "eth2", QR_ENDPOINT_PUBLIC_V4 },
+		{ "[2001:db8:1::10]:51820", "eth0", QR_ENDPOINT_GLOBAL_V6 },
+		{ "[fd99::1]:51820", "eth1", QR_ENDPOINT_ULA_V6 },
+		{ "172.17.0.1:51820", "docker0", QR_ENDPOINT_VIRTUAL },
+		{ "10.8.0.2:51820", "wg0", QR_ENDPOINT_VIRTUAL },
 	};
 	assert_int_equal(got, sizeof(want) / sizeof(want[0]));
 	for (size_t i = 0; i < got; i++) {
@@ -204,10 +209,10 @@ static void test_rank(void **state)
 static void test_rank_no_default_route(void **state)
 {
 	struct qr_endpoint_iface ifs[] = {
-	    v6("enp3s0", "2a01:4f8::5", false),
-	    v4("enp3s0", "203.0.113.5", false),
-	    v4("virbr0", "192.168.122.1", false),
-	    v4("enp4s0", "10.0.0.5", false),
+		v6("enp3s0", "2a01:4f8::5", false),
+		v4("enp3s0", "203.0.113.5", false),
+		v4("virbr0", "192.168.122.1", false),
+		v4("enp4s0", "10.0.0.5", false),
 	};
 	struct qr_endpoint_candidate out[8];
 
@@ -219,23 +224,23 @@ static void test_rank_no_default_route(void **state)
 }
 
 static const char proc_route[] =
-    "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
-    "wlan0\t00000000\t0101A8C0\t0003\t0\t0\t600\t00000000\t0\t0\t0\n"
-    "wlan0\t0001A8C0\t00000000\t0001\t0\t0\t600\t00FFFFFF\t0\t0\t0\n"
-    "docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n"
-    "eth0\t00000000\t0132A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n"
-    "eth9\t00000000\t00000000\t0200\t0\t0\t0\t00000000\t0\t0\t0\n"
-    "wlan0\t00000000\t0101A8C0\t0003\t0\t0\t700\t00000000\t0\t0\t0";
+	"Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+	"wlan0\t00000000\t0101A8C0\t0003\t0\t0\t600\t00000000\t0\t0\t0\n"
+	"wlan0\t0001A8C0\t00000000\t0001\t0\t0\t600\t00FFFFFF\t0\t0\t0\n"
+	"docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n"
+	"eth0\t00000000\t0132A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n"
+	"eth9\t00000000\t00000000\t0200\t0\t0\t0\t00000000\t0\t0\t0\n"
+	"wlan0\t00000000\t0101A8C0\t0003\t0\t0\t700\t00000000\t0\t0\t0";
 
 static const char proc_ipv6_route[] =
-    "fd123456000000000000000000000000 40 00000000000000000000000000000000 00 "
-    "00000000000000000000000000000000 00000100 00000001 00000000 00000001    wlan0\n"
-    "00000000000000000000000000000000 00 00000000000000000000000000000000 00 "
-    "fe800000000000000000000000000001 00000400 00000001 00000000 00450003    wlan0\n"
-    "00000000000000000000000000000000 00 00000000000000000000000000000000 00 "
-    "00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo\n"
-    "00000000000000000000000000000001 80 00000000000000000000000000000000 00 "
-    "00000000000000000000000000000000 00000000 00000002 00000000 80200001       lo\n";
+	"fd123456000000000000000000000000 40 00000000000000000000000000000000 00 "
+	"00000000000000000000000000000000 00000100 00000001 00000000 00000001    wlan0\n"
+	"00000000000000000000000000000000 00 00000000000000000000000000000000 00 "
+	"fe800000000000000000000000000001 00000400 00000001 00000000 00450003    wlan0\n"
+	"00000000000000000000000000000000 00 00000000000000000000000000000000 00 "
+	"00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo\n"
+	"00000000000000000000000000000001 80 00000000000000000000000000000000 00 "
+	"00000000000000000000000000000000 00000000 00000002 00000000 80200001       lo\n";
 
 static void test_default_routes(void **state)
 {
@@ -275,12 +280,12 @@ static void test_detect_here(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_parse_and_format),
-	    cmocka_unit_test(test_hostname_limits),
-	    cmocka_unit_test(test_rank),
-	    cmocka_unit_test(test_rank_no_default_route),
-	    cmocka_unit_test(test_default_routes),
-	    cmocka_unit_test(test_detect_here),
+		cmocka_unit_test(test_parse_and_format),
+		cmocka_unit_test(test_hostname_limits),
+		cmocka_unit_test(test_rank),
+		cmocka_unit_test(test_rank_no_default_route),
+		cmocka_unit_test(test_default_routes),
+		cmocka_unit_test(test_detect_here),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -146,7 +146,8 @@ static void test_round_trip(void **state)
 	c.n_apps = 2;
 	strcpy(c.apps[0], "com.android.vending");
 	strcpy(c.apps[1], "org.example.bank_app2");
-	assert_int_equal(qr_endpoint_parse(&c.endpoint, "capture.example.lan:51820", 0, NULL, 0), 0);
+	assert_int_equal(qr_endpoint_parse(&c.endpoint, "capture.example.lan:51820", 0, NULL, 0),
+			 0);
 	render_parse_render(&c);
 }
 
@@ -154,21 +155,20 @@ static void test_round_trip(void **state)
  * list keys, sections in the other order. */
 static void test_parse_lenient_forms(void **state)
 {
-	static const char text[] =
-	    "# made by hand\r\n"
-	    "[peer]\r\n"
-	    "publickey=" PUB_B64 "   # server\r\n"
-	    "ALLOWEDIPS = 10.0.0.0/8\r\n"
-	    "AllowedIPs = fd00::/8 , 192.168.0.0/16\r\n"
-	    "endpoint = [FD00:0:0::1]:51820\r\n"
-	    "PersistentKeepalive = off\r\n"
-	    "\r\n"
-	    "[INTERFACE]\r\n"
-	    "\tPrivateKey\t=\t" PRIV_B64 "\r\n"
-	    "Address = 10.1.2.3/24\r\n"
-	    "Address = fd00::3/64\r\n"
-	    "dns = 1.1.1.1\r\n"
-	    "DNS = 2606:4700:4700::1111";
+	static const char text[] = "# made by hand\r\n"
+				   "[peer]\r\n"
+				   "publickey=" PUB_B64 "   # server\r\n"
+				   "ALLOWEDIPS = 10.0.0.0/8\r\n"
+				   "AllowedIPs = fd00::/8 , 192.168.0.0/16\r\n"
+				   "endpoint = [FD00:0:0::1]:51820\r\n"
+				   "PersistentKeepalive = off\r\n"
+				   "\r\n"
+				   "[INTERFACE]\r\n"
+				   "\tPrivateKey\t=\t" PRIV_B64 "\r\n"
+				   "Address = 10.1.2.3/24\r\n"
+				   "Address = fd00::3/64\r\n"
+				   "dns = 1.1.1.1\r\n"
+				   "DNS = 2606:4700:4700::1111";
 	struct qr_wgconf c;
 	char err[QR_WGCONF_ERR_MAX] = "";
 	char buf[64];
@@ -198,88 +198,102 @@ struct bad_case {
 #define PEER_HDR "[Peer]\nPublicKey = " PUB_B64 "\nEndpoint = 192.0.2.1:51820\n"
 
 static const struct bad_case bad_cases[] = {
-    {"[Interfac]\n", "t.conf:1: unknown section '[Interfac]'"},
-    {"\n\n[Interface]\n[Peer]\n[Nope]\n", "t.conf:5: unknown section '[Nope]'"},
-    {IF_HDR "Tabel = off\n" PEER_HDR, "t.conf:4: unknown key 'Tabel' in [Interface]"},
-    {IF_HDR "Table = off\n" PEER_HDR, "t.conf:4: unknown key 'Table' in [Interface]"},
-    {IF_HDR "PostUp = iptables -A\n" PEER_HDR, "t.conf:4: unknown key 'PostUp' in [Interface]"},
-    {IF_HDR PEER_HDR "FwMark = 1\n", "t.conf:7: unknown key 'FwMark' in [Peer]"},
-    {IF_HDR "PublicKey = " PUB_B64 "\n" PEER_HDR,
-     "t.conf:4: PublicKey belongs in [Peer], not in [Interface]"},
-    {"PrivateKey = " PRIV_B64 "\n", "t.conf:1: 'PrivateKey' before any [Interface] or [Peer]"},
-    {IF_HDR "just words\n" PEER_HDR, "t.conf:4: expected 'Key = Value'"},
-    {IF_HDR "Bad Key = 1\n" PEER_HDR, "t.conf:4: bad key 'Bad Key'"},
-    {IF_HDR "MTU =\n" PEER_HDR, "t.conf:4: empty value for MTU"},
-    {IF_HDR "MTU = # later\n" PEER_HDR, "t.conf:4: empty value for MTU"},
-    /* keys */
-    {"[Interface]\nPrivateKey = AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8\n",
-     "t.conf:2: PrivateKey: not the base64 of 32 bytes"},
-    {"[Interface]\nPrivateKey = AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHg==\n",
-     "t.conf:2: PrivateKey: not the base64"}, /* 31 bytes */
-    {"[Interface]\nPrivateKey = AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=AAAA\n",
-     "t.conf:2: PrivateKey: not the base64"}, /* too long */
-    {"[Interface]\nPrivateKey = AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh!=\n",
-     "t.conf:2: PrivateKey: not the base64"}, /* bad character */
-    {IF_HDR "[Peer]\nPublicKey = nope\n", "t.conf:5: PublicKey: 'nope' is not the base64"},
-    {IF_HDR PEER_HDR "PresharedKey = " PUB_B64 "x\n", "t.conf:7: PresharedKey: not the base64"},
-    /* addresses and CIDRs */
-    {"[Interface]\nAddress = 10.0.0.300/32\n", "t.conf:2: Address: bad CIDR '10.0.0.300/32'"},
-    {"[Interface]\nAddress = 10.0.0.2/33\n", "t.conf:2: Address: bad CIDR '10.0.0.2/33': prefix"},
-    {"[Interface]\nAddress = 10.0.0.2/32, 10.0.0.3/32\n",
-     "t.conf:2: Address: more than one IPv4 address"},
-    {"[Interface]\nAddress = fd00::2/128\nAddress = fd00::3/128\n",
-     "t.conf:3: Address: more than one IPv6 address"},
-    {"[Interface]\nAddress = 10.0.0.2/32,,fd00::2/128\n", "t.conf:2: empty entry in the Address"},
-    {"[Interface]\nDNS = 10.0.0.1, dns.example\n",
-     "t.conf:2: DNS: 'dns.example' is not an IP address"},
-    {IF_HDR "[Peer]\nAllowedIPs = 10.0.0.1/8\n",
-     "t.conf:5: AllowedIPs: bad CIDR '10.0.0.1/8': bits set after the /8 prefix"},
-    {IF_HDR "[Peer]\nAllowedIPs = 0.0.0.0/0, ::/129\n",
-     "t.conf:5: AllowedIPs: bad CIDR '::/129': prefix length must be 0..128"},
-    {IF_HDR "[Peer]\nAllowedIPs = 10.0.0.0/-1\n", "t.conf:5: AllowedIPs: bad CIDR"},
-    {IF_HDR "[Peer]\nAllowedIPs = 10.0.0.0/ 8\n", "t.conf:5: AllowedIPs: bad CIDR"},
-    {IF_HDR "[Peer]\nAllowedIPs = example.com/8\n", "t.conf:5: AllowedIPs: bad CIDR"},
-    {IF_HDR "[Peer]\nAllowedIPs = 0.0.0.0/0,\n", "t.conf:5: empty entry in the AllowedIPs"},
-    /* endpoint */
-    {IF_HDR "[Peer]\nEndpoint = 192.0.2.1\n", "t.conf:5: Endpoint: '192.0.2.1': missing ':PORT'"},
-    {IF_HDR "[Peer]\nEndpoint = fd00::1:51820\n", "t.conf:5: Endpoint: 'fd00::1:51820': write an IPv6"},
-    {IF_HDR "[Peer]\nEndpoint = [fd00::1:51820\n", "t.conf:5: Endpoint: '[fd00::1:51820': missing ']'"},
-    {IF_HDR "[Peer]\nEndpoint = 192.0.2.1:0\n", "t.conf:5: Endpoint: '192.0.2.1:0': bad port"},
-    {IF_HDR "[Peer]\nEndpoint = 192.0.2.1:65536\n", "t.conf:5: Endpoint: '192.0.2.1:65536': bad port"},
-    {IF_HDR "[Peer]\nEndpoint = bad_host:1\n", "t.conf:5: Endpoint: 'bad_host:1': 'bad_host' is neither"},
-    {IF_HDR "[Peer]\nEndpoint = 192.0.2:1\n", "t.conf:5: Endpoint: '192.0.2:1': '192.0.2' is neither"},
-    /* numbers */
-    {IF_HDR "MTU = 575\n" PEER_HDR, "t.conf:4: MTU: '575' is not in 576..65535"},
-    {IF_HDR "MTU = 65536\n" PEER_HDR, "t.conf:4: MTU: '65536' is not in 576..65535"},
-    {IF_HDR "MTU = 1400x\n" PEER_HDR, "t.conf:4: MTU: '1400x'"},
-    {IF_HDR "Address = fd00::2/128\nMTU = 1000\n" PEER_HDR,
-     "t.conf:5: MTU 1000 is below 1280, the minimum for the IPv6 Address"},
-    {IF_HDR "ListenPort = 0\n" PEER_HDR, "t.conf:4: ListenPort: '0' is not 1..65535"},
-    {IF_HDR PEER_HDR "PersistentKeepalive = -5\n", "t.conf:7: PersistentKeepalive: '-5'"},
-    /* duplicates */
-    {IF_HDR "PrivateKey = " PRIV_B64 "\n", "t.conf:4: duplicate key PrivateKey (first on line 2)"},
-    {IF_HDR "mtu = 1400\nMTU = 1420\n", "t.conf:5: duplicate key MTU (first on line 4)"},
-    {IF_HDR PEER_HDR "endpoint = 192.0.2.2:1\n", "t.conf:7: duplicate key Endpoint (first on line 6)"},
-    {IF_HDR "[Interface]\n", "t.conf:4: second [Interface] section (first on line 1)"},
-    {IF_HDR PEER_HDR "[Peer]\n", "t.conf:7: second [Peer] section (first on line 4)"},
-    /* application lists */
-    {IF_HDR "IncludedApplications = com.a.b\nExcludedApplications = com.c.d\n",
-     "t.conf:5: IncludedApplications and ExcludedApplications exclude each other"},
-    {IF_HDR "ExcludedApplications = com.a.b, 9lives.app\n",
-     "t.conf:4: ExcludedApplications: '9lives.app' is not an Android package name"},
-    {IF_HDR "IncludedApplications = com..b\n", "t.conf:4: IncludedApplications: 'com..b'"},
-    /* missing pieces, reported at their section's line */
-    {"[Interface]\nAddress = 10.0.0.2/32\n" PEER_HDR,
-     "t.conf:1: missing required key PrivateKey in [Interface]"},
-    {"[Interface]\nPrivateKey = " PRIV_B64 "\n" PEER_HDR,
-     "t.conf:1: missing required key Address in [Interface]"},
-    {IF_HDR "\n[Peer]\nEndpoint = 192.0.2.1:51820\n",
-     "t.conf:5: missing required key PublicKey in [Peer]"},
-    {IF_HDR "[Peer]\nPublicKey = " PUB_B64 "\n",
-     "t.conf:4: missing required key Endpoint in [Peer]"},
-    {IF_HDR "# no peer\n\n", "t.conf:5: no [Peer] section"},
-    {"# nothing\n", "t.conf:1: no [Interface] section"},
-    {"", "t.conf:1: no [Interface] section"},
+	{ "[Interfac]\n", "t.conf:1: unknown section '[Interfac]'" },
+	{ "\n\n[Interface]\n[Peer]\n[Nope]\n", "t.conf:5: unknown section '[Nope]'" },
+	{ IF_HDR "Tabel = off\n" PEER_HDR, "t.conf:4: unknown key 'Tabel' in [Interface]" },
+	{ IF_HDR "Table = off\n" PEER_HDR, "t.conf:4: unknown key 'Table' in [Interface]" },
+	{ IF_HDR "PostUp = iptables -A\n" PEER_HDR,
+	  "t.conf:4: unknown key 'PostUp' in [Interface]" },
+	{ IF_HDR PEER_HDR "FwMark = 1\n", "t.conf:7: unknown key 'FwMark' in [Peer]" },
+	{ IF_HDR "PublicKey = " PUB_B64 "\n" PEER_HDR,
+	  "t.conf:4: PublicKey belongs in [Peer], not in [Interface]" },
+	{ "PrivateKey = " PRIV_B64 "\n",
+	  "t.conf:1: 'PrivateKey' before any [Interface] or [Peer]" },
+	{ IF_HDR "just words\n" PEER_HDR, "t.conf:4: expected 'Key = Value'" },
+	{ IF_HDR "Bad Key = 1\n" PEER_HDR, "t.conf:4: bad key 'Bad Key'" },
+	{ IF_HDR "MTU =\n" PEER_HDR, "t.conf:4: empty value for MTU" },
+	{ IF_HDR "MTU = # later\n" PEER_HDR, "t.conf:4: empty value for MTU" },
+	/* keys */
+	{ "[Interface]\nPrivateKey = AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8\n",
+	  "t.conf:2: PrivateKey: not the base64 of 32 bytes" },
+	{ "[Interface]\nPrivateKey = AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHg==\n",
+	  "t.conf:2: PrivateKey: not the base64" }, /* 31 bytes */
+	{ "[Interface]\nPrivateKey = AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=AAAA\n",
+	  "t.conf:2: PrivateKey: not the base64" }, /* too long */
+	{ "[Interface]\nPrivateKey = AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh!=\n",
+	  "t.conf:2: PrivateKey: not the base64" }, /* bad character */
+	{ IF_HDR "[Peer]\nPublicKey = nope\n", "t.conf:5: PublicKey: 'nope' is not the base64" },
+	{ IF_HDR PEER_HDR "PresharedKey = " PUB_B64 "x\n",
+	  "t.conf:7: PresharedKey: not the base64" },
+	/* addresses and CIDRs */
+	{ "[Interface]\nAddress = 10.0.0.300/32\n", "t.conf:2: Address: bad CIDR '10.0.0.300/32'" },
+	{ "[Interface]\nAddress = 10.0.0.2/33\n",
+	  "t.conf:2: Address: bad CIDR '10.0.0.2/33': prefix" },
+	{ "[Interface]\nAddress = 10.0.0.2/32, 10.0.0.3/32\n",
+	  "t.conf:2: Address: more than one IPv4 address" },
+	{ "[Interface]\nAddress = fd00::2/128\nAddress = fd00::3/128\n",
+	  "t.conf:3: Address: more than one IPv6 address" },
+	{ "[Interface]\nAddress = 10.0.0.2/32,,fd00::2/128\n",
+	  "t.conf:2: empty entry in the Address" },
+	{ "[Interface]\nDNS = 10.0.0.1, dns.example\n",
+	  "t.conf:2: DNS: 'dns.example' is not an IP address" },
+	{ IF_HDR "[Peer]\nAllowedIPs = 10.0.0.1/8\n",
+	  "t.conf:5: AllowedIPs: bad CIDR '10.0.0.1/8': bits set after the /8 prefix" },
+	{ IF_HDR "[Peer]\nAllowedIPs = 0.0.0.0/0, ::/129\n",
+	  "t.conf:5: AllowedIPs: bad CIDR '::/129': prefix length must be 0..128" },
+	{ IF_HDR "[Peer]\nAllowedIPs = 10.0.0.0/-1\n", "t.conf:5: AllowedIPs: bad CIDR" },
+	{ IF_HDR "[Peer]\nAllowedIPs = 10.0.0.0/ 8\n", "t.conf:5: AllowedIPs: bad CIDR" },
+	{ IF_HDR "[Peer]\nAllowedIPs = example.com/8\n", "t.conf:5: AllowedIPs: bad CIDR" },
+	{ IF_HDR "[Peer]\nAllowedIPs = 0.0.0.0/0,\n", "t.conf:5: empty entry in the AllowedIPs" },
+	/* endpoint */
+	{ IF_HDR "[Peer]\nEndpoint = 192.0.2.1\n",
+	  "t.conf:5: Endpoint: '192.0.2.1': missing ':PORT'" },
+	{ IF_HDR "[Peer]\nEndpoint = fd00::1:51820\n",
+	  "t.conf:5: Endpoint: 'fd00::1:51820': write an IPv6" },
+	{ IF_HDR "[Peer]\nEndpoint = [fd00::1:51820\n",
+	  "t.conf:5: Endpoint: '[fd00::1:51820': missing ']'" },
+	{ IF_HDR "[Peer]\nEndpoint = 192.0.2.1:0\n",
+	  "t.conf:5: Endpoint: '192.0.2.1:0': bad port" },
+	{ IF_HDR "[Peer]\nEndpoint = 192.0.2.1:65536\n",
+	  "t.conf:5: Endpoint: '192.0.2.1:65536': bad port" },
+	{ IF_HDR "[Peer]\nEndpoint = bad_host:1\n",
+	  "t.conf:5: Endpoint: 'bad_host:1': 'bad_host' is neither" },
+	{ IF_HDR "[Peer]\nEndpoint = 192.0.2:1\n",
+	  "t.conf:5: Endpoint: '192.0.2:1': '192.0.2' is neither" },
+	/* numbers */
+	{ IF_HDR "MTU = 575\n" PEER_HDR, "t.conf:4: MTU: '575' is not in 576..65535" },
+	{ IF_HDR "MTU = 65536\n" PEER_HDR, "t.conf:4: MTU: '65536' is not in 576..65535" },
+	{ IF_HDR "MTU = 1400x\n" PEER_HDR, "t.conf:4: MTU: '1400x'" },
+	{ IF_HDR "Address = fd00::2/128\nMTU = 1000\n" PEER_HDR,
+	  "t.conf:5: MTU 1000 is below 1280, the minimum for the IPv6 Address" },
+	{ IF_HDR "ListenPort = 0\n" PEER_HDR, "t.conf:4: ListenPort: '0' is not 1..65535" },
+	{ IF_HDR PEER_HDR "PersistentKeepalive = -5\n", "t.conf:7: PersistentKeepalive: '-5'" },
+	/* duplicates */
+	{ IF_HDR "PrivateKey = " PRIV_B64 "\n",
+	  "t.conf:4: duplicate key PrivateKey (first on line 2)" },
+	{ IF_HDR "mtu = 1400\nMTU = 1420\n", "t.conf:5: duplicate key MTU (first on line 4)" },
+	{ IF_HDR PEER_HDR "endpoint = 192.0.2.2:1\n",
+	  "t.conf:7: duplicate key Endpoint (first on line 6)" },
+	{ IF_HDR "[Interface]\n", "t.conf:4: second [Interface] section (first on line 1)" },
+	{ IF_HDR PEER_HDR "[Peer]\n", "t.conf:7: second [Peer] section (first on line 4)" },
+	/* application lists */
+	{ IF_HDR "IncludedApplications = com.a.b\nExcludedApplications = com.c.d\n",
+	  "t.conf:5: IncludedApplications and ExcludedApplications exclude each other" },
+	{ IF_HDR "ExcludedApplications = com.a.b, 9lives.app\n",
+	  "t.conf:4: ExcludedApplications: '9lives.app' is not an Android package name" },
+	{ IF_HDR "IncludedApplications = com..b\n", "t.conf:4: IncludedApplications: 'com..b'" },
+	/* missing pieces, reported at their section's line */
+	{ "[Interface]\nAddress = 10.0.0.2/32\n" PEER_HDR,
+	  "t.conf:1: missing required key PrivateKey in [Interface]" },
+	{ "[Interface]\nPrivateKey = " PRIV_B64 "\n" PEER_HDR,
+	  "t.conf:1: missing required key Address in [Interface]" },
+	{ IF_HDR "\n[Peer]\nEndpoint = 192.0.2.1:51820\n",
+	  "t.conf:5: missing required key PublicKey in [Peer]" },
+	{ IF_HDR "[Peer]\nPublicKey = " PUB_B64 "\n",
+	  "t.conf:4: missing required key Endpoint in [Peer]" },
+	{ IF_HDR "# no peer\n\n", "t.conf:5: no [Peer] section" },
+	{ "# nothing\n", "t.conf:1: no [Interface] section" },
+	{ "", "t.conf:1: no [Interface] section" },
 };
 
 static void test_parse_errors(void **state)
@@ -306,7 +320,8 @@ static void test_parse_error_limits(void **state)
 	struct qr_wgconf c;
 	char err[QR_WGCONF_ERR_MAX] = "";
 	char text[QR_WGCONF_LINE_MAX + 64];
-	static const char with_nul[] = "[Interface]\nMTU = 14\0" "00\n";
+	static const char with_nul[] = "[Interface]\nMTU = 14\0"
+				       "00\n";
 
 	/* A line longer than the limit */
 	memset(text, 'a', sizeof(text));
@@ -316,8 +331,8 @@ static void test_parse_error_limits(void **state)
 	assert_non_null(strstr(err, "long.conf:2: line longer than"));
 	/* A NUL byte inside a line */
 	assert_int_equal(
-	    qr_wgconf_parse(&c, with_nul, sizeof(with_nul) - 1, "nul.conf", err, sizeof(err)),
-	    -EINVAL);
+		qr_wgconf_parse(&c, with_nul, sizeof(with_nul) - 1, "nul.conf", err, sizeof(err)),
+		-EINVAL);
 	assert_non_null(strstr(err, "nul.conf:2: NUL byte"));
 	/* No file name given */
 	assert_int_equal(qr_wgconf_parse(&c, "[x]", 3, NULL, err, sizeof(err)), -EINVAL);
@@ -352,7 +367,7 @@ static void test_split_tunnel(void **state)
 	assert_int_equal(c.allowed[3].prefix, 32);
 	assert_int_equal(qr_wgconf_render(&c, buf, sizeof(buf), &len, err, sizeof(err)), 0);
 	assert_non_null(strstr(
-	    buf, "\nAllowedIPs = 10.66.77.0/24, 192.168.0.0/16, fd77::/16, 203.0.113.7/32\n"));
+		buf, "\nAllowedIPs = 10.66.77.0/24, 192.168.0.0/16, fd77::/16, 203.0.113.7/32\n"));
 
 	/* The public CIDR parser: bare addresses, host bits, bounds */
 	struct qr_cidr cidr;
@@ -392,7 +407,8 @@ static void test_apps(void **state)
 
 	c.apps_mode = QR_WGCONF_APPS_EXCLUDE;
 	assert_int_equal(qr_wgconf_render(&c, buf, sizeof(buf), &len, err, sizeof(err)), 0);
-	assert_non_null(strstr(buf, "\nExcludedApplications = com.android.chrome, com.example.app\n"));
+	assert_non_null(
+		strstr(buf, "\nExcludedApplications = com.android.chrome, com.example.app\n"));
 	render_parse_render(&c);
 
 	/* Repeated lines add up; mixing the two lists does not. */
@@ -471,10 +487,13 @@ static void test_base64(void **state)
 	assert_true(qr_wgconf_key_from_base64(key, PSK_B64));
 	assert_memory_equal(key, want, sizeof(key));
 	/* Non-canonical: the last digit carries bits past the 256th. */
-	assert_false(qr_wgconf_key_from_base64(key, "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl9="));
+	assert_false(
+		qr_wgconf_key_from_base64(key, "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl9="));
 	assert_false(qr_wgconf_key_from_base64(key, "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8"));
-	assert_false(qr_wgconf_key_from_base64(key, "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8=="));
-	assert_false(qr_wgconf_key_from_base64(key, "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xd-l8="));
+	assert_false(
+		qr_wgconf_key_from_base64(key, "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8=="));
+	assert_false(
+		qr_wgconf_key_from_base64(key, "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xd-l8="));
 	assert_false(qr_wgconf_key_from_base64(key, ""));
 }
 
@@ -514,14 +533,13 @@ static void test_strip(void **state)
 	char out[QR_WGCONF_TEXT_MAX], small[40];
 	size_t len = 0;
 
-	assert_int_equal(qr_wgconf_strip_for_setconf(strip_in, strlen(strip_in), out, sizeof(out),
-						     &len),
-			 0);
+	assert_int_equal(
+		qr_wgconf_strip_for_setconf(strip_in, strlen(strip_in), out, sizeof(out), &len), 0);
 	assert_string_equal(out, strip_out);
 	assert_int_equal(len, strlen(strip_out));
 	assert_int_equal(
-	    qr_wgconf_strip_for_setconf(strip_in, strlen(strip_in), small, sizeof(small), NULL),
-	    -ENOSPC);
+		qr_wgconf_strip_for_setconf(strip_in, strlen(strip_in), small, sizeof(small), NULL),
+		-ENOSPC);
 
 	/* From a struct: the golden config without its wg-quick-only lines */
 	struct qr_wgconf c;
@@ -594,18 +612,12 @@ static void test_wg_accepts_stripped(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_golden),
-	    cmocka_unit_test(test_render_too_small),
-	    cmocka_unit_test(test_round_trip),
-	    cmocka_unit_test(test_parse_lenient_forms),
-	    cmocka_unit_test(test_parse_errors),
-	    cmocka_unit_test(test_parse_error_limits),
-	    cmocka_unit_test(test_split_tunnel),
-	    cmocka_unit_test(test_apps),
-	    cmocka_unit_test(test_validate),
-	    cmocka_unit_test(test_base64),
-	    cmocka_unit_test(test_strip),
-	    cmocka_unit_test(test_wg_accepts_stripped),
+		cmocka_unit_test(test_golden),       cmocka_unit_test(test_render_too_small),
+		cmocka_unit_test(test_round_trip),   cmocka_unit_test(test_parse_lenient_forms),
+		cmocka_unit_test(test_parse_errors), cmocka_unit_test(test_parse_error_limits),
+		cmocka_unit_test(test_split_tunnel), cmocka_unit_test(test_apps),
+		cmocka_unit_test(test_validate),     cmocka_unit_test(test_base64),
+		cmocka_unit_test(test_strip),        cmocka_unit_test(test_wg_accepts_stripped),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

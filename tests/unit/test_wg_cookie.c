@@ -73,25 +73,32 @@ static void test_mac1(void **state)
 	(void)state;
 	make_initiation(&m);
 	/* No macs yet. */
-	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &src, false, SEC), WG_COOKIE_MAC_INVALID);
+	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &src, false, SEC),
+			 WG_COOKIE_MAC_INVALID);
 	assert_true(wg_cookie_add_macs(&maker, b, sizeof(m), SEC));
-	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &src, false, SEC), WG_COOKIE_MAC_VALID_NO_COOKIE);
+	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &src, false, SEC),
+			 WG_COOKIE_MAC_VALID_NO_COOKIE);
 	/* Under load, without a cookie: still only mac1. */
-	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &src, true, SEC), WG_COOKIE_MAC_VALID_NO_COOKIE);
+	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &src, true, SEC),
+			 WG_COOKIE_MAC_VALID_NO_COOKIE);
 	/* Any changed byte before mac1 breaks it. */
 	m.encrypted_timestamp[3] ^= 1;
-	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &src, false, SEC), WG_COOKIE_MAC_INVALID);
+	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &src, false, SEC),
+			 WG_COOKIE_MAC_INVALID);
 	m.encrypted_timestamp[3] ^= 1;
 	m.macs.mac1[15] ^= 1;
-	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &src, false, SEC), WG_COOKIE_MAC_INVALID);
+	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &src, false, SEC),
+			 WG_COOKIE_MAC_INVALID);
 	m.macs.mac1[15] ^= 1;
 	/* Wrong length. */
-	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m) - 1, &src, false, SEC), WG_COOKIE_MAC_INVALID);
+	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m) - 1, &src, false, SEC),
+			 WG_COOKIE_MAC_INVALID);
 	assert_false(wg_cookie_add_macs(&maker, b, 100, SEC));
 	/* mac1 for another server's key. */
 	wg_cookie_maker_init(&wrong, client.public_key);
 	assert_true(wg_cookie_add_macs(&wrong, b, sizeof(m), SEC));
-	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &src, false, SEC), WG_COOKIE_MAC_INVALID);
+	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &src, false, SEC),
+			 WG_COOKIE_MAC_INVALID);
 }
 
 /* Under load: reply with a cookie, the client retries with mac2. */
@@ -106,7 +113,8 @@ static void test_cookie_round_trip(void **state)
 	make_initiation(&m);
 	assert_true(wg_cookie_add_macs(&maker, b, sizeof(m), SEC));
 	assert_true(wg_cookie_create_reply(&checker, &reply, b, sizeof(m), &src, SEC));
-	assert_int_equal(wg_message_classify((const uint8_t *)&reply, sizeof(reply)), WG_MSG_COOKIE_REPLY);
+	assert_int_equal(wg_message_classify((const uint8_t *)&reply, sizeof(reply)),
+			 WG_MSG_COOKIE_REPLY);
 	assert_int_equal(wg_load_le32(reply.receiver_index), 42);
 	assert_true(wg_cookie_consume_reply(&maker, &reply, 2 * SEC));
 	/* A reply is accepted once per mac1 sent. */
@@ -114,18 +122,23 @@ static void test_cookie_round_trip(void **state)
 
 	make_initiation(&m);
 	assert_true(wg_cookie_add_macs(&maker, b, sizeof(m), 3 * SEC));
-	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &src, true, 3 * SEC), WG_COOKIE_MAC_VALID_WITH_COOKIE);
+	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &src, true, 3 * SEC),
+			 WG_COOKIE_MAC_VALID_WITH_COOKIE);
 	/* mac2 only counts when asked (not under load). */
-	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &src, false, 3 * SEC), WG_COOKIE_MAC_VALID_NO_COOKIE);
+	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &src, false, 3 * SEC),
+			 WG_COOKIE_MAC_VALID_NO_COOKIE);
 	/* The cookie is bound to the source port and address. */
 	other.in4.sin_port = htons(51821);
-	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &other, true, 3 * SEC), WG_COOKIE_MAC_VALID_NO_COOKIE);
+	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &other, true, 3 * SEC),
+			 WG_COOKIE_MAC_VALID_NO_COOKIE);
 	other = src;
 	other.in4.sin_addr.s_addr = htonl(0xc0000202);
-	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &other, true, 3 * SEC), WG_COOKIE_MAC_VALID_NO_COOKIE);
+	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &other, true, 3 * SEC),
+			 WG_COOKIE_MAC_VALID_NO_COOKIE);
 	/* Tampered mac2. */
 	m.macs.mac2[0] ^= 1;
-	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &src, true, 3 * SEC), WG_COOKIE_MAC_VALID_NO_COOKIE);
+	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &src, true, 3 * SEC),
+			 WG_COOKIE_MAC_VALID_NO_COOKIE);
 }
 
 /* Responses carry macs the same way, over IPv6 too. */
@@ -147,7 +160,8 @@ static void test_cookie_response_ipv6(void **state)
 	assert_true(wg_cookie_create_reply(&checker, &reply, msg, sizeof(msg), &v6, SEC));
 	assert_true(wg_cookie_consume_reply(&maker, &reply, SEC));
 	assert_true(wg_cookie_add_macs(&maker, msg, sizeof(msg), SEC));
-	assert_int_equal(wg_cookie_validate(&checker, msg, sizeof(msg), &v6, true, SEC), WG_COOKIE_MAC_VALID_WITH_COOKIE);
+	assert_int_equal(wg_cookie_validate(&checker, msg, sizeof(msg), &v6, true, SEC),
+			 WG_COOKIE_MAC_VALID_WITH_COOKIE);
 }
 
 /* The checker's secret rotates after COOKIE_REFRESH_TIME; the maker stops
@@ -167,28 +181,36 @@ static void test_cookie_expiry(void **state)
 	assert_true(wg_cookie_consume_reply(&maker, &reply, t0));
 
 	/* Just before the maker's margin: mac2 sent and valid. */
-	assert_true(wg_cookie_add_macs(&maker, b, sizeof(m), t0 + WG_COOKIE_REFRESH_TIME_NS - WG_COOKIE_LATENCY_NS - 1));
+	assert_true(wg_cookie_add_macs(&maker, b, sizeof(m),
+				       t0 + WG_COOKIE_REFRESH_TIME_NS - WG_COOKIE_LATENCY_NS - 1));
 	assert_memory_not_equal(m.macs.mac2, zero, 16);
-	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &src, true,
-					    t0 + WG_COOKIE_REFRESH_TIME_NS - WG_COOKIE_LATENCY_NS - 1),
-			 WG_COOKIE_MAC_VALID_WITH_COOKIE);
+	assert_int_equal(
+		wg_cookie_validate(&checker, b, sizeof(m), &src, true,
+				   t0 + WG_COOKIE_REFRESH_TIME_NS - WG_COOKIE_LATENCY_NS - 1),
+		WG_COOKIE_MAC_VALID_WITH_COOKIE);
 	/* Past the margin: no mac2. */
-	assert_true(wg_cookie_add_macs(&maker, b, sizeof(m), t0 + WG_COOKIE_REFRESH_TIME_NS - WG_COOKIE_LATENCY_NS));
+	assert_true(wg_cookie_add_macs(&maker, b, sizeof(m),
+				       t0 + WG_COOKIE_REFRESH_TIME_NS - WG_COOKIE_LATENCY_NS));
 	assert_memory_equal(m.macs.mac2, zero, 16);
 
 	/* A mac2 computed in time stops validating once the secret is old. */
 	assert_true(wg_cookie_add_macs(&maker, b, sizeof(m), t0 + SEC));
-	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &src, true, t0 + WG_COOKIE_REFRESH_TIME_NS - 1),
+	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &src, true,
+					    t0 + WG_COOKIE_REFRESH_TIME_NS - 1),
 			 WG_COOKIE_MAC_VALID_WITH_COOKIE);
-	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &src, true, t0 + WG_COOKIE_REFRESH_TIME_NS),
+	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &src, true,
+					    t0 + WG_COOKIE_REFRESH_TIME_NS),
 			 WG_COOKIE_MAC_VALID_NO_COOKIE);
 	/* A new reply rotates the secret: the old cookie is dead for good. */
-	assert_true(wg_cookie_create_reply(&checker, &reply, b, sizeof(m), &src, t0 + WG_COOKIE_REFRESH_TIME_NS));
-	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &src, true, t0 + WG_COOKIE_REFRESH_TIME_NS),
+	assert_true(wg_cookie_create_reply(&checker, &reply, b, sizeof(m), &src,
+					   t0 + WG_COOKIE_REFRESH_TIME_NS));
+	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &src, true,
+					    t0 + WG_COOKIE_REFRESH_TIME_NS),
 			 WG_COOKIE_MAC_VALID_NO_COOKIE);
 	assert_true(wg_cookie_consume_reply(&maker, &reply, t0 + WG_COOKIE_REFRESH_TIME_NS));
 	assert_true(wg_cookie_add_macs(&maker, b, sizeof(m), t0 + WG_COOKIE_REFRESH_TIME_NS));
-	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &src, true, t0 + WG_COOKIE_REFRESH_TIME_NS),
+	assert_int_equal(wg_cookie_validate(&checker, b, sizeof(m), &src, true,
+					    t0 + WG_COOKIE_REFRESH_TIME_NS),
 			 WG_COOKIE_MAC_VALID_WITH_COOKIE);
 }
 
@@ -202,7 +224,8 @@ static void test_cookie_wrong_ad(void **state)
 	make_initiation(&m1);
 	make_initiation(&m2);
 	assert_true(wg_cookie_add_macs(&maker, (uint8_t *)&m1, sizeof(m1), SEC));
-	assert_true(wg_cookie_create_reply(&checker, &reply, (uint8_t *)&m1, sizeof(m1), &src, SEC));
+	assert_true(
+		wg_cookie_create_reply(&checker, &reply, (uint8_t *)&m1, sizeof(m1), &src, SEC));
 	/* The client has since sent m2: its last mac1 differs. */
 	assert_true(wg_cookie_add_macs(&maker, (uint8_t *)&m2, sizeof(m2), SEC));
 	assert_false(wg_cookie_consume_reply(&maker, &reply, SEC));
@@ -221,7 +244,8 @@ static void test_cookie_wrong_ad(void **state)
 		struct wg_endpoint none;
 
 		memset(&none, 0, sizeof(none));
-		assert_false(wg_cookie_create_reply(&checker, &reply, (uint8_t *)&m1, sizeof(m1), &none, SEC));
+		assert_false(wg_cookie_create_reply(&checker, &reply, (uint8_t *)&m1, sizeof(m1),
+						    &none, SEC));
 	}
 }
 

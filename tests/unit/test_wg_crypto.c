@@ -25,12 +25,12 @@ static size_t unhex(uint8_t *out, size_t cap, const char *hex)
 	return n;
 }
 
-#define assert_hex(buf, len, hex)                                   \
-	do {                                                        \
-		uint8_t want_[512];                                 \
-		size_t n_ = unhex(want_, sizeof(want_), hex);       \
-		assert_int_equal(n_, (len));                        \
-		assert_memory_equal((buf), want_, n_);              \
+#define assert_hex(buf, len, hex)                                                                  \
+	do {                                                                                       \
+		uint8_t want_[512];                                                                \
+		size_t n_ = unhex(want_, sizeof(want_), hex);                                      \
+		assert_int_equal(n_, (len));                                                       \
+		assert_memory_equal((buf), want_, n_);                                             \
 	} while (0)
 
 static int setup(void **state)
@@ -63,7 +63,8 @@ static void test_x25519_rfc7748(void **state)
 		  "95cbde9476e8907d7aade45cb4b873f88b595a68799fa152e6f8f7647aac7957" },
 	};
 	dh_fn impls[] = { wg_crypto__x25519_sodium, wg_crypto__x25519_openssl, wg_x25519 };
-	base_fn bases[] = { wg_crypto__x25519_base_sodium, wg_crypto__x25519_base_openssl, wg_x25519_public };
+	base_fn bases[] = { wg_crypto__x25519_base_sodium, wg_crypto__x25519_base_openssl,
+			    wg_x25519_public };
 	uint8_t k[32], u[32], out[32], a[32], b[32];
 
 	(void)state;
@@ -78,11 +79,14 @@ static void test_x25519_rfc7748(void **state)
 		unhex(a, 32, "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a");
 		unhex(b, 32, "5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb");
 		assert_true(bases[impl](out, a));
-		assert_hex(out, 32, "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a");
+		assert_hex(out, 32,
+			   "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a");
 		assert_true(bases[impl](u, b));
-		assert_hex(u, 32, "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f");
+		assert_hex(u, 32,
+			   "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f");
 		assert_true(impls[impl](out, a, u));
-		assert_hex(out, 32, "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");
+		assert_hex(out, 32,
+			   "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");
 	}
 }
 
@@ -116,20 +120,23 @@ static void test_x25519_keypair(void **state)
 	assert_memory_equal(s1, s2, 32);
 }
 
-static const char sunscreen[] = "Ladies and Gentlemen of the class of '99: If I could offer you only one tip for "
-				"the future, sunscreen would be it.";
+static const char sunscreen[] =
+	"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for "
+	"the future, sunscreen would be it.";
 
-typedef void (*enc_nonce_fn)(uint8_t *, const uint8_t *, size_t, const uint8_t *, size_t, const uint8_t *,
-			     const uint8_t *);
-typedef bool (*dec_nonce_fn)(uint8_t *, const uint8_t *, size_t, const uint8_t *, size_t, const uint8_t *,
-			     const uint8_t *);
+typedef void (*enc_nonce_fn)(uint8_t *, const uint8_t *, size_t, const uint8_t *, size_t,
+			     const uint8_t *, const uint8_t *);
+typedef bool (*dec_nonce_fn)(uint8_t *, const uint8_t *, size_t, const uint8_t *, size_t,
+			     const uint8_t *, const uint8_t *);
 
 /* RFC 8439 2.8.2 on both implementations (its nonce is not a WireGuard
  * counter nonce, hence the nonce-taking internals). */
 static void test_aead_rfc8439(void **state)
 {
-	enc_nonce_fn enc[] = { wg_crypto__aead_encrypt_nonce_sodium, wg_crypto__aead_encrypt_nonce_openssl };
-	dec_nonce_fn dec[] = { wg_crypto__aead_decrypt_nonce_sodium, wg_crypto__aead_decrypt_nonce_openssl };
+	enc_nonce_fn enc[] = { wg_crypto__aead_encrypt_nonce_sodium,
+			       wg_crypto__aead_encrypt_nonce_openssl };
+	dec_nonce_fn dec[] = { wg_crypto__aead_decrypt_nonce_sodium,
+			       wg_crypto__aead_decrypt_nonce_openssl };
 	uint8_t key[32], nonce[12], ad[12], out[200], back[200];
 	size_t len = sizeof(sunscreen) - 1;
 
@@ -311,13 +318,16 @@ static void test_hmac_kdf(void **state)
 			in200[i] = (uint8_t)i;
 		memcpy(k64, in200, 64);
 		wg_hmac(h, k64, 64, in200, 200);
-		assert_hex(h, 32, "690ee478866a3698f0ed2e87e8b25fcb63e56f6c2e6baa69acec75b6d645d1ae");
+		assert_hex(h, 32,
+			   "690ee478866a3698f0ed2e87e8b25fcb63e56f6c2e6baa69acec75b6d645d1ae");
 		wg_hmac(h, k64, 32, NULL, 0);
-		assert_hex(h, 32, "e2641d24dfa8dd89e8cb77f1cdc77d8c006e5bebdfc4d6a3a3a6f8d5b7586fb0");
+		assert_hex(h, 32,
+			   "e2641d24dfa8dd89e8cb77f1cdc77d8c006e5bebdfc4d6a3a3a6f8d5b7586fb0");
 		/* A key longer than a block is hashed first:
 		 * hmac.new(bytes(range(100)), b"abc", hashlib.blake2s). */
 		wg_hmac(h, in200, 100, (const uint8_t *)"abc", 3);
-		assert_hex(h, 32, "c1b751501db12b753069a918627b623179be55c8cc7ca5c4e14bdf32274ac656");
+		assert_hex(h, 32,
+			   "c1b751501db12b753069a918627b623179be55c8cc7ca5c4e14bdf32274ac656");
 		/* Output aliasing the input, as the KDF does. */
 		memcpy(h, in200, 32);
 		wg_hmac(h, k64, 64, h, 32);

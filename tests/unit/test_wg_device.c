@@ -44,7 +44,7 @@ struct side {
 	const char *name;
 	struct wg_device *dev;
 	uint8_t priv[32], pub[32];
-	struct wg_endpoint addr; /* where this side's datagrams come from */
+	struct wg_endpoint addr;    /* where this side's datagrams come from */
 	struct side *peers_side[4]; /* who an endpoint maps to */
 	size_t n_peers_side;
 	/* delivered packets */
@@ -115,7 +115,7 @@ static void op_wall(void *ctx, struct timespec *out)
 	out->tv_nsec = (long)(t % S);
 }
 
-static const struct wg_device_ops ops = {op_send, op_deliver, op_wall};
+static const struct wg_device_ops ops = { op_send, op_deliver, op_wall };
 
 /* Delivers one queued datagram; false if none. */
 static bool net_step(struct net *n)
@@ -145,7 +145,8 @@ static void net_discard(struct net *n)
 	}
 }
 
-static void side_init(struct side *s, struct net *n, const char *name, const char *ip, uint16_t port)
+static void side_init(struct side *s, struct net *n, const char *name, const char *ip,
+		      uint16_t port)
 {
 	memset(s, 0, sizeof(*s));
 	s->net = n;
@@ -157,7 +158,8 @@ static void side_init(struct side *s, struct net *n, const char *name, const cha
 }
 
 /* `of` becomes a peer of `on` with tunnel address ip4 (and ip6). */
-static struct wg_peer *add_peer(struct side *on, struct side *of, const char *ip4, const char *ip6, bool set_ep)
+static struct wg_peer *add_peer(struct side *on, struct side *of, const char *ip4, const char *ip6,
+				bool set_ep)
 {
 	struct wg_peer_config c;
 	memset(&c, 0, sizeof(c));
@@ -175,7 +177,8 @@ static struct wg_peer *add_peer(struct side *on, struct side *of, const char *ip
 	return p;
 }
 
-static size_t make_ipv4(uint8_t *buf, const char *src, const char *dst, size_t payload, uint8_t fill)
+static size_t make_ipv4(uint8_t *buf, const char *src, const char *dst, size_t payload,
+			uint8_t fill)
 {
 	size_t total = 20 + payload;
 	memset(buf, 0, 20);
@@ -190,7 +193,8 @@ static size_t make_ipv4(uint8_t *buf, const char *src, const char *dst, size_t p
 	return total;
 }
 
-static size_t make_ipv6(uint8_t *buf, const char *src, const char *dst, size_t payload, uint8_t fill)
+static size_t make_ipv6(uint8_t *buf, const char *src, const char *dst, size_t payload,
+			uint8_t fill)
 {
 	memset(buf, 0, 40);
 	buf[0] = 0x60;
@@ -259,7 +263,8 @@ static void test_handshake_and_data(void **state)
 	assert_int_equal(p->net.q[p->net.head].len, WG_MSG_INITIATION_LEN);
 	net_pump(&p->net);
 
-	const struct wg_device_stats *sa = wg_device_stats(p->a.dev), *sb = wg_device_stats(p->b.dev);
+	const struct wg_device_stats *sa = wg_device_stats(p->a.dev),
+				     *sb = wg_device_stats(p->b.dev);
 	assert_int_equal(sa->handshakes_initiator, 1);
 	assert_int_equal(sb->handshakes_responder, 1);
 	assert_int_equal(sa->initiations_sent, 1);
@@ -336,7 +341,7 @@ static void test_responder_next_rule(void **state)
 	assert_non_null(p->a_to_b->current);
 	assert_true(p->a_to_b->current->initiator);
 	assert_null(p->a_to_b->next);
-	assert_int_equal(p->net.count, 1); /* A's queued packet */
+	assert_int_equal(p->net.count, 1);         /* A's queued packet */
 	assert_ptr_equal(p->b_to_a->next, b_next); /* B still waits */
 
 	/* B cannot send with next: its packet waits (and no initiation
@@ -384,15 +389,16 @@ static void test_rekey_under_traffic(void **state)
 		sent_ba++;
 		net_pump(&p->net);
 	}
-	const struct wg_device_stats *sa = wg_device_stats(p->a.dev), *sb = wg_device_stats(p->b.dev);
+	const struct wg_device_stats *sa = wg_device_stats(p->a.dev),
+				     *sb = wg_device_stats(p->b.dev);
 	assert_int_equal(p->b.delivered, sent_ab);
 	assert_int_equal(p->a.delivered, sent_ba);
 	assert_true(sa->handshakes_initiator >= 5);
 	assert_true(sb->handshakes_responder >= 5);
 	for (int r = 0; r < WG_DROP__COUNT; r++) {
 		if (sa->drop[r] || sb->drop[r])
-			fail_msg("drop %s: A %llu B %llu", wg_drop_reason_str(r), (unsigned long long)sa->drop[r],
-				 (unsigned long long)sb->drop[r]);
+			fail_msg("drop %s: A %llu B %llu", wg_drop_reason_str(r),
+				 (unsigned long long)sa->drop[r], (unsigned long long)sb->drop[r]);
 	}
 	/* The session in use is never older than REJECT_AFTER_TIME. */
 	assert_true(p->net.now - p->a_to_b->current->birth < 9 * S);
@@ -658,7 +664,8 @@ static void test_cookie_under_load(void **state)
 	wg_timer_params_default(&tp);
 	tp.under_load_handshakes = 0; /* every handshake message means load */
 	wg_device_set_timer_params(p->b.dev, &tp);
-	const struct wg_device_stats *sa = wg_device_stats(p->a.dev), *sb = wg_device_stats(p->b.dev);
+	const struct wg_device_stats *sa = wg_device_stats(p->a.dev),
+				     *sb = wg_device_stats(p->b.dev);
 
 	uint8_t pkt[128];
 	size_t n = make_ipv4(pkt, "10.0.0.2", "10.0.0.1", 20, 9);
@@ -689,7 +696,8 @@ static void make_mac1_initiation(uint8_t buf[WG_MSG_INITIATION_LEN], const uint8
 	memset(buf, 0, 4);
 	buf[0] = WG_MSG_INITIATION;
 	wg_cookie_derive_mac1_key(mac1_key, to_pub);
-	wg_mac(buf + WG_MSG_INITIATION_LEN - 32, mac1_key, WG_HASH_LEN, buf, WG_MSG_INITIATION_LEN - 32);
+	wg_mac(buf + WG_MSG_INITIATION_LEN - 32, mac1_key, WG_HASH_LEN, buf,
+	       WG_MSG_INITIATION_LEN - 32);
 	memset(buf + WG_MSG_INITIATION_LEN - 16, 0, 16);
 }
 
@@ -751,7 +759,8 @@ static void test_bad_mac1_is_not_load(void **state)
 static void test_response_holds_back_initiation(void **state)
 {
 	struct pair *p = pair_new();
-	const struct wg_device_stats *sa = wg_device_stats(p->a.dev), *sb = wg_device_stats(p->b.dev);
+	const struct wg_device_stats *sa = wg_device_stats(p->a.dev),
+				     *sb = wg_device_stats(p->b.dev);
 	uint8_t pkt[128];
 
 	size_t n = make_ipv4(pkt, "10.0.0.2", "10.0.0.1", 10, 1);

@@ -52,7 +52,8 @@ static void make_pair(const uint8_t *psk_i, const uint8_t *psk_r)
 	wg_handshake_init(&res.peer, &res.id, ini.id.public_key, psk_r);
 	ini.known = res.known = true;
 	/* Both sides precompute the same DH(s_i, S_r) = DH(s_r, S_i). */
-	assert_memory_equal(ini.peer.precomputed_static_static, res.peer.precomputed_static_static, 32);
+	assert_memory_equal(ini.peer.precomputed_static_static, res.peer.precomputed_static_static,
+			    32);
 }
 
 static void stamp(uint8_t t[12], long sec)
@@ -76,7 +77,8 @@ static int teardown(void **state)
 }
 
 /* One full handshake; returns both sides' keys. */
-static void handshake(struct wg_session_keys *ki, struct wg_session_keys *kr, long t_sec, uint64_t now)
+static void handshake(struct wg_session_keys *ki, struct wg_session_keys *kr, long t_sec,
+		      uint64_t now)
 {
 	struct wg_msg_initiation init;
 	struct wg_msg_response resp;
@@ -87,10 +89,12 @@ static void handshake(struct wg_session_keys *ki, struct wg_session_keys *kr, lo
 	assert_true(wg_noise_create_initiation(&ini.id, &ini.peer, 0x11223344, t, &init));
 	assert_int_equal(ini.peer.state, WG_HANDSHAKE_CREATED_INITIATION);
 	assert_int_equal(init.header.type, WG_MSG_INITIATION);
-	assert_int_equal(wg_message_classify((const uint8_t *)&init, sizeof(init)), WG_MSG_INITIATION);
+	assert_int_equal(wg_message_classify((const uint8_t *)&init, sizeof(init)),
+			 WG_MSG_INITIATION);
 	assert_int_equal(wg_load_le32(init.sender_index), 0x11223344);
 
-	assert_int_equal(wg_noise_consume_initiation(&res.id, &init, lookup_static, &res, now, &hs), WG_NOISE_OK);
+	assert_int_equal(wg_noise_consume_initiation(&res.id, &init, lookup_static, &res, now, &hs),
+			 WG_NOISE_OK);
 	assert_ptr_equal(hs, &res.peer);
 	assert_int_equal(res.peer.state, WG_HANDSHAKE_CONSUMED_INITIATION);
 	assert_int_equal(res.peer.remote_index, 0x11223344);
@@ -100,10 +104,12 @@ static void handshake(struct wg_session_keys *ki, struct wg_session_keys *kr, lo
 
 	assert_true(wg_noise_create_response(&res.peer, 0x55667788, &resp));
 	assert_int_equal(res.peer.state, WG_HANDSHAKE_CREATED_RESPONSE);
-	assert_int_equal(wg_message_classify((const uint8_t *)&resp, sizeof(resp)), WG_MSG_RESPONSE);
+	assert_int_equal(wg_message_classify((const uint8_t *)&resp, sizeof(resp)),
+			 WG_MSG_RESPONSE);
 	assert_int_equal(wg_load_le32(resp.receiver_index), 0x11223344);
 
-	assert_int_equal(wg_noise_consume_response(&ini.id, &resp, lookup_index, &ini, &hs), WG_NOISE_OK);
+	assert_int_equal(wg_noise_consume_response(&ini.id, &resp, lookup_index, &ini, &hs),
+			 WG_NOISE_OK);
 	assert_ptr_equal(hs, &ini.peer);
 	assert_int_equal(ini.peer.state, WG_HANDSHAKE_CONSUMED_RESPONSE);
 	assert_int_equal(ini.peer.remote_index, 0x55667788);
@@ -153,14 +159,17 @@ static void check_transport(const struct wg_session_keys *ki, const struct wg_se
 	wg_aead_encrypt(m->encrypted_data, plain, sizeof(plain), NULL, 0, 0, ki->send_key);
 	assert_int_equal(wg_message_classify(pkt, sizeof(pkt)), WG_MSG_TRANSPORT);
 	assert_int_equal(wg_load_le32(m->receiver_index), kr->local_index);
-	assert_true(wg_aead_decrypt(m->encrypted_data, m->encrypted_data, sizeof(plain) + WG_TAG_LEN, NULL, 0,
-				    wg_load_le64(m->counter), kr->recv_key));
+	assert_true(wg_aead_decrypt(m->encrypted_data, m->encrypted_data,
+				    sizeof(plain) + WG_TAG_LEN, NULL, 0, wg_load_le64(m->counter),
+				    kr->recv_key));
 	assert_memory_equal(m->encrypted_data, plain, sizeof(plain));
 
 	/* Other direction, counter 1; wrong direction's key fails. */
 	wg_aead_encrypt(m->encrypted_data, plain, sizeof(plain), NULL, 0, 1, kr->send_key);
-	assert_false(wg_aead_decrypt(plain, m->encrypted_data, sizeof(plain) + WG_TAG_LEN, NULL, 0, 1, kr->recv_key));
-	assert_true(wg_aead_decrypt(plain, m->encrypted_data, sizeof(plain) + WG_TAG_LEN, NULL, 0, 1, ki->recv_key));
+	assert_false(wg_aead_decrypt(plain, m->encrypted_data, sizeof(plain) + WG_TAG_LEN, NULL, 0,
+				     1, kr->recv_key));
+	assert_true(wg_aead_decrypt(plain, m->encrypted_data, sizeof(plain) + WG_TAG_LEN, NULL, 0,
+				    1, ki->recv_key));
 	assert_memory_equal(plain, msg1, sizeof(msg1));
 }
 
@@ -213,17 +222,21 @@ static void test_wrong_psk_fails_at_response(void **state)
 	make_pair(psk1, psk2);
 	stamp(t, 0);
 	assert_true(wg_noise_create_initiation(&ini.id, &ini.peer, 1, t, &init));
-	assert_int_equal(wg_noise_consume_initiation(&res.id, &init, lookup_static, &res, SEC, &hs), WG_NOISE_OK);
+	assert_int_equal(wg_noise_consume_initiation(&res.id, &init, lookup_static, &res, SEC, &hs),
+			 WG_NOISE_OK);
 	assert_true(wg_noise_create_response(&res.peer, 2, &resp));
 	before = ini.peer;
-	assert_int_equal(wg_noise_consume_response(&ini.id, &resp, lookup_index, &ini, &hs), WG_NOISE_DECRYPT_FAILED);
+	assert_int_equal(wg_noise_consume_response(&ini.id, &resp, lookup_index, &ini, &hs),
+			 WG_NOISE_DECRYPT_FAILED);
 	assert_memory_equal(&before, &ini.peer, sizeof(before));
 	/* PSK on one side only fails the same way. */
 	make_pair(psk1, NULL);
 	assert_true(wg_noise_create_initiation(&ini.id, &ini.peer, 1, t, &init));
-	assert_int_equal(wg_noise_consume_initiation(&res.id, &init, lookup_static, &res, SEC, &hs), WG_NOISE_OK);
+	assert_int_equal(wg_noise_consume_initiation(&res.id, &init, lookup_static, &res, SEC, &hs),
+			 WG_NOISE_OK);
 	assert_true(wg_noise_create_response(&res.peer, 2, &resp));
-	assert_int_equal(wg_noise_consume_response(&ini.id, &resp, lookup_index, &ini, &hs), WG_NOISE_DECRYPT_FAILED);
+	assert_int_equal(wg_noise_consume_response(&ini.id, &resp, lookup_index, &ini, &hs),
+			 WG_NOISE_DECRYPT_FAILED);
 }
 
 static void test_tampered_initiation(void **state)
@@ -251,7 +264,8 @@ static void test_tampered_initiation(void **state)
 		assert_true(r == WG_NOISE_DECRYPT_FAILED || r == WG_NOISE_INVALID_KEY);
 		assert_memory_equal(&before, &res.peer, sizeof(before));
 	}
-	assert_int_equal(wg_noise_consume_initiation(&res.id, &init, lookup_static, &res, SEC, &hs), WG_NOISE_OK);
+	assert_int_equal(wg_noise_consume_initiation(&res.id, &init, lookup_static, &res, SEC, &hs),
+			 WG_NOISE_OK);
 }
 
 static void test_tampered_response(void **state)
@@ -265,24 +279,30 @@ static void test_tampered_response(void **state)
 	make_pair(NULL, NULL);
 	stamp(t, 0);
 	assert_true(wg_noise_create_initiation(&ini.id, &ini.peer, 1, t, &init));
-	assert_int_equal(wg_noise_consume_initiation(&res.id, &init, lookup_static, &res, SEC, &hs), WG_NOISE_OK);
+	assert_int_equal(wg_noise_consume_initiation(&res.id, &init, lookup_static, &res, SEC, &hs),
+			 WG_NOISE_OK);
 	assert_true(wg_noise_create_response(&res.peer, 2, &resp));
 	before = ini.peer;
 	bad = resp;
 	bad.unencrypted_ephemeral[5] ^= 1;
-	assert_int_not_equal(wg_noise_consume_response(&ini.id, &bad, lookup_index, &ini, &hs), WG_NOISE_OK);
+	assert_int_not_equal(wg_noise_consume_response(&ini.id, &bad, lookup_index, &ini, &hs),
+			     WG_NOISE_OK);
 	bad = resp;
 	bad.encrypted_nothing[0] ^= 1;
-	assert_int_equal(wg_noise_consume_response(&ini.id, &bad, lookup_index, &ini, &hs), WG_NOISE_DECRYPT_FAILED);
+	assert_int_equal(wg_noise_consume_response(&ini.id, &bad, lookup_index, &ini, &hs),
+			 WG_NOISE_DECRYPT_FAILED);
 	assert_memory_equal(&before, &ini.peer, sizeof(before));
 	/* Unknown receiver index. */
 	bad = resp;
 	wg_store_le32(bad.receiver_index, 999);
-	assert_int_equal(wg_noise_consume_response(&ini.id, &bad, lookup_index, &ini, &hs), WG_NOISE_UNKNOWN_PEER);
+	assert_int_equal(wg_noise_consume_response(&ini.id, &bad, lookup_index, &ini, &hs),
+			 WG_NOISE_UNKNOWN_PEER);
 	assert_null(hs);
 	/* The genuine one still works, and only once. */
-	assert_int_equal(wg_noise_consume_response(&ini.id, &resp, lookup_index, &ini, &hs), WG_NOISE_OK);
-	assert_int_equal(wg_noise_consume_response(&ini.id, &resp, lookup_index, &ini, &hs), WG_NOISE_WRONG_STATE);
+	assert_int_equal(wg_noise_consume_response(&ini.id, &resp, lookup_index, &ini, &hs),
+			 WG_NOISE_OK);
+	assert_int_equal(wg_noise_consume_response(&ini.id, &resp, lookup_index, &ini, &hs),
+			 WG_NOISE_WRONG_STATE);
 }
 
 static void test_replay_and_flood(void **state)
@@ -300,22 +320,28 @@ static void test_replay_and_flood(void **state)
 	stamp(t, 6);
 	assert_true(wg_noise_create_initiation(&ini.id, &ini.peer, 1, t, &init_new));
 
-	assert_int_equal(wg_noise_consume_initiation(&res.id, &init, lookup_static, &res, 100 * SEC, &hs), WG_NOISE_OK);
+	assert_int_equal(
+		wg_noise_consume_initiation(&res.id, &init, lookup_static, &res, 100 * SEC, &hs),
+		WG_NOISE_OK);
 	before = res.peer;
 	/* The same message again (same timestamp), much later: replay. */
-	assert_int_equal(wg_noise_consume_initiation(&res.id, &init, lookup_static, &res, 200 * SEC, &hs),
-			 WG_NOISE_REPLAYED_TIMESTAMP);
+	assert_int_equal(
+		wg_noise_consume_initiation(&res.id, &init, lookup_static, &res, 200 * SEC, &hs),
+		WG_NOISE_REPLAYED_TIMESTAMP);
 	assert_ptr_equal(hs, &res.peer);
 	/* An older timestamp: replay. */
-	assert_int_equal(wg_noise_consume_initiation(&res.id, &init_old, lookup_static, &res, 200 * SEC, &hs),
+	assert_int_equal(wg_noise_consume_initiation(&res.id, &init_old, lookup_static, &res,
+						     200 * SEC, &hs),
 			 WG_NOISE_REPLAYED_TIMESTAMP);
 	assert_memory_equal(&before, &res.peer, sizeof(before));
 	/* A newer one 10 ms after the last: flood. */
-	assert_int_equal(wg_noise_consume_initiation(&res.id, &init_new, lookup_static, &res, 100 * SEC + 10000000ULL, &hs),
+	assert_int_equal(wg_noise_consume_initiation(&res.id, &init_new, lookup_static, &res,
+						     100 * SEC + 10000000ULL, &hs),
 			 WG_NOISE_FLOOD);
 	assert_memory_equal(&before, &res.peer, sizeof(before));
 	/* 25 ms after: accepted. */
-	assert_int_equal(wg_noise_consume_initiation(&res.id, &init_new, lookup_static, &res, 100 * SEC + 25000000ULL, &hs),
+	assert_int_equal(wg_noise_consume_initiation(&res.id, &init_new, lookup_static, &res,
+						     100 * SEC + 25000000ULL, &hs),
 			 WG_NOISE_OK);
 	assert_int_equal(res.peer.last_initiation_consumption_ns, 100 * SEC + 25000000ULL);
 }

@@ -35,7 +35,8 @@ static struct wg_endpoint v6(const char *addr)
 	return ep;
 }
 
-static size_t burst(struct wg_ratelimiter *rl, const struct wg_endpoint *ep, uint64_t now, int tries)
+static size_t burst(struct wg_ratelimiter *rl, const struct wg_endpoint *ep, uint64_t now,
+		    int tries)
 {
 	size_t n = 0;
 
@@ -78,7 +79,8 @@ static void test_burst_then_limited(void **state)
 static void test_ipv6_prefix(void **state)
 {
 	struct wg_ratelimiter rl;
-	struct wg_endpoint x = v6("2001:db8:1:2::1"), y = v6("2001:db8:1:2:ffff::9"), z = v6("2001:db8:1:3::1");
+	struct wg_endpoint x = v6("2001:db8:1:2::1"), y = v6("2001:db8:1:2:ffff::9"),
+			   z = v6("2001:db8:1:3::1");
 	struct wg_endpoint mapped = v6("::ffff:192.0.2.1"), plain = v4(0xc0000201, 5);
 
 	(void)state;

@@ -38,41 +38,41 @@ static void test_table(void **state)
 {
 	(void)state;
 	static const struct row rows[] = {
-		{0, true},		/* first packet */
-		{1, true},		/* in order */
-		{1, false},		/* duplicate */
-		{9, true},		/* small jump */
-		{8, true},		/* out of order, inside */
-		{7, true},
-		{7, false},		/* duplicate out of order */
-		{LIM, true},		/* jump by exactly the window + 1 */
-		{LIM - 1, true},
-		{LIM - 1, false},
-		{LIM - 2, true},
-		{2, true},		/* oldest still in the window */
-		{2, false},
-		{LIM + 16, true},
-		{3, false},		/* fell out of the window */
-		{LIM + 16, false},
-		{LIM * 4, true},	/* far jump: the whole ring is cleared */
-		{LIM * 4 - (LIM - 1), true}, /* exactly WINDOW behind: accepted */
-		{10, false},
-		{LIM * 4 - LIM, false}, /* WINDOW + 1 behind */
-		{LIM * 4 - (LIM + 1), false},
-		{LIM * 4 - (LIM - 2), true},
-		{LIM * 4 + 1 - LIM, false},
-		{0, false},
-		{RAM, false},		/* limit itself is never valid */
-		{RAM - 1, true},	/* last valid counter */
-		{RAM, false},
-		{RAM - 1, false},
-		{RAM - 2, true},
-		{RAM + 1, false},
-		{RAM + 2, false},
-		{RAM - 2, false},
-		{RAM - 3, true},
-		{UINT64_MAX, false},	/* would wrap the +1 shift */
-		{0, false},
+		{ 0, true },  /* first packet */
+		{ 1, true },  /* in order */
+		{ 1, false }, /* duplicate */
+		{ 9, true },  /* small jump */
+		{ 8, true },  /* out of order, inside */
+		{ 7, true },
+		{ 7, false },  /* duplicate out of order */
+		{ LIM, true }, /* jump by exactly the window + 1 */
+		{ LIM - 1, true },
+		{ LIM - 1, false },
+		{ LIM - 2, true },
+		{ 2, true }, /* oldest still in the window */
+		{ 2, false },
+		{ LIM + 16, true },
+		{ 3, false }, /* fell out of the window */
+		{ LIM + 16, false },
+		{ LIM * 4, true },             /* far jump: the whole ring is cleared */
+		{ LIM * 4 - (LIM - 1), true }, /* exactly WINDOW behind: accepted */
+		{ 10, false },
+		{ LIM * 4 - LIM, false }, /* WINDOW + 1 behind */
+		{ LIM * 4 - (LIM + 1), false },
+		{ LIM * 4 - (LIM - 2), true },
+		{ LIM * 4 + 1 - LIM, false },
+		{ 0, false },
+		{ RAM, false },    /* limit itself is never valid */
+		{ RAM - 1, true }, /* last valid counter */
+		{ RAM, false },
+		{ RAM - 1, false },
+		{ RAM - 2, true },
+		{ RAM + 1, false },
+		{ RAM + 2, false },
+		{ RAM - 2, false },
+		{ RAM - 3, true },
+		{ UINT64_MAX, false }, /* would wrap the +1 shift */
+		{ 0, false },
 	};
 	run_table(rows, sizeof(rows) / sizeof(rows[0]));
 }

@@ -3,7 +3,7 @@
 #ifndef WGMITM_NETSTACK_ARCH_CC_H
 #define WGMITM_NETSTACK_ARCH_CC_H
 
-#include <endian.h>   /* BYTE_ORDER, LITTLE_ENDIAN, BIG_ENDIAN from libc */
+#include <endian.h> /* BYTE_ORDER, LITTLE_ENDIAN, BIG_ENDIAN from libc */
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -24,7 +24,7 @@
 
 /* Structs are packed with the GNU attribute. */
 #define PACK_STRUCT_FIELD(x) x
-#define PACK_STRUCT_STRUCT   __attribute__((packed))
+#define PACK_STRUCT_STRUCT __attribute__((packed))
 #define PACK_STRUCT_BEGIN
 #define PACK_STRUCT_END
 
@@ -32,7 +32,10 @@
  * see it) instead of printing and carrying on with broken state. */
 void netstack__diag(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 _Noreturn void netstack__assert(const char *msg, const char *file, int line);
-#define LWIP_PLATFORM_DIAG(x) do { netstack__diag x; } while (0)
+#define LWIP_PLATFORM_DIAG(x)                                                                      \
+	do {                                                                                       \
+		netstack__diag x;                                                                  \
+	} while (0)
 #define LWIP_PLATFORM_ASSERT(x) netstack__assert((x), __FILE__, __LINE__)
 
 /* TCP initial sequence numbers, IPv6 fragment ids: from libsodium. */

@@ -23,18 +23,18 @@
  * wrapping at 2^32 ms is fine. */
 u32_t sys_now(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (u32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (u32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
 }
 
 void netstack__diag(const char *fmt, ...)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("lwip: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("lwip: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
 }
 
 jmp_buf *netstack__assert_trap;
@@ -48,21 +48,21 @@ unsigned long netstack__assert_count;
  * other assert aborts. Fuzz builds always abort, so fuzzing finds them. */
 _Noreturn void netstack__assert(const char *msg, const char *file, int line)
 {
-    unsigned long n = ++netstack__assert_count;
-    bool contain = netstack__assert_trap != NULL && netstack__upcalls == 0;
+	unsigned long n = ++netstack__assert_count;
+	bool contain = netstack__assert_trap != NULL && netstack__upcalls == 0;
 #ifdef NETSTACK_ASSERT_ABORTS
-    contain = false;
+	contain = false;
 #endif
-    if (!contain || n <= 16 || n % 1024 == 0) /* a peer can repeat it: bounded log */
-        fprintf(stderr, "lwip: assertion \"%s\" failed at %s:%d%s (%lu so far)\n", msg, file, line,
-                contain ? "; packet dropped, its connection reset" : "", n);
-    if (contain) {
-        jmp_buf *trap = netstack__assert_trap;
-        netstack__assert_trap = NULL;
-        longjmp(*trap, 1);
-    }
-    fflush(stderr);
-    abort();
+	if (!contain || n <= 16 || n % 1024 == 0) /* a peer can repeat it: bounded log */
+		fprintf(stderr, "lwip: assertion \"%s\" failed at %s:%d%s (%lu so far)\n", msg,
+			file, line, contain ? "; packet dropped, its connection reset" : "", n);
+	if (contain) {
+		jmp_buf *trap = netstack__assert_trap;
+		netstack__assert_trap = NULL;
+		longjmp(*trap, 1);
+	}
+	fflush(stderr);
+	abort();
 }
 
 /* Half-open connections per source address (patches/lwip/0003). Entries
@@ -72,43 +72,44 @@ uint64_t netstack__syn_limited;
 
 static void netstack__src_key(const ip_addr_t *ip, char *key, size_t len)
 {
-    if (ipaddr_ntoa_r(ip, key, (int)len) == NULL)
-        key[0] = '\0';
+	if (ipaddr_ntoa_r(ip, key, (int)len) == NULL)
+		key[0] = '\0';
 }
 
 int netstack__half_open_allowed(const ip_addr_t *src)
 {
-    if (netstack__half_open_by_src == NULL)
-        return 1;
-    char key[IPADDR_STRLEN_MAX];
-    netstack__src_key(src, key, sizeof key);
-    if (tally_count(netstack__half_open_by_src, key) < NETSTACK_HALF_OPEN_PER_SOURCE)
-        return 1;
-    netstack__syn_limited++;
-    return 0;
+	if (netstack__half_open_by_src == NULL)
+		return 1;
+	char key[IPADDR_STRLEN_MAX];
+	netstack__src_key(src, key, sizeof key);
+	if (tally_count(netstack__half_open_by_src, key) < NETSTACK_HALF_OPEN_PER_SOURCE)
+		return 1;
+	netstack__syn_limited++;
+	return 0;
 }
 
 void netstack__half_open(const struct tcp_pcb *pcb, int delta)
 {
-    if (netstack__half_open_by_src == NULL && (netstack__half_open_by_src = tally_new()) == NULL)
-        return; /* no memory: not counted (fails open) */
-    char key[IPADDR_STRLEN_MAX];
-    netstack__src_key(&pcb->remote_ip, key, sizeof key);
-    if (delta > 0)
-        (void)tally_take(netstack__half_open_by_src, key, UINT32_MAX);
-    else
-        tally_give_key(netstack__half_open_by_src, key);
+	if (netstack__half_open_by_src == NULL &&
+	    (netstack__half_open_by_src = tally_new()) == NULL)
+		return; /* no memory: not counted (fails open) */
+	char key[IPADDR_STRLEN_MAX];
+	netstack__src_key(&pcb->remote_ip, key, sizeof key);
+	if (delta > 0)
+		(void)tally_take(netstack__half_open_by_src, key, UINT32_MAX);
+	else
+		tally_give_key(netstack__half_open_by_src, key);
 }
 
 bool netstack__fail_next_segment;
 
 err_t netstack__tcp_inpacket(const struct tcp_pcb *pcb)
 {
-    if (netstack__fail_next_segment && pcb->state == ESTABLISHED) {
-        netstack__fail_next_segment = false;
-        LWIP_ASSERT("forced by netstack__test_fail_next_segment", 0);
-    }
-    return ERR_OK;
+	if (netstack__fail_next_segment && pcb->state == ESTABLISHED) {
+		netstack__fail_next_segment = false;
+		LWIP_ASSERT("forced by netstack__test_fail_next_segment", 0);
+	}
+	return ERR_OK;
 }
 
 /* NETSTACK_FIXED_RANDOM (fuzz builds only): reproducible numbers, so a
@@ -116,44 +117,48 @@ err_t netstack__tcp_inpacket(const struct tcp_pcb *pcb)
 uint32_t netstack__rand(void)
 {
 #ifdef NETSTACK_FIXED_RANDOM
-    return 0x2545f491u;
+	return 0x2545f491u;
 #else
-    return randombytes_random();
+	return randombytes_random();
 #endif
 }
 
-u32_t netstack__tcp_isn(const ip_addr_t *local_ip, u16_t local_port,
-                        const ip_addr_t *remote_ip, u16_t remote_port)
+u32_t netstack__tcp_isn(const ip_addr_t *local_ip, u16_t local_port, const ip_addr_t *remote_ip,
+			u16_t remote_port)
 {
-    static unsigned char key[crypto_shorthash_KEYBYTES];
-    static int keyed;
-    if (!keyed) {
+	static unsigned char key[crypto_shorthash_KEYBYTES];
+	static int keyed;
+	if (!keyed) {
 #ifndef NETSTACK_FIXED_RANDOM
-        randombytes_buf(key, sizeof key);
+		randombytes_buf(key, sizeof key);
 #endif
-        keyed = 1;
-    }
-    /* F(localip, localport, remoteip, remoteport, secretkey): SipHash. */
-    unsigned char in[2 * 16 + 2 * 2 + 1];
-    memset(in, 0, sizeof in);
-    in[0] = (unsigned char)IP_GET_TYPE(local_ip);
-    memcpy(in + 1, IP_IS_V4(local_ip) ? (const void *)ip_2_ip4(local_ip) : (const void *)ip_2_ip6(local_ip)->addr,
-           IP_IS_V4(local_ip) ? 4 : 16);
-    memcpy(in + 17, IP_IS_V4(remote_ip) ? (const void *)ip_2_ip4(remote_ip) : (const void *)ip_2_ip6(remote_ip)->addr,
-           IP_IS_V4(remote_ip) ? 4 : 16);
-    memcpy(in + 33, &local_port, 2);
-    memcpy(in + 35, &remote_port, 2);
-    unsigned char h[crypto_shorthash_BYTES];
-    crypto_shorthash(h, in, sizeof in, key);
-    u32_t f;
-    memcpy(&f, h, sizeof f);
+		keyed = 1;
+	}
+	/* F(localip, localport, remoteip, remoteport, secretkey): SipHash. */
+	unsigned char in[2 * 16 + 2 * 2 + 1];
+	memset(in, 0, sizeof in);
+	in[0] = (unsigned char)IP_GET_TYPE(local_ip);
+	memcpy(in + 1,
+	       IP_IS_V4(local_ip) ? (const void *)ip_2_ip4(local_ip)
+				  : (const void *)ip_2_ip6(local_ip)->addr,
+	       IP_IS_V4(local_ip) ? 4 : 16);
+	memcpy(in + 17,
+	       IP_IS_V4(remote_ip) ? (const void *)ip_2_ip4(remote_ip)
+				   : (const void *)ip_2_ip6(remote_ip)->addr,
+	       IP_IS_V4(remote_ip) ? 4 : 16);
+	memcpy(in + 33, &local_port, 2);
+	memcpy(in + 35, &remote_port, 2);
+	unsigned char h[crypto_shorthash_BYTES];
+	crypto_shorthash(h, in, sizeof in, key);
+	u32_t f;
+	memcpy(&f, h, sizeof f);
 #ifdef NETSTACK_FIXED_RANDOM
-    return f;
+	return f;
 #else
-    /* M: a timer that ticks every 4 microseconds. */
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    u32_t m = (u32_t)(((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) / 4000u);
-    return m + f;
+	/* M: a timer that ticks every 4 microseconds. */
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	u32_t m = (u32_t)(((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) / 4000u);
+	return m + f;
 #endif
 }
