@@ -42,7 +42,7 @@
 #include "fuzz_flows.h"
 #include "fuzz_uv.h"
 
-#include "addrpool.h"
+#include "common/addrpool.h"
 #include "mitm/policy.h"
 #include "mitm/udp.h"
 
