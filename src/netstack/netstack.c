@@ -292,8 +292,8 @@ static void netstack__prepare_port(struct netstack *ns, const uint8_t *pkt,
 static __attribute__((noinline)) bool netstack__guarded_input(struct netif *netif, struct pbuf *p,
 							      int version)
 {
-	jmp_buf trap;
-	if (setjmp(trap) != 0)
+	netstack_trap trap;
+	if (__builtin_setjmp(trap) != 0)
 		return false;
 	netstack__assert_trap = &trap;
 	if (version == 4)

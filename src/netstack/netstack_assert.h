@@ -4,13 +4,16 @@
 #ifndef WGMITM_NETSTACK_ASSERT_H
 #define WGMITM_NETSTACK_ASSERT_H
 
-#include <setjmp.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 /* Set while lwIP processes one inbound packet: a failed assert unwinds to
  * it, unless code of ours runs between it and the assert (an upcall). */
-extern jmp_buf *netstack__assert_trap;
+/* The compiler's setjmp (__builtin_setjmp: frame, stack and resume address
+ * only, no signal mask), a few instructions per packet instead of libc's
+ * ~50. */
+typedef void *netstack_trap[5];
+extern netstack_trap *netstack__assert_trap;
 /* Depth of our callbacks running below lwIP frames: never unwound through. */
 extern unsigned netstack__upcalls;
 /* SYNs dropped by the half-open limit per source (arch/sys_arch.c). */

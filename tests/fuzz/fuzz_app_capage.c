@@ -35,6 +35,7 @@
 #include "fuzz_tcp_peer.h"
 
 #include "mitm/capage.h"
+#include "fuzz_reader.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -156,42 +157,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		abort();
 	debug = getenv("WGMITM_FUZZ_DEBUG") != NULL;
 	return 0;
-}
-
-struct reader {
-	const uint8_t *p;
-	size_t left;
-};
-
-static bool get8(struct reader *r, uint8_t *out)
-{
-	if (r->left == 0)
-		return false;
-	*out = *r->p++;
-	r->left--;
-	return true;
-}
-
-/* A length (1 byte, or 15 bits over 2 when bit 7 is set) and that many
- * bytes, fewer at the end of the input. */
-static bool get_chunk(struct reader *r, const uint8_t **data, size_t *len)
-{
-	uint8_t b, b2;
-	if (!get8(r, &b))
-		return false;
-	size_t n = b;
-	if (b & 0x80) {
-		if (!get8(r, &b2))
-			return false;
-		n = (size_t)(b & 0x7f) << 8 | b2;
-	}
-	if (n > r->left)
-		n = r->left;
-	*data = r->p;
-	*len = n;
-	r->p += n;
-	r->left -= n;
-	return true;
 }
 
 static const uint16_t windows[8] = { 0xffff, 64, 8, 1, 0, 0x200, 16, 2 };

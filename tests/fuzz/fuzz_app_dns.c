@@ -54,6 +54,7 @@
 #include "fuzz_uv.h"
 
 #include "mitm/dns.h"
+#include "fuzz_reader.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -291,40 +292,6 @@ static const struct fuv_msg *latest_sent(bool tcp, size_t k, const void *handle)
 }
 
 /* ---- Input -------------------------------------------------------------- */
-
-struct reader {
-	const uint8_t *p;
-	size_t left;
-};
-
-static bool get8(struct reader *r, uint8_t *out)
-{
-	if (r->left == 0)
-		return false;
-	*out = *r->p++;
-	r->left--;
-	return true;
-}
-
-static bool get_chunk(struct reader *r, const uint8_t **data, size_t *len)
-{
-	uint8_t b, b2;
-	if (!get8(r, &b))
-		return false;
-	size_t n = b;
-	if (b & 0x80) {
-		if (!get8(r, &b2))
-			return false;
-		n = (size_t)(b & 0x7f) << 8 | b2;
-	}
-	if (n > r->left)
-		n = r->left;
-	*data = r->p;
-	*len = n;
-	r->p += n;
-	r->left -= n;
-	return true;
-}
 
 static void set_addr(struct sockaddr_storage *ss, const char *ip, uint16_t port)
 {

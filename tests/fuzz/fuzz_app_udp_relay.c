@@ -45,6 +45,7 @@
 #include "common/addrpool.h"
 #include "mitm/policy.h"
 #include "mitm/udp.h"
+#include "fuzz_reader.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -204,50 +205,6 @@ static void check_sent(uint64_t before, bool quic_relayed, bool host_port)
 }
 
 /* ---- Input --------------------------------------------------------------- */
-
-struct reader {
-	const uint8_t *p;
-	size_t left;
-};
-
-static bool get8(struct reader *r, uint8_t *out)
-{
-	if (r->left == 0)
-		return false;
-	*out = *r->p++;
-	r->left--;
-	return true;
-}
-
-static bool get_bytes(struct reader *r, uint8_t *out, size_t n)
-{
-	if (r->left < n)
-		return false;
-	memcpy(out, r->p, n);
-	r->p += n;
-	r->left -= n;
-	return true;
-}
-
-static bool get_chunk(struct reader *r, const uint8_t **data, size_t *len)
-{
-	uint8_t b, b2;
-	if (!get8(r, &b))
-		return false;
-	size_t n = b;
-	if (b & 0x80) {
-		if (!get8(r, &b2))
-			return false;
-		n = (size_t)(b & 0x7f) << 8 | b2;
-	}
-	if (n > r->left)
-		n = r->left;
-	*data = r->p;
-	*len = n;
-	r->p += n;
-	r->left -= n;
-	return true;
-}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {

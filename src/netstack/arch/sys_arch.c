@@ -37,7 +37,7 @@ void netstack__diag(const char *fmt, ...)
 	va_end(ap);
 }
 
-jmp_buf *netstack__assert_trap;
+netstack_trap *netstack__assert_trap;
 unsigned netstack__upcalls;
 unsigned long netstack__assert_count;
 
@@ -57,9 +57,9 @@ _Noreturn void netstack__assert(const char *msg, const char *file, int line)
 		fprintf(stderr, "lwip: assertion \"%s\" failed at %s:%d%s (%lu so far)\n", msg,
 			file, line, contain ? "; packet dropped, its connection reset" : "", n);
 	if (contain) {
-		jmp_buf *trap = netstack__assert_trap;
+		netstack_trap *trap = netstack__assert_trap;
 		netstack__assert_trap = NULL;
-		longjmp(*trap, 1);
+		__builtin_longjmp(*trap, 1);
 	}
 	fflush(stderr);
 	abort();
