@@ -464,7 +464,7 @@ static void print_stats(struct daemon *d)
 			 "%llu, "
 			 "upstream failed %llu (refused %llu, timeout %llu), "
 			 "bytes up %llu down %llu | udp flows %llu, up %llu B, down %llu B, policy "
-			 "drops %llu | "
+			 "drops %llu, over the peer's share %llu | "
 			 "dns queries %llu, answered %llu, timeouts %llu | netstack tcp refused "
 			 "%llu, lwip mem errors %llu, "
 			 "lwip asserts contained %llu, syns over the half-open limit %llu",
@@ -475,7 +475,7 @@ static void print_stats(struct daemon *d)
 			 (unsigned long long)rs.connect_timeout, (unsigned long long)rs.bytes_up,
 			 (unsigned long long)rs.bytes_down, (unsigned long long)us.flows_active,
 			 (unsigned long long)us.bytes_up, (unsigned long long)us.bytes_down,
-			 (unsigned long long)us.policy_drop,
+			 (unsigned long long)us.policy_drop, (unsigned long long)us.peer_limit,
 			 (unsigned long long)(ds.queries_udp + ds.queries_tcp),
 			 (unsigned long long)ds.answered, (unsigned long long)ds.timeouts,
 			 (unsigned long long)ns.tcp_refused, (unsigned long long)ns.lwip_mem_err,
@@ -484,15 +484,19 @@ static void print_stats(struct daemon *d)
 		struct capage_stats cs = { 0 };
 		if (d->capage)
 			capage_get_stats(d->capage, &cs);
-		log_info("stats: ca page requests %llu (page %llu, pem %llu, der %llu, profile "
-			 "%llu, "
-			 "not found %llu, rejected %llu) | dns local answers %llu | quic refused "
-			 "%llu",
-			 (unsigned long long)cs.requests, (unsigned long long)cs.page,
-			 (unsigned long long)cs.pem, (unsigned long long)cs.der,
-			 (unsigned long long)cs.mobileconfig, (unsigned long long)cs.not_found,
-			 (unsigned long long)cs.rejected, (unsigned long long)ds.local_answers,
-			 (unsigned long long)us.quic_refused);
+		log_info(
+			"stats: ca page requests %llu (page %llu, pem %llu, der %llu, profile "
+			"%llu, "
+			"not found %llu, rejected %llu, over the peer's share %llu) | dns local "
+			"answers %llu, over the peer's share %llu queries, %llu tcp | quic refused "
+			"%llu",
+			(unsigned long long)cs.requests, (unsigned long long)cs.page,
+			(unsigned long long)cs.pem, (unsigned long long)cs.der,
+			(unsigned long long)cs.mobileconfig, (unsigned long long)cs.not_found,
+			(unsigned long long)cs.rejected, (unsigned long long)cs.conns_refused_peer,
+			(unsigned long long)ds.local_answers, (unsigned long long)ds.busy_peer,
+			(unsigned long long)ds.tcp_refused_peer,
+			(unsigned long long)us.quic_refused);
 		size_t kept;
 		uint64_t cuts;
 		http_body_usage(&kept, &cuts);
@@ -767,7 +771,9 @@ static int open_capage(struct daemon *d, const struct daemon_options *o, const s
 		return 0;
 	struct capage_config cp = { .ca = ca->cert,
 				    .addr4 = d->policy.addr4,
-				    .addr6 = d->policy.addr6 };
+				    .addr6 = d->policy.addr6,
+				    .peer_name = peer_name_by_addr,
+				    .peer_ctx = d };
 	d->capage = capage_new(d->loop, &cp);
 	if (!d->capage || policy_add_local_port(&d->policy, IPPROTO_TCP, CAPAGE_PORT) < 0) {
 		log_error("cannot start the CA page");

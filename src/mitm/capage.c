@@ -17,6 +17,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include "common/tally.h"
 #include "mitm/ca.h"
 #include "mitm/localname.h"
 #include "netstack/netstack.h"
@@ -511,6 +512,7 @@ struct capage_conn {
 	struct capage *srv;
 	struct netstack_tcp *conn;
 	struct capage_conn *prev, *next; /* srv list, oldest activity first */
+	struct tally_entry *share;       /* this connection in srv.per_peer */
 	uint64_t idle_due;
 	llhttp_t parser;
 	char target[CAPAGE_MAX_TARGET];
@@ -531,6 +533,8 @@ struct capage {
 	struct capage_config cfg;
 	struct capage_site *site;
 	struct capage_conn *first, *last;
+	struct tally *per_peer; /* connections per peer, against half of max_conns */
+	uint32_t peer_max;
 	uv_timer_t timer;
 	uint64_t timer_due;
 	bool shut, freeing, timer_closed;
@@ -538,6 +542,13 @@ struct capage {
 };
 
 static void timer_arm(struct capage *s);
+
+static void capage_release(struct capage *s)
+{
+	capage_site_free(s->site);
+	tally_free(s->per_peer);
+	free(s);
+}
 
 static void list_unlink(struct capage_conn *c)
 {
@@ -574,6 +585,7 @@ static void conn_forget(struct capage_conn *c)
 {
 	struct capage *s = c->srv;
 	list_unlink(c);
+	tally_give(s->per_peer, c->share);
 	s->stats.conns_active--;
 	free(c->in);
 	free(c);
@@ -848,17 +860,25 @@ int capage_tcp_accept(void *ctx, struct netstack_tcp *conn, const struct sockadd
 		      const struct sockaddr *dest)
 {
 	struct capage *s = ctx;
-	(void)client;
 	(void)dest;
 	if (s->shut || s->stats.conns_active >= s->cfg.max_conns) {
 		s->stats.conns_refused++;
 		return -1;
 	}
+	/* A phone opens a handful; one peer cannot hold every slot. */
+	const char *peer = s->cfg.peer_name ? s->cfg.peer_name(s->cfg.peer_ctx, client) : NULL;
+	struct tally_entry *share = tally_take(s->per_peer, peer, s->peer_max);
+	if (!share) {
+		s->stats.conns_refused_peer++;
+		return -1;
+	}
 	struct capage_conn *c = calloc(1, sizeof(*c));
 	if (!c) {
+		tally_give(s->per_peer, share);
 		s->stats.conns_refused++;
 		return -1;
 	}
+	c->share = share;
 	c->srv = s;
 	c->conn = conn;
 	llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
@@ -927,10 +947,12 @@ struct capage *capage_new(uv_loop_t *loop, const struct capage_config *cfg)
 		s->cfg.max_conns = CAPAGE_DEFAULT_MAX_CONNS;
 	if (!s->cfg.idle_ms)
 		s->cfg.idle_ms = CAPAGE_IDLE_MS;
+	s->peer_max = s->cfg.max_conns > 1 ? (uint32_t)(s->cfg.max_conns / 2) : 1;
 	s->site = capage_site_new(cfg->ca, &cfg->addr4, &cfg->addr6);
-	if (!s->site) {
-		int err = errno;
-		free(s);
+	s->per_peer = tally_new();
+	if (!s->site || !s->per_peer) {
+		int err = s->site ? ENOMEM : errno;
+		capage_release(s);
 		errno = err;
 		return NULL;
 	}
@@ -949,10 +971,8 @@ static void timer_closed(uv_handle_t *h)
 {
 	struct capage *s = h->data;
 	s->timer_closed = true;
-	if (s->freeing) {
-		capage_site_free(s->site);
-		free(s);
-	}
+	if (s->freeing)
+		capage_release(s);
 }
 
 void capage_shutdown(struct capage *s)
@@ -974,8 +994,6 @@ void capage_free(struct capage *s)
 		return;
 	capage_shutdown(s);
 	s->freeing = true;
-	if (s->timer_closed) {
-		capage_site_free(s->site);
-		free(s);
-	}
+	if (s->timer_closed)
+		capage_release(s);
 }

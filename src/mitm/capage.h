@@ -50,12 +50,18 @@ struct capage_config {
 	/* The endpoint's tunnel addresses, shown on the page (may be unspecified). */
 	struct in_addr addr4;
 	struct in6_addr addr6;
-	size_t max_conns; /* 0: CAPAGE_DEFAULT_MAX_CONNS; more are reset */
+	size_t max_conns; /* 0: CAPAGE_DEFAULT_MAX_CONNS; more are reset, and so
+			   * are a peer's past half of them */
 	uint32_t idle_ms; /* 0: CAPAGE_IDLE_MS */
+	/* The peer owning a client address (NULL, or returning NULL: one
+	 * unnamed peer). */
+	const char *(*peer_name)(void *ctx, const struct sockaddr *client);
+	void *peer_ctx;
 };
 
 struct capage_stats {
 	uint64_t conns_accepted, conns_refused, conns_active;
+	uint64_t conns_refused_peer;           /* reset: the peer held half of max_conns */
 	uint64_t conns_idle;                   /* closed after idle_ms */
 	uint64_t requests;                     /* responses sent, all statuses */
 	uint64_t page, pem, der, mobileconfig; /* 200s by resource */

@@ -18,6 +18,7 @@
 #include <ldns/ldns.h>
 #include <sodium.h>
 
+#include "common/tally.h"
 #include "mitm/flowlog.h"
 #include "mitm/localname.h"
 #include "netstack/netstack.h"
@@ -61,6 +62,7 @@ struct dns_tcp {
 	uint32_t query; /* slot in flight, or DNS_SLOT_NONE */
 	struct dns_upconn *up;
 	uint64_t idle_due;
+	struct tally_entry *share; /* this connection in proxy.peer_tcp */
 	bool paused, eof;
 };
 
@@ -73,8 +75,9 @@ struct dns_query {
 	size_t len;
 	uint64_t start_ns;
 	uint64_t deadline_ms, attempt_due_ms;
-	size_t cur;     /* upstream of the latest attempt */
-	uint32_t tried; /* upstreams sent to (bit per index) */
+	size_t cur;                /* upstream of the latest attempt */
+	uint32_t tried;            /* upstreams sent to (bit per index) */
+	struct tally_entry *share; /* this query in proxy.peer_queries */
 	struct flowlog_flow rec;
 };
 
@@ -90,12 +93,28 @@ struct dns_proxy {
 	uint32_t *free_slots;
 	uint32_t nfree;
 	struct dns_tcp *tcps;
+	/* Each peer's queries in flight and TCP connections, each against half
+	 * of its bound, so that one peer cannot take all of either. */
+	struct tally *peer_queries, *peer_tcp;
+	uint32_t peer_max_queries, peer_max_tcp;
 	size_t closing; /* handles still closing */
 	bool shut, freeing;
 	struct dns_stats stats;
 	struct dns_idmap ids;
 	uint8_t buf[65536]; /* one UDP answer at a time */
 };
+
+/* Once freed and every handle has closed. */
+static void proxy_maybe_release(struct dns_proxy *p)
+{
+	if (!p->freeing || p->closing)
+		return;
+	free(p->queries);
+	free(p->free_slots);
+	tally_free(p->peer_queries);
+	tally_free(p->peer_tcp);
+	free(p);
+}
 
 /* ---- Configuration ------------------------------------------------------ */
 
@@ -429,6 +448,7 @@ static void query_release(struct dns_proxy *p, uint32_t slot)
 	free(q->wire);
 	if (q->tcp)
 		q->tcp->query = DNS_SLOT_NONE;
+	tally_give(p->peer_queries, q->share);
 	memset(q, 0, sizeof(*q));
 	p->free_slots[p->nfree++] = slot;
 	p->stats.outstanding--;
@@ -646,14 +666,18 @@ static bool query_start(struct dns_proxy *p, struct dns_tcp *tcp, const struct s
 		ldns_pkt_free(qp);
 		return false;
 	}
-	if (p->nfree == 0) {
-		p->stats.busy++;
+	struct tally_entry *share = NULL;
+	if (p->nfree == 0 || !(share = tally_take(p->peer_queries, peer, p->peer_max_queries))) {
+		if (p->nfree == 0)
+			p->stats.busy++;
+		else
+			p->stats.busy_peer++;
 		uint8_t *wire;
 		size_t n = synth_response(NULL, qp, client_id, LDNS_RCODE_SERVFAIL, &wire);
 		rec.packets_down = n ? 1 : 0;
 		rec.bytes_down = n;
 		dns_record(p, &rec, tcp != NULL, qp, NULL, LDNS_RCODE_SERVFAIL, NULL, start_ns,
-			   "busy");
+			   p->nfree == 0 ? "busy" : "limit:peer_queries");
 		ldns_pkt_free(qp);
 		if (n)
 			reply(p, tcp, client, dest, wire, n);
@@ -662,6 +686,7 @@ static bool query_start(struct dns_proxy *p, struct dns_tcp *tcp, const struct s
 	}
 	uint8_t *wire = malloc(len);
 	if (!wire) {
+		tally_give(p->peer_queries, share);
 		ldns_pkt_free(qp);
 		p->stats.malformed++;
 		return false;
@@ -670,6 +695,7 @@ static bool query_start(struct dns_proxy *p, struct dns_tcp *tcp, const struct s
 	int id = dns_idmap_add(&p->ids, slot); /* cannot fail: slots < 65536 */
 	struct dns_query *q = &p->queries[slot];
 	q->used = true;
+	q->share = share;
 	q->client_id = client_id;
 	q->up_id = (uint16_t)id;
 	q->tcp = tcp;
@@ -756,6 +782,8 @@ static void tcp_unlink(struct dns_tcp *t)
 		p->tcps = t->next;
 	if (t->next)
 		t->next->prev = t->prev;
+	tally_give(p->peer_tcp, t->share);
+	t->share = NULL;
 	p->stats.tcp_active--;
 }
 
@@ -913,11 +941,19 @@ int dns_proxy_tcp_accept(void *ctx, struct netstack_tcp *conn, const struct sock
 		p->stats.tcp_refused++;
 		return -1;
 	}
+	const char *peer = p->cfg.peer_name ? p->cfg.peer_name(p->cfg.peer_ctx, client) : NULL;
+	struct tally_entry *share = tally_take(p->peer_tcp, peer, p->peer_max_tcp);
+	if (!share) {
+		p->stats.tcp_refused_peer++;
+		return -1;
+	}
 	struct dns_tcp *t = calloc(1, sizeof(*t));
 	if (!t) {
+		tally_give(p->peer_tcp, share);
 		p->stats.tcp_refused++;
 		return -1;
 	}
+	t->share = share;
 	t->p = p;
 	t->conn = conn;
 	memcpy(&t->client, client, sa_len(client));
@@ -950,11 +986,7 @@ static void up_closed(uv_handle_t *h)
 	free(u->msg);
 	free(u);
 	p->closing--;
-	if (p->freeing && p->closing == 0) {
-		free(p->queries);
-		free(p->free_slots);
-		free(p);
-	}
+	proxy_maybe_release(p);
 }
 
 static void up_abandon(struct dns_tcp *t)
@@ -1229,11 +1261,12 @@ static void handle_closed(uv_handle_t *h)
 {
 	struct dns_proxy *p = h->data;
 	p->closing--;
-	if (p->freeing && p->closing == 0) {
-		free(p->queries);
-		free(p->free_slots);
-		free(p);
-	}
+	proxy_maybe_release(p);
+}
+
+static uint32_t half(size_t n)
+{
+	return n > 1 ? (uint32_t)(n / 2) : 1;
 }
 
 struct dns_proxy *dns_proxy_new(uv_loop_t *loop, struct netstack *ns, const struct dns_config *cfg)
@@ -1270,12 +1303,15 @@ struct dns_proxy *dns_proxy_new(uv_loop_t *loop, struct netstack *ns, const stru
 		p->cfg.max_outstanding = DNS_DEFAULT_MAX_OUTSTANDING;
 	if (!p->cfg.max_tcp)
 		p->cfg.max_tcp = DNS_DEFAULT_MAX_TCP;
+	p->peer_max_queries = half(p->cfg.max_outstanding);
+	p->peer_max_tcp = half(p->cfg.max_tcp);
 	p->queries = calloc(p->cfg.max_outstanding, sizeof(*p->queries));
 	p->free_slots = calloc(p->cfg.max_outstanding, sizeof(*p->free_slots));
-	if (!p->queries || !p->free_slots) {
-		free(p->queries);
-		free(p->free_slots);
-		free(p);
+	p->peer_queries = tally_new();
+	p->peer_tcp = tally_new();
+	if (!p->queries || !p->free_slots || !p->peer_queries || !p->peer_tcp) {
+		p->freeing = true;
+		proxy_maybe_release(p);
 		errno = ENOMEM;
 		return NULL;
 	}
@@ -1344,9 +1380,5 @@ void dns_proxy_free(struct dns_proxy *p)
 		return;
 	dns_proxy_shutdown(p);
 	p->freeing = true;
-	if (p->closing == 0) {
-		free(p->queries);
-		free(p->free_slots);
-		free(p);
-	}
+	proxy_maybe_release(p);
 }

@@ -88,6 +88,7 @@ struct dns_stats {
 	uint64_t timeouts;                 /* SERVFAIL after timeout_ms */
 	uint64_t retries;                  /* attempts after the first */
 	uint64_t busy;                     /* SERVFAIL: max_outstanding reached */
+	uint64_t busy_peer;                /* SERVFAIL: the peer held half of it */
 	uint64_t malformed;                /* dropped: unparsable, no readable header */
 	uint64_t formerr;                  /* FORMERR: unparsable, header readable */
 	uint64_t ignored;                  /* not a query (QR set), or an empty question */
@@ -95,7 +96,8 @@ struct dns_stats {
 	uint64_t upstream_errors;          /* socket, connect or write failures upstream */
 	uint64_t reply_drop;               /* the reply path refused an answer */
 	uint64_t tcp_accepted, tcp_refused, tcp_active;
-	uint64_t outstanding; /* gauge */
+	uint64_t tcp_refused_peer; /* refused: the peer held half of max_tcp */
+	uint64_t outstanding;      /* gauge */
 	uint64_t records;
 };
 

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/tally.h"
 #include "mitm/flowlog.h"
 #include "mitm/policy.h"
 #include "mitm/udp_table.h"
@@ -24,7 +25,8 @@ struct udp_flow {
 	struct flowlog_flow rec;
 	struct sockaddr_storage upstream; /* differs from rec.server for host ports */
 	bool rewritten;
-	bool quic; /* socketless: refused as QUIC, not by the policy */
+	bool quic;                 /* socketless: refused as QUIC, not by the policy */
+	struct tally_entry *share; /* this flow in relay.per_peer */
 };
 
 struct udp_relay {
@@ -32,6 +34,7 @@ struct udp_relay {
 	struct netstack *ns;
 	struct udp_relay_config cfg;
 	struct udp_table *table;
+	struct tally *per_peer; /* open flows per peer, against max_flows_per_peer */
 	uv_timer_t timer;
 	uint64_t timer_due; /* UINT64_MAX: not armed */
 	bool shut, freeing, timer_closed;
@@ -47,6 +50,7 @@ static void relay_maybe_free(struct udp_relay *r)
 {
 	if (r->freeing && r->timer_closed && r->closing == 0) {
 		udp_table_free(r->table);
+		tally_free(r->per_peer);
 		free(r);
 	}
 }
@@ -87,6 +91,8 @@ static void flow_end(struct udp_flow *f, const char *reason)
 	flow_record(f);
 	udp_table_remove(r->table, f->entry);
 	f->entry = NULL;
+	tally_give(r->per_peer, f->share);
+	f->share = NULL;
 	r->stats.flows_active--;
 	if (f->has_sock) {
 		uv_udp_recv_stop(&f->sock);
@@ -217,7 +223,8 @@ static socklen_t sa_len(const struct sockaddr *sa)
 	return sa->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
 }
 
-/* A new flow in the table, its record begun. NULL when the table is full. */
+/* A new flow in the table, its record begun. NULL when the table is full
+ * or the client's peer holds its share of it. */
 static struct udp_flow *flow_new(struct udp_relay *r, const struct udp_flow_key *key,
 				 const struct sockaddr *client, const struct sockaddr *dest,
 				 unsigned cls)
@@ -231,9 +238,18 @@ static struct udp_flow *flow_new(struct udp_relay *r, const struct udp_flow_key 
 		r->stats.table_full++;
 		return NULL;
 	}
+	const char *peer = r->cfg.peer_name ? r->cfg.peer_name(r->cfg.peer_ctx, client) : NULL;
+	/* One peer cannot fill the table: the others keep room for theirs. */
+	struct tally_entry *share = tally_take(r->per_peer, peer, r->cfg.max_flows_per_peer);
+	if (!share) {
+		udp_table_remove(r->table, f->entry);
+		free(f);
+		r->stats.peer_limit++;
+		return NULL;
+	}
 	f->entry->data = f;
 	f->r = r;
-	const char *peer = r->cfg.peer_name ? r->cfg.peer_name(r->cfg.peer_ctx, client) : NULL;
+	f->share = share;
 	flowlog_flow_begin(&f->rec, r->cfg.log, "udp", peer, client, dest);
 	f->rec.has_packets = true;
 	r->stats.flows_active++;
@@ -387,6 +403,9 @@ struct udp_relay *udp_relay_new(uv_loop_t *loop, struct netstack *ns,
 	r->cfg = *cfg;
 	if (!r->cfg.max_flows)
 		r->cfg.max_flows = UDP_RELAY_DEFAULT_MAX_FLOWS;
+	if (!r->cfg.max_flows_per_peer || r->cfg.max_flows_per_peer > r->cfg.max_flows)
+		r->cfg.max_flows_per_peer =
+			r->cfg.max_flows > 1 ? (uint32_t)(r->cfg.max_flows / 2) : 1;
 	if (!r->cfg.idle_ms)
 		r->cfg.idle_ms = UDP_RELAY_DEFAULT_IDLE_MS;
 	if (!r->cfg.dns_idle_ms)
@@ -395,8 +414,11 @@ struct udp_relay *udp_relay_new(uv_loop_t *loop, struct netstack *ns,
 	timeouts[UDP_RELAY_CLASS_DEFAULT] = r->cfg.idle_ms;
 	timeouts[UDP_RELAY_CLASS_SHORT] = r->cfg.dns_idle_ms;
 	r->table = udp_table_new(r->cfg.max_flows, timeouts);
-	if (!r->table) {
-		int err = errno;
+	r->per_peer = tally_new();
+	if (!r->table || !r->per_peer) {
+		int err = r->per_peer ? errno : ENOMEM;
+		udp_table_free(r->table);
+		tally_free(r->per_peer);
 		free(r);
 		errno = err;
 		return NULL;

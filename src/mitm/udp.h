@@ -17,7 +17,10 @@
  * Flows end after an idle time (no datagram either way): `idle_ms`, or the
  * shorter `dns_idle_ms` for port 53 of other resolvers, whose exchanges are
  * one query and one answer. The table is bounded: when it is full, new
- * flows are refused and counted. An ICMP port unreachable from upstream
+ * flows are refused and counted, and one peer holds at most
+ * `max_flows_per_peer` of it, so a peer that opens flows without end
+ * cannot take the others' room (its further datagrams are dropped and
+ * counted in peer_limit until some of its flows end). An ICMP port unreachable from upstream
  * (ECONNREFUSED on the connected socket) ends the flow, "upstream_refused",
  * and is passed on to the client through `unreachable`.
  *
@@ -65,6 +68,7 @@ struct udp_relay_config {
 	const struct policy *policy; /* borrowed, must outlive the relay; required */
 	struct flowlog *log;         /* borrowed; NULL: no records */
 	size_t max_flows;            /* 0: UDP_RELAY_DEFAULT_MAX_FLOWS */
+	uint32_t max_flows_per_peer; /* of those, one peer's; 0 (or above max_flows): half */
 	uint32_t idle_ms;            /* 0: UDP_RELAY_DEFAULT_IDLE_MS */
 	uint32_t dns_idle_ms;        /* 0: UDP_RELAY_DEFAULT_DNS_IDLE_MS */
 	enum udp_relay_quic quic;    /* UDP to port 443; default: refused */
@@ -101,6 +105,7 @@ struct udp_relay_stats {
 	uint64_t flows_upstream_refused;     /* ended by ECONNREFUSED */
 	uint64_t flows_error;                /* socket, connect or receive errors */
 	uint64_t table_full;                 /* datagrams dropped: no room for a new flow */
+	uint64_t peer_limit;                 /* datagrams dropped: the peer held its share */
 	uint64_t policy_drop;                /* datagrams to refused destinations */
 	uint64_t quic_refused;               /* datagrams to port 443 refused (QUIC) */
 	uint64_t local;                      /* datagrams handed to `local` */

@@ -482,6 +482,14 @@ static int on_accept(void *ctx, struct netstack_tcp *conn, const struct sockaddr
 	return capage_tcp_accept(f->page, conn, client, dest);
 }
 
+/* Three peers, by client port modulo 3, so one address stands for several. */
+static const char *peer_of(void *ctx, const struct sockaddr *client)
+{
+	static const char *names[3] = { "phone", "tablet", "laptop" };
+	(void)ctx;
+	return names[ntohs(((const struct sockaddr_in *)client)->sin_port) % 3];
+}
+
 static void fixture_init(struct fixture *f, uint32_t idle_ms)
 {
 	memset(f, 0, sizeof(*f));
@@ -498,7 +506,8 @@ static void fixture_init(struct fixture *f, uint32_t idle_ms)
 				    .addr4 = nc.addr4,
 				    .addr6 = nc.addr6,
 				    .idle_ms = idle_ms,
-				    .max_conns = 4 };
+				    .max_conns = 4,
+				    .peer_name = peer_of };
 	f->page = capage_new(&f->loop, &cc);
 	assert_non_null(f->page);
 }
@@ -892,6 +901,18 @@ static void test_conn_rejects(void **ctx)
 	fixture_free(&f);
 }
 
+static void connect_all(struct fixture *f, struct client **cs, int n, uint16_t port0, uint16_t step)
+{
+	for (int i = 0; i < n; i++) {
+		cs[i] = client_new(f, (uint16_t)(port0 + i * step));
+		client_send(f, cs[i], F_SYN, NULL, 0);
+	}
+	for (int i = 0; i < 20; i++) {
+		uv_run(&f->loop, UV_RUN_NOWAIT);
+		pump(f);
+	}
+}
+
 static void test_conn_idle(void **ctx)
 {
 	(void)ctx;
@@ -912,16 +933,9 @@ static void test_conn_idle(void **ctx)
 	assert_int_equal(st.conns_idle, 1);
 	assert_int_equal(st.conns_active, 0);
 
-	/* Over max_conns (4): the fifth is reset. */
+	/* Over max_conns (4): the fifth is reset (no peer holds more than 2). */
 	struct client *cs[5];
-	for (int i = 0; i < 5; i++) {
-		cs[i] = client_new(&f, (uint16_t)(40010 + i));
-		client_send(&f, cs[i], F_SYN, NULL, 0);
-	}
-	for (int i = 0; i < 20; i++) {
-		uv_run(&f.loop, UV_RUN_NOWAIT);
-		pump(&f);
-	}
+	connect_all(&f, cs, 5, 40010, 1);
 	int resets = 0;
 	for (int i = 0; i < 5; i++)
 		resets += cs[i]->rsts > 0;
@@ -932,13 +946,38 @@ static void test_conn_idle(void **ctx)
 	fixture_free(&f);
 }
 
+/* One peer holds at most half of max_conns; the others still get theirs. */
+static void test_conn_peer_share(void **ctx)
+{
+	(void)ctx;
+	struct fixture f;
+	fixture_init(&f, 0);
+	struct client *phone[3], *tablet[2];
+	connect_all(&f, phone, 3, 40020, 3); /* 40020 % 3 == 0: all the phone's */
+	assert_int_equal(phone[0]->rsts + phone[1]->rsts, 0);
+	assert_int_equal(phone[2]->rsts, 1);
+	connect_all(&f, tablet, 2, 40021, 3); /* 40021 % 3 == 1: the tablet's */
+	assert_int_equal(tablet[0]->rsts + tablet[1]->rsts, 0);
+	struct capage_stats st;
+	capage_get_stats(f.page, &st);
+	assert_int_equal(st.conns_refused_peer, 1);
+	assert_int_equal(st.conns_refused, 0);
+	assert_int_equal(st.conns_active, 4);
+	fixture_free(&f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_page),           cmocka_unit_test(test_certificates),
-		cmocka_unit_test(test_mobileconfig),   cmocka_unit_test(test_errors),
-		cmocka_unit_test(test_conn_keepalive), cmocka_unit_test(test_conn_pipelined),
-		cmocka_unit_test(test_conn_rejects),   cmocka_unit_test(test_conn_idle),
+		cmocka_unit_test(test_page),
+		cmocka_unit_test(test_certificates),
+		cmocka_unit_test(test_mobileconfig),
+		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_conn_keepalive),
+		cmocka_unit_test(test_conn_pipelined),
+		cmocka_unit_test(test_conn_rejects),
+		cmocka_unit_test(test_conn_idle),
+		cmocka_unit_test(test_conn_peer_share),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

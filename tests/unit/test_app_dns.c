@@ -256,11 +256,12 @@ static int capture(void *ctx, const struct sockaddr *from, const struct sockaddr
 	return 0;
 }
 
+/* 10.66.0.3 is the tablet; every other client is the phone. */
 static const char *peer_of(void *ctx, const struct sockaddr *client)
 {
 	(void)ctx;
-	(void)client;
-	return "phone";
+	const struct sockaddr_in *in = (const struct sockaddr_in *)client;
+	return ntohl(in->sin_addr.s_addr) == 0x0a420003 ? "tablet" : "phone";
 }
 
 static void harness_init(struct harness *h, enum upstream_mode m0, enum upstream_mode m1,
@@ -344,13 +345,27 @@ static const struct sockaddr_in tunnel = { .sin_family = AF_INET,
 					   .sin_port = 0x3500,              /* 53 */
 					   .sin_addr.s_addr = 0x0100420a }; /* 10.66.0.1 */
 
-static void ask(struct harness *h, const char *name, ldns_rr_type type, uint16_t id)
+static ldns_pkt *reply_pkt(struct harness *h, int i)
+{
+	ldns_pkt *a = NULL;
+	assert_true(i < h->nreplies);
+	assert_int_equal(ldns_wire2pkt(&a, h->replies[i].data, h->replies[i].len), LDNS_STATUS_OK);
+	return a;
+}
+
+static void ask_from(struct harness *h, const struct sockaddr_in *from, const char *name,
+		     ldns_rr_type type, uint16_t id)
 {
 	uint8_t *wire;
 	size_t len = make_query(name, type, id, &wire);
-	dns_proxy_udp(h->proxy, (const struct sockaddr *)&client, (const struct sockaddr *)&tunnel,
+	dns_proxy_udp(h->proxy, (const struct sockaddr *)from, (const struct sockaddr *)&tunnel,
 		      wire, len);
 	free(wire);
+}
+
+static void ask(struct harness *h, const char *name, ldns_rr_type type, uint16_t id)
+{
+	ask_from(h, &client, name, type, id);
 }
 
 struct records {
@@ -593,6 +608,48 @@ static void test_malformed_and_bounds(void **ctx)
 	harness_free(&h);
 }
 
+/* One peer holds at most half of the queries in flight: past it, SERVFAIL
+ * at once ("limit:peer_queries") while another peer's query still goes
+ * out, and the share comes back when the queries end. */
+static void test_peer_share(void **ctx)
+{
+	(void)ctx;
+	struct harness h;
+	harness_init(&h, SILENT, ANSWER, 1, 4);
+	for (uint16_t id = 1; id <= 3; id++)
+		ask(&h, "www.example.test", LDNS_RR_TYPE_A, id);
+	assert_int_equal(h.nreplies, 1);
+	ldns_pkt *a = reply_pkt(&h, 0);
+	assert_int_equal(ldns_pkt_id(a), 3);
+	assert_int_equal(ldns_pkt_get_rcode(a), LDNS_RCODE_SERVFAIL);
+	ldns_pkt_free(a);
+	const struct sockaddr_in tablet = { .sin_family = AF_INET,
+					    .sin_port = 0xa1b2,
+					    .sin_addr.s_addr = 0x0300420a }; /* 10.66.0.3 */
+	ask_from(&h, &tablet, "www.example.test", LDNS_RR_TYPE_A, 4);
+	struct dns_stats st;
+	dns_proxy_get_stats(h.proxy, &st);
+	assert_int_equal(st.outstanding, 3);
+	assert_int_equal(st.busy_peer, 1);
+	assert_int_equal(st.busy, 0);
+	assert_int_equal(h.nreplies, 1);
+
+	/* The silent upstream times the three out; the phone asks again. */
+	run_until(&h, 4);
+	ask(&h, "www.example.test", LDNS_RR_TYPE_A, 5);
+	dns_proxy_get_stats(h.proxy, &st);
+	assert_int_equal(st.outstanding, 1);
+	assert_int_equal(st.busy_peer, 1);
+	dns_proxy_shutdown(h.proxy);
+	struct records rs;
+	records_read(&h, &rs);
+	assert_int_equal(rs.n, 5);
+	assert_string_equal(str(rs.r[0], "end_reason"), "limit:peer_queries");
+	assert_string_equal(str(rs.r[0], "peer"), "phone");
+	records_free(&rs);
+	harness_free(&h);
+}
+
 static void test_truncated_passed_on(void **ctx)
 {
 	(void)ctx;
@@ -636,14 +693,6 @@ static void local_proxy(struct harness *h)
 	assert_int_equal(inet_pton(AF_INET6, "fd66::1", &cfg.local6), 1);
 	h->proxy = dns_proxy_new(&h->loop, NULL, &cfg);
 	assert_non_null(h->proxy);
-}
-
-static ldns_pkt *reply_pkt(struct harness *h, int i)
-{
-	ldns_pkt *a = NULL;
-	assert_true(i < h->nreplies);
-	assert_int_equal(ldns_wire2pkt(&a, h->replies[i].data, h->replies[i].len), LDNS_STATUS_OK);
-	return a;
 }
 
 static char *answer_text(const ldns_pkt *a, size_t i)
@@ -756,15 +805,11 @@ static void test_local_names(void **ctx)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_resolv_conf),
-		cmocka_unit_test(test_upstream),
-		cmocka_unit_test(test_idmap),
-		cmocka_unit_test(test_forward_answer),
-		cmocka_unit_test(test_fresh_ids),
-		cmocka_unit_test(test_timeout_servfail),
-		cmocka_unit_test(test_fallback),
-		cmocka_unit_test(test_malformed_and_bounds),
-		cmocka_unit_test(test_truncated_passed_on),
+		cmocka_unit_test(test_resolv_conf), cmocka_unit_test(test_upstream),
+		cmocka_unit_test(test_idmap),       cmocka_unit_test(test_forward_answer),
+		cmocka_unit_test(test_fresh_ids),   cmocka_unit_test(test_timeout_servfail),
+		cmocka_unit_test(test_fallback),    cmocka_unit_test(test_malformed_and_bounds),
+		cmocka_unit_test(test_peer_share),  cmocka_unit_test(test_truncated_passed_on),
 		cmocka_unit_test(test_local_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -2,7 +2,8 @@
  * policy's test switch lets loopback stand in for the internet), the reply
  * path and ICMP callback captured instead of a netstack. Echo, our own
  * service, policy refusal, ICMP port unreachable from upstream, the table
- * bound, idle expiry, shutdown, and the records of each. */
+ * bound and each peer's share of it, idle expiry, shutdown, and the records
+ * of each. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -95,11 +96,12 @@ static void unreachable(void *ctx, const struct sockaddr *client, const struct s
 	h->unreach[why]++;
 }
 
+/* 10.66.0.3 is the tablet; every other client is the phone. */
 static const char *peer_of(void *ctx, const struct sockaddr *client)
 {
 	(void)ctx;
-	(void)client;
-	return "phone";
+	const struct sockaddr_in *in = (const struct sockaddr_in *)client;
+	return ntohl(in->sin_addr.s_addr) == 0x0a420003 ? "tablet" : "phone";
 }
 
 static struct sockaddr_in sin4(const char *ip, uint16_t port)
@@ -109,7 +111,7 @@ static struct sockaddr_in sin4(const char *ip, uint16_t port)
 	return a;
 }
 
-static void harness_init(struct harness *h, size_t max_flows)
+static void harness_init(struct harness *h, size_t max_flows, uint32_t per_peer)
 {
 	memset(h, 0, sizeof(*h));
 	assert_int_equal(uv_loop_init(&h->loop), 0);
@@ -137,6 +139,7 @@ static void harness_init(struct harness *h, size_t max_flows)
 		.policy = &h->policy,
 		.log = h->log,
 		.max_flows = max_flows,
+		.max_flows_per_peer = per_peer,
 		.idle_ms = 300,
 		.dns_idle_ms = 150,
 		.local = local,
@@ -221,7 +224,7 @@ static void test_relay(void **ctx)
 {
 	(void)ctx;
 	struct harness h;
-	harness_init(&h, 3);
+	harness_init(&h, 3, 3);
 	struct sockaddr_in cl = sin4("10.66.0.2", 40000), cl2 = sin4("10.66.0.2", 40001);
 
 	/* Echo: the answer comes back from the destination to the client. */
@@ -335,7 +338,7 @@ static void test_quic(void **ctx)
 {
 	(void)ctx;
 	struct harness h;
-	harness_init(&h, 8);
+	harness_init(&h, 8, 8);
 	struct sockaddr_in cl = sin4("10.66.0.2", 41000);
 	struct sockaddr_in quic = sin4("127.0.0.1", UDP_RELAY_QUIC_PORT);
 	send_to(&h, &cl, &quic, "initial");
@@ -393,11 +396,74 @@ static void test_quic(void **ctx)
 	harness_free(&h);
 }
 
+/* A peer that opens flows without end gets its share of the table and no
+ * more: the next flow's datagrams are dropped and counted, the other peer
+ * still gets room, and the share comes back as the peer's flows end. */
+static void test_peer_share(void **ctx)
+{
+	(void)ctx;
+	struct harness h;
+	harness_init(&h, 4, 2);
+	struct sockaddr_in dests[3];
+	for (int i = 0; i < 3; i++) {
+		struct sockaddr_in cl = sin4("10.66.0.2", (uint16_t)(42000 + i));
+		dests[i] = cl;
+		send_to(&h, &cl, &h.echo.addr, "phone");
+	}
+	struct udp_relay_stats st;
+	udp_relay_get_stats(h.relay, &st);
+	assert_int_equal(st.flows_active, 2);
+	assert_int_equal(st.peer_limit, 1);
+	assert_int_equal(st.table_full, 0);
+	/* Still refused while the share is held, existing flows still pass. */
+	send_to(&h, &dests[2], &h.echo.addr, "again");
+	send_to(&h, &dests[0], &h.echo.addr, "known");
+	udp_relay_get_stats(h.relay, &st);
+	assert_int_equal(st.peer_limit, 2);
+	assert_int_equal(st.datagrams_up, 3);
+
+	struct sockaddr_in tab = sin4("10.66.0.3", 42000), tab2 = sin4("10.66.0.3", 42001);
+	send_to(&h, &tab, &h.echo.addr, "tablet");
+	send_to(&h, &tab2, &h.echo.addr, "tablet");
+	udp_relay_get_stats(h.relay, &st);
+	assert_int_equal(st.flows_active, 4);
+	assert_int_equal(st.peer_limit, 2);
+
+	/* Idle expiry gives the shares back. */
+	run_ms(&h, 600, NULL);
+	udp_relay_get_stats(h.relay, &st);
+	assert_int_equal(st.flows_active, 0);
+	send_to(&h, &dests[2], &h.echo.addr, "now");
+	udp_relay_get_stats(h.relay, &st);
+	assert_int_equal(st.flows_active, 1);
+	assert_int_equal(st.peer_limit, 2);
+	harness_free(&h);
+}
+
+/* Left at 0, a peer's share is half the table. */
+static void test_peer_share_default(void **ctx)
+{
+	(void)ctx;
+	struct harness h;
+	harness_init(&h, 6, 0);
+	for (int i = 0; i < 5; i++) {
+		struct sockaddr_in cl = sin4("10.66.0.2", (uint16_t)(43000 + i));
+		send_to(&h, &cl, &h.echo.addr, "x");
+	}
+	struct udp_relay_stats st;
+	udp_relay_get_stats(h.relay, &st);
+	assert_int_equal(st.flows_active, 3);
+	assert_int_equal(st.peer_limit, 2);
+	harness_free(&h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_relay),
 		cmocka_unit_test(test_quic),
+		cmocka_unit_test(test_peer_share),
+		cmocka_unit_test(test_peer_share_default),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
