@@ -6,7 +6,7 @@
 #include "udpbatch.h"
 #include "mitm/capage.h"
 #include "mitm/dns.h"
-#include "mitm/flowlog.h"
+#include "flows/flowlog.h"
 #include "mitm/localname.h"
 #include "mitm/policy.h"
 #include "mitm/ca.h"

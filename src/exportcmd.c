@@ -1,8 +1,8 @@
 #include "exportcmd.h"
 
-#include "har.h"
+#include "flows/har.h"
 #include "common/log.h"
-#include "mitm/flowlog.h"
+#include "flows/flowlog.h"
 #include "state.h"
 
 #include <errno.h>

@@ -19,7 +19,7 @@
 #include <sodium.h>
 
 #include "common/tally.h"
-#include "mitm/flowlog.h"
+#include "flows/flowlog.h"
 #include "mitm/localname.h"
 #include "netstack/netstack.h"
 

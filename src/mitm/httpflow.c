@@ -13,7 +13,7 @@
 
 #include <sodium.h>
 
-#include "mitm/flowlog.h"
+#include "flows/flowlog.h"
 
 #define HEADERS_INITIAL 16
 #define BODY_INITIAL 1024

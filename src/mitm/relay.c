@@ -43,7 +43,7 @@
 #include "common/log.h"
 #include "common/tally.h"
 #include "mitm/errpage.h"
-#include "mitm/flowlog.h"
+#include "flows/flowlog.h"
 #include "mitm/h2obs.h"
 #include "mitm/http1.h"
 #include "mitm/httpflow.h"

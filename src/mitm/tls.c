@@ -15,7 +15,7 @@
 
 #include "mitm/cert.h"
 #include "mitm/certcache.h"
-#include "mitm/flowlog.h"
+#include "flows/flowlog.h"
 
 /* The client leg's suites, in our order of preference. */
 #define TLS_CLIENT_SUITES_ECDSA                                                                    \

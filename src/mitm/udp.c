@@ -8,7 +8,7 @@
 #include <time.h>
 
 #include "common/tally.h"
-#include "mitm/flowlog.h"
+#include "flows/flowlog.h"
 #include "mitm/policy.h"
 #include "mitm/udp_table.h"
 #include "netstack/netstack.h"

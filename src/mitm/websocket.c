@@ -17,7 +17,7 @@
 
 #include <zlib.h>
 
-#include "mitm/flowlog.h"
+#include "flows/flowlog.h"
 
 enum {
 	WS_OP_CONT = 0x0,

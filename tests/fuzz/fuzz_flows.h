@@ -14,7 +14,7 @@
 
 #include <jansson.h>
 
-#include "mitm/flowlog.h"
+#include "flows/flowlog.h"
 
 static int flows_fd = -1;
 static char flows_path[64];

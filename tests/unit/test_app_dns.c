@@ -19,7 +19,7 @@
 #include <uv.h>
 
 #include "mitm/dns.h"
-#include "mitm/flowlog.h"
+#include "flows/flowlog.h"
 
 static const char *addr_str(const struct sockaddr_storage *ss, char *buf, size_t n)
 {

@@ -23,7 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "mitm/flowlog.h"
+#include "flows/flowlog.h"
 #include "mitm/policy.h"
 #include "mitm/relay.h"
 #include "netstack/netstack.h"

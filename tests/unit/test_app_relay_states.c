@@ -51,7 +51,7 @@
 #include <openssl/x509v3.h>
 
 #include "mitm/ca.h"
-#include "mitm/flowlog.h"
+#include "flows/flowlog.h"
 #include "mitm/passthru.h"
 #include "mitm/policy.h"
 #include "mitm/relay.h"

@@ -19,7 +19,7 @@
 #include <uv.h>
 
 #include "common/addrpool.h"
-#include "mitm/flowlog.h"
+#include "flows/flowlog.h"
 #include "mitm/policy.h"
 #include "mitm/udp.h"
 

@@ -1,5 +1,5 @@
 /* Flow records to HAR 1.2. The mapping choices are listed in har.h. */
-#include "har.h"
+#include "flows/har.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>

@@ -1,5 +1,5 @@
 /* Connection records as JSONL, one write(2) per line. */
-#include "mitm/flowlog.h"
+#include "flows/flowlog.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -12,8 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "har.h"
-#include "mitm/flowlog.h"
+#include "flows/har.h"
+#include "flows/flowlog.h"
 
 /* Records written with ' for " to keep them readable; none holds a '. */
 static const char *const records[] = {

@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "mitm/flowlog.h"
+#include "flows/flowlog.h"
 
 struct tmp {
 	char dir[64];
