@@ -1,0 +1,199 @@
+/* Reading the indexed fields of a flow record. */
+#include "flows/fields.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <sodium.h>
+
+static const char *str(const json_t *o, const char *key)
+{
+	return json_string_value(json_object_get(o, key));
+}
+
+static int64_t num(const json_t *o, const char *key)
+{
+	const json_t *v = json_object_get(o, key);
+	return json_is_integer(v) ? (int64_t)json_integer_value(v) : 0;
+}
+
+/* The address of "ip:port" or "[ip6]:port", or of a URL's authority
+ * ("host", "host:port", "[ip6]:port", "user@host"), lowercased. */
+static void host_of(const char *s, size_t n, char out[static FLOW_HOST_LEN])
+{
+	const char *at = memchr(s, '@', n);
+	if (at) {
+		n -= (size_t)(at + 1 - s);
+		s = at + 1;
+	}
+	const char *end = s + n;
+	if (n && s[0] == '[') {
+		const char *close = memchr(s, ']', n);
+		s++;
+		end = close ? close : end;
+	} else {
+		const char *colon = memchr(s, ':', n);
+		/* A bare IPv6 address has several colons and no port. */
+		if (colon && !memchr(colon + 1, ':', (size_t)(end - colon - 1)))
+			end = colon;
+	}
+	size_t len = (size_t)(end - s);
+	if (len >= FLOW_HOST_LEN)
+		len = FLOW_HOST_LEN - 1;
+	for (size_t i = 0; i < len; i++)
+		out[i] = (char)tolower((unsigned char)s[i]);
+	out[len] = '\0';
+}
+
+static void url_host(const char *url, char out[static FLOW_HOST_LEN])
+{
+	out[0] = '\0';
+	const char *p = strstr(url, "://");
+	if (!p)
+		return;
+	p += 3;
+	size_t n = strcspn(p, "/?#");
+	host_of(p, n, out);
+}
+
+int64_t flow_time_us(const char *t)
+{
+	if (!t)
+		return 0;
+	struct tm tm = { 0 };
+	const char *rest = strptime(t, "%Y-%m-%dT%H:%M:%S", &tm);
+	if (!rest)
+		return 0;
+	int64_t us = 0;
+	if (*rest == '.') {
+		int digits = 0;
+		for (rest++; isdigit((unsigned char)*rest); rest++) {
+			if (digits < 6) {
+				us = us * 10 + (*rest - '0');
+				digits++;
+			}
+		}
+		for (; digits < 6; digits++)
+			us *= 10;
+	}
+	if (*rest != 'Z')
+		return 0;
+	time_t s = timegm(&tm);
+	if (s == (time_t)-1)
+		return 0;
+	return (int64_t)s * 1000000 + us;
+}
+
+const char *flow_header(const json_t *headers, const char *name)
+{
+	size_t i;
+	const json_t *h;
+	json_array_foreach(headers, i, h)
+	{
+		const char *n = json_string_value(json_array_get(h, 0));
+		if (n && strcasecmp(n, name) == 0)
+			return json_string_value(json_array_get(h, 1));
+	}
+	return NULL;
+}
+
+const uint8_t *flow_body_bytes(const json_t *body, size_t *len, uint8_t **owned)
+{
+	*len = 0;
+	*owned = NULL;
+	const json_t *t = json_object_get(body, "text");
+	if (json_is_string(t)) {
+		*len = json_string_length(t);
+		return (const uint8_t *)json_string_value(t);
+	}
+	const char *b64 = str(body, "base64");
+	if (!b64)
+		return NULL;
+	size_t n = strlen(b64);
+	uint8_t *buf = malloc(n / 4 * 3 + 3);
+	if (!buf)
+		return NULL;
+	size_t out;
+	if (sodium_base642bin(buf, n / 4 * 3 + 3, b64, n, "\r\n", &out, NULL,
+			      sodium_base64_VARIANT_ORIGINAL) != 0) {
+		free(buf);
+		return NULL;
+	}
+	*len = out;
+	*owned = buf;
+	return buf;
+}
+
+int flow_fields_read(const json_t *r, struct flow_fields *f)
+{
+	memset(f, 0, sizeof(*f));
+	f->type = str(r, "type");
+	f->id = str(r, "id");
+	if (!json_is_object(r) || !f->type || !f->id) {
+		memset(f, 0, sizeof(*f));
+		return -1;
+	}
+	f->peer = str(r, "peer");
+	f->client = str(r, "client");
+	f->server = str(r, "server");
+	f->conn = str(r, "conn");
+	f->start_us = flow_time_us(str(r, "start"));
+	f->end_us = flow_time_us(str(r, "end"));
+	f->bytes_up = num(r, "bytes_up");
+	f->bytes_down = num(r, "bytes_down");
+	f->end_reason = str(r, "end_reason");
+	f->error = str(r, "error");
+	if (!f->error)
+		f->error = str(r, "tls_error");
+	f->url = str(r, "url");
+
+	if (strcmp(f->type, "http") == 0) {
+		const json_t *req = json_object_get(r, "request");
+		const json_t *resp = json_object_get(r, "response");
+		f->method = str(r, "method");
+		f->proto = str(r, "http_version");
+		f->req_headers = json_object_get(req, "headers");
+		f->req_body = json_object_get(req, "body");
+		f->req_ctype = flow_header(f->req_headers, "content-type");
+		if (json_is_object(resp)) {
+			f->has_response = true;
+			f->status = (int)num(resp, "status");
+			f->resp_headers = json_object_get(resp, "headers");
+			f->resp_body = json_object_get(resp, "body");
+			f->resp_ctype = flow_header(f->resp_headers, "content-type");
+		}
+		f->websocket = json_is_true(json_object_get(r, "websocket"));
+		if (f->url)
+			url_host(f->url, f->host);
+	} else if (strcmp(f->type, "websocket") == 0) {
+		f->websocket = true;
+		if (f->url)
+			url_host(f->url, f->host);
+	} else if (strcmp(f->type, "tcp") == 0) {
+		f->proto = str(r, "proto");
+		f->passthrough = (f->proto && strcmp(f->proto, "tls-passthrough") == 0) ||
+				 json_is_string(json_object_get(r, "passthrough"));
+		f->tls_rejected =
+			f->end_reason && strcmp(f->end_reason, "tls:client_rejected") == 0;
+		const char *sni = str(r, "sni");
+		if (sni)
+			host_of(sni, strlen(sni), f->host);
+		else if (f->server)
+			host_of(f->server, strlen(f->server), f->host);
+	} else if (strcmp(f->type, "dns") == 0) {
+		f->proto = str(r, "transport");
+		const char *name = str(r, "name");
+		if (name) {
+			size_t n = strlen(name);
+			if (n > 1 && name[n - 1] == '.')
+				n--;
+			host_of(name, n, f->host);
+		}
+	} else if (f->server) {
+		host_of(f->server, strlen(f->server), f->host);
+	}
+	return 0;
+}

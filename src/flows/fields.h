@@ -1,0 +1,66 @@
+/* The fields of a flow record (one flows.jsonl object, docs/flows.md) that
+ * lists, filters and the store's columns use, read in this one place so
+ * that the store's SQL and the live matcher see the same values.
+ *
+ * Strings point into the record (or into the struct, for `host`): valid
+ * while both live. Absent keys read as NULL, 0 or false; a record of an
+ * unknown type still reads (type as written), so old or newer files load. */
+#ifndef WGMITM_FLOWS_FIELDS_H
+#define WGMITM_FLOWS_FIELDS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#define FLOW_HOST_LEN 256
+
+struct flow_fields {
+	const char *type; /* "tcp", "udp", "dns", "http", "websocket", ... */
+	const char *id;
+	const char *peer;            /* NULL: none */
+	const char *client, *server; /* "ip:port" or "[ip6]:port" */
+	const char *conn;            /* http, websocket: the id of its tcp record */
+	int64_t start_us, end_us;    /* µs since the epoch; 0: absent or unreadable */
+	/* http, websocket: the URL's host; tcp: the SNI, else the server's
+	 * address; dns: the query name (no final dot); udp: the server's
+	 * address. Lowercase. Empty when none. */
+	char host[FLOW_HOST_LEN];
+	const char *method;                 /* http */
+	const char *url;                    /* http, websocket */
+	int status;                         /* http: the final response status; 0: none */
+	const char *req_ctype, *resp_ctype; /* http: first Content-Type of each */
+	int64_t bytes_up, bytes_down;
+	/* tcp: "tls", "tls-passthrough", "http", "raw"; http: its http_version;
+	 * dns: "udp" or "tcp" (the transport). */
+	const char *proto;
+	bool passthrough;  /* tcp relayed without interception (proto tls-passthrough) */
+	bool tls_rejected; /* the client refused our certificate (tls:client_rejected) */
+	bool websocket;    /* a websocket record, or an http exchange that upgraded */
+	bool has_response; /* http: a response came */
+	const char *end_reason;
+	/* The record's error, else its tls_error, else NULL. */
+	const char *error;
+	/* http: [[name, value], ...] as recorded; NULL when absent. */
+	const json_t *req_headers, *resp_headers;
+	/* http: BODY objects ({"text"} or {"base64"}, "size", "truncated"). */
+	const json_t *req_body, *resp_body;
+};
+
+/* Reads `record`. -1 when it is not an object or has no string "type"
+ * and "id"; `out` is then zeroed. */
+int flow_fields_read(const json_t *record, struct flow_fields *out);
+
+/* Microseconds since the epoch of an RFC 3339 UTC time as flowlog writes
+ * it ("2026-01-02T03:04:05.123456Z", fraction optional); 0 when unreadable. */
+int64_t flow_time_us(const char *rfc3339);
+
+/* The bytes of a BODY object: text as is, base64 decoded into a new buffer
+ * (*owned set, for free). NULL, with *len 0, when it holds none. */
+const uint8_t *flow_body_bytes(const json_t *body, size_t *len, uint8_t **owned);
+
+/* The value of the first header `name` (case-insensitive) in a headers
+ * array; NULL when none. */
+const char *flow_header(const json_t *headers, const char *name);
+
+#endif
