@@ -7,8 +7,8 @@
  *
  * Then the server over a real in-process netstack connection:
  *
- *   hand-made TCP client ──segments──► netstack (lwIP) ──stream──► capage
- *   10.77.0.2:4xxxx                     dialled 10.77.0.1:80
+ *   netstack_client.h ──segments──► netstack (lwIP) ──stream──► capage
+ *   10.77.0.2:4xxxx                  dialled 10.77.0.1:80
  *
  * keep-alive, pipelining past the send buffer, HEAD, Connection: close,
  * HTTP/1.0, bodies refused (413), the head bound (431), idle close. */
@@ -18,7 +18,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "inet_testutil.h"
+#include "netstack_client.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -29,8 +29,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "mitm/ca.h"
 #include "mitm/capage.h"
@@ -399,80 +397,12 @@ static void test_errors(void **ctx)
 
 /* ---- Over a netstack connection ------------------------------------------- */
 
-#define F_FIN 0x01
-#define F_SYN 0x02
-#define F_RST 0x04
-#define F_PSH 0x08
-#define F_ACK 0x10
-#define WSCALE_OURS 7
-#define WSCALE_LWIP 5
-#define MAX_PKTS 8192
-#define PKT_MAX 1500
-
-struct client {
-	uint8_t src[4], dst[4];
-	uint16_t sport, dport;
-	uint32_t seq, una, ack, wnd;
-	bool established;
-	int rsts, fins;
-	uint8_t *rx;
-	size_t rxlen, rxcap;
-	bool ack_due;
-};
-
 struct fixture {
 	uv_loop_t loop;
-	struct netstack *ns;
+	struct nsc net;
 	struct capage *page;
 	struct ca_pair ca;
-	uint8_t (*pkts)[PKT_MAX];
-	size_t pktlen[MAX_PKTS];
-	size_t npkts, dropped;
-	struct client *clients[8];
-	size_t nclients;
 };
-
-static size_t build_seg(uint8_t *pkt, const struct client *c, uint8_t flags, const uint8_t *opt,
-			size_t optlen, const void *data, size_t len)
-{
-	size_t thl = 20 + optlen, ulen = thl + len;
-	memset(pkt, 0, 20 + thl);
-	pkt[0] = 0x45;
-	put16(pkt + 2, (uint16_t)(20 + ulen));
-	pkt[8] = 64;
-	pkt[9] = 6;
-	memcpy(pkt + 12, c->src, 4);
-	memcpy(pkt + 16, c->dst, 4);
-	put16(pkt + 10, fold(sum16(0, pkt, 20)));
-	uint8_t *t = pkt + 20;
-	put16(t, c->sport);
-	put16(t + 2, c->dport);
-	put32(t + 4, c->seq);
-	put32(t + 8, (flags & F_ACK) ? c->ack : 0);
-	t[12] = (uint8_t)((thl / 4) << 4);
-	t[13] = flags;
-	put16(t + 14, 0xffff);
-	if (optlen)
-		memcpy(t + 20, opt, optlen);
-	if (len)
-		memcpy(t + thl, data, len);
-	uint32_t acc = sum16(sum16(0, c->src, 4), c->dst, 4);
-	uint8_t ph[4] = { 0, 6, (uint8_t)(ulen >> 8), (uint8_t)ulen };
-	acc = sum16(acc, ph, 4);
-	put16(t + 16, fold(sum16(acc, t, ulen)));
-	return 20 + ulen;
-}
-
-static void on_output(void *ctx, const uint8_t *pkt, size_t len)
-{
-	struct fixture *f = ctx;
-	if (f->npkts == MAX_PKTS || len > PKT_MAX) {
-		f->dropped++;
-		return;
-	}
-	memcpy(f->pkts[f->npkts], pkt, len);
-	f->pktlen[f->npkts++] = len;
-}
 
 static int on_accept(void *ctx, struct netstack_tcp *conn, const struct sockaddr *client,
 		     const struct sockaddr *dest)
@@ -493,18 +423,19 @@ static const char *peer_of(void *ctx, const struct sockaddr *client)
 static void fixture_init(struct fixture *f, uint32_t idle_ms)
 {
 	memset(f, 0, sizeof(*f));
-	f->pkts = malloc(sizeof(*f->pkts) * MAX_PKTS);
 	assert_int_equal(uv_loop_init(&f->loop), 0);
 	make_ca(&f->ca);
-	struct netstack_config nc = { .mtu = 1420 };
-	assert_int_equal(inet_pton(AF_INET, TUN4, &nc.addr4), 1);
-	assert_int_equal(inet_pton(AF_INET6, TUN6, &nc.addr6), 1);
-	struct netstack_ops ops = { .output = on_output, .tcp_accept = on_accept };
-	f->ns = netstack_new(&f->loop, &nc, &ops, f);
-	assert_non_null(f->ns);
+	struct nsc_config nc = { .net.mtu = 1420,
+				 .peer4 = PEER4,
+				 .dport = CAPAGE_PORT,
+				 .tcp_accept = on_accept,
+				 .tcp_accept_ctx = f };
+	assert_int_equal(inet_pton(AF_INET, TUN4, &nc.net.addr4), 1);
+	assert_int_equal(inet_pton(AF_INET6, TUN6, &nc.net.addr6), 1);
+	nsc_init(&f->net, &f->loop, &nc);
 	struct capage_config cc = { .ca = f->ca.cert,
-				    .addr4 = nc.addr4,
-				    .addr6 = nc.addr6,
+				    .addr4 = nc.net.addr4,
+				    .addr6 = nc.net.addr6,
 				    .idle_ms = idle_ms,
 				    .max_conns = 4,
 				    .peer_name = peer_of };
@@ -515,160 +446,10 @@ static void fixture_init(struct fixture *f, uint32_t idle_ms)
 static void fixture_free(struct fixture *f)
 {
 	capage_free(f->page);
-	netstack_free(f->ns);
+	nsc_free(&f->net);
 	uv_run(&f->loop, UV_RUN_DEFAULT);
 	assert_int_equal(uv_loop_close(&f->loop), 0);
-	for (size_t i = 0; i < f->nclients; i++) {
-		free(f->clients[i]->rx);
-		free(f->clients[i]);
-	}
-	free(f->pkts);
 	free_ca(&f->ca);
-}
-
-static struct client *client_new(struct fixture *f, uint16_t sport)
-{
-	struct client *c = calloc(1, sizeof(*c));
-	assert_int_equal(inet_pton(AF_INET, PEER4, c->src), 1);
-	assert_int_equal(inet_pton(AF_INET, TUN4, c->dst), 1);
-	c->sport = sport;
-	c->dport = CAPAGE_PORT;
-	c->seq = 1000u * sport;
-	c->una = c->seq;
-	f->clients[f->nclients++] = c;
-	return c;
-}
-
-static void client_send(struct fixture *f, struct client *c, uint8_t flags, const void *data,
-			size_t len)
-{
-	uint8_t pkt[PKT_MAX + 100];
-	static const uint8_t syn_opt[8] = { 2, 4, 0x05, 0x64, 1, 3, 3, WSCALE_OURS };
-	bool syn = flags & F_SYN;
-	netstack_input(f->ns, pkt,
-		       build_seg(pkt, c, flags, syn ? syn_opt : NULL, syn ? 8 : 0, data, len));
-	c->seq += (uint32_t)len + ((flags & (F_SYN | F_FIN)) ? 1 : 0);
-}
-
-/* What the netstack emitted: SYN|ACK, data in order, FIN, RST; then ACKs. */
-static void pump(struct fixture *f)
-{
-	for (size_t i = 0; i < f->npkts; i++) {
-		const uint8_t *p = f->pkts[i];
-		size_t len = f->pktlen[i];
-		if ((p[0] >> 4) != 4 || p[9] != 6)
-			continue;
-		size_t hl = (size_t)(p[0] & 15) * 4;
-		const uint8_t *t = p + hl;
-		struct client *c = NULL;
-		for (size_t k = 0; k < f->nclients; k++)
-			if (f->clients[k]->sport == get16(t + 2))
-				c = f->clients[k];
-		if (!c)
-			continue;
-		uint32_t seq = get32(t + 4), ack = get32(t + 8);
-		uint8_t flags = t[13];
-		size_t thl = (size_t)(t[12] >> 4) * 4, dlen = len - hl - thl;
-		if (flags & F_RST) {
-			c->rsts++;
-			continue;
-		}
-		if (flags & F_SYN) {
-			c->ack = seq + 1;
-			c->una = ack;
-			c->wnd = get16(t + 14);
-			c->ack_due = true;
-			continue;
-		}
-		if (flags & F_ACK) {
-			if ((int32_t)(ack - c->una) > 0)
-				c->una = ack;
-			c->wnd = (uint32_t)get16(t + 14) << WSCALE_LWIP;
-		}
-		if (dlen > 0 && seq == c->ack) {
-			if (c->rxlen + dlen > c->rxcap) {
-				c->rxcap = (c->rxlen + dlen) * 2;
-				c->rx = realloc(c->rx, c->rxcap);
-			}
-			memcpy(c->rx + c->rxlen, t + thl, dlen);
-			c->rxlen += dlen;
-			c->ack += (uint32_t)dlen;
-			c->ack_due = true;
-		} else if (dlen > 0) {
-			c->ack_due = true;
-		}
-		if ((flags & F_FIN) && seq + dlen == c->ack) {
-			c->fins++;
-			c->ack++;
-			c->ack_due = true;
-		}
-	}
-	f->npkts = 0;
-	for (size_t k = 0; k < f->nclients; k++) {
-		struct client *c = f->clients[k];
-		if (c->ack_due && c->rsts == 0) {
-			c->ack_due = false;
-			client_send(f, c, F_ACK, NULL, 0);
-			c->established = true;
-		}
-	}
-}
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static bool run_until(struct fixture *f, bool (*cond)(void *), void *arg, unsigned ms)
-{
-	uint64_t end = now_ms() + ms;
-	for (;;) {
-		pump(f);
-		if (cond(arg))
-			return true;
-		if (now_ms() > end)
-			return false;
-		if (uv_run(&f->loop, UV_RUN_NOWAIT) == 0 || f->npkts == 0)
-			usleep(200);
-	}
-}
-
-static bool is_established(void *arg)
-{
-	return ((struct client *)arg)->established;
-}
-
-static bool got_fin(void *arg)
-{
-	return ((struct client *)arg)->fins > 0;
-}
-
-static void client_connect(struct fixture *f, struct client *c)
-{
-	client_send(f, c, F_SYN, NULL, 0);
-	assert_true(run_until(f, is_established, c, 2000));
-}
-
-static void client_write(struct fixture *f, struct client *c, const void *data, size_t len)
-{
-	const uint8_t *d = data;
-	size_t off = 0;
-	uint64_t end = now_ms() + 10000;
-	while (off < len) {
-		assert_true(now_ms() < end);
-		size_t n = len - off > 1380 ? 1380 : len - off;
-		if ((c->seq - c->una) + n > c->wnd) {
-			uv_run(&f->loop, UV_RUN_NOWAIT);
-			pump(f);
-			usleep(100);
-			continue;
-		}
-		client_send(f, c, F_ACK | F_PSH, d + off, n);
-		off += n;
-		pump(f);
-	}
 }
 
 /* Responses parsed from the client's received bytes. */
@@ -680,7 +461,7 @@ struct parsed {
 };
 
 /* Splits rx into responses; `head_only` marks which were to HEAD. */
-static void parse_responses(const struct client *c, const bool *head_only, struct parsed *out)
+static void parse_responses(const struct nsc_client *c, const bool *head_only, struct parsed *out)
 {
 	memset(out, 0, sizeof(*out));
 	size_t off = 0;
@@ -707,7 +488,7 @@ static void parse_responses(const struct client *c, const bool *head_only, struc
 }
 
 struct want {
-	struct client *c;
+	struct nsc_client *c;
 	int n;
 };
 
@@ -738,20 +519,20 @@ static void test_conn_keepalive(void **ctx)
 	(void)ctx;
 	struct fixture f;
 	fixture_init(&f, 0);
-	struct client *c = client_new(&f, 40001);
-	client_connect(&f, c);
+	struct nsc_client *c = nsc_client_new(&f.net, 40001);
+	nsc_client_connect(&f.net, c);
 	const char *req1 = "GET /ca.pem HTTP/1.1\r\nHost: wgmitm.internal\r\n\r\n";
-	client_write(&f, c, req1, strlen(req1));
+	nsc_client_write(&f.net, c, req1, strlen(req1));
 	struct want w = { c, 1 };
-	assert_true(run_until(&f, got_responses, &w, 2000));
+	assert_true(nsc_run_until(&f.net, got_responses, &w, 2000));
 	/* The second request on the same connection, after the first answer. */
 	const char *req2 = "HEAD /ca.der HTTP/1.1\r\nHost: wgmitm.internal\r\n\r\n";
-	client_write(&f, c, req2, strlen(req2));
+	nsc_client_write(&f.net, c, req2, strlen(req2));
 	const char *req3 = "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n";
-	client_write(&f, c, req3, strlen(req3));
+	nsc_client_write(&f.net, c, req3, strlen(req3));
 	const char *req4 = "GET /ca.der HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-	client_write(&f, c, req4, strlen(req4));
-	assert_true(run_until(&f, got_fin, c, 2000));
+	nsc_client_write(&f.net, c, req4, strlen(req4));
+	assert_true(nsc_run_until(&f.net, nsc_got_fin, c, 2000));
 	bool head_only[4] = { false, true, false, false };
 	struct parsed p;
 	parse_responses(c, head_only, &p);
@@ -791,18 +572,18 @@ static void test_conn_pipelined(void **ctx)
 	(void)ctx;
 	struct fixture f;
 	fixture_init(&f, 0);
-	struct client *c = client_new(&f, 40002);
-	client_connect(&f, c);
+	struct nsc_client *c = nsc_client_new(&f.net, 40002);
+	nsc_client_connect(&f.net, c);
 	enum { N = 390 };
 	char *reqs = malloc(N * 64);
 	size_t len = 0;
 	for (int i = 0; i < N; i++)
 		len += (size_t)sprintf(reqs + len, "GET %s HTTP/1.1\r\nHost: a\r\n\r\n",
 				       i % 3 == 2 ? "/ca.mobileconfig" : "/");
-	client_write(&f, c, reqs, len);
+	nsc_client_write(&f.net, c, reqs, len);
 	free(reqs);
 	struct want w = { c, N };
-	assert_true(run_until(&f, got_responses, &w, 10000));
+	assert_true(nsc_run_until(&f.net, got_responses, &w, 10000));
 	struct parsed *p = malloc(sizeof(*p));
 	parse_responses(c, NULL, p);
 	assert_int_equal(p->n, N);
@@ -842,52 +623,52 @@ static void test_conn_rejects(void **ctx)
 	fixture_init(&f, 0);
 
 	/* A head over 16 KiB: 431, then the connection closes. */
-	struct client *c = client_new(&f, 40003);
-	client_connect(&f, c);
+	struct nsc_client *c = nsc_client_new(&f.net, 40003);
+	nsc_client_connect(&f.net, c);
 	char *big = malloc(20000);
 	size_t n = (size_t)sprintf(big, "GET / HTTP/1.1\r\nHost: a\r\nX-Fill: ");
 	memset(big + n, 'a', 17000);
 	n += 17000;
 	n += (size_t)sprintf(big + n, "\r\n\r\n");
-	client_write(&f, c, big, n);
+	nsc_client_write(&f.net, c, big, n);
 	free(big);
-	assert_true(run_until(&f, got_fin, c, 2000));
+	assert_true(nsc_run_until(&f.net, nsc_got_fin, c, 2000));
 	struct parsed p;
 	parse_responses(c, NULL, &p);
 	assert_int_equal(p.n, 1);
 	assert_int_equal(p.status[0], 431);
 
 	/* A body: 413. */
-	c = client_new(&f, 40004);
-	client_connect(&f, c);
+	c = nsc_client_new(&f.net, 40004);
+	nsc_client_connect(&f.net, c);
 	const char *post = "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello";
-	client_write(&f, c, post, strlen(post));
-	assert_true(run_until(&f, got_fin, c, 2000));
+	nsc_client_write(&f.net, c, post, strlen(post));
+	assert_true(nsc_run_until(&f.net, nsc_got_fin, c, 2000));
 	parse_responses(c, NULL, &p);
 	assert_int_equal(p.n, 1);
 	assert_int_equal(p.status[0], 413);
 
 	/* Another method: 405; garbage: 400. */
-	c = client_new(&f, 40005);
-	client_connect(&f, c);
+	c = nsc_client_new(&f.net, 40005);
+	nsc_client_connect(&f.net, c);
 	const char *put = "PUT /ca.pem HTTP/1.1\r\nHost: a\r\n\r\n";
-	client_write(&f, c, put, strlen(put));
-	assert_true(run_until(&f, got_fin, c, 2000));
+	nsc_client_write(&f.net, c, put, strlen(put));
+	assert_true(nsc_run_until(&f.net, nsc_got_fin, c, 2000));
 	parse_responses(c, NULL, &p);
 	assert_int_equal(p.status[0], 405);
-	c = client_new(&f, 40006);
-	client_connect(&f, c);
-	client_write(&f, c, "\x16\x03\x01\x02\x00\x01", 6); /* a TLS hello on port 80 */
-	assert_true(run_until(&f, got_fin, c, 2000));
+	c = nsc_client_new(&f.net, 40006);
+	nsc_client_connect(&f.net, c);
+	nsc_client_write(&f.net, c, "\x16\x03\x01\x02\x00\x01", 6); /* a TLS hello on port 80 */
+	assert_true(nsc_run_until(&f.net, nsc_got_fin, c, 2000));
 	parse_responses(c, NULL, &p);
 	assert_int_equal(p.status[0], 400);
 
 	/* HTTP/1.0 without keep-alive: one answer, then FIN. */
-	c = client_new(&f, 40007);
-	client_connect(&f, c);
+	c = nsc_client_new(&f.net, 40007);
+	nsc_client_connect(&f.net, c);
 	const char *old = "GET /ca.crt HTTP/1.0\r\n\r\n";
-	client_write(&f, c, old, strlen(old));
-	assert_true(run_until(&f, got_fin, c, 2000));
+	nsc_client_write(&f.net, c, old, strlen(old));
+	assert_true(nsc_run_until(&f.net, nsc_got_fin, c, 2000));
 	parse_responses(c, NULL, &p);
 	assert_int_equal(p.n, 1);
 	assert_int_equal(p.status[0], 200);
@@ -901,32 +682,20 @@ static void test_conn_rejects(void **ctx)
 	fixture_free(&f);
 }
 
-static void connect_all(struct fixture *f, struct client **cs, int n, uint16_t port0, uint16_t step)
-{
-	for (int i = 0; i < n; i++) {
-		cs[i] = client_new(f, (uint16_t)(port0 + i * step));
-		client_send(f, cs[i], F_SYN, NULL, 0);
-	}
-	for (int i = 0; i < 20; i++) {
-		uv_run(&f->loop, UV_RUN_NOWAIT);
-		pump(f);
-	}
-}
-
 static void test_conn_idle(void **ctx)
 {
 	(void)ctx;
 	struct fixture f;
 	fixture_init(&f, 200);
-	struct client *c = client_new(&f, 40008);
-	client_connect(&f, c);
+	struct nsc_client *c = nsc_client_new(&f.net, 40008);
+	nsc_client_connect(&f.net, c);
 	const char *req = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
-	client_write(&f, c, req, strlen(req));
+	nsc_client_write(&f.net, c, req, strlen(req));
 	struct want w = { c, 1 };
-	assert_true(run_until(&f, got_responses, &w, 2000));
-	uint64_t t0 = now_ms();
-	assert_true(run_until(&f, got_fin, c, 2000));
-	uint64_t waited = now_ms() - t0;
+	assert_true(nsc_run_until(&f.net, got_responses, &w, 2000));
+	uint64_t t0 = nsc_now_ms();
+	assert_true(nsc_run_until(&f.net, nsc_got_fin, c, 2000));
+	uint64_t waited = nsc_now_ms() - t0;
 	assert_true(waited >= 150);
 	struct capage_stats st;
 	capage_get_stats(f.page, &st);
@@ -934,8 +703,8 @@ static void test_conn_idle(void **ctx)
 	assert_int_equal(st.conns_active, 0);
 
 	/* Over max_conns (4): the fifth is reset (no peer holds more than 2). */
-	struct client *cs[5];
-	connect_all(&f, cs, 5, 40010, 1);
+	struct nsc_client *cs[5];
+	nsc_connect_all(&f.net, cs, 5, 40010, 1);
 	int resets = 0;
 	for (int i = 0; i < 5; i++)
 		resets += cs[i]->rsts > 0;
@@ -952,11 +721,11 @@ static void test_conn_peer_share(void **ctx)
 	(void)ctx;
 	struct fixture f;
 	fixture_init(&f, 0);
-	struct client *phone[3], *tablet[2];
-	connect_all(&f, phone, 3, 40020, 3); /* 40020 % 3 == 0: all the phone's */
+	struct nsc_client *phone[3], *tablet[2];
+	nsc_connect_all(&f.net, phone, 3, 40020, 3); /* 40020 % 3 == 0: all the phone's */
 	assert_int_equal(phone[0]->rsts + phone[1]->rsts, 0);
 	assert_int_equal(phone[2]->rsts, 1);
-	connect_all(&f, tablet, 2, 40021, 3); /* 40021 % 3 == 1: the tablet's */
+	nsc_connect_all(&f.net, tablet, 2, 40021, 3); /* 40021 % 3 == 1: the tablet's */
 	assert_int_equal(tablet[0]->rsts + tablet[1]->rsts, 0);
 	struct capage_stats st;
 	capage_get_stats(f.page, &st);

@@ -1,12 +1,19 @@
 /* DNS inside the tunnel: resolv.conf and --dns-upstream parsing, the query
  * ID map, and the forwarder end to end in one process: a libuv loop, fake
  * upstream resolvers on 127.0.0.1 answering with packets built by ldns,
- * and the proxy's reply path captured instead of a netstack. */
+ * and the proxy's UDP reply path captured instead of a netstack.
+ *
+ * DNS over TCP goes through a real netstack, as the daemon wires it:
+ *
+ *   netstack_client.h ──segments──► netstack ──dns_proxy_tcp_accept──► proxy ──TCP──► upstream
+ *   10.66.0.2 / .3                  10.66.0.1:53                                 127.0.0.1 */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+
+#include "netstack_client.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -20,6 +27,11 @@
 
 #include "mitm/dns.h"
 #include "flows/flowlog.h"
+#include "netstack/netstack.h"
+
+#define TUN4 "10.66.0.1"
+#define PHONE4 "10.66.0.2"
+#define TABLET4 "10.66.0.3"
 
 static const char *addr_str(const struct sockaddr_storage *ss, char *buf, size_t n)
 {
@@ -157,11 +169,25 @@ static void test_idmap(void **ctx)
 
 enum upstream_mode { ANSWER, SILENT };
 
+struct upstream;
+
+/* A connection the proxy opened to an upstream's TCP side. */
+struct up_conn {
+	uv_tcp_t tcp;
+	struct upstream *u;
+	uint8_t in[4096];
+	size_t len;
+	bool closing;
+};
+
 struct upstream {
 	uv_udp_t sock;
+	uv_tcp_t listener; /* only after up_listen_tcp */
+	bool listening;
+	struct up_conn *conns[8];
 	struct sockaddr_storage addr;
 	enum upstream_mode mode;
-	int queries;
+	int queries, tcp_queries; /* both transports; of them, over TCP */
 	uint16_t last_id;
 	bool tc;
 	uint8_t buf[4096];
@@ -181,6 +207,7 @@ struct harness {
 	char path[64];
 	struct reply replies[32];
 	int nreplies;
+	struct nsc net; /* only for DNS over TCP (tcp_harness_init) */
 };
 
 static void up_alloc(uv_handle_t *h, size_t s, uv_buf_t *b)
@@ -191,22 +218,17 @@ static void up_alloc(uv_handle_t *h, size_t s, uv_buf_t *b)
 }
 
 /* The canned answer: www.example.test CNAME edge.example.test, which has
- * A 192.0.2.7; anything else NXDOMAIN. Built with ldns, not by hand. */
-static void up_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *b, const struct sockaddr *from,
-		    unsigned flags)
+ * A 192.0.2.7; anything else NXDOMAIN. Built with ldns, not by hand.
+ * Returns its length, 0 when the upstream stays silent. */
+static size_t up_answer(struct upstream *u, const uint8_t *query, size_t n, uint8_t **wire)
 {
-	struct upstream *u = h->data;
-	(void)b;
-	(void)flags;
-	if (n <= 0 || !from)
-		return;
 	u->queries++;
 	ldns_pkt *q = NULL;
-	assert_int_equal(ldns_wire2pkt(&q, u->buf, (size_t)n), LDNS_STATUS_OK);
+	assert_int_equal(ldns_wire2pkt(&q, query, n), LDNS_STATUS_OK);
 	u->last_id = ldns_pkt_id(q);
 	if (u->mode == SILENT) {
 		ldns_pkt_free(q);
-		return;
+		return 0;
 	}
 	ldns_pkt *a = ldns_pkt_new();
 	ldns_pkt_set_id(a, ldns_pkt_id(q));
@@ -232,14 +254,128 @@ static void up_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *b, const struct sock
 		ldns_pkt_set_rcode(a, LDNS_RCODE_NXDOMAIN);
 	}
 	ldns_rdf_deep_free(want);
-	uint8_t *wire;
 	size_t len;
-	assert_int_equal(ldns_pkt2wire(&wire, a, &len), LDNS_STATUS_OK);
+	assert_int_equal(ldns_pkt2wire(wire, a, &len), LDNS_STATUS_OK);
+	ldns_pkt_free(a);
+	ldns_pkt_free(q);
+	return len;
+}
+
+static void up_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *b, const struct sockaddr *from,
+		    unsigned flags)
+{
+	struct upstream *u = h->data;
+	(void)b;
+	(void)flags;
+	if (n <= 0 || !from)
+		return;
+	uint8_t *wire;
+	size_t len = up_answer(u, u->buf, (size_t)n, &wire);
+	if (!len)
+		return;
 	uv_buf_t out = uv_buf_init((char *)wire, (unsigned)len);
 	assert_int_equal(uv_udp_try_send(h, &out, 1, from), (int)len);
 	free(wire);
-	ldns_pkt_free(a);
-	ldns_pkt_free(q);
+}
+
+/* ---- The upstream's TCP side: length-prefixed messages, same answers ---- */
+
+struct up_write {
+	uv_write_t req;
+	uint8_t *buf;
+};
+
+static void up_written(uv_write_t *req, int status)
+{
+	struct up_write *w = req->data;
+	(void)status; /* an error only when the connection is gone: nothing to redo */
+	free(w->buf);
+	free(w);
+}
+
+static void up_conn_closed(uv_handle_t *hd)
+{
+	struct up_conn *c = hd->data;
+	for (size_t i = 0; i < 8; i++)
+		if (c->u->conns[i] == c)
+			c->u->conns[i] = NULL;
+	free(c);
+}
+
+static void up_conn_close(struct up_conn *c)
+{
+	if (c->closing)
+		return;
+	c->closing = true;
+	uv_close((uv_handle_t *)&c->tcp, up_conn_closed);
+}
+
+static void up_tcp_alloc(uv_handle_t *hd, size_t s, uv_buf_t *b)
+{
+	struct up_conn *c = hd->data;
+	(void)s;
+	*b = uv_buf_init((char *)c->in + c->len, (unsigned)(sizeof(c->in) - c->len));
+}
+
+static void up_tcp_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
+{
+	struct up_conn *c = st->data;
+	(void)b;
+	if (n < 0) {
+		up_conn_close(c);
+		return;
+	}
+	c->len += (size_t)n;
+	while (c->len >= 2 && c->len >= 2 + (size_t)get16(c->in)) {
+		size_t mlen = get16(c->in);
+		c->u->tcp_queries++;
+		uint8_t *wire;
+		size_t len = up_answer(c->u, c->in + 2, mlen, &wire);
+		if (len) {
+			struct up_write *w = calloc(1, sizeof(*w));
+			assert_non_null(w);
+			w->buf = malloc(2 + len);
+			assert_non_null(w->buf);
+			put16(w->buf, (uint16_t)len);
+			memcpy(w->buf + 2, wire, len);
+			free(wire);
+			w->req.data = w;
+			uv_buf_t out = uv_buf_init((char *)w->buf, (unsigned)(2 + len));
+			assert_int_equal(uv_write(&w->req, st, &out, 1, up_written), 0);
+		}
+		memmove(c->in, c->in + 2 + mlen, c->len - 2 - mlen);
+		c->len -= 2 + mlen;
+	}
+	assert_true(c->len < sizeof(c->in));
+}
+
+static void up_accept(uv_stream_t *l, int status)
+{
+	struct upstream *u = l->data;
+	assert_int_equal(status, 0);
+	struct up_conn *c = calloc(1, sizeof(*c));
+	assert_non_null(c);
+	c->u = u;
+	c->tcp.data = c;
+	assert_int_equal(uv_tcp_init(l->loop, &c->tcp), 0);
+	assert_int_equal(uv_accept(l, (uv_stream_t *)&c->tcp), 0);
+	size_t i = 0;
+	while (i < 8 && u->conns[i])
+		i++;
+	assert_true(i < 8);
+	u->conns[i] = c;
+	assert_int_equal(uv_read_start((uv_stream_t *)&c->tcp, up_tcp_alloc, up_tcp_read), 0);
+}
+
+/* The proxy forwards a query that came over TCP over TCP, to the same
+ * address and port as UDP: listen there too. */
+static void up_listen_tcp(uv_loop_t *loop, struct upstream *u)
+{
+	u->listener.data = u;
+	assert_int_equal(uv_tcp_init(loop, &u->listener), 0);
+	u->listening = true;
+	assert_int_equal(uv_tcp_bind(&u->listener, (const struct sockaddr *)&u->addr, 0), 0);
+	assert_int_equal(uv_listen((uv_stream_t *)&u->listener, 8, up_accept), 0);
 }
 
 static int capture(void *ctx, const struct sockaddr *from, const struct sockaddr *to,
@@ -309,9 +445,18 @@ static void close_cb(uv_handle_t *hd)
 static void harness_free(struct harness *h)
 {
 	dns_proxy_free(h->proxy);
-	for (int i = 0; i < 2; i++)
-		if (h->up[i].sock.data)
-			uv_close((uv_handle_t *)&h->up[i].sock, close_cb);
+	if (h->net.ns)
+		nsc_free(&h->net);
+	for (int i = 0; i < 2; i++) {
+		struct upstream *u = &h->up[i];
+		if (u->sock.data)
+			uv_close((uv_handle_t *)&u->sock, close_cb);
+		if (u->listening)
+			uv_close((uv_handle_t *)&u->listener, close_cb);
+		for (size_t k = 0; k < 8; k++)
+			if (u->conns[k])
+				up_conn_close(u->conns[k]);
+	}
 	uv_run(&h->loop, UV_RUN_DEFAULT);
 	assert_int_equal(uv_loop_close(&h->loop), 0);
 	flowlog_close(h->log);
@@ -802,15 +947,239 @@ static void test_local_names(void **ctx)
 	harness_free(&h);
 }
 
+/* ---- DNS over TCP, through a netstack ------------------------------------ */
+
+static int on_tcp(void *ctx, struct netstack_tcp *conn, const struct sockaddr *client,
+		  const struct sockaddr *dest)
+{
+	struct harness *h = ctx;
+	assert_int_equal(ntohs(((const struct sockaddr_in *)dest)->sin_port), DNS_PORT);
+	return dns_proxy_tcp_accept(h->proxy, conn, client, dest);
+}
+
+/* The proxy made with the netstack, whose connections to 10.66.0.1:53 it
+ * takes; one answering upstream, on UDP and TCP. Attempts are long enough
+ * that a slow run (ASan) never sends a query twice. */
+static void tcp_harness_init(struct harness *h, size_t max_tcp)
+{
+	harness_init(h, ANSWER, ANSWER, 1, 0);
+	up_listen_tcp(&h->loop, &h->up[0]);
+	struct nsc_config nc = {
+		.peer4 = PHONE4, .dport = DNS_PORT, .tcp_accept = on_tcp, .tcp_accept_ctx = h
+	};
+	assert_int_equal(inet_pton(AF_INET, TUN4, &nc.net.addr4), 1);
+	nsc_init(&h->net, &h->loop, &nc);
+	dns_proxy_free(h->proxy);
+	struct dns_config cfg = { .nupstreams = 1,
+				  .timeout_ms = 4000,
+				  .attempt_ms = 2000,
+				  .max_tcp = max_tcp,
+				  .local4 = nc.net.addr4,
+				  .peer_name = peer_of,
+				  .send = capture,
+				  .send_ctx = h,
+				  .log = h->log };
+	cfg.upstreams[0] = h->up[0].addr;
+	h->proxy = dns_proxy_new(&h->loop, h->net.ns, &cfg);
+	assert_non_null(h->proxy);
+}
+
+/* A client from the tablet's address: peer_of tells peers by address. */
+static struct nsc_client *tablet_client(struct harness *h, uint16_t sport)
+{
+	struct nsc_client *c = nsc_client_new(&h->net, sport);
+	assert_int_equal(inet_pton(AF_INET, TABLET4, c->src), 1);
+	return c;
+}
+
+/* One query as a TCP message: its length in 2 bytes, then the query. */
+static void tcp_ask(struct harness *h, struct nsc_client *c, const char *name, ldns_rr_type type,
+		    uint16_t id)
+{
+	uint8_t *wire;
+	size_t len = make_query(name, type, id, &wire);
+	uint8_t *msg = malloc(2 + len);
+	assert_non_null(msg);
+	put16(msg, (uint16_t)len);
+	memcpy(msg + 2, wire, len);
+	nsc_client_write(&h->net, c, msg, 2 + len);
+	free(msg);
+	free(wire);
+}
+
+/* Whole messages in what c received; *used: the bytes they take. */
+static int tcp_messages(const struct nsc_client *c, size_t *used)
+{
+	size_t off = 0;
+	int n = 0;
+	while (c->rxlen - off >= 2 && c->rxlen - off >= 2 + (size_t)get16(c->rx + off)) {
+		off += 2 + get16(c->rx + off);
+		n++;
+	}
+	if (used)
+		*used = off;
+	return n;
+}
+
+struct tcp_want {
+	struct nsc_client *c;
+	int n;
+};
+
+static bool got_messages(void *arg)
+{
+	struct tcp_want *w = arg;
+	return tcp_messages(w->c, NULL) >= w->n;
+}
+
+/* The i-th message c received, parsed. */
+static ldns_pkt *tcp_reply(const struct nsc_client *c, int i)
+{
+	size_t off = 0;
+	for (int k = 0; k < i; k++)
+		off += 2 + get16(c->rx + off);
+	ldns_pkt *a = NULL;
+	assert_int_equal(ldns_wire2pkt(&a, c->rx + off + 2, get16(c->rx + off)), LDNS_STATUS_OK);
+	return a;
+}
+
+static void tcp_ask_answered(struct harness *h, struct nsc_client *c, uint16_t id)
+{
+	int n = tcp_messages(c, NULL);
+	tcp_ask(h, c, "www.example.test", LDNS_RR_TYPE_A, id);
+	struct tcp_want w = { c, n + 1 };
+	assert_true(nsc_run_until(&h->net, got_messages, &w, 3000));
+	ldns_pkt *a = tcp_reply(c, n);
+	assert_int_equal(ldns_pkt_id(a), id);
+	assert_int_equal(ldns_pkt_get_rcode(a), LDNS_RCODE_NOERROR);
+	assert_int_equal(ldns_rr_list_rr_count(ldns_pkt_answer(a)), 2);
+	ldns_pkt_free(a);
+}
+
+/* A query over TCP gets the upstream's answer over TCP, with the client's
+ * ID; the next one on the same connection, for the endpoint's own name, is
+ * answered here. Nothing goes through the UDP reply path. The client's
+ * FIN ends the connection. */
+static void test_tcp_answer(void **ctx)
+{
+	(void)ctx;
+	struct harness h;
+	tcp_harness_init(&h, 0);
+	struct nsc_client *c = nsc_client_new(&h.net, 45001);
+	nsc_client_connect(&h.net, c);
+	tcp_ask_answered(&h, c, 0x5353);
+	ldns_pkt *a = tcp_reply(c, 0);
+	assert_true(ldns_pkt_qr(a));
+	char *txt = answer_text(a, 1);
+	assert_string_equal(txt, "192.0.2.7");
+	free(txt);
+	ldns_pkt_free(a);
+	assert_int_equal(h.up[0].queries, 1);
+	assert_int_equal(h.up[0].tcp_queries, 1);
+
+	tcp_ask(&h, c, "wgmitm.internal", LDNS_RR_TYPE_A, 0x5454);
+	struct tcp_want w = { c, 2 };
+	assert_true(nsc_run_until(&h.net, got_messages, &w, 3000));
+	a = tcp_reply(c, 1);
+	assert_int_equal(ldns_pkt_id(a), 0x5454);
+	assert_true(ldns_pkt_aa(a));
+	assert_int_equal(ldns_rr_list_rr_count(ldns_pkt_answer(a)), 1);
+	txt = answer_text(a, 0);
+	assert_string_equal(txt, TUN4);
+	free(txt);
+	ldns_pkt_free(a);
+	size_t used;
+	assert_int_equal(tcp_messages(c, &used), 2);
+	assert_int_equal(used, c->rxlen);
+	assert_int_equal(h.up[0].queries, 1);
+	assert_int_equal(h.nreplies, 0);
+
+	struct dns_stats st;
+	dns_proxy_get_stats(h.proxy, &st);
+	assert_int_equal(st.queries_tcp, 2);
+	assert_int_equal(st.queries_udp, 0);
+	assert_int_equal(st.answered, 1);
+	assert_int_equal(st.local_answers, 1);
+	assert_int_equal(st.tcp_accepted, 1);
+	assert_int_equal(st.tcp_active, 1);
+	assert_int_equal(st.outstanding, 0);
+
+	nsc_client_send(&h.net, c, NSC_FIN | NSC_ACK, NULL, 0);
+	assert_true(nsc_run_until(&h.net, nsc_got_fin, c, 2000));
+	assert_int_equal(c->rsts, 0);
+	dns_proxy_get_stats(h.proxy, &st);
+	assert_int_equal(st.tcp_active, 0);
+
+	struct records rs;
+	records_read(&h, &rs);
+	assert_int_equal(rs.n, 2);
+	assert_string_equal(str(rs.r[0], "transport"), "tcp");
+	assert_string_equal(str(rs.r[0], "peer"), "phone");
+	assert_string_equal(str(rs.r[0], "client"), PHONE4 ":45001");
+	assert_string_equal(str(rs.r[0], "server"), TUN4 ":53");
+	assert_string_equal(str(rs.r[0], "end_reason"), "answered");
+	char up[FLOWLOG_ADDR_LEN];
+	flowlog_format_addr((struct sockaddr *)&h.up[0].addr, up);
+	assert_string_equal(str(rs.r[0], "upstream"), up);
+	assert_string_equal(str(rs.r[1], "transport"), "tcp");
+	assert_true(json_is_null(json_object_get(rs.r[1], "upstream")));
+	records_free(&rs);
+	harness_free(&h);
+}
+
+/* max_tcp 4: one peer holds at most 2 connections; its third is reset
+ * while another peer's is still taken, and once one of its own ends (the
+ * client's FIN) it can connect again. */
+static void test_tcp_peer_share(void **ctx)
+{
+	(void)ctx;
+	struct harness h;
+	tcp_harness_init(&h, 4);
+	struct nsc_client *phone[3], *again;
+	nsc_connect_all(&h.net, phone, 3, 45010, 1);
+	assert_int_equal(phone[0]->rsts + phone[1]->rsts, 0);
+	assert_int_equal(phone[2]->rsts, 1);
+	struct dns_stats st;
+	dns_proxy_get_stats(h.proxy, &st);
+	assert_int_equal(st.tcp_refused_peer, 1);
+	assert_int_equal(st.tcp_refused, 0);
+	assert_int_equal(st.tcp_active, 2);
+
+	struct nsc_client *tablet = tablet_client(&h, 45020);
+	nsc_client_connect(&h.net, tablet);
+	tcp_ask_answered(&h, tablet, 0x0303);
+	assert_int_equal(tablet->rsts, 0);
+	dns_proxy_get_stats(h.proxy, &st);
+	assert_int_equal(st.tcp_accepted, 3);
+	assert_int_equal(st.tcp_active, 3);
+	assert_int_equal(st.tcp_refused_peer, 1);
+
+	nsc_client_send(&h.net, phone[0], NSC_FIN | NSC_ACK, NULL, 0);
+	assert_true(nsc_run_until(&h.net, nsc_got_fin, phone[0], 2000));
+	dns_proxy_get_stats(h.proxy, &st);
+	assert_int_equal(st.tcp_active, 2);
+	nsc_connect_all(&h.net, &again, 1, 45013, 1);
+	assert_int_equal(again->rsts, 0);
+	tcp_ask_answered(&h, again, 0x0202);
+	dns_proxy_get_stats(h.proxy, &st);
+	assert_int_equal(st.tcp_accepted, 4);
+	assert_int_equal(st.tcp_active, 3);
+	assert_int_equal(st.tcp_refused_peer, 1);
+	assert_int_equal(st.tcp_refused, 0);
+	assert_int_equal(phone[1]->rsts, 0);
+	harness_free(&h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_resolv_conf), cmocka_unit_test(test_upstream),
-		cmocka_unit_test(test_idmap),       cmocka_unit_test(test_forward_answer),
-		cmocka_unit_test(test_fresh_ids),   cmocka_unit_test(test_timeout_servfail),
-		cmocka_unit_test(test_fallback),    cmocka_unit_test(test_malformed_and_bounds),
-		cmocka_unit_test(test_peer_share),  cmocka_unit_test(test_truncated_passed_on),
-		cmocka_unit_test(test_local_names),
+		cmocka_unit_test(test_resolv_conf),    cmocka_unit_test(test_upstream),
+		cmocka_unit_test(test_idmap),          cmocka_unit_test(test_forward_answer),
+		cmocka_unit_test(test_fresh_ids),      cmocka_unit_test(test_timeout_servfail),
+		cmocka_unit_test(test_fallback),       cmocka_unit_test(test_malformed_and_bounds),
+		cmocka_unit_test(test_peer_share),     cmocka_unit_test(test_truncated_passed_on),
+		cmocka_unit_test(test_local_names),    cmocka_unit_test(test_tcp_answer),
+		cmocka_unit_test(test_tcp_peer_share),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
