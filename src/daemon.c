@@ -3,9 +3,11 @@
 #include "common/log.h"
 #include "peerconf.h"
 #include "state.h"
+#include "runconfig.h"
 #include "udpbatch.h"
 #include "mitm/capage.h"
 #include "mitm/dns.h"
+#include "control/config.h"
 #include "flows/flowlog.h"
 #include "mitm/localname.h"
 #include "mitm/policy.h"
@@ -88,6 +90,7 @@ struct daemon {
 	uint64_t no_route_drops;
 	uint64_t send_errors;
 	uint64_t no_socket; /* a peer's endpoint family we do not listen on */
+	json_t *config;     /* the configuration in force (control/config.h) */
 };
 
 static uint64_t now_ns(void)
@@ -890,6 +893,65 @@ static int open_dns_udp(struct daemon *d)
 	return 0;
 }
 
+static void config_targets(struct daemon *d, struct runconfig_targets *t)
+{
+	*t = (struct runconfig_targets){ .relay = d->relay,
+					 .udp_relay = d->udp_relay,
+					 .tls = d->tls,
+					 .passthru = d->passthru,
+					 .dns = d->dns,
+					 .policy = &d->policy,
+					 .ns = d->ns };
+}
+
+/* HOME/config.json, then the options given on the command line over it. */
+static int load_config(struct daemon *d)
+{
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/%s", d->st.home, CONFIG_FILE);
+	struct config_error err;
+	json_t *saved = config_load(path, &runconfig_checks, &err);
+	if (!saved) {
+		log_error("%s", err.message);
+		return -1;
+	}
+	json_t *opts = runconfig_from_options(d->opts);
+	json_t *doc = config_configure(saved, opts, &runconfig_checks, &err);
+	json_decref(saved);
+	json_decref(opts);
+	if (!doc) {
+		log_error("command line: %s: %s", err.field, err.message);
+		return -1;
+	}
+	struct runconfig_targets t;
+	config_targets(d, &t);
+	if (runconfig_apply(&t, NULL, doc, &err) < 0) {
+		log_error("%s: %s: %s", path, err.field, err.message);
+		json_decref(doc);
+		return -1;
+	}
+	d->config = doc;
+	return 0;
+}
+
+/* A new configuration from the control plane: applied, then saved. 0, or
+ * -1 with err set (what could not be applied is named; the rest holds). */
+static int __attribute__((unused))
+daemon_set_config(struct daemon *d, json_t *doc, struct config_error *err)
+{
+	struct runconfig_targets t;
+	config_targets(d, &t);
+	int rc = runconfig_apply(&t, d->config, doc, err);
+	json_decref(d->config);
+	d->config = json_incref(doc);
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/%s", d->st.home, CONFIG_FILE);
+	int src = config_save(path, doc);
+	if (src < 0)
+		log_warn("%s: cannot save the configuration: %s", path, strerror(-src));
+	return rc;
+}
+
 int daemon_run(const struct daemon_options *opts)
 {
 	struct daemon *d = calloc(1, sizeof(*d));
@@ -949,7 +1011,7 @@ int daemon_run(const struct daemon_options *opts)
 		log_error("cannot start the network stack: %s", strerror(errno));
 		goto out_dev;
 	}
-	if (open_dns_udp(d) < 0 || sync_peers(d) < 0 || open_sockets(d) < 0)
+	if (open_dns_udp(d) < 0 || load_config(d) < 0 || sync_peers(d) < 0 || open_sockets(d) < 0)
 		goto out_loop;
 
 	char pub[45], a4[INET_ADDRSTRLEN], a6[INET6_ADDRSTRLEN];
@@ -1009,6 +1071,7 @@ out_dev:
 	/* Let libuv close what the relays and the netstack closed. */
 	uv_run(d->loop, UV_RUN_DEFAULT);
 	flowlog_close(d->flows);
+	json_decref(d->config);
 	for (size_t i = 0; i < d->npeers; i++)
 		daemon_peer_free(d, d->peers[i]);
 	free(d->peers);

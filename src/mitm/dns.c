@@ -1340,6 +1340,35 @@ struct dns_proxy *dns_proxy_new(uv_loop_t *loop, struct netstack *ns, const stru
 	return p;
 }
 
+int dns_proxy_set_upstreams(struct dns_proxy *p, const struct sockaddr_storage *ups, size_t n)
+{
+	if (n == 0 || n > DNS_MAX_UPSTREAMS)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		int f = ups[i].ss_family;
+		if (f != AF_INET && f != AF_INET6)
+			return -EINVAL;
+		int fi = fam_index(f);
+		if (!p->has_sock[fi]) {
+			int rc = open_udp(p, f);
+			if (rc < 0)
+				return rc;
+		}
+	}
+	memcpy(p->cfg.upstreams, ups, n * sizeof(*ups));
+	p->cfg.nupstreams = n;
+	/* Queries in flight go on with the new list at their next attempt;
+	 * an answer from an old upstream is then stray. */
+	for (uint32_t i = 0; i < p->cfg.max_outstanding; i++) {
+		struct dns_query *q = &p->queries[i];
+		if (!q->used)
+			continue;
+		q->tried = 0;
+		q->cur = 0;
+	}
+	return 0;
+}
+
 void dns_proxy_get_stats(const struct dns_proxy *p, struct dns_stats *out)
 {
 	*out = p->stats;

@@ -117,6 +117,10 @@ void dns_proxy_udp(struct dns_proxy *p, const struct sockaddr *client, const str
 int dns_proxy_tcp_accept(void *ctx, struct netstack_tcp *conn, const struct sockaddr *client,
 			 const struct sockaddr *dest);
 
+/* A new list of upstreams (1..DNS_MAX_UPSTREAMS) for every query from now
+ * on. 0, -EINVAL, or a socket error (nothing changed). */
+int dns_proxy_set_upstreams(struct dns_proxy *p, const struct sockaddr_storage *ups, size_t n);
+
 void dns_proxy_get_stats(const struct dns_proxy *p, struct dns_stats *out);
 
 /* Fails every query in flight (record end_reason "shutdown", no answer),

@@ -51,6 +51,16 @@ int passthru_add_rule(struct passthru *p, const char *glob)
 	return 0;
 }
 
+void passthru_clear_rules(struct passthru *p)
+{
+	p->nrules = 0;
+}
+
+void passthru_set_auto_s(struct passthru *p, uint32_t auto_s)
+{
+	p->auto_s = auto_s;
+}
+
 const char *passthru_rule(const struct passthru *p, const char *host)
 {
 	for (size_t i = 0; i < p->nrules; i++)

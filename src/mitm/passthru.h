@@ -26,6 +26,10 @@ void passthru_free(struct passthru *p);
 
 /* Adds a rule; -EINVAL for an empty or over-long pattern, -ENOSPC. */
 int passthru_add_rule(struct passthru *p, const char *glob);
+/* Forgets every rule (automatic entries stay). */
+void passthru_clear_rules(struct passthru *p);
+/* How long automatic entries added from now on last (0: none added). */
+void passthru_set_auto_s(struct passthru *p, uint32_t auto_s);
 
 /* The rule matching host, or NULL. */
 const char *passthru_rule(const struct passthru *p, const char *host);

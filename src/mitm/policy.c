@@ -40,6 +40,11 @@ int policy_add_host_port(struct policy *p, uint16_t port)
 	return port_add(p->host_ports, &p->nhost_ports, port);
 }
 
+void policy_clear_host_ports(struct policy *p)
+{
+	p->nhost_ports = 0;
+}
+
 int policy_add_local_port(struct policy *p, int proto, uint16_t port)
 {
 	if (proto == IPPROTO_TCP)

@@ -60,6 +60,7 @@ void policy_init(struct policy *p, const struct addrpool *pool);
 
 /* --allow-host-port PORT. 0, -EINVAL (port 0) or -ENOSPC. Idempotent. */
 int policy_add_host_port(struct policy *p, uint16_t port);
+void policy_clear_host_ports(struct policy *p);
 
 /* Another service of ours on the tunnel addresses (proto IPPROTO_TCP or
  * IPPROTO_UDP). 0, -EINVAL or -ENOSPC. Idempotent. */

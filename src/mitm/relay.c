@@ -75,6 +75,8 @@ struct relay {
 	uint8_t pbuf[RELAY_READ_SIZE];          /* plaintext out of a TLS leg */
 	uv_timer_t tick;                        /* WebSocket batches of quiet flows, 1 s */
 	bool tick_closed;
+	uint16_t protected_ports[RELAY_MAX_PROTECTED]; /* our own services on the host */
+	size_t nprotected;
 };
 
 struct relay_write {
@@ -878,7 +880,7 @@ static void relay_conn_start_tls(struct relay_conn *c)
 		snprintf(x->passthrough, sizeof(x->passthrough), "auto");
 		r->stats.passthrough_auto++;
 	}
-	if (x->passthrough[0] || !r->cfg.tls) {
+	if (x->passthrough[0] || !r->cfg.tls || r->cfg.no_intercept) {
 		relay_conn_go_raw(c, "tls-passthrough", OBS_NONE, NULL);
 		return;
 	}
@@ -1607,6 +1609,43 @@ static void relay_conn_on_timeout(uv_timer_t *t)
 	}
 }
 
+/* A connection that came back to this host (its two ends on one address:
+ * loopback or any address of ours, whatever the policy let through) on a
+ * port of our own services, e.g. the control API. */
+static bool relay_conn_reached_own_service(struct relay_conn *c)
+{
+	struct relay *r = c->relay;
+	if (r->nprotected == 0)
+		return false;
+	struct sockaddr_storage me, peer;
+	int ml = sizeof(me), pl = sizeof(peer);
+	if (uv_tcp_getsockname(&c->up, (struct sockaddr *)&me, &ml) < 0 ||
+	    uv_tcp_getpeername(&c->up, (struct sockaddr *)&peer, &pl) < 0)
+		return false;
+	uint16_t port;
+	if (peer.ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)&me,
+					 *b = (const struct sockaddr_in *)&peer;
+		if (a->sin_addr.s_addr != b->sin_addr.s_addr &&
+		    (ntohl(b->sin_addr.s_addr) >> 24) != 127)
+			return false;
+		port = ntohs(b->sin_port);
+	} else if (peer.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&me,
+					  *b = (const struct sockaddr_in6 *)&peer;
+		if (memcmp(&a->sin6_addr, &b->sin6_addr, 16) != 0 &&
+		    !IN6_IS_ADDR_LOOPBACK(&b->sin6_addr))
+			return false;
+		port = ntohs(b->sin6_port);
+	} else {
+		return false;
+	}
+	for (size_t i = 0; i < r->nprotected; i++)
+		if (r->protected_ports[i] == port)
+			return true;
+	return false;
+}
+
 static void relay_conn_on_connect(uv_connect_t *req, int status)
 {
 	struct relay_conn *c = req->data;
@@ -1618,6 +1657,12 @@ static void relay_conn_on_connect(uv_connect_t *req, int status)
 		return;
 	}
 	c->connected = true;
+	if (relay_conn_reached_own_service(c)) {
+		snprintf(c->flow.error, sizeof(c->flow.error),
+			 "the endpoint's own control service is not reachable through the tunnel");
+		relay_conn_finish(c, "policy:own_service", END_RESET_BOTH);
+		return;
+	}
 	c->mode = MODE_SNIFF;
 	uv_tcp_nodelay(&c->up, 1); /* the client's segments are already batched */
 	uv_tcp_keepalive(&c->up, 1, RELAY_UPSTREAM_KEEPALIVE_IDLE_S);
@@ -1801,6 +1846,31 @@ struct relay *relay_new(uv_loop_t *loop, const struct relay_config *cfg)
 		snprintf(r->refusal[v], sizeof(r->refusal[v]), "policy:%s",
 			 policy_verdict_name((enum policy_verdict)v));
 	return r;
+}
+
+void relay_reconfigure(struct relay *r, const struct relay_config *cfg)
+{
+	r->cfg.connect_timeout_ms = cfg->connect_timeout_ms ? cfg->connect_timeout_ms
+							    : RELAY_DEFAULT_CONNECT_TIMEOUT_MS;
+	r->cfg.sniff_timeout_ms =
+		cfg->sniff_timeout_ms ? cfg->sniff_timeout_ms : RELAY_DEFAULT_SNIFF_TIMEOUT_MS;
+	r->cfg.handshake_timeout_ms = cfg->handshake_timeout_ms
+					      ? cfg->handshake_timeout_ms
+					      : RELAY_DEFAULT_HANDSHAKE_TIMEOUT_MS;
+	r->cfg.half_close_timeout_ms = cfg->half_close_timeout_ms
+					       ? cfg->half_close_timeout_ms
+					       : RELAY_DEFAULT_HALF_CLOSE_TIMEOUT_MS;
+	r->cfg.body_cap = cfg->body_cap;
+	r->cfg.no_intercept = cfg->no_intercept;
+	r->cfg.max_per_peer = cfg->max_per_peer;
+}
+
+int relay_protect_port(struct relay *r, uint16_t port)
+{
+	if (r->nprotected == RELAY_MAX_PROTECTED)
+		return -ENOSPC;
+	r->protected_ports[r->nprotected++] = port;
+	return 0;
 }
 
 void relay_set_local_tcp(struct relay *r,

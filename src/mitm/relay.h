@@ -125,6 +125,7 @@ struct relay_config {
 	size_t body_cap;              /* bytes of each HTTP body recorded (0: none;
 	                                  usually HTTPFLOW_DEFAULT_BODY_CAP) */
 	bool no_http;                 /* do not parse or record HTTP */
+	bool no_intercept;            /* TLS relayed as it is even with tls set */
 	/* Flows one peer (by peer_name) may hold at once; over it a new one
 	 * is reset and recorded with end_reason "limit:peer_connections".
 	 * 0: no cap. */
@@ -175,6 +176,18 @@ int relay_tcp_accept(struct relay *r, struct netstack_tcp *conn, const struct so
 
 /* Our own TCP services on the tunnel addresses (DNS over TCP on :53). The
  * hook owns the connection when it returns 0. NULL: such flows are reset. */
+/* From now on, for flows that begin (and the timers flows arm later): the
+ * timeouts, body_cap, no_intercept and max_per_peer of cfg; the rest of
+ * cfg is ignored. */
+void relay_reconfigure(struct relay *r, const struct relay_config *cfg);
+
+/* A port of the endpoint's own services on the capture host (the control
+ * API): a relayed connection that reaches it on any of the host's own
+ * addresses, loopback included, is reset and recorded with end_reason
+ * "policy:own_service", whatever the policy allowed. 0 or -ENOSPC. */
+#define RELAY_MAX_PROTECTED 8
+int relay_protect_port(struct relay *r, uint16_t port);
+
 void relay_set_local_tcp(struct relay *r,
 			 int (*accept)(void *ctx, struct netstack_tcp *conn,
 				       const struct sockaddr *client, const struct sockaddr *dest),

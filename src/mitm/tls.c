@@ -160,6 +160,65 @@ static int on_new_session(SSL *ssl, SSL_SESSION *sess)
 
 /* ---- context ---------------------------------------------------------------- */
 
+/* The upstream side: the system trust store plus the user's anchors. */
+static int upstream_side_init(struct tls_ctx *t, SSL_CTX *c, const char *const *ca, size_t nca,
+			      char *err, size_t errlen)
+{
+	SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS);
+	SSL_CTX_set_info_callback(c, on_info);
+	if (SSL_CTX_set_default_verify_paths(c) != 1) {
+		snprintf(err, errlen, "cannot load the system trust store");
+		return -1;
+	}
+	for (size_t i = 0; i < nca; i++) {
+		if (SSL_CTX_load_verify_locations(c, ca[i], NULL) != 1) {
+			unsigned long e = ERR_get_error();
+			snprintf(err, errlen, "upstream CA %s: %s", ca[i],
+				 e ? ERR_reason_error_string(e) : "cannot load");
+			return -1;
+		}
+	}
+	/* Never abort the handshake on verification: the result is read
+	 * afterwards so the client can be told why (502). */
+	SSL_CTX_set_verify(c, SSL_VERIFY_NONE, NULL);
+	SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+	SSL_CTX_sess_set_new_cb(c, on_new_session);
+	if (t->keylog_fd >= 0)
+		SSL_CTX_set_keylog_callback(c, on_keylog);
+	return 0;
+}
+
+static void sessions_forget(struct tls_ctx *t)
+{
+	for (size_t i = 0; i < TLS_SESS_SLOTS; i++) {
+		SSL_SESSION_free(t->sess[i].sess);
+		t->sess[i].sess = NULL;
+		t->sess[i].key[0] = '\0';
+	}
+}
+
+int tls_ctx_set_upstream(struct tls_ctx *t, const char *const *ca, size_t nca, bool insecure,
+			 char *err, size_t errlen)
+{
+	SSL_CTX *c = SSL_CTX_new(TLS_client_method());
+	if (!c) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	if (upstream_side_init(t, c, ca, nca, err, errlen) < 0) {
+		ERR_clear_error();
+		SSL_CTX_free(c);
+		return -1;
+	}
+	/* Legs in progress hold their own reference to the old one. */
+	SSL_CTX_free(t->upstream_side);
+	t->upstream_side = c;
+	t->insecure = insecure;
+	/* A session made without verification must not skip it later. */
+	sessions_forget(t);
+	return 0;
+}
+
 struct tls_ctx *tls_ctx_new(const struct tls_config *cfg, char *err, size_t errlen)
 {
 	if (tls_leg_index < 0)
@@ -206,30 +265,10 @@ struct tls_ctx *tls_ctx_new(const struct tls_config *cfg, char *err, size_t errl
 		goto fail;
 	}
 	SSL_CTX_set_mode(t->client_side, SSL_MODE_RELEASE_BUFFERS);
-	SSL_CTX_set_mode(t->upstream_side, SSL_MODE_RELEASE_BUFFERS);
 	SSL_CTX_set_info_callback(t->client_side, on_info);
-	SSL_CTX_set_info_callback(t->upstream_side, on_info);
-
-	/* Upstream side: system trust store plus the user's anchors. */
-	if (SSL_CTX_set_default_verify_paths(t->upstream_side) != 1) {
-		snprintf(err, errlen, "cannot load the system trust store");
+	if (upstream_side_init(t, t->upstream_side, cfg->upstream_ca, cfg->n_upstream_ca, err,
+			       errlen) < 0)
 		goto fail;
-	}
-	for (size_t i = 0; i < cfg->n_upstream_ca; i++) {
-		if (SSL_CTX_load_verify_locations(t->upstream_side, cfg->upstream_ca[i], NULL) !=
-		    1) {
-			unsigned long e = ERR_get_error();
-			snprintf(err, errlen, "--upstream-ca %s: %s", cfg->upstream_ca[i],
-				 e ? ERR_reason_error_string(e) : "cannot load");
-			goto fail;
-		}
-	}
-	/* Never abort the handshake on verification: the result is read
-	 * afterwards so the client can be told why (502). */
-	SSL_CTX_set_verify(t->upstream_side, SSL_VERIFY_NONE, NULL);
-	SSL_CTX_set_session_cache_mode(t->upstream_side,
-				       SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
-	SSL_CTX_sess_set_new_cb(t->upstream_side, on_new_session);
 
 	if (cfg->keylog_path && cfg->keylog_path[0]) {
 		t->keylog_fd =
@@ -254,8 +293,7 @@ void tls_ctx_free(struct tls_ctx *t)
 {
 	if (!t)
 		return;
-	for (size_t i = 0; i < TLS_SESS_SLOTS; i++)
-		SSL_SESSION_free(t->sess[i].sess);
+	sessions_forget(t);
 	SSL_CTX_free(t->client_side);
 	SSL_CTX_free(t->upstream_side);
 	certcache_free(t->cache);
@@ -318,6 +356,7 @@ int tls_leg_upstream(struct tls_ctx *t, struct tls_leg *leg, const char *sni,
 		ok = SSL_set_tlsext_host_name(leg->ssl, sni) == 1;
 	if (ok && alpn_len > 0)
 		ok = SSL_set_alpn_protos(leg->ssl, alpn, (unsigned)alpn_len) == 0;
+	leg->insecure = t->insecure;
 	if (ok && !t->insecure) {
 		X509_VERIFY_PARAM *vp = SSL_get0_param(leg->ssl);
 		/* An IP literal sent as SNI (RFC 6066 forbids it; some clients
@@ -526,7 +565,7 @@ void tls_leg_error(const struct tls_leg *leg, char *out, size_t outlen)
 
 int tls_leg_verify(const struct tls_leg *leg, char *why, size_t whylen)
 {
-	if (leg->ctx->insecure)
+	if (leg->insecure)
 		return 0;
 	X509 *peer = SSL_get0_peer_certificate(leg->ssl);
 	if (!peer) {

@@ -52,6 +52,12 @@ struct tls_ctx;
 /* NULL with a message in err (a bad --upstream-ca file names it). */
 struct tls_ctx *tls_ctx_new(const struct tls_config *cfg, char *err, size_t errlen);
 void tls_ctx_free(struct tls_ctx *t);
+
+/* New trust anchors and verification for upstream legs begun from now on
+ * (those in progress keep theirs); the upstream session cache is emptied.
+ * -1 with a message in err, and nothing changed, when a file fails. */
+int tls_ctx_set_upstream(struct tls_ctx *t, const char *const *ca, size_t nca, bool insecure,
+			 char *err, size_t errlen);
 void tls_ctx_stats(const struct tls_ctx *t, struct tls_stats *out);
 
 struct tls_leg {
@@ -67,6 +73,7 @@ struct tls_leg {
 	uint8_t alpn_pick[256]; /* client leg: the protocol to select */
 	size_t alpn_pick_len;
 	char err[160]; /* first fatal error, "" when none */
+	bool insecure; /* upstream leg: not verified (the setting when it began) */
 	struct tls_ctx *ctx;
 };
 

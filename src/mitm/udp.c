@@ -432,6 +432,11 @@ struct udp_relay *udp_relay_new(uv_loop_t *loop, struct netstack *ns,
 	return r;
 }
 
+void udp_relay_set_quic(struct udp_relay *r, enum udp_relay_quic quic)
+{
+	r->cfg.quic = quic;
+}
+
 void udp_relay_get_stats(const struct udp_relay *r, struct udp_relay_stats *out)
 {
 	*out = r->stats;

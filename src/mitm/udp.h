@@ -130,6 +130,9 @@ void udp_relay_recv(struct udp_relay *r, const struct sockaddr *client, const st
 
 void udp_relay_get_stats(const struct udp_relay *r, struct udp_relay_stats *out);
 
+/* For flows that begin from now on. */
+void udp_relay_set_quic(struct udp_relay *r, enum udp_relay_quic quic);
+
 /* Ends every flow ("shutdown", records written) and stops the timer; later
  * datagrams are dropped. Idempotent. */
 void udp_relay_shutdown(struct udp_relay *r);

@@ -531,6 +531,11 @@ struct netstack *netstack_new(uv_loop_t *loop, const struct netstack_config *cfg
 	return ns;
 }
 
+void netstack_set_max_tcp(struct netstack *ns, uint32_t max_tcp)
+{
+	ns->max_tcp = max_tcp != 0 ? max_tcp : NETSTACK_DEFAULT_MAX_TCP;
+}
+
 void netstack_get_stats(const struct netstack *ns, struct netstack_stats *out)
 {
 	*out = ns->stats;

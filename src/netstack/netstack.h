@@ -35,7 +35,7 @@ struct netstack_config {
 	uint16_t mtu;          /* tunnel MTU, 1280..65535; 0: NETSTACK_DEFAULT_MTU */
 	/* Accepted TCP connections at once; more are reset. Each may buffer up
      * to 1 MiB each way (TCP_WND, TCP_SND_BUF). 0: NETSTACK_DEFAULT_MAX_TCP. */
-	uint32_t max_tcp;
+	uint32_t max_tcp; /* see netstack_set_max_tcp */
 	/* Seconds of client silence before the first keepalive probe, up to
      * NETSTACK_MAX_KEEPALIVE_IDLE_S. 0: NETSTACK_DEFAULT_KEEPALIVE_IDLE_S. */
 	uint32_t keepalive_idle_s;
@@ -134,6 +134,10 @@ struct netstack *netstack_new(uv_loop_t *loop, const struct netstack_config *cfg
 void netstack_input(struct netstack *ns, const uint8_t *pkt, size_t len);
 
 void netstack_get_stats(const struct netstack *ns, struct netstack_stats *out);
+
+/* A new bound for accepted TCP connections (0: the default); those over it
+ * stay until they end, only new ones are refused. */
+void netstack_set_max_tcp(struct netstack *ns, uint32_t max_tcp);
 
 /* ---- TCP connections ----------------------------------------------------
  * The handle stays valid until the caller closes or aborts it, or until

@@ -1,0 +1,212 @@
+/* Applying the configuration document to the running endpoint. */
+#include "runconfig.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "mitm/dns.h"
+#include "mitm/passthru.h"
+#include "mitm/policy.h"
+#include "mitm/relay.h"
+#include "mitm/tls.h"
+#include "mitm/udp.h"
+#include "netstack/netstack.h"
+
+static int check_dns(const char *addr, char *why, size_t n)
+{
+	struct sockaddr_storage ss;
+	if (dns_parse_upstream(addr, &ss) < 0) {
+		snprintf(why, n, "\"%s\": expected ADDR[:PORT] or [ADDR6]:PORT", addr);
+		return -1;
+	}
+	return 0;
+}
+
+const struct config_checks runconfig_checks = { .dns_upstream = check_dns };
+
+static void set_strings(json_t *doc, const char *key, const char *const *v, size_t n)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(a, json_string(v[i]));
+	json_object_set_new(doc, key, a);
+}
+
+json_t *runconfig_from_options(const struct daemon_options *o)
+{
+	json_t *d = json_object();
+	if (o->npassthrough)
+		set_strings(d, "tls_passthrough", o->passthrough, o->npassthrough);
+	if (o->auto_passthrough_s >= 0)
+		json_object_set_new(d, "auto_passthrough_s", json_integer(o->auto_passthrough_s));
+	if (o->no_intercept)
+		json_object_set_new(d, "intercept_tls", json_false());
+	if (o->nupstream_ca)
+		set_strings(d, "upstream_ca", o->upstream_ca, o->nupstream_ca);
+	if (o->insecure_upstream)
+		json_object_set_new(d, "upstream_insecure_skip_verify", json_true());
+	if (o->body_cap >= 0)
+		json_object_set_new(d, "body_cap", json_integer(o->body_cap));
+	if (o->quic_passthrough)
+		json_object_set_new(d, "quic", json_string("passthrough"));
+	if (o->ndns_upstream)
+		set_strings(d, "dns_upstreams", o->dns_upstream, o->ndns_upstream);
+	if (o->nhost_ports) {
+		json_t *a = json_array();
+		for (size_t i = 0; i < o->nhost_ports; i++)
+			json_array_append_new(a, json_integer(o->host_ports[i]));
+		json_object_set_new(d, "allow_host_ports", a);
+	}
+	if (o->max_tcp)
+		json_object_set_new(d, "max_connections", json_integer(o->max_tcp));
+	if (o->max_tcp_per_peer)
+		json_object_set_new(d, "max_connections_per_peer",
+				    json_integer(o->max_tcp_per_peer));
+	return d;
+}
+
+static int64_t num(const json_t *doc, const char *key)
+{
+	return json_integer_value(json_object_get(doc, key));
+}
+
+static bool flag(const json_t *doc, const char *key)
+{
+	return json_is_true(json_object_get(doc, key));
+}
+
+static bool changed(const json_t *prev, const json_t *doc, const char *key)
+{
+	return !prev || !json_equal(json_object_get(prev, key), json_object_get(doc, key));
+}
+
+static int fail(struct config_error *err, const char *field, const char *msg)
+{
+	snprintf(err->field, sizeof(err->field), "%s", field);
+	if (snprintf(err->message, sizeof(err->message), "%s", msg) >= (int)sizeof(err->message))
+		err->message[sizeof(err->message) - 1] = '\0'; /* cut */
+	return -1;
+}
+
+static int apply_passthrough(const struct runconfig_targets *t, const json_t *doc,
+			     struct config_error *err)
+{
+	passthru_set_auto_s(t->passthru, (uint32_t)num(doc, "auto_passthrough_s"));
+	passthru_clear_rules(t->passthru);
+	size_t i;
+	json_t *g;
+	json_array_foreach(json_object_get(doc, "tls_passthrough"), i, g)
+	{
+		if (passthru_add_rule(t->passthru, json_string_value(g)) < 0)
+			return fail(err, "tls_passthrough", "not a usable pattern");
+	}
+	return 0;
+}
+
+static int apply_upstream_tls(const struct runconfig_targets *t, const json_t *doc,
+			      struct config_error *err)
+{
+	const char *cas[TLS_MAX_UPSTREAM_CA];
+	size_t n = 0, i;
+	json_t *v;
+	json_array_foreach(json_object_get(doc, "upstream_ca"), i, v) if (n < TLS_MAX_UPSTREAM_CA)
+		cas[n++] = json_string_value(v);
+	char why[512];
+	bool insecure = flag(doc, "upstream_insecure_skip_verify");
+	if (tls_ctx_set_upstream(t->tls, cas, n, insecure, why, sizeof(why)) < 0)
+		return fail(err, "upstream_ca", why);
+	if (insecure)
+		log_warn("upstream certificates are not verified (upstream_insecure_skip_verify)");
+	return 0;
+}
+
+static int apply_dns(const struct runconfig_targets *t, const json_t *doc, struct config_error *err)
+{
+	struct sockaddr_storage ups[DNS_MAX_UPSTREAMS];
+	size_t n = 0, i;
+	json_t *v;
+	json_array_foreach(json_object_get(doc, "dns_upstreams"), i, v)
+	{
+		if (n == DNS_MAX_UPSTREAMS || dns_parse_upstream(json_string_value(v), &ups[n]) < 0)
+			return fail(err, "dns_upstreams", "expected ADDR[:PORT] or [ADDR6]:PORT");
+		n++;
+	}
+	if (n == 0) {
+		int got = dns_load_resolv_conf(DNS_RESOLV_CONF, ups, DNS_MAX_UPSTREAMS);
+		if (got <= 0)
+			return fail(err, "dns_upstreams",
+				    DNS_RESOLV_CONF " has no usable nameserver; give one here");
+		n = (size_t)got;
+	}
+	if (dns_proxy_set_upstreams(t->dns, ups, n) < 0)
+		return fail(err, "dns_upstreams", "cannot open a socket for these upstreams");
+	return 0;
+}
+
+static int apply_host_ports(const struct runconfig_targets *t, const json_t *doc,
+			    struct config_error *err)
+{
+	policy_clear_host_ports(t->policy);
+	size_t i;
+	json_t *v;
+	json_array_foreach(json_object_get(doc, "allow_host_ports"), i, v)
+	{
+		uint16_t port = (uint16_t)json_integer_value(v);
+		if (t->api_port && port == t->api_port) {
+			log_warn(
+				"allow_host_ports %u: the control API's port stays closed to peers",
+				port);
+			continue;
+		}
+		if (policy_add_host_port(t->policy, port) < 0)
+			return fail(err, "allow_host_ports", "cannot add the port");
+	}
+	return 0;
+}
+
+int runconfig_apply(const struct runconfig_targets *t, const json_t *prev, const json_t *doc,
+		    struct config_error *err)
+{
+	memset(err, 0, sizeof(*err));
+	uint32_t max = (uint32_t)num(doc, "max_connections");
+	uint32_t per_peer = (uint32_t)num(doc, "max_connections_per_peer");
+	if (per_peer == 0 || per_peer > max)
+		per_peer = max > 1 ? max / 2 : 1;
+	if (t->ns)
+		netstack_set_max_tcp(t->ns, max);
+	if (t->relay) {
+		struct relay_config rc = {
+			.connect_timeout_ms = (uint32_t)num(doc, "connect_timeout_ms"),
+			.sniff_timeout_ms = (uint32_t)num(doc, "peek_timeout_ms"),
+			.handshake_timeout_ms = (uint32_t)num(doc, "tls_handshake_timeout_ms"),
+			.half_close_timeout_ms = (uint32_t)num(doc, "half_close_timeout_ms"),
+			.body_cap = (size_t)num(doc, "body_cap"),
+			.no_intercept = !flag(doc, "intercept_tls"),
+			.max_per_peer = per_peer,
+		};
+		relay_reconfigure(t->relay, &rc);
+	}
+	if (t->udp_relay)
+		udp_relay_set_quic(
+			t->udp_relay,
+			strcmp(json_string_value(json_object_get(doc, "quic")), "passthrough") == 0
+				? UDP_RELAY_QUIC_PASSTHROUGH
+				: UDP_RELAY_QUIC_REFUSE);
+	if (t->passthru && apply_passthrough(t, doc, err) < 0)
+		return -1;
+	if (t->tls &&
+	    (changed(prev, doc, "upstream_ca") ||
+	     changed(prev, doc, "upstream_insecure_skip_verify")) &&
+	    apply_upstream_tls(t, doc, err) < 0)
+		return -1;
+	if (!t->tls && flag(doc, "intercept_tls") && prev && changed(prev, doc, "intercept_tls"))
+		log_warn(
+			"intercept_tls: there is no CA (started with --no-intercept before one was "
+			"made); restart without it to intercept");
+	if (t->dns && changed(prev, doc, "dns_upstreams") && apply_dns(t, doc, err) < 0)
+		return -1;
+	if (t->policy && apply_host_ports(t, doc, err) < 0)
+		return -1;
+	return 0;
+}

@@ -1,0 +1,47 @@
+/* The configuration document (control/config.h) applied to the running
+ * endpoint's modules, and `run`'s options as a document of their own. At
+ * start: HOME/config.json, then the options given on the command line over
+ * it; later, what the API's start and configure produce. */
+#ifndef WGMITM_RUNCONFIG_H
+#define WGMITM_RUNCONFIG_H
+
+#include <jansson.h>
+
+#include "control/config.h"
+#include "daemon.h"
+
+struct relay;
+struct udp_relay;
+struct tls_ctx;
+struct passthru;
+struct dns_proxy;
+struct policy;
+struct netstack;
+
+/* What a document changes; any may be NULL (not running). */
+struct runconfig_targets {
+	struct relay *relay;
+	struct udp_relay *udp_relay;
+	struct tls_ctx *tls; /* NULL: no CA, nothing intercepted */
+	struct passthru *passthru;
+	struct dns_proxy *dns;
+	struct policy *policy;
+	struct netstack *ns;
+	unsigned api_port; /* never a host port; 0: no API */
+};
+
+/* The fields `run`'s options set (only those given), for config_configure
+ * over the saved document. */
+json_t *runconfig_from_options(const struct daemon_options *o);
+
+/* The checks of control/config.h that need this program's parsers. */
+extern const struct config_checks runconfig_checks;
+
+/* Applies `doc` (complete, as config_start/config_configure return it);
+ * `prev` is the document in force (NULL at start), so that only what
+ * changed is rebuilt (the upstream TLS trust, the DNS upstreams). -1 with
+ * `err` set when something could not be applied; what was applied stays. */
+int runconfig_apply(const struct runconfig_targets *t, const json_t *prev, const json_t *doc,
+		    struct config_error *err);
+
+#endif
