@@ -753,6 +753,29 @@ static void test_malformed_and_bounds(void **ctx)
 	harness_free(&h);
 }
 
+/* New upstreams at run time: the next query goes to the new list only. */
+static void test_set_upstreams(void **ctx)
+{
+	(void)ctx;
+	struct harness h;
+	harness_init(&h, SILENT, ANSWER, 2, 0);
+	struct sockaddr_storage ups[1];
+	memcpy(&ups[0], &h.up[1].addr, sizeof(h.up[1].addr));
+	assert_int_equal(dns_proxy_set_upstreams(h.proxy, ups, 1), 0);
+	ask(&h, "www.example.test", LDNS_RR_TYPE_A, 0x4242);
+	run_until(&h, 1);
+	assert_int_equal(h.nreplies, 1);
+	assert_int_equal(h.up[0].queries, 0);
+	assert_int_equal(h.up[1].queries, 1);
+	struct dns_stats st;
+	dns_proxy_get_stats(h.proxy, &st);
+	assert_int_equal(st.retries, 0);
+	struct sockaddr_storage bad = { .ss_family = AF_UNIX };
+	assert_int_equal(dns_proxy_set_upstreams(h.proxy, &bad, 1), -EINVAL);
+	assert_int_equal(dns_proxy_set_upstreams(h.proxy, ups, 0), -EINVAL);
+	harness_free(&h);
+}
+
 /* One peer holds at most half of the queries in flight: past it, SERVFAIL
  * at once ("limit:peer_queries") while another peer's query still goes
  * out, and the share comes back when the queries end. */
@@ -1173,12 +1196,19 @@ static void test_tcp_peer_share(void **ctx)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_resolv_conf),    cmocka_unit_test(test_upstream),
-		cmocka_unit_test(test_idmap),          cmocka_unit_test(test_forward_answer),
-		cmocka_unit_test(test_fresh_ids),      cmocka_unit_test(test_timeout_servfail),
-		cmocka_unit_test(test_fallback),       cmocka_unit_test(test_malformed_and_bounds),
-		cmocka_unit_test(test_peer_share),     cmocka_unit_test(test_truncated_passed_on),
-		cmocka_unit_test(test_local_names),    cmocka_unit_test(test_tcp_answer),
+		cmocka_unit_test(test_resolv_conf),
+		cmocka_unit_test(test_upstream),
+		cmocka_unit_test(test_idmap),
+		cmocka_unit_test(test_forward_answer),
+		cmocka_unit_test(test_fresh_ids),
+		cmocka_unit_test(test_timeout_servfail),
+		cmocka_unit_test(test_fallback),
+		cmocka_unit_test(test_malformed_and_bounds),
+		cmocka_unit_test(test_peer_share),
+		cmocka_unit_test(test_set_upstreams),
+		cmocka_unit_test(test_truncated_passed_on),
+		cmocka_unit_test(test_local_names),
+		cmocka_unit_test(test_tcp_answer),
 		cmocka_unit_test(test_tcp_peer_share),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

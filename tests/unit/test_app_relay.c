@@ -760,6 +760,33 @@ static void test_slow_client_stops_upstream(void **state)
 	/* teardown resets everything; the server's write is cancelled */
 }
 
+/* A port of the endpoint's own services (the control API) is never reached
+ * through the tunnel, even where the policy lets the flow go to the host:
+ * reset, recorded "policy:own_service", not a byte delivered. Other ports
+ * still pass, and relay_reconfigure's per-peer share applies to new flows. */
+static void test_own_service(void **state)
+{
+	struct fixture *f = *state;
+	struct server *s = server_start(f, 0, SRV_ECHO);
+	assert_non_null(s);
+	assert_int_equal(relay_protect_port(f->relay, s->port), 0);
+	struct client *c = client_new(f, 0, 40050, TUN4, s->port);
+	client_send(f, c, F_SYN, NULL, 0);
+	pump(f);
+	static const char req[] = "GET /api/flows HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+	client_send(f, c, F_ACK | F_PSH, req, strlen(req));
+	assert_true(run_until(f, has_rst, c, 3000));
+	assert_true(run_until(f, relay_idle, f, 3000));
+	assert_int_equal(s->received, 0);
+	assert_int_equal(c->rxlen, 0);
+	struct records rs;
+	read_records(f, &rs);
+	assert_int_equal(rs.n, 1);
+	assert_string_equal(rec_str(rs.r[0], "end_reason"), "policy:own_service");
+	assert_non_null(strstr(rec_str(rs.r[0], "error"), "control service"));
+	free_records(&rs);
+}
+
 /* Nothing listens: the client sees a reset promptly, "upstream_refused". */
 static void test_refused_port(void **state)
 {
@@ -1113,6 +1140,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bulk, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_slow_client_stops_upstream, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refused_port, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_own_service, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_policy_refusals, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_local_service_hook, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_client_reset, setup, teardown),

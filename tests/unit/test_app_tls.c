@@ -477,6 +477,46 @@ static void test_upstream_wrong_host(void **state)
 	tls_ctx_free(t);
 }
 
+/* Trust changed at run time: a leg begun after it uses the new anchors and
+ * verification mode, one begun before keeps what it began with, and a bad
+ * file changes nothing. */
+static void test_upstream_set_trust(void **state)
+{
+	struct fixture *f = *state;
+	struct tls_ctx *t = ctx_new(f, false, false, NULL);
+	struct tls_leg *before = upstream_leg(f, t, "www.test", NULL, 0);
+	const char *ca[] = { f->ca_path };
+	char err[256] = "";
+	assert_int_equal(tls_ctx_set_upstream(t, ca, 1, false, err, sizeof(err)), 0);
+	struct tls_leg *leg = upstream_leg(f, t, "www.test", NULL, 0);
+	upstream_handshake(f, leg, NULL, NULL);
+	char why[160] = "";
+	assert_int_equal(tls_leg_verify(leg, why, sizeof(why)), 0);
+	leg_free(leg);
+	upstream_handshake(f, before, NULL, NULL); /* the store it began with */
+	assert_int_equal(tls_leg_verify(before, why, sizeof(why)), -1);
+	assert_non_null(strstr(why, "local issuer"));
+	leg_free(before);
+
+	char missing[160];
+	snprintf(missing, sizeof(missing), "%s/missing.pem", f->dir);
+	const char *bad[] = { missing };
+	assert_int_equal(tls_ctx_set_upstream(t, bad, 1, true, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, missing));
+	leg = upstream_leg(f, t, "other.test", NULL, 0); /* still verified */
+	upstream_handshake(f, leg, NULL, NULL);
+	assert_int_equal(tls_leg_verify(leg, why, sizeof(why)), -1);
+	leg_free(leg);
+
+	/* Insecure from now on. */
+	assert_int_equal(tls_ctx_set_upstream(t, NULL, 0, true, err, sizeof(err)), 0);
+	leg = upstream_leg(f, t, "other.test", NULL, 0);
+	upstream_handshake(f, leg, NULL, NULL);
+	assert_int_equal(tls_leg_verify(leg, why, sizeof(why)), 0);
+	leg_free(leg);
+	tls_ctx_free(t);
+}
+
 static void test_upstream_bad_ca_file(void **state)
 {
 	struct fixture *f = *state;
@@ -1276,6 +1316,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_upstream_self_signed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_upstream_wrong_host, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_upstream_bad_ca_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_upstream_set_trust, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_upstream_resumption, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_client_leg, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_client_close_first, setup, teardown),
