@@ -1,6 +1,7 @@
 /* wgmitm command line. */
 #include "daemon.h"
 #include "exportcmd.h"
+#include "mcpcmd.h"
 #include "common/log.h"
 #include "cacmd.h"
 #include "peerconf.h"
@@ -746,11 +747,17 @@ static int cmd_export(int argc, char **argv)
 	return exportcmd_main(argc, argv, home_override, WGMITM_VERSION);
 }
 
+static int cmd_mcp(int argc, char **argv)
+{
+	return mcpcmd_main(argc, argv, home_override);
+}
+
 static const struct command commands[] = {
 	{ "run", cmd_run, NULL, NULL },
 	{ "peer", cmd_peer, "wgmitm peer COMMAND [ARGS]", NULL },
 	{ "ca", cmd_ca, "wgmitm ca COMMAND [ARGS]", NULL },
 	{ "export", cmd_export, "wgmitm export --har FILE [--flows FILE]", NULL },
+	{ "mcp", cmd_mcp, "wgmitm mcp", NULL },
 	{ 0 },
 };
 

@@ -85,14 +85,14 @@ static const struct tool tools[] = {
 							 "\"enum\":[\"url\",\"headers\",\"body\"]},"
 							 "\"description\":\"where to look; default "
 							 "[\\\"url\\\"]\"}," INT(
-								 "limit", "flows per page",
-								 1, 200) "," STR("cursor",
-										 "next_cursor of "
-										 "the previous "
-										 "page")) ",\"requi"
-											  "red\":["
-											  "\"text\""
-											  "]}" },
+								 "limit", "flows per page", 1,
+								 200) "," STR("cursor",
+									      "next_cursor of "
+									      "the previous "
+									      "page")) ",\"requi"
+										       "red\":["
+										       "\"text\""
+										       "]}" },
 	{ "get_flow", "One flow",
 	  "One recorded flow by id: for an HTTP exchange its method, URL, request and "
 	  "response headers, status, timings, both TLS legs, and each body as an outline "
@@ -126,29 +126,28 @@ static const struct tool tools[] = {
 	  "Creates a peer and returns its WireGuard configuration and a QR code image to scan "
 	  "with the official WireGuard app (+ > Scan from QR code). Optional: allowed_ips for "
 	  "split tunnelling, apps or exclude_apps (Android package names).",
-	  PROPS(STR(
-		  "name", "a name: letters, digits, - and _") "," STR("allowed_ips",
-								      "what the device routes "
-								      "through the tunnel; default "
-								      "all") ","
-									     "\"apps\":{\"type\":"
-									     "\"array\",\"items\":{"
-									     "\"type\":\"string\"},"
-									     "\"description\":"
-									     "\"Android: only "
-									     "these apps use the "
-									     "tunnel\"},"
-									     "\"exclude_apps\":{"
-									     "\"type\":\"array\","
-									     "\"items\":{\"type\":"
-									     "\"string\"},"
-									     "\"description\":"
-									     "\"Android: these "
-									     "apps bypass the "
-									     "tunnel\"}") ",\"requi"
-											  "red\":["
-											  "\"name\""
-											  "]}" },
+	  PROPS(STR("name", "a name: letters, digits, - and _") "," STR(
+		  "allowed_ips", "what the device routes "
+				 "through the tunnel; default "
+				 "all") ","
+					"\"apps\":{\"type\":"
+					"\"array\",\"items\":{"
+					"\"type\":\"string\"},"
+					"\"description\":"
+					"\"Android: only "
+					"these apps use the "
+					"tunnel\"},"
+					"\"exclude_apps\":{"
+					"\"type\":\"array\","
+					"\"items\":{\"type\":"
+					"\"string\"},"
+					"\"description\":"
+					"\"Android: these "
+					"apps bypass the "
+					"tunnel\"}") ",\"requi"
+						     "red\":["
+						     "\"name\""
+						     "]}" },
 	{ "remove_peer", "Remove a device",
 	  "Removes a peer by name; its device can no longer connect. Its recorded flows stay.",
 	  PROPS(STR("name", "the peer's name")) ",\"required\":[\"name\"]}" },
@@ -343,10 +342,8 @@ static void backend_call(struct call *c, const char *method, const char *target,
 static void api_error_text(const struct mcp_api_reply *r, char *out, size_t cap)
 {
 	if (r->status == 0) {
-		snprintf(out, cap,
-			 "the wgmitm endpoint is not reachable (%s); is `wgmitm run` "
-			 "running?",
-			 r->error ? r->error : "no answer");
+		snprintf(out, cap, "the wgmitm endpoint is not reachable: %s",
+			 r->error ? r->error : "no answer; is `wgmitm run` running?");
 		return;
 	}
 	json_t *j = json_loadb((const char *)r->body, r->len, 0, NULL);
