@@ -2,6 +2,7 @@
 #include "daemon.h"
 #include "exportcmd.h"
 #include "mcpcmd.h"
+#include "peerops.h"
 #include "common/log.h"
 #include "cacmd.h"
 #include "peerconf.h"
@@ -436,62 +437,41 @@ static int cmd_peer_add(int argc, char **argv)
 		return usage_error(self, "--apps and --exclude-apps cannot be used together%s", "");
 	const char *name = argv[optind];
 
-	struct state st;
-	char err[512];
-	if (open_state(&st, true) < 0)
+	char home[4096], err[512];
+	if (state_home_resolve(home_override, home, sizeof(home)) < 0) {
+		fprintf(stderr, "wgmitm: cannot find the home directory\n");
 		return 1;
-	int status = 1;
-	if (state_lock(&st, err, sizeof(err)) < 0 ||
-	    state_reload_peers(&st, err, sizeof(err)) < 0) {
-		fprintf(stderr, "wgmitm: %s\n", err);
-		goto out;
 	}
-	struct state_peer *p;
-	if (state_peer_create(&st, name, &p, err, sizeof(err)) < 0) {
+	struct peerops_spec spec = { .name = name,
+				     .endpoint = endpoint,
+				     .allowed_ips = allowed,
+				     .apps = apps,
+				     .exclude_apps = xapps,
+				     .mtu = (unsigned)mtu,
+				     .keepalive = (int)keepalive };
+	char *text;
+	if (peerops_add(home, &spec, &text, err, sizeof(err)) < 0) {
 		fprintf(stderr, "wgmitm: %s\n", err);
-		goto out;
-	}
-	p->mtu = (uint16_t)mtu;
-	p->keepalive = (uint16_t)keepalive;
-	if ((endpoint && (size_t)snprintf(p->endpoint, sizeof(p->endpoint), "%s", endpoint) >=
-				 sizeof(p->endpoint)) ||
-	    (allowed && (size_t)snprintf(p->allowed_ips, sizeof(p->allowed_ips), "%s", allowed) >=
-				sizeof(p->allowed_ips)) ||
-	    (apps && (size_t)snprintf(p->include_apps, sizeof(p->include_apps), "%s", apps) >=
-			     sizeof(p->include_apps)) ||
-	    (xapps && (size_t)snprintf(p->exclude_apps, sizeof(p->exclude_apps), "%s", xapps) >=
-			      sizeof(p->exclude_apps))) {
-		fprintf(stderr, "wgmitm: an option value is too long\n");
-		goto out;
-	}
-	/* Render before saving: a bad endpoint or CIDR list must not be stored. */
-	char ep[320];
-	if (peerconf_endpoint(&st, p, NULL, ep, sizeof(ep), NULL, err, sizeof(err)) < 0) {
-		fprintf(stderr, "wgmitm: %s\n", err);
-		goto out;
-	}
-	char *text = peerconf_render(&st, p, ep, err, sizeof(err));
-	if (!text) {
-		fprintf(stderr, "wgmitm: %s\n", err);
-		goto out;
+		return 1;
 	}
 	int rc = 0;
 	if ((png || svg) && (rc = peerconf_save_qr(text, png, svg, err, sizeof(err))) < 0)
 		fprintf(stderr, "wgmitm: %s\n", err);
-	sodium_memzero(text, strlen(text));
-	free(text);
-	if (rc < 0)
-		goto out;
-	if (state_save_peers(&st, err, sizeof(err)) < 0) {
-		fprintf(stderr, "wgmitm: %s\n", err);
-		goto out;
+	peerops_wipe(text);
+	if (rc < 0) {
+		/* As if never added: a peer whose QR file failed is not kept. */
+		(void)peerops_remove(home, name, err, sizeof(err));
+		return 1;
 	}
-	if (peerconf_print(&st, p, NULL, stdout, err, sizeof(err)) < 0) {
-		fprintf(stderr, "wgmitm: %s\n", err);
-		goto out;
+	struct state st;
+	if (open_state(&st, false) < 0)
+		return 1;
+	int status = 0;
+	struct state_peer *p = state_peer_find(&st, name);
+	if (!p || peerconf_print(&st, p, NULL, stdout, err, sizeof(err)) < 0) {
+		fprintf(stderr, "wgmitm: %s\n", p ? err : "the new peer vanished");
+		status = 1;
 	}
-	status = 0;
-out:
 	state_close(&st);
 	return status;
 }
