@@ -28,6 +28,10 @@ struct flowlog {
 	bool batching;
 	uint64_t lines;
 	uint64_t errors;
+	uint64_t skipped;
+	flowlog_gate_fn gate;
+	flowlog_observer_fn observer;
+	void *gate_ctx, *observer_ctx;
 };
 
 /* ---- ids --------------------------------------------------------------- */
@@ -394,7 +398,7 @@ int flowlog_flush(struct flowlog *log)
 	return rc;
 }
 
-int flowlog_write(struct flowlog *log, json_t *record)
+static int write_record(struct flowlog *log, json_t *record)
 {
 	size_t len = 0;
 	int rc = json_is_object(record) ? serialise(log, record, &len) : -EINVAL;
@@ -413,6 +417,35 @@ int flowlog_write(struct flowlog *log, json_t *record)
 	else
 		log->lines++;
 	return rc;
+}
+
+int flowlog_write(struct flowlog *log, json_t *record)
+{
+	if (log->gate && !log->gate(log->gate_ctx, record)) {
+		log->skipped++;
+		return 0;
+	}
+	int rc = write_record(log, record);
+	if (rc == 0 && log->observer)
+		log->observer(log->observer_ctx, record);
+	return rc;
+}
+
+void flowlog_set_gate(struct flowlog *log, flowlog_gate_fn gate, void *ctx)
+{
+	log->gate = gate;
+	log->gate_ctx = ctx;
+}
+
+void flowlog_set_observer(struct flowlog *log, flowlog_observer_fn fn, void *ctx)
+{
+	log->observer = fn;
+	log->observer_ctx = ctx;
+}
+
+uint64_t flowlog_skipped(const struct flowlog *log)
+{
+	return log->skipped;
 }
 
 uint64_t flowlog_lines(const struct flowlog *log)

@@ -78,6 +78,18 @@ void flowlog_set_batching(struct flowlog *log, bool on);
  * counted as errors). NULL or nothing queued: 0. */
 int flowlog_flush(struct flowlog *log);
 
+/* The capture scope: a record the gate refuses is not written (counted in
+ * flowlog_skipped) and not observed. NULL: everything is written. */
+typedef bool (*flowlog_gate_fn)(void *ctx, const json_t *record);
+void flowlog_set_gate(struct flowlog *log, flowlog_gate_fn gate, void *ctx);
+uint64_t flowlog_skipped(const struct flowlog *log);
+
+/* Called with each record written (or queued, when batching), on the
+ * writer's thread, after it went into the log: the store and live events
+ * follow the log from here. The record is borrowed for the call. */
+typedef void (*flowlog_observer_fn)(void *ctx, const json_t *record);
+void flowlog_set_observer(struct flowlog *log, flowlog_observer_fn fn, void *ctx);
+
 /* Lines written (or queued) and writes that failed since flowlog_open. */
 uint64_t flowlog_lines(const struct flowlog *log);
 uint64_t flowlog_errors(const struct flowlog *log);

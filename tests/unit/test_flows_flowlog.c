@@ -498,6 +498,47 @@ static void test_batching(void **state)
 	assert_non_null(strstr(text, "{\"type\":\"udp\"}\n"));
 }
 
+static bool only_even(void *ctx, const json_t *record)
+{
+	(void)ctx;
+	return json_integer_value(json_object_get(record, "n")) % 2 == 0;
+}
+
+static void seen(void *ctx, const json_t *record)
+{
+	int *sum = ctx;
+	*sum += 1 + (int)json_integer_value(json_object_get(record, "n"));
+}
+
+/* The gate (capture scope) keeps records out of the log and away from the
+ * observer; the observer sees each record written, in order. */
+static void test_gate_observer(void **state)
+{
+	struct tmp *t = *state;
+	struct flowlog *log;
+	assert_int_equal(flowlog_open(&log, t->path, NULL), 0);
+	int sum = 0;
+	flowlog_set_gate(log, only_even, NULL);
+	flowlog_set_observer(log, seen, &sum);
+	for (int i = 0; i < 5; i++) {
+		json_t *o = json_pack("{s:s,s:i}", "type", "tcp", "n", i);
+		assert_int_equal(flowlog_write(log, o), 0);
+		json_decref(o);
+	}
+	assert_int_equal(sum, 1 + 3 + 5); /* n = 0, 2, 4 */
+	assert_int_equal(flowlog_lines(log), 3);
+	assert_int_equal(flowlog_skipped(log), 2);
+	flowlog_set_gate(log, NULL, NULL);
+	json_t *o = json_pack("{s:s,s:i}", "type", "tcp", "n", 1);
+	assert_int_equal(flowlog_write(log, o), 0);
+	json_decref(o);
+	flowlog_close(log);
+	size_t len;
+	const char *text = slurp(t->path, &len);
+	assert_string_equal(text, "{\"type\":\"tcp\",\"n\":0}\n{\"type\":\"tcp\",\"n\":2}\n"
+				  "{\"type\":\"tcp\",\"n\":4}\n{\"type\":\"tcp\",\"n\":1}\n");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -510,6 +551,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_read_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_writers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_too_long, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gate_observer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_serialise_roundtrip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_batching, setup, teardown),
 	};
