@@ -1,4 +1,5 @@
 #include "daemon.h"
+#include "daemon_internal.h"
 
 #include "common/log.h"
 #include "peerconf.h"
@@ -36,62 +37,6 @@
 #define RECV_SLOT 65536
 #define RECV_BATCH 32
 #define RELOAD_DEBOUNCE_MS 100
-
-/* One state peer as the device knows it. */
-struct daemon_peer {
-	struct wg_peer *wp;
-	uint8_t public_key[STATE_KEY_LEN];
-	uint8_t preshared_key[STATE_KEY_LEN];
-	struct in_addr addr4;
-	struct in6_addr addr6;
-	char name[STATE_NAME_MAX + 1];
-};
-
-struct daemon {
-	uv_loop_t *loop;
-	const struct daemon_options *opts;
-	struct state st;
-	struct wg_device *dev;
-	struct netstack *ns;
-	struct policy policy;
-	struct flowlog *flows;
-	struct relay *relay;
-	struct udp_relay *udp_relay;
-	struct tls_ctx *tls;
-	struct passthru *passthru;
-	struct dns_proxy *dns;
-	struct capage *capage; /* the CA page; NULL without a CA */
-	uv_udp_t udp[DAEMON_MAX_LISTEN];
-	struct udpbatch *out[DAEMON_MAX_LISTEN]; /* one send batch per socket */
-	uv_check_t check;
-	int udp_family[DAEMON_MAX_LISTEN];
-	size_t nudp;
-	uv_timer_t wg_timer;
-	uint64_t wg_deadline;
-	uv_prepare_t prepare;
-	uv_signal_t sig_int, sig_term, sig_hup, sig_usr1;
-	uv_fs_event_t watch;
-	bool watching;
-	uv_timer_t reload_timer;
-	uv_timer_t stats_timer;
-	struct daemon_peer **peers;
-	size_t npeers;
-	uint8_t *recv_buf;
-	bool recv_buf_busy;
-	/* Packets the device delivered during one wg_device_receive(): handed
-	 * to lwIP after it returns, because lwIP's replies call back into the
-	 * device, which must not be re-entered. */
-	struct {
-		uint8_t *pkt;
-		size_t len;
-	} up[8];
-	size_t nup;
-	bool stopping;
-	uint64_t no_route_drops;
-	uint64_t send_errors;
-	uint64_t no_socket; /* a peer's endpoint family we do not listen on */
-	json_t *config;     /* the configuration in force (control/config.h) */
-};
 
 static uint64_t now_ns(void)
 {
@@ -819,8 +764,11 @@ static int open_mitm(struct daemon *d)
 	rc = daemon_start_tls(d, o, have_ca ? &ca : NULL);
 	if (rc == 0)
 		rc = open_capage(d, o, have_ca ? &ca : NULL);
-	if (have_ca)
+	if (have_ca) {
+		X509_up_ref(ca.cert);
+		d->ca_cert = ca.cert;
 		ca_free(&ca);
+	}
 	if (rc < 0)
 		return -1;
 	struct relay_config rc_cfg = {
@@ -934,10 +882,7 @@ static int load_config(struct daemon *d)
 	return 0;
 }
 
-/* A new configuration from the control plane: applied, then saved. 0, or
- * -1 with err set (what could not be applied is named; the rest holds). */
-static int __attribute__((unused))
-daemon_set_config(struct daemon *d, json_t *doc, struct config_error *err)
+int daemon_set_config(struct daemon *d, json_t *doc, struct config_error *err)
 {
 	struct runconfig_targets t;
 	config_targets(d, &t);
@@ -961,6 +906,7 @@ int daemon_run(const struct daemon_options *opts)
 		return 1;
 	d->opts = opts;
 	d->loop = uv_default_loop();
+	clock_gettime(CLOCK_REALTIME, &d->started);
 	/* A write to a socket its peer reset must fail with EPIPE (the flow
 	 * ends as upstream_reset), not end the process. */
 	signal(SIGPIPE, SIG_IGN);
@@ -1072,6 +1018,7 @@ out_dev:
 	uv_run(d->loop, UV_RUN_DEFAULT);
 	flowlog_close(d->flows);
 	json_decref(d->config);
+	X509_free(d->ca_cert);
 	for (size_t i = 0; i < d->npeers; i++)
 		daemon_peer_free(d, d->peers[i]);
 	free(d->peers);

@@ -1,0 +1,93 @@
+/* The running endpoint's parts, shared by daemon.c (the wiring) and
+ * daemonapi.c (what it reports to the control API). */
+#ifndef WGMITM_DAEMON_INTERNAL_H
+#define WGMITM_DAEMON_INTERNAL_H
+
+#include <time.h>
+
+#include <jansson.h>
+#include <openssl/x509.h>
+#include <uv.h>
+
+#include "control/config.h"
+#include "daemon.h"
+#include "flows/flowlog.h"
+#include "mitm/policy.h"
+#include "state.h"
+
+struct wg_peer;
+struct wg_device;
+struct netstack;
+struct relay;
+struct udp_relay;
+struct tls_ctx;
+struct passthru;
+struct dns_proxy;
+struct capage;
+struct udpbatch;
+struct api;
+
+/* One state peer as the device knows it. */
+struct daemon_peer {
+	struct wg_peer *wp;
+	uint8_t public_key[STATE_KEY_LEN];
+	uint8_t preshared_key[STATE_KEY_LEN];
+	struct in_addr addr4;
+	struct in6_addr addr6;
+	char name[STATE_NAME_MAX + 1];
+};
+
+struct daemon {
+	uv_loop_t *loop;
+	const struct daemon_options *opts;
+	struct state st;
+	struct wg_device *dev;
+	struct netstack *ns;
+	struct policy policy;
+	struct flowlog *flows;
+	struct relay *relay;
+	struct udp_relay *udp_relay;
+	struct tls_ctx *tls;
+	struct passthru *passthru;
+	struct dns_proxy *dns;
+	struct capage *capage; /* the CA page; NULL without a CA */
+	uv_udp_t udp[DAEMON_MAX_LISTEN];
+	struct udpbatch *out[DAEMON_MAX_LISTEN]; /* one send batch per socket */
+	uv_check_t check;
+	int udp_family[DAEMON_MAX_LISTEN];
+	size_t nudp;
+	uv_timer_t wg_timer;
+	uint64_t wg_deadline;
+	uv_prepare_t prepare;
+	uv_signal_t sig_int, sig_term, sig_hup, sig_usr1;
+	uv_fs_event_t watch;
+	bool watching;
+	uv_timer_t reload_timer;
+	uv_timer_t stats_timer;
+	struct daemon_peer **peers;
+	size_t npeers;
+	uint8_t *recv_buf;
+	bool recv_buf_busy;
+	/* Packets the device delivered during one wg_device_receive(): handed
+	 * to lwIP after it returns, because lwIP's replies call back into the
+	 * device, which must not be re-entered. */
+	struct {
+		uint8_t *pkt;
+		size_t len;
+	} up[8];
+	size_t nup;
+	bool stopping;
+	uint64_t no_route_drops;
+	uint64_t send_errors;
+	uint64_t no_socket; /* a peer's endpoint family we do not listen on */
+	json_t *config;     /* the configuration in force (control/config.h) */
+	struct timespec started;
+	X509 *ca_cert; /* a reference, for the API; NULL without a CA */
+	struct api *api;
+};
+
+/* A new configuration from the control plane: applied, then saved. 0, or
+ * -1 with err set (what could not be applied is named; the rest holds). */
+int daemon_set_config(struct daemon *d, json_t *doc, struct config_error *err);
+
+#endif
