@@ -318,6 +318,17 @@ static char *api_peer_config(void *ctx, const char *name, char *err, size_t errl
 	return peerops_config(d->st.home, name, d->opts->endpoint, err, errlen);
 }
 
+static int api_peer_qr(void *ctx, const char *name, bool svg, uint8_t **data, size_t *len,
+		       char *err, size_t errlen)
+{
+	char *text = api_peer_config(ctx, name, err, errlen);
+	if (!text)
+		return -1;
+	int rc = peerops_qr(text, svg, data, len, err, errlen);
+	peerops_wipe(text);
+	return rc;
+}
+
 static json_t *api_ca(void *ctx)
 {
 	struct daemon *d = ctx;
@@ -358,6 +369,7 @@ void daemon_api_ops(struct daemon *d, struct api_ops *ops)
 				 .peer_add = api_peer_add,
 				 .peer_remove = api_peer_remove,
 				 .peer_config = api_peer_config,
+				 .peer_qr = api_peer_qr,
 				 .ca = api_ca,
 				 .config_get = api_config_get,
 				 .config_set = api_config_set,

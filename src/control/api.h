@@ -30,6 +30,9 @@ struct api_ops {
 	int (*peer_remove)(void *ctx, const char *name, char *err, size_t errlen);
 	/* The client config text (secret), malloc'ed; NULL: err set (404). */
 	char *(*peer_config)(void *ctx, const char *name, char *err, size_t errlen);
+	/* Its QR code, PNG or SVG, malloc'ed. -1: err set (404). */
+	int (*peer_qr)(void *ctx, const char *name, bool svg, uint8_t **data, size_t *len,
+		       char *err, size_t errlen);
 	/* {"fingerprint_sha256", "subject", "not_after", "pem"}; NULL: no CA. */
 	json_t *(*ca)(void *ctx);
 	/* The configuration in force (borrowed). */

@@ -2,6 +2,7 @@
 #include "flows/fields.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -196,4 +197,50 @@ int flow_fields_read(const json_t *r, struct flow_fields *f)
 		host_of(f->server, strlen(f->server), f->host);
 	}
 	return 0;
+}
+
+json_t *flow_time_json(int64_t us)
+{
+	if (us <= 0)
+		return json_null();
+	time_t secs = (time_t)(us / 1000000);
+	struct tm tm;
+	if (!gmtime_r(&secs, &tm))
+		return json_null();
+	char t[40];
+	size_t n = strftime(t, sizeof(t), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(t + n, sizeof(t) - n, ".%06dZ", (int)(us % 1000000));
+	return json_string(t);
+}
+
+static json_t *str_or_null(const char *s)
+{
+	return s ? json_string(s) : json_null();
+}
+
+json_t *flow_summary_json(const struct flow_fields *f)
+{
+	json_t *o = json_object();
+	json_object_set_new(o, "id", str_or_null(f->id));
+	json_object_set_new(o, "type", str_or_null(f->type));
+	json_object_set_new(o, "start", flow_time_json(f->start_us));
+	json_object_set_new(o, "duration_ms",
+			    f->start_us && f->end_us >= f->start_us
+				    ? json_real((double)(f->end_us - f->start_us) / 1000.0)
+				    : json_null());
+	json_object_set_new(o, "peer", str_or_null(f->peer));
+	json_object_set_new(o, "method", str_or_null(f->method));
+	json_object_set_new(o, "status", f->status ? json_integer(f->status) : json_null());
+	json_object_set_new(o, "host", json_string(f->host));
+	json_object_set_new(o, "url", str_or_null(f->url));
+	json_object_set_new(o, "bytes_up", json_integer(f->bytes_up));
+	json_object_set_new(o, "bytes_down", json_integer(f->bytes_down));
+	json_object_set_new(o, "size", json_integer(f->bytes_up + f->bytes_down));
+	json_object_set_new(o, "proto", str_or_null(f->proto));
+	json_object_set_new(o, "passthrough", json_boolean(f->passthrough));
+	json_object_set_new(o, "tls_rejected", json_boolean(f->tls_rejected));
+	json_object_set_new(o, "websocket", json_boolean(f->websocket));
+	json_object_set_new(o, "end_reason", str_or_null(f->end_reason));
+	json_object_set_new(o, "error", str_or_null(f->error));
+	return o;
 }

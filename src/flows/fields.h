@@ -51,6 +51,16 @@ struct flow_fields {
  * and "id"; `out` is then zeroed. */
 int flow_fields_read(const json_t *record, struct flow_fields *out);
 
+/* The outline of a flow that lists and live events show: id, type, start,
+ * duration_ms, peer, method, status, host, url, bytes_up, bytes_down,
+ * size, proto, passthrough, tls_rejected, websocket, end_reason, error
+ * (absent values as null). A new reference. */
+json_t *flow_summary_json(const struct flow_fields *f);
+
+/* An RFC 3339 UTC time with microseconds of `us` since the epoch; null
+ * for 0. */
+json_t *flow_time_json(int64_t us);
+
 /* Microseconds since the epoch of an RFC 3339 UTC time as flowlog writes
  * it ("2026-01-02T03:04:05.123456Z", fraction optional); 0 when unreadable. */
 int64_t flow_time_us(const char *rfc3339);

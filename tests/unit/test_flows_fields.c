@@ -55,6 +55,15 @@ static void test_http(void **ctx)
 	assert_int_equal(f.bytes_down, 44);
 	assert_null(f.error);
 	assert_false(f.websocket);
+	json_t *sum = flow_summary_json(&f);
+	assert_string_equal(json_string_value(json_object_get(sum, "host")), "api.example.com");
+	assert_int_equal(json_integer_value(json_object_get(sum, "status")), 201);
+	assert_int_equal(json_integer_value(json_object_get(sum, "size")), 47);
+	assert_true(json_real_value(json_object_get(sum, "duration_ms")) == 31.0);
+	assert_string_equal(json_string_value(json_object_get(sum, "start")),
+			    "2024-05-01T12:00:00.100000Z");
+	assert_true(json_is_null(json_object_get(sum, "error")));
+	json_decref(sum);
 	size_t len;
 	uint8_t *owned;
 	const uint8_t *b = flow_body_bytes(f.resp_body, &len, &owned);
@@ -126,6 +135,12 @@ static void test_other_types(void **ctx)
 	assert_null(f.id);
 	json_decref(r);
 	assert_int_equal(flow_time_us("2024-05-01T12:00:00Z"), 1714564800000000LL);
+	json_t *t = flow_time_json(1714564800100200LL);
+	assert_string_equal(json_string_value(t), "2024-05-01T12:00:00.100200Z");
+	json_decref(t);
+	t = flow_time_json(0);
+	assert_true(json_is_null(t));
+	json_decref(t);
 	assert_int_equal(flow_time_us("2024-05-01 12:00:00"), 0);
 	assert_int_equal(flow_time_us(NULL), 0);
 }
