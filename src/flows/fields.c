@@ -2,6 +2,7 @@
 #include "flows/fields.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +100,42 @@ const char *flow_header(const json_t *headers, const char *name)
 			return json_string_value(json_array_get(h, 1));
 	}
 	return NULL;
+}
+
+int flow_headers_text(const json_t *headers, char **text, size_t *len)
+{
+	*text = NULL;
+	*len = 0;
+	if (!json_is_array(headers))
+		return 0;
+	size_t n = 1, i;
+	const json_t *h;
+	json_array_foreach(headers, i, h)
+	{
+		const json_t *name = json_array_get(h, 0), *value = json_array_get(h, 1);
+		if (json_is_string(name) && json_is_string(value))
+			n += json_string_length(name) + json_string_length(value) + 3;
+	}
+	char *out = malloc(n), *p = out;
+	if (!out)
+		return -ENOMEM;
+	json_array_foreach(headers, i, h)
+	{
+		const json_t *name = json_array_get(h, 0), *value = json_array_get(h, 1);
+		if (!json_is_string(name) || !json_is_string(value))
+			continue;
+		memcpy(p, json_string_value(name), json_string_length(name));
+		p += json_string_length(name);
+		*p++ = ':';
+		*p++ = ' ';
+		memcpy(p, json_string_value(value), json_string_length(value));
+		p += json_string_length(value);
+		*p++ = '\n';
+	}
+	*p = '\0';
+	*text = out;
+	*len = (size_t)(p - out);
+	return 0;
 }
 
 const uint8_t *flow_body_bytes(const json_t *body, size_t *len, uint8_t **owned)

@@ -73,4 +73,11 @@ const uint8_t *flow_body_bytes(const json_t *body, size_t *len, uint8_t **owned)
  * array; NULL when none. */
 const char *flow_header(const json_t *headers, const char *name);
 
+/* A headers array as the store's req_headers / resp_headers text and the
+ * header filters see it: "name: value\n" per [name, value] pair of strings,
+ * in order (other entries skipped). *text is malloc'd (for free) and NUL
+ * terminated; NULL, with *len 0, when `headers` is not an array. 0, or
+ * -ENOMEM. */
+int flow_headers_text(const json_t *headers, char **text, size_t *len);
+
 #endif

@@ -12,7 +12,8 @@
 #include <time.h>
 
 #include <sodium.h>
-#include <zlib.h>
+
+#include "flows/decode.h"
 
 /* JSON text flags of the whole file. 15 digits: ms rounded to µs print as
  * written ("12.345"), not as the nearest binary double ("12.345000000000001"). */
@@ -213,7 +214,7 @@ static bool comment_put(json_t *obj, const struct comment *c)
 	return c->len == 0 || put_strn(obj, "comment", c->text, c->len);
 }
 
-/* --- bytes: UTF-8, base64, inflate --- */
+/* --- bytes: UTF-8, base64 --- */
 
 /* Strict UTF-8 (no overlong forms, surrogates or code points over U+10FFFF). */
 static bool utf8_valid(const uint8_t *p, size_t n)
@@ -295,76 +296,6 @@ static bool body_bytes(const json_t *body, uint8_t **data, size_t *len)
 		return false;
 	}
 	return true;
-}
-
-enum inflate_result { INFLATE_OK, INFLATE_SHORT, INFLATE_CAPPED, INFLATE_BAD, INFLATE_NOMEM };
-
-/* Decodes gzip or zlib/raw deflate (`raw` set) into *out (owned). SHORT:
- * the input ended inside the stream (a truncated body), *out holds what
- * decoded. */
-static enum inflate_result inflate_bytes(const uint8_t *in, size_t len, bool raw, uint8_t **out,
-					 size_t *outlen)
-{
-	*out = NULL;
-	*outlen = 0;
-	z_stream zs = { 0 };
-	/* 15 + 32: zlib or gzip header, detected; -15: raw deflate. */
-	if (inflateInit2(&zs, raw ? -15 : 15 + 32) != Z_OK)
-		return INFLATE_NOMEM;
-	size_t cap = len * 4 + 256;
-	if (cap > HAR_MAX_DECODED)
-		cap = HAR_MAX_DECODED;
-	uint8_t *buf = malloc(cap);
-	if (!buf) {
-		inflateEnd(&zs);
-		return INFLATE_NOMEM;
-	}
-	enum inflate_result result = INFLATE_SHORT;
-	size_t used = 0;
-	zs.next_in = (Bytef *)in;
-	/* Bodies are capped far below 4 GiB when recorded. */
-	zs.avail_in = len > UINT_MAX ? UINT_MAX : (uInt)len;
-	for (;;) {
-		if (used == cap) {
-			if (cap == HAR_MAX_DECODED) {
-				result = INFLATE_CAPPED;
-				break;
-			}
-			size_t ncap = cap * 2 > HAR_MAX_DECODED ? HAR_MAX_DECODED : cap * 2;
-			uint8_t *nbuf = realloc(buf, ncap);
-			if (!nbuf) {
-				result = INFLATE_NOMEM;
-				break;
-			}
-			buf = nbuf;
-			cap = ncap;
-		}
-		size_t room = cap - used;
-		zs.next_out = buf + used;
-		zs.avail_out = room > UINT_MAX ? UINT_MAX : (uInt)room;
-		int rc = inflate(&zs, Z_NO_FLUSH);
-		used = (size_t)(zs.next_out - buf);
-		if (rc == Z_STREAM_END) {
-			result = INFLATE_OK;
-			break;
-		}
-		if (rc == Z_BUF_ERROR && zs.avail_in == 0) {
-			result = INFLATE_SHORT;
-			break;
-		}
-		if (rc != Z_OK && rc != Z_BUF_ERROR) {
-			result = rc == Z_MEM_ERROR ? INFLATE_NOMEM : INFLATE_BAD;
-			break;
-		}
-	}
-	inflateEnd(&zs);
-	if (result == INFLATE_BAD || result == INFLATE_NOMEM) {
-		free(buf);
-		return result;
-	}
-	*out = buf;
-	*outlen = used;
-	return result;
 }
 
 /* --- headers, cookies, query strings --- */
@@ -703,6 +634,7 @@ static int response_content(json_t *r, const json_t *message, const json_t *body
 			   *b = trim_end(a, a + strlen(a));
 		snprintf(coding, sizeof(coding), "%.*s", (int)(b - a), a);
 	}
+	/* What HAR export has always decoded (har.h); decode.h takes more. */
 	bool zlib_coded = strcasecmp(coding, "gzip") == 0 || strcasecmp(coding, "x-gzip") == 0 ||
 			  strcasecmp(coding, "deflate") == 0;
 	bool identity = coding[0] == '\0' || strcasecmp(coding, "identity") == 0;
@@ -722,22 +654,20 @@ static int response_content(json_t *r, const json_t *message, const json_t *body
 				     : -ENOMEM;
 			goto out;
 		}
-		enum inflate_result ir = inflate_bytes(raw, raw_len, false, &dec, &dec_len);
-		/* "deflate" is meant to be zlib-wrapped; some servers send it raw. */
-		if (ir == INFLATE_BAD && strcasecmp(coding, "deflate") == 0)
-			ir = inflate_bytes(raw, raw_len, true, &dec, &dec_len);
-		if (ir == INFLATE_NOMEM)
+		enum decode_status ds =
+			decode_body(coding, raw, raw_len, HAR_MAX_DECODED, &dec, &dec_len);
+		if (ds == DECODE_NOMEM)
 			goto out;
-		if (ir == INFLATE_BAD) {
+		if (ds == DECODE_ERROR || ds == DECODE_UNKNOWN) {
 			comment_add(&c,
 				    "Content-Encoding %s: invalid data, text is the encoded body",
 				    coding);
 		} else {
 			decoded = true;
-			if (ir == INFLATE_OK && !*truncated) {
+			if (ds == DECODE_COMPLETE && !*truncated) {
 				size = (json_int_t)dec_len;
 				compression = size - body_size;
-			} else if (ir == INFLATE_CAPPED) {
+			} else if (ds == DECODE_CAPPED) {
 				comment_add(&c, "decoded body over %u bytes: cut", HAR_MAX_DECODED);
 			} else {
 				comment_add(&c,

@@ -145,11 +145,34 @@ static void test_other_types(void **ctx)
 	assert_int_equal(flow_time_us(NULL), 0);
 }
 
+static void test_headers_text(void **ctx)
+{
+	(void)ctx;
+	json_t *h = load("[['Host','a.test'],['x-multi','1'],['X-Multi',''],['bad'],[1,'x']]");
+	char *text;
+	size_t len;
+	assert_int_equal(flow_headers_text(h, &text, &len), 0);
+	assert_string_equal(text, "Host: a.test\nx-multi: 1\nX-Multi: \n");
+	assert_int_equal(len, strlen(text));
+	free(text);
+	json_decref(h);
+	/* No headers: empty text; not an array: NULL. */
+	h = json_array();
+	assert_int_equal(flow_headers_text(h, &text, &len), 0);
+	assert_string_equal(text, "");
+	free(text);
+	json_decref(h);
+	assert_int_equal(flow_headers_text(NULL, &text, &len), 0);
+	assert_null(text);
+	assert_int_equal(len, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_http),
 		cmocka_unit_test(test_other_types),
+		cmocka_unit_test(test_headers_text),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
