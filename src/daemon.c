@@ -849,7 +849,9 @@ static void config_targets(struct daemon *d, struct runconfig_targets *t)
 					 .passthru = d->passthru,
 					 .dns = d->dns,
 					 .policy = &d->policy,
-					 .ns = d->ns };
+					 .ns = d->ns,
+					 .log = d->flows,
+					 .scope = &d->scope };
 }
 
 /* HOME/config.json, then the options given on the command line over it. */
@@ -1018,6 +1020,7 @@ out_dev:
 	uv_run(d->loop, UV_RUN_DEFAULT);
 	flowlog_close(d->flows);
 	json_decref(d->config);
+	runconfig_scope_free(d->scope);
 	X509_free(d->ca_cert);
 	for (size_t i = 0; i < d->npeers; i++)
 		daemon_peer_free(d, d->peers[i]);

@@ -26,6 +26,7 @@ struct dns_proxy;
 struct capage;
 struct udpbatch;
 struct api;
+struct runconfig_scope;
 
 /* One state peer as the device knows it. */
 struct daemon_peer {
@@ -84,6 +85,7 @@ struct daemon {
 	struct timespec started;
 	X509 *ca_cert; /* a reference, for the API; NULL without a CA */
 	struct api *api;
+	struct runconfig_scope *scope; /* the capture scope in force; NULL: everything */
 };
 
 /* A new configuration from the control plane: applied, then saved. 0, or

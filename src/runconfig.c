@@ -5,6 +5,9 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "flows/fields.h"
+#include "flows/filter.h"
+#include "flows/flowlog.h"
 #include "mitm/dns.h"
 #include "mitm/passthru.h"
 #include "mitm/policy.h"
@@ -23,7 +26,101 @@ static int check_dns(const char *addr, char *why, size_t n)
 	return 0;
 }
 
-const struct config_checks runconfig_checks = { .dns_upstream = check_dns };
+static int check_filter(const char *expr, char *why, size_t n)
+{
+	struct filter_error fe;
+	struct filter *f = filter_parse(expr, &fe);
+	if (!f) {
+		snprintf(why, n, "%s", fe.column ? fe.message : "out of memory");
+		return -1;
+	}
+	filter_free(f);
+	return 0;
+}
+
+const struct config_checks runconfig_checks = { .filter = check_filter, .dns_upstream = check_dns };
+
+/* ---- The capture scope ------------------------------------------------------ */
+
+static int fail(struct config_error *err, const char *field, const char *msg);
+
+struct runconfig_scope {
+	struct filter **inc, **exc;
+	size_t ninc, nexc;
+};
+
+void runconfig_scope_free(struct runconfig_scope *s)
+{
+	if (!s)
+		return;
+	for (size_t i = 0; i < s->ninc; i++)
+		filter_free(s->inc[i]);
+	for (size_t i = 0; i < s->nexc; i++)
+		filter_free(s->exc[i]);
+	free(s->inc);
+	free(s->exc);
+	free(s);
+}
+
+static int compile_list(const json_t *list, struct filter ***out, size_t *n)
+{
+	size_t cap = json_array_size(list);
+	*out = calloc(cap ? cap : 1, sizeof(**out));
+	*n = 0;
+	if (!*out)
+		return -1;
+	size_t i;
+	json_t *e;
+	json_array_foreach(list, i, e)
+	{
+		char *expr = config_scope_filter(e);
+		struct filter_error fe;
+		struct filter *f = expr ? filter_parse(expr, &fe) : NULL;
+		free(expr);
+		if (!f)
+			return -1;
+		(*out)[(*n)++] = f;
+	}
+	return 0;
+}
+
+/* Excludes win; with includes, a record must match one. */
+static bool scope_gate(void *ctx, const json_t *record)
+{
+	const struct runconfig_scope *s = ctx;
+	struct flow_fields ff;
+	if (flow_fields_read(record, &ff) < 0)
+		return true; /* not ours to judge: logged */
+	for (size_t i = 0; i < s->nexc; i++)
+		if (filter_match(s->exc[i], &ff))
+			return false;
+	if (s->ninc == 0)
+		return true;
+	for (size_t i = 0; i < s->ninc; i++)
+		if (filter_match(s->inc[i], &ff))
+			return true;
+	return false;
+}
+
+static int apply_scope(const struct runconfig_targets *t, const json_t *doc,
+		       struct config_error *err)
+{
+	const json_t *scope = json_object_get(doc, "capture_scope");
+	struct runconfig_scope *s = calloc(1, sizeof(*s));
+	if (!s || compile_list(json_object_get(scope, "includes"), &s->inc, &s->ninc) < 0 ||
+	    compile_list(json_object_get(scope, "excludes"), &s->exc, &s->nexc) < 0) {
+		runconfig_scope_free(s);
+		return fail(err, "capture_scope", "an entry does not compile");
+	}
+	if (s->ninc == 0 && s->nexc == 0) {
+		runconfig_scope_free(s);
+		s = NULL;
+	}
+	flowlog_set_gate(t->log, s ? scope_gate : NULL, s);
+	runconfig_scope_free(*t->scope);
+	*t->scope = s;
+	return 0;
+}
 
 static void set_strings(json_t *doc, const char *key, const char *const *v, size_t n)
 {
@@ -207,6 +304,9 @@ int runconfig_apply(const struct runconfig_targets *t, const json_t *prev, const
 	if (t->dns && changed(prev, doc, "dns_upstreams") && apply_dns(t, doc, err) < 0)
 		return -1;
 	if (t->policy && apply_host_ports(t, doc, err) < 0)
+		return -1;
+	if (t->log && t->scope && changed(prev, doc, "capture_scope") &&
+	    apply_scope(t, doc, err) < 0)
 		return -1;
 	return 0;
 }

@@ -17,6 +17,8 @@ struct passthru;
 struct dns_proxy;
 struct policy;
 struct netstack;
+struct flowlog;
+struct runconfig_scope;
 
 /* What a document changes; any may be NULL (not running). */
 struct runconfig_targets {
@@ -28,7 +30,13 @@ struct runconfig_targets {
 	struct policy *policy;
 	struct netstack *ns;
 	unsigned api_port; /* never a host port; 0: no API */
+	/* The capture scope: compiled here and installed as the log's gate;
+	 * *scope is the one in force (runconfig_scope_free at the end). */
+	struct flowlog *log;
+	struct runconfig_scope **scope;
 };
+
+void runconfig_scope_free(struct runconfig_scope *s);
 
 /* The fields `run`'s options set (only those given), for config_configure
  * over the saved document. */
