@@ -21,6 +21,7 @@
 static void conn_run(struct httpd_conn *c);
 static void kick_cb(uv_timer_t *t);
 static void timer_arm(struct httpd *s, uint64_t due);
+static void conn_update_deadline(struct httpd_conn *c);
 static void reply_error_v(struct httpd_resp *r, int status, const char *fmt, va_list ap);
 static void reply_error(struct httpd_resp *r, int status, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -28,11 +29,6 @@ static void reply_error(struct httpd_resp *r, int status, const char *fmt, ...)
 static inline struct exch *exch_of_resp(struct httpd_resp *r)
 {
 	return (struct exch *)((char *)r - offsetof(struct exch, resp));
-}
-
-static inline struct exch *exch_of_req(const struct httpd_req *r)
-{
-	return (struct exch *)((char *)r - offsetof(struct exch, req));
 }
 
 static uint64_t now_ms(const struct httpd *s)
@@ -668,13 +664,18 @@ bool conn_append(struct httpd_conn *c, const void *p, size_t n)
 		c->out = q;
 		c->out_cap = cap;
 	}
-	if (conn_queued(c) == 0)
+	bool was_empty = conn_queued(c) == 0;
+	if (was_empty)
 		c->last_progress = now_ms(c->srv); /* a stall counts from here */
 	memcpy(c->out + c->out_len, p, n);
 	c->out_len += n;
 	size_t q = conn_queued(c);
 	if (q > c->srv->stats.queued_peak)
 		c->srv->stats.queued_peak = q;
+	/* Sent from outside the connection's run (a broadcast, say): the
+	 * stall timeout starts now, not at its next run. */
+	if (was_empty && !c->running)
+		conn_update_deadline(c);
 	return true;
 }
 

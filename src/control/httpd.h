@@ -202,8 +202,11 @@ struct httpd *httpd_req_server(const struct httpd_req *r);
 /* Adds a header to the response (before it starts). Returns 0, -EINVAL (a
  * name that is not a token, a value with CR, LF or NUL, or one the server
  * sets itself: Content-Length, Transfer-Encoding, Connection) or -EALREADY.
- * Cache-Control, X-Content-Type-Options, X-Frame-Options and
- * Referrer-Policy have safe defaults that a header set here replaces. */
+ * Cache-Control (no-store), X-Content-Type-Options (nosniff),
+ * X-Frame-Options (DENY), Referrer-Policy (no-referrer) and
+ * Content-Security-Policy (default-src 'none'; frame-ancestors 'none')
+ * are sent by default; a header of the same name set here replaces the
+ * default (the web UI sets its own CSP). */
 int httpd_resp_header(struct httpd_resp *resp, const char *name, const char *value);
 /* The whole response; `body` is copied. HEAD gets the head only. */
 void httpd_reply(struct httpd_resp *resp, int status, const char *content_type, const void *body,

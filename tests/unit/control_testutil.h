@@ -41,16 +41,20 @@ static inline void tu_pump(int ms)
 	} while (tu_now() < end);
 }
 
-/* A connection to 127.0.0.1:port; a small receive buffer when rcvbuf. */
-static inline int tu_connect(uint16_t port, int rcvbuf)
+/* A connection to 127.0.0.1:port (or [::1]:port when v6); a small receive
+ * buffer when rcvbuf. */
+static inline int tu_connect_to(uint16_t port, int rcvbuf, bool v6)
 {
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	assert_true(fd >= 0);
 	if (rcvbuf)
 		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	int rc = connect(fd, (struct sockaddr *)&a, sizeof(a));
+	struct sockaddr_in6 a6 = { .sin6_family = AF_INET6, .sin6_port = htons(port) };
+	a6.sin6_addr = in6addr_loopback;
+	int rc = v6 ? connect(fd, (struct sockaddr *)&a6, sizeof(a6))
+		    : connect(fd, (struct sockaddr *)&a, sizeof(a));
 	assert_true(rc == 0 || errno == EINPROGRESS);
 	uint64_t end = tu_now() + 2000;
 	for (;;) {
@@ -66,6 +70,11 @@ static inline int tu_connect(uint16_t port, int rcvbuf)
 	assert_int_equal(err, 0);
 	tu_pump(2); /* accepted */
 	return fd;
+}
+
+static inline int tu_connect(uint16_t port, int rcvbuf)
+{
+	return tu_connect_to(port, rcvbuf, false);
 }
 
 static inline void tu_send(int fd, const void *data, size_t n)

@@ -1113,6 +1113,63 @@ static void test_websocket_slow_consumer(void **state)
 	stop();
 }
 
+/* Sends from outside any callback of the server's, as a broadcast would. */
+static void broadcast(uv_timer_t *t)
+{
+	static char msg[1024];
+	memset(msg, 'b', sizeof(msg));
+	for (int i = 0; i < 6000 && wsst.ws; i++)
+		if (httpd_ws_send_text(wsst.ws, msg, sizeof(msg)) == 0)
+			wsst.sent++;
+}
+
+static void test_websocket_stalled_reader(void **state)
+{
+	/* A queue big enough never to overflow: the stalled write is what
+	 * closes a client that stopped reading. */
+	struct httpd_config cfg = { .ws_queue_max = 16u * 1024 * 1024, .idle_ms = 300 };
+	start(&cfg);
+	int fd = tu_connect(port, 4096);
+	tu_sends(
+		fd,
+		"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+	tu_pump(20);
+	assert_non_null(wsst.ws);
+	uv_timer_t t;
+	uv_timer_init(&loop, &t);
+	uv_timer_start(&t, broadcast, 0, 0);
+	uint64_t t0 = tu_now();
+	while (!wsst.closed && tu_now() - t0 < 3000)
+		tu_pump(10);
+	assert_int_equal(wsst.sent, 6000);
+	assert_int_equal(wsst.closed, 1);
+	assert_int_equal(wsst.close_code, 1006);
+	assert_int_equal(stats().ws_overflows, 0);
+	assert_true(stats().conns_timed_out >= 1);
+	assert_true(tu_now() - t0 >= 250);
+	uv_close((uv_handle_t *)&t, NULL);
+	close(fd);
+	stop();
+}
+
+static void test_ipv6(void **state)
+{
+	struct httpd_config cfg = { .host = "::1" };
+	start(&cfg);
+	assert_string_equal(httpd_host(srv), "::1");
+	int fd = tu_connect_to(port, 0, true);
+	struct tu_buf b = { 0 };
+	struct tu_resp r;
+	tu_sends(fd, "GET /hello HTTP/1.1\r\nHost: [::1]\r\n\r\n");
+	tu_get_resp(fd, &b, false, &r);
+	assert_int_equal(r.status, 200);
+	tu_resp_free(&r);
+	tu_buf_free(&b);
+	close(fd);
+	stop();
+}
+
 static void test_api_misuse(void **state)
 {
 	uv_loop_t l;
@@ -1155,6 +1212,8 @@ int main(void)
 		cmocka_unit_test(test_websocket),
 		cmocka_unit_test(test_websocket_errors),
 		cmocka_unit_test(test_websocket_slow_consumer),
+		cmocka_unit_test(test_websocket_stalled_reader),
+		cmocka_unit_test(test_ipv6),
 		cmocka_unit_test(test_api_misuse),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
