@@ -1,5 +1,7 @@
 # llhttp's C sources ship in Debian's node-llhttp package; they are compiled
 # here as a private static library (never copied into the repository).
+# Included by every folder that parses HTTP; the first defines the target.
+include_guard(GLOBAL)
 set(WGMITM_LLHTTP_DIR "/usr/share/llhttp" CACHE PATH "llhttp C sources (node-llhttp)")
 set(WGMITM_LLHTTP_INCLUDE "/usr/share/include/llhttp" CACHE PATH "llhttp.h (node-llhttp)")
 if(NOT EXISTS "${WGMITM_LLHTTP_DIR}/llhttp.c" OR NOT EXISTS "${WGMITM_LLHTTP_INCLUDE}/llhttp.h")

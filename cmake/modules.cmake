@@ -1,6 +1,7 @@
-# The module prefix of a test, fuzz target or benchmark (wg, qr, netstack, common;
-# anything else means the whole application) picks the libraries it links, so
-# a module's tests build without the layers above it.
+# The module prefix of a test, fuzz target or benchmark (wg, qr, netstack,
+# common, flows, control; anything else means the whole application) picks
+# the libraries it links, so a module's tests build without the layers above
+# it.
 function(wgmitm_libs_for name out)
   if(name MATCHES "^(test|fuzz|bench)_wg_")
     set(${out} wgmitm_wg PARENT_SCOPE)
