@@ -22,51 +22,51 @@
 
 #define FLOWS_SCHEMA_VERSION 1
 
-#define FLOWS_SCHEMA_SQL                                                                          \
-	"CREATE TABLE IF NOT EXISTS flows ("                                                      \
-	" seq INTEGER PRIMARY KEY,"                                                               \
-	" id TEXT NOT NULL UNIQUE,"                                                               \
-	" type TEXT NOT NULL,"                                                                    \
-	" start_us INTEGER NOT NULL,"                                                             \
-	" end_us INTEGER NOT NULL,"                                                               \
-	" duration_us INTEGER NOT NULL,"                                                          \
-	" peer TEXT,"                                                                             \
-	" client TEXT,"                                                                           \
-	" server TEXT,"                                                                           \
-	" conn TEXT,"                                                                             \
-	" host TEXT NOT NULL,"                                                                    \
-	" method TEXT,"                                                                           \
-	" url TEXT,"                                                                              \
-	" status INTEGER NOT NULL,"                                                               \
-	" req_ctype TEXT,"                                                                        \
-	" resp_ctype TEXT,"                                                                       \
-	" req_headers TEXT,"                                                                      \
-	" resp_headers TEXT,"                                                                     \
-	" bytes_up INTEGER NOT NULL,"                                                             \
-	" bytes_down INTEGER NOT NULL,"                                                           \
-	" proto TEXT,"                                                                            \
-	" passthrough INTEGER NOT NULL,"                                                          \
-	" tls_rejected INTEGER NOT NULL,"                                                         \
-	" websocket INTEGER NOT NULL,"                                                            \
-	" has_response INTEGER NOT NULL,"                                                         \
-	" end_reason TEXT,"                                                                       \
-	" error TEXT,"                                                                            \
-	" record TEXT NOT NULL);"                                                                 \
-	"CREATE INDEX IF NOT EXISTS flows_start ON flows(start_us);"                              \
-	"CREATE INDEX IF NOT EXISTS flows_peer ON flows(peer, seq);"                              \
-	"CREATE INDEX IF NOT EXISTS flows_type ON flows(type, seq);"                              \
-	"CREATE INDEX IF NOT EXISTS flows_host ON flows(host, seq);"                              \
-	"CREATE INDEX IF NOT EXISTS flows_method ON flows(method, seq);"                          \
-	"CREATE INDEX IF NOT EXISTS flows_status ON flows(status, seq);"                          \
-	"CREATE INDEX IF NOT EXISTS flows_conn ON flows(conn);"                                   \
-	"CREATE TABLE IF NOT EXISTS bodies ("                                                     \
-	" seq INTEGER NOT NULL,"                                                                  \
-	" part INTEGER NOT NULL,"                                                                 \
-	" encoding TEXT,"                                                                         \
-	" data BLOB NOT NULL,"                                                                    \
-	" PRIMARY KEY (seq, part)) WITHOUT ROWID;"                                                \
-	"CREATE VIRTUAL TABLE IF NOT EXISTS flow_fts USING fts5("                                 \
-	" url, host, content='flows', content_rowid='seq', tokenize='trigram');"                  \
+#define FLOWS_SCHEMA_SQL                                                                           \
+	"CREATE TABLE IF NOT EXISTS flows ("                                                       \
+	" seq INTEGER PRIMARY KEY,"                                                                \
+	" id TEXT NOT NULL UNIQUE,"                                                                \
+	" type TEXT NOT NULL,"                                                                     \
+	" start_us INTEGER NOT NULL,"                                                              \
+	" end_us INTEGER NOT NULL,"                                                                \
+	" duration_us INTEGER NOT NULL,"                                                           \
+	" peer TEXT,"                                                                              \
+	" client TEXT,"                                                                            \
+	" server TEXT,"                                                                            \
+	" conn TEXT,"                                                                              \
+	" host TEXT NOT NULL,"                                                                     \
+	" method TEXT,"                                                                            \
+	" url TEXT,"                                                                               \
+	" status INTEGER NOT NULL,"                                                                \
+	" req_ctype TEXT,"                                                                         \
+	" resp_ctype TEXT,"                                                                        \
+	" req_headers TEXT,"                                                                       \
+	" resp_headers TEXT,"                                                                      \
+	" bytes_up INTEGER NOT NULL,"                                                              \
+	" bytes_down INTEGER NOT NULL,"                                                            \
+	" proto TEXT,"                                                                             \
+	" passthrough INTEGER NOT NULL,"                                                           \
+	" tls_rejected INTEGER NOT NULL,"                                                          \
+	" websocket INTEGER NOT NULL,"                                                             \
+	" has_response INTEGER NOT NULL,"                                                          \
+	" end_reason TEXT,"                                                                        \
+	" error TEXT,"                                                                             \
+	" record TEXT NOT NULL);"                                                                  \
+	"CREATE INDEX IF NOT EXISTS flows_start ON flows(start_us);"                               \
+	"CREATE INDEX IF NOT EXISTS flows_peer ON flows(peer, seq);"                               \
+	"CREATE INDEX IF NOT EXISTS flows_type ON flows(type, seq);"                               \
+	"CREATE INDEX IF NOT EXISTS flows_host ON flows(host, seq);"                               \
+	"CREATE INDEX IF NOT EXISTS flows_method ON flows(method, seq);"                           \
+	"CREATE INDEX IF NOT EXISTS flows_status ON flows(status, seq);"                           \
+	"CREATE INDEX IF NOT EXISTS flows_conn ON flows(conn);"                                    \
+	"CREATE TABLE IF NOT EXISTS bodies ("                                                      \
+	" seq INTEGER NOT NULL,"                                                                   \
+	" part INTEGER NOT NULL,"                                                                  \
+	" encoding TEXT,"                                                                          \
+	" data BLOB NOT NULL,"                                                                     \
+	" PRIMARY KEY (seq, part)) WITHOUT ROWID;"                                                 \
+	"CREATE VIRTUAL TABLE IF NOT EXISTS flow_fts USING fts5("                                  \
+	" url, host, content='flows', content_rowid='seq', tokenize='trigram');"                   \
 	"CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;"
 
 #endif
