@@ -1,0 +1,1755 @@
+/* The flow store: a writer thread tailing flows.jsonl into SQLite, and
+ * readers on their own connections. */
+#include "flows/store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+#include <sqlite3.h>
+
+#include "common/log.h"
+#include "flows/fields.h"
+#include "flows/flowlog.h"
+#include "flows/schema.h"
+
+#define DEFAULT_BATCH_ROWS 5000
+#define DEFAULT_BATCH_MS 100
+#define READ_CHUNK (1u << 20)
+/* A line and its newline; longer ones are no record flowlog writes. */
+#define MAX_BUF ((size_t)FLOWLOG_MAX_LINE + 1)
+/* Bytes of the first line kept as the log's identity: its id (random per
+ * run) and start time are in them. */
+#define HEAD_LEN 256
+#define POLL_MS 1000      /* a wake without notify: another process's lines, age */
+#define CHECK_MS 500      /* how often the log's path and head are checked */
+#define AGE_CHECK_MS 1000 /* how often max_age is applied */
+#define EVICT_MAX 5000    /* rows per eviction transaction */
+#define RETRY_MIN_MS 1000
+#define RETRY_MAX_MS 30000
+#define BUSY_MS 5000
+
+/* ---- small helpers ------------------------------------------------------- */
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t real_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int errno_of(int sqlite_rc)
+{
+	switch (sqlite_rc & 0xff) {
+	case SQLITE_FULL:
+		return -ENOSPC;
+	case SQLITE_READONLY:
+		return -EROFS;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return -EBUSY;
+	case SQLITE_NOMEM:
+		return -ENOMEM;
+	case SQLITE_CANTOPEN:
+		return -EACCES;
+	case SQLITE_ERROR:
+	case SQLITE_RANGE:
+		return -EINVAL;
+	default:
+		return -EIO;
+	}
+}
+
+struct sbuf {
+	char *p;
+	size_t len, cap;
+};
+
+static int sb_put(struct sbuf *b, const char *s, size_t n)
+{
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 256;
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		char *np = realloc(b->p, cap);
+		if (!np)
+			return -ENOMEM;
+		b->p = np;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+	return 0;
+}
+
+/* "name: value\n" per header, in order. */
+static int headers_text(struct sbuf *b, const json_t *headers)
+{
+	b->len = 0;
+	if (sb_put(b, "", 0))
+		return -ENOMEM;
+	size_t i;
+	const json_t *h;
+	json_array_foreach(headers, i, h)
+	{
+		const json_t *n = json_array_get(h, 0), *v = json_array_get(h, 1);
+		if (!json_is_string(n) || !json_is_string(v))
+			continue;
+		if (sb_put(b, json_string_value(n), json_string_length(n)) || sb_put(b, ": ", 2) ||
+		    sb_put(b, json_string_value(v), json_string_length(v)) || sb_put(b, "\n", 1))
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+/* `path` made absolute (the thread and readers may not share the cwd),
+ * with "/name" appended when it is a directory and name is not NULL. */
+static char *abs_path(const char *path, const char *name)
+{
+	struct stat st;
+	char *out = NULL;
+	char cwd[PATH_MAX];
+	const char *prefix = "";
+	if (path[0] != '/') {
+		if (!getcwd(cwd, sizeof(cwd)))
+			return NULL;
+		prefix = cwd;
+	}
+	bool dir = name && stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+	if (asprintf(&out, "%s%s%s%s%s", prefix, prefix[0] ? "/" : "", path, dir ? "/" : "",
+		     dir ? name : "") < 0)
+		return NULL;
+	return out;
+}
+
+static char *sibling(const char *path, const char *name)
+{
+	const char *slash = strrchr(path, '/');
+	char *out = NULL;
+	int n = slash ? (int)(slash - path) : 0;
+	if (asprintf(&out, "%.*s/%s", n, path, name) < 0)
+		return NULL;
+	return out;
+}
+
+/* One value of a one-row query: 0, 1 when it gave no row or NULL, or
+ * -(SQLite's code). */
+static int query_int(sqlite3 *db, const char *sql, int64_t arg, int64_t *out)
+{
+	sqlite3_stmt *st;
+	int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return -rc;
+	if (sqlite3_bind_parameter_count(st) > 0)
+		sqlite3_bind_int64(st, 1, arg);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) {
+		*out = sqlite3_column_int64(st, 0);
+		rc = 0;
+	} else if (rc == SQLITE_ROW || rc == SQLITE_DONE) {
+		rc = 1;
+	} else {
+		rc = -rc;
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+/* A meta value, as query_int. */
+static int meta_get(sqlite3 *db, const char *key, int64_t *out)
+{
+	sqlite3_stmt *st;
+	int rc = sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key = ?1", -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return -rc;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*out = sqlite3_column_int64(st, 0);
+		rc = 0;
+	} else {
+		rc = rc == SQLITE_DONE ? 1 : -rc;
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+/* ---- the writer ---------------------------------------------------------- */
+
+enum {
+	ST_INSERT,
+	ST_FTS,
+	ST_BODY,
+	ST_META,
+	ST_CLEARED,
+	ST_FTS_DELETE,
+	ST_BODIES_DELETE,
+	ST_FLOWS_DELETE,
+	ST_OLDEST_N,
+	ST_NEWEST_BELOW,
+	ST_YOUNG,
+	ST_PAGES,
+	ST_FREE,
+	ST_N
+};
+
+static const char *const stmt_sql[ST_N] = {
+	[ST_INSERT] =
+		"INSERT OR IGNORE INTO flows (seq, id, type, start_us, end_us, duration_us,"
+		" peer, client, server, conn, host, method, url, status, req_ctype, resp_ctype,"
+		" req_headers, resp_headers, bytes_up, bytes_down, proto, passthrough,"
+		" tls_rejected, websocket, has_response, end_reason, error, record)"
+		" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,"
+		" ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
+	[ST_FTS] = "INSERT INTO flow_fts (rowid, url, host) VALUES (?1, ?2, ?3)",
+	[ST_BODY] = "INSERT INTO bodies (seq, part, encoding, data) VALUES (?1, ?2, ?3, ?4)",
+	[ST_META] = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+	[ST_CLEARED] = "SELECT value FROM meta WHERE key = 'cleared'",
+	[ST_FTS_DELETE] = "INSERT INTO flow_fts (flow_fts, rowid, url, host)"
+			  " SELECT 'delete', seq, url, host FROM flows WHERE seq <= ?1",
+	[ST_BODIES_DELETE] = "DELETE FROM bodies WHERE seq <= ?1",
+	[ST_FLOWS_DELETE] = "DELETE FROM flows WHERE seq <= ?1",
+	[ST_OLDEST_N] = "SELECT seq FROM flows WHERE seq < ?1 ORDER BY seq LIMIT 1 OFFSET ?2",
+	[ST_NEWEST_BELOW] = "SELECT max(seq) FROM flows WHERE seq < ?1",
+	[ST_YOUNG] = "SELECT seq FROM flows WHERE end_us >= ?1 ORDER BY seq LIMIT 1",
+	[ST_PAGES] = "PRAGMA page_count",
+	[ST_FREE] = "PRAGMA freelist_count",
+};
+
+/* A body moved out of the record into the bodies table. */
+struct part {
+	bool present;
+	json_t *content; /* the "text" value, kept alive past its removal */
+	const uint8_t *data;
+	size_t len;
+	uint8_t *owned; /* decoded base64 */
+	const char *encoding;
+};
+
+struct store {
+	char *db_path, *log_path;
+	int lock_fd;
+	sqlite3 *db;
+	int64_t max_size, max_age;
+	unsigned batch_rows, batch_ms;
+	bool rebuild;
+	pthread_t thread;
+
+	pthread_mutex_t mu;
+	pthread_cond_t wake, flushed;
+	atomic_bool pending; /* set by store_notify */
+	bool stop;
+	uint64_t flush_req, flush_done;
+	int flush_rc;
+
+	/* The thread's own. */
+	sqlite3_stmt *st[ST_N];
+	int fd;        /* the log, -1 until it exists */
+	dev_t cur_dev; /* of fd */
+	ino_t cur_ino;
+	dev_t dev; /* of the log the rows come from; 0/0: none yet */
+	ino_t ino;
+	unsigned char head[HEAD_LEN];
+	size_t head_len;  /* 0: not known yet */
+	int64_t offset;   /* committed: the log bytes the rows stand for */
+	int64_t next_seq; /* committed */
+	uint64_t malformed, duplicates;
+	int64_t cleared;
+	char *buf;
+	size_t cap, len;
+	int64_t pos;   /* log offset of buf[0] */
+	int64_t done;  /* log offset past the last line handled */
+	bool skipping; /* inside a line longer than MAX_BUF */
+	bool txn;
+	int64_t txn_deadline;
+	unsigned txn_lines;
+	int64_t txn_seq; /* next_seq within the transaction */
+	uint64_t txn_malformed, txn_duplicates, txn_rows;
+	bool warned_malformed;
+	bool failing;
+	unsigned backoff_ms;
+	int64_t retry_at;
+	int64_t last_check, last_age;
+	int64_t page_size;
+	bool wrote; /* committed since the limits were last applied */
+	char errmsg[256];
+	struct sbuf hdr[2];
+
+	/* For store_stats. */
+	atomic_int_fast64_t a_offset;
+	atomic_uint_fast64_t a_malformed, a_duplicates, a_rows, a_evicted, a_errors;
+};
+
+/* Records an SQLite failure of `what` and returns it as -errno. */
+static int sq_fail(struct store *s, int rc, const char *what)
+{
+	snprintf(s->errmsg, sizeof(s->errmsg), "%s: %s", what, sqlite3_errmsg(s->db));
+	return errno_of(rc);
+}
+
+static sqlite3_stmt *stmt(struct store *s, int i)
+{
+	if (!s->st[i] && sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+					    &s->st[i], NULL) != SQLITE_OK) {
+		snprintf(s->errmsg, sizeof(s->errmsg), "prepare: %s", sqlite3_errmsg(s->db));
+		return NULL;
+	}
+	sqlite3_reset(s->st[i]);
+	sqlite3_clear_bindings(s->st[i]);
+	return s->st[i];
+}
+
+static void finalize_all(struct store *s)
+{
+	for (int i = 0; i < ST_N; i++) {
+		sqlite3_finalize(s->st[i]);
+		s->st[i] = NULL;
+	}
+}
+
+static int exec(struct store *s, const char *sql)
+{
+	int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+	return rc == SQLITE_OK ? 0 : sq_fail(s, rc, sql);
+}
+
+/* Runs a statement without rows to completion. */
+static int run(struct store *s, sqlite3_stmt *st, const char *what)
+{
+	if (!st)
+		return -EIO;
+	int rc = sqlite3_step(st);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		rc = sq_fail(s, rc, what);
+		sqlite3_reset(st);
+		return rc;
+	}
+	sqlite3_reset(st);
+	return 0;
+}
+
+/* A one-integer statement: 0 and *out, 1 when it gave no row or NULL. */
+static int one(struct store *s, sqlite3_stmt *st, int64_t *out, const char *what)
+{
+	if (!st)
+		return -EIO;
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) {
+		*out = sqlite3_column_int64(st, 0);
+		rc = 0;
+	} else if (rc == SQLITE_ROW || rc == SQLITE_DONE) {
+		rc = 1;
+	} else {
+		rc = sq_fail(s, rc, what);
+	}
+	sqlite3_reset(st);
+	return rc;
+}
+
+static int meta_set(struct store *s, const char *key, int64_t v)
+{
+	sqlite3_stmt *st = stmt(s, ST_META);
+	if (!st)
+		return -EIO;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, v);
+	return run(s, st, "meta");
+}
+
+static int meta_set_blob(struct store *s, const char *key, const void *p, size_t n)
+{
+	sqlite3_stmt *st = stmt(s, ST_META);
+	if (!st)
+		return -EIO;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, n ? p : "", (int)n, SQLITE_STATIC);
+	return run(s, st, "meta");
+}
+
+/* The position the rows stand for, as one transaction commits it. */
+static int write_meta(struct store *s, int64_t offset)
+{
+	int rc = meta_set(s, "offset", offset);
+	if (!rc)
+		rc = meta_set(s, "next_seq", s->txn_seq);
+	if (!rc)
+		rc = meta_set(s, "malformed", (int64_t)(s->malformed + s->txn_malformed));
+	if (!rc)
+		rc = meta_set(s, "duplicates", (int64_t)(s->duplicates + s->txn_duplicates));
+	if (!rc)
+		rc = meta_set(s, "log_dev", (int64_t)s->dev);
+	if (!rc)
+		rc = meta_set(s, "log_ino", (int64_t)s->ino);
+	if (!rc)
+		rc = meta_set_blob(s, "log_head", s->head, s->head_len);
+	return rc;
+}
+
+static int begin(struct store *s)
+{
+	if (s->txn)
+		return 0;
+	int rc = exec(s, "BEGIN IMMEDIATE");
+	if (rc)
+		return rc;
+	s->txn = true;
+	s->txn_deadline = mono_ms() + s->batch_ms;
+	s->txn_lines = 0;
+	s->txn_seq = s->next_seq;
+	s->txn_malformed = s->txn_duplicates = s->txn_rows = 0;
+	/* A reader may have cleared up to a point past what is ingested. */
+	int64_t cleared = 0;
+	rc = one(s, stmt(s, ST_CLEARED), &cleared, "cleared");
+	if (rc < 0)
+		return rc;
+	s->cleared = cleared;
+	return 0;
+}
+
+static int commit(struct store *s)
+{
+	if (!s->txn)
+		return 0;
+	int rc = write_meta(s, s->done);
+	if (!rc)
+		rc = exec(s, "COMMIT");
+	if (rc)
+		return rc;
+	s->txn = false;
+	s->offset = s->done;
+	s->next_seq = s->txn_seq;
+	s->malformed += s->txn_malformed;
+	s->duplicates += s->txn_duplicates;
+	s->wrote = true;
+	atomic_store(&s->a_offset, s->offset);
+	atomic_store(&s->a_malformed, s->malformed);
+	atomic_store(&s->a_duplicates, s->duplicates);
+	atomic_fetch_add(&s->a_rows, s->txn_rows);
+	if (s->failing) {
+		log_info("flow store: writing %s again", s->db_path);
+		s->failing = false;
+	}
+	return 0;
+}
+
+/* Back to the last commit: its rows and offset stand, the rest is read
+ * again. */
+static void rollback(struct store *s)
+{
+	if (s->txn || !sqlite3_get_autocommit(s->db))
+		(void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	s->txn = false;
+	s->pos = s->done = s->offset;
+	s->len = 0;
+	s->skipping = false;
+}
+
+static void detach(struct part *p, const json_t *body, const json_t *headers)
+{
+	if (!json_is_object(body))
+		return;
+	json_t *text = json_object_get(body, "text");
+	const char *key = "text";
+	if (json_is_string(text)) {
+		p->content = json_incref(text);
+		p->data = (const uint8_t *)json_string_value(text);
+		p->len = json_string_length(text);
+	} else {
+		if (!json_is_string(json_object_get(body, "base64")))
+			return;
+		p->data = flow_body_bytes(body, &p->len, &p->owned);
+		if (!p->data)
+			return; /* not base64: stays in the record */
+		key = "base64";
+	}
+	json_object_del((json_t *)body, key);
+	p->present = true;
+	p->encoding = flow_header(headers, "content-encoding");
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+	if (s)
+		sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, i);
+}
+
+static int insert(struct store *s, json_t *rec, const struct flow_fields *f, const char *line,
+		  size_t n)
+{
+	struct part parts[2] = { 0 };
+	detach(&parts[0], f->req_body, f->req_headers);
+	detach(&parts[1], f->resp_body, f->resp_headers);
+	char *record = NULL;
+	size_t record_len = n;
+	int rc = 0;
+	if (parts[0].present || parts[1].present) {
+		record = json_dumps(rec, JSON_COMPACT);
+		if (!record) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		record_len = strlen(record);
+	}
+	sqlite3_stmt *st = stmt(s, ST_INSERT);
+	if (!st) {
+		rc = -EIO;
+		goto out;
+	}
+	int64_t seq = s->txn_seq;
+	int64_t dur = f->start_us && f->end_us > f->start_us ? f->end_us - f->start_us : 0;
+	sqlite3_bind_int64(st, 1, seq);
+	bind_text(st, 2, f->id);
+	bind_text(st, 3, f->type);
+	sqlite3_bind_int64(st, 4, f->start_us);
+	sqlite3_bind_int64(st, 5, f->end_us);
+	sqlite3_bind_int64(st, 6, dur);
+	bind_text(st, 7, f->peer);
+	bind_text(st, 8, f->client);
+	bind_text(st, 9, f->server);
+	bind_text(st, 10, f->conn);
+	bind_text(st, 11, f->host);
+	bind_text(st, 12, f->method);
+	bind_text(st, 13, f->url);
+	sqlite3_bind_int(st, 14, f->status);
+	bind_text(st, 15, f->req_ctype);
+	bind_text(st, 16, f->resp_ctype);
+	for (int i = 0; i < 2; i++) {
+		const json_t *h = i ? f->resp_headers : f->req_headers;
+		if (!json_is_array(h)) {
+			sqlite3_bind_null(st, 17 + i);
+			continue;
+		}
+		if (headers_text(&s->hdr[i], h)) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		sqlite3_bind_text(st, 17 + i, s->hdr[i].p, (int)s->hdr[i].len, SQLITE_STATIC);
+	}
+	sqlite3_bind_int64(st, 19, f->bytes_up);
+	sqlite3_bind_int64(st, 20, f->bytes_down);
+	bind_text(st, 21, f->proto);
+	sqlite3_bind_int(st, 22, f->passthrough);
+	sqlite3_bind_int(st, 23, f->tls_rejected);
+	sqlite3_bind_int(st, 24, f->websocket);
+	sqlite3_bind_int(st, 25, f->has_response);
+	bind_text(st, 26, f->end_reason);
+	bind_text(st, 27, f->error);
+	sqlite3_bind_text(st, 28, record ? record : line, (int)record_len, SQLITE_STATIC);
+	if ((rc = run(s, st, "insert flow")))
+		goto out;
+	if (sqlite3_changes(s->db) == 0) {
+		s->txn_duplicates++;
+		goto out;
+	}
+	st = stmt(s, ST_FTS);
+	if (!st) {
+		rc = -EIO;
+		goto out;
+	}
+	sqlite3_bind_int64(st, 1, seq);
+	bind_text(st, 2, f->url);
+	bind_text(st, 3, f->host);
+	if ((rc = run(s, st, "insert flow_fts")))
+		goto out;
+	for (int i = 0; i < 2; i++) {
+		if (!parts[i].present)
+			continue;
+		st = stmt(s, ST_BODY);
+		if (!st) {
+			rc = -EIO;
+			goto out;
+		}
+		sqlite3_bind_int64(st, 1, seq);
+		sqlite3_bind_int(st, 2, i);
+		bind_text(st, 3, parts[i].encoding);
+		if (parts[i].len)
+			sqlite3_bind_blob(st, 4, parts[i].data, (int)parts[i].len, SQLITE_STATIC);
+		else
+			sqlite3_bind_zeroblob(st, 4, 0);
+		if ((rc = run(s, st, "insert body")))
+			goto out;
+	}
+	s->txn_seq++;
+	s->txn_rows++;
+out:
+	for (int i = 0; i < 2; i++) {
+		json_decref(parts[i].content);
+		free(parts[i].owned);
+	}
+	free(record);
+	return rc;
+}
+
+/* One whole line (without its newline) starting at log offset `at`. */
+static int line(struct store *s, const char *p, size_t n, int64_t at)
+{
+	if (at == 0 && s->head_len == 0) {
+		s->head_len = n + 1 < HEAD_LEN ? n + 1 : HEAD_LEN;
+		memcpy(s->head, p, s->head_len);
+	}
+	if (at < s->cleared || n == 0)
+		return 0;
+	json_t *rec = json_loadb(p, n, JSON_ALLOW_NUL, NULL);
+	struct flow_fields f;
+	if (!rec || flow_fields_read(rec, &f) < 0) {
+		s->txn_malformed++;
+		if (!s->warned_malformed) {
+			log_warn("flow store: %s: skipping a malformed line at byte %lld",
+				 s->log_path, (long long)at);
+			s->warned_malformed = true;
+		}
+		json_decref(rec);
+		return 0;
+	}
+	int rc = insert(s, rec, &f, p, n);
+	json_decref(rec);
+	return rc;
+}
+
+/* The whole lines in buf. */
+static int lines(struct store *s)
+{
+	char *p = s->buf, *end = s->buf + s->len, *nl;
+	int rc = 0;
+	while ((nl = memchr(p, '\n', (size_t)(end - p)))) {
+		if ((rc = begin(s)))
+			break;
+		if (s->skipping) {
+			s->skipping = false;
+			s->txn_malformed++;
+		} else if ((rc = line(s, p, (size_t)(nl - p), s->pos + (p - s->buf)))) {
+			break;
+		}
+		p = nl + 1;
+		s->done = s->pos + (p - s->buf);
+		if (++s->txn_lines >= s->batch_rows || mono_ms() >= s->txn_deadline) {
+			if ((rc = commit(s)))
+				break;
+		}
+	}
+	if (rc)
+		return rc;
+	size_t used = (size_t)(p - s->buf);
+	memmove(s->buf, p, s->len - used);
+	s->len -= used;
+	s->pos += (int64_t)used;
+	if (s->cap > READ_CHUNK && s->len < READ_CHUNK / 2) {
+		char *nb = realloc(s->buf, READ_CHUNK);
+		if (nb) {
+			s->buf = nb;
+			s->cap = READ_CHUNK;
+		}
+	}
+	return 0;
+}
+
+/* Reads the log from where it was left to its end. */
+static int ingest(struct store *s)
+{
+	if (s->fd < 0)
+		return 0;
+	for (;;) {
+		if (s->len == s->cap) {
+			if (s->cap < MAX_BUF) {
+				size_t cap = s->cap * 2 < MAX_BUF ? s->cap * 2 : MAX_BUF;
+				char *nb = realloc(s->buf, cap);
+				if (!nb)
+					return -ENOMEM;
+				s->buf = nb;
+				s->cap = cap;
+			} else {
+				/* No record is this long: drop it up to its end. */
+				s->skipping = true;
+				s->pos += (int64_t)s->len;
+				s->len = 0;
+			}
+		}
+		ssize_t n = pread(s->fd, s->buf + s->len, s->cap - s->len, s->pos + (off_t)s->len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			snprintf(s->errmsg, sizeof(s->errmsg), "read %s: %s", s->log_path,
+				 strerror(errno));
+			return -errno;
+		}
+		if (n == 0)
+			return 0;
+		s->len += (size_t)n;
+		int rc = lines(s);
+		if (rc)
+			return rc;
+	}
+}
+
+/* Empty tables, offset 0: what a replaced log or a rebuild starts from.
+ * The clear mark stays when the log is the same one. */
+static int reset_tables(struct store *s, bool same_log, const char *why)
+{
+	log_info("flow store: %s; ingesting %s from its start", why, s->log_path);
+	rollback(s);
+	finalize_all(s);
+	int64_t cleared = 0;
+	int rc = exec(s, "BEGIN IMMEDIATE");
+	if (!rc && same_log) {
+		int q = meta_get(s->db, "cleared", &cleared);
+		if (q < 0)
+			rc = sq_fail(s, -q, "cleared");
+	}
+	if (!rc)
+		rc = exec(s, "DROP TABLE IF EXISTS flow_fts; DROP TABLE IF EXISTS bodies;"
+			     " DROP TABLE IF EXISTS flows;" FLOWS_SCHEMA_SQL);
+	if (rc) {
+		rollback(s);
+		return rc;
+	}
+	s->txn = true; /* for write_meta's counters */
+	s->txn_seq = s->next_seq;
+	s->txn_malformed = s->txn_duplicates = s->txn_rows = 0;
+	s->malformed = s->duplicates = 0;
+	s->dev = s->cur_dev;
+	s->ino = s->cur_ino;
+	s->head_len = 0;
+	s->done = 0;
+	rc = write_meta(s, 0);
+	if (!rc)
+		rc = meta_set(s, "cleared", cleared);
+	if (!rc)
+		rc = exec(s, "COMMIT");
+	s->txn = false;
+	if (rc) {
+		rollback(s);
+		return rc;
+	}
+	s->offset = s->pos = s->done = 0;
+	s->len = 0;
+	s->skipping = false;
+	s->cleared = cleared;
+	atomic_store(&s->a_offset, 0);
+	atomic_store(&s->a_malformed, 0);
+	atomic_store(&s->a_duplicates, 0);
+	(void)exec(s, "PRAGMA incremental_vacuum");
+	return 0;
+}
+
+static int open_log(struct store *s)
+{
+	int fd = open(s->log_path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 1 : -errno;
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		int rc = -errno;
+		close(fd);
+		return rc;
+	}
+	if (s->fd >= 0)
+		close(s->fd);
+	s->fd = fd;
+	s->cur_dev = st.st_dev;
+	s->cur_ino = st.st_ino;
+	return 0;
+}
+
+/* Is the log still the one the rows come from, and not shorter? */
+static int check_log(struct store *s, bool full)
+{
+	int64_t now = mono_ms();
+	int rc;
+	if (s->fd < 0) {
+		rc = open_log(s);
+		if (rc)
+			return rc > 0 ? 0 : rc;
+		full = true;
+	} else if (full || now - s->last_check >= CHECK_MS) {
+		struct stat pst;
+		/* Renamed over or removed and made again: follow the path.
+		 * Removed only: keep reading what is left. */
+		if (stat(s->log_path, &pst) == 0 &&
+		    (pst.st_dev != s->cur_dev || pst.st_ino != s->cur_ino)) {
+			rc = open_log(s);
+			if (rc < 0)
+				return rc;
+		}
+		full = true;
+	}
+	if (full)
+		s->last_check = now;
+	if (s->dev == 0 && s->ino == 0 && s->offset == 0 && !s->txn) {
+		s->dev = s->cur_dev;
+		s->ino = s->cur_ino;
+	}
+	struct stat st;
+	if (fstat(s->fd, &st) < 0)
+		return -errno;
+	const char *why = NULL;
+	if (s->cur_dev != s->dev || s->cur_ino != s->ino)
+		why = "the flows file was replaced";
+	else if (st.st_size < s->done)
+		why = "the flows file is shorter than what was ingested";
+	else if (full && s->head_len && st.st_size >= (off_t)s->head_len) {
+		unsigned char head[HEAD_LEN];
+		ssize_t n = pread(s->fd, head, s->head_len, 0);
+		if (n == (ssize_t)s->head_len && memcmp(head, s->head, s->head_len) != 0)
+			why = "the flows file was rewritten";
+	}
+	if (why)
+		return reset_tables(s, false, why);
+	return 0;
+}
+
+/* Deletes the oldest flows below seq `below`, at most `rows`, in one
+ * transaction. The number deleted, or -errno. */
+static int64_t evict(struct store *s, int64_t below, int64_t rows)
+{
+	sqlite3_stmt *st = stmt(s, ST_OLDEST_N);
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, below);
+	sqlite3_bind_int64(st, 2, rows - 1);
+	int64_t hi;
+	int rc = one(s, st, &hi, "evict");
+	if (rc == 1) {
+		st = stmt(s, ST_NEWEST_BELOW);
+		if (!st)
+			return -EIO;
+		sqlite3_bind_int64(st, 1, below);
+		rc = one(s, st, &hi, "evict");
+	}
+	if (rc)
+		return rc < 0 ? rc : 0;
+	if ((rc = exec(s, "BEGIN IMMEDIATE")))
+		return rc;
+	static const int order[] = { ST_FTS_DELETE, ST_BODIES_DELETE, ST_FLOWS_DELETE };
+	int64_t n = 0;
+	for (size_t i = 0; i < 3 && !rc; i++) {
+		st = stmt(s, order[i]);
+		if (!st) {
+			rc = -EIO;
+			break;
+		}
+		sqlite3_bind_int64(st, 1, hi);
+		rc = run(s, st, "evict");
+		n = sqlite3_changes(s->db);
+	}
+	if (!rc)
+		rc = exec(s, "COMMIT");
+	if (rc) {
+		(void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+		return rc;
+	}
+	atomic_fetch_add(&s->a_evicted, (uint64_t)n);
+	return n;
+}
+
+static int db_pages(struct store *s, int64_t *used, int64_t *free_pages)
+{
+	int64_t pages = 0, fl = 0;
+	int rc = one(s, stmt(s, ST_PAGES), &pages, "page_count");
+	if (rc >= 0)
+		rc = one(s, stmt(s, ST_FREE), &fl, "freelist_count");
+	if (rc < 0)
+		return rc;
+	*used = pages - fl;
+	*free_pages = fl;
+	return 0;
+}
+
+/* max_size: past it, evict the oldest flows, as many as should bring the
+ * pages in use a tenth under it (so eviction runs in rounds, not at every
+ * commit), then again while still over it. Deleting from the trigram
+ * index first adds delete markers, which a merge step folds away. */
+static int limit_size(struct store *s)
+{
+	int64_t used, fl, page = s->page_size;
+	int rc = db_pages(s, &used, &fl);
+	if (rc)
+		return rc;
+	int64_t max_pages = s->max_size / page;
+	if (used > max_pages) {
+		int64_t target = max_pages - max_pages / 10, count = 0;
+		rc = query_int(s->db, "SELECT count(*) FROM flows", 0, &count);
+		if (rc < 0)
+			return sq_fail(s, -rc, "count");
+		for (int round = 0; used > max_pages && count > 0 && round < 64; round++) {
+			int64_t want = count * (used - target) / used + 1;
+			while (want > 0) {
+				int64_t n =
+					evict(s, INT64_MAX, want < EVICT_MAX ? want : EVICT_MAX);
+				if (n < 0)
+					return (int)n;
+				if (n == 0)
+					break;
+				count -= n;
+				want -= n;
+			}
+			if ((rc = exec(s, "INSERT INTO flow_fts (flow_fts, rank) VALUES ('merge', -"
+					  "2000)")) ||
+			    (rc = db_pages(s, &used, &fl)))
+				return rc;
+		}
+	}
+	/* Freed pages go back to the file system once they add up. */
+	if (fl > 0 && (fl * page >= (4 << 20) || fl * page >= s->max_size / 32))
+		return exec(s, "PRAGMA incremental_vacuum");
+	return 0;
+}
+
+static int limit_age(struct store *s)
+{
+	sqlite3_stmt *st = stmt(s, ST_YOUNG);
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, real_us() - s->max_age * 1000000);
+	int64_t below = INT64_MAX;
+	int rc = one(s, st, &below, "age");
+	if (rc < 0)
+		return rc;
+	bool any = false;
+	int64_t n;
+	while ((n = evict(s, below, EVICT_MAX)) > 0)
+		any = true;
+	if (n < 0)
+		return (int)n;
+	return any ? exec(s, "PRAGMA incremental_vacuum") : 0;
+}
+
+static int limits(struct store *s, bool force)
+{
+	int rc = 0;
+	if (s->max_size > 0 && (s->wrote || force))
+		rc = limit_size(s);
+	s->wrote = false;
+	int64_t now = mono_ms();
+	if (!rc && s->max_age > 0 && (force || now - s->last_age >= AGE_CHECK_MS)) {
+		s->last_age = now;
+		rc = limit_age(s);
+	}
+	return rc;
+}
+
+static void fail(struct store *s, int rc)
+{
+	rollback(s);
+	atomic_fetch_add(&s->a_errors, 1);
+	if (!s->errmsg[0])
+		snprintf(s->errmsg, sizeof(s->errmsg), "%s", strerror(-rc));
+	if (!s->failing) {
+		log_warn("flow store: cannot write %s (%s); capture goes on, retrying", s->db_path,
+			 s->errmsg);
+		s->failing = true;
+		s->backoff_ms = RETRY_MIN_MS;
+	} else if (s->backoff_ms < RETRY_MAX_MS) {
+		s->backoff_ms *= 2;
+	}
+	s->retry_at = mono_ms() + s->backoff_ms;
+}
+
+/* One pass: the log checked, read to its end, due rows committed, the
+ * limits applied. */
+static int pass(struct store *s, bool first, bool force)
+{
+	s->errmsg[0] = '\0';
+	int rc = 0;
+	if (first && s->rebuild) {
+		/* The log's identity, for the emptied tables. */
+		if (s->fd < 0 && open_log(s) < 0)
+			s->cur_dev = s->cur_ino = 0;
+		rc = reset_tables(s, true, "rebuilding the flow store");
+	}
+	if (!rc)
+		rc = check_log(s, first || force);
+	if (!rc)
+		rc = ingest(s);
+	if (!rc && s->txn && (force || mono_ms() >= s->txn_deadline))
+		rc = commit(s);
+	if (!rc && !s->txn)
+		rc = limits(s, force);
+	if (rc)
+		fail(s, rc);
+	return rc;
+}
+
+static void deadline_ts(struct timespec *ts, int64_t at_ms)
+{
+	ts->tv_sec = at_ms / 1000;
+	ts->tv_nsec = (at_ms % 1000) * 1000000;
+}
+
+static void *writer_main(void *arg)
+{
+	struct store *s = arg;
+	bool first = true;
+	for (;;) {
+		pthread_mutex_lock(&s->mu);
+		while (!first && !s->stop && s->flush_req == s->flush_done) {
+			int64_t now = mono_ms(), wake = now + POLL_MS;
+			if (s->failing) {
+				if (now >= s->retry_at)
+					break;
+				wake = s->retry_at;
+			} else {
+				if (atomic_load(&s->pending))
+					break;
+				if (s->txn) {
+					if (now >= s->txn_deadline)
+						break;
+					if (s->txn_deadline < wake)
+						wake = s->txn_deadline;
+				}
+			}
+			struct timespec ts;
+			deadline_ts(&ts, wake);
+			if (pthread_cond_timedwait(&s->wake, &s->mu, &ts) == ETIMEDOUT)
+				break;
+		}
+		bool stop = s->stop;
+		uint64_t req = s->flush_req;
+		bool flush = req != s->flush_done;
+		atomic_store(&s->pending, false);
+		pthread_mutex_unlock(&s->mu);
+
+		int rc = pass(s, first, flush || stop);
+		first = false;
+		if (flush) {
+			pthread_mutex_lock(&s->mu);
+			s->flush_done = req;
+			s->flush_rc = rc;
+			pthread_cond_broadcast(&s->flushed);
+			pthread_mutex_unlock(&s->mu);
+		}
+		if (stop)
+			break;
+	}
+	return NULL;
+}
+
+/* ---- opening ------------------------------------------------------------- */
+
+static void unlink_db(const char *path)
+{
+	char *p;
+	unlink(path);
+	if (asprintf(&p, "%s-wal", path) >= 0) {
+		unlink(p);
+		free(p);
+	}
+	if (asprintf(&p, "%s-shm", path) >= 0) {
+		unlink(p);
+		free(p);
+	}
+}
+
+/* 0: ready; 1: of another version or not a database (make it anew);
+ * else -errno. */
+static int init_db(struct store *s)
+{
+	sqlite3 *db = s->db;
+	sqlite3_busy_timeout(db, BUSY_MS);
+	/* Before the first table, or it stays NONE. */
+	int rc = sqlite3_exec(db, "PRAGMA auto_vacuum = INCREMENTAL", NULL, NULL, NULL);
+	if (rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT)
+		return 1;
+	if (rc != SQLITE_OK)
+		return sq_fail(s, rc, "auto_vacuum");
+	int64_t tables = 0;
+	rc = query_int(db, "SELECT count(*) FROM sqlite_master", 0, &tables);
+	if (rc == -SQLITE_NOTADB || rc == -SQLITE_CORRUPT)
+		return 1;
+	if (rc < 0)
+		return sq_fail(s, -rc, "sqlite_master");
+	if (tables > 0) {
+		int64_t version = 0;
+		/* SQLITE_ERROR: no meta table. */
+		rc = meta_get(db, "version", &version);
+		if (rc == -SQLITE_NOTADB || rc == -SQLITE_CORRUPT || rc == -SQLITE_ERROR ||
+		    rc == 1 || (rc == 0 && version != FLOWS_SCHEMA_VERSION))
+			return 1;
+		if (rc < 0)
+			return sq_fail(s, -rc, "version");
+	}
+	rc = sqlite3_exec(db,
+			  "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
+			  " PRAGMA cache_size = -65536; PRAGMA journal_size_limit = 67108864;",
+			  NULL, NULL, NULL);
+	if (rc != SQLITE_OK)
+		return sq_fail(s, rc, "pragmas");
+	if (tables == 0) {
+		char sql[64];
+		snprintf(sql, sizeof(sql), "INSERT INTO meta VALUES ('version', %d);",
+			 FLOWS_SCHEMA_VERSION);
+		rc = sqlite3_exec(db, "BEGIN IMMEDIATE;" FLOWS_SCHEMA_SQL, NULL, NULL, NULL);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+		if (rc != SQLITE_OK) {
+			rc = sq_fail(s, rc, "schema");
+			(void)sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+			return rc;
+		}
+	}
+	return 0;
+}
+
+static int open_db(struct store *s)
+{
+	for (int attempt = 0;; attempt++) {
+		int rc = sqlite3_open_v2(
+			s->db_path, &s->db,
+			SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+		if (rc == SQLITE_OK)
+			rc = init_db(s);
+		else
+			rc = sq_fail(s, rc, "open");
+		if (rc == 0)
+			return 0;
+		sqlite3_close(s->db);
+		s->db = NULL;
+		if (rc < 0 || attempt > 0)
+			return rc < 0 ? rc : -EIO;
+		log_info("flow store: %s is of another version; making it anew", s->db_path);
+		unlink_db(s->db_path);
+	}
+}
+
+static int load_meta(struct store *s)
+{
+	int64_t v;
+	if (meta_get(s->db, "offset", &v) == 0)
+		s->offset = v;
+	if (meta_get(s->db, "next_seq", &v) == 0)
+		s->next_seq = v;
+	if (meta_get(s->db, "malformed", &v) == 0)
+		s->malformed = (uint64_t)v;
+	if (meta_get(s->db, "duplicates", &v) == 0)
+		s->duplicates = (uint64_t)v;
+	if (meta_get(s->db, "cleared", &v) == 0)
+		s->cleared = v;
+	if (meta_get(s->db, "log_dev", &v) == 0)
+		s->dev = (dev_t)v;
+	if (meta_get(s->db, "log_ino", &v) == 0)
+		s->ino = (ino_t)v;
+	int64_t max = 0;
+	int rc = query_int(s->db, "SELECT max(seq) FROM flows", 0, &max);
+	if (rc < 0)
+		return sq_fail(s, -rc, "max(seq)");
+	if (query_int(s->db, "PRAGMA page_size", 0, &s->page_size) != 0 || s->page_size <= 0)
+		s->page_size = 4096;
+	if (s->next_seq <= max)
+		s->next_seq = max + 1;
+	if (s->next_seq < 1)
+		s->next_seq = 1;
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(s->db, "SELECT value FROM meta WHERE key = 'log_head'", -1, &st,
+			       NULL) == SQLITE_OK) {
+		if (sqlite3_step(st) == SQLITE_ROW) {
+			int n = sqlite3_column_bytes(st, 0);
+			const void *p = sqlite3_column_blob(st, 0);
+			if (p && n > 0 && n <= HEAD_LEN) {
+				memcpy(s->head, p, (size_t)n);
+				s->head_len = (size_t)n;
+			}
+		}
+		sqlite3_finalize(st);
+	}
+	s->pos = s->done = s->offset;
+	atomic_store(&s->a_offset, s->offset);
+	atomic_store(&s->a_malformed, s->malformed);
+	atomic_store(&s->a_duplicates, s->duplicates);
+	/* Where readers find the log, for store_reader_clear. */
+	sqlite3_stmt *ins;
+	rc = sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO meta VALUES ('log_path', ?1)", -1,
+				&ins, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_text(ins, 1, s->log_path, -1, SQLITE_STATIC);
+		rc = sqlite3_step(ins) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(s->db);
+		sqlite3_finalize(ins);
+	}
+	return rc == SQLITE_OK ? 0 : sq_fail(s, rc, "log_path");
+}
+
+static void free_store(struct store *s)
+{
+	finalize_all(s);
+	if (s->db)
+		sqlite3_close(s->db);
+	if (s->fd >= 0)
+		close(s->fd);
+	if (s->lock_fd >= 0)
+		close(s->lock_fd);
+	free(s->hdr[0].p);
+	free(s->hdr[1].p);
+	free(s->buf);
+	free(s->db_path);
+	free(s->log_path);
+	free(s);
+}
+
+int store_open(struct store **out, const char *db, const char *log_path,
+	       const struct store_options *opt)
+{
+	static const struct store_options defaults = { 0 };
+	*out = NULL;
+	if (!opt)
+		opt = &defaults;
+	struct store *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->fd = s->lock_fd = -1;
+	s->db_path = abs_path(db, STORE_FILE);
+	if (log_path)
+		s->log_path = abs_path(log_path, NULL);
+	else if (s->db_path)
+		s->log_path = sibling(s->db_path, FLOWLOG_FILE);
+	s->cap = READ_CHUNK;
+	s->buf = malloc(s->cap);
+	if (!s->db_path || !s->log_path || !s->buf) {
+		free_store(s);
+		return -ENOMEM;
+	}
+	s->max_size = opt->max_size ? opt->max_size : STORE_DEFAULT_MAX_SIZE;
+	s->max_age = opt->max_age > 0 ? opt->max_age : 0;
+	s->batch_rows = opt->batch_rows ? opt->batch_rows : DEFAULT_BATCH_ROWS;
+	s->batch_ms = opt->batch_ms ? opt->batch_ms : DEFAULT_BATCH_MS;
+	s->rebuild = opt->rebuild;
+
+	/* SQLite's own locks are per transaction; this one is per writer. */
+	char *lock = NULL;
+	int rc = asprintf(&lock, "%s.lock", s->db_path) < 0 ? -ENOMEM : 0;
+	if (!rc) {
+		s->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		if (s->lock_fd < 0)
+			rc = -errno;
+		else if (flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0)
+			rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+	}
+	free(lock);
+	if (!rc) {
+		rc = open_db(s);
+		if (rc)
+			log_warn("flow store: cannot open %s (%s)", s->db_path, s->errmsg);
+	}
+	if (!rc)
+		rc = load_meta(s);
+	if (!rc && opt->max_page_count > 0) {
+		char sql[64];
+		snprintf(sql, sizeof(sql), "PRAGMA max_page_count = %lld",
+			 (long long)opt->max_page_count);
+		rc = exec(s, sql);
+	}
+	if (rc) {
+		free_store(s);
+		return rc;
+	}
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->wake, &ca);
+	pthread_cond_init(&s->flushed, &ca);
+	pthread_condattr_destroy(&ca);
+	rc = pthread_create(&s->thread, NULL, writer_main, s);
+	if (rc) {
+		pthread_mutex_destroy(&s->mu);
+		pthread_cond_destroy(&s->wake);
+		pthread_cond_destroy(&s->flushed);
+		free_store(s);
+		return -rc;
+	}
+	*out = s;
+	return 0;
+}
+
+void store_notify(struct store *s)
+{
+	if (!s || atomic_exchange(&s->pending, true))
+		return;
+	pthread_mutex_lock(&s->mu);
+	pthread_cond_signal(&s->wake);
+	pthread_mutex_unlock(&s->mu);
+}
+
+int store_flush(struct store *s, int timeout_ms)
+{
+	int64_t until = mono_ms() + timeout_ms;
+	pthread_mutex_lock(&s->mu);
+	uint64_t mine = ++s->flush_req;
+	pthread_cond_signal(&s->wake);
+	int rc = 0;
+	while (s->flush_done < mine) {
+		if (timeout_ms < 0) {
+			pthread_cond_wait(&s->flushed, &s->mu);
+			continue;
+		}
+		struct timespec ts;
+		deadline_ts(&ts, until);
+		if (pthread_cond_timedwait(&s->flushed, &s->mu, &ts) == ETIMEDOUT &&
+		    s->flush_done < mine) {
+			rc = -ETIMEDOUT;
+			break;
+		}
+	}
+	if (!rc)
+		rc = s->flush_rc;
+	pthread_mutex_unlock(&s->mu);
+	return rc;
+}
+
+void store_close(struct store *s)
+{
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->mu);
+	s->stop = true;
+	pthread_cond_signal(&s->wake);
+	pthread_mutex_unlock(&s->mu);
+	pthread_join(s->thread, NULL);
+	pthread_mutex_destroy(&s->mu);
+	pthread_cond_destroy(&s->wake);
+	pthread_cond_destroy(&s->flushed);
+	free_store(s);
+}
+
+void store_stats(struct store *s, struct store_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->offset = atomic_load(&s->a_offset);
+	out->malformed = atomic_load(&s->a_malformed);
+	out->duplicates = atomic_load(&s->a_duplicates);
+	out->rows = atomic_load(&s->a_rows);
+	out->evicted = atomic_load(&s->a_evicted);
+	out->errors = atomic_load(&s->a_errors);
+}
+
+/* ---- reading ------------------------------------------------------------- */
+
+struct store_reader {
+	sqlite3 *db;
+	char errmsg[256];
+};
+
+static int r_fail(struct store_reader *r, int rc)
+{
+	snprintf(r->errmsg, sizeof(r->errmsg), "%s", sqlite3_errmsg(r->db));
+	return errno_of(rc);
+}
+
+int store_reader_open(struct store_reader **out, const char *db)
+{
+	*out = NULL;
+	char *path = abs_path(db, STORE_FILE);
+	if (!path)
+		return -ENOMEM;
+	struct stat st;
+	if (stat(path, &st) < 0) {
+		int rc = -errno;
+		free(path);
+		return rc;
+	}
+	struct store_reader *r = calloc(1, sizeof(*r));
+	if (!r) {
+		free(path);
+		return -ENOMEM;
+	}
+	int rc = sqlite3_open_v2(path, &r->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+	free(path);
+	if (rc != SQLITE_OK) {
+		rc = errno_of(rc);
+		store_reader_close(r);
+		return rc;
+	}
+	sqlite3_busy_timeout(r->db, BUSY_MS);
+	int64_t version = 0;
+	rc = meta_get(r->db, "version", &version);
+	if (rc != 0 || version != FLOWS_SCHEMA_VERSION) {
+		/* SQLITE_ERROR: no meta table yet. */
+		rc = rc < 0 && rc != -SQLITE_ERROR ? errno_of(-rc) : -ESTALE;
+		store_reader_close(r);
+		return rc;
+	}
+	/* Reads only, but for store_reader_clear: a where clause cannot write. */
+	(void)sqlite3_exec(r->db, "PRAGMA query_only = 1", NULL, NULL, NULL);
+	*out = r;
+	return 0;
+}
+
+void store_reader_close(struct store_reader *r)
+{
+	if (!r)
+		return;
+	sqlite3_close(r->db);
+	free(r);
+}
+
+const char *store_reader_errmsg(const struct store_reader *r)
+{
+	return r->errmsg;
+}
+
+/* Prepares `sql` (one statement) and binds the where clause's parameters,
+ * expecting `extra` more of its own. */
+static int prepare_where(struct store_reader *r, const char *sql, const struct flows_param *params,
+			 size_t nparams, int extra, sqlite3_stmt **out)
+{
+	const char *tail;
+	int rc = sqlite3_prepare_v2(r->db, sql, -1, out, &tail);
+	if (rc != SQLITE_OK)
+		return r_fail(r, rc);
+	tail += strspn(tail, " \t\n;");
+	if (*tail || sqlite3_bind_parameter_count(*out) != (int)nparams + extra) {
+		snprintf(r->errmsg, sizeof(r->errmsg),
+			 *tail ? "more than one statement" : "the where clause wants %d parameters",
+			 sqlite3_bind_parameter_count(*out) - extra);
+		sqlite3_finalize(*out);
+		*out = NULL;
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < nparams; i++) {
+		if (params[i].type == FLOWS_PARAM_INT)
+			rc = sqlite3_bind_int64(*out, (int)i + 1, params[i].i);
+		else
+			rc = sqlite3_bind_text(*out, (int)i + 1, params[i].text, -1, SQLITE_STATIC);
+		if (rc != SQLITE_OK) {
+			rc = r_fail(r, rc);
+			sqlite3_finalize(*out);
+			*out = NULL;
+			return rc;
+		}
+	}
+	return 0;
+}
+
+#define ROW_COLUMNS                                                                                \
+	"seq, id, type, start_us, duration_us, peer, method, status, host, url, bytes_up,"         \
+	" bytes_down, proto, passthrough, tls_rejected, websocket, has_response, end_reason,"      \
+	" error"
+
+int store_list(struct store_reader *r, const struct store_query *q, store_row_cb cb, void *ctx,
+	       int64_t *next_cursor)
+{
+	r->errmsg[0] = '\0';
+	/* next_cursor may be &q->cursor. */
+	int64_t cursor = q->cursor ? q->cursor : q->oldest_first ? 0 : INT64_MAX;
+	if (next_cursor)
+		*next_cursor = 0;
+	unsigned limit = q->limit ? q->limit : 100;
+	if (limit > 10000)
+		limit = 10000;
+	bool where = q->where && q->where[strspn(q->where, " \t\n")];
+	char *sql;
+	if (asprintf(&sql,
+		     "SELECT " ROW_COLUMNS " FROM flows WHERE %s%s%s seq %s :cursor"
+		     " ORDER BY seq %s LIMIT :limit",
+		     where ? "(" : "", where ? q->where : "", where ? ") AND" : "",
+		     q->oldest_first ? ">" : "<", q->oldest_first ? "ASC" : "DESC") < 0)
+		return -ENOMEM;
+	sqlite3_stmt *st;
+	int rc = prepare_where(r, sql, q->params, q->nparams, 2, &st);
+	free(sql);
+	if (rc)
+		return rc;
+	sqlite3_bind_int64(st, sqlite3_bind_parameter_index(st, ":cursor"), cursor);
+	/* One more than the page: whether there is a next one. */
+	sqlite3_bind_int64(st, sqlite3_bind_parameter_index(st, ":limit"), (int64_t)limit + 1);
+	unsigned n = 0;
+	int64_t last = 0;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n == limit) {
+			if (next_cursor)
+				*next_cursor = last;
+			break;
+		}
+		struct store_row row = {
+			.seq = sqlite3_column_int64(st, 0),
+			.id = (const char *)sqlite3_column_text(st, 1),
+			.type = (const char *)sqlite3_column_text(st, 2),
+			.start_us = sqlite3_column_int64(st, 3),
+			.duration_us = sqlite3_column_int64(st, 4),
+			.peer = (const char *)sqlite3_column_text(st, 5),
+			.method = (const char *)sqlite3_column_text(st, 6),
+			.status = sqlite3_column_int(st, 7),
+			.host = (const char *)sqlite3_column_text(st, 8),
+			.url = (const char *)sqlite3_column_text(st, 9),
+			.bytes_up = sqlite3_column_int64(st, 10),
+			.bytes_down = sqlite3_column_int64(st, 11),
+			.proto = (const char *)sqlite3_column_text(st, 12),
+			.flags = (sqlite3_column_int(st, 13) ? STORE_PASSTHROUGH : 0) |
+				 (sqlite3_column_int(st, 14) ? STORE_TLS_REJECTED : 0) |
+				 (sqlite3_column_int(st, 15) ? STORE_WEBSOCKET : 0) |
+				 (sqlite3_column_int(st, 16) ? STORE_HAS_RESPONSE : 0),
+			.end_reason = (const char *)sqlite3_column_text(st, 17),
+			.error = (const char *)sqlite3_column_text(st, 18),
+		};
+		last = row.seq;
+		n++;
+		int stop = cb(ctx, &row);
+		if (stop) {
+			sqlite3_finalize(st);
+			return stop;
+		}
+	}
+	rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : r_fail(r, rc);
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int store_count(struct store_reader *r, const char *where, const struct flows_param *params,
+		size_t nparams, int64_t *out)
+{
+	r->errmsg[0] = '\0';
+	*out = 0;
+	bool w = where && where[strspn(where, " \t\n")];
+	char *sql;
+	if (asprintf(&sql, "SELECT count(*) FROM flows%s%s%s", w ? " WHERE (" : "", w ? where : "",
+		     w ? ")" : "") < 0)
+		return -ENOMEM;
+	sqlite3_stmt *st;
+	int rc = prepare_where(r, sql, params, nparams, 0, &st);
+	free(sql);
+	if (rc)
+		return rc;
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*out = sqlite3_column_int64(st, 0);
+		rc = 0;
+	} else {
+		rc = r_fail(r, rc);
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+/* A body as flowlog writes it: text when it can be, else base64. */
+static json_t *body_value(const uint8_t *p, size_t n, const char **key)
+{
+	json_t *v = NULL;
+	if (!memchr(p, 0, n))
+		v = json_stringn((const char *)p, n);
+	if (v) {
+		*key = "text";
+		return v;
+	}
+	size_t cap = sodium_base64_ENCODED_LEN(n, sodium_base64_VARIANT_ORIGINAL);
+	char *b64 = malloc(cap);
+	if (!b64)
+		return NULL;
+	sodium_bin2base64(b64, cap, p, n, sodium_base64_VARIANT_ORIGINAL);
+	v = json_string(b64);
+	free(b64);
+	*key = "base64";
+	return v;
+}
+
+/* Puts a body back first in its BODY object, where flowlog writes it. */
+static int restore_body(json_t *rec, int part, const uint8_t *p, size_t n)
+{
+	json_t *msg = json_object_get(rec, part ? "response" : "request");
+	json_t *body = json_object_get(msg, "body");
+	if (!json_is_object(body))
+		return 0;
+	const char *key;
+	json_t *v = body_value(p ? p : (const uint8_t *)"", n, &key);
+	json_t *nb = json_object();
+	if (!v || !nb || json_object_set_new(nb, key, v) || json_object_update(nb, body) ||
+	    json_object_set_new(msg, "body", nb)) {
+		json_decref(nb);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+int store_get(struct store_reader *r, const char *id, json_t **out)
+{
+	r->errmsg[0] = '\0';
+	*out = NULL;
+	sqlite3_stmt *st;
+	int rc = sqlite3_prepare_v2(r->db,
+				    "SELECT f.record, b.part, b.data FROM flows f"
+				    " LEFT JOIN bodies b ON b.seq = f.seq WHERE f.id = ?1"
+				    " ORDER BY b.part",
+				    -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return r_fail(r, rc);
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	json_t *rec = NULL;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (!rec) {
+			const char *text = (const char *)sqlite3_column_text(st, 0);
+			rec = json_loadb(text ? text : "", (size_t)sqlite3_column_bytes(st, 0),
+					 JSON_ALLOW_NUL, NULL);
+			if (!rec) {
+				snprintf(r->errmsg, sizeof(r->errmsg), "record %s does not parse",
+					 id);
+				sqlite3_finalize(st);
+				return -EIO;
+			}
+		}
+		if (sqlite3_column_type(st, 1) == SQLITE_NULL)
+			continue;
+		if (restore_body(rec, sqlite3_column_int(st, 1), sqlite3_column_blob(st, 2),
+				 (size_t)sqlite3_column_bytes(st, 2))) {
+			json_decref(rec);
+			sqlite3_finalize(st);
+			return -ENOMEM;
+		}
+	}
+	rc = rc == SQLITE_DONE ? 0 : r_fail(r, rc);
+	sqlite3_finalize(st);
+	if (rc) {
+		json_decref(rec);
+		return rc;
+	}
+	if (!rec)
+		return -ENOENT;
+	*out = rec;
+	return 0;
+}
+
+int store_body(struct store_reader *r, const char *id, int part, uint8_t **data, size_t *len,
+	       char **encoding)
+{
+	r->errmsg[0] = '\0';
+	*data = NULL;
+	*len = 0;
+	*encoding = NULL;
+	sqlite3_stmt *st;
+	int rc = sqlite3_prepare_v2(r->db,
+				    "SELECT b.encoding, b.data FROM flows f JOIN bodies b"
+				    " ON b.seq = f.seq WHERE f.id = ?1 AND b.part = ?2",
+				    -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return r_fail(r, rc);
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 2, part);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		const char *enc = (const char *)sqlite3_column_text(st, 0);
+		const void *p = sqlite3_column_blob(st, 1);
+		size_t n = (size_t)sqlite3_column_bytes(st, 1);
+		*data = malloc(n ? n : 1);
+		*encoding = enc ? strdup(enc) : NULL;
+		if (!*data || (enc && !*encoding)) {
+			free(*data);
+			free(*encoding);
+			*data = NULL;
+			*encoding = NULL;
+			rc = -ENOMEM;
+		} else {
+			if (n)
+				memcpy(*data, p, n);
+			*len = n;
+			rc = 0;
+		}
+	} else {
+		rc = rc == SQLITE_DONE ? -ENOENT : r_fail(r, rc);
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int r_exec(struct store_reader *r, const char *sql)
+{
+	int rc = sqlite3_exec(r->db, sql, NULL, NULL, NULL);
+	return rc == SQLITE_OK ? 0 : r_fail(r, rc);
+}
+
+int store_reader_clear(struct store_reader *r)
+{
+	r->errmsg[0] = '\0';
+	int rc = r_exec(r, "PRAGMA query_only = 0");
+	if (!rc)
+		rc = r_exec(r, "BEGIN IMMEDIATE");
+	if (rc)
+		goto out;
+	int64_t offset = 0, cleared = 0, dev = 0, ino = 0;
+	(void)meta_get(r->db, "offset", &offset);
+	(void)meta_get(r->db, "cleared", &cleared);
+	(void)meta_get(r->db, "log_dev", &dev);
+	(void)meta_get(r->db, "log_ino", &ino);
+	int64_t mark = offset > cleared ? offset : cleared;
+	/* What is logged but not yet ingested is cleared too. */
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(r->db, "SELECT value FROM meta WHERE key = 'log_path'", -1, &st,
+			       NULL) == SQLITE_OK) {
+		struct stat ls;
+		const char *path = NULL;
+		if (sqlite3_step(st) == SQLITE_ROW)
+			path = (const char *)sqlite3_column_text(st, 0);
+		if (path && stat(path, &ls) == 0 &&
+		    ((dev == 0 && ino == 0) ||
+		     ((int64_t)ls.st_dev == dev && (int64_t)ls.st_ino == ino)) &&
+		    ls.st_size > mark)
+			mark = ls.st_size;
+		sqlite3_finalize(st);
+	}
+	char sql[96];
+	snprintf(sql, sizeof(sql), "INSERT OR REPLACE INTO meta VALUES ('cleared', %lld)",
+		 (long long)mark);
+	rc = r_exec(r, "DELETE FROM flows; DELETE FROM bodies;"
+		       " INSERT INTO flow_fts (flow_fts) VALUES ('delete-all');");
+	if (!rc)
+		rc = r_exec(r, sql);
+	if (!rc)
+		rc = r_exec(r, "COMMIT");
+	if (rc)
+		(void)sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
+	else
+		(void)r_exec(r, "PRAGMA incremental_vacuum");
+out:
+	(void)sqlite3_exec(r->db, "PRAGMA query_only = 1", NULL, NULL, NULL);
+	return rc;
+}
+
+int store_reader_stats(struct store_reader *r, struct store_stats *out)
+{
+	r->errmsg[0] = '\0';
+	memset(out, 0, sizeof(*out));
+	int rc = r_exec(r, "BEGIN");
+	if (rc)
+		return rc;
+	int64_t pages = 0, page = 0, v;
+	int q = query_int(r->db, "SELECT count(*) FROM flows", 0, &out->flows);
+	if (q >= 0)
+		q = query_int(r->db, "PRAGMA page_count", 0, &pages);
+	if (q >= 0)
+		q = query_int(r->db, "PRAGMA page_size", 0, &page);
+	if (q >= 0)
+		q = query_int(r->db, "SELECT start_us FROM flows ORDER BY seq LIMIT 1", 0,
+			      &out->oldest_us);
+	if (q >= 0)
+		q = query_int(r->db, "SELECT start_us FROM flows ORDER BY seq DESC LIMIT 1", 0,
+			      &out->newest_us);
+	if (q < 0)
+		rc = r_fail(r, -q);
+	out->db_bytes = pages * page;
+	if (meta_get(r->db, "offset", &v) == 0)
+		out->offset = v;
+	if (meta_get(r->db, "cleared", &v) == 0)
+		out->cleared = v;
+	if (meta_get(r->db, "malformed", &v) == 0)
+		out->malformed = (uint64_t)v;
+	if (meta_get(r->db, "duplicates", &v) == 0)
+		out->duplicates = (uint64_t)v;
+	(void)sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL);
+	return rc;
+}
