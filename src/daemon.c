@@ -8,7 +8,10 @@
 #include "udpbatch.h"
 #include "mitm/capage.h"
 #include "mitm/dns.h"
+#include "control/api.h"
 #include "control/config.h"
+#include "daemonapi.h"
+#include "flows/store.h"
 #include "flows/flowlog.h"
 #include "mitm/localname.h"
 #include "mitm/policy.h"
@@ -189,11 +192,22 @@ static void flush_out(struct daemon *d)
 
 /* After the poll phase: what the received packets produced goes out now,
  * and the flow records of this iteration with one write. */
+/* This iteration's records in one write; the store follows the log. */
+static void flush_records(struct daemon *d)
+{
+	(void)flowlog_flush(d->flows);
+	uint64_t lines = flowlog_lines(d->flows);
+	if (d->store && lines != d->notified_lines) {
+		d->notified_lines = lines;
+		store_notify(d->store);
+	}
+}
+
 static void on_check(uv_check_t *c)
 {
 	struct daemon *d = c->data;
 	flush_out(d);
-	(void)flowlog_flush(d->flows);
+	flush_records(d);
 }
 
 static void on_prepare(uv_prepare_t *p)
@@ -204,7 +218,7 @@ static void on_prepare(uv_prepare_t *p)
 	/* Timers and lwIP may have queued datagrams (and records): send before
 	 * sleeping. */
 	flush_out(d);
-	(void)flowlog_flush(d->flows);
+	flush_records(d);
 	if (next == d->wg_deadline && uv_is_active((uv_handle_t *)&d->wg_timer))
 		return;
 	d->wg_deadline = next;
@@ -511,6 +525,8 @@ static void daemon_stop(struct daemon *d)
 		dns_proxy_shutdown(d->dns);
 	if (d->capage)
 		capage_shutdown(d->capage);
+	api_free(d->api);
+	d->api = NULL;
 	netstack_free(d->ns);
 	d->ns = NULL;
 	uv_walk(d->loop, close_all, NULL);
@@ -899,6 +915,100 @@ int daemon_set_config(struct daemon *d, json_t *doc, struct config_error *err)
 	return rc;
 }
 
+/* HOME/flows.db, following the log. Without it capture goes on; lists
+ * and searches wait for it. */
+static int open_store(struct daemon *d)
+{
+	char db[4200], log[4200];
+	snprintf(db, sizeof(db), "%s/%s", d->st.home, STORE_FILE);
+	snprintf(log, sizeof(log), "%s/%s", d->st.home, FLOWLOG_FILE);
+	struct store_options so = { .max_size = d->opts->store_max_size,
+				    .max_age = d->opts->store_max_age };
+	int rc = store_open(&d->store, db, log, &so);
+	if (rc == -EBUSY) {
+		log_error("%s: another wgmitm run keeps this store; one run per home directory",
+			  db);
+		return -1;
+	}
+	if (rc < 0)
+		log_error("%s: the flow store is off (%s); capture goes on in %s", db,
+			  strerror(-rc), log);
+	return 0;
+}
+
+static void on_record(void *ctx, const json_t *record)
+{
+	struct daemon *d = ctx;
+	api_flow_recorded(d->api, record);
+}
+
+/* The control API: [ADDR:]PORT, "off", or 127.0.0.1:8081. */
+static int open_api(struct daemon *d)
+{
+	const char *spec = d->opts->api;
+	if (spec && strcmp(spec, "off") == 0)
+		return 0;
+	char host[128] = "127.0.0.1";
+	unsigned port = API_DEFAULT_PORT;
+	if (spec && daemon_parse_api(spec, host, sizeof(host), &port) < 0) {
+		log_error("--api \"%s\": expected [ADDR:]PORT or off", spec);
+		return -1;
+	}
+	char db[4200];
+	snprintf(db, sizeof(db), "%s/%s", d->st.home, STORE_FILE);
+	struct api_ops ops;
+	daemon_api_ops(d, &ops);
+	struct api_config ac = { .home = d->st.home,
+				 .host = host,
+				 .port = (uint16_t)port,
+				 .store_path = d->store ? db : NULL,
+				 .ops = &ops,
+				 .checks = &runconfig_checks };
+	char err[512];
+	d->api = api_new(d->loop, &ac, err, sizeof(err));
+	if (!d->api) {
+		/* Capture matters more than the API: say so and go on. */
+		log_error("%s; capture goes on without it", err);
+		return 0;
+	}
+	(void)relay_protect_port(d->relay, api_port(d->api));
+	flowlog_set_observer(d->flows, on_record, d);
+	char url[512];
+	api_login_url(d->api, url, sizeof(url));
+	log_info("control API on %s port %u; open %s in a browser (token in %s/api-token)", host,
+		 api_port(d->api), url, d->st.home);
+	return 0;
+}
+
+int daemon_parse_api(const char *spec, char *host, size_t hostlen, unsigned *port)
+{
+	const char *p = spec;
+	const char *colon = strrchr(spec, ':');
+	if (colon) {
+		size_t n = (size_t)(colon - spec);
+		const char *h = spec;
+		if (n >= 2 && h[0] == '[' && h[n - 1] == ']') {
+			h++;
+			n -= 2;
+		}
+		if (n == 0 || n >= hostlen)
+			return -1;
+		memcpy(host, h, n);
+		host[n] = '\0';
+		struct in6_addr a6;
+		struct in_addr a4;
+		if (inet_pton(AF_INET, host, &a4) != 1 && inet_pton(AF_INET6, host, &a6) != 1)
+			return -1;
+		p = colon + 1;
+	}
+	char *end;
+	unsigned long v = strtoul(p, &end, 10);
+	if (!*p || *end || v > 65535)
+		return -1;
+	*port = (unsigned)v;
+	return 0;
+}
+
 int daemon_run(const struct daemon_options *opts)
 {
 	struct daemon *d = calloc(1, sizeof(*d));
@@ -959,7 +1069,8 @@ int daemon_run(const struct daemon_options *opts)
 		log_error("cannot start the network stack: %s", strerror(errno));
 		goto out_dev;
 	}
-	if (open_dns_udp(d) < 0 || load_config(d) < 0 || sync_peers(d) < 0 || open_sockets(d) < 0)
+	if (open_dns_udp(d) < 0 || load_config(d) < 0 || open_store(d) < 0 || open_api(d) < 0 ||
+	    sync_peers(d) < 0 || open_sockets(d) < 0)
 		goto out_loop;
 
 	char pub[45], a4[INET_ADDRSTRLEN], a6[INET6_ADDRSTRLEN];
@@ -1019,6 +1130,7 @@ out_dev:
 	/* Let libuv close what the relays and the netstack closed. */
 	uv_run(d->loop, UV_RUN_DEFAULT);
 	flowlog_close(d->flows);
+	store_close(d->store); /* after the last records: it takes them in */
 	json_decref(d->config);
 	runconfig_scope_free(d->scope);
 	X509_free(d->ca_cert);

@@ -43,7 +43,15 @@ struct daemon_options {
 	unsigned keepalive_timeout_s;
 	unsigned rekey_timeout_s;
 	int under_load_threshold; /* handshakes per second; -1 = default */
+	/* The control plane. */
+	const char *api;        /* [ADDR:]PORT or "off"; NULL: 127.0.0.1:8081 */
+	int64_t store_max_size; /* bytes of HOME/flows.db; 0: 2 GiB; < 0: no bound */
+	int64_t store_max_age;  /* seconds a flow is kept; 0: no bound */
 };
+
+/* --api's value: [ADDR:]PORT (ADDR an IPv4 or IPv6 literal, IPv6 in
+ * brackets). 0 or -1. */
+int daemon_parse_api(const char *spec, char *host, size_t hostlen, unsigned *port);
 
 /* Runs until SIGINT/SIGTERM. Returns the process exit status. */
 int daemon_run(const struct daemon_options *opts);

@@ -27,6 +27,7 @@ struct capage;
 struct udpbatch;
 struct api;
 struct runconfig_scope;
+struct store;
 
 /* One state peer as the device knows it. */
 struct daemon_peer {
@@ -86,6 +87,8 @@ struct daemon {
 	X509 *ca_cert; /* a reference, for the API; NULL without a CA */
 	struct api *api;
 	struct runconfig_scope *scope; /* the capture scope in force; NULL: everything */
+	struct store *store;           /* HOME/flows.db, following the log; NULL: off */
+	uint64_t notified_lines;       /* flowlog_lines when the store was last told */
 };
 
 /* A new configuration from the control plane: applied, then saved. 0, or

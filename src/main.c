@@ -151,6 +151,62 @@ static int parse_uint(const char *text, unsigned long max, unsigned long *out)
 
 static const struct command cmd_run_def;
 
+/* "1500", "500M", "2G" (with `mult` per step of `suffixes`). */
+static int parse_scaled(const char *s, const char *suffixes, int64_t mult, int64_t *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (end == s || errno || *s == '-')
+		return -1;
+	int64_t m = 1;
+	if (*end) {
+		const char *k = strchr(suffixes, *end);
+		if (!k || end[1] != '\0')
+			return -1;
+		for (const char *q = suffixes; q <= k; q++)
+			m *= mult;
+	}
+	if (v > (unsigned long long)(INT64_MAX / m))
+		return -1;
+	*out = (int64_t)v * m;
+	return 0;
+}
+
+/* Seconds, or with s, m, h, d. */
+static int parse_age(const char *s, int64_t *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (end == s || errno || *s == '-' || v == 0)
+		return -1;
+	int64_t m = 1;
+	if (*end) {
+		if (end[1])
+			return -1;
+		switch (*end) {
+		case 's':
+			break;
+		case 'm':
+			m = 60;
+			break;
+		case 'h':
+			m = 3600;
+			break;
+		case 'd':
+			m = 86400;
+			break;
+		default:
+			return -1;
+		}
+	}
+	if (v > (unsigned long long)(INT64_MAX / m))
+		return -1;
+	*out = (int64_t)v * m;
+	return 0;
+}
+
 static int cmd_run(int argc, char **argv)
 {
 	struct daemon_options o = { .under_load_threshold = -1,
@@ -176,6 +232,9 @@ static int cmd_run(int argc, char **argv)
 		{ "debug-keepalive", required_argument, NULL, 'K' },
 		{ "debug-rekey-timeout", required_argument, NULL, 'T' },
 		{ "debug-under-load", required_argument, NULL, 'U' },
+		{ "api", required_argument, NULL, 'a' },
+		{ "store-max-size", required_argument, NULL, 'z' },
+		{ "store-max-age", required_argument, NULL, 'g' },
 		{ 0 },
 	};
 	reset_getopt();
@@ -272,6 +331,34 @@ static int cmd_run(int argc, char **argv)
 		case 'N':
 			o.no_intercept = true;
 			break;
+		case 'a': {
+			char host[128];
+			unsigned port;
+			if (strcmp(optarg, "off") != 0 &&
+			    daemon_parse_api(optarg, host, sizeof(host), &port) < 0)
+				return usage_error(&cmd_run_def,
+						   "--api \"%s\": expected [ADDR:]PORT or off",
+						   optarg);
+			o.api = optarg;
+			break;
+		}
+		case 'z':
+			if (parse_scaled(optarg, "KMGT", 1024, &o.store_max_size) < 0 ||
+			    o.store_max_size < (1 << 20))
+				return usage_error(
+					&cmd_run_def,
+					"--store-max-size \"%s\": expected bytes (at least "
+					"1M), e.g. 500M or 10G",
+					optarg);
+			break;
+		case 'g':
+			if (parse_age(optarg, &o.store_max_age) < 0)
+				return usage_error(
+					&cmd_run_def,
+					"--store-max-age \"%s\": expected seconds or e.g. "
+					"12h, 7d",
+					optarg);
+			break;
 		case 'Q':
 			if (strcmp(optarg, "refuse") != 0 && strcmp(optarg, "passthrough") != 0)
 				return usage_error(&cmd_run_def,
@@ -326,7 +413,8 @@ static const struct command cmd_run_def = {
 	"                  [--max-connections-per-peer N] [--stats-interval S]\n"
 	"                  [--upstream-ca FILE]... [--insecure-upstream] [--passthrough GLOB]...\n"
 	"                  [--auto-passthrough S] [--body-cap BYTES] [--no-intercept]\n"
-	"                  [--quic refuse|passthrough]",
+	"                  [--quic refuse|passthrough] [--api [ADDR:]PORT|off]\n"
+	"                  [--store-max-size BYTES] [--store-max-age AGE]",
 	"Start the endpoint. On first start it creates the server key and, when no\n"
 	"peer exists, a peer named \"phone\" whose QR code it prints. Every TCP and\n"
 	"UDP flow of a peer is relayed to its destination and recorded in\n"
@@ -361,6 +449,13 @@ static const struct command cmd_run_def = {
 	"                           port unreachable so apps fall back to TLS over TCP,\n"
 	"                           which is decrypted (default); passthrough relays it\n"
 	"  SSLKEYLOGFILE=PATH       (environment) write TLS keys of both legs for Wireshark\n"
+	"\n"
+	"control plane (docs/api.md; the configuration saved in HOME/config.json is\n"
+	"read first, these options override it):\n"
+	"  --api [ADDR:]PORT|off    the control API, web UI and MCP over HTTP\n"
+	"                           (127.0.0.1:8081); it needs the token of HOME/api-token\n"
+	"  --store-max-size BYTES   HOME/flows.db at most, the oldest flows evicted (2G)\n"
+	"  --store-max-age AGE      flows kept at most this long, e.g. 7d (no limit)\n"
 	"\n"
 	"debug options (shortened WireGuard timers, seconds; for tests):\n"
 	"  --debug-rekey-after S    REKEY_AFTER_TIME (120)\n"

@@ -1,6 +1,7 @@
 /* The flow store: a writer thread tailing flows.jsonl into SQLite, and
  * readers on their own connections. */
 #include "flows/store.h"
+#include "flows/filter.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -1379,6 +1380,11 @@ int store_reader_open(struct store_reader **out, const char *db)
 		return rc;
 	}
 	sqlite3_busy_timeout(r->db, BUSY_MS);
+	/* The functions the filter language's WHERE clauses call. */
+	if (filter_sqlite_register(r->db) != SQLITE_OK) {
+		store_reader_close(r);
+		return -ENOMEM;
+	}
 	int64_t version = 0;
 	rc = meta_get(r->db, "version", &version);
 	if (rc != 0 || version != FLOWS_SCHEMA_VERSION) {
