@@ -341,7 +341,7 @@ static int sync_peers(struct daemon *d)
 	return 0;
 }
 
-static void reload(struct daemon *d, const char *why)
+void daemon_reload(struct daemon *d, const char *why)
 {
 	char err[512];
 	if (state_reload_peers(&d->st, err, sizeof(err)) < 0) {
@@ -356,7 +356,7 @@ static void reload(struct daemon *d, const char *why)
 
 static void on_reload_timer(uv_timer_t *t)
 {
-	reload(t->data, "peers.json changed");
+	daemon_reload(t->data, "peers.json changed");
 }
 
 static void on_watch(uv_fs_event_t *h, const char *filename, int events, int status)
@@ -536,7 +536,7 @@ static void on_signal(uv_signal_t *s, int signum)
 {
 	struct daemon *d = s->data;
 	if (signum == SIGHUP) {
-		reload(d, "SIGHUP");
+		daemon_reload(d, "SIGHUP");
 	} else if (signum == SIGUSR1) {
 		print_stats(d);
 	} else if (!d->stopping) {

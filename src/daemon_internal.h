@@ -95,4 +95,7 @@ struct daemon {
  * -1 with err set (what could not be applied is named; the rest holds). */
 int daemon_set_config(struct daemon *d, json_t *doc, struct config_error *err);
 
+/* Reads the peers again and brings the device in line with them. */
+void daemon_reload(struct daemon *d, const char *why);
+
 #endif

@@ -298,6 +298,7 @@ static int api_peer_add(void *ctx, const json_t *req, json_t **out, char *err, s
 	if (peerops_add(d->st.home, &spec, &text, err, errlen) < 0)
 		return -1;
 	log_info("peer %s added through the control API", name);
+	daemon_reload(d, "a peer added");
 	*out = json_pack("{s:s,s:s}", "name", name, "config", text);
 	peerops_wipe(text);
 	return 0;
@@ -309,6 +310,7 @@ static int api_peer_remove(void *ctx, const char *name, char *err, size_t errlen
 	if (peerops_remove(d->st.home, name, err, errlen) < 0)
 		return -1;
 	log_info("peer %s removed through the control API", name);
+	daemon_reload(d, "a peer removed");
 	return 0;
 }
 

@@ -1,6 +1,7 @@
 /* wgmitm command line. */
 #include "daemon.h"
 #include "exportcmd.h"
+#include "flowscmd.h"
 #include "mcpcmd.h"
 #include "peerops.h"
 #include "common/log.h"
@@ -822,6 +823,21 @@ static int cmd_export(int argc, char **argv)
 	return exportcmd_main(argc, argv, home_override, WGMITM_VERSION);
 }
 
+static int cmd_flows(int argc, char **argv)
+{
+	return flowscmd_list(argc, argv, home_override);
+}
+
+static int cmd_flow(int argc, char **argv)
+{
+	return flowscmd_show(argc, argv, home_override);
+}
+
+static int cmd_store(int argc, char **argv)
+{
+	return flowscmd_store(argc, argv, home_override);
+}
+
 static int cmd_mcp(int argc, char **argv)
 {
 	return mcpcmd_main(argc, argv, home_override);
@@ -832,6 +848,9 @@ static const struct command commands[] = {
 	{ "peer", cmd_peer, "wgmitm peer COMMAND [ARGS]", NULL },
 	{ "ca", cmd_ca, "wgmitm ca COMMAND [ARGS]", NULL },
 	{ "export", cmd_export, "wgmitm export --har FILE [--flows FILE]", NULL },
+	{ "flows", cmd_flows, "wgmitm flows [FILTER] [--limit N] [--json] [--follow]", NULL },
+	{ "flow", cmd_flow, "wgmitm flow ID [--json]", NULL },
+	{ "store", cmd_store, "wgmitm store rebuild [--flows FILE]", NULL },
 	{ "mcp", cmd_mcp, "wgmitm mcp", NULL },
 	{ 0 },
 };

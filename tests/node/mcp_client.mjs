@@ -1,4 +1,5 @@
-// The official MCP TypeScript SDK driving wgmitm: `wgmitm mcp` over stdio,
+// The official MCP TypeScript SDK (installed next to this file by
+// scripts/setup) driving wgmitm: `wgmitm mcp` over stdio,
 // or the API's /mcp over streamable HTTP.
 //
 //   node mcp_client.mjs stdio WGMITM HOME EXPECT_HOST

@@ -1,0 +1,31 @@
+// Live events of the control API: subscribes with a filter and prints each
+// flow event's URL (or host) as it arrives, one a line, until N of them or
+// the time is up; first prints "subscribed" once the server confirmed.
+//   node events.js URL TOKEN N SECONDS
+const WebSocket = require("ws");
+const [url, token, n, secs] = process.argv.slice(2);
+let seen = 0;
+const ws = new WebSocket(url, { headers: { Authorization: `Bearer ${token}` } });
+const timer = setTimeout(() => {
+  console.error(`events: ${seen} of ${n} flow events in ${secs} s`);
+  process.exit(1);
+}, Number(secs) * 1000);
+ws.on("message", (data) => {
+  const m = JSON.parse(data.toString());
+  if (m.type === "subscribed") console.log("subscribed");
+  if (m.type === "error") {
+    console.error(`events: ${m.message}`);
+    process.exit(1);
+  }
+  if (m.type !== "flow") return;
+  console.log(m.flow.url || m.flow.host);
+  if (++seen >= Number(n)) {
+    clearTimeout(timer);
+    ws.close();
+    process.exit(0);
+  }
+});
+ws.on("error", (e) => {
+  console.error(`events: ${e.message}`);
+  process.exit(1);
+});
