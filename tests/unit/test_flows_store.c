@@ -223,8 +223,8 @@ static int capture_count(struct capture *c, const char *needle)
 
 struct collect {
 	int n;
-	char ids[4000][32];
-	int64_t seqs[4000];
+	char ids[6000][32];
+	int64_t seqs[6000];
 };
 
 static int collect_row(void *ctx, const struct store_row *row)
@@ -292,6 +292,14 @@ static void test_round_trip(void **state)
 	struct stat ls;
 	assert_int_equal(stat(t->log, &ls), 0);
 	assert_int_equal(st.offset, ls.st_size);
+	/* Private, like the log. */
+	struct stat ds;
+	char wal[160];
+	snprintf(wal, sizeof(wal), "%s-wal", t->db);
+	assert_int_equal(stat(t->db, &ds), 0);
+	assert_int_equal(ds.st_mode & 0777, 0600);
+	assert_int_equal(stat(wal, &ds), 0);
+	assert_int_equal(ds.st_mode & 0777, 0600);
 
 	struct store_reader *r = reader(t);
 	for (int i = 0; i < 6; i++) {
@@ -427,7 +435,7 @@ static void test_round_trip(void **state)
 static void test_paging(void **state)
 {
 	struct tmp *t = *state;
-	log_many(t->log, "pg", 0, 1000);
+	log_many(t->log, "pg", 0, 5000);
 	struct store *s = open_store(t, &(struct store_options){ .batch_rows = 64 });
 	assert_int_equal(store_flush(s, 5000), 0);
 	struct store_reader *r = reader(t);
@@ -439,11 +447,11 @@ static void test_paging(void **state)
 		assert_int_equal(store_list(r, &q, collect_row, &c, &q.cursor), 0);
 		pages++;
 	} while (q.cursor);
-	assert_int_equal(c.n, 1000);
-	assert_int_equal(pages, (1000 + 36) / 37);
-	for (int i = 0; i < 1000; i++) {
+	assert_int_equal(c.n, 5000);
+	assert_int_equal(pages, (5000 + 36) / 37);
+	for (int i = 0; i < 5000; i++) {
 		char want[32];
-		snprintf(want, sizeof(want), "pg-%d", 999 - i);
+		snprintf(want, sizeof(want), "pg-%d", 4999 - i);
 		assert_string_equal(c.ids[i], want);
 		if (i)
 			assert_true(c.seqs[i] < c.seqs[i - 1]);
@@ -462,7 +470,7 @@ static void test_paging(void **state)
 		assert_int_equal(store_list(r, &q, collect_row, &c, &q.cursor), 0);
 	while (q.cursor);
 	int want = 0;
-	for (int i = 0; i < 1000; i++)
+	for (int i = 0; i < 5000; i++)
 		want += i % 5 == 3 && i % 7 != 0;
 	assert_int_equal(c.n, want);
 	for (int i = 1; i < c.n; i++)
@@ -470,6 +478,66 @@ static void test_paging(void **state)
 	int64_t n;
 	assert_int_equal(store_count(r, "host = ?1 AND status = ?2", p, 2, &n), 0);
 	assert_int_equal(n, want);
+
+	/* A substring from the trigram index, alone and with a where clause
+	 * (index-driven, and where-driven when the index would take long to
+	 * give a page), paged to the end. */
+	const struct {
+		const char *match, *where;
+		int want;
+	} subs[] = {
+		{ "url : \"id=pg-12\"", NULL, 111 }, /* pg-12, pg-120..129, pg-1200..1299 */
+		{ "url : \"items\"", NULL, 5000 },
+		{ "url : \"items\"", "host = 'h3.example' AND status = 200", want },
+		{ "url : \"items\"", "id = 'pg-3'", 1 },
+		{ "url : \"id=pg-3\" AND host : \"h3.\"", "status = 404", 0 },
+		{ "host : \"h4.ex\"", "status = 404", 0 },
+	};
+	int w404 = 0;
+	for (int i = 0; i < 5000; i++)
+		w404 += i % 5 == 4 && i % 7 == 0;
+	for (size_t k = 0; k < sizeof(subs) / sizeof(subs[0]); k++) {
+		for (int oldest = 0; oldest < 2; oldest++) {
+			memset(&c, 0, sizeof(c));
+			q = (struct store_query){ .match = subs[k].match,
+						  .where = subs[k].where,
+						  .limit = 97,
+						  .oldest_first = oldest };
+			do
+				assert_int_equal(store_list(r, &q, collect_row, &c, &q.cursor), 0);
+			while (q.cursor);
+			int expect = subs[k].want;
+			if (k == 4)
+				for (int i = 0; i < 5000; i++)
+					expect +=
+						i % 5 == 3 && i % 7 == 0 &&
+						(i == 3 || (i >= 30 && i < 40) ||
+						 (i >= 300 && i < 400) || (i >= 3000 && i < 4000));
+			if (k == 5)
+				expect = w404;
+			assert_int_equal(c.n, expect);
+			for (int i = 1; i < c.n; i++)
+				assert_true(oldest ? c.seqs[i] > c.seqs[i - 1]
+						   : c.seqs[i] < c.seqs[i - 1]);
+		}
+	}
+	/* The where clause's ?1 is its own, wherever ours are in the text. */
+	struct flows_param h3 = { .type = FLOWS_PARAM_TEXT, .text = "h3.example" };
+	for (int k = 0; k < 2; k++) {
+		memset(&c, 0, sizeof(c));
+		q = (struct store_query){ .where = k ? "flows.id = ?1" : "flows.host = ?1",
+					  .params = &h3,
+					  .nparams = 1,
+					  .match = "url : \"items\"" };
+		if (k)
+			h3.text = "pg-3";
+		do
+			assert_int_equal(store_list(r, &q, collect_row, &c, &q.cursor), 0);
+		while (q.cursor);
+		assert_int_equal(c.n, k ? 1 : 1000);
+	}
+	q = (struct store_query){ .match = "url : \"" };
+	assert_int_equal(store_list(r, &q, collect_row, &c, NULL), -EINVAL);
 	store_reader_close(r);
 	store_close(s);
 }
@@ -512,9 +580,10 @@ static void test_restart(void **state)
 {
 	struct tmp *t = *state;
 	log_many(t->log, "rs", 0, 100);
+	/* Closing drains what the log holds. */
 	struct store *s = open_store(t, NULL);
-	assert_int_equal(store_flush(s, 5000), 0);
 	store_close(s);
+	assert_int_equal(count(t, NULL), 100);
 	log_many(t->log, "rs", 100, 50);
 	s = open_store(t, NULL);
 	assert_int_equal(store_flush(s, 5000), 0);
