@@ -1500,16 +1500,19 @@ static int check_where(struct store_reader *r, const char *where, size_t nparams
 	sqlite3_stmt *st;
 	const char *tail;
 	int rc = sqlite3_prepare_v2(r->db, sql, -1, &st, &tail);
-	free(sql);
-	if (rc != SQLITE_OK)
+	if (rc != SQLITE_OK) {
+		free(sql);
 		return r_fail(r, rc);
+	}
 	int wants = sqlite3_bind_parameter_count(st);
 	tail += strspn(tail, " \t\n;");
+	bool more = *tail; /* tail points into sql */
+	free(sql);
 	rc = 0;
-	if (*tail || wants > (int)nparams) {
+	if (more || wants > (int)nparams) {
 		snprintf(r->errmsg, sizeof(r->errmsg),
-			 *tail ? "more than one statement"
-			       : "the where clause wants %d parameters, %zu given",
+			 more ? "more than one statement"
+			      : "the where clause wants %d parameters, %zu given",
 			 wants, nparams);
 		rc = -EINVAL;
 	}
