@@ -10,6 +10,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -826,6 +828,73 @@ static void test_write_failure(void **state)
 	assert_int_equal(count(t, NULL), 210);
 }
 
+struct lister {
+	struct tmp *t;
+	atomic_bool stop;
+	int errors, rounds;
+	int64_t last;
+	bool shrank;
+};
+
+static int count_row(void *ctx, const struct store_row *row)
+{
+	(void)row;
+	(*(int *)ctx)++;
+	return 0;
+}
+
+static void *list_loop(void *arg)
+{
+	struct lister *l = arg;
+	struct store_reader *r;
+	if (store_reader_open(&r, l->t->dir)) {
+		l->errors++;
+		return NULL;
+	}
+	while (!atomic_load(&l->stop)) {
+		int n = 0;
+		int64_t total;
+		struct store_query q = { .limit = 50 };
+		if (store_list(r, &q, count_row, &n, NULL) || store_count(r, NULL, NULL, 0, &total))
+			l->errors++;
+		if (total < l->last)
+			l->shrank = true;
+		l->last = total;
+		l->rounds++;
+	}
+	store_reader_close(r);
+	return NULL;
+}
+
+/* Readers on their own threads read while the writer writes. */
+static void test_concurrent_readers(void **state)
+{
+	struct tmp *t = *state;
+	log_many(t->log, "cr", 0, 1);
+	struct store *s = open_store(t, NULL);
+	assert_int_equal(store_flush(s, 5000), 0);
+	struct lister l[2] = { { .t = t }, { .t = t } };
+	pthread_t th[2];
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, list_loop, &l[i]), 0);
+	for (int b = 0; b < 20; b++) {
+		log_many(t->log, "cr", 1 + b * 100, 100);
+		store_notify(s);
+		usleep(5000);
+	}
+	assert_int_equal(store_flush(s, 5000), 0);
+	usleep(20000);
+	for (int i = 0; i < 2; i++) {
+		atomic_store(&l[i].stop, true);
+		pthread_join(th[i], NULL);
+		assert_int_equal(l[i].errors, 0);
+		assert_false(l[i].shrank);
+		assert_true(l[i].rounds > 0);
+		assert_int_equal(l[i].last, 2001);
+	}
+	store_close(s);
+}
+
 /* A db of another schema version is made anew; readers refuse it. */
 static void test_version(void **state)
 {
@@ -875,6 +944,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_evict_size, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_evict_age, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_write_failure, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_concurrent_readers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_version, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
