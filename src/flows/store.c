@@ -739,14 +739,18 @@ static int reset_tables(struct store *s, bool same_log, const char *why)
 		rollback(s);
 		return rc;
 	}
-	s->txn = true; /* for write_meta's counters */
+	/* write_meta writes from s; all of it is put back if this fails. */
+	dev_t dev = s->dev;
+	ino_t ino = s->ino;
+	size_t head_len = s->head_len;
+	uint64_t malformed = s->malformed, duplicates = s->duplicates;
+	s->txn = true;
 	s->txn_seq = s->next_seq;
 	s->txn_malformed = s->txn_duplicates = s->txn_rows = 0;
 	s->malformed = s->duplicates = 0;
 	s->dev = s->cur_dev;
 	s->ino = s->cur_ino;
 	s->head_len = 0;
-	s->done = 0;
 	rc = write_meta(s, 0);
 	if (!rc)
 		rc = meta_set(s, "cleared", cleared);
@@ -754,6 +758,11 @@ static int reset_tables(struct store *s, bool same_log, const char *why)
 		rc = exec(s, "COMMIT");
 	s->txn = false;
 	if (rc) {
+		s->dev = dev;
+		s->ino = ino;
+		s->head_len = head_len;
+		s->malformed = malformed;
+		s->duplicates = duplicates;
 		rollback(s);
 		return rc;
 	}
@@ -988,11 +997,13 @@ static int pass(struct store *s, bool first, bool force)
 {
 	s->errmsg[0] = '\0';
 	int rc = 0;
-	if (first && s->rebuild) {
+	if (s->rebuild) {
 		/* The log's identity, for the emptied tables. */
-		if (s->fd < 0 && open_log(s) < 0)
-			s->cur_dev = s->cur_ino = 0;
+		if (s->fd < 0)
+			(void)open_log(s);
 		rc = reset_tables(s, true, "rebuilding the flow store");
+		if (!rc)
+			s->rebuild = false;
 	}
 	if (!rc)
 		rc = check_log(s, first || force);
@@ -1336,6 +1347,8 @@ void store_notify(struct store *s)
 
 int store_flush(struct store *s, int timeout_ms)
 {
+	if (!s)
+		return 0;
 	int64_t until = mono_ms() + timeout_ms;
 	pthread_mutex_lock(&s->mu);
 	uint64_t mine = ++s->flush_req;
@@ -1379,6 +1392,8 @@ void store_close(struct store *s)
 void store_stats(struct store *s, struct store_stats *out)
 {
 	memset(out, 0, sizeof(*out));
+	if (!s)
+		return;
 	out->offset = atomic_load(&s->a_offset);
 	out->malformed = atomic_load(&s->a_malformed);
 	out->duplicates = atomic_load(&s->a_duplicates);

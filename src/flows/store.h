@@ -65,7 +65,7 @@ void store_notify(struct store *s);
 
 /* Waits until everything in the log when called is committed (and the
  * limits applied). Returns 0, -ETIMEDOUT, or the error of the writer's
- * last attempt (it keeps retrying). timeout_ms < 0: no limit. */
+ * last attempt (it keeps retrying). timeout_ms < 0: no limit. NULL: 0. */
 int store_flush(struct store *s, int timeout_ms);
 
 /* Ingests what the log holds (for up to 2 s: the rest is caught up at the
