@@ -13,7 +13,8 @@
  * skipped; a record whose id is already stored is skipped.
  *
  * Rows are committed every batch_ms (100) or batch_rows (5000), whichever
- * comes first. Past max_size bytes or max_age seconds the oldest flows
+ * comes first; more than 4 MiB behind (catching up), every second or
+ * 50,000 rows. Past max_size bytes or max_age seconds the oldest flows
  * (by seq) are evicted. A failed write (disk full, read-only file, ...)
  * is logged once, counted, and retried later; rows are never lost while
  * the log holds them.
@@ -64,11 +65,12 @@ void store_notify(struct store *s);
 
 /* Waits until everything in the log when called is committed (and the
  * limits applied). Returns 0, -ETIMEDOUT, or the error of the writer's
- * last attempt (it keeps retrying). timeout_ms < 0: no limit. */
+ * last attempt (it keeps retrying). timeout_ms < 0: no limit. NULL: 0. */
 int store_flush(struct store *s, int timeout_ms);
 
-/* Ingests what the log holds, commits, stops the thread and closes the
- * db. NULL is a no-op. */
+/* Ingests what the log holds (for up to 2 s: the rest is caught up at the
+ * next open), commits, stops the thread and closes the db. NULL is a
+ * no-op. */
 void store_close(struct store *s);
 
 /* Counters. store_stats (writer, from memory, never touches the disk)
@@ -104,6 +106,11 @@ void store_reader_close(struct store_reader *r);
 /* SQLite's message for the reader's last error ("" when none). */
 const char *store_reader_errmsg(const struct store_reader *r);
 
+/* The reader's connection, to register the SQL functions a where clause
+ * calls (the filter language's). Only on the reader's thread. */
+struct sqlite3;
+struct sqlite3 *store_reader_sqlite(struct store_reader *r);
+
 /* flags of a row */
 #define STORE_PASSTHROUGH 0x1u
 #define STORE_TLS_REJECTED 0x2u
@@ -126,12 +133,21 @@ struct store_row {
 };
 
 /* `where`: an SQL expression over flows' columns (NULL or "": every flow),
- * its parameters bound ?1..?n from params. `cursor`: 0 for the first page,
- * else the next_cursor of the previous page. limit 0: 100, at most 10000. */
+ * its parameters bound ?1..?n from params. It may use the trigram index,
+ * e.g. "seq IN (SELECT rowid FROM flow_fts WHERE flow_fts MATCH ?1)", but
+ * a substring every listed flow must have is faster as `match`: an FTS5
+ * query over flow_fts (columns url, host), e.g. "url : \"/api/\"" (with
+ * the trigram tokenizer a quoted string of 3 or more characters matches
+ * as a substring). The index then gives the page in seq order (a page in
+ * milliseconds at 1,000,000 flows, for rare and common substrings alike),
+ * unless `where` is the narrower side, which is found out and used.
+ * `cursor`: 0 for the first page, else the next_cursor of the previous
+ * page. limit 0: 100, at most 10000. */
 struct store_query {
 	const char *where;
 	const struct flows_param *params;
 	size_t nparams;
+	const char *match; /* NULL: none */
 	int64_t cursor;
 	unsigned limit;
 	bool oldest_first; /* default: newest first (seq descending) */

@@ -10,6 +10,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -223,8 +225,8 @@ static int capture_count(struct capture *c, const char *needle)
 
 struct collect {
 	int n;
-	char ids[4000][32];
-	int64_t seqs[4000];
+	char ids[6000][32];
+	int64_t seqs[6000];
 };
 
 static int collect_row(void *ctx, const struct store_row *row)
@@ -292,6 +294,14 @@ static void test_round_trip(void **state)
 	struct stat ls;
 	assert_int_equal(stat(t->log, &ls), 0);
 	assert_int_equal(st.offset, ls.st_size);
+	/* Private, like the log. */
+	struct stat ds;
+	char wal[160];
+	snprintf(wal, sizeof(wal), "%s-wal", t->db);
+	assert_int_equal(stat(t->db, &ds), 0);
+	assert_int_equal(ds.st_mode & 0777, 0600);
+	assert_int_equal(stat(wal, &ds), 0);
+	assert_int_equal(ds.st_mode & 0777, 0600);
 
 	struct store_reader *r = reader(t);
 	for (int i = 0; i < 6; i++) {
@@ -427,7 +437,7 @@ static void test_round_trip(void **state)
 static void test_paging(void **state)
 {
 	struct tmp *t = *state;
-	log_many(t->log, "pg", 0, 1000);
+	log_many(t->log, "pg", 0, 5000);
 	struct store *s = open_store(t, &(struct store_options){ .batch_rows = 64 });
 	assert_int_equal(store_flush(s, 5000), 0);
 	struct store_reader *r = reader(t);
@@ -439,11 +449,11 @@ static void test_paging(void **state)
 		assert_int_equal(store_list(r, &q, collect_row, &c, &q.cursor), 0);
 		pages++;
 	} while (q.cursor);
-	assert_int_equal(c.n, 1000);
-	assert_int_equal(pages, (1000 + 36) / 37);
-	for (int i = 0; i < 1000; i++) {
+	assert_int_equal(c.n, 5000);
+	assert_int_equal(pages, (5000 + 36) / 37);
+	for (int i = 0; i < 5000; i++) {
 		char want[32];
-		snprintf(want, sizeof(want), "pg-%d", 999 - i);
+		snprintf(want, sizeof(want), "pg-%d", 4999 - i);
 		assert_string_equal(c.ids[i], want);
 		if (i)
 			assert_true(c.seqs[i] < c.seqs[i - 1]);
@@ -462,7 +472,7 @@ static void test_paging(void **state)
 		assert_int_equal(store_list(r, &q, collect_row, &c, &q.cursor), 0);
 	while (q.cursor);
 	int want = 0;
-	for (int i = 0; i < 1000; i++)
+	for (int i = 0; i < 5000; i++)
 		want += i % 5 == 3 && i % 7 != 0;
 	assert_int_equal(c.n, want);
 	for (int i = 1; i < c.n; i++)
@@ -470,6 +480,66 @@ static void test_paging(void **state)
 	int64_t n;
 	assert_int_equal(store_count(r, "host = ?1 AND status = ?2", p, 2, &n), 0);
 	assert_int_equal(n, want);
+
+	/* A substring from the trigram index, alone and with a where clause
+	 * (index-driven, and where-driven when the index would take long to
+	 * give a page), paged to the end. */
+	const struct {
+		const char *match, *where;
+		int want;
+	} subs[] = {
+		{ "url : \"id=pg-12\"", NULL, 111 }, /* pg-12, pg-120..129, pg-1200..1299 */
+		{ "url : \"items\"", NULL, 5000 },
+		{ "url : \"items\"", "host = 'h3.example' AND status = 200", want },
+		{ "url : \"items\"", "id = 'pg-3'", 1 },
+		{ "url : \"id=pg-3\" AND host : \"h3.\"", "status = 404", 0 },
+		{ "host : \"h4.ex\"", "status = 404", 0 },
+	};
+	int w404 = 0;
+	for (int i = 0; i < 5000; i++)
+		w404 += i % 5 == 4 && i % 7 == 0;
+	for (size_t k = 0; k < sizeof(subs) / sizeof(subs[0]); k++) {
+		for (int oldest = 0; oldest < 2; oldest++) {
+			memset(&c, 0, sizeof(c));
+			q = (struct store_query){ .match = subs[k].match,
+						  .where = subs[k].where,
+						  .limit = 97,
+						  .oldest_first = oldest };
+			do
+				assert_int_equal(store_list(r, &q, collect_row, &c, &q.cursor), 0);
+			while (q.cursor);
+			int expect = subs[k].want;
+			if (k == 4)
+				for (int i = 0; i < 5000; i++)
+					expect +=
+						i % 5 == 3 && i % 7 == 0 &&
+						(i == 3 || (i >= 30 && i < 40) ||
+						 (i >= 300 && i < 400) || (i >= 3000 && i < 4000));
+			if (k == 5)
+				expect = w404;
+			assert_int_equal(c.n, expect);
+			for (int i = 1; i < c.n; i++)
+				assert_true(oldest ? c.seqs[i] > c.seqs[i - 1]
+						   : c.seqs[i] < c.seqs[i - 1]);
+		}
+	}
+	/* The where clause's ?1 is its own, wherever ours are in the text. */
+	struct flows_param h3 = { .type = FLOWS_PARAM_TEXT, .text = "h3.example" };
+	for (int k = 0; k < 2; k++) {
+		memset(&c, 0, sizeof(c));
+		q = (struct store_query){ .where = k ? "flows.id = ?1" : "flows.host = ?1",
+					  .params = &h3,
+					  .nparams = 1,
+					  .match = "url : \"items\"" };
+		if (k)
+			h3.text = "pg-3";
+		do
+			assert_int_equal(store_list(r, &q, collect_row, &c, &q.cursor), 0);
+		while (q.cursor);
+		assert_int_equal(c.n, k ? 1 : 1000);
+	}
+	q = (struct store_query){ .match = "url : \"" };
+	assert_int_equal(store_list(r, &q, collect_row, &c, NULL), -EINVAL);
 	store_reader_close(r);
 	store_close(s);
 }
@@ -512,9 +582,10 @@ static void test_restart(void **state)
 {
 	struct tmp *t = *state;
 	log_many(t->log, "rs", 0, 100);
+	/* Closing drains what the log holds. */
 	struct store *s = open_store(t, NULL);
-	assert_int_equal(store_flush(s, 5000), 0);
 	store_close(s);
+	assert_int_equal(count(t, NULL), 100);
 	log_many(t->log, "rs", 100, 50);
 	s = open_store(t, NULL);
 	assert_int_equal(store_flush(s, 5000), 0);
@@ -757,6 +828,73 @@ static void test_write_failure(void **state)
 	assert_int_equal(count(t, NULL), 210);
 }
 
+struct lister {
+	struct tmp *t;
+	atomic_bool stop;
+	int errors, rounds;
+	int64_t last;
+	bool shrank;
+};
+
+static int count_row(void *ctx, const struct store_row *row)
+{
+	(void)row;
+	(*(int *)ctx)++;
+	return 0;
+}
+
+static void *list_loop(void *arg)
+{
+	struct lister *l = arg;
+	struct store_reader *r;
+	if (store_reader_open(&r, l->t->dir)) {
+		l->errors++;
+		return NULL;
+	}
+	while (!atomic_load(&l->stop)) {
+		int n = 0;
+		int64_t total;
+		struct store_query q = { .limit = 50 };
+		if (store_list(r, &q, count_row, &n, NULL) || store_count(r, NULL, NULL, 0, &total))
+			l->errors++;
+		if (total < l->last)
+			l->shrank = true;
+		l->last = total;
+		l->rounds++;
+	}
+	store_reader_close(r);
+	return NULL;
+}
+
+/* Readers on their own threads read while the writer writes. */
+static void test_concurrent_readers(void **state)
+{
+	struct tmp *t = *state;
+	log_many(t->log, "cr", 0, 1);
+	struct store *s = open_store(t, NULL);
+	assert_int_equal(store_flush(s, 5000), 0);
+	struct lister l[2] = { { .t = t }, { .t = t } };
+	pthread_t th[2];
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, list_loop, &l[i]), 0);
+	for (int b = 0; b < 20; b++) {
+		log_many(t->log, "cr", 1 + b * 100, 100);
+		store_notify(s);
+		usleep(5000);
+	}
+	assert_int_equal(store_flush(s, 5000), 0);
+	usleep(20000);
+	for (int i = 0; i < 2; i++) {
+		atomic_store(&l[i].stop, true);
+		pthread_join(th[i], NULL);
+		assert_int_equal(l[i].errors, 0);
+		assert_false(l[i].shrank);
+		assert_true(l[i].rounds > 0);
+		assert_int_equal(l[i].last, 2001);
+	}
+	store_close(s);
+}
+
 /* A db of another schema version is made anew; readers refuse it. */
 static void test_version(void **state)
 {
@@ -806,6 +944,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_evict_size, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_evict_age, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_write_failure, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_concurrent_readers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_version, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
