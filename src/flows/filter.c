@@ -278,15 +278,11 @@ static void what_is_at(const struct parser *p, size_t pos, char *out, size_t n)
 		snprintf(out, n, "the end");
 		return;
 	}
+	/* An operator, or one character (what the messages are about). */
 	size_t e = pos + 1;
-	if (p->s[pos] == '~') {
+	if (p->s[pos] == '~')
 		while (e < p->len && is_name_char(p->s[e]))
 			e++;
-	} else if (!strchr("()&|!", p->s[pos])) {
-		e = word_end(p, pos);
-		if (e == pos)
-			e = pos + 1;
-	}
 	const char *more = "";
 	if (e - pos > 40) {
 		e = pos + 40;
