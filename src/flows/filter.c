@@ -160,6 +160,7 @@ struct node {
 	/* NODE_TEST */
 	const struct op *op;
 	bool neg;
+	bool drives; /* flow_fts can drive the query from it (filter_sql.driven) */
 	int status;
 	char *pattern;
 	size_t patlen;
@@ -168,6 +169,7 @@ struct node {
 
 struct filter {
 	struct node *root;
+	size_t drivers; /* tests marked `drives` */
 	pcre2_match_data *md;
 	pcre2_match_context *mc;
 };
@@ -276,15 +278,11 @@ static void what_is_at(const struct parser *p, size_t pos, char *out, size_t n)
 		snprintf(out, n, "the end");
 		return;
 	}
+	/* An operator, or one character (what the messages are about). */
 	size_t e = pos + 1;
-	if (p->s[pos] == '~') {
+	if (p->s[pos] == '~')
 		while (e < p->len && is_name_char(p->s[e]))
 			e++;
-	} else if (!strchr("()&|!", p->s[pos])) {
-		e = word_end(p, pos);
-		if (e == pos)
-			e = pos + 1;
-	}
 	const char *more = "";
 	if (e - pos > 40) {
 		e = pos + 40;
@@ -700,6 +698,8 @@ static const struct node *too_deep(const struct node *n)
 	return n;
 }
 
+static size_t mark_drivers(struct node *root);
+
 struct filter *filter_parse(const char *text, struct filter_error *err)
 {
 	struct filter_error dummy;
@@ -735,6 +735,7 @@ struct filter *filter_parse(const char *text, struct filter_error *err)
 		f = calloc(1, sizeof(*f));
 		if (f) {
 			f->root = root;
+			f->drivers = mark_drivers(root);
 			f->md = pcre2_match_data_create(1, NULL);
 			f->mc = match_context();
 		}
@@ -1099,6 +1100,12 @@ struct sqlgen {
 	struct filter_param *params;
 	size_t nparams, pcap;
 	bool nomem;
+	/* The driven form: the tests flow_fts drives (the root, or tests of
+	 * the root's &) leave out their index lookup; their MATCH queries,
+	 * joined by AND, are noted. */
+	bool driven;
+	char *match;
+	size_t match_len, match_param, drivers;
 };
 
 static void put_n(struct sqlgen *g, const char *s, size_t n)
@@ -1293,6 +1300,21 @@ static char *case_variants(const char *lit, size_t n, size_t *len)
 }
 
 /* One field's SQL for a regex test whose pattern is ?pat. */
+/* Appends a driving test's MATCH query to the driven form's. */
+static void add_match(struct sqlgen *g, const char *q, size_t len)
+{
+	if (!q || g->nomem)
+		return;
+	char *m = realloc(g->match, g->match_len + len + 8);
+	if (!m) {
+		g->nomem = true;
+		return;
+	}
+	g->match = m;
+	g->match_len += (size_t)sprintf(m + g->match_len, "%s(%s)", g->drivers ? " AND " : "", q);
+	g->drivers++;
+}
+
 /* The pattern's parameter, made when first used. */
 static size_t pattern_param(struct sqlgen *g, const struct node *n, size_t *pat)
 {
@@ -1332,7 +1354,14 @@ static void sql_field(struct sqlgen *g, const struct node *n, unsigned field, si
 	if ((field == FIELD_URL || field == FIELD_HOST) && a->nruns > 0) {
 		size_t len;
 		char *q = fts_query(a, col, &len);
+		if (g->driven && n->drives)
+			add_match(g, q, len);
 		size_t fts = param_take(g, q, len);
+		if (g->driven && n->drives) {
+			g->match_param = fts;
+			putf(g, "wgmitm_regexp(?%zu, flows.%s)", pattern_param(g, n, pat), col);
+			return;
+		}
 		putf(g,
 		     "(flows.seq IN (SELECT rowid FROM flow_fts WHERE flow_fts MATCH ?%zu) AND "
 		     "wgmitm_regexp(?%zu, flows.%s))",
@@ -1445,19 +1474,74 @@ static void sql_node(struct sqlgen *g, const struct node *n)
 	put(g, ")");
 }
 
+/* Whether flow_fts can drive the query from test n: a ~u, ~d or bare word
+ * with literal runs (and no equality, which an index answers better). */
+static bool can_drive(const struct node *n)
+{
+	if (n->kind != NODE_TEST || n->neg || n->op->kind != T_REGEX ||
+	    (n->op->fields != FIELD_URL && n->op->fields != FIELD_HOST))
+		return false;
+	struct facts a = { .lit = malloc(n->patlen + 1) };
+	if (!a.lit)
+		return false;
+	analyse(n->pattern, n->patlen, &a);
+	free(a.lit);
+	return a.nruns > 0 && !(n->op->fields == FIELD_HOST && a.exact);
+}
+
+/* Marks the tests flow_fts can drive the query from; how many. */
+static size_t mark_drivers(struct node *root)
+{
+	size_t n = 0;
+	if (can_drive(root)) {
+		root->drives = true;
+		return 1;
+	}
+	if (root->kind != NODE_AND)
+		return 0;
+	for (size_t i = 0; i < root->nkids; i++) {
+		if (can_drive(root->kids[i])) {
+			root->kids[i]->drives = true;
+			n++;
+		}
+	}
+	return n;
+}
+
 int filter_to_sql(const struct filter *f, struct filter_sql *out)
 {
 	memset(out, 0, sizeof(*out));
 	struct sqlgen g = { 0 };
 	sql_node(&g, f->root);
+	/* The driven form again: parameters are made in the same order, so
+	 * they number alike; the second set is dropped. */
+	struct sqlgen d = { .driven = true };
+	if (f->drivers && !g.nomem) {
+		sql_node(&d, f->root);
+		struct filter_sql drop = { .nparams = d.nparams, .params = d.params };
+		filter_sql_free(&drop);
+		if (d.nomem || d.nparams != g.nparams || d.drivers != f->drivers)
+			g.nomem = true;
+		/* Several: their queries joined, a parameter of its own (which
+		 * `where` does not use; filter_sql_bind skips it there). */
+		else if (d.drivers > 1) {
+			d.match_param = param_take(&g, d.match, d.match_len);
+			d.match = NULL;
+		}
+	}
+	free(d.match);
 	if (g.nomem) {
-		struct filter_sql s = { g.buf, g.nparams, g.params };
+		struct filter_sql s = {
+			.where = g.buf, .nparams = g.nparams, .params = g.params, .driven = d.buf
+		};
 		filter_sql_free(&s);
 		return -ENOMEM;
 	}
 	out->where = g.buf;
 	out->nparams = g.nparams;
 	out->params = g.params;
+	out->fts_param = d.buf ? d.match_param : 0;
+	out->driven = d.buf;
 	return 0;
 }
 
@@ -1469,12 +1553,15 @@ void filter_sql_free(struct filter_sql *s)
 		free(s->params[i].text);
 	free(s->params);
 	free(s->where);
+	free(s->driven);
 	memset(s, 0, sizeof(*s));
 }
 
 int filter_sql_bind(sqlite3_stmt *st, const struct filter_sql *s)
 {
-	for (size_t i = 0; i < s->nparams; i++) {
+	/* A form may leave the last ones out (fts_param, in `where`). */
+	size_t n = (size_t)sqlite3_bind_parameter_count(st);
+	for (size_t i = 0; i < s->nparams && i < n; i++) {
 		const struct filter_param *p = &s->params[i];
 		int rc = p->type == FILTER_PARAM_INT
 				 ? sqlite3_bind_int64(st, (int)i + 1, p->value)

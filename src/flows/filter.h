@@ -29,7 +29,9 @@
  * - ~u, ~d and bare words whose regex must contain ASCII literal runs of 3
  *   or more characters ("example.com", "/api/v[0-9]+/users", "^https://"):
  *   the trigram index flow_fts narrows the rows (MATCH on those runs, which
- *   is case-insensitive like the regex), then the regex decides.
+ *   is case-insensitive like the regex), then the regex decides; when such
+ *   tests are the filter or among its top-level &, filter_sql.driven lets
+ *   the query walk flow_fts newest first and stop at a page.
  * A "literal" is plain characters and backslash-escaped punctuation ("\.").
  *
  * A filter is used by one thread at a time (it holds PCRE2 match data). */
@@ -92,10 +94,22 @@ struct filter_param {
 	int64_t value; /* INT */
 };
 
+/* fts_param and driven: when the filter is one test the trigram index can
+ * narrow (a ~u, ~d or bare word with a literal, below), or such a test &
+ * others, the number of that test's MATCH parameter and a WHERE clause
+ * without its index lookup, for a query that walks flow_fts newest first
+ * and stops at a page, however many flows match:
+ *   SELECT ... FROM flow_fts CROSS JOIN flows ON flows.seq = flow_fts.rowid
+ *   WHERE flow_fts MATCH ?<fts_param> AND flow_fts.rowid < ?<cursor>
+ *     AND (<driven>) ORDER BY flow_fts.rowid DESC LIMIT 100
+ * (`where` makes SQLite read every flow containing the literal first: fine
+ * when few do, slow when most do). 0 and NULL otherwise. */
 struct filter_sql {
 	char *where;
 	size_t nparams;
 	struct filter_param *params;
+	size_t fts_param;
+	char *driven;
 };
 
 /* 0, or -ENOMEM (out zeroed). */

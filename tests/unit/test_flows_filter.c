@@ -330,17 +330,14 @@ static int teardown(void **ctx)
 
 /* ---- both back ends ------------------------------------------------------ */
 
-/* The records (bit i: RECORDS[i]) the SQL form selects. */
-static uint32_t sql_set(const struct filter *f, const char *expr)
+/* The records (bit i: RECORDS[i]) a query selects, with the filter's
+ * parameters bound. */
+static uint32_t run_query(const char *q, const struct filter_sql *s, const char *expr)
 {
-	struct filter_sql s;
-	assert_int_equal(filter_to_sql(f, &s), 0);
-	char *q = malloc(strlen(s.where) + 64);
-	sprintf(q, "SELECT seq FROM flows WHERE %s", s.where);
 	sqlite3_stmt *st;
 	if (sqlite3_prepare_v2(db, q, -1, &st, NULL) != SQLITE_OK)
 		fail_msg("%s: %s: %s", expr, q, sqlite3_errmsg(db));
-	assert_int_equal(filter_sql_bind(st, &s), SQLITE_OK);
+	assert_int_equal(filter_sql_bind(st, s), SQLITE_OK);
 	uint32_t set = 0;
 	int rc;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
@@ -348,6 +345,29 @@ static uint32_t sql_set(const struct filter *f, const char *expr)
 	if (rc != SQLITE_DONE)
 		fail_msg("%s: %s", expr, sqlite3_errmsg(db));
 	sqlite3_finalize(st);
+	return set;
+}
+
+#define DRIVEN_QUERY                                                                               \
+	"SELECT flows.seq FROM flow_fts CROSS JOIN flows ON flows.seq = flow_fts.rowid WHERE "     \
+	"flow_fts MATCH ?%zu AND (%s)"
+
+/* The records the SQL form selects; the driven form, when there is one,
+ * must select the same. */
+static uint32_t sql_set(const struct filter *f, const char *expr)
+{
+	struct filter_sql s;
+	assert_int_equal(filter_to_sql(f, &s), 0);
+	char *q = malloc(strlen(s.where) + (s.driven ? strlen(s.driven) : 0) + 128);
+	sprintf(q, "SELECT seq FROM flows WHERE %s", s.where);
+	uint32_t set = run_query(q, &s, expr);
+	if (s.driven) {
+		sprintf(q, DRIVEN_QUERY, s.fts_param, s.driven);
+		uint32_t driven = run_query(q, &s, expr);
+		if (driven != set)
+			fail_msg("%s: the driven form gives 0x%x, the WHERE form 0x%x", expr,
+				 driven, set);
+	}
 	free(q);
 	filter_sql_free(&s);
 	return set;
@@ -459,6 +479,10 @@ static const struct {
 	{ "!(~e | !~tcp)", { 7, 8, 10, END } },
 	{ "~q foo", { END } },
 	{ "~q search", { 3, END } },
+	/* Several tests the trigram index narrows, joined by &. */
+	{ "~u /v1/ ~d api ~m ^post$", { 1, END } },
+	{ "example.com ~d 'example\\.com$' ~c 200", { 0, 15, 16, 17, 18, END } },
+	{ "~u html ~d xyz", { END } },
 };
 
 static void test_back_ends(void **ctx)
@@ -520,6 +544,33 @@ static void expect_plan(const char *expr, const char *uses)
 	free(p);
 }
 
+/* The plan of the driven form's page query. */
+static char *driven_plan(const char *expr)
+{
+	struct filter *f = filter_parse(expr, NULL);
+	assert_non_null(f);
+	struct filter_sql s;
+	assert_int_equal(filter_to_sql(f, &s), 0);
+	assert_non_null(s.driven);
+	char *q = malloc(strlen(s.driven) + 256);
+	sprintf(q,
+		"EXPLAIN QUERY PLAN " DRIVEN_QUERY
+		" AND flow_fts.rowid < ?%zu ORDER BY flow_fts.rowid DESC LIMIT 100",
+		s.fts_param, s.driven, s.nparams + 1);
+	sqlite3_stmt *st;
+	assert_int_equal(sqlite3_prepare_v2(db, q, -1, &st, NULL), SQLITE_OK);
+	char *out = calloc(1, 4096);
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		strncat(out, (const char *)sqlite3_column_text(st, 3), 4000 - strlen(out));
+		strcat(out, "\n");
+	}
+	sqlite3_finalize(st);
+	free(q);
+	filter_sql_free(&s);
+	filter_free(f);
+	return out;
+}
+
 static void test_indexes(void **ctx)
 {
 	(void)ctx;
@@ -535,6 +586,18 @@ static void test_indexes(void **ctx)
 	char *p = plan("~u a.b");
 	assert_non_null(strstr(p, "SCAN flows"));
 	free(p);
+
+	/* The driven form walks flow_fts newest first (no sort), each flow
+	 * found by its rowid. */
+	const char *driven[] = { "needle", "~d example.com ~c 200", "~u /v1/ ~d api ~m ^post$" };
+	for (size_t i = 0; i < sizeof(driven) / sizeof(*driven); i++) {
+		p = driven_plan(driven[i]);
+		if (strncmp(p, "SCAN flow_fts VIRTUAL TABLE INDEX", 33) != 0 ||
+		    !strstr(p, "SEARCH flows USING INTEGER PRIMARY KEY (rowid=?)") ||
+		    strstr(p, "TEMP B-TREE") || strstr(p, "SCAN flows"))
+			fail_msg("%s: driven plan:\n%s", driven[i], p);
+		free(p);
+	}
 }
 
 /* ---- parsing ------------------------------------------------------------- */
@@ -735,8 +798,43 @@ static void test_sql_shape(void **ctx)
 	assert_int_equal(s.params[0].value, 404);
 	assert_int_equal(s.params[1].type, FILTER_PARAM_TEXT);
 	assert_string_equal(s.params[1].text, "example.com");
+	/* The host equality answers better than the trigram index. */
+	assert_int_equal(s.fts_param, 0);
+	assert_null(s.driven);
 	filter_sql_free(&s);
 	filter_free(f);
+
+	f = filter_parse("~u abc ~c 200", NULL);
+	assert_int_equal(filter_to_sql(f, &s), 0);
+	assert_string_equal(s.where, "(flows.status = ?1 AND (flows.seq IN (SELECT rowid FROM "
+				     "flow_fts WHERE flow_fts MATCH ?2) AND wgmitm_regexp(?3, "
+				     "flows.url)))");
+	assert_int_equal(s.fts_param, 2);
+	assert_string_equal(s.driven, "(flows.status = ?1 AND wgmitm_regexp(?3, flows.url))");
+	assert_string_equal(s.params[1].text, "url : \"abc\"");
+	filter_sql_free(&s);
+	filter_free(f);
+
+	/* Several driving tests: one MATCH for all, a parameter of its own. */
+	f = filter_parse("~u abc ~d 'de\"f'", NULL);
+	assert_int_equal(filter_to_sql(f, &s), 0);
+	assert_int_equal(s.nparams, 5);
+	assert_int_equal(s.fts_param, 5);
+	assert_string_equal(s.params[4].text, "(url : \"abc\") AND (host : \"de\"\"f\")");
+	assert_string_equal(s.driven, "(wgmitm_regexp(?2, flows.url) AND wgmitm_regexp(?4, "
+				      "flows.host))");
+	filter_sql_free(&s);
+	filter_free(f);
+
+	/* None under | or !. */
+	const char *undriven[] = { "~u abc | ~c 200", "!~u abcd", "~u a.b", "~b abcd" };
+	for (size_t i = 0; i < sizeof(undriven) / sizeof(*undriven); i++) {
+		f = filter_parse(undriven[i], NULL);
+		assert_int_equal(filter_to_sql(f, &s), 0);
+		assert_null(s.driven);
+		filter_sql_free(&s);
+		filter_free(f);
+	}
 
 	/* The query's own parameters come after the filter's. */
 	f = filter_parse("~peer ^phone$ | ~tcp", NULL);
