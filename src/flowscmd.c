@@ -15,6 +15,7 @@
 #include "flows/decode.h"
 #include "flows/fields.h"
 #include "flows/filter.h"
+#include "flows/query.h"
 #include "flows/flowlog.h"
 #include "flows/store.h"
 #include "state.h"
@@ -136,8 +137,8 @@ static void print_row(const struct store_row *r, bool json)
 				      r->id, "type", r->type, "start", flow_time_json(r->start_us),
 				      "peer", r->peer, "method", r->method, "host", r->host, "url",
 				      r->url, "bytes_up", (json_int_t)r->bytes_up, "bytes_down",
-				      (json_int_t)r->bytes_down, "end_reason", r->end_reason, "error",
-				      r->error);
+				      (json_int_t)r->bytes_down, "end_reason", r->end_reason,
+				      "error", r->error);
 		json_object_set_new(o, "status", r->status ? json_integer(r->status) : json_null());
 		json_object_set_new(o, "duration_ms", json_real((double)r->duration_us / 1000));
 		char *t = json_dumps(o, JSON_COMPACT);
@@ -198,7 +199,8 @@ int flowscmd_list(int argc, char **argv, const char *home_override)
 		case 'n':
 			limit = strtoul(optarg, &end, 10);
 			if (*end || limit == 0 || limit > 10000) {
-				fprintf(stderr, "wgmitm: --limit \"%s\": expected 1 to 10000\n", optarg);
+				fprintf(stderr, "wgmitm: --limit \"%s\": expected 1 to 10000\n",
+					optarg);
 				return 2;
 			}
 			break;
@@ -217,36 +219,21 @@ int flowscmd_list(int argc, char **argv, const char *home_override)
 		}
 	}
 	if (optind + 1 < argc) {
-		fprintf(stderr, "wgmitm: one FILTER expression (quote it)\nusage: %s\n", flows_usage);
+		fprintf(stderr, "wgmitm: one FILTER expression (quote it)\nusage: %s\n",
+			flows_usage);
 		return 2;
 	}
 	const char *text = optind < argc ? argv[optind] : NULL;
-	struct filter_sql sql = { 0 };
-	struct flows_param *params = NULL;
-	if (text && *text) {
-		struct filter_error fe;
-		struct filter *f = filter_parse(text, &fe);
-		if (!f) {
-			fprintf(stderr, "wgmitm: %s\n  %s\n  %*s^\n", fe.message, text,
-				fe.column > 0 ? (int)fe.column - 1 : 0, "");
-			return 2;
-		}
-		int rc = filter_to_sql(f, &sql);
-		filter_free(f);
-		params = calloc(sql.nparams ? sql.nparams : 1, sizeof(*params));
-		if (rc < 0 || !params) {
+	struct flows_query fq;
+	struct filter_error fe;
+	if (flows_query_make(&fq, text, &fe) < 0) {
+		if (!fe.column) {
 			fprintf(stderr, "wgmitm: out of memory\n");
 			return 1;
 		}
-		for (size_t i = 0; i < sql.nparams; i++) {
-			if (sql.params[i].type == FILTER_PARAM_INT) {
-				params[i].type = FLOWS_PARAM_INT;
-				params[i].i = sql.params[i].value;
-			} else {
-				params[i].type = FLOWS_PARAM_TEXT;
-				params[i].text = sql.params[i].text;
-			}
-		}
+		fprintf(stderr, "wgmitm: %s\n  %s\n  %*s^\n", fe.message, text, (int)fe.column - 1,
+			"");
+		return 2;
 	}
 	char home[4096];
 	if (state_home_resolve(home_override, home, sizeof(home)) < 0) {
@@ -257,10 +244,8 @@ int flowscmd_list(int argc, char **argv, const char *home_override)
 	int status = 1;
 	if (open_reader(home, &r) < 0)
 		goto out;
-	struct store_query q = { .where = sql.where,
-				 .params = params,
-				 .nparams = sql.nparams,
-				 .limit = (unsigned)limit };
+	struct store_query q = fq.q;
+	q.limit = (unsigned)limit;
 	struct rows rs = { 0 };
 	if (store_list(r, &q, take_row, &rs, NULL) < 0) {
 		fprintf(stderr, "wgmitm: %s\n", store_reader_errmsg(r));
@@ -281,8 +266,6 @@ int flowscmd_list(int argc, char **argv, const char *home_override)
 	while (follow && !stop) {
 		/* New rows since the last one printed, oldest first. */
 		usleep(300000);
-		char home_db[4200];
-		snprintf(home_db, sizeof(home_db), "%s/%s", home, FLOWLOG_FILE);
 		struct store_query fq = q;
 		fq.oldest_first = true;
 		fq.cursor = last;
@@ -301,8 +284,7 @@ int flowscmd_list(int argc, char **argv, const char *home_override)
 	store_reader_close(r);
 	status = 0;
 out:
-	filter_sql_free(&sql);
-	free(params);
+	flows_query_free(&fq);
 	return status;
 }
 
@@ -312,7 +294,7 @@ static void print_headers(const json_t *headers)
 {
 	size_t i;
 	json_t *h;
-	json_array_foreach (headers, i, h)
+	json_array_foreach(headers, i, h)
 		printf("%s: %s\n", json_string_value(json_array_get(h, 0)) ?: "",
 		       json_string_value(json_array_get(h, 1)) ?: "");
 }
@@ -333,7 +315,8 @@ static void print_body(struct store_reader *r, const char *id, int part, const j
 	size_t dlen = 0;
 	const char *note = "";
 	if (!decode_is_identity(enc)) {
-		enum decode_status ds = decode_body(enc, data, len, DECODE_DEFAULT_CAP, &dec, &dlen);
+		enum decode_status ds =
+			decode_body(enc, data, len, DECODE_DEFAULT_CAP, &dec, &dlen);
 		if (dec) {
 			free(data);
 			data = dec;
@@ -356,7 +339,8 @@ static void print_body(struct store_reader *r, const char *id, int part, const j
 		if (data[shown - 1] != '\n')
 			printf("\n");
 		if (shown < len)
-			printf("[%zu more bytes: wgmitm flow --json, or GET /api/flows/%s/%s/body]\n",
+			printf("[%zu more bytes: wgmitm flow --json, or GET "
+			       "/api/flows/%s/%s/body]\n",
 			       len - shown, id, part ? "response" : "request");
 	} else {
 		printf("[%zu bytes of binary%s%s%s]\n", len, enc ? ", " : "", enc ? enc : "", note);
@@ -415,8 +399,8 @@ int flowscmd_show(int argc, char **argv, const char *home_override)
 	printf("%s %s  peer %s  %s -> %s\n", ff.type, ff.id, ff.peer ? ff.peer : "-",
 	       ff.client ? ff.client : "-", ff.server ? ff.server : "-");
 	printf("%s .. %s  up %lld B  down %lld B  %s%s%s\n", st, et, (long long)ff.bytes_up,
-	       (long long)ff.bytes_down, ff.end_reason ? ff.end_reason : "",
-	       ff.error ? ": " : "", ff.error ? ff.error : "");
+	       (long long)ff.bytes_down, ff.end_reason ? ff.end_reason : "", ff.error ? ": " : "",
+	       ff.error ? ff.error : "");
 	if (strcmp(ff.type, "http") == 0) {
 		const json_t *req = json_object_get(rec, "request");
 		const json_t *resp = json_object_get(rec, "response");

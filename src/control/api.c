@@ -20,6 +20,7 @@
 #include "flows/fields.h"
 #include "flows/filter.h"
 #include "flows/har.h"
+#include "flows/query.h"
 #include "flows/store.h"
 
 #define API_INFO_FILE "api.json"
@@ -311,49 +312,15 @@ static int query_fail(struct query *q, int status, const char *msg)
 	return -1;
 }
 
-/* The filter as a WHERE clause and store parameters. */
-struct where {
-	struct filter_sql sql;
-	struct flows_param *params;
-};
-
-static int where_make(struct query *q, struct where *w)
+/* The query's filter as a store query. */
+static int where_make(struct query *q, struct flows_query *w)
 {
-	memset(w, 0, sizeof(*w));
-	if (!q->filter || !*q->filter)
-		return 0;
 	struct filter_error fe;
-	struct filter *f = filter_parse(q->filter, &fe);
-	if (!f) {
+	if (flows_query_make(w, q->filter, &fe) < 0) {
 		q->error_column = fe.column;
-		return query_fail(q, 400, fe.column ? fe.message : "out of memory");
-	}
-	int rc = filter_to_sql(f, &w->sql);
-	filter_free(f);
-	if (rc < 0)
-		return query_fail(q, 500, "out of memory");
-	w->params = calloc(w->sql.nparams ? w->sql.nparams : 1, sizeof(*w->params));
-	if (!w->params) {
-		filter_sql_free(&w->sql);
-		return query_fail(q, 500, "out of memory");
-	}
-	for (size_t i = 0; i < w->sql.nparams; i++) {
-		const struct filter_param *p = &w->sql.params[i];
-		if (p->type == FILTER_PARAM_INT) {
-			w->params[i].type = FLOWS_PARAM_INT;
-			w->params[i].i = p->value;
-		} else {
-			w->params[i].type = FLOWS_PARAM_TEXT;
-			w->params[i].text = p->text;
-		}
+		return query_fail(q, fe.column ? 400 : 500, fe.message);
 	}
 	return 0;
-}
-
-static void where_free(struct where *w)
-{
-	filter_sql_free(&w->sql);
-	free(w->params);
 }
 
 static json_t *row_json(const struct store_row *r)
@@ -397,18 +364,16 @@ static int har_row(void *ctx, const struct store_row *r)
 
 static void q_list(struct query *q, struct store_reader *r)
 {
-	struct where w;
+	struct flows_query w;
 	if (where_make(q, &w) < 0)
 		return;
-	struct store_query sq = { .where = w.sql.where,
-				  .params = w.params,
-				  .nparams = w.sql.nparams,
-				  .cursor = q->cursor,
-				  .limit = q->limit };
+	struct store_query sq = w.q;
+	sq.cursor = q->cursor;
+	sq.limit = q->limit;
 	json_t *flows = json_array();
 	int64_t next = 0;
 	int rc = store_list(r, &sq, collect_row, flows, &next);
-	where_free(&w);
+	flows_query_free(&w);
 	if (rc < 0) {
 		json_decref(flows);
 		query_fail(q, 500, store_reader_errmsg(r));
@@ -476,17 +441,15 @@ static void q_body(struct query *q, struct store_reader *r)
 
 static void q_har(struct query *q, struct store_reader *r)
 {
-	struct where w;
+	struct flows_query w;
 	if (where_make(q, &w) < 0)
 		return;
 	/* The newest `limit` flows, then written oldest first. */
 	json_t *ids = json_array();
-	struct store_query sq = { .where = w.sql.where,
-				  .params = w.params,
-				  .nparams = w.sql.nparams,
-				  .limit = q->limit };
+	struct store_query sq = w.q;
+	sq.limit = q->limit;
 	int rc = store_list(r, &sq, har_row, ids, NULL);
-	where_free(&w);
+	flows_query_free(&w);
 	if (rc < 0) {
 		json_decref(ids);
 		query_fail(q, 500, store_reader_errmsg(r));

@@ -121,6 +121,7 @@ in_ns "$CLI" bash -c "for i in \$(seq 1 200); do curl -s -o /dev/null --max-time
 load_pid=$!
 sleep 1
 kill -9 "$WGMITM_PID"
+kill "$load_pid" 2>/dev/null || true
 wait "$load_pid" 2>/dev/null || true
 wait "$WGMITM_PID" 2>/dev/null || true
 logged=$(python3 - "$HOME_DIR/flows.jsonl" <<'PY'
