@@ -919,6 +919,11 @@ int daemon_set_config(struct daemon *d, json_t *doc, struct config_error *err)
  * and searches wait for it. */
 static int open_store(struct daemon *d)
 {
+	if (d->opts->no_store) {
+		log_info("no flow store (--no-store): flows go to %s/%s only", d->st.home,
+			 FLOWLOG_FILE);
+		return 0;
+	}
 	char db[4200], log[4200];
 	snprintf(db, sizeof(db), "%s/%s", d->st.home, STORE_FILE);
 	snprintf(log, sizeof(log), "%s/%s", d->st.home, FLOWLOG_FILE);

@@ -47,6 +47,7 @@ struct daemon_options {
 	const char *api;        /* [ADDR:]PORT or "off"; NULL: 127.0.0.1:8081 */
 	int64_t store_max_size; /* bytes of HOME/flows.db; 0: 2 GiB; < 0: no bound */
 	int64_t store_max_age;  /* seconds a flow is kept; 0: no bound */
+	bool no_store;          /* flows.jsonl only: no HOME/flows.db */
 };
 
 /* --api's value: [ADDR:]PORT (ADDR an IPv4 or IPv6 literal, IPv6 in

@@ -236,6 +236,7 @@ static int cmd_run(int argc, char **argv)
 		{ "api", required_argument, NULL, 'a' },
 		{ "store-max-size", required_argument, NULL, 'z' },
 		{ "store-max-age", required_argument, NULL, 'g' },
+		{ "no-store", no_argument, NULL, 'S' },
 		{ 0 },
 	};
 	reset_getopt();
@@ -352,6 +353,9 @@ static int cmd_run(int argc, char **argv)
 					"1M), e.g. 500M or 10G",
 					optarg);
 			break;
+		case 'S':
+			o.no_store = true;
+			break;
 		case 'g':
 			if (parse_age(optarg, &o.store_max_age) < 0)
 				return usage_error(
@@ -415,7 +419,7 @@ static const struct command cmd_run_def = {
 	"                  [--upstream-ca FILE]... [--insecure-upstream] [--passthrough GLOB]...\n"
 	"                  [--auto-passthrough S] [--body-cap BYTES] [--no-intercept]\n"
 	"                  [--quic refuse|passthrough] [--api [ADDR:]PORT|off]\n"
-	"                  [--store-max-size BYTES] [--store-max-age AGE]",
+	"                  [--store-max-size BYTES] [--store-max-age AGE] [--no-store]",
 	"Start the endpoint. On first start it creates the server key and, when no\n"
 	"peer exists, a peer named \"phone\" whose QR code it prints. Every TCP and\n"
 	"UDP flow of a peer is relayed to its destination and recorded in\n"
@@ -457,6 +461,7 @@ static const struct command cmd_run_def = {
 	"                           (127.0.0.1:8081); it needs the token of HOME/api-token\n"
 	"  --store-max-size BYTES   HOME/flows.db at most, the oldest flows evicted (2G)\n"
 	"  --store-max-age AGE      flows kept at most this long, e.g. 7d (no limit)\n"
+	"  --no-store               flows.jsonl only: no HOME/flows.db, no lists or search\n"
 	"\n"
 	"debug options (shortened WireGuard timers, seconds; for tests):\n"
 	"  --debug-rekey-after S    REKEY_AFTER_TIME (120)\n"

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# The flow store's cost on the HTTPS path: intercepted HTTPS requests/s
+# through wgmitm with the store following the log (the default) against
+# the same endpoint with --no-store (flows.jsonl only), same run, same
+# namespaces, alternating, REPS times each; prints the medians and the
+# ratio on / off (the goal: at least 0.95).
+#
+#   cli wireguard-go ── srv wgmitm (TLS intercepted, HTTP recorded) ── host: nginx
+#
+#   sudo bench/store.sh           (WGMITM=path, REPS=5, N=20000 requests each,
+#                                  64 keep-alive HTTP/1.1 clients, 1 KiB bodies)
+# Needs root, nginx (nginx-light: `scripts/setup --bench`) and h2load.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+export WGMITM=${WGMITM:-$here/../build/wgmitm}
+REPS=${REPS:-5}
+N=${N:-20000}
+source "$here/../tests/e2e/lib.sh"
+require_root
+for tool in nginx h2load; do
+  command -v "$tool" >/dev/null || fail "$tool is needed (scripts/setup --bench)"
+done
+
+pki="$E2E_TMP/pki"
+test_pki "$pki"
+topology_hosts --upstream-ca "$pki/ca.pem"
+WGMITM_HOME="$HOME_DIR" "$WGMITM" ca export >"$E2E_TMP/wgca.pem"
+
+www="$E2E_TMP/www"
+mkdir -p "$www" "$E2E_TMP/nginx"
+head -c 768 /dev/urandom | base64 -w0 | head -c 1024 >"$www/1k.txt"
+cat >"$E2E_TMP/nginx/nginx.conf" <<EOF
+user root;
+worker_processes 1;
+pid $E2E_TMP/nginx/nginx.pid;
+daemon off;
+error_log $E2E_TMP/nginx/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $E2E_TMP/nginx/body;
+  types { text/plain txt; }
+  keepalive_requests 1000000;
+  server {
+    listen 203.0.113.10:8443 ssl;
+    ssl_certificate $pki/www.pem;
+    ssl_certificate_key $pki/www.key;
+    root $www;
+  }
+}
+EOF
+serve "$HOST" nginx -e "$E2E_TMP/nginx/error.log" -c "$E2E_TMP/nginx/nginx.conf"
+wait_port "$HOST" 203.0.113.10 8443
+
+# restart [run options]: a new wgmitm on the same home; the client drops its
+# session (link down/up) so the next packet starts a handshake at once.
+restart() {
+  kill "$WGMITM_PID"; wait "$WGMITM_PID" 2>/dev/null || true
+  : >"$E2E_TMP/wgmitm.log"
+  start_wgmitm "$SRV" "$HOME_DIR" --upstream-ca "$pki/ca.pem" "$@"
+  ip -n "$CLI" link set wgc1 down
+  ip -n "$CLI" link set wgc1 up
+  route_via "$CLI" wgc1 "$SRV4/32" 203.0.113.0/24 2>/dev/null || true
+  wait_for 15 in_ns "$CLI" ping -c 1 -W 1 "$SRV4" || fail "the peer did not come back"
+}
+
+rps() {
+  in_ns "$CLI" timeout 120 h2load -c 64 -n "$N" -t 1 --h1 --connect-to "203.0.113.10:8443" \
+    "https://www.test:8443/1k.txt" >"$E2E_TMP/h2load.out" 2>&1 || true
+  python3 - "$E2E_TMP/h2load.out" "$N" <<'PY'
+import re, sys
+out = open(sys.argv[1]).read()
+fin = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
+ok = re.search(r"status codes: (\d+) 2xx", out)
+if not fin or not ok or int(ok.group(1)) != int(sys.argv[2]):
+    sys.stderr.write("h2load did not complete: " + " | ".join(out.strip().splitlines()[-6:]) + "\n")
+    print("nan")
+else:
+    print(fin.group(1))
+PY
+}
+
+on=() off=()
+for i in $(seq 1 "$REPS"); do
+  restart
+  rps >/dev/null # warm: leaf minted, upstream sessions cached
+  on+=("$(rps)")
+  restart --no-store
+  rps >/dev/null
+  off+=("$(rps)")
+  say "rep $i: store on ${on[-1]} req/s, off ${off[-1]} req/s"
+done
+stored=$(WGMITM_HOME="$HOME_DIR" "$WGMITM" flows --limit 1 --json | wc -l)
+[ "$stored" -ge 1 ] || fail "the store holds nothing"
+
+python3 - "${on[*]}" "${off[*]}" <<'PY'
+import statistics, sys
+on = [float(x) for x in sys.argv[1].split()]
+off = [float(x) for x in sys.argv[2].split()]
+mon, moff = statistics.median(on), statistics.median(off)
+print(f"{'HTTPS req/s (64 clients, HTTP/1.1)':40s} {'store on':>10s} {'store off':>10s} {'ratio':>7s}")
+print(f"{'median of ' + str(len(on)):40s} {mon:10.0f} {moff:10.0f} {mon / moff:7.3f}")
+PY
