@@ -52,15 +52,13 @@ EOF
 serve "$HOST" nginx -e "$E2E_TMP/nginx/error.log" -c "$E2E_TMP/nginx/nginx.conf"
 wait_port "$HOST" 203.0.113.10 8443
 
-# restart [run options]: a new wgmitm on the same home; the client drops its
-# session (link down/up) so the next packet starts a handshake at once.
+# restart [run options]: a new wgmitm on the same home; the client's peer
+# is set anew (its session dropped) so the next packet starts a handshake.
 restart() {
   kill "$WGMITM_PID"; wait "$WGMITM_PID" 2>/dev/null || true
   : >"$E2E_TMP/wgmitm.log"
   start_wgmitm "$SRV" "$HOME_DIR" --upstream-ca "$pki/ca.pem" "$@"
-  ip -n "$CLI" link set wgc1 down
-  ip -n "$CLI" link set wgc1 up
-  route_via "$CLI" wgc1 "$SRV4/32" 203.0.113.0/24 2>/dev/null || true
+  in_ns "$CLI" wg setconf wgc1 "$E2E_TMP/wgc1.setconf"
   wait_for 15 in_ns "$CLI" ping -c 1 -W 1 "$SRV4" || fail "the peer did not come back"
 }
 
