@@ -15,7 +15,7 @@
 #include "common/log.h"
 
 #define HEADERS_EXTRA_MAX 8192 /* header lines a handler adds */
-#define IN_SLACK (128u * 1024) /* input past the soft cap before we give up */
+#define IN_SLACK (64u * 1024)  /* one read past the soft cap; more is a transport ignoring us */
 #define RUN_GUARD 1000000
 
 static void conn_run(struct httpd_conn *c);

@@ -17,9 +17,17 @@
  * finishes the response: with httpd_reply / httpd_reply_json /
  * httpd_reply_error, or httpd_stream_begin ... httpd_stream_end. It may
  * return first and finish later (asynchronous, e.g. from uv_queue_work's
- * after_work); until then the connection reads nothing more. Every response
- * must be finished exactly once, even when the client has gone: the calls
- * then only free it. httpd_resp_on_abort tells a handler the client went.
+ * after_work); until then later requests on the connection wait. Every
+ * response must be finished exactly once, even when the client has gone:
+ * the calls then only free it. httpd_resp_on_abort tells a handler the
+ * client went (a reset or a failed write: a FIN alone may be a half-close
+ * awaiting the answer, which is still sent).
+ *
+ * Timeouts: idle_ms between requests and for a stalled write (bytes queued
+ * and none taken by the client), head_ms for a request head from its first
+ * byte, body_ms for its body (408 then), ws_close_ms for a close handshake,
+ * linger_ms reading after our FIN. None runs while a handler works or on an
+ * open WebSocket with nothing queued.
  *
  * Streaming. httpd_stream_begin sends the head (chunked transfer encoding;
  * for an HTTP/1.0 client, no length and a close at the end). Each
@@ -263,14 +271,18 @@ size_t httpd_ws_queue_max(const struct httpd_ws *ws);
 
 /* The byte-processing core under a transport: the listener's libuv TCP
  * connections are one, the unit tests and the fuzz target drive others.
- * The core calls the transport (never from inside these functions' own
- * callbacks into the transport, and never freeing anything):
+ * The core calls the transport:
  *   output    bytes are waiting: take them with httpd_conn_take
- *   reading   deliver input (true) or hold it (false): backpressure
- *   shutdown  all output was taken: send FIN once it is written, keep
- *             delivering input (and EOF)
- *   close     stop: close the connection; call httpd_conn_free later, not
- *             from inside this callback */
+ *   reading   deliver input (true) or hold it (false): backpressure. One
+ *             more delivery of up to 64 KiB may follow a false; a transport
+ *             that keeps feeding is closed
+ *   shutdown  everything was written: send FIN, keep delivering input and
+ *             EOF (a short linger, so the last answer is not lost to a
+ *             reset)
+ *   close     stop: close the connection, then call httpd_conn_free
+ * A transport may take output, report it sent and feed input from inside
+ * these callbacks (the core defers what it must); it never calls
+ * httpd_conn_free from inside them. */
 struct httpd_transport {
 	void (*output)(void *ctx);
 	void (*reading)(void *ctx, bool on);
