@@ -947,6 +947,12 @@ static void on_record(void *ctx, const json_t *record)
 	api_flow_recorded(d->api, record);
 }
 
+static void on_flow_begin(void *ctx, const struct flowlog_flow *f)
+{
+	struct daemon *d = ctx;
+	api_flow_started(d->api, f);
+}
+
 /* The control API: [ADDR:]PORT, "off", or 127.0.0.1:8081. */
 static int open_api(struct daemon *d)
 {
@@ -978,6 +984,7 @@ static int open_api(struct daemon *d)
 	}
 	(void)relay_protect_port(d->relay, api_port(d->api));
 	flowlog_set_observer(d->flows, on_record, d);
+	flowlog_set_begin_observer(d->flows, on_flow_begin, d);
 	char url[512];
 	api_login_url(d->api, url, sizeof(url));
 	log_info("control API on %s port %u; open %s in a browser (token in %s/api-token)", host,

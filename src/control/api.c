@@ -19,6 +19,7 @@
 #include "flows/decode.h"
 #include "flows/fields.h"
 #include "flows/filter.h"
+#include "flows/flowlog.h"
 #include "flows/har.h"
 #include "flows/query.h"
 #include "flows/store.h"
@@ -724,7 +725,7 @@ struct sub {
 	struct httpd_ws *ws;
 	struct sub *next;
 	struct filter *filter; /* NULL: every flow */
-	bool flows, log, stats;
+	bool flows, starts, log, stats;
 	uint64_t dropped;
 };
 
@@ -781,12 +782,15 @@ static void sub_configure(struct sub *s, const json_t *req)
 	s->filter = nf;
 	s->flows = flows;
 	const json_t *l = json_object_get(req, "log"), *st = json_object_get(req, "stats");
+	const json_t *sts = json_object_get(req, "starts");
+	if (sts)
+		s->starts = json_is_true(sts);
 	if (l)
 		s->log = json_is_true(l);
 	if (st)
 		s->stats = json_is_true(st);
-	sub_send(s, json_pack("{s:s,s:b,s:b,s:b}", "type", "subscribed", "flows", s->flows, "log",
-			      s->log, "stats", s->stats));
+	sub_send(s, json_pack("{s:s,s:b,s:b,s:b,s:b}", "type", "subscribed", "flows", s->flows,
+			      "starts", s->starts, "log", s->log, "stats", s->stats));
 }
 
 static void ev_open(struct httpd_ws *ws, void *arg)
@@ -811,6 +815,9 @@ static void ev_open(struct httpd_ws *ws, void *arg)
 	if (f && *f)
 		json_object_set_new(r, "flows", json_string(f));
 	const char *l = httpd_req_query(req, "log"), *st = httpd_req_query(req, "stats");
+	const char *sts = httpd_req_query(req, "starts");
+	if (sts)
+		json_object_set_new(r, "starts", json_boolean(strcmp(sts, "0") != 0));
 	if (l)
 		json_object_set_new(r, "log", json_boolean(strcmp(l, "0") != 0));
 	if (st)
@@ -895,6 +902,43 @@ void api_flow_recorded(struct api *a, const json_t *record)
 		(void)httpd_ws_send_text(s->ws, text, strlen(text));
 	}
 	free(text);
+}
+
+void api_flow_started(struct api *a, const struct flowlog_flow *f)
+{
+	if (!a || !a->subs)
+		return;
+	/* What is known at the start: type, id, peer, addresses, time. */
+	json_t *rec = flowlog_flow_json(f);
+	if (!rec)
+		return;
+	struct flow_fields ff;
+	char *text = NULL;
+	if (flow_fields_read(rec, &ff) == 0) {
+		for (struct sub *s = a->subs; s; s = s->next) {
+			if (!s->flows || !s->starts || (s->filter && !filter_match(s->filter, &ff)))
+				continue;
+			if (sub_congested(s)) {
+				s->dropped++;
+				continue;
+			}
+			if (!text) {
+				json_t *o = flow_summary_json(&ff);
+				json_object_set_new(o, "client",
+						    json_string(ff.client ? ff.client : ""));
+				json_object_set_new(o, "server",
+						    json_string(ff.server ? ff.server : ""));
+				json_t *m = json_pack("{s:s,s:o}", "type", "flow_start", "flow", o);
+				text = json_dumps(m, JSON_COMPACT);
+				json_decref(m);
+				if (!text)
+					break;
+			}
+			(void)httpd_ws_send_text(s->ws, text, strlen(text));
+		}
+	}
+	free(text);
+	json_decref(rec);
 }
 
 void api_log_line(struct api *a, const char *level, const char *line)

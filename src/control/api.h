@@ -66,6 +66,11 @@ void api_login_url(const struct api *a, char *out, size_t outlen);
  * the subscribers whose filter it matches. */
 void api_flow_recorded(struct api *a, const json_t *record);
 
+/* A flow that began (the flowlog begin observer): "flow_start" events for
+ * subscribers whose filter its first fields match. */
+struct flowlog_flow;
+void api_flow_started(struct api *a, const struct flowlog_flow *f);
+
 /* A log line, for subscribers of log events. */
 void api_log_line(struct api *a, const char *level, const char *line);
 

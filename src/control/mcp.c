@@ -181,9 +181,10 @@ static const struct tool tools[] = {
 	  PROPS(STR("filter", "filter expression; empty: every HTTP flow") "," INT(
 		  "limit", "flows at most", 1, 1000)) "}" },
 	{ "clear_flows", "Delete recorded flows",
-	  "Deletes recorded flows from the store (all of them, or those matching `filter`). "
-	  "The flows file on disk keeps its lines. Cannot be undone.",
-	  PROPS(STR("filter", "only these; empty: every flow")) "}" },
+	  "Deletes every recorded flow from the store, to start a capture afresh. The flows "
+	  "file on disk keeps its lines, and a rebuild does not bring them back. Cannot be "
+	  "undone.",
+	  PROPS() "}" },
 };
 
 #define NTOOLS (sizeof(tools) / sizeof(tools[0]))
@@ -662,9 +663,7 @@ static void tool_call(struct call *c)
 		put_int(t, sizeof(t), "limit", arg_int(a, "limit", 100, 1, 1000));
 		backend_call(c, "GET", t, NULL);
 	} else if (strcmp(name, "clear_flows") == 0) {
-		strcpy(t, "/api/flows");
-		put_param(t, sizeof(t), "filter", arg_str(a, "filter"));
-		backend_call(c, "DELETE", t, NULL);
+		backend_call(c, "DELETE", "/api/flows", NULL);
 	}
 }
 

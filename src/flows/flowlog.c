@@ -31,7 +31,8 @@ struct flowlog {
 	uint64_t skipped;
 	flowlog_gate_fn gate;
 	flowlog_observer_fn observer;
-	void *gate_ctx, *observer_ctx;
+	flowlog_begin_fn begin;
+	void *gate_ctx, *observer_ctx, *begin_ctx;
 };
 
 /* ---- ids --------------------------------------------------------------- */
@@ -531,6 +532,14 @@ void flowlog_flow_begin(struct flowlog_flow *f, struct flowlog *log, const char 
 	copy_addr(&f->client, client);
 	copy_addr(&f->server, server);
 	clock_gettime(CLOCK_REALTIME, &f->start);
+	if (log && log->begin)
+		log->begin(log->begin_ctx, f);
+}
+
+void flowlog_set_begin_observer(struct flowlog *log, flowlog_begin_fn fn, void *ctx)
+{
+	log->begin = fn;
+	log->begin_ctx = ctx;
 }
 
 static int set_str(json_t *o, const char *key, const char *s)

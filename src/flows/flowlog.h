@@ -90,6 +90,12 @@ uint64_t flowlog_skipped(const struct flowlog *log);
 typedef void (*flowlog_observer_fn)(void *ctx, const json_t *record);
 void flowlog_set_observer(struct flowlog *log, flowlog_observer_fn fn, void *ctx);
 
+struct flowlog_flow;
+/* Called as each flow begins (flowlog_flow_begin), for live "started"
+ * events; the flow is borrowed for the call. */
+typedef void (*flowlog_begin_fn)(void *ctx, const struct flowlog_flow *f);
+void flowlog_set_begin_observer(struct flowlog *log, flowlog_begin_fn fn, void *ctx);
+
 /* Lines written (or queued) and writes that failed since flowlog_open. */
 uint64_t flowlog_lines(const struct flowlog *log);
 uint64_t flowlog_errors(const struct flowlog *log);

@@ -1,13 +1,14 @@
 // Live events of the control API: subscribes with a filter and prints each
-// flow event's URL (or host) as it arrives, one a line, until N of them or
-// the time is up; first prints "subscribed" once the server confirmed.
-//   node events.js URL TOKEN N SECONDS
+// event of TYPE ("flow", or "flow_start") as its URL (or host) as it
+// arrives, one a line, until N of them or the time is up; first prints
+// "subscribed" once the server confirmed.
+//   node events.js URL TOKEN N SECONDS [TYPE]
 const WebSocket = require("ws");
-const [url, token, n, secs] = process.argv.slice(2);
+const [url, token, n, secs, type = "flow"] = process.argv.slice(2);
 let seen = 0;
 const ws = new WebSocket(url, { headers: { Authorization: `Bearer ${token}` } });
 const timer = setTimeout(() => {
-  console.error(`events: ${seen} of ${n} flow events in ${secs} s`);
+  console.error(`events: ${seen} of ${n} ${type} events in ${secs} s`);
   process.exit(1);
 }, Number(secs) * 1000);
 ws.on("message", (data) => {
@@ -17,7 +18,7 @@ ws.on("message", (data) => {
     console.error(`events: ${m.message}`);
     process.exit(1);
   }
-  if (m.type !== "flow") return;
+  if (m.type !== type) return;
   console.log(m.flow.url || m.flow.host);
   if (++seen >= Number(n)) {
     clearTimeout(timer);

@@ -38,7 +38,12 @@ in_ns "$SRV" env NODE_PATH=/usr/share/nodejs node "$here/events.js" \
   "ws://127.0.0.1:8081/api/events?filter=~d%20$HOST4%20%26%20~c%20404" "$TOKEN" 2 20 \
   >"$E2E_TMP/events.out" 2>"$E2E_TMP/events.err" &
 events_pid=$!
+in_ns "$SRV" env NODE_PATH=/usr/share/nodejs node "$here/events.js" \
+  "ws://127.0.0.1:8081/api/events?filter=~tcp%20%26%20~d%20$HOST4&starts=1" "$TOKEN" 6 20 flow_start \
+  >"$E2E_TMP/starts.out" 2>"$E2E_TMP/starts.err" &
+starts_pid=$!
 wait_for 10 grep -q subscribed "$E2E_TMP/events.out" || fail "the events WebSocket did not subscribe: $(cat "$E2E_TMP/events.err")"
+wait_for 10 grep -q subscribed "$E2E_TMP/starts.out" || fail "the starts WebSocket did not subscribe: $(cat "$E2E_TMP/starts.err")"
 
 # The peer browses: 3 GETs that succeed, 2 that miss, 1 POST.
 t0=$(date +%s%N)
@@ -54,7 +59,8 @@ ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 say "6 exchanges in the API ${ms} ms after the first request"
 wait "$events_pid" || fail "live events: $(cat "$E2E_TMP/events.err")"
 [ "$(grep -c missing "$E2E_TMP/events.out")" = 2 ] || fail "live events: $(cat "$E2E_TMP/events.out")"
-say "live events: exactly the two 404s, filtered on the server"
+wait "$starts_pid" || fail "flow_start events: $(cat "$E2E_TMP/starts.err")"
+say "live events: exactly the two 404s, filtered on the server; a flow_start for each of the 6 connections"
 
 # Filters select exactly the right flows.
 check() { local got; got=$(count "$1"); [ "$got" = "$2" ] || fail "filter '$1': $got flows, want $2"; }
