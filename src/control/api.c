@@ -659,8 +659,8 @@ static void h_flows_clear(struct httpd_req *req, struct httpd_resp *resp, void *
 	const char *f = httpd_req_query(req, "filter");
 	if (f && *f) {
 		httpd_reply_error(resp, 400,
-				  "clearing by filter is not supported yet; DELETE "
-				  "/api/flows without a filter clears every flow");
+				  "DELETE /api/flows clears every flow and takes "
+				  "no filter");
 		return;
 	}
 	struct query *q = query_new(a, resp, Q_CLEAR);
