@@ -218,18 +218,18 @@ enum {
 
 static const char *const stmt_sql[ST_N] = {
 	[ST_INSERT] =
-		"INSERT OR IGNORE INTO flows (seq, id, type, start_us, end_us, duration_us,"
-		" peer, client, server, conn, host, method, url, status, req_ctype, resp_ctype,"
-		" req_headers, resp_headers, bytes_up, bytes_down, proto, passthrough,"
-		" tls_rejected, websocket, has_response, end_reason, error, record)"
-		" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,"
-		" ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
+		("INSERT OR IGNORE INTO flows (seq, id, type, start_us, end_us, duration_us,"
+		 " peer, client, server, conn, host, method, url, status, req_ctype, resp_ctype,"
+		 " req_headers, resp_headers, bytes_up, bytes_down, proto, passthrough,"
+		 " tls_rejected, websocket, has_response, end_reason, error, record)"
+		 " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,"
+		 " ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)"),
 	[ST_FTS] = "INSERT INTO flow_fts (rowid, url, host) VALUES (?1, ?2, ?3)",
 	[ST_BODY] = "INSERT INTO bodies (seq, part, encoding, data) VALUES (?1, ?2, ?3, ?4)",
 	[ST_META] = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
 	[ST_CLEARED] = "SELECT value FROM meta WHERE key = 'cleared'",
-	[ST_FTS_DELETE] = "INSERT INTO flow_fts (flow_fts, rowid, url, host)"
-			  " SELECT 'delete', seq, url, host FROM flows WHERE seq <= ?1",
+	[ST_FTS_DELETE] = ("INSERT INTO flow_fts (flow_fts, rowid, url, host)"
+			   " SELECT 'delete', seq, url, host FROM flows WHERE seq <= ?1"),
 	[ST_BODIES_DELETE] = "DELETE FROM bodies WHERE seq <= ?1",
 	[ST_FLOWS_DELETE] = "DELETE FROM flows WHERE seq <= ?1",
 	[ST_OLDEST_N] = "SELECT seq FROM flows WHERE seq < ?1 ORDER BY seq LIMIT 1 OFFSET ?2",
