@@ -56,7 +56,7 @@ set +e
 in_ns "$CLI" curl -sS --max-time 20 "http://$HOST4:9/" >/dev/null 2>"$E2E_TMP/curl.err"
 rc=$?
 set -e
-[ $rc -eq 7 ] || [ $rc -eq 56 ] || [ $rc -eq 52 ] ||
+[ $rc -eq 7 ] || [ $rc -eq 55 ] || [ $rc -eq 56 ] || [ $rc -eq 52 ] ||
   fail "refused upstream: curl exit $rc ($(cat "$E2E_TMP/curl.err")), expected a reset"
 say "refused upstream: client saw a reset (curl exit $rc)"
 
