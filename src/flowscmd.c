@@ -190,7 +190,7 @@ int flowscmd_list(int argc, char **argv, const char *home_override)
 						  { 0 } };
 	unsigned long limit = FLOWS_DEFAULT_LIMIT;
 	bool json = false, follow = false;
-	optind = 1;
+	optind = 0; /* GNU getopt: start over, permuting again */
 	opterr = 1;
 	int c;
 	while ((c = getopt_long(argc, argv, "n:fj", longopts, NULL)) != -1) {

@@ -89,7 +89,14 @@ page2=$(api "$api_url/api/flows?limit=2&cursor=$cur")
 in_ns "$SRV" env WGMITM_HOME="$HOME_DIR" "$WGMITM" flows "~c 404" >"$E2E_TMP/cli.out"
 [ "$(grep -c missing "$E2E_TMP/cli.out")" = 2 ] || fail "wgmitm flows: $(cat "$E2E_TMP/cli.out")"
 in_ns "$SRV" env WGMITM_HOME="$HOME_DIR" "$WGMITM" flow "$id" | grep -q '"user": "alice"' || fail "wgmitm flow $id"
-say "one flow, its body, keyset paging, wgmitm flows and wgmitm flow"
+in_ns "$SRV" env WGMITM_HOME="$HOME_DIR" timeout 30 "$WGMITM" flows --follow --json '~u followed' \
+  >"$E2E_TMP/follow.out" 2>&1 &
+follow_pid=$!
+sleep 0.5
+"${c[@]}" "http://$HOST4:8080/hello.txt?followed=1"
+wait_for 10 grep -q 'followed=1' "$E2E_TMP/follow.out" || fail "wgmitm flows --follow: $(cat "$E2E_TMP/follow.out")"
+kill "$follow_pid" 2>/dev/null || true
+say "one flow, its body, keyset paging, wgmitm flows (and --follow) and wgmitm flow"
 
 # The API is not for peers: not at the tunnel address (even as a host
 # port), not at the capture host's own address behind the tunnel (srv's
