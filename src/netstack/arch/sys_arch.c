@@ -1,5 +1,6 @@
 /* lwIP port for NO_SYS=1 on Linux: the clock, diagnostics, asserts and
  * random numbers lwIP asks its platform for. */
+#include <arpa/inet.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -70,9 +71,13 @@ _Noreturn void netstack__assert(const char *msg, const char *file, int line)
 static struct tally *netstack__half_open_by_src;
 uint64_t netstack__syn_limited;
 
+/* The address's text, by inet_ntop: lwIP's ip6addr_ntoa_r reads one word
+ * past the address when only its last 16 bits are zero (UBSan found it). */
 static void netstack__src_key(const ip_addr_t *ip, char *key, size_t len)
 {
-	if (ipaddr_ntoa_r(ip, key, (int)len) == NULL)
+	const void *raw =
+		IP_IS_V6(ip) ? (const void *)ip_2_ip6(ip)->addr : (const void *)&ip_2_ip4(ip)->addr;
+	if (inet_ntop(IP_IS_V6(ip) ? AF_INET6 : AF_INET, raw, key, (socklen_t)len) == NULL)
 		key[0] = '\0';
 }
 
@@ -80,7 +85,7 @@ int netstack__half_open_allowed(const ip_addr_t *src)
 {
 	if (netstack__half_open_by_src == NULL)
 		return 1;
-	char key[IPADDR_STRLEN_MAX];
+	char key[INET6_ADDRSTRLEN];
 	netstack__src_key(src, key, sizeof key);
 	if (tally_count(netstack__half_open_by_src, key) < NETSTACK_HALF_OPEN_PER_SOURCE)
 		return 1;
@@ -93,7 +98,7 @@ void netstack__half_open(const struct tcp_pcb *pcb, int delta)
 	if (netstack__half_open_by_src == NULL &&
 	    (netstack__half_open_by_src = tally_new()) == NULL)
 		return; /* no memory: not counted (fails open) */
-	char key[IPADDR_STRLEN_MAX];
+	char key[INET6_ADDRSTRLEN];
 	netstack__src_key(&pcb->remote_ip, key, sizeof key);
 	if (delta > 0)
 		(void)tally_take(netstack__half_open_by_src, key, UINT32_MAX);
