@@ -29,6 +29,8 @@
 #define API_MCP_SESSIONS 64
 #define API_MCP_IDLE_MS (30u * 60 * 1000)
 #define API_BODY_CAP (64u << 20) /* decoded bodies served at most */
+#define API_QUERY_MS 10000       /* one list query at most */
+#define API_QUERY_S "10"
 
 struct sub; /* a live events subscriber */
 
@@ -377,7 +379,13 @@ static void q_list(struct query *q, struct store_reader *r)
 	flows_query_free(&w);
 	if (rc < 0) {
 		json_decref(flows);
-		query_fail(q, 500, store_reader_errmsg(r));
+		if (rc == -ETIMEDOUT)
+			query_fail(q, 503,
+				   "the filter took longer than " API_QUERY_S
+				   " s on this store: narrow it (a host, a status or a "
+				   "type uses an index)");
+		else
+			query_fail(q, 500, store_reader_errmsg(r));
 		return;
 	}
 	q->json = json_pack("{s:o}", "flows", flows);
@@ -497,6 +505,8 @@ static void query_run(uv_work_t *w)
 					 : "the flow store cannot be read now");
 		return;
 	}
+	/* A filter that scans a large store must not hold a worker for good. */
+	store_reader_set_timeout(r, API_QUERY_MS);
 	switch (q->kind) {
 	case Q_LIST:
 		q_list(q, r);

@@ -74,6 +74,8 @@ static int errno_of(int sqlite_rc)
 		return -ENOMEM;
 	case SQLITE_CANTOPEN:
 		return -EACCES;
+	case SQLITE_INTERRUPT:
+		return -ETIMEDOUT; /* only a reader's time limit interrupts */
 	case SQLITE_ERROR:
 	case SQLITE_RANGE:
 		return -EINVAL;
@@ -1408,7 +1410,35 @@ void store_stats(struct store *s, struct store_stats *out)
 struct store_reader {
 	sqlite3 *db;
 	char errmsg[256];
+	unsigned timeout_ms; /* 0: none */
+	uint64_t deadline_ns;
 };
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* SQLite calls this every few thousand steps: nonzero interrupts. */
+static int r_progress(void *arg)
+{
+	const struct store_reader *r = arg;
+	return r->deadline_ns && mono_ns() > r->deadline_ns;
+}
+
+/* The time limit starts over for each call of the reading API. */
+static void r_arm(struct store_reader *r)
+{
+	r->deadline_ns = r->timeout_ms ? mono_ns() + (uint64_t)r->timeout_ms * 1000000u : 0;
+}
+
+void store_reader_set_timeout(struct store_reader *r, unsigned ms)
+{
+	r->timeout_ms = ms;
+	sqlite3_progress_handler(r->db, ms ? 4096 : 0, ms ? r_progress : NULL, r);
+}
 
 static int r_fail(struct store_reader *r, int rc)
 {
@@ -1597,6 +1627,7 @@ int store_list(struct store_reader *r, const struct store_query *q, store_row_cb
 	       int64_t *next_cursor)
 {
 	r->errmsg[0] = '\0';
+	r_arm(r);
 	/* next_cursor may be &q->cursor. */
 	int64_t cursor = q->cursor ? q->cursor : q->oldest_first ? 0 : INT64_MAX;
 	if (next_cursor)
@@ -1692,6 +1723,7 @@ int store_count(struct store_reader *r, const char *where, const struct flows_pa
 		size_t nparams, int64_t *out)
 {
 	r->errmsg[0] = '\0';
+	r_arm(r);
 	*out = 0;
 	bool w = nonblank(where);
 	char *sql;

@@ -103,6 +103,10 @@ int store_reader_open(struct store_reader **out, const char *db)
 	__attribute__((warn_unused_result));
 void store_reader_close(struct store_reader *r);
 
+/* store_list and store_count calls that run longer than `ms` stop and
+ * return -ETIMEDOUT (0: no limit, the default). */
+void store_reader_set_timeout(struct store_reader *r, unsigned ms);
+
 /* SQLite's message for the reader's last error ("" when none). */
 const char *store_reader_errmsg(const struct store_reader *r);
 

@@ -895,6 +895,28 @@ static void test_concurrent_readers(void **state)
 	store_close(s);
 }
 
+/* A reader's time limit stops a query that runs too long (a cross join
+ * of 3000 rows with itself), and the next one runs in full again. */
+static void test_reader_timeout(void **state)
+{
+	struct tmp *t = *state;
+	log_many(t->log, "to", 0, 3000);
+	struct store *s = open_store(t, NULL);
+	assert_int_equal(store_flush(s, 10000), 0);
+	struct store_reader *r = reader(t);
+	store_reader_set_timeout(r, 1);
+	const char *slow = "(SELECT count(*) FROM flows a, flows b WHERE a.id < b.id) > 0";
+	int64_t n;
+	assert_int_equal(store_count(r, slow, NULL, 0, &n), -ETIMEDOUT);
+	store_reader_set_timeout(r, 0);
+	assert_int_equal(store_count(r, NULL, NULL, 0, &n), 0);
+	assert_int_equal(n, 3000);
+	store_reader_set_timeout(r, 10000);
+	assert_int_equal(store_count(r, "status > 0", NULL, 0, &n), 0);
+	store_reader_close(r);
+	store_close(s);
+}
+
 /* A db of another schema version is made anew; readers refuse it. */
 static void test_version(void **state)
 {
@@ -946,6 +968,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_write_failure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_readers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_version, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reader_timeout, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
