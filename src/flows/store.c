@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1031,6 +1032,11 @@ static void *writer_main(void *arg)
 {
 	struct store *s = arg;
 	bool first = true;
+	/* The store is an index of the log: it takes the CPU that capture
+	 * leaves. Under a load that fills every core it falls behind and
+	 * catches up once the load eases; the log has every record meanwhile. */
+	struct sched_param sp = { 0 };
+	(void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
 	for (;;) {
 		pthread_mutex_lock(&s->mu);
 		while (!first && !s->stop && s->flush_req == s->flush_done) {
