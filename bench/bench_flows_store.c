@@ -5,6 +5,9 @@
  *             baselines in the same run: parsing alone (jansson +
  *             flow_fields_read) and parsing plus a plain INSERT of the same
  *             columns into a table with no index, no FTS, no bodies split;
+ *   live:     the store following a log appended at 10,000 rows/s (the
+ *             HTTPS path's rate), its cpu per row and share of a core,
+ *             against the appending alone;
  *   queries:  at N flows, the median of 7 runs (warm) of a first page of
  *             100 newest, page 100 through the cursor, host = ? (rare and
  *             common host), status = 404, URL substring (trigram FTS, a
@@ -30,6 +33,7 @@
 
 #include "flows/fields.h"
 #include "flows/flowlog.h"
+#include "flows/recscan.h"
 #include "flows/store.h"
 
 #define HOSTS 5000
@@ -365,9 +369,11 @@ static void generate(const char *path, unsigned n)
 
 /* ---- baselines ---------------------------------------------------------- */
 
-/* Each line parsed as the store parses it; with `db`, also inserted into a
- * plain table (same columns, no index, no FTS, the line as the record). */
-static double baseline(const char *log, const char *db_path, unsigned *rows, double *cpu)
+/* Each line parsed as the store parses it (rec_scan), or with jansson and
+ * flow_fields_read; with `db`, also inserted into a plain table (same
+ * columns, no index, no FTS, the line as the record). */
+static double baseline(const char *log, const char *db_path, bool use_jansson, unsigned *rows,
+		       double *cpu)
 {
 	sqlite3 *db = NULL;
 	sqlite3_stmt *st = NULL;
@@ -399,12 +405,20 @@ static double baseline(const char *log, const char *db_path, unsigned *rows, dou
 	double t0 = now_s(), c0 = cpu_s();
 	if (db)
 		sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
+	struct rec_scan rs = { 0 };
 	while ((len = getline(&line, &cap, fp)) > 0) {
-		json_t *rec = json_loadb(line, (size_t)len - 1, JSON_ALLOW_NUL, NULL);
+		json_t *rec = NULL;
 		struct flow_fields f;
-		if (!rec || flow_fields_read(rec, &f) < 0) {
-			json_decref(rec);
-			continue;
+		if (use_jansson) {
+			rec = json_loadb(line, (size_t)len - 1, JSON_ALLOW_NUL, NULL);
+			if (!rec || flow_fields_read(rec, &f) < 0) {
+				json_decref(rec);
+				continue;
+			}
+		} else {
+			if (rec_scan(&rs, line, (size_t)len - 1))
+				continue;
+			f = rs.f;
 		}
 		if (st) {
 			const char *text[] = { f.id, f.type };
@@ -444,6 +458,7 @@ static double baseline(const char *log, const char *db_path, unsigned *rows, dou
 	}
 	if (db)
 		sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+	rec_scan_free(&rs);
 	double dt = now_s() - t0;
 	*cpu = cpu_s() - c0;
 	free(line);
@@ -452,6 +467,79 @@ static double baseline(const char *log, const char *db_path, unsigned *rows, dou
 	sqlite3_close(db);
 	*rows = n;
 	return dt;
+}
+
+/* ---- live --------------------------------------------------------------- */
+
+/* The first `rows` lines of `src` appended to a new log in `dir` at `rate`
+ * lines a second, every millisecond (as flowlog batches them), with a
+ * store following it, or (the baseline) the appending alone. Returns the
+ * process's cpu seconds, up to the store's last commit; *lag: seconds from
+ * the last append to that commit. */
+static double live(const char *src, const char *dir, unsigned rate, unsigned rows, bool store,
+		   double *lag)
+{
+	int in = open(src, O_RDONLY);
+	struct stat st;
+	if (in < 0 || fstat(in, &st) < 0) {
+		perror(src);
+		exit(1);
+	}
+	char *data = malloc((size_t)st.st_size + 1);
+	size_t *ends = malloc(sizeof(*ends) * (rows + 1));
+	if (!data || !ends || read(in, data, (size_t)st.st_size) != st.st_size) {
+		perror("read");
+		exit(1);
+	}
+	close(in);
+	unsigned have = 0;
+	for (size_t i = 0; i < (size_t)st.st_size && have < rows; i++)
+		if (data[i] == '\n')
+			ends[have++] = i + 1;
+	char log[300], db[300];
+	snprintf(log, sizeof(log), "%s/" FLOWLOG_FILE, dir);
+	snprintf(db, sizeof(db), "%s/" STORE_FILE, dir);
+	unlink(log);
+	unlink(db);
+	int fd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	struct store *s = NULL;
+	if (fd < 0 ||
+	    (store && store_open(&s, dir, NULL, &(struct store_options){ .max_size = -1 }))) {
+		fprintf(stderr, "live: cannot open %s\n", dir);
+		exit(1);
+	}
+	sync();
+	double c0 = cpu_s(), t0 = now_s();
+	unsigned sent = 0;
+	size_t off = 0;
+	while (sent < have) {
+		unsigned due = (unsigned)((now_s() - t0) * rate);
+		if (due > have)
+			due = have;
+		if (due > sent) {
+			if (write(fd, data + off, ends[due - 1] - off) !=
+			    (ssize_t)(ends[due - 1] - off)) {
+				perror("write");
+				exit(1);
+			}
+			off = ends[due - 1];
+			sent = due;
+			store_notify(s);
+		}
+		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+	}
+	double t_end = now_s();
+	if (s && store_flush(s, -1)) {
+		fprintf(stderr, "live: store failed\n");
+		exit(1);
+	}
+	*lag = now_s() - t_end;
+	double cpu = cpu_s() - c0;
+	store_close(s);
+	close(fd);
+	free(data);
+	free(ends);
+	return cpu;
 }
 
 /* ---- queries ------------------------------------------------------------ */
@@ -604,12 +692,15 @@ int main(int argc, char **argv)
 	sync();
 	unsigned rows;
 	double cpu_parse, cpu_raw, cpu_store;
-	double parse = baseline(log, NULL, &rows, &cpu_parse);
-	printf("parse only:        %8.0f rows/s  cpu %5.1f s  (jansson + flow_fields_read)\n",
+	double parse = baseline(log, NULL, true, &rows, &cpu_parse);
+	printf("parse, jansson:    %8.0f rows/s  cpu %5.1f s  (json_loadb + flow_fields_read)\n",
 	       rows / parse, cpu_parse);
-	double raw = baseline(log, plain, &rows, &cpu_raw);
-	printf("plain INSERT:      %8.0f rows/s  cpu %5.1f s  (baseline: parse + INSERT, no index,"
-	       " no FTS)\n",
+	parse = baseline(log, NULL, false, &rows, &cpu_parse);
+	printf("parse, rec_scan:   %8.0f rows/s  cpu %5.1f s  (the store's reader)\n", rows / parse,
+	       cpu_parse);
+	double raw = baseline(log, plain, false, &rows, &cpu_raw);
+	printf("plain INSERT:      %8.0f rows/s  cpu %5.1f s  (baseline: rec_scan + INSERT, no"
+	       " index, no FTS)\n",
 	       rows / raw, cpu_raw);
 	unlink(plain);
 	sync();
@@ -636,6 +727,19 @@ int main(int argc, char **argv)
 	       cpu_store / cpu_raw, st.st_size / 1e6);
 
 	queries(dir);
+
+	/* The store against the HTTPS path's rate (bench/store.sh reaches
+	 * about 12,000 exchanges/s here): its share of a core. */
+	unsigned rate = 10000, lrows = n < 50000 ? n : 50000;
+	char live_dir[300];
+	snprintf(live_dir, sizeof(live_dir), "%s/live", dir);
+	mkdir(live_dir, 0700);
+	double lag, base = live(log, live_dir, rate, lrows, false, &lag);
+	double with = live(log, live_dir, rate, lrows, true, &lag);
+	printf("live, %u rows/s:  store cpu %.1f us/row, %.0f%% of a core (appending alone %.2f s"
+	       " cpu, with the store %.2f s; last commit %.0f ms after the last line)\n",
+	       rate, (with - base) / lrows * 1e6, (with - base) / ((double)lrows / rate) * 100,
+	       base, with, lag * 1e3);
 
 	if (!getenv("BENCH_KEEP"))
 		nftw(dir, rm_one, 8, FTW_DEPTH | FTW_PHYS);

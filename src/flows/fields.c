@@ -165,45 +165,35 @@ const uint8_t *flow_body_bytes(const json_t *body, size_t *len, uint8_t **owned)
 	return buf;
 }
 
-int flow_fields_read(const json_t *r, struct flow_fields *f)
+int flow_fields_derive(const struct flow_raw *r, struct flow_fields *f)
 {
 	memset(f, 0, sizeof(*f));
-	f->type = str(r, "type");
-	f->id = str(r, "id");
-	if (!json_is_object(r) || !f->type || !f->id) {
-		memset(f, 0, sizeof(*f));
+	if (!r->type || !r->id)
 		return -1;
-	}
-	f->peer = str(r, "peer");
-	f->client = str(r, "client");
-	f->server = str(r, "server");
-	f->conn = str(r, "conn");
-	f->start_us = flow_time_us(str(r, "start"));
-	f->end_us = flow_time_us(str(r, "end"));
-	f->bytes_up = num(r, "bytes_up");
-	f->bytes_down = num(r, "bytes_down");
-	f->end_reason = str(r, "end_reason");
-	f->error = str(r, "error");
-	if (!f->error)
-		f->error = str(r, "tls_error");
-	f->url = str(r, "url");
+	f->type = r->type;
+	f->id = r->id;
+	f->peer = r->peer;
+	f->client = r->client;
+	f->server = r->server;
+	f->conn = r->conn;
+	f->start_us = flow_time_us(r->start);
+	f->end_us = flow_time_us(r->end);
+	f->bytes_up = r->bytes_up;
+	f->bytes_down = r->bytes_down;
+	f->end_reason = r->end_reason;
+	f->error = r->error ? r->error : r->tls_error;
+	f->url = r->url;
 
 	if (strcmp(f->type, "http") == 0) {
-		const json_t *req = json_object_get(r, "request");
-		const json_t *resp = json_object_get(r, "response");
-		f->method = str(r, "method");
-		f->proto = str(r, "http_version");
-		f->req_headers = json_object_get(req, "headers");
-		f->req_body = json_object_get(req, "body");
-		f->req_ctype = flow_header(f->req_headers, "content-type");
-		if (json_is_object(resp)) {
+		f->method = r->method;
+		f->proto = r->http_version;
+		f->req_ctype = r->req_ctype;
+		if (r->has_response) {
 			f->has_response = true;
-			f->status = (int)num(resp, "status");
-			f->resp_headers = json_object_get(resp, "headers");
-			f->resp_body = json_object_get(resp, "body");
-			f->resp_ctype = flow_header(f->resp_headers, "content-type");
+			f->status = (int)r->status;
+			f->resp_ctype = r->resp_ctype;
 		}
-		f->websocket = json_is_true(json_object_get(r, "websocket"));
+		f->websocket = r->websocket;
 		if (f->url)
 			url_host(f->url, f->host);
 	} else if (strcmp(f->type, "websocket") == 0) {
@@ -211,27 +201,76 @@ int flow_fields_read(const json_t *r, struct flow_fields *f)
 		if (f->url)
 			url_host(f->url, f->host);
 	} else if (strcmp(f->type, "tcp") == 0) {
-		f->proto = str(r, "proto");
-		f->passthrough = (f->proto && strcmp(f->proto, "tls-passthrough") == 0) ||
-				 json_is_string(json_object_get(r, "passthrough"));
+		f->proto = r->proto;
+		f->passthrough =
+			(f->proto && strcmp(f->proto, "tls-passthrough") == 0) || r->passthrough;
 		f->tls_rejected =
 			f->end_reason && strcmp(f->end_reason, "tls:client_rejected") == 0;
-		const char *sni = str(r, "sni");
-		if (sni)
-			host_of(sni, strlen(sni), f->host);
+		if (r->sni)
+			host_of(r->sni, strlen(r->sni), f->host);
 		else if (f->server)
 			host_of(f->server, strlen(f->server), f->host);
 	} else if (strcmp(f->type, "dns") == 0) {
-		f->proto = str(r, "transport");
-		const char *name = str(r, "name");
-		if (name) {
-			size_t n = strlen(name);
-			if (n > 1 && name[n - 1] == '.')
+		f->proto = r->transport;
+		if (r->name) {
+			size_t n = strlen(r->name);
+			if (n > 1 && r->name[n - 1] == '.')
 				n--;
-			host_of(name, n, f->host);
+			host_of(r->name, n, f->host);
 		}
 	} else if (f->server) {
 		host_of(f->server, strlen(f->server), f->host);
+	}
+	return 0;
+}
+
+int flow_fields_read(const json_t *r, struct flow_fields *f)
+{
+	if (!json_is_object(r)) {
+		memset(f, 0, sizeof(*f));
+		return -1;
+	}
+	const json_t *req = json_object_get(r, "request");
+	const json_t *resp = json_object_get(r, "response");
+	const json_t *req_headers = json_object_get(req, "headers");
+	const json_t *resp_headers = json_object_get(resp, "headers");
+	struct flow_raw raw = {
+		.type = str(r, "type"),
+		.id = str(r, "id"),
+		.peer = str(r, "peer"),
+		.client = str(r, "client"),
+		.server = str(r, "server"),
+		.conn = str(r, "conn"),
+		.start = str(r, "start"),
+		.end = str(r, "end"),
+		.end_reason = str(r, "end_reason"),
+		.error = str(r, "error"),
+		.tls_error = str(r, "tls_error"),
+		.url = str(r, "url"),
+		.method = str(r, "method"),
+		.http_version = str(r, "http_version"),
+		.proto = str(r, "proto"),
+		.sni = str(r, "sni"),
+		.name = str(r, "name"),
+		.transport = str(r, "transport"),
+		.bytes_up = num(r, "bytes_up"),
+		.bytes_down = num(r, "bytes_down"),
+		.status = num(resp, "status"),
+		.has_response = json_is_object(resp),
+		.websocket = json_is_true(json_object_get(r, "websocket")),
+		.passthrough = json_is_string(json_object_get(r, "passthrough")),
+		.req_ctype = flow_header(req_headers, "content-type"),
+		.resp_ctype = flow_header(resp_headers, "content-type"),
+	};
+	if (flow_fields_derive(&raw, f) < 0)
+		return -1;
+	if (strcmp(f->type, "http") == 0) {
+		f->req_headers = req_headers;
+		f->req_body = json_object_get(req, "body");
+		if (f->has_response) {
+			f->resp_headers = resp_headers;
+			f->resp_body = json_object_get(resp, "body");
+		}
 	}
 	return 0;
 }

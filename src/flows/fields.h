@@ -51,6 +51,27 @@ struct flow_fields {
  * and "id"; `out` is then zeroed. */
 int flow_fields_read(const json_t *record, struct flow_fields *out);
 
+/* The record's own values that the fields derive from, as a reader takes
+ * them: the top-level string members (NULL when absent or not a string),
+ * integers (0 when absent or not an integer), and from "response" (when
+ * it is an object) its integer "status". Both readers, flow_fields_read
+ * over a parsed record and rec_scan (recscan.h) over a line's bytes, fill
+ * this and call flow_fields_derive, so they agree. */
+struct flow_raw {
+	const char *type, *id, *peer, *client, *server, *conn, *start, *end;
+	const char *end_reason, *error, *tls_error, *url, *method, *http_version;
+	const char *proto, *sni, *name, *transport;
+	int64_t bytes_up, bytes_down, status;
+	bool has_response; /* "response" is an object */
+	bool websocket;    /* "websocket" is true */
+	bool passthrough;  /* "passthrough" is a string */
+	const char *req_ctype, *resp_ctype;
+};
+
+/* Fills `out` (its json members left NULL) from `raw`; -1, with `out`
+ * zeroed, when raw has no type or id. */
+int flow_fields_derive(const struct flow_raw *raw, struct flow_fields *out);
+
 /* The outline of a flow that lists and live events show: id, type, start,
  * duration_ms, peer, method, status, host, url, bytes_up, bytes_down,
  * size, proto, passthrough, tls_rejected, websocket, end_reason, error

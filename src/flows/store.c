@@ -23,6 +23,7 @@
 #include "common/log.h"
 #include "flows/fields.h"
 #include "flows/flowlog.h"
+#include "flows/recscan.h"
 #include "flows/schema.h"
 
 #define DEFAULT_BATCH_ROWS 5000
@@ -83,49 +84,6 @@ static int errno_of(int sqlite_rc)
 	default:
 		return -EIO;
 	}
-}
-
-struct sbuf {
-	char *p;
-	size_t len, cap;
-};
-
-static int sb_put(struct sbuf *b, const char *s, size_t n)
-{
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 256;
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		char *np = realloc(b->p, cap);
-		if (!np)
-			return -ENOMEM;
-		b->p = np;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-	return 0;
-}
-
-/* "name: value\n" per header, in order. */
-static int headers_text(struct sbuf *b, const json_t *headers)
-{
-	b->len = 0;
-	if (sb_put(b, "", 0))
-		return -ENOMEM;
-	size_t i;
-	const json_t *h;
-	json_array_foreach(headers, i, h)
-	{
-		const json_t *n = json_array_get(h, 0), *v = json_array_get(h, 1);
-		if (!json_is_string(n) || !json_is_string(v))
-			continue;
-		if (sb_put(b, json_string_value(n), json_string_length(n)) || sb_put(b, ": ", 2) ||
-		    sb_put(b, json_string_value(v), json_string_length(v)) || sb_put(b, "\n", 1))
-			return -ENOMEM;
-	}
-	return 0;
 }
 
 /* `path` made absolute (the thread and readers may not share the cwd),
@@ -242,16 +200,6 @@ static const char *const stmt_sql[ST_N] = {
 	[ST_FREE] = "PRAGMA freelist_count",
 };
 
-/* A body moved out of the record into the bodies table. */
-struct part {
-	bool present;
-	json_t *content; /* the "text" value, kept alive past its removal */
-	const uint8_t *data;
-	size_t len;
-	uint8_t *owned; /* decoded base64 */
-	const char *encoding;
-};
-
 struct store {
 	char *db_path, *log_path;
 	int lock_fd;
@@ -301,7 +249,7 @@ struct store {
 	int64_t page_size;
 	bool wrote; /* committed since the limits were last applied */
 	char errmsg[256];
-	struct sbuf hdr[2];
+	struct rec_scan scan;
 
 	/* For store_stats. */
 	atomic_int_fast64_t a_offset;
@@ -475,29 +423,6 @@ static void rollback(struct store *s)
 	s->skipping = false;
 }
 
-static void detach(struct part *p, const json_t *body, const json_t *headers)
-{
-	if (!json_is_object(body))
-		return;
-	json_t *text = json_object_get(body, "text");
-	const char *key = "text";
-	if (json_is_string(text)) {
-		p->content = json_incref(text);
-		p->data = (const uint8_t *)json_string_value(text);
-		p->len = json_string_length(text);
-	} else {
-		if (!json_is_string(json_object_get(body, "base64")))
-			return;
-		p->data = flow_body_bytes(body, &p->len, &p->owned);
-		if (!p->data)
-			return; /* not base64: stays in the record */
-		key = "base64";
-	}
-	json_object_del((json_t *)body, key);
-	p->present = true;
-	p->encoding = flow_header(headers, "content-encoding");
-}
-
 static void bind_text(sqlite3_stmt *st, int i, const char *s)
 {
 	if (s)
@@ -506,28 +431,12 @@ static void bind_text(sqlite3_stmt *st, int i, const char *s)
 		sqlite3_bind_null(st, i);
 }
 
-static int insert(struct store *s, json_t *rec, const struct flow_fields *f, const char *line,
-		  size_t n)
+static int insert(struct store *s, const struct rec_scan *rs)
 {
-	struct part parts[2] = { 0 };
-	detach(&parts[0], f->req_body, f->req_headers);
-	detach(&parts[1], f->resp_body, f->resp_headers);
-	char *record = NULL;
-	size_t record_len = n;
-	int rc = 0;
-	if (parts[0].present || parts[1].present) {
-		record = json_dumps(rec, JSON_COMPACT);
-		if (!record) {
-			rc = -ENOMEM;
-			goto out;
-		}
-		record_len = strlen(record);
-	}
+	const struct flow_fields *f = &rs->f;
 	sqlite3_stmt *st = stmt(s, ST_INSERT);
-	if (!st) {
-		rc = -EIO;
-		goto out;
-	}
+	if (!st)
+		return -EIO;
 	int64_t seq = s->txn_seq;
 	int64_t dur = f->start_us && f->end_us > f->start_us ? f->end_us - f->start_us : 0;
 	sqlite3_bind_int64(st, 1, seq);
@@ -547,16 +456,11 @@ static int insert(struct store *s, json_t *rec, const struct flow_fields *f, con
 	bind_text(st, 15, f->req_ctype);
 	bind_text(st, 16, f->resp_ctype);
 	for (int i = 0; i < 2; i++) {
-		const json_t *h = i ? f->resp_headers : f->req_headers;
-		if (!json_is_array(h)) {
+		if (rs->headers[i])
+			sqlite3_bind_text(st, 17 + i, rs->headers[i], (int)rs->headers_len[i],
+					  SQLITE_STATIC);
+		else
 			sqlite3_bind_null(st, 17 + i);
-			continue;
-		}
-		if (headers_text(&s->hdr[i], h)) {
-			rc = -ENOMEM;
-			goto out;
-		}
-		sqlite3_bind_text(st, 17 + i, s->hdr[i].p, (int)s->hdr[i].len, SQLITE_STATIC);
 	}
 	sqlite3_bind_int64(st, 19, f->bytes_up);
 	sqlite3_bind_int64(st, 20, f->bytes_down);
@@ -567,50 +471,40 @@ static int insert(struct store *s, json_t *rec, const struct flow_fields *f, con
 	sqlite3_bind_int(st, 25, f->has_response);
 	bind_text(st, 26, f->end_reason);
 	bind_text(st, 27, f->error);
-	sqlite3_bind_text(st, 28, record ? record : line, (int)record_len, SQLITE_STATIC);
-	if ((rc = run(s, st, "insert flow")))
-		goto out;
+	sqlite3_bind_text(st, 28, rs->record, (int)rs->record_len, SQLITE_STATIC);
+	int rc = run(s, st, "insert flow");
+	if (rc)
+		return rc;
 	if (sqlite3_changes(s->db) == 0) {
 		s->txn_duplicates++;
-		goto out;
+		return 0;
 	}
-	st = stmt(s, ST_FTS);
-	if (!st) {
-		rc = -EIO;
-		goto out;
-	}
+	if (!(st = stmt(s, ST_FTS)))
+		return -EIO;
 	sqlite3_bind_int64(st, 1, seq);
 	bind_text(st, 2, f->url);
 	bind_text(st, 3, f->host);
 	if ((rc = run(s, st, "insert flow_fts")))
-		goto out;
+		return rc;
 	for (int i = 0; i < 2; i++) {
-		if (!parts[i].present)
+		const struct rec_body *b = &rs->body[i];
+		if (!b->present)
 			continue;
-		st = stmt(s, ST_BODY);
-		if (!st) {
-			rc = -EIO;
-			goto out;
-		}
+		if (!(st = stmt(s, ST_BODY)))
+			return -EIO;
 		sqlite3_bind_int64(st, 1, seq);
 		sqlite3_bind_int(st, 2, i);
-		bind_text(st, 3, parts[i].encoding);
-		if (parts[i].len)
-			sqlite3_bind_blob(st, 4, parts[i].data, (int)parts[i].len, SQLITE_STATIC);
+		bind_text(st, 3, b->encoding);
+		if (b->len)
+			sqlite3_bind_blob(st, 4, b->data, (int)b->len, SQLITE_STATIC);
 		else
 			sqlite3_bind_zeroblob(st, 4, 0);
 		if ((rc = run(s, st, "insert body")))
-			goto out;
+			return rc;
 	}
 	s->txn_seq++;
 	s->txn_rows++;
-out:
-	for (int i = 0; i < 2; i++) {
-		json_decref(parts[i].content);
-		free(parts[i].owned);
-	}
-	free(record);
-	return rc;
+	return 0;
 }
 
 /* One whole line (without its newline) starting at log offset `at`. */
@@ -622,21 +516,17 @@ static int line(struct store *s, const char *p, size_t n, int64_t at)
 	}
 	if (at < s->cleared || n == 0)
 		return 0;
-	json_t *rec = json_loadb(p, n, JSON_ALLOW_NUL, NULL);
-	struct flow_fields f;
-	if (!rec || flow_fields_read(rec, &f) < 0) {
+	int rc = rec_scan(&s->scan, p, n);
+	if (rc == -1) {
 		s->txn_malformed++;
 		if (!s->warned_malformed) {
 			log_warn("flow store: %s: skipping a malformed line at byte %lld",
 				 s->log_path, (long long)at);
 			s->warned_malformed = true;
 		}
-		json_decref(rec);
 		return 0;
 	}
-	int rc = insert(s, rec, &f, p, n);
-	json_decref(rec);
-	return rc;
+	return rc ? rc : insert(s, &s->scan);
 }
 
 /* The whole lines in buf. */
@@ -1262,8 +1152,7 @@ static void free_store(struct store *s)
 		close(s->fd);
 	if (s->lock_fd >= 0)
 		close(s->lock_fd);
-	free(s->hdr[0].p);
-	free(s->hdr[1].p);
+	rec_scan_free(&s->scan);
 	free(s->buf);
 	free(s->db_path);
 	free(s->log_path);
