@@ -12,6 +12,7 @@
 #include <pcre2.h>
 
 #include "flows/decode.h"
+#include "flows/schema.h"
 
 /* ---- operators ----------------------------------------------------------- */
 
@@ -1363,7 +1364,9 @@ static void sql_field(struct sqlgen *g, const struct node *n, unsigned field, si
 			return;
 		}
 		putf(g,
-		     "(flows.seq IN (SELECT rowid FROM flow_fts WHERE flow_fts MATCH ?%zu) AND "
+		     "(flows.seq IN (SELECT rowid FROM flow_fts WHERE flow_fts MATCH ?%zu UNION "
+		     "ALL "
+		     "SELECT seq FROM flows WHERE seq > " FLOWS_FTS_SEQ_SQL ") AND "
 		     "wgmitm_regexp(?%zu, flows.%s))",
 		     fts, pattern_param(g, n, pat), col);
 		return;

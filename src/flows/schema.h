@@ -18,11 +18,17 @@
  *
  * flow_fts: trigram index over url and host for substring search (FTS5,
  * external content: deleting a row needs the 'delete' command with its
- * values). */
+ * values). It follows the rows when the log is quiet (indexing a URL costs
+ * more than storing its row): meta 'fts_seq' is the seq up to which every
+ * row is in it; the rows above are found by testing them directly
+ * (FLOWS_FTS_SEQ_SQL). */
 #ifndef WGMITM_FLOWS_SCHEMA_H
 #define WGMITM_FLOWS_SCHEMA_H
 
-#define FLOWS_SCHEMA_VERSION 1
+#define FLOWS_SCHEMA_VERSION 2
+
+/* The seq up to which flow_fts has every row, as an SQL expression. */
+#define FLOWS_FTS_SEQ_SQL "(SELECT value FROM meta WHERE key = 'fts_seq')"
 
 #define FLOWS_SCHEMA_SQL                                                                           \
 	"CREATE TABLE IF NOT EXISTS flows ("                                                       \

@@ -44,7 +44,10 @@
 #define CATCHUP_BEHIND (4 << 20) /* log bytes not yet read */
 #define CATCHUP_MS 1000
 #define CATCHUP_ROWS 50000
-#define DRAIN_MS 2000 /* what store_close waits for the log's rest */
+#define DRAIN_MS 2000      /* what store_close waits for the log's rest */
+#define INDEX_IDLE_MS 250  /* a quiet log: the URL index takes the new rows */
+#define INDEX_CHUNK 2000   /* rows per URL index transaction */
+#define INDEX_BEHIND 50000 /* rows the URL index may lag under load */
 
 /* ---- small helpers ------------------------------------------------------- */
 
@@ -162,7 +165,7 @@ static int meta_get(sqlite3 *db, const char *key, int64_t *out)
 
 enum {
 	ST_INSERT,
-	ST_FTS,
+	ST_FTS_INDEX,
 	ST_BODY,
 	ST_META,
 	ST_CLEARED,
@@ -185,7 +188,8 @@ static const char *const stmt_sql[ST_N] = {
 		 " tls_rejected, websocket, has_response, end_reason, error, record)"
 		 " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,"
 		 " ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)"),
-	[ST_FTS] = "INSERT INTO flow_fts (rowid, url, host) VALUES (?1, ?2, ?3)",
+	[ST_FTS_INDEX] = ("INSERT INTO flow_fts (rowid, url, host)"
+			  " SELECT seq, url, host FROM flows WHERE seq > ?1 AND seq <= ?2"),
 	[ST_BODY] = "INSERT INTO bodies (seq, part, encoding, data) VALUES (?1, ?2, ?3, ?4)",
 	[ST_META] = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
 	[ST_CLEARED] = "SELECT value FROM meta WHERE key = 'cleared'",
@@ -206,6 +210,7 @@ struct store {
 	sqlite3 *db;
 	int64_t max_size, max_age;
 	unsigned batch_rows, batch_ms;
+	int index_idle_ms;
 	bool rebuild;
 	pthread_t thread;
 
@@ -225,9 +230,11 @@ struct store {
 	dev_t dev; /* of the log the rows come from; 0/0: none yet */
 	ino_t ino;
 	unsigned char head[HEAD_LEN];
-	size_t head_len;  /* 0: not known yet */
-	int64_t offset;   /* committed: the log bytes the rows stand for */
-	int64_t next_seq; /* committed */
+	size_t head_len;      /* 0: not known yet */
+	int64_t offset;       /* committed: the log bytes the rows stand for */
+	int64_t next_seq;     /* committed */
+	int64_t fts_seq;      /* committed: flow_fts has every row up to it */
+	int64_t last_read_ms; /* when log bytes last came */
 	uint64_t malformed, duplicates;
 	int64_t cleared;
 	char *buf;
@@ -479,13 +486,6 @@ static int insert(struct store *s, const struct rec_scan *rs)
 		s->txn_duplicates++;
 		return 0;
 	}
-	if (!(st = stmt(s, ST_FTS)))
-		return -EIO;
-	sqlite3_bind_int64(st, 1, seq);
-	bind_text(st, 2, f->url);
-	bind_text(st, 3, f->host);
-	if ((rc = run(s, st, "insert flow_fts")))
-		return rc;
 	for (int i = 0; i < 2; i++) {
 		const struct rec_body *b = &rs->body[i];
 		if (!b->present)
@@ -598,6 +598,7 @@ static int ingest(struct store *s)
 		}
 		if (n == 0)
 			return 0;
+		s->last_read_ms = mono_ms();
 		s->len += (size_t)n;
 		int rc = lines(s);
 		if (rc)
@@ -648,6 +649,9 @@ static int reset_tables(struct store *s, bool same_log, const char *why)
 	rc = write_meta(s, 0);
 	if (!rc)
 		rc = meta_set(s, "cleared", cleared);
+	/* No row below next_seq is left. */
+	if (!rc)
+		rc = meta_set(s, "fts_seq", s->next_seq - 1);
 	if (!rc)
 		rc = exec(s, "COMMIT");
 	s->txn = false;
@@ -664,6 +668,7 @@ static int reset_tables(struct store *s, bool same_log, const char *why)
 	s->len = 0;
 	s->skipping = false;
 	s->cleared = cleared;
+	s->fts_seq = s->next_seq - 1;
 	atomic_store(&s->a_offset, 0);
 	atomic_store(&s->a_malformed, 0);
 	atomic_store(&s->a_duplicates, 0);
@@ -768,16 +773,22 @@ static int64_t evict(struct store *s, int64_t below, int64_t rows)
 			rc = -EIO;
 			break;
 		}
-		sqlite3_bind_int64(st, 1, hi);
+		/* flow_fts holds (and may be told to delete) only what it took. */
+		sqlite3_bind_int64(st, 1,
+				   order[i] == ST_FTS_DELETE && hi > s->fts_seq ? s->fts_seq : hi);
 		rc = run(s, st, "evict");
 		n = sqlite3_changes(s->db);
 	}
+	if (!rc && hi > s->fts_seq)
+		rc = meta_set(s, "fts_seq", hi);
 	if (!rc)
 		rc = exec(s, "COMMIT");
 	if (rc) {
 		(void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 		return rc;
 	}
+	if (hi > s->fts_seq)
+		s->fts_seq = hi;
 	atomic_fetch_add(&s->a_evicted, (uint64_t)n);
 	return n;
 }
@@ -887,7 +898,54 @@ static void fail(struct store *s, int rc)
 
 /* One pass: the log checked, read to its end, due rows committed, the
  * limits applied. */
-static int pass(struct store *s, bool first, bool force)
+/* Gives the URL index the committed rows it lacks, INDEX_CHUNK a
+ * transaction; unless `all`, it stops when new lines wait (storing them
+ * comes first) or the store closes. */
+static int index_urls(struct store *s, bool all)
+{
+	while (s->fts_seq < s->next_seq - 1) {
+		if (!all && (atomic_load(&s->pending) || atomic_load(&s->stop_at)))
+			return 0;
+		int64_t hi = s->fts_seq + INDEX_CHUNK;
+		if (hi > s->next_seq - 1)
+			hi = s->next_seq - 1;
+		int rc = exec(s, "BEGIN IMMEDIATE");
+		if (rc)
+			return rc;
+		sqlite3_stmt *st = stmt(s, ST_FTS_INDEX);
+		if (!st) {
+			rc = -EIO;
+		} else {
+			sqlite3_bind_int64(st, 1, s->fts_seq);
+			sqlite3_bind_int64(st, 2, hi);
+			rc = run(s, st, "index urls");
+		}
+		if (!rc)
+			rc = meta_set(s, "fts_seq", hi);
+		if (!rc)
+			rc = exec(s, "COMMIT");
+		if (rc) {
+			(void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+			return rc;
+		}
+		s->fts_seq = hi;
+		s->wrote = true;
+	}
+	return 0;
+}
+
+/* When the URL index should take new rows: the log quiet long enough,
+ * too many rows behind, or a flush. */
+static bool index_due(struct store *s, bool flush)
+{
+	int64_t behind = s->next_seq - 1 - s->fts_seq;
+	if (behind <= 0 || s->txn)
+		return false;
+	return flush || behind >= INDEX_BEHIND ||
+	       (s->index_idle_ms >= 0 && mono_ms() - s->last_read_ms >= s->index_idle_ms);
+}
+
+static int pass(struct store *s, bool first, bool force, bool flush)
 {
 	s->errmsg[0] = '\0';
 	int rc = 0;
@@ -905,6 +963,8 @@ static int pass(struct store *s, bool first, bool force)
 		rc = ingest(s);
 	if (!rc && s->txn && (force || mono_ms() >= s->txn_deadline))
 		rc = commit(s);
+	if (!rc && index_due(s, flush))
+		rc = index_urls(s, flush);
 	if (!rc && !s->txn)
 		rc = limits(s, force);
 	if (rc)
@@ -943,6 +1003,12 @@ static void *writer_main(void *arg)
 						break;
 					if (s->txn_deadline < wake)
 						wake = s->txn_deadline;
+				} else if (s->fts_seq < s->next_seq - 1 && s->index_idle_ms >= 0) {
+					int64_t at = s->last_read_ms + s->index_idle_ms;
+					if (now >= at)
+						break;
+					if (at < wake)
+						wake = at;
 				}
 			}
 			struct timespec ts;
@@ -956,7 +1022,7 @@ static void *writer_main(void *arg)
 		atomic_store(&s->pending, false);
 		pthread_mutex_unlock(&s->mu);
 
-		int rc = pass(s, first, flush || stop);
+		int rc = pass(s, first, flush || stop, flush && !stop);
 		first = false;
 		if (flush) {
 			pthread_mutex_lock(&s->mu);
@@ -1026,8 +1092,10 @@ static int init_db(struct store *s)
 	if (rc != SQLITE_OK)
 		return sq_fail(s, rc, "pragmas");
 	if (tables == 0) {
-		char sql[64];
-		snprintf(sql, sizeof(sql), "INSERT INTO meta VALUES ('version', %d);",
+		char sql[128];
+		snprintf(sql, sizeof(sql),
+			 "INSERT INTO meta VALUES ('version', %d); INSERT INTO meta VALUES"
+			 " ('fts_seq', 0);",
 			 FLOWS_SCHEMA_VERSION);
 		rc = sqlite3_exec(db, "BEGIN IMMEDIATE;" FLOWS_SCHEMA_SQL, NULL, NULL, NULL);
 		if (rc == SQLITE_OK)
@@ -1094,6 +1162,8 @@ static int load_meta(struct store *s)
 		s->offset = v;
 	if (meta_get(s->db, "next_seq", &v) == 0)
 		s->next_seq = v;
+	if (meta_get(s->db, "fts_seq", &v) == 0)
+		s->fts_seq = v;
 	if (meta_get(s->db, "malformed", &v) == 0)
 		s->malformed = (uint64_t)v;
 	if (meta_get(s->db, "duplicates", &v) == 0)
@@ -1186,6 +1256,7 @@ int store_open(struct store **out, const char *db, const char *log_path,
 	s->batch_rows = opt->batch_rows ? opt->batch_rows : DEFAULT_BATCH_ROWS;
 	s->batch_ms = opt->batch_ms ? opt->batch_ms : DEFAULT_BATCH_MS;
 	s->rebuild = opt->rebuild;
+	s->index_idle_ms = opt->index_idle_ms ? opt->index_idle_ms : INDEX_IDLE_MS;
 
 	/* SQLite's own locks are per transaction; this one is per writer. */
 	char *lock = NULL;
@@ -1518,67 +1589,25 @@ static int fts_drives(struct store_reader *r, const struct store_query *q, int64
 	return rc;
 }
 
-int store_list(struct store_reader *r, const struct store_query *q, store_row_cb cb, void *ctx,
-	       int64_t *next_cursor)
+static int r_exec(struct store_reader *r, const char *sql)
 {
-	r->errmsg[0] = '\0';
-	r_arm(r);
-	/* next_cursor may be &q->cursor. */
-	int64_t cursor = q->cursor ? q->cursor : q->oldest_first ? 0 : INT64_MAX;
-	if (next_cursor)
-		*next_cursor = 0;
-	unsigned limit = q->limit ? q->limit : 100;
-	if (limit > 10000)
-		limit = 10000;
-	bool where = nonblank(q->where), match = nonblank(q->match), fts = match;
+	int rc = sqlite3_exec(r->db, sql, NULL, NULL, NULL);
+	return rc == SQLITE_OK ? 0 : r_fail(r, rc);
+}
+
+/* Steps a prepared page query, calling cb for each row; *rows and *last
+ * carry across the statements of one page. 1 when the page is full and
+ * one more row exists (*next_cursor set), 0 when done, cb's nonzero value
+ * as 2 + (its value stored in *stop), or -errno. */
+static int emit(struct store_reader *r, sqlite3_stmt *st, unsigned limit, unsigned *rows,
+		int64_t *last, int64_t *next_cursor, store_row_cb cb, void *ctx, int *stop)
+{
 	int rc;
-	if (where && (rc = check_where(r, q->where, q->nparams)))
-		return rc;
-	if (where && match && (rc = fts_drives(r, q, cursor, limit, &fts)))
-		return rc;
-	const char *op = q->oldest_first ? ">" : "<", *dir = q->oldest_first ? "ASC" : "DESC";
-	/* Ours follow the where clause's ?1..?n, whatever the order in the text. */
-	size_t n = q->nparams, p_match = n + 1, p_cursor = n + 1 + match, p_limit = p_cursor + 1;
-	char *sql;
-	if (fts)
-		rc = asprintf(&sql,
-			      "SELECT " ROW_COLUMNS " FROM (SELECT rowid AS m_seq FROM flow_fts"
-			      " WHERE flow_fts MATCH ?%zu AND rowid %s ?%zu ORDER BY rowid %s)"
-			      " JOIN flows ON flows.seq = m_seq%s%s%s ORDER BY m_seq %s LIMIT ?%zu",
-			      p_match, op, p_cursor, dir, where ? " WHERE (" : "",
-			      where ? q->where : "", where ? ")" : "", dir, p_limit);
-	else if (match)
-		rc = asprintf(&sql,
-			      "SELECT " ROW_COLUMNS
-			      " FROM flows WHERE (%s) AND flows.seq %s ?%zu AND"
-			      " EXISTS (SELECT 1 FROM flow_fts WHERE flow_fts MATCH ?%zu AND"
-			      " rowid = flows.seq) ORDER BY flows.seq %s LIMIT ?%zu",
-			      q->where, op, p_cursor, p_match, dir, p_limit);
-	else
-		rc = asprintf(&sql,
-			      "SELECT " ROW_COLUMNS " FROM flows WHERE %s%s%s flows.seq %s ?%zu"
-			      " ORDER BY flows.seq %s LIMIT ?%zu",
-			      where ? "(" : "", where ? q->where : "", where ? ") AND" : "", op,
-			      p_cursor, dir, p_limit);
-	if (rc < 0)
-		return -ENOMEM;
-	sqlite3_stmt *st;
-	rc = prepare_where(r, sql, q->params, n, match ? 3 : 2, &st);
-	free(sql);
-	if (rc)
-		return rc;
-	if (match)
-		sqlite3_bind_text(st, (int)p_match, q->match, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, (int)p_cursor, cursor);
-	/* One more than the page: whether there is a next one. */
-	sqlite3_bind_int64(st, (int)p_limit, (int64_t)limit + 1);
-	unsigned rows = 0;
-	int64_t last = 0;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (rows == limit) {
+		if (*rows == limit) {
 			if (next_cursor)
-				*next_cursor = last;
-			break;
+				*next_cursor = *last;
+			return 1;
 		}
 		struct store_row row = {
 			.seq = sqlite3_column_int64(st, 0),
@@ -1601,16 +1630,115 @@ int store_list(struct store_reader *r, const struct store_query *q, store_row_cb
 			.end_reason = (const char *)sqlite3_column_text(st, 17),
 			.error = (const char *)sqlite3_column_text(st, 18),
 		};
-		last = row.seq;
-		rows++;
-		int stop = cb(ctx, &row);
-		if (stop) {
-			sqlite3_finalize(st);
-			return stop;
-		}
+		*last = row.seq;
+		(*rows)++;
+		if ((*stop = cb(ctx, &row)))
+			return 2;
 	}
-	rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : r_fail(r, rc);
-	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : r_fail(r, rc);
+}
+
+int store_list(struct store_reader *r, const struct store_query *q, store_row_cb cb, void *ctx,
+	       int64_t *next_cursor)
+{
+	r->errmsg[0] = '\0';
+	r_arm(r);
+	/* next_cursor may be &q->cursor. */
+	int64_t cursor = q->cursor ? q->cursor : q->oldest_first ? 0 : INT64_MAX;
+	if (next_cursor)
+		*next_cursor = 0;
+	unsigned limit = q->limit ? q->limit : 100;
+	if (limit > 10000)
+		limit = 10000;
+	bool where = nonblank(q->where), match = nonblank(q->match), fts = match;
+	if (match && !where) {
+		snprintf(r->errmsg, sizeof(r->errmsg),
+			 "a match needs a where clause that tests it");
+		return -EINVAL;
+	}
+	int rc;
+	if (where && (rc = check_where(r, q->where, q->nparams)))
+		return rc;
+	/* One snapshot for the index's extent and the rows. */
+	bool own_txn = sqlite3_get_autocommit(r->db);
+	if (own_txn && (rc = r_exec(r, "BEGIN")))
+		return rc;
+	if (match && (rc = fts_drives(r, q, cursor, limit, &fts)))
+		goto out;
+	const char *op = q->oldest_first ? ">" : "<", *dir = q->oldest_first ? "ASC" : "DESC";
+	/* Ours follow the where clause's ?1..?n, whatever the order in the text. */
+	size_t n = q->nparams, p_match = n + 1, p_cursor = n + 1 + match, p_limit = p_cursor + 1;
+	/* The index drives: the rows it has not taken yet are a segment of
+	 * their own, tested by the where clause (newest first, they come
+	 * first). */
+	char *sql[2] = { NULL, NULL };
+	int nsql = 1;
+	if (fts) {
+		char *idx, *tail;
+		if (asprintf(&idx,
+			     "SELECT " ROW_COLUMNS " FROM (SELECT rowid AS m_seq FROM flow_fts"
+			     " WHERE flow_fts MATCH ?%zu AND rowid %s ?%zu ORDER BY rowid %s)"
+			     " JOIN flows ON flows.seq = m_seq WHERE (%s) ORDER BY m_seq %s LIMIT "
+			     "?%zu",
+			     p_match, op, p_cursor, dir, q->where, dir, p_limit) < 0)
+			idx = NULL;
+		if (asprintf(&tail,
+			     "SELECT " ROW_COLUMNS
+			     " FROM flows WHERE (%s) AND flows.seq > " FLOWS_FTS_SEQ_SQL
+			     " AND flows.seq %s ?%zu ORDER BY flows.seq %s LIMIT ?%zu",
+			     q->where, op, p_cursor, dir, p_limit) < 0)
+			tail = NULL;
+		sql[0] = q->oldest_first ? idx : tail;
+		sql[1] = q->oldest_first ? tail : idx;
+		nsql = 2;
+		rc = idx && tail ? 0 : -1;
+	} else if (match) {
+		rc = asprintf(
+			&sql[0],
+			"SELECT " ROW_COLUMNS " FROM flows WHERE (%s) AND flows.seq %s ?%zu AND"
+			" (flows.seq > " FLOWS_FTS_SEQ_SQL " OR EXISTS (SELECT 1 FROM flow_fts"
+			" WHERE flow_fts MATCH ?%zu AND rowid = flows.seq))"
+			" ORDER BY flows.seq %s LIMIT ?%zu",
+			q->where, op, p_cursor, p_match, dir, p_limit);
+	} else {
+		rc = asprintf(&sql[0],
+			      "SELECT " ROW_COLUMNS " FROM flows WHERE %s%s%s flows.seq %s ?%zu"
+			      " ORDER BY flows.seq %s LIMIT ?%zu",
+			      where ? "(" : "", where ? q->where : "", where ? ") AND" : "", op,
+			      p_cursor, dir, p_limit);
+	}
+	if (rc < 0) {
+		free(sql[0]);
+		free(sql[1]);
+		rc = -ENOMEM;
+		goto out;
+	}
+	unsigned rows = 0;
+	int64_t last = 0;
+	int stop = 0;
+	rc = 0;
+	for (int i = 0; i < nsql && rc == 0; i++) {
+		sqlite3_stmt *st;
+		if ((rc = prepare_where(r, sql[i], q->params, n, match ? 3 : 2, &st)))
+			break;
+		if (match)
+			sqlite3_bind_text(st, (int)p_match, q->match, -1, SQLITE_STATIC);
+		/* The second segment goes on from the first's last row. */
+		sqlite3_bind_int64(st, (int)p_cursor, rows ? last : cursor);
+		/* One more than the page: whether there is a next one. */
+		sqlite3_bind_int64(st, (int)p_limit, (int64_t)(limit - rows) + 1);
+		rc = emit(r, st, limit, &rows, &last, next_cursor, cb, ctx, &stop);
+		sqlite3_finalize(st);
+	}
+	free(sql[0]);
+	free(sql[1]);
+	if (rc == 2)
+		rc = stop;
+	else if (rc == 1)
+		rc = 0;
+out:
+	if (own_txn)
+		(void)sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL);
 	return rc;
 }
 
@@ -1767,12 +1895,6 @@ int store_body(struct store_reader *r, const char *id, int part, uint8_t **data,
 	}
 	sqlite3_finalize(st);
 	return rc;
-}
-
-static int r_exec(struct store_reader *r, const char *sql)
-{
-	int rc = sqlite3_exec(r->db, sql, NULL, NULL, NULL);
-	return rc == SQLITE_OK ? 0 : r_fail(r, rc);
 }
 
 int store_reader_clear(struct store_reader *r)

@@ -14,7 +14,9 @@
  *
  * Rows are committed every batch_ms (100) or batch_rows (5000), whichever
  * comes first; more than 4 MiB behind (catching up), every second or
- * 50,000 rows. Past max_size bytes or max_age seconds the oldest flows
+ * 50,000 rows. The URL index follows when the log is quiet (it costs more
+ * than the rows: capture keeps the CPU while traffic flows); queries test
+ * the rows it does not have yet directly, so they see every committed row. Past max_size bytes or max_age seconds the oldest flows
  * (by seq) are evicted. A failed write (disk full, read-only file, ...)
  * is logged once, counted, and retried later; rows are never lost while
  * the log holds them.
@@ -45,6 +47,10 @@ struct store_options {
 	unsigned batch_ms;      /* how long new rows may wait for their commit; 0: 100 */
 	bool rebuild;           /* empty the tables and ingest the log from its start */
 	int64_t max_page_count; /* a hard cap on the db's pages (SQLITE_FULL past it); 0: none */
+	/* How long the log must be quiet before the URL index (flow_fts)
+	 * takes the new rows; 0: 250 ms; < 0: only at store_flush. Past
+	 * 50,000 rows behind it takes them anyway. */
+	int index_idle_ms;
 };
 
 struct store;
@@ -63,8 +69,8 @@ int store_open(struct store **out, const char *db, const char *log_path,
  * a no-op. */
 void store_notify(struct store *s);
 
-/* Waits until everything in the log when called is committed (and the
- * limits applied). Returns 0, -ETIMEDOUT, or the error of the writer's
+/* Waits until everything in the log when called is committed (the URL
+ * index and the limits applied). Returns 0, -ETIMEDOUT, or the error of the writer's
  * last attempt (it keeps retrying). timeout_ms < 0: no limit. NULL: 0. */
 int store_flush(struct store *s, int timeout_ms);
 
@@ -145,6 +151,9 @@ struct store_row {
  * as a substring). The index then gives the page in seq order (a page in
  * milliseconds at 1,000,000 flows, for rare and common substrings alike),
  * unless `where` is the narrower side, which is found out and used.
+ * `where` must test what `match` asks for (match only narrows the rows
+ * to test): the rows the index does not have yet are tested with `where`
+ * alone. A match without a where clause is -EINVAL.
  * `cursor`: 0 for the first page, else the next_cursor of the previous
  * page. limit 0: 100, at most 10000. */
 struct store_query {
