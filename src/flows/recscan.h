@@ -7,7 +7,9 @@
  * It accepts exactly the lines that json_loadb(JSON_ALLOW_NUL) followed by
  * flow_fields_read accept (syntax, UTF-8, escapes, surrogates, integer and
  * real ranges, depth 2048, NUL-free keys; a repeated key: the last one
- * counts), and reads the same values (fuzz_flows_recscan checks both). */
+ * counts), and reads the same values (fuzz_flows_recscan checks both).
+ * One difference: jansson lets a raw NUL byte follow a number or a literal
+ * (a quirk of its stream); that is not JSON, and is refused here. */
 #ifndef WGMITM_FLOWS_RECSCAN_H
 #define WGMITM_FLOWS_RECSCAN_H
 
