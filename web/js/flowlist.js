@@ -27,7 +27,7 @@ export function listHeader() {
 }
 
 function typeLabel(f) {
-  if (f.type === "tcp" && f.proto) return f.proto;
+  if (f.type === "tcp" && f.proto) return `tcp · ${f.proto}`;
   if (f.websocket && f.type === "http") return "http→ws";
   return f.type || "";
 }
@@ -54,6 +54,7 @@ export class FlowList {
     this.gen = 0;
     this.loading = false;
     this.filter = "";
+    this.early = null;
     this.el.addEventListener("scroll", () => this.schedule());
     this.el.tabIndex = 0;
     this.el.addEventListener("keydown", (e) => this.key(e));
@@ -89,11 +90,15 @@ export class FlowList {
     const gen = ++this.gen;
     this.pending = [];
     this.queue = [];
+    this.early = []; // live flows that came while the page loaded
     this.loading = true;
     this.state();
     let page;
     try {
       page = await api.get(`/api/flows${api.qs({ filter, limit: PAGE })}`);
+    } catch (e) {
+      if (gen === this.gen) this.early = null;
+      throw e;
     } finally {
       if (gen === this.gen) this.loading = false;
     }
@@ -102,6 +107,14 @@ export class FlowList {
     this.atHead = true;
     this.atTail = !page.next_cursor;
     this.el.scrollTop = 0;
+    const early = this.early.filter((f) => !this.ids.has(f.id));
+    this.early = null;
+    if (this.following) this.insertTop(early);
+    else this.pending.push(...early);
+    // A flow recorded just before the subscription took effect, and not
+    // yet in the store (it commits every 100 ms): asked for again shortly.
+    const newest = page.flows[0];
+    setTimeout(() => this.catchUp(gen, newest), 500);
     this.schedule();
     this.state();
   }
@@ -160,6 +173,25 @@ export class FlowList {
     this.state();
   }
 
+  async catchUp(gen, newest) {
+    if (gen !== this.gen) return;
+    const p = { filter: this.filter, limit: PAGE };
+    if (newest) p.after = newest.id;
+    let page;
+    try {
+      page = await api.get(`/api/flows${api.qs(p)}`);
+    } catch {
+      return;
+    }
+    if (gen !== this.gen) return;
+    const fresh = page.flows.filter((f) => !this.ids.has(f.id));
+    if (!newest) fresh.reverse(); // the first page comes newest first
+    if (this.following && this.atHead) this.insertTop(fresh);
+    else this.pending.push(...fresh);
+    this.schedule();
+    this.state();
+  }
+
   // Keeps the window at MAX_ROWS, dropping from the side away from the view.
   trim(side) {
     const extra = this.rows.length - MAX_ROWS;
@@ -187,6 +219,10 @@ export class FlowList {
   // A flow from the WebSocket (oldest first as they come).
   live(f) {
     if (this.ids.has(f.id)) return;
+    if (this.early) {
+      this.early.push(f);
+      return;
+    }
     if (this.atHead && this.following) {
       this.queue.push(f);
       this.schedule();

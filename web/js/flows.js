@@ -14,12 +14,15 @@ function literal(s) {
 export function filterOf(text, quick) {
   const parts = [];
   const t = text.trim();
-  if (t) parts.push(`(${t})`);
+  if (t) parts.push(t);
   if (quick.peer) parts.push(`~peer ${literal(quick.peer).replace(/^"/, '"^').replace(/"$/, '$"')}`);
   if (quick.host) parts.push(`~d ${literal(quick.host.toLowerCase())}`);
   if (quick.status) parts.push(`~c ${quick.status}`);
   if (quick.type) parts.push(quick.type);
-  return { filter: parts.join(" & "), offset: t ? 1 : 0, userLen: t.length };
+  // The text alone keeps the columns of its errors; with quick filters it
+  // is grouped (errors are then found with the text alone, see apply).
+  if (parts.length > 1 && t) parts[0] = `(${t})`;
+  return { filter: parts.join(" & "), text: t, grouped: parts.length > 1 && !!t };
 }
 
 export function flowsView(root, ctx) {
@@ -94,11 +97,22 @@ export function flowsView(root, ctx) {
     err.hidden = true;
     clear(err);
     input.classList.remove("bad");
+    // Subscribed first: what is recorded while the page loads is not missed.
+    ctx.live.subscribe(q.filter || true);
     try {
       await list.reset(q.filter);
-    } catch (e) {
-      if (e.column) {
-        const col = e.column - q.offset; // in the text typed
+    } catch (e0) {
+      let e = e0;
+      if (e.column && q.grouped) {
+        // Where in the text typed: ask about the text alone.
+        try {
+          await api.get(`/api/flows${api.qs({ filter: q.text, limit: 1 })}`);
+        } catch (e1) {
+          e = e1;
+        }
+      }
+      if (e.column && (!q.grouped || e !== e0)) {
+        const col = e.column; // in the text typed
         input.classList.add("bad");
         const text = input.value.trim();
         const at = Math.max(0, Math.min(col - 1, text.length));
@@ -118,7 +132,6 @@ export function flowsView(root, ctx) {
       return;
     }
     current = q;
-    ctx.live.subscribe(q.filter || true);
     har.href = `/api/har${api.qs({ filter: q.filter })}`;
     const u = new URLSearchParams();
     if (input.value.trim()) u.set("filter", input.value.trim());
