@@ -54,4 +54,6 @@ tablet_flow() {
 wait_for 10 tablet_flow || fail "the tablet's flow is not recorded under its name"
 say "the QR code on screen decodes (zbarimg) to a configuration that joins; its traffic is recorded as peer tablet"
 say "screenshots: $(ls "$out"/*.png | xargs -n1 basename | tr '\n' ' ')"
+# WEBUI_SHOTS=DIR keeps them.
+[ -n "${WEBUI_SHOTS:-}" ] && mkdir -p "$WEBUI_SHOTS" && cp "$out"/*.png "$WEBUI_SHOTS"/
 say "PASS"

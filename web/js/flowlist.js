@@ -103,6 +103,7 @@ export class FlowList {
       if (gen === this.gen) this.loading = false;
     }
     if (gen !== this.gen) return;
+    for (const f of page.flows) f.fromStore = true;
     this.setRows(page.flows);
     this.atHead = true;
     this.atTail = !page.next_cursor;
@@ -112,9 +113,9 @@ export class FlowList {
     if (this.following) this.insertTop(early);
     else this.pending.push(...early);
     // A flow recorded just before the subscription took effect, and not
-    // yet in the store (it commits every 100 ms): asked for again shortly.
-    const newest = page.flows[0];
-    setTimeout(() => this.catchUp(gen, newest), 500);
+    // yet in the store (it commits every 100 ms, later when busy): asked
+    // for again a few times.
+    for (const ms of [300, 1000, 3000]) setTimeout(() => this.catchUp(gen), ms);
     this.schedule();
     this.state();
   }
@@ -126,6 +127,7 @@ export class FlowList {
     const page = await api.get(`/api/flows${api.qs({ filter: this.filter, limit: PAGE, order: "oldest" })}`);
     this.loading = false;
     if (gen !== this.gen) return;
+    for (const f of page.flows) f.fromStore = true;
     this.setRows(page.flows.reverse());
     this.atTail = true;
     this.atHead = !page.next_cursor;
@@ -153,6 +155,7 @@ export class FlowList {
     }
     this.loading = false;
     if (gen !== this.gen) return;
+    for (const f of page.flows) f.fromStore = true;
     const fresh = page.flows.filter((f) => !this.ids.has(f.id));
     for (const f of fresh) this.ids.add(f.id);
     if (dir === "older") {
@@ -173,9 +176,11 @@ export class FlowList {
     this.state();
   }
 
-  async catchUp(gen, newest) {
-    if (gen !== this.gen) return;
+  async catchUp(gen) {
+    if (gen !== this.gen || this.loading) return;
     const p = { filter: this.filter, limit: PAGE };
+    // The newest row that came from the store (live rows may not be in it yet).
+    const newest = this.rows.find((f) => f.fromStore);
     if (newest) p.after = newest.id;
     let page;
     try {
@@ -184,6 +189,7 @@ export class FlowList {
       return;
     }
     if (gen !== this.gen) return;
+    for (const f of page.flows) f.fromStore = true;
     const fresh = page.flows.filter((f) => !this.ids.has(f.id));
     if (!newest) fresh.reverse(); // the first page comes newest first
     if (this.following && this.atHead) this.insertTop(fresh);
