@@ -110,7 +110,7 @@ export function devicesView(root) {
         h("td", null, p.last_handshake ? ago(p.last_handshake) : "never"),
         h("td", null, fmtBytes(p.rx_bytes || 0)), h("td", null, fmtBytes(p.tx_bytes || 0)),
         h("td", null, apps),
-        h("td", { class: "tools" },
+        h("td", { class: "acts" },
           h("button", { type: "button", onclick: () => put(qrArea, qrBlock(p.name, "")) }, "QR"),
           h("button", { type: "button", onclick: () => downloadConfig(p.name) }, "Config"), rm));
     }));
