@@ -16,6 +16,7 @@
 #include "control/auth.h"
 #include "control/httpd.h"
 #include "control/mcp.h"
+#include "control/webui.h"
 #include "flows/decode.h"
 #include "flows/fields.h"
 #include "flows/filter.h"
@@ -284,6 +285,8 @@ struct query {
 	enum query_kind kind;
 	char *filter;   /* text, parsed on the worker */
 	int64_t cursor; /* Q_LIST */
+	char *anchor;   /* Q_LIST: list from this flow's id (before/after) */
+	bool oldest;    /* Q_LIST: oldest first */
 	unsigned limit;
 	char *id;        /* Q_GET, Q_BODY */
 	int part;        /* Q_BODY: 0 request, 1 response */
@@ -303,6 +306,7 @@ static void query_free(struct query *q)
 {
 	free(q->filter);
 	free(q->id);
+	free(q->anchor);
 	json_decref(q->json);
 	free(q->data);
 	free(q);
@@ -373,9 +377,18 @@ static void q_list(struct query *q, struct store_reader *r)
 	struct store_query sq = w.q;
 	sq.cursor = q->cursor;
 	sq.limit = q->limit;
+	sq.oldest_first = q->oldest;
+	int rc;
+	if (q->anchor && (rc = store_seq(r, q->anchor, &sq.cursor)) < 0) {
+		flows_query_free(&w);
+		query_fail(q, rc == -ENOENT ? 404 : 500,
+			   rc == -ENOENT ? "before/after: no flow with this id in the store (yet)"
+					 : store_reader_errmsg(r));
+		return;
+	}
 	json_t *flows = json_array();
 	int64_t next = 0;
-	int rc = store_list(r, &sq, collect_row, flows, &next);
+	rc = store_list(r, &sq, collect_row, flows, &next);
 	flows_query_free(&w);
 	if (rc < 0) {
 		json_decref(flows);
@@ -653,11 +666,34 @@ static void h_flows(struct httpd_req *req, struct httpd_resp *resp, void *arg)
 		}
 		cursor = v;
 	}
+	/* order=oldest; before=ID (older than that flow, newest first) or
+	 * after=ID (newer than it, oldest first). */
+	const char *order = httpd_req_query(req, "order");
+	const char *before = httpd_req_query(req, "before"), *after = httpd_req_query(req, "after");
+	if (order && strcmp(order, "oldest") != 0 && strcmp(order, "newest") != 0) {
+		httpd_reply_error(resp, 400, "order: expected newest or oldest");
+		return;
+	}
+	if ((before && !*before) || (after && !*after) || (before && after) ||
+	    ((before || after) && cursor)) {
+		httpd_reply_error(resp, 400,
+				  "before=ID or after=ID: one flow id, and not with a cursor");
+		return;
+	}
+	bool oldest = after || (order && strcmp(order, "oldest") == 0);
+	if ((before && oldest) || (after && order && strcmp(order, "newest") == 0)) {
+		httpd_reply_error(resp, 400,
+				  "before=ID lists newest first and after=ID oldest first: drop "
+				  "order");
+		return;
+	}
 	struct query *q = query_new(a, resp, Q_LIST);
 	if (!q)
 		return;
 	const char *f = httpd_req_query(req, "filter");
 	q->filter = f ? strdup(f) : NULL;
+	q->anchor = before ? strdup(before) : after ? strdup(after) : NULL;
+	q->oldest = oldest;
 	q->cursor = cursor;
 	q->limit = limit;
 	query_start(q);
@@ -1313,7 +1349,7 @@ struct route {
 };
 
 static const struct route routes[] = {
-	{ "GET", "/", h_index },
+	{ "GET", "/api", h_index },
 	{ "GET", "/api/status", h_status },
 	{ "GET", "/api/stats", h_stats },
 	{ "GET", "/api/ca", h_ca },
@@ -1372,6 +1408,8 @@ struct api *api_new(uv_loop_t *loop, const struct api_config *cfg, char *err, si
 		return NULL;
 	}
 	int rc = auth_attach(a->auth, a->httpd);
+	if (rc == 0)
+		rc = webui_attach(a->httpd);
 	for (size_t i = 0; rc == 0 && i < sizeof(routes) / sizeof(routes[0]); i++)
 		rc = httpd_route(a->httpd, routes[i].method, routes[i].pattern, routes[i].fn, a);
 	if (rc == 0)

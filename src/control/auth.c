@@ -16,6 +16,7 @@
 
 #include "common/atomicfile.h"
 #include "common/log.h"
+#include "control/webui.h"
 
 struct auth {
 	char path[4200];
@@ -336,6 +337,11 @@ static bool gate(struct httpd_req *r, struct httpd_resp *resp, void *arg)
 	if (strcmp(httpd_req_path(r), AUTH_LOGIN_PATH) == 0 &&
 	    (strcmp(httpd_req_method(r), "GET") == 0 || strcmp(httpd_req_method(r), "HEAD") == 0))
 		return true; /* the login route checks the token itself */
+	if (webui_is_public(httpd_req_method(r), httpd_req_path(r)))
+		return true;
+	/* A browser opening the UI without the token gets the login form. */
+	bool page =
+		webui_is_page(httpd_req_method(r), httpd_req_path(r)) && !httpd_req_is_websocket(r);
 	const char *authz = httpd_req_header(r, "Authorization");
 	char cookie[AUTH_TOKEN_MAX + 2];
 	const char *presented = NULL;
@@ -349,13 +355,19 @@ static bool gate(struct httpd_req *r, struct httpd_resp *resp, void *arg)
 		presented = cookie_token(r, cookie, sizeof(cookie));
 	}
 	if (!presented) {
-		unauthorized(resp, a, false);
+		if (page)
+			webui_reply_login(r, resp, 401, false);
+		else
+			unauthorized(resp, a, false);
 		return false;
 	}
 	bool ok = auth_token_ok(a, presented);
 	sodium_memzero(cookie, sizeof(cookie));
 	if (!ok) {
-		unauthorized(resp, a, true);
+		if (page)
+			webui_reply_login(r, resp, 401, true);
+		else
+			unauthorized(resp, a, true);
 		return false;
 	}
 	return true;
@@ -366,11 +378,11 @@ static void login(struct httpd_req *r, struct httpd_resp *resp, void *arg)
 	struct auth *a = arg;
 	const char *token = httpd_req_query(r, "token");
 	if (!token || !*token) {
-		unauthorized(resp, a, false);
+		webui_reply_login(r, resp, 401, false);
 		return;
 	}
 	if (!auth_token_ok(a, token)) {
-		unauthorized(resp, a, true);
+		webui_reply_login(r, resp, 401, true);
 		return;
 	}
 	char cookie[AUTH_TOKEN_MAX + 96];

@@ -25,7 +25,10 @@
  *
  * GET /login?token=TOKEN is the only route without step 4: with the right
  * token it sets "wgmitm_token=TOKEN; HttpOnly; SameSite=Strict; Path=/"
- * (a session cookie) and redirects to /; with a wrong one, 401.
+ * (a session cookie) and redirects to /; without one or with a wrong one,
+ * 401 with the web UI's login page (webui.h). The UI's pages (/ and /ui/)
+ * without a valid token get that page too, where the API answers JSON;
+ * the login page's stylesheet alone needs no token.
  *
  * Cookies are not told apart by port: another web server on localhost
  * receives this cookie when the browser visits it. The Bearer header is

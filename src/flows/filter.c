@@ -161,8 +161,8 @@ struct node {
 	/* NODE_TEST */
 	const struct op *op;
 	bool neg;
-	bool drives; /* flow_fts can drive the query from it (filter_sql.driven) */
-	int status;
+	bool drives;           /* flow_fts can drive the query from it (filter_sql.driven) */
+	int status, status_hi; /* ~c: status_hi > status for a class (4xx) */
 	char *pattern;
 	size_t patlen;
 	pcre2_code *re;
@@ -399,21 +399,33 @@ static struct node *regex_test(struct parser *p, const struct op *op, size_t sta
 static struct node *status_test(struct parser *p, const struct op *op, size_t start, size_t at,
 				const struct arg *a)
 {
-	int v = 0;
-	bool ok = a->len >= 1 && a->len <= 3;
-	for (size_t i = 0; ok && i < a->len; i++) {
+	int v = 0, hi;
+	/* A class: 1xx to 9xx. */
+	bool cls = a->len == 3 && a->text[0] >= '1' && a->text[0] <= '9' &&
+		   (a->text[1] | 0x20) == 'x' && (a->text[2] | 0x20) == 'x';
+	bool ok = cls || (a->len >= 1 && a->len <= 3);
+	for (size_t i = 0; ok && !cls && i < a->len; i++) {
 		ok = a->text[i] >= '0' && a->text[i] <= '9';
 		v = v * 10 + (a->text[i] - '0');
 	}
+	if (cls) {
+		v = (a->text[0] - '0') * 100;
+		hi = v + 99;
+	} else {
+		hi = v;
+	}
 	if (!ok || v < 100) {
-		fail(p, at, "~%s needs a status code from 100 to 999, got \"%.40s%s\"", op->name,
-		     a->text, a->len > 40 ? "..." : "");
+		fail(p, at,
+		     "~%s needs a status code from 100 to 999 or a class such as 4xx, got "
+		     "\"%.40s%s\"",
+		     op->name, a->text, a->len > 40 ? "..." : "");
 		return NULL;
 	}
 	struct node *n = new_node(p, NODE_TEST, start);
 	if (n) {
 		n->op = op;
 		n->status = v;
+		n->status_hi = hi;
 	}
 	return n;
 }
@@ -855,7 +867,7 @@ static bool test(struct eval *e, const struct node *n)
 	case T_TYPE:
 		return ff->type && strcmp(ff->type, n->op->type) == 0;
 	case T_STATUS:
-		return ff->status == n->status;
+		return ff->status >= n->status && ff->status <= n->status_hi;
 	case T_FLAG:
 		switch (n->op->flag) {
 		case FLAG_ERROR:
@@ -1397,7 +1409,13 @@ static void sql_test(struct sqlgen *g, const struct node *n)
 		putf(g, "flows.type = '%s'", n->op->type);
 		return;
 	case T_STATUS:
-		putf(g, "flows.status = ?%zu", param_int(g, n->status));
+		if (n->status_hi > n->status) {
+			size_t lo = param_int(g, n->status);
+			putf(g, "flows.status BETWEEN ?%zu AND ?%zu", lo,
+			     param_int(g, n->status_hi));
+		} else {
+			putf(g, "flows.status = ?%zu", param_int(g, n->status));
+		}
 		return;
 	case T_FLAG: {
 		static const char *const sql[] = {

@@ -1808,6 +1808,26 @@ static int restore_body(json_t *rec, int part, const uint8_t *p, size_t n)
 	return 0;
 }
 
+int store_seq(struct store_reader *r, const char *id, int64_t *seq)
+{
+	r->errmsg[0] = '\0';
+	*seq = 0;
+	sqlite3_stmt *st;
+	int rc = sqlite3_prepare_v2(r->db, "SELECT seq FROM flows WHERE id = ?1", -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return r_fail(r, rc);
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*seq = sqlite3_column_int64(st, 0);
+		rc = 0;
+	} else {
+		rc = rc == SQLITE_DONE ? -ENOENT : r_fail(r, rc);
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
 int store_get(struct store_reader *r, const char *id, json_t **out)
 {
 	r->errmsg[0] = '\0';

@@ -180,6 +180,10 @@ int store_list(struct store_reader *r, const struct store_query *q, store_row_cb
 int store_count(struct store_reader *r, const char *where, const struct flows_param *params,
 		size_t nparams, int64_t *out);
 
+/* The position of flow `id` in the store, for a store_query cursor: a
+ * listing newest first from cursor `seq` starts with the flow just older
+ * than `id`, oldest first with the one just newer. 0, -ENOENT or -EIO. */
+int store_seq(struct store_reader *r, const char *id, int64_t *seq);
 /* The record `id` as logged, its bodies put back ({"text"} when the bytes
  * are UTF-8 without NUL, else {"base64"}, as flowlog writes them). *out is
  * a new reference. 0, -ENOENT or -EIO. */

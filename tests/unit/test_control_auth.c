@@ -266,11 +266,17 @@ static void test_cookie_login(void **state)
 		 t[63] == '0' ? '1' : '0', port);
 	assert_int_equal(tu_request(port, req, &r), 401);
 	assert_null(tu_header(&r, "Set-Cookie"));
-	assert_non_null(strstr(message(&r), "wrong"));
+	/* The login page, saying the token was wrong. */
+	assert_string_equal(tu_header(&r, "Content-Type"), "text/html; charset=utf-8");
+	assert_non_null(strstr((const char *)r.body, "action=\"/login\""));
+	assert_non_null(strstr((const char *)r.body, "not the right one"));
+	assert_non_null(strstr(tu_header(&r, "Content-Security-Policy"), "script-src 'self'"));
 	tu_resp_free(&r);
 	snprintf(req, sizeof(req), "GET /login HTTP/1.1\r\nHost: localhost:%u\r\n\r\n", port);
 	assert_int_equal(tu_request(port, req, &r), 401);
 	assert_null(tu_header(&r, "Set-Cookie"));
+	assert_non_null(strstr((const char *)r.body, "action=\"/login\""));
+	assert_null(strstr((const char *)r.body, "not the right one"));
 	tu_resp_free(&r);
 	/* Only GET: a POST to /login needs the token like anything else. */
 	snprintf(req, sizeof(req),

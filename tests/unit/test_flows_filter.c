@@ -411,6 +411,10 @@ static const struct {
 	{ "~c 200", { 0, 14, 15, 16, 17, 18, 21, END } },
 	{ "!~c 200", { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 19, 20, END } },
 	{ "~c 101 | ~websocket", { 5, 6, END } },
+	{ "~c 2xx", { 0, 1, 14, 15, 16, 17, 18, 21, END } },
+	{ "~c 5XX", { 4, END } },
+	{ "~c 3xx | ~c 1xx", { 5, 19, END } },
+	{ "~http !~c 2xx", { 2, 3, 4, 5, 19, END } },
 	/* "." is any character: example.net and the IDN host are not. */
 	{ "~d example.com", { 0, 1, 3, 5, 6, 7, 12, 15, 16, 17, 18, END } },
 	{ "~d ^example\\.com$", { 0, 3, 7, 15, 17, 18, END } },
@@ -575,6 +579,7 @@ static void test_indexes(void **ctx)
 {
 	(void)ctx;
 	expect_plan("~c 404", "INDEX flows_status (status=?)");
+	expect_plan("~c 4xx", "INDEX flows_status (status>? AND status<?)");
 	expect_plan("~tcp", "INDEX flows_type (type=?)");
 	expect_plan("~d ^example\\.com$", "INDEX flows_host (host=?)");
 	expect_plan("~m ^get$", "INDEX flows_method (method=?)");
@@ -718,9 +723,18 @@ static void test_errors(void **ctx)
 	(void)ctx;
 	refused("", 1, "column 1: empty expression");
 	refused("   ", 4, "column 4: empty expression");
-	refused("~c abc", 4, "column 4: ~c needs a status code from 100 to 999, got \"abc\"");
-	refused("~c 99", 4, "column 4: ~c needs a status code from 100 to 999, got \"99\"");
-	refused("~c 1000", 4, "column 4: ~c needs a status code from 100 to 999, got \"1000\"");
+	refused("~c abc", 4,
+		"column 4: ~c needs a status code from 100 to 999 or a class such as 4xx, got "
+		"\"abc\"");
+	refused("~c 99", 4,
+		"column 4: ~c needs a status code from 100 to 999 or a class such as 4xx, got "
+		"\"99\"");
+	refused("~c 1000", 4,
+		"column 4: ~c needs a status code from 100 to 999 or a class such as 4xx, got "
+		"\"1000\"");
+	refused("~c 0xx", 4,
+		"column 4: ~c needs a status code from 100 to 999 or a class such as 4xx, got "
+		"\"0xx\"");
 	refused("~c", 3, "column 3: ~c needs a status code, got the end");
 	refused("(~c)", 4, "column 4: ~c needs a status code, got \")\"");
 	refused("~x", 1, "column 1: unknown operator \"~x\" (docs/filters.md lists them)");

@@ -542,6 +542,19 @@ static void test_paging(void **state)
 		while (q.cursor);
 		assert_int_equal(c.n, k ? 1 : 1000);
 	}
+	/* A flow's seq as a cursor: the page just older and just newer. */
+	int64_t seq;
+	assert_int_equal(store_seq(r, "pg-2500", &seq), 0);
+	assert_int_equal(store_seq(r, "pg-none", &seq), -ENOENT);
+	assert_int_equal(store_seq(r, "pg-2500", &seq), 0);
+	for (int oldest = 0; oldest < 2; oldest++) {
+		memset(&c, 0, sizeof(c));
+		q = (struct store_query){ .cursor = seq, .limit = 3, .oldest_first = oldest };
+		assert_int_equal(store_list(r, &q, collect_row, &c, NULL), 0);
+		assert_int_equal(c.n, 3);
+		assert_string_equal(c.ids[0], oldest ? "pg-2501" : "pg-2499");
+		assert_string_equal(c.ids[2], oldest ? "pg-2503" : "pg-2497");
+	}
 	q = (struct store_query){ .match = "url : \"", .where = "1" };
 	assert_int_equal(store_list(r, &q, collect_row, &c, NULL), -EINVAL);
 	/* A match must come with a where clause that tests it. */
