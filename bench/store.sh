@@ -3,7 +3,9 @@
 # through wgmitm with the store following the log (the default) against
 # the same endpoint with --no-store (flows.jsonl only), same run, same
 # namespaces, alternating, REPS times each; prints the medians and the
-# ratio on / off (the goal: at least 0.95).
+# ratio on / off (the goal: at least 0.95), and wgmitm's cpu time per
+# request (all its threads, from /proc) during the run and with the 2 s
+# after it, when the store catches up (and of that the store thread's).
 #
 #   cli wireguard-go ── srv wgmitm (TLS intercepted, HTTP recorded) ── host: nginx
 #
@@ -78,24 +80,57 @@ else:
 PY
 }
 
-on=() off=()
+# wgmitm's cpu time (all threads) in clock ticks; store_ticks: its store
+# writer thread's.
+ticks() { awk '{print $14 + $15}' "/proc/$WGMITM_PID/stat"; }
+store_ticks() {
+  local t
+  for t in /proc/"$WGMITM_PID"/task/*; do
+    [ "$(cat "$t/comm" 2>/dev/null)" = wgmitm-store ] && awk '{print $14 + $15}' "$t/stat" && return
+  done
+  echo 0
+}
+hz=$(getconf CLK_TCK)
+# measure ARRAY: one timed run into ARRAY; its cpu µs per request during
+# the run, and including what follows within 2 s (the store's URL index),
+# into ARRAY_cpu and ARRAY_all.
+measure() {
+  local t0 t1 t2 s0 s2 r
+  t0=$(ticks) s0=$(store_ticks)
+  r=$(rps)
+  t1=$(ticks)
+  sleep 2
+  t2=$(ticks) s2=$(store_ticks)
+  eval "$1+=(\"$r\")"
+  eval "$1_cpu+=($(( (t1 - t0) * 1000000 / hz / N )))"
+  eval "$1_all+=($(( (t2 - t0) * 1000000 / hz / N )))"
+  eval "$1_store+=($(( (s2 - s0) * 1000000 / hz / N )))"
+}
+
+on=() off=() on_cpu=() off_cpu=() on_all=() off_all=() on_store=() off_store=()
 for i in $(seq 1 "$REPS"); do
   restart
   rps >/dev/null # warm: leaf minted, upstream sessions cached
-  on+=("$(rps)")
+  measure on
   restart --no-store
   rps >/dev/null
-  off+=("$(rps)")
-  say "rep $i: store on ${on[-1]} req/s, off ${off[-1]} req/s"
+  measure off
+  say "rep $i: store on ${on[-1]} req/s (${on_cpu[-1]} us cpu/req, ${on_all[-1]} with the next 2 s," \
+    "${on_store[-1]} in the store thread)," \
+    "off ${off[-1]} req/s (${off_cpu[-1]} us, ${off_all[-1]})"
 done
 stored=$(WGMITM_HOME="$HOME_DIR" "$WGMITM" flows --limit 1 --json | wc -l)
 [ "$stored" -ge 1 ] || fail "the store holds nothing"
 
-python3 - "${on[*]}" "${off[*]}" <<'PY'
+python3 - "${on[*]}" "${off[*]}" "${on_cpu[*]}" "${off_cpu[*]}" "${on_all[*]}" "${off_all[*]}" \
+  "${on_store[*]}" "${off_store[*]}" <<'PY'
 import statistics, sys
-on = [float(x) for x in sys.argv[1].split()]
-off = [float(x) for x in sys.argv[2].split()]
-mon, moff = statistics.median(on), statistics.median(off)
-print(f"{'HTTPS req/s (64 clients, HTTP/1.1)':40s} {'store on':>10s} {'store off':>10s} {'ratio':>7s}")
-print(f"{'median of ' + str(len(on)):40s} {mon:10.0f} {moff:10.0f} {mon / moff:7.3f}")
+col = [[float(x) for x in a.split()] for a in sys.argv[1:]]
+med = [statistics.median(c) for c in col]
+print(f"{'HTTPS (64 clients, HTTP/1.1), median of ' + str(len(col[0])):44s} {'store on':>9s} {'off':>9s} {'ratio':>7s}")
+rows = [("req/s", med[0], med[1]), ("wgmitm cpu us/request during the run", med[2], med[3]),
+        ("  with the next 2 s (the store catching up)", med[4], med[5])]
+for name, a, b in rows:
+    print(f"{name:44s} {a:9.0f} {b:9.0f} {a / b:7.3f}")
+print(f"{'  of which the store thread':44s} {med[6]:9.0f}")
 PY

@@ -987,6 +987,7 @@ static void *writer_main(void *arg)
 	 * catches up once the load eases; the log has every record meanwhile. */
 	struct sched_param sp = { 0 };
 	(void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
+	(void)pthread_setname_np(pthread_self(), "wgmitm-store");
 	for (;;) {
 		pthread_mutex_lock(&s->mu);
 		while (!first && !s->stop && s->flush_req == s->flush_done) {
@@ -1059,8 +1060,12 @@ static int init_db(struct store *s)
 {
 	sqlite3 *db = s->db;
 	sqlite3_busy_timeout(db, BUSY_MS);
-	/* Before the first table, or it stays NONE. */
-	int rc = sqlite3_exec(db, "PRAGMA auto_vacuum = INCREMENTAL", NULL, NULL, NULL);
+	/* Before the first table, or they stay as they are. A record is 1 to
+	 * 3 KB: with 16 KiB pages a commit writes a quarter as many WAL frames
+	 * (pwrite calls) as with 4 KiB for the same rows, and the writer took
+	 * 25-40% less cpu per row (bench_flows_store --live). */
+	int rc = sqlite3_exec(db, "PRAGMA page_size = 16384; PRAGMA auto_vacuum = INCREMENTAL",
+			      NULL, NULL, NULL);
 	if (rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT)
 		return 1;
 	if (rc != SQLITE_OK)
@@ -1081,12 +1086,12 @@ static int init_db(struct store *s)
 		if (rc < 0)
 			return sq_fail(s, -rc, "version");
 	}
-	/* A 64 MiB WAL before a checkpoint: index pages that several commits
-	 * change are copied into the db once (a catch-up of 400,000 flows
-	 * wrote 17% less). */
+	/* A 64 MiB WAL (4096 pages of 16 KiB) before a checkpoint: index pages
+	 * that several commits change are copied into the db once (a catch-up
+	 * of 400,000 flows wrote 17% less). */
 	rc = sqlite3_exec(db,
 			  "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
-			  " PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 16384;"
+			  " PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 4096;"
 			  " PRAGMA journal_size_limit = 67108864;",
 			  NULL, NULL, NULL);
 	if (rc != SQLITE_OK)
