@@ -34,6 +34,8 @@
 #include <string.h>
 #include <time.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <uv.h>
 
 /* libuv hands recvmmsg batches in 64 KiB slots of one buffer. */
@@ -87,9 +89,97 @@ static void on_wall_time(void *ctx, struct timespec *out)
 	clock_gettime(CLOCK_REALTIME, out);
 }
 
+static void daemon_stop(struct daemon *d);
+
+/* The address of a packet's source (src) or destination, IPv4 or IPv6:
+ * 4 or 16 bytes at *a; 0 when it is neither. */
+static size_t pkt_addr(const uint8_t *pkt, size_t len, bool src, const uint8_t **a)
+{
+	if (len >= 20 && pkt[0] >> 4 == 4) {
+		*a = pkt + (src ? 12 : 16);
+		return 4;
+	}
+	if (len >= 40 && pkt[0] >> 4 == 6) {
+		*a = pkt + (src ? 8 : 24);
+		return 16;
+	}
+	return 0;
+}
+
+static bool wrap_owns(const struct daemon_wrap *w, const uint8_t *pkt, size_t len, bool src)
+{
+	const uint8_t *a;
+	size_t n = pkt_addr(pkt, len, src, &a);
+	return (n == 4 && memcmp(a, &w->addr4, 4) == 0) ||
+	       (n == 16 && memcmp(a, &w->addr6, 16) == 0);
+}
+
+static void on_tun_readable(uv_poll_t *h, int status, int events)
+{
+	struct daemon *d = h->data;
+	const struct daemon_wrap *w = d->opts->wrap;
+	(void)events;
+	if (status < 0 || !d->ns)
+		return;
+	/* A bounded batch per wake, so the tunnel's peers get their turn. */
+	for (int i = 0; i < 64; i++) {
+		ssize_t n = read(w->tun_fd, d->tun_buf, RECV_SLOT);
+		if (n <= 0)
+			return;
+		if (!wrap_owns(w, d->tun_buf, (size_t)n, true)) {
+			d->tun_drops++;
+			continue;
+		}
+		netstack_input(d->ns, d->tun_buf, (size_t)n);
+	}
+}
+
+static void on_sigchld(uv_signal_t *s, int signum)
+{
+	struct daemon *d = s->data;
+	(void)signum;
+	struct daemon_wrap *w = d->opts->wrap;
+	int st;
+	if (waitpid(w->child, &st, WNOHANG) != w->child)
+		return;
+	w->status = st;
+	w->child = -1;
+	if (!d->stopping) {
+		log_debug("the wrapped command ended; stopping");
+		daemon_stop(d);
+	}
+}
+
+static int open_wrap(struct daemon *d)
+{
+	struct daemon_wrap *w = d->opts->wrap;
+	if (!w)
+		return 0;
+	if (!(d->tun_buf = malloc(RECV_SLOT)))
+		return -1;
+	int rc = uv_poll_init(d->loop, &d->tun_poll, w->tun_fd);
+	if (rc < 0) {
+		log_error("wrap: the TUN device: %s", uv_strerror(rc));
+		return -1;
+	}
+	d->tun_poll.data = d;
+	uv_poll_start(&d->tun_poll, UV_READABLE, on_tun_readable);
+	uv_signal_init(d->loop, &d->sig_chld);
+	d->sig_chld.data = d;
+	uv_signal_start(&d->sig_chld, on_sigchld, SIGCHLD);
+	return 0;
+}
+
 static void on_netstack_output(void *ctx, const uint8_t *pkt, size_t len)
 {
 	struct daemon *d = ctx;
+	const struct daemon_wrap *w = d->opts->wrap;
+	if (w && wrap_owns(w, pkt, len, false)) {
+		/* A full TUN queue drops, as a full link would. */
+		if (write(w->tun_fd, pkt, len) != (ssize_t)len)
+			d->tun_drops++;
+		return;
+	}
 	struct wg_peer *peer = wg_device_peer_by_dst(d->dev, pkt, len);
 	if (!peer) {
 		/* Packets between peers are not forwarded; anything else has no route. */
@@ -115,6 +205,13 @@ static uint32_t daemon_tcp_per_peer(const struct daemon_options *o)
 static const char *peer_name_by_addr(void *ctx, const struct sockaddr *client)
 {
 	struct daemon *d = ctx;
+	const struct daemon_wrap *w = d->opts->wrap;
+	if (w && ((client->sa_family == AF_INET &&
+		   ((const struct sockaddr_in *)client)->sin_addr.s_addr == w->addr4.s_addr) ||
+		  (client->sa_family == AF_INET6 &&
+		   memcmp(&((const struct sockaddr_in6 *)client)->sin6_addr, &w->addr6,
+			  sizeof(w->addr6)) == 0)))
+		return w->name;
 	for (size_t i = 0; i < d->npeers; i++) {
 		const struct daemon_peer *p = d->peers[i];
 		if (client->sa_family == AF_INET &&
@@ -930,6 +1027,11 @@ static int open_store(struct daemon *d)
 	struct store_options so = { .max_size = d->opts->store_max_size,
 				    .max_age = d->opts->store_max_age };
 	int rc = store_open(&d->store, db, log, &so);
+	if (rc == -EBUSY && d->opts->wrap) {
+		/* The running endpoint's store follows the same log. */
+		log_debug("%s: kept by the running endpoint, which takes these flows in", db);
+		return 0;
+	}
 	if (rc == -EBUSY) {
 		log_error("%s: another wgmitm run keeps this store; one run per home directory",
 			  db);
@@ -945,6 +1047,10 @@ static void on_record(void *ctx, const json_t *record)
 {
 	struct daemon *d = ctx;
 	api_flow_recorded(d->api, record);
+	const struct daemon_wrap *w = d->opts->wrap;
+	const char *peer = json_string_value(json_object_get(record, "peer"));
+	if (w && w->on_record && peer && strcmp(peer, w->name) == 0)
+		w->on_record(w->arg, record);
 }
 
 static void on_flow_begin(void *ctx, const struct flowlog_flow *f)
@@ -957,6 +1063,8 @@ static void on_flow_begin(void *ctx, const struct flowlog_flow *f)
 static int open_api(struct daemon *d)
 {
 	const char *spec = d->opts->api;
+	if (d->opts->wrap)
+		flowlog_set_observer(d->flows, on_record, d);
 	if (spec && strcmp(spec, "off") == 0)
 		return 0;
 	char host[128] = "127.0.0.1";
@@ -1048,7 +1156,8 @@ int daemon_run(const struct daemon_options *opts)
 		log_error("%s", err);
 		goto out_free;
 	}
-	if (first_run_peer(d) < 0)
+	/* A wrapped command needs no phone. */
+	if (!opts->wrap && first_run_peer(d) < 0)
 		goto out_state;
 	d->recv_buf = malloc(RECV_SLOT * RECV_BATCH);
 	if (!d->recv_buf)
@@ -1082,7 +1191,7 @@ int daemon_run(const struct daemon_options *opts)
 		goto out_dev;
 	}
 	if (open_dns_udp(d) < 0 || load_config(d) < 0 || open_store(d) < 0 || open_api(d) < 0 ||
-	    sync_peers(d) < 0 || open_sockets(d) < 0)
+	    sync_peers(d) < 0 || open_sockets(d) < 0 || open_wrap(d) < 0)
 		goto out_loop;
 
 	char pub[45], a4[INET_ADDRSTRLEN], a6[INET6_ADDRSTRLEN];
@@ -1127,6 +1236,8 @@ int daemon_run(const struct daemon_options *opts)
 				 d->st.home, uv_strerror(rc));
 	}
 
+	if (opts->wrap && write(opts->wrap->go_fd, "g", 1) != 1)
+		log_warn("wrap: cannot start the command: %s", strerror(errno));
 	uv_run(d->loop, UV_RUN_DEFAULT);
 	status = 0;
 out_loop:
@@ -1154,6 +1265,7 @@ out_state:
 	for (size_t i = 0; i < d->nudp; i++)
 		free(d->out[i]);
 	free(d->recv_buf);
+	free(d->tun_buf);
 	state_close(&d->st);
 out_free:
 	uv_loop_close(d->loop);

@@ -6,7 +6,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+
+#include <jansson.h>
 
 #define DAEMON_MAX_LISTEN 8
 #define DAEMON_MAX_DNS 8
@@ -14,6 +17,21 @@
 #define DAEMON_DEFAULT_MAX_TCP 16384
 #define DAEMON_MAX_UPSTREAM_CA 16
 #define DAEMON_MAX_PASSTHROUGH 64
+
+/* `wgmitm wrap`: a command in a network namespace of its own, whose only
+ * interface is a TUN device; the endpoint reads it into its netstack as
+ * if it were a peer named `name` at addr4/addr6. */
+struct daemon_wrap {
+	int tun_fd;
+	struct in_addr addr4;
+	struct in6_addr addr6;
+	const char *name;
+	int child;  /* its pid: when it exits, the endpoint stops */
+	int go_fd;  /* a byte is written here once the endpoint runs */
+	int status; /* out: the command's wait status */
+	void (*on_record)(void *arg, const json_t *record); /* its flows */
+	void *arg;
+};
 
 struct daemon_options {
 	const char *home;
@@ -44,10 +62,11 @@ struct daemon_options {
 	unsigned rekey_timeout_s;
 	int under_load_threshold; /* handshakes per second; -1 = default */
 	/* The control plane. */
-	const char *api;        /* [ADDR:]PORT or "off"; NULL: 127.0.0.1:8081 */
-	int64_t store_max_size; /* bytes of HOME/flows.db; 0: 2 GiB; < 0: no bound */
-	int64_t store_max_age;  /* seconds a flow is kept; 0: no bound */
-	bool no_store;          /* flows.jsonl only: no HOME/flows.db */
+	const char *api;          /* [ADDR:]PORT or "off"; NULL: 127.0.0.1:8081 */
+	int64_t store_max_size;   /* bytes of HOME/flows.db; 0: 2 GiB; < 0: no bound */
+	int64_t store_max_age;    /* seconds a flow is kept; 0: no bound */
+	bool no_store;            /* flows.jsonl only: no HOME/flows.db */
+	struct daemon_wrap *wrap; /* NULL: the tunnel only */
 };
 
 /* --api's value: [ADDR:]PORT (ADDR an IPv4 or IPv6 literal, IPv6 in

@@ -89,6 +89,10 @@ struct daemon {
 	struct runconfig_scope *scope; /* the capture scope in force; NULL: everything */
 	struct store *store;           /* HOME/flows.db, following the log; NULL: off */
 	uint64_t notified_lines;       /* flowlog_lines when the store was last told */
+	uv_poll_t tun_poll;            /* wrap: the command's TUN device */
+	uint8_t *tun_buf;
+	uv_signal_t sig_chld;
+	uint64_t tun_drops; /* wrap: packets not from its address, or not sent */
 };
 
 /* A new configuration from the control plane: applied, then saved. 0, or

@@ -3,6 +3,7 @@
 #include "exportcmd.h"
 #include "flowscmd.h"
 #include "mcpcmd.h"
+#include "wrapcmd.h"
 #include "peerops.h"
 #include "common/log.h"
 #include "cacmd.h"
@@ -48,6 +49,7 @@ static const char main_usage[] =
 	"  ca export|show|import  the CA phones trust for TLS interception (export [--der])\n"
 	"  export --har FILE   the recorded HTTP exchanges as HAR 1.2 (--flows FILE to pick the "
 	"file)\n"
+	"  wrap -- COMMAND     run a command with all its traffic captured (no root needed)\n"
 	"\n"
 	"options:\n"
 	"  --home DIR          state directory (default $WGMITM_HOME, else ~/.wgmitm)\n"
@@ -848,6 +850,11 @@ static int cmd_mcp(int argc, char **argv)
 	return mcpcmd_main(argc, argv, home_override);
 }
 
+static int cmd_wrap(int argc, char **argv)
+{
+	return wrapcmd_main(argc, argv, home_override);
+}
+
 static const struct command commands[] = {
 	{ "run", cmd_run, NULL, NULL },
 	{ "peer", cmd_peer, "wgmitm peer COMMAND [ARGS]", NULL },
@@ -857,6 +864,7 @@ static const struct command commands[] = {
 	{ "flow", cmd_flow, "wgmitm flow ID [--json]", NULL },
 	{ "store", cmd_store, "wgmitm store rebuild [--flows FILE]", NULL },
 	{ "mcp", cmd_mcp, "wgmitm mcp", NULL },
+	{ "wrap", cmd_wrap, "wgmitm wrap [OPTIONS] -- COMMAND [ARG]...", NULL },
 	{ 0 },
 };
 
