@@ -152,6 +152,51 @@ static int parse_uint(const char *text, unsigned long max, unsigned long *out)
 	return 0;
 }
 
+/* The interception options `run` and `wrap` share (their getopt codes:
+ * C I p b N). 0 when `c` was one and is taken, a usage error's status,
+ * or -1 when `c` is none of them. */
+#define INTERCEPT_LONGOPTS                                                                         \
+	{ "upstream-ca", required_argument, NULL, 'C' },                                           \
+		{ "insecure-upstream", no_argument, NULL, 'I' },                                   \
+		{ "passthrough", required_argument, NULL, 'p' },                                   \
+		{ "body-cap", required_argument, NULL, 'b' },                                      \
+	{                                                                                          \
+		"no-intercept", no_argument, NULL, 'N'                                             \
+	}
+
+static int intercept_option(const struct command *cmd, int c, struct daemon_options *o)
+{
+	unsigned long v;
+	switch (c) {
+	case 'C':
+		if (o->nupstream_ca == DAEMON_MAX_UPSTREAM_CA)
+			return usage_error(cmd, "too many --upstream-ca files%s", "");
+		if (access(optarg, R_OK) != 0)
+			return usage_error(cmd, "--upstream-ca \"%s\": cannot read it", optarg);
+		o->upstream_ca[o->nupstream_ca++] = optarg;
+		return 0;
+	case 'I':
+		o->insecure_upstream = true;
+		return 0;
+	case 'p':
+		if (o->npassthrough == DAEMON_MAX_PASSTHROUGH)
+			return usage_error(cmd, "too many --passthrough patterns%s", "");
+		o->passthrough[o->npassthrough++] = optarg;
+		return 0;
+	case 'b':
+		if (parse_uint(optarg, 16ul * 1024 * 1024, &v) < 0)
+			return usage_error(cmd, "--body-cap \"%s\": expected bytes, at most 16 MiB",
+					   optarg);
+		o->body_cap = (long)v; /* 0: bodies are counted, not kept */
+		return 0;
+	case 'N':
+		o->no_intercept = true;
+		return 0;
+	default:
+		return -1;
+	}
+}
+
 static const struct command cmd_run_def;
 
 /* "1500", "500M", "2G" (with `mult` per step of `suffixes`). */
@@ -223,12 +268,7 @@ static int cmd_run(int argc, char **argv)
 		{ "allow-host-port", required_argument, NULL, 'P' },
 		{ "max-connections", required_argument, NULL, 'M' },
 		{ "max-connections-per-peer", required_argument, NULL, 'm' },
-		{ "upstream-ca", required_argument, NULL, 'C' },
-		{ "insecure-upstream", no_argument, NULL, 'I' },
-		{ "passthrough", required_argument, NULL, 'p' },
 		{ "auto-passthrough", required_argument, NULL, 'A' },
-		{ "body-cap", required_argument, NULL, 'b' },
-		{ "no-intercept", no_argument, NULL, 'N' },
 		{ "quic", required_argument, NULL, 'Q' },
 		{ "debug-rekey-after", required_argument, NULL, 'R' },
 		{ "debug-reject-after", required_argument, NULL, 'J' },
@@ -239,6 +279,7 @@ static int cmd_run(int argc, char **argv)
 		{ "store-max-size", required_argument, NULL, 'z' },
 		{ "store-max-age", required_argument, NULL, 'g' },
 		{ "no-store", no_argument, NULL, 'S' },
+		INTERCEPT_LONGOPTS,
 		{ 0 },
 	};
 	reset_getopt();
@@ -299,41 +340,12 @@ static int cmd_run(int argc, char **argv)
 						   optarg);
 			o.max_tcp_per_peer = (uint32_t)v;
 			break;
-		case 'C':
-			if (o.nupstream_ca == DAEMON_MAX_UPSTREAM_CA)
-				return usage_error(&cmd_run_def, "too many --upstream-ca files%s",
-						   "");
-			if (access(optarg, R_OK) != 0)
-				return usage_error(&cmd_run_def,
-						   "--upstream-ca \"%s\": cannot read it", optarg);
-			o.upstream_ca[o.nupstream_ca++] = optarg;
-			break;
-		case 'I':
-			o.insecure_upstream = true;
-			break;
-		case 'p':
-			if (o.npassthrough == DAEMON_MAX_PASSTHROUGH)
-				return usage_error(&cmd_run_def,
-						   "too many --passthrough patterns%s", "");
-			o.passthrough[o.npassthrough++] = optarg;
-			break;
 		case 'A':
 			if (parse_uint(optarg, 30 * 86400, &v) < 0)
 				return usage_error(&cmd_run_def,
 						   "--auto-passthrough \"%s\": expected seconds",
 						   optarg);
 			o.auto_passthrough_s = (long)v;
-			break;
-		case 'b':
-			if (parse_uint(optarg, 16ul * 1024 * 1024, &v) < 0)
-				return usage_error(
-					&cmd_run_def,
-					"--body-cap \"%s\": expected bytes, at most 16 MiB",
-					optarg);
-			o.body_cap = (long)v; /* 0: bodies are counted, not kept */
-			break;
-		case 'N':
-			o.no_intercept = true;
 			break;
 		case 'a': {
 			char host[128];
@@ -393,9 +405,15 @@ static int cmd_run(int argc, char **argv)
 			if (c == 'U')
 				o.under_load_threshold = (int)v;
 			break;
-		default:
-			fprintf(stderr, "usage: %s\n", cmd_run_def.usage);
-			return 2;
+		default: {
+			int r = intercept_option(&cmd_run_def, c, &o);
+			if (r > 0)
+				return r;
+			if (r < 0) {
+				fprintf(stderr, "usage: %s\n", cmd_run_def.usage);
+				return 2;
+			}
+		}
 		}
 	}
 	if (optind != argc)
@@ -850,9 +868,51 @@ static int cmd_mcp(int argc, char **argv)
 	return mcpcmd_main(argc, argv, home_override);
 }
 
+static const struct command cmd_wrap_def = {
+	"wrap",
+	NULL,
+	"wgmitm wrap [--upstream-ca FILE]... [--insecure-upstream] [--passthrough GLOB]...\n"
+	"                   [--no-intercept] [--body-cap BYTES] [--no-store] [--report-json "
+	"FILE]\n"
+	"                   -- COMMAND [ARG]...",
+	NULL,
+};
+
 static int cmd_wrap(int argc, char **argv)
 {
-	return wrapcmd_main(argc, argv, home_override);
+	struct daemon_options o = {
+		.under_load_threshold = -1, .auto_passthrough_s = -1, .body_cap = -1, .api = "off"
+	};
+	const char *report_json = NULL;
+	static const struct option longopts[] = {
+		INTERCEPT_LONGOPTS,
+		{ "no-store", no_argument, NULL, 'S' },
+		{ "report-json", required_argument, NULL, 'r' },
+		{ 0 },
+	};
+	reset_getopt();
+	int c;
+	/* '+': the command's own options are its own. */
+	while ((c = getopt_long(argc, argv, "+", longopts, NULL)) != -1) {
+		if (c == 'S') {
+			o.no_store = true;
+		} else if (c == 'r') {
+			report_json = optarg;
+		} else {
+			int r = intercept_option(&cmd_wrap_def, c, &o);
+			if (r > 0)
+				return r;
+			if (r < 0) {
+				fprintf(stderr, "usage: %s\n", cmd_wrap_def.usage);
+				return 2;
+			}
+		}
+	}
+	if (optind >= argc) {
+		fprintf(stderr, "usage: %s\n", cmd_wrap_def.usage);
+		return 2;
+	}
+	return wrapcmd_main(&o, argv + optind, report_json, home_override);
 }
 
 static const struct command commands[] = {

@@ -5,7 +5,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <linux/if_tun.h>
 #include <net/if.h>
 #include <net/route.h>
@@ -460,78 +459,10 @@ static void print_report(const struct report *r, FILE *out)
 
 /* ---- the command ---------------------------------------------------------- */
 
-static int usage(void)
+int wrapcmd_main(struct daemon_options *op, char **cmd, const char *report_json,
+		 const char *home_override)
 {
-	fputs("usage: wgmitm wrap [--upstream-ca FILE]... [--insecure-upstream] [--passthrough "
-	      "GLOB]...\n"
-	      "                   [--no-intercept] [--body-cap BYTES] [--no-store] [--report-json "
-	      "FILE]\n"
-	      "                   -- COMMAND [ARG]...\n",
-	      stderr);
-	return 2;
-}
-
-int wrapcmd_main(int argc, char **argv, const char *home_override)
-{
-	struct daemon_options o = {
-		.under_load_threshold = -1, .auto_passthrough_s = -1, .body_cap = -1, .api = "off"
-	};
-	const char *report_json = NULL;
-	static const struct option longopts[] = {
-		{ "upstream-ca", required_argument, NULL, 'C' },
-		{ "insecure-upstream", no_argument, NULL, 'I' },
-		{ "passthrough", required_argument, NULL, 'p' },
-		{ "no-intercept", no_argument, NULL, 'N' },
-		{ "body-cap", required_argument, NULL, 'b' },
-		{ "no-store", no_argument, NULL, 'S' },
-		{ "report-json", required_argument, NULL, 'r' },
-		{ 0 },
-	};
-	optind = 0;
-	int c;
-	while ((c = getopt_long(argc, argv, "+", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'C':
-			if (o.nupstream_ca == DAEMON_MAX_UPSTREAM_CA)
-				return usage();
-			o.upstream_ca[o.nupstream_ca++] = optarg;
-			break;
-		case 'I':
-			o.insecure_upstream = true;
-			break;
-		case 'p':
-			if (o.npassthrough == DAEMON_MAX_PASSTHROUGH)
-				return usage();
-			o.passthrough[o.npassthrough++] = optarg;
-			break;
-		case 'N':
-			o.no_intercept = true;
-			break;
-		case 'b': {
-			char *end;
-			long v = strtol(optarg, &end, 10);
-			if (*end || v < 0) {
-				fprintf(stderr, "wgmitm wrap: --body-cap: not a byte count: %s\n",
-					optarg);
-				return 2;
-			}
-			o.body_cap = v;
-			break;
-		}
-		case 'S':
-			o.no_store = true;
-			break;
-		case 'r':
-			report_json = optarg;
-			break;
-		default:
-			return usage();
-		}
-	}
-	if (optind >= argc)
-		return usage();
-	char **cmd = argv + optind;
-
+	struct daemon_options o = *op;
 	char home[4096], err[512];
 	if (state_home_resolve(home_override, home, sizeof(home)) < 0) {
 		fprintf(stderr, "wgmitm wrap: cannot find the home directory\n");

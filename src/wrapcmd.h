@@ -8,7 +8,13 @@
 #ifndef WGMITM_WRAPCMD_H
 #define WGMITM_WRAPCMD_H
 
-/* argv[0] is "wrap". `home` is the --home override or NULL. */
-int wrapcmd_main(int argc, char **argv, const char *home);
+#include "daemon.h"
+
+/* Runs `cmd` (NULL-terminated) under an endpoint started with `o` (its
+ * interception options; the rest is set here). `report_json`: also write
+ * the report there (NULL: none). `home` is the --home override or NULL.
+ * Returns the command's exit status (128 + N for signal N), 1 when wrap
+ * itself failed. */
+int wrapcmd_main(struct daemon_options *o, char **cmd, const char *report_json, const char *home);
 
 #endif
