@@ -745,6 +745,17 @@ static int check_log(struct store *s, bool full)
 
 /* Deletes the oldest flows below seq `below`, at most `rows`, in one
  * transaction. The number deleted, or -errno. */
+/* Ends a BEGIN IMMEDIATE of evict or index_urls: COMMIT when rc is 0,
+ * else (or when COMMIT fails) ROLLBACK. Returns rc or COMMIT's error. */
+static int end_txn(struct store *s, int rc)
+{
+	if (!rc)
+		rc = exec(s, "COMMIT");
+	if (rc)
+		(void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	return rc;
+}
+
 static int64_t evict(struct store *s, int64_t below, int64_t rows)
 {
 	sqlite3_stmt *st = stmt(s, ST_OLDEST_N);
@@ -781,12 +792,8 @@ static int64_t evict(struct store *s, int64_t below, int64_t rows)
 	}
 	if (!rc && hi > s->fts_seq)
 		rc = meta_set(s, "fts_seq", hi);
-	if (!rc)
-		rc = exec(s, "COMMIT");
-	if (rc) {
-		(void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	if ((rc = end_txn(s, rc)))
 		return rc;
-	}
 	if (hi > s->fts_seq)
 		s->fts_seq = hi;
 	atomic_fetch_add(&s->a_evicted, (uint64_t)n);
@@ -922,12 +929,8 @@ static int index_urls(struct store *s, bool all)
 		}
 		if (!rc)
 			rc = meta_set(s, "fts_seq", hi);
-		if (!rc)
-			rc = exec(s, "COMMIT");
-		if (rc) {
-			(void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+		if ((rc = end_txn(s, rc)))
 			return rc;
-		}
 		s->fts_seq = hi;
 		s->wrote = true;
 	}
