@@ -752,9 +752,9 @@ static void test_sql_shape(void **ctx)
 	assert_int_equal(filter_to_sql(f, &s), 0);
 	assert_string_equal(s.where, "(flows.status = ?1 AND flows.host = ?2)");
 	assert_int_equal(s.nparams, 2);
-	assert_int_equal(s.params[0].type, FILTER_PARAM_INT);
-	assert_int_equal(s.params[0].value, 404);
-	assert_int_equal(s.params[1].type, FILTER_PARAM_TEXT);
+	assert_int_equal(s.params[0].type, FLOWS_PARAM_INT);
+	assert_int_equal(s.params[0].i, 404);
+	assert_int_equal(s.params[1].type, FLOWS_PARAM_TEXT);
 	assert_string_equal(s.params[1].text, "example.com");
 	/* The host equality answers better than the trigram index. */
 	assert_int_equal(s.fts_param, 0);
