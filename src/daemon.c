@@ -11,6 +11,7 @@
 #include "control/api.h"
 #include "control/config.h"
 #include "daemonapi.h"
+#include "daemonstats.h"
 #include "flows/store.h"
 #include "flows/flowlog.h"
 #include "mitm/localname.h"
@@ -484,105 +485,7 @@ static void format_endpoint(const struct wg_endpoint *e, char *out, size_t outle
 
 static void print_stats(struct daemon *d)
 {
-	d->send_errors = 0;
-	for (size_t i = 0; i < d->nudp; i++)
-		d->send_errors += d->out[i]->errors;
-	d->send_errors += d->no_socket;
-	const struct wg_device_stats *s = wg_device_stats(d->dev);
-	struct netstack_stats ns = { 0 };
-	if (d->ns)
-		netstack_get_stats(d->ns, &ns);
-	log_info("stats: peers %zu, handshakes %llu, datagrams in %llu, transport in %llu (%llu B) "
-		 "out %llu (%llu B), "
-		 "cookie replies %llu, netstack in %llu out %llu, no route %llu, udp send errors "
-		 "%llu",
-		 d->npeers, (unsigned long long)(s->handshakes_initiator + s->handshakes_responder),
-		 (unsigned long long)s->rx_datagrams, (unsigned long long)s->rx_packets,
-		 (unsigned long long)s->rx_bytes, (unsigned long long)s->tx_packets,
-		 (unsigned long long)s->tx_bytes, (unsigned long long)s->cookie_replies_sent,
-		 (unsigned long long)ns.in_packets, (unsigned long long)ns.out_packets,
-		 (unsigned long long)d->no_route_drops, (unsigned long long)d->send_errors);
-	char drops[1024];
-	size_t off = 0;
-	drops[0] = '\0';
-	for (int r = 0; r < WG_DROP__COUNT && off < sizeof(drops); r++)
-		if (s->drop[r])
-			off += (size_t)snprintf(drops + off, sizeof(drops) - off, "%s%s %llu",
-						off ? ", " : "",
-						wg_drop_reason_str((enum wg_drop_reason)r),
-						(unsigned long long)s->drop[r]);
-	log_info("stats: drops: %s", off ? drops : "none");
-	if (d->relay && d->udp_relay && d->dns) {
-		struct relay_stats rs;
-		struct udp_relay_stats us;
-		struct dns_stats ds;
-		relay_get_stats(d->relay, &rs);
-		udp_relay_get_stats(d->udp_relay, &us);
-		dns_proxy_get_stats(d->dns, &ds);
-		log_info("stats: tcp open %llu, accepted %llu, refused %llu, over the peer's share "
-			 "%llu, "
-			 "upstream failed %llu (refused %llu, timeout %llu), "
-			 "bytes up %llu down %llu | udp flows %llu, up %llu B, down %llu B, policy "
-			 "drops %llu, over the peer's share %llu | "
-			 "dns queries %llu, answered %llu, timeouts %llu | netstack tcp refused "
-			 "%llu, lwip mem errors %llu, "
-			 "lwip asserts contained %llu, syns over the half-open limit %llu",
-			 (unsigned long long)rs.open, (unsigned long long)rs.accepted,
-			 (unsigned long long)rs.refused, (unsigned long long)rs.refused_peer_limit,
-			 (unsigned long long)rs.connect_failed,
-			 (unsigned long long)rs.connect_refused,
-			 (unsigned long long)rs.connect_timeout, (unsigned long long)rs.bytes_up,
-			 (unsigned long long)rs.bytes_down, (unsigned long long)us.flows_active,
-			 (unsigned long long)us.bytes_up, (unsigned long long)us.bytes_down,
-			 (unsigned long long)us.policy_drop, (unsigned long long)us.peer_limit,
-			 (unsigned long long)(ds.queries_udp + ds.queries_tcp),
-			 (unsigned long long)ds.answered, (unsigned long long)ds.timeouts,
-			 (unsigned long long)ns.tcp_refused, (unsigned long long)ns.lwip_mem_err,
-			 (unsigned long long)ns.drop_lwip_assert,
-			 (unsigned long long)ns.tcp_syn_limited);
-		struct capage_stats cs = { 0 };
-		if (d->capage)
-			capage_get_stats(d->capage, &cs);
-		log_info(
-			"stats: ca page requests %llu (page %llu, pem %llu, der %llu, profile "
-			"%llu, "
-			"not found %llu, rejected %llu, over the peer's share %llu) | dns local "
-			"answers %llu, over the peer's share %llu queries, %llu tcp | quic refused "
-			"%llu",
-			(unsigned long long)cs.requests, (unsigned long long)cs.page,
-			(unsigned long long)cs.pem, (unsigned long long)cs.der,
-			(unsigned long long)cs.mobileconfig, (unsigned long long)cs.not_found,
-			(unsigned long long)cs.rejected, (unsigned long long)cs.conns_refused_peer,
-			(unsigned long long)ds.local_answers, (unsigned long long)ds.busy_peer,
-			(unsigned long long)ds.tcp_refused_peer,
-			(unsigned long long)us.quic_refused);
-		size_t kept;
-		uint64_t cuts;
-		http_body_usage(&kept, &cuts);
-		struct tls_stats ts = { 0 };
-		if (d->tls)
-			tls_ctx_stats(d->tls, &ts);
-		log_info(
-			"stats: streams tls %llu, http %llu, h2c %llu, raw %llu | intercepted "
-			"%llu, passthrough "
-			"rule %llu auto %llu | client rejected %llu, client failed %llu, upstream "
-			"failed %llu | "
-			"http exchanges %llu, websocket batches %llu | leaves minted %llu, cache "
-			"hits %llu, "
-			"upstream resumed %llu/%llu | bodies kept %zu B, budget cuts %llu",
-			(unsigned long long)rs.proto_tls, (unsigned long long)rs.proto_http,
-			(unsigned long long)rs.proto_h2c, (unsigned long long)rs.proto_raw,
-			(unsigned long long)rs.intercepted, (unsigned long long)rs.passthrough_rule,
-			(unsigned long long)rs.passthrough_auto,
-			(unsigned long long)rs.tls_client_rejected,
-			(unsigned long long)rs.tls_client_failed,
-			(unsigned long long)rs.tls_upstream_failed,
-			(unsigned long long)rs.http_exchanges, (unsigned long long)rs.ws_batches,
-			(unsigned long long)ts.leaves_minted,
-			(unsigned long long)ts.leaf_cache_hits,
-			(unsigned long long)ts.upstream_resumed,
-			(unsigned long long)ts.upstream_handshakes, kept, (unsigned long long)cuts);
-	}
+	daemon_stats_log(d);
 	for (size_t i = 0; i < d->npeers; i++) {
 		struct wg_peer_info info;
 		wg_peer_info(d->peers[i]->wp, &info);

@@ -1,5 +1,6 @@
-/* The running endpoint's parts, shared by daemon.c (the wiring) and
- * daemonapi.c (what it reports to the control API). */
+/* The running endpoint's parts, shared by daemon.c (the wiring),
+ * daemonapi.c (what it reports to the control API) and daemonstats.c (its
+ * counters). */
 #ifndef WGMITM_DAEMON_INTERNAL_H
 #define WGMITM_DAEMON_INTERNAL_H
 
@@ -80,7 +81,6 @@ struct daemon {
 	size_t nup;
 	bool stopping;
 	uint64_t no_route_drops;
-	uint64_t send_errors;
 	uint64_t no_socket; /* a peer's endpoint family we do not listen on */
 	json_t *config;     /* the configuration in force (control/config.h) */
 	struct timespec started;

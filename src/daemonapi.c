@@ -13,13 +13,8 @@
 #include <openssl/pem.h>
 
 #include "common/log.h"
+#include "daemonstats.h"
 #include "mitm/ca.h"
-#include "mitm/capage.h"
-#include "mitm/dns.h"
-#include "mitm/httpflow.h"
-#include "mitm/relay.h"
-#include "mitm/tls.h"
-#include "mitm/udp.h"
 #include "netstack/netstack.h"
 #include "peerops.h"
 #include "runconfig.h"
@@ -86,114 +81,7 @@ static json_t *api_status(void *ctx)
 
 static json_t *api_stats(void *ctx)
 {
-	struct daemon *d = ctx;
-	json_t *o = json_object();
-	const struct wg_device_stats *s = wg_device_stats(d->dev);
-	json_t *wg = json_object();
-	U(wg, "datagrams_in", s->rx_datagrams);
-	U(wg, "transport_in", s->rx_packets);
-	U(wg, "transport_in_bytes", s->rx_bytes);
-	U(wg, "transport_out", s->tx_packets);
-	U(wg, "transport_out_bytes", s->tx_bytes);
-	U(wg, "handshakes", s->handshakes_initiator + s->handshakes_responder);
-	U(wg, "cookie_replies", s->cookie_replies_sent);
-	U(wg, "under_load_events", s->under_load_events);
-	U(wg, "no_route", d->no_route_drops);
-	json_t *drops = json_object();
-	for (int r = 0; r < WG_DROP__COUNT; r++)
-		if (s->drop[r])
-			U(drops, wg_drop_reason_str((enum wg_drop_reason)r), s->drop[r]);
-	json_object_set_new(wg, "drops", drops);
-	json_object_set_new(o, "wireguard", wg);
-
-	struct netstack_stats ns = { 0 };
-	if (d->ns)
-		netstack_get_stats(d->ns, &ns);
-	json_t *n = json_object();
-	U(n, "packets_in", ns.in_packets);
-	U(n, "packets_out", ns.out_packets);
-	U(n, "tcp_accepted", ns.tcp_accepted);
-	U(n, "tcp_refused", ns.tcp_refused);
-	U(n, "tcp_open", ns.tcp_active);
-	U(n, "udp_in", ns.udp_in);
-	U(n, "udp_out", ns.udp_out);
-	U(n, "lwip_mem_errors", ns.lwip_mem_err);
-	U(n, "lwip_asserts_contained", ns.drop_lwip_assert);
-	U(n, "syns_over_half_open_limit", ns.tcp_syn_limited);
-	json_object_set_new(o, "netstack", n);
-
-	if (d->relay) {
-		struct relay_stats rs;
-		relay_get_stats(d->relay, &rs);
-		json_t *t = json_object();
-		U(t, "open", rs.open);
-		U(t, "accepted", rs.accepted);
-		U(t, "refused", rs.refused);
-		U(t, "refused_peer_share", rs.refused_peer_limit);
-		U(t, "upstream_failed", rs.connect_failed);
-		U(t, "bytes_up", rs.bytes_up);
-		U(t, "bytes_down", rs.bytes_down);
-		U(t, "tls", rs.proto_tls);
-		U(t, "http", rs.proto_http);
-		U(t, "h2c", rs.proto_h2c);
-		U(t, "raw", rs.proto_raw);
-		U(t, "intercepted", rs.intercepted);
-		U(t, "passthrough_rule", rs.passthrough_rule);
-		U(t, "passthrough_auto", rs.passthrough_auto);
-		U(t, "tls_client_rejected", rs.tls_client_rejected);
-		U(t, "tls_client_failed", rs.tls_client_failed);
-		U(t, "tls_upstream_failed", rs.tls_upstream_failed);
-		U(t, "http_exchanges", rs.http_exchanges);
-		U(t, "websocket_batches", rs.ws_batches);
-		json_object_set_new(o, "tcp", t);
-	}
-	if (d->udp_relay) {
-		struct udp_relay_stats us;
-		udp_relay_get_stats(d->udp_relay, &us);
-		json_t *u = json_object();
-		U(u, "flows_open", us.flows_active);
-		U(u, "bytes_up", us.bytes_up);
-		U(u, "bytes_down", us.bytes_down);
-		U(u, "policy_drops", us.policy_drop);
-		U(u, "quic_refused", us.quic_refused);
-		U(u, "table_full", us.table_full);
-		U(u, "over_peer_share", us.peer_limit);
-		json_object_set_new(o, "udp", u);
-	}
-	if (d->dns) {
-		struct dns_stats ds;
-		dns_proxy_get_stats(d->dns, &ds);
-		json_t *q = json_object();
-		U(q, "queries", ds.queries_udp + ds.queries_tcp);
-		U(q, "answered", ds.answered);
-		U(q, "local_answers", ds.local_answers);
-		U(q, "timeouts", ds.timeouts);
-		U(q, "busy", ds.busy);
-		U(q, "over_peer_share", ds.busy_peer);
-		U(q, "malformed", ds.malformed + ds.formerr);
-		json_object_set_new(o, "dns", q);
-	}
-	if (d->tls) {
-		struct tls_stats ts;
-		tls_ctx_stats(d->tls, &ts);
-		json_t *t = json_object();
-		U(t, "leaves_minted", ts.leaves_minted);
-		U(t, "leaf_cache_hits", ts.leaf_cache_hits);
-		U(t, "upstream_handshakes", ts.upstream_handshakes);
-		U(t, "upstream_resumed", ts.upstream_resumed);
-		json_object_set_new(o, "tls", t);
-	}
-	size_t kept;
-	uint64_t cuts;
-	http_body_usage(&kept, &cuts);
-	json_t *r = json_object();
-	U(r, "records", flowlog_lines(d->flows));
-	U(r, "record_errors", flowlog_errors(d->flows));
-	U(r, "out_of_scope", flowlog_skipped(d->flows));
-	U(r, "body_bytes_held", kept);
-	U(r, "body_budget_cuts", cuts);
-	json_object_set_new(o, "records", r);
-	return o;
+	return daemon_stats_json(ctx);
 }
 
 /* The state's peers, with what the device knows of each. */

@@ -13,6 +13,7 @@
 
 #include "common/atomicfile.h"
 #include "common/log.h"
+#include "common/strbuf.h"
 #include "control/auth.h"
 #include "control/httpd.h"
 #include "control/mcp.h"
@@ -1029,31 +1030,15 @@ struct inproc {
 	struct httpd_conn *conn;
 	mcp_api_done done;
 	void *arg;
-	uint8_t *out;
-	size_t len, cap;
+	struct strbuf out; /* what the server sent */
 	bool closed;
 	uv_timer_t timer;
 	/* The response, parsed once the connection closes. */
 	char ctype[128];
 	bool in_ctype;
-	uint8_t *body;
-	size_t blen, bcap;
+	struct strbuf body;
 	bool complete;
 };
-
-static void inproc_append(uint8_t **buf, size_t *len, size_t *cap, const uint8_t *p, size_t n)
-{
-	if (*len + n + 1 > *cap) {
-		size_t c = (*len + n + 1) * 2;
-		uint8_t *b = realloc(*buf, c);
-		if (!b)
-			return;
-		*buf = b;
-		*cap = c;
-	}
-	memcpy(*buf + *len, p, n);
-	*len += n;
-}
 
 static void inproc_output(void *ctx)
 {
@@ -1061,7 +1046,7 @@ static void inproc_output(void *ctx)
 	uint8_t *buf;
 	size_t n;
 	while ((n = httpd_conn_take(ip->conn, &buf)) > 0) {
-		inproc_append(&ip->out, &ip->len, &ip->cap, buf, n);
+		strbuf_append(&ip->out, buf, n);
 		httpd_conn_sent(ip->conn, buf, n);
 	}
 }
@@ -1116,7 +1101,7 @@ static int ip_header_value(llhttp_t *p, const char *at, size_t len)
 static int ip_body(llhttp_t *p, const char *at, size_t len)
 {
 	struct inproc *ip = p->data;
-	inproc_append(&ip->body, &ip->blen, &ip->bcap, (const uint8_t *)at, len);
+	strbuf_append(&ip->body, at, len);
 	return 0;
 }
 
@@ -1130,8 +1115,8 @@ static int ip_complete(llhttp_t *p)
 static void inproc_timer_closed(uv_handle_t *h)
 {
 	struct inproc *ip = h->data;
-	free(ip->out);
-	free(ip->body);
+	strbuf_free(&ip->out);
+	strbuf_free(&ip->body);
 	free(ip);
 }
 
@@ -1150,15 +1135,17 @@ static void inproc_finish(uv_timer_t *t)
 	llhttp_t parser;
 	llhttp_init(&parser, HTTP_RESPONSE, &st);
 	parser.data = ip;
-	if (ip->len)
-		(void)llhttp_execute(&parser, (const char *)ip->out, ip->len);
+	if (ip->out.len)
+		(void)llhttp_execute(&parser, ip->out.p, ip->out.len);
 	if (!ip->complete)
 		(void)llhttp_finish(&parser);
-	struct mcp_api_reply r = { .status = ip->complete ? parser.status_code : 0,
+	/* A response missing bytes we could not keep is no answer. */
+	bool kept = !ip->out.err && !ip->body.err;
+	struct mcp_api_reply r = { .status = ip->complete && kept ? parser.status_code : 0,
 				   .ctype = ip->ctype[0] ? ip->ctype : NULL,
-				   .body = ip->body ? ip->body : (const uint8_t *)"",
-				   .len = ip->blen,
-				   .error = "the API gave no answer" };
+				   .body = (const uint8_t *)ip->body.p,
+				   .len = ip->body.len,
+				   .error = kept ? "the API gave no answer" : "out of memory" };
 	ip->done(ip->arg, &r);
 	uv_close((uv_handle_t *)&ip->timer, inproc_timer_closed);
 }
@@ -1179,6 +1166,8 @@ static void inproc_request(void *ctx, const char *method, const char *target, co
 	ip->a = a;
 	ip->done = done;
 	ip->arg = arg;
+	strbuf_init(&ip->out, 0);
+	strbuf_init(&ip->body, 0);
 	uv_timer_init(a->loop, &ip->timer);
 	ip->timer.data = ip;
 	ip->conn = httpd_conn_new(a->httpd, &inproc_transport, ip, "mcp");

@@ -16,6 +16,8 @@
 
 #include <llhttp.h>
 
+#include "common/strbuf.h"
+
 int apiclient_open(struct apiclient *c, const char *home, char *err, size_t errlen)
 {
 	memset(c, 0, sizeof(*c));
@@ -90,9 +92,8 @@ static int wait_fd(int fd, short events, uint64_t deadline)
 
 struct parse {
 	struct apiclient_reply *out;
-	char field[64];
-	bool in_ctype, done, too_big;
-	size_t cap;
+	struct strbuf body; /* at most APICLIENT_MAX_BODY */
+	bool in_ctype, done;
 };
 
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
@@ -118,22 +119,7 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
 static int on_body(llhttp_t *p, const char *at, size_t len)
 {
 	struct parse *ps = p->data;
-	struct apiclient_reply *out = ps->out;
-	if (out->len + len > APICLIENT_MAX_BODY) {
-		ps->too_big = true;
-		return -1;
-	}
-	if (out->len + len + 1 > ps->cap) {
-		size_t cap = (out->len + len + 1) * 2;
-		uint8_t *b = realloc(out->body, cap);
-		if (!b)
-			return -1;
-		out->body = b;
-		ps->cap = cap;
-	}
-	memcpy(out->body + out->len, at, len);
-	out->len += len;
-	return 0;
+	return strbuf_append(&ps->body, at, len) == 0 ? 0 : -1;
 }
 
 static int on_complete(llhttp_t *p)
@@ -230,6 +216,7 @@ int apiclient_request(const struct apiclient *c, const char *method, const char 
 	llhttp_t parser;
 	llhttp_init(&parser, HTTP_RESPONSE, &st);
 	struct parse ps = { .out = out };
+	strbuf_init(&ps.body, APICLIENT_MAX_BODY);
 	parser.data = &ps;
 	char buf[16384];
 	while (!ps.done) {
@@ -237,12 +224,14 @@ int apiclient_request(const struct apiclient *c, const char *method, const char 
 		if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
 			if (wait_fd(fd, POLLIN, deadline) < 0) {
 				close(fd);
+				strbuf_free(&ps.body);
 				return fail(out, "no answer from the API within %s", "the timeout");
 			}
 			continue;
 		}
 		if (n < 0) {
 			close(fd);
+			strbuf_free(&ps.body);
 			return fail(out, "reading the answer: %s", strerror(errno));
 		}
 		llhttp_errno_t e =
@@ -251,17 +240,16 @@ int apiclient_request(const struct apiclient *c, const char *method, const char 
 			break;
 		if (e != HPE_OK || n == 0) {
 			close(fd);
+			bool too_big = ps.body.err == -E2BIG;
+			strbuf_free(&ps.body);
 			return fail(out, "a malformed answer from the API (%s)",
-				    ps.too_big ? "too large" : llhttp_errno_name(e));
+				    too_big ? "too large" : llhttp_errno_name(e));
 		}
 	}
 	close(fd);
-	if (!out->body) {
-		out->body = malloc(1);
-		if (!out->body)
-			return fail(out, "out of memory%s", "");
-	}
-	out->body[out->len] = '\0';
+	out->body = (uint8_t *)strbuf_detach(&ps.body, &out->len);
+	if (!out->body)
+		return fail(out, "out of memory%s", "");
 	return 0;
 }
 

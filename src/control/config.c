@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common/atomicfile.h"
+#include "common/strbuf.h"
 
 enum kind { K_BOOL, K_INT, K_ENUM, K_STRLIST, K_PORTLIST, K_SCOPE };
 
@@ -499,47 +500,17 @@ int config_save(const char *path, const json_t *doc)
 
 /* ---- Scope rules as filters ---------------------------------------------------- */
 
-struct sbuf {
-	char *p;
-	size_t len, cap;
-	bool oom;
-};
-
-static void sb_put(struct sbuf *b, const char *s, size_t n)
-{
-	if (b->oom)
-		return;
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = (b->len + n + 1) * 2;
-		char *p = realloc(b->p, cap);
-		if (!p) {
-			b->oom = true;
-			return;
-		}
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-static void sb_str(struct sbuf *b, const char *s)
-{
-	sb_put(b, s, strlen(s));
-}
-
 /* `s` as a regex matching it literally, inside a quoted filter argument:
  * regex escapes are backslashes, and a quoted argument escapes backslash
  * and the quote with a backslash. */
-static void sb_literal(struct sbuf *b, const char *s)
+static void append_literal(struct strbuf *b, const char *s)
 {
 	for (; *s; s++) {
 		if (strchr(".^$|()[]{}*+?\\/", *s))
-			sb_str(b, "\\\\");
+			strbuf_append_str(b, "\\\\");
 		if (*s == '"')
-			sb_str(b, "\\");
-		sb_put(b, s, 1);
+			strbuf_append_str(b, "\\");
+		strbuf_append(b, s, 1);
 	}
 }
 
@@ -552,31 +523,32 @@ char *config_scope_filter(const json_t *e)
 	const char *host = json_string_value(json_object_get(e, "hostname"));
 	const char *prefix = json_string_value(json_object_get(e, "url_prefix"));
 	const char *method = json_string_value(json_object_get(e, "method"));
-	struct sbuf b = { 0 };
+	struct strbuf b;
+	strbuf_init(&b, 0);
 	if (host) {
-		sb_str(&b, "~d \"^");
+		strbuf_append_str(&b, "~d \"^");
 		if (strncmp(host, "*.", 2) == 0) {
-			sb_str(&b, ".+\\\\.");
+			strbuf_append_str(&b, ".+\\\\.");
 			host += 2;
 		}
-		sb_literal(&b, host);
-		sb_str(&b, "$\"");
+		append_literal(&b, host);
+		strbuf_append_str(&b, "$\"");
 	}
 	if (prefix) {
 		/* The path of the URL: after the scheme and the authority. */
-		sb_str(&b, b.len ? " & ~u \"^[a-z][a-z0-9+.-]*://[^/]+"
-				 : "~u \"^[a-z][a-z0-9+.-]*://[^/]+");
-		sb_literal(&b, prefix);
-		sb_str(&b, "\"");
+		strbuf_append_str(&b, b.len ? " & ~u \"^[a-z][a-z0-9+.-]*://[^/]+"
+					    : "~u \"^[a-z][a-z0-9+.-]*://[^/]+");
+		append_literal(&b, prefix);
+		strbuf_append_str(&b, "\"");
 	}
 	if (method) {
-		sb_str(&b, b.len ? " & ~m \"^" : "~m \"^");
-		sb_literal(&b, method);
-		sb_str(&b, "$\"");
+		strbuf_append_str(&b, b.len ? " & ~m \"^" : "~m \"^");
+		append_literal(&b, method);
+		strbuf_append_str(&b, "$\"");
 	}
-	if (b.oom) {
-		free(b.p);
+	if (!b.len) {
+		strbuf_free(&b);
 		return NULL;
 	}
-	return b.p;
+	return strbuf_detach(&b, NULL);
 }

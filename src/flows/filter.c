@@ -1110,7 +1110,7 @@ nothing:
 struct sqlgen {
 	char *buf;
 	size_t len, cap;
-	struct filter_param *params;
+	struct flows_param *params;
 	size_t nparams, pcap;
 	bool nomem;
 	/* The driven form: the tests flow_fts drives (the root, or tests of
@@ -1162,13 +1162,13 @@ static void putf(struct sqlgen *g, const char *fmt, ...)
 		put_n(g, tmp, (size_t)n);
 }
 
-static struct filter_param *new_param(struct sqlgen *g)
+static struct flows_param *new_param(struct sqlgen *g)
 {
 	if (g->nomem)
 		return NULL;
 	if (g->nparams == g->pcap) {
 		size_t ncap = g->pcap ? g->pcap * 2 : 8;
-		struct filter_param *np = realloc(g->params, ncap * sizeof(*np));
+		struct flows_param *np = realloc(g->params, ncap * sizeof(*np));
 		if (!np) {
 			g->nomem = true;
 			return NULL;
@@ -1176,43 +1176,37 @@ static struct filter_param *new_param(struct sqlgen *g)
 		g->params = np;
 		g->pcap = ncap;
 	}
-	struct filter_param *p = &g->params[g->nparams++];
+	struct flows_param *p = &g->params[g->nparams++];
 	memset(p, 0, sizeof(*p));
 	return p;
 }
 
 /* A text parameter taking `text` (malloc'd, NUL terminated); its number. */
-static size_t param_take(struct sqlgen *g, char *text, size_t len)
+static size_t param_take(struct sqlgen *g, char *text)
 {
-	struct filter_param *p = text ? new_param(g) : NULL;
+	struct flows_param *p = text ? new_param(g) : NULL;
 	if (!p) {
 		free(text);
 		g->nomem = true;
 		return 0;
 	}
-	p->type = FILTER_PARAM_TEXT;
+	p->type = FLOWS_PARAM_TEXT;
 	p->text = text;
-	p->len = len;
 	return g->nparams;
 }
 
 static size_t param_text(struct sqlgen *g, const char *s, size_t len)
 {
-	char *t = malloc(len + 1);
-	if (t) {
-		memcpy(t, s, len);
-		t[len] = '\0';
-	}
-	return param_take(g, t, len);
+	return param_take(g, strndup(s, len));
 }
 
 static size_t param_int(struct sqlgen *g, int64_t v)
 {
-	struct filter_param *p = new_param(g);
+	struct flows_param *p = new_param(g);
 	if (!p)
 		return 0;
-	p->type = FILTER_PARAM_INT;
-	p->value = v;
+	p->type = FLOWS_PARAM_INT;
+	p->i = v;
 	return g->nparams;
 }
 
@@ -1274,7 +1268,7 @@ static char *fts_query(const struct facts *a, const char *col, size_t *len)
 
 /* A JSON array of every ASCII case variant of lit, or NULL when it has
  * more than MAX_VARIANT_LETTERS letters or other than printable ASCII. */
-static char *case_variants(const char *lit, size_t n, size_t *len)
+static char *case_variants(const char *lit, size_t n)
 {
 	size_t letters = 0;
 	for (size_t i = 0; i < n; i++) {
@@ -1308,7 +1302,6 @@ static char *case_variants(const char *lit, size_t n, size_t *len)
 	}
 	*o++ = ']';
 	*o = '\0';
-	*len = (size_t)(o - out);
 	return out;
 }
 
@@ -1349,14 +1342,13 @@ static void sql_field(struct sqlgen *g, const struct node *n, unsigned field, si
 			}
 			low[a->litlen] = '\0';
 		}
-		putf(g, "flows.host = ?%zu", param_take(g, low, a->litlen));
+		putf(g, "flows.host = ?%zu", param_take(g, low));
 		return;
 	}
 	if ((field == FIELD_METHOD || field == FIELD_PEER) && a->exact) {
-		size_t len;
-		char *variants = case_variants(a->lit, a->litlen, &len);
+		char *variants = case_variants(a->lit, a->litlen);
 		if (variants) {
-			size_t v = param_take(g, variants, len);
+			size_t v = param_take(g, variants);
 			putf(g,
 			     "(flows.%s IS NOT NULL AND flows.%s IN (SELECT value FROM "
 			     "json_each(?%zu)))",
@@ -1369,7 +1361,7 @@ static void sql_field(struct sqlgen *g, const struct node *n, unsigned field, si
 		char *q = fts_query(a, col, &len);
 		if (g->driven && n->drives)
 			add_match(g, q, len);
-		size_t fts = param_take(g, q, len);
+		size_t fts = param_take(g, q);
 		if (g->driven && n->drives) {
 			g->match_param = fts;
 			putf(g, "wgmitm_regexp(?%zu, flows.%s)", pattern_param(g, n, pat), col);
@@ -1546,7 +1538,7 @@ int filter_to_sql(const struct filter *f, struct filter_sql *out)
 		/* Several: their queries joined, a parameter of its own (which
 		 * `where` does not use; filter_sql_bind skips it there). */
 		else if (d.drivers > 1) {
-			d.match_param = param_take(&g, d.match, d.match_len);
+			d.match_param = param_take(&g, d.match);
 			d.match = NULL;
 		}
 	}
@@ -1571,7 +1563,8 @@ void filter_sql_free(struct filter_sql *s)
 	if (!s)
 		return;
 	for (size_t i = 0; i < s->nparams; i++)
-		free(s->params[i].text);
+		if (s->params[i].type == FLOWS_PARAM_TEXT)
+			free((char *)s->params[i].text);
 	free(s->params);
 	free(s->where);
 	free(s->driven);
@@ -1583,11 +1576,10 @@ int filter_sql_bind(sqlite3_stmt *st, const struct filter_sql *s)
 	/* A form may leave the last ones out (fts_param, in `where`). */
 	size_t n = (size_t)sqlite3_bind_parameter_count(st);
 	for (size_t i = 0; i < s->nparams && i < n; i++) {
-		const struct filter_param *p = &s->params[i];
-		int rc = p->type == FILTER_PARAM_INT
-				 ? sqlite3_bind_int64(st, (int)i + 1, p->value)
-				 : sqlite3_bind_text(st, (int)i + 1, p->text, (int)p->len,
-						     SQLITE_STATIC);
+		const struct flows_param *p = &s->params[i];
+		int rc = p->type == FLOWS_PARAM_INT
+				 ? sqlite3_bind_int64(st, (int)i + 1, p->i)
+				 : sqlite3_bind_text(st, (int)i + 1, p->text, -1, SQLITE_STATIC);
 		if (rc != SQLITE_OK)
 			return rc;
 	}

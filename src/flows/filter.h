@@ -45,6 +45,7 @@
 #include <sqlite3.h>
 
 #include "flows/fields.h"
+#include "flows/param.h"
 
 /* Longer expressions are refused (bytes). */
 #define FILTER_MAX_LEN 4096
@@ -85,15 +86,6 @@ bool filter_match(const struct filter *f, const struct flow_fields *ff);
  * and resp_headers with flow_headers_text, a bodies row per body whose
  * flow_body_bytes are non-NULL with `encoding` the message's first
  * Content-Encoding header (flow_header), and flow_fts with url and host. */
-enum filter_param_type { FILTER_PARAM_TEXT, FILTER_PARAM_INT };
-
-struct filter_param {
-	enum filter_param_type type;
-	char *text; /* TEXT: len bytes (NUL terminated) */
-	size_t len;
-	int64_t value; /* INT */
-};
-
 /* fts_param and driven: when the filter is one test the trigram index can
  * narrow (a ~u, ~d or bare word with a literal, below), or such a test &
  * others, the number of that test's MATCH parameter and a WHERE clause
@@ -107,7 +99,7 @@ struct filter_param {
 struct filter_sql {
 	char *where;
 	size_t nparams;
-	struct filter_param *params;
+	struct flows_param *params; /* their text is the filter_sql's */
 	size_t fts_param;
 	char *driven;
 };

@@ -1,7 +1,6 @@
 /* Filter expressions as store queries. */
 #include "flows/query.h"
 
-#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -15,30 +14,18 @@ int flows_query_make(struct flows_query *out, const char *text, struct filter_er
 		return -1;
 	int rc = filter_to_sql(f, &out->sql);
 	filter_free(f);
-	size_t n = out->sql.nparams;
-	out->params = rc == 0 ? calloc(n ? n : 1, sizeof(*out->params)) : NULL;
-	if (!out->params) {
-		filter_sql_free(&out->sql);
+	if (rc != 0) {
 		memset(err, 0, sizeof(*err));
 		snprintf(err->message, sizeof(err->message), "out of memory");
 		return -1;
 	}
-	for (size_t i = 0; i < n; i++) {
-		const struct filter_param *p = &out->sql.params[i];
-		if (p->type == FILTER_PARAM_INT) {
-			out->params[i].type = FLOWS_PARAM_INT;
-			out->params[i].i = p->value;
-		} else {
-			out->params[i].type = FLOWS_PARAM_TEXT;
-			out->params[i].text = p->text;
-		}
-	}
-	out->q.params = out->params;
+	size_t n = out->sql.nparams;
+	out->q.params = out->sql.params;
 	out->q.nparams = n;
 	/* Walk the trigram index newest first when a literal narrows it: a
 	 * page then costs a page, however many flows hold the literal. */
 	if (out->sql.driven && out->sql.fts_param >= 1 && out->sql.fts_param <= n &&
-	    out->sql.params[out->sql.fts_param - 1].type == FILTER_PARAM_TEXT) {
+	    out->sql.params[out->sql.fts_param - 1].type == FLOWS_PARAM_TEXT) {
 		out->q.where = out->sql.driven;
 		out->q.match = out->sql.params[out->sql.fts_param - 1].text;
 	} else {
@@ -50,6 +37,5 @@ int flows_query_make(struct flows_query *out, const char *text, struct filter_er
 void flows_query_free(struct flows_query *fq)
 {
 	filter_sql_free(&fq->sql);
-	free(fq->params);
 	memset(fq, 0, sizeof(*fq));
 }

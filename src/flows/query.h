@@ -8,8 +8,7 @@
 
 struct flows_query {
 	struct filter_sql sql;
-	struct flows_param *params;
-	struct store_query q; /* where, params, match set; cursor, limit the caller's */
+	struct store_query q; /* where, params (sql's), match set; cursor, limit the caller's */
 };
 
 /* Parses `text` (NULL or "": every flow) into `out`. 0; -1 with `err`

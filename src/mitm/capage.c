@@ -17,6 +17,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include "common/strbuf.h"
 #include "common/tally.h"
 #include "mitm/ca.h"
 #include "mitm/localname.h"
@@ -26,75 +27,28 @@
 
 /* ---- Building text ----------------------------------------------------- */
 
-/* A growable string; `failed` sticks after the first allocation failure. */
-struct sbuf {
-	char *p;
-	size_t len, cap;
-	bool failed;
-};
-
-static void sb_add(struct sbuf *b, const char *s, size_t n)
-{
-	if (b->failed)
-		return;
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 1024;
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		char *p = realloc(b->p, cap);
-		if (!p) {
-			b->failed = true;
-			return;
-		}
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-static void sb_str(struct sbuf *b, const char *s)
-{
-	sb_add(b, s, strlen(s));
-}
-
-__attribute__((format(printf, 2, 3))) static void sb_fmt(struct sbuf *b, const char *fmt, ...)
-{
-	char tmp[1024];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof(tmp)) {
-		b->failed = true; /* our formats are short: a bug, not input */
-		return;
-	}
-	sb_add(b, tmp, (size_t)n);
-}
-
 /* Text for HTML and XML alike: & < > " ' escaped. */
-static void sb_escaped(struct sbuf *b, const char *s)
+static void append_escaped(struct strbuf *b, const char *s)
 {
 	for (; *s; s++) {
 		switch (*s) {
 		case '&':
-			sb_str(b, "&amp;");
+			strbuf_append_str(b, "&amp;");
 			break;
 		case '<':
-			sb_str(b, "&lt;");
+			strbuf_append_str(b, "&lt;");
 			break;
 		case '>':
-			sb_str(b, "&gt;");
+			strbuf_append_str(b, "&gt;");
 			break;
 		case '"':
-			sb_str(b, "&quot;");
+			strbuf_append_str(b, "&quot;");
 			break;
 		case '\'':
-			sb_str(b, "&#39;");
+			strbuf_append_str(b, "&#39;");
 			break;
 		default:
-			sb_add(b, s, 1);
+			strbuf_append(b, s, 1);
 		}
 	}
 }
@@ -117,9 +71,9 @@ enum capage_err { ERR_400, ERR_405, ERR_413, ERR_414, ERR_431, ERR_COUNT };
 static const int err_status[ERR_COUNT] = { 400, 405, 413, 414, 431 };
 
 struct capage_site {
-	struct sbuf body[RES_COUNT];
-	struct sbuf head[RES_COUNT][2]; /* [keep-alive, close] */
-	struct sbuf err[ERR_COUNT];     /* head and body in one */
+	struct strbuf body[RES_COUNT];
+	struct strbuf head[RES_COUNT][2]; /* [keep-alive, close] */
+	struct strbuf err[ERR_COUNT];     /* head and body in one */
 };
 
 struct route {
@@ -222,153 +176,161 @@ static bool derived_uuid(const uint8_t fp[32], const char *label, char out[37])
 	return true;
 }
 
-static void build_mobileconfig(struct sbuf *b, const uint8_t *der, size_t derlen,
+/* False when the UUIDs or the base64 could not be made; the buffer holds
+ * its own errors. */
+static bool build_mobileconfig(struct strbuf *b, const uint8_t *der, size_t derlen,
 			       const uint8_t fp[32], const char *cn)
 {
 	char profile_uuid[37], root_uuid[37], id[17];
 	if (!derived_uuid(fp, "wgmitm profile", profile_uuid) ||
-	    !derived_uuid(fp, "wgmitm root payload", root_uuid)) {
-		b->failed = true;
-		return;
-	}
+	    !derived_uuid(fp, "wgmitm root payload", root_uuid))
+		return false;
 	snprintf(id, sizeof(id), "%02x%02x%02x%02x%02x%02x%02x%02x", fp[0], fp[1], fp[2], fp[3],
 		 fp[4], fp[5], fp[6], fp[7]);
 	size_t b64cap = 4 * ((derlen + 2) / 3) + 1;
 	char *b64 = malloc(b64cap);
-	if (!b64) {
-		b->failed = true;
-		return;
-	}
+	if (!b64)
+		return false;
 	EVP_EncodeBlock((unsigned char *)b64, der, (int)derlen);
-	sb_str(b,
-	       "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-	       "<!DOCTYPE plist PUBLIC \"-//Apple//DTD PLIST 1.0//EN\" "
-	       "\"http://www.apple.com/DTDs/PropertyList-1.0.dtd\">\n"
-	       "<plist version=\"1.0\">\n<dict>\n"
-	       "\t<key>PayloadContent</key>\n\t<array>\n\t\t<dict>\n"
-	       "\t\t\t<key>PayloadCertificateFileName</key>\n\t\t\t<string>wgmitm-ca.cer</string>\n"
-	       "\t\t\t<key>PayloadContent</key>\n\t\t\t<data>");
-	sb_str(b, b64);
-	sb_str(b, "</data>\n"
-		  "\t\t\t<key>PayloadDescription</key>\n"
-		  "\t\t\t<string>The wgmitm capture CA, as a trusted root</string>\n"
-		  "\t\t\t<key>PayloadDisplayName</key>\n\t\t\t<string>");
-	sb_escaped(b, cn[0] ? cn : "wgmitm CA");
-	sb_fmt(b,
-	       "</string>\n"
-	       "\t\t\t<key>PayloadIdentifier</key>\n\t\t\t<string>internal.wgmitm.ca.%s.root</"
-	       "string>\n"
-	       "\t\t\t<key>PayloadType</key>\n\t\t\t<string>com.apple.security.root</string>\n"
-	       "\t\t\t<key>PayloadUUID</key>\n\t\t\t<string>%s</string>\n"
-	       "\t\t\t<key>PayloadVersion</key>\n\t\t\t<integer>1</integer>\n"
-	       "\t\t</dict>\n\t</array>\n",
-	       id, root_uuid);
-	sb_fmt(b,
-	       "\t<key>PayloadDescription</key>\n"
-	       "\t<string>Trust the wgmitm capture CA. After installing, enable it in Settings, "
-	       "General, About, Certificate Trust Settings.</string>\n"
-	       "\t<key>PayloadDisplayName</key>\n\t<string>wgmitm CA</string>\n"
-	       "\t<key>PayloadIdentifier</key>\n\t<string>internal.wgmitm.ca.%s</string>\n"
-	       "\t<key>PayloadRemovalDisallowed</key>\n\t<false/>\n"
-	       "\t<key>PayloadType</key>\n\t<string>Configuration</string>\n"
-	       "\t<key>PayloadUUID</key>\n\t<string>%s</string>\n"
-	       "\t<key>PayloadVersion</key>\n\t<integer>1</integer>\n"
-	       "</dict>\n</plist>\n",
-	       id, profile_uuid);
+	strbuf_append_str(b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+			     "<!DOCTYPE plist PUBLIC \"-//Apple//DTD PLIST 1.0//EN\" "
+			     "\"http://www.apple.com/DTDs/PropertyList-1.0.dtd\">\n"
+			     "<plist version=\"1.0\">\n<dict>\n"
+			     "\t<key>PayloadContent</key>\n\t<array>\n\t\t<dict>\n"
+			     "\t\t\t<key>PayloadCertificateFileName</"
+			     "key>\n\t\t\t<string>wgmitm-ca.cer</string>\n"
+			     "\t\t\t<key>PayloadContent</key>\n\t\t\t<data>");
+	strbuf_append_str(b, b64);
+	strbuf_append_str(b, "</data>\n"
+			     "\t\t\t<key>PayloadDescription</key>\n"
+			     "\t\t\t<string>The wgmitm capture CA, as a trusted root</string>\n"
+			     "\t\t\t<key>PayloadDisplayName</key>\n\t\t\t<string>");
+	append_escaped(b, cn[0] ? cn : "wgmitm CA");
+	strbuf_printf(
+		b,
+		"</string>\n"
+		"\t\t\t<key>PayloadIdentifier</key>\n\t\t\t<string>internal.wgmitm.ca.%s.root</"
+		"string>\n"
+		"\t\t\t<key>PayloadType</key>\n\t\t\t<string>com.apple.security.root</string>\n"
+		"\t\t\t<key>PayloadUUID</key>\n\t\t\t<string>%s</string>\n"
+		"\t\t\t<key>PayloadVersion</key>\n\t\t\t<integer>1</integer>\n"
+		"\t\t</dict>\n\t</array>\n",
+		id, root_uuid);
+	strbuf_printf(
+		b,
+		"\t<key>PayloadDescription</key>\n"
+		"\t<string>Trust the wgmitm capture CA. After installing, enable it in Settings, "
+		"General, About, Certificate Trust Settings.</string>\n"
+		"\t<key>PayloadDisplayName</key>\n\t<string>wgmitm CA</string>\n"
+		"\t<key>PayloadIdentifier</key>\n\t<string>internal.wgmitm.ca.%s</string>\n"
+		"\t<key>PayloadRemovalDisallowed</key>\n\t<false/>\n"
+		"\t<key>PayloadType</key>\n\t<string>Configuration</string>\n"
+		"\t<key>PayloadUUID</key>\n\t<string>%s</string>\n"
+		"\t<key>PayloadVersion</key>\n\t<integer>1</integer>\n"
+		"</dict>\n</plist>\n",
+		id, profile_uuid);
 	free(b64);
+	return true;
 }
 
-static void build_page(struct sbuf *b, const char *fp_text, const char *subject, const char *cn,
+static void build_page(struct strbuf *b, const char *fp_text, const char *subject, const char *cn,
 		       const char *until, const struct in_addr *a4, const struct in6_addr *a6)
 {
-	sb_str(b,
-	       "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
-	       "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-	       "<title>wgmitm CA</title>\n<style>\n"
-	       "body{font:16px/1.45 system-ui,-apple-system,sans-serif;margin:0 "
-	       "auto;max-width:40em;"
-	       "padding:1em;color:#222;background:#fff}\n"
-	       "h1{font-size:1.5em;margin:.2em 0}h2{font-size:1.15em;margin:1.4em 0 .4em}\n"
-	       "code,.fp{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.9em}\n"
-	       ".fp{word-break:break-all;background:#f3f3f3;padding:.4em;border-radius:4px}\n"
-	       ".dl a{display:inline-block;margin:.25em .3em .25em 0;padding:.55em .9em;"
-	       "border-radius:6px;background:#1a5fb4;color:#fff;text-decoration:none}\n"
-	       "ol{padding-left:1.3em}li{margin:.3em 0}small{color:#555}\n"
-	       "@media(prefers-color-scheme:dark){body{background:#111;color:#ddd}"
-	       ".fp{background:#222}small{color:#aaa}}\n"
-	       "</style></head><body>\n"
-	       "<h1>wgmitm CA</h1>\n"
-	       "<p>Traffic through this tunnel is decrypted with certificates signed by this CA. "
-	       "Install and trust it on this device to see HTTPS.</p>\n"
-	       "<p><b>Subject</b><br><span class=\"fp\">");
-	sb_escaped(b, subject);
-	sb_str(b, "</span></p>\n<p><b>SHA-256 fingerprint</b><br><span class=\"fp\">");
-	sb_escaped(b, fp_text);
-	sb_str(b, "</span><br><small>Compare it with <code>wgmitm ca show</code> on the capture "
-		  "host before trusting it.");
+	strbuf_append_str(
+		b,
+		"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+		"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+		"<title>wgmitm CA</title>\n<style>\n"
+		"body{font:16px/1.45 system-ui,-apple-system,sans-serif;margin:0 "
+		"auto;max-width:40em;"
+		"padding:1em;color:#222;background:#fff}\n"
+		"h1{font-size:1.5em;margin:.2em 0}h2{font-size:1.15em;margin:1.4em 0 .4em}\n"
+		"code,.fp{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.9em}\n"
+		".fp{word-break:break-all;background:#f3f3f3;padding:.4em;border-radius:4px}\n"
+		".dl a{display:inline-block;margin:.25em .3em .25em 0;padding:.55em .9em;"
+		"border-radius:6px;background:#1a5fb4;color:#fff;text-decoration:none}\n"
+		"ol{padding-left:1.3em}li{margin:.3em 0}small{color:#555}\n"
+		"@media(prefers-color-scheme:dark){body{background:#111;color:#ddd}"
+		".fp{background:#222}small{color:#aaa}}\n"
+		"</style></head><body>\n"
+		"<h1>wgmitm CA</h1>\n"
+		"<p>Traffic through this tunnel is decrypted with certificates signed by this CA. "
+		"Install and trust it on this device to see HTTPS.</p>\n"
+		"<p><b>Subject</b><br><span class=\"fp\">");
+	append_escaped(b, subject);
+	strbuf_append_str(b, "</span></p>\n<p><b>SHA-256 fingerprint</b><br><span class=\"fp\">");
+	append_escaped(b, fp_text);
+	strbuf_append_str(
+		b, "</span><br><small>Compare it with <code>wgmitm ca show</code> on the capture "
+		   "host before trusting it.");
 	if (until[0]) {
-		sb_str(b, " Valid until ");
-		sb_escaped(b, until);
-		sb_str(b, ".");
+		strbuf_append_str(b, " Valid until ");
+		append_escaped(b, until);
+		strbuf_append_str(b, ".");
 	}
-	sb_str(b,
-	       "</small></p>\n"
-	       "<p class=\"dl\"><a href=\"/ca.crt\">Android (.crt)</a>"
-	       "<a href=\"/ca.mobileconfig\">iPhone / iPad profile</a>"
-	       "<a href=\"/ca.pem\">PEM</a><a href=\"/ca.cer\">DER (.cer)</a></p>\n"
-	       "<h2>Android</h2>\n<ol>\n"
-	       "<li>Download <a href=\"/ca.crt\">wgmitm-ca.crt</a>.</li>\n"
-	       "<li>Settings &rarr; Security &rarr; Encryption &amp; credentials &rarr; Install a "
-	       "certificate &rarr; <b>CA certificate</b> &rarr; Install anyway, and pick the file. "
-	       "(Menus differ by maker: search Settings for &ldquo;CA certificate&rdquo;.)</li>\n"
-	       "</ol>\n<p><small>Since Android 7, apps trust user CAs only if they opt in "
-	       "(network_security_config); Chrome does, most apps do not. The system store needs "
-	       "root, and since Android 14 it lives in the Conscrypt APEX.</small></p>\n"
-	       "<h2>iPhone, iPad</h2>\n<ol>\n"
-	       "<li>In Safari, download the <a href=\"/ca.mobileconfig\">profile</a> and allow "
-	       "it.</li>\n"
-	       "<li>Settings &rarr; <b>Profile Downloaded</b> &rarr; Install.</li>\n"
-	       "<li>Settings &rarr; General &rarr; About &rarr; <b>Certificate Trust Settings</b> "
-	       "&rarr; enable full trust for &ldquo;");
-	sb_escaped(b, cn[0] ? cn : "wgmitm CA");
-	sb_str(b,
-	       "&rdquo;.</li>\n</ol>\n"
-	       "<h2>Desktop and tools</h2>\n<ul>\n"
-	       "<li>curl: <code>curl --cacert wgmitm-ca.pem https://&hellip;</code></li>\n"
-	       "<li>Debian, Ubuntu: copy to <code>/usr/local/share/ca-certificates/wgmitm-ca.crt"
-	       "</code>, run <code>sudo update-ca-certificates</code></li>\n"
-	       "<li>macOS: <code>sudo security add-trusted-cert -d -r trustRoot -k "
-	       "/Library/Keychains/System.keychain wgmitm-ca.pem</code></li>\n"
-	       "<li>Windows: <code>certutil -addstore -f Root wgmitm-ca.cer</code></li>\n"
-	       "<li>Firefox: Settings &rarr; Privacy &amp; Security &rarr; Certificates &rarr; "
-	       "Import</li>\n"
-	       "<li>Python requests: <code>REQUESTS_CA_BUNDLE</code>; Node.js: "
-	       "<code>NODE_EXTRA_CA_CERTS</code></li>\n</ul>\n"
-	       "<p><small>This page is served by wgmitm inside the tunnel at http://" LOCALNAME_HOST
-	       "/");
+	strbuf_append_str(
+		b,
+		"</small></p>\n"
+		"<p class=\"dl\"><a href=\"/ca.crt\">Android (.crt)</a>"
+		"<a href=\"/ca.mobileconfig\">iPhone / iPad profile</a>"
+		"<a href=\"/ca.pem\">PEM</a><a href=\"/ca.cer\">DER (.cer)</a></p>\n"
+		"<h2>Android</h2>\n<ol>\n"
+		"<li>Download <a href=\"/ca.crt\">wgmitm-ca.crt</a>.</li>\n"
+		"<li>Settings &rarr; Security &rarr; Encryption &amp; credentials &rarr; Install a "
+		"certificate &rarr; <b>CA certificate</b> &rarr; Install anyway, and pick the "
+		"file. "
+		"(Menus differ by maker: search Settings for &ldquo;CA certificate&rdquo;.)</li>\n"
+		"</ol>\n<p><small>Since Android 7, apps trust user CAs only if they opt in "
+		"(network_security_config); Chrome does, most apps do not. The system store needs "
+		"root, and since Android 14 it lives in the Conscrypt APEX.</small></p>\n"
+		"<h2>iPhone, iPad</h2>\n<ol>\n"
+		"<li>In Safari, download the <a href=\"/ca.mobileconfig\">profile</a> and allow "
+		"it.</li>\n"
+		"<li>Settings &rarr; <b>Profile Downloaded</b> &rarr; Install.</li>\n"
+		"<li>Settings &rarr; General &rarr; About &rarr; <b>Certificate Trust Settings</b> "
+		"&rarr; enable full trust for &ldquo;");
+	append_escaped(b, cn[0] ? cn : "wgmitm CA");
+	strbuf_append_str(
+		b,
+		"&rdquo;.</li>\n</ol>\n"
+		"<h2>Desktop and tools</h2>\n<ul>\n"
+		"<li>curl: <code>curl --cacert wgmitm-ca.pem https://&hellip;</code></li>\n"
+		"<li>Debian, Ubuntu: copy to <code>/usr/local/share/ca-certificates/wgmitm-ca.crt"
+		"</code>, run <code>sudo update-ca-certificates</code></li>\n"
+		"<li>macOS: <code>sudo security add-trusted-cert -d -r trustRoot -k "
+		"/Library/Keychains/System.keychain wgmitm-ca.pem</code></li>\n"
+		"<li>Windows: <code>certutil -addstore -f Root wgmitm-ca.cer</code></li>\n"
+		"<li>Firefox: Settings &rarr; Privacy &amp; Security &rarr; Certificates &rarr; "
+		"Import</li>\n"
+		"<li>Python requests: <code>REQUESTS_CA_BUNDLE</code>; Node.js: "
+		"<code>NODE_EXTRA_CA_CERTS</code></li>\n</ul>\n"
+		"<p><small>This page is served by wgmitm inside the tunnel at "
+		"http://" LOCALNAME_HOST "/");
 	char text[INET6_ADDRSTRLEN];
 	if (a4 && a4->s_addr != INADDR_ANY && inet_ntop(AF_INET, a4, text, sizeof(text)))
-		sb_fmt(b, ", http://%s/", text);
+		strbuf_printf(b, ", http://%s/", text);
 	if (a6 && !IN6_IS_ADDR_UNSPECIFIED(a6) && inet_ntop(AF_INET6, a6, text, sizeof(text)))
-		sb_fmt(b, ", http://[%s]/", text);
-	sb_str(b, ".</small></p>\n</body></html>\n");
+		strbuf_printf(b, ", http://[%s]/", text);
+	strbuf_append_str(b, ".</small></p>\n</body></html>\n");
 }
 
-static void build_head(struct sbuf *h, int status, const char *type, const char *filename,
+static void build_head(struct strbuf *h, int status, const char *type, const char *filename,
 		       size_t body_len, bool close, bool html)
 {
-	sb_fmt(h, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n", status,
-	       reason(status), type, body_len);
+	strbuf_printf(h, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n", status,
+		      reason(status), type, body_len);
 	if (filename)
-		sb_fmt(h, "Content-Disposition: attachment; filename=\"%s\"\r\n", filename);
+		strbuf_printf(h, "Content-Disposition: attachment; filename=\"%s\"\r\n", filename);
 	if (html)
-		sb_str(h,
-		       "Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'\r\n"
-		       "Referrer-Policy: no-referrer\r\n");
+		strbuf_append_str(
+			h,
+			"Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'\r\n"
+			"Referrer-Policy: no-referrer\r\n");
 	if (status == 405)
-		sb_str(h, "Allow: GET, HEAD\r\n");
-	sb_str(h, "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n");
-	sb_str(h, close ? "Connection: close\r\n\r\n" : "Connection: keep-alive\r\n\r\n");
+		strbuf_append_str(h, "Allow: GET, HEAD\r\n");
+	strbuf_append_str(h, "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n");
+	strbuf_append_str(h,
+			  close ? "Connection: close\r\n\r\n" : "Connection: keep-alive\r\n\r\n");
 }
 
 void capage_site_free(struct capage_site *s)
@@ -376,12 +338,12 @@ void capage_site_free(struct capage_site *s)
 	if (!s)
 		return;
 	for (int r = 0; r < RES_COUNT; r++) {
-		free(s->body[r].p);
-		free(s->head[r][0].p);
-		free(s->head[r][1].p);
+		strbuf_free(&s->body[r]);
+		strbuf_free(&s->head[r][0]);
+		strbuf_free(&s->head[r][1]);
 	}
 	for (int e = 0; e < ERR_COUNT; e++)
-		free(s->err[e].p);
+		strbuf_free(&s->err[e]);
 	free(s);
 }
 
@@ -397,6 +359,13 @@ struct capage_site *capage_site_new(X509 *ca, const struct in_addr *addr4,
 		errno = ENOMEM;
 		return NULL;
 	}
+	for (int r = 0; r < RES_COUNT; r++) {
+		strbuf_init(&s->body[r], 0);
+		strbuf_init(&s->head[r][0], 0);
+		strbuf_init(&s->head[r][1], 0);
+	}
+	for (int e = 0; e < ERR_COUNT; e++)
+		strbuf_init(&s->err[e], 0);
 	uint8_t fp[32];
 	unsigned fplen = 0;
 	char fp_text[CA_FINGERPRINT_LEN], subject[1024], cn[256], until[64] = "";
@@ -417,12 +386,13 @@ struct capage_site *capage_site_new(X509 *ca, const struct in_addr *addr4,
 			strftime(until, sizeof(until), "%Y-%m-%d", &tm);
 
 		build_page(&s->body[RES_PAGE], fp_text, subject, cn, until, addr4, addr6);
-		sb_add(&s->body[RES_CRT], pem_data, (size_t)pem_len);
-		sb_add(&s->body[RES_PEM], pem_data, (size_t)pem_len);
-		sb_add(&s->body[RES_CER], (const char *)der, (size_t)derlen);
-		sb_add(&s->body[RES_DER], (const char *)der, (size_t)derlen);
-		build_mobileconfig(&s->body[RES_MOBILECONFIG], der, (size_t)derlen, fp, cn);
-		sb_str(&s->body[RES_NOT_FOUND], "Not found. The CA is at /ca.pem; see /.\n");
+		strbuf_append(&s->body[RES_CRT], pem_data, (size_t)pem_len);
+		strbuf_append(&s->body[RES_PEM], pem_data, (size_t)pem_len);
+		strbuf_append(&s->body[RES_CER], (const char *)der, (size_t)derlen);
+		strbuf_append(&s->body[RES_DER], (const char *)der, (size_t)derlen);
+		ok = build_mobileconfig(&s->body[RES_MOBILECONFIG], der, (size_t)derlen, fp, cn);
+		strbuf_append_str(&s->body[RES_NOT_FOUND],
+				  "Not found. The CA is at /ca.pem; see /.\n");
 		for (int r = 0; r < RES_COUNT; r++)
 			for (int c = 0; c < 2; c++)
 				build_head(&s->head[r][c], res_meta[r].status, res_meta[r].type,
@@ -434,13 +404,12 @@ struct capage_site *capage_site_new(X509 *ca, const struct in_addr *addr4,
 					 reason(err_status[e]));
 			build_head(&s->err[e], err_status[e], "text/plain; charset=utf-8", NULL,
 				   (size_t)n, true, false);
-			sb_add(&s->err[e], body, (size_t)n);
+			strbuf_append(&s->err[e], body, (size_t)n);
 		}
 		for (int r = 0; r < RES_COUNT; r++)
-			ok = ok && !s->body[r].failed && !s->head[r][0].failed &&
-			     !s->head[r][1].failed;
+			ok = ok && !s->body[r].err && !s->head[r][0].err && !s->head[r][1].err;
 		for (int e = 0; e < ERR_COUNT; e++)
-			ok = ok && !s->err[e].failed;
+			ok = ok && !s->err[e].err;
 	}
 	OPENSSL_free(der);
 	BIO_free(pem);
@@ -481,7 +450,7 @@ void capage_site_respond(const struct capage_site *s, int method, const char *ta
 	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
 		if (strlen(routes[i].path) == plen && memcmp(routes[i].path, p, plen) == 0)
 			res = routes[i].res;
-	const struct sbuf *h = &s->head[res][keep_alive ? 0 : 1];
+	const struct strbuf *h = &s->head[res][keep_alive ? 0 : 1];
 	out->status = res_meta[res].status;
 	out->head = (const uint8_t *)h->p;
 	out->head_len = h->len;

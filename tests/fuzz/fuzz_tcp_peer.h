@@ -139,27 +139,11 @@ static size_t tcpp_build(const struct tcpp *t, const struct tcpp_conn *c, uint8_
 			 const uint8_t *opt, size_t optlen, const uint8_t *data, size_t len,
 			 uint8_t *pkt)
 {
-	size_t thl = 20 + optlen, ulen = thl + len, ihl = c->v6 ? 40 : 20;
+	size_t thl = 20 + optlen, ulen = thl + len;
 	const uint8_t *src = c->v6 ? t->cli6 : t->cli4, *dst = c->v6 ? t->srv6 : t->srv4;
-	size_t alen = c->v6 ? 16 : 4;
-	memset(pkt, 0, ihl + thl);
-	if (c->v6) {
-		pkt[0] = 0x60;
-		put16(pkt + 4, (uint16_t)ulen);
-		pkt[6] = 6;
-		pkt[7] = 64;
-		memcpy(pkt + 8, src, 16);
-		memcpy(pkt + 24, dst, 16);
-	} else {
-		pkt[0] = 0x45;
-		put16(pkt + 2, (uint16_t)(20 + ulen));
-		pkt[8] = 64;
-		pkt[9] = 6;
-		memcpy(pkt + 12, src, 4);
-		memcpy(pkt + 16, dst, 4);
-		put16(pkt + 10, fold(sum16(0, pkt, 20)));
-	}
+	size_t ihl = inet_ip_header(pkt, c->v6, src, dst, 6, ulen);
 	uint8_t *tcp = pkt + ihl;
+	memset(tcp, 0, thl);
 	put16(tcp, c->sport);
 	put16(tcp + 2, c->dport);
 	put32(tcp + 4, c->seq);
@@ -171,10 +155,7 @@ static size_t tcpp_build(const struct tcpp *t, const struct tcpp_conn *c, uint8_
 		memcpy(tcp + 20, opt, optlen);
 	if (len)
 		memcpy(tcp + thl, data, len);
-	uint32_t acc = sum16(sum16(0, src, alen), dst, alen);
-	uint8_t ph[4] = { 0, 6, (uint8_t)(ulen >> 8), (uint8_t)ulen };
-	acc = sum16(acc, ph, 4);
-	put16(tcp + 16, fold(sum16(acc, tcp, ulen)));
+	put16(tcp + 16, inet_checksum(c->v6, src, dst, 6, tcp, ulen));
 	return ihl + ulen;
 }
 

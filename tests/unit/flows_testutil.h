@@ -1,16 +1,82 @@
-/* The flow store's tables filled from records the way schema.h and
- * filter.h say the store fills them, for the filter's unit test and fuzz
- * target (the store itself is not needed to check the SQL back end). */
+/* For the flows tests: bodies compressed with each library's encoder (the
+ * decode and filter tests; the library itself only decodes), and the flow
+ * store's tables filled from records the way schema.h and filter.h say the
+ * store fills them, for the filter's unit test and fuzz target (the store
+ * itself is not needed to check the SQL back end). */
 #ifndef WGMITM_TESTS_FLOWS_TESTUTIL_H
 #define WGMITM_TESTS_FLOWS_TESTUTIL_H
 
+#include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
+#include <brotli/encode.h>
 #include <jansson.h>
 #include <sqlite3.h>
+#include <zlib.h>
+#include <zstd.h>
 
 #include "flows/fields.h"
+
+/* ---- compressed bodies ---------------------------------------------------- */
+
+/* Bytes a test made (malloc'd: free p). */
+struct flows_test_buf {
+	uint8_t *p;
+	size_t len;
+};
+
+/* An encoder that fails is the test's own fault: it stops there. */
+static inline void flows_test_require(bool ok, const char *what)
+{
+	if (!ok) {
+		fprintf(stderr, "flows_testutil: %s failed\n", what);
+		abort();
+	}
+}
+
+/* `in` deflated by zlib; wbits 15 + 16: gzip, 15: zlib, -15: raw deflate. */
+static inline struct flows_test_buf flows_test_zlib(const void *in, size_t len, int wbits)
+{
+	z_stream zs = { 0 };
+	flows_test_require(deflateInit2(&zs, 6, Z_DEFLATED, wbits, 8, Z_DEFAULT_STRATEGY) == Z_OK,
+			   "deflateInit2");
+	size_t cap = deflateBound(&zs, len) + 32;
+	struct flows_test_buf b = { malloc(cap), 0 };
+	flows_test_require(b.p != NULL, "malloc");
+	zs.next_in = (Bytef *)in;
+	zs.avail_in = (uInt)len;
+	zs.next_out = b.p;
+	zs.avail_out = (uInt)cap;
+	flows_test_require(deflate(&zs, Z_FINISH) == Z_STREAM_END, "deflate");
+	b.len = zs.total_out;
+	deflateEnd(&zs);
+	return b;
+}
+
+static inline struct flows_test_buf flows_test_brotli(const void *in, size_t len)
+{
+	size_t n = BrotliEncoderMaxCompressedSize(len) + 16;
+	struct flows_test_buf b = { malloc(n), n };
+	flows_test_require(b.p != NULL, "malloc");
+	flows_test_require(BrotliEncoderCompress(5, BROTLI_DEFAULT_WINDOW, BROTLI_MODE_GENERIC, len,
+						 in, &b.len, b.p),
+			   "BrotliEncoderCompress");
+	return b;
+}
+
+static inline struct flows_test_buf flows_test_zstd(const void *in, size_t len)
+{
+	size_t n = ZSTD_compressBound(len);
+	struct flows_test_buf b = { malloc(n), 0 };
+	flows_test_require(b.p != NULL, "malloc");
+	b.len = ZSTD_compress(b.p, n, in, len, 3);
+	flows_test_require(!ZSTD_isError(b.len), "ZSTD_compress");
+	return b;
+}
+
+/* ---- the store's tables --------------------------------------------------- */
 
 static inline int flows_test_bind_str(sqlite3_stmt *st, int i, const char *s)
 {

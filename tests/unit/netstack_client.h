@@ -1,14 +1,16 @@
-/* A hand-made TCP client (IPv4) for unit tests of services behind a real
- * in-process netstack (the CA page, DNS over TCP):
+/* A hand-made TCP client (IPv4 and IPv6) for unit tests of services behind
+ * a real in-process netstack (the CA page, DNS over TCP, the TCP relay):
  *
  *   nsc_client ──segments──► netstack (lwIP) ──tcp_accept──► service
- *   peer4:sport              dialled addr4:dport
+ *   peer4:sport              dialled addr4:dport (or any address, IPv6 too)
  *
  * It sends segments within the server's window, acknowledges whatever
  * arrives in order, and keeps what it received, the FINs and the RSTs, so
  * a test sees the service through what lwIP really does with the stream.
- * Real libuv loop and clock, unlike tests/fuzz/fuzz_tcp_peer.h. Header-only;
- * include after cmocka.h. */
+ * It never retransmits. A client can also act as a slow reader (a small
+ * window, acknowledgements spaced out), answer a FIN with its own, or go
+ * silent. Real libuv loop and clock, unlike tests/fuzz/fuzz_tcp_peer.h.
+ * Header-only; include after cmocka.h. */
 #ifndef WGMITM_TESTS_NETSTACK_CLIENT_H
 #define WGMITM_TESTS_NETSTACK_CLIENT_H
 
@@ -36,22 +38,32 @@
 #define NSC_MAX_PKTS 8192 /* output held between two pumps */
 #define NSC_PKT_MAX 1500
 #define NSC_MAX_CLIENTS 16
+#define NSC_MAX_INFLIGHT (512u * 1024) /* nsc_client_write's bytes unacknowledged */
 
 struct nsc_client {
-	uint8_t src[4], dst[4]; /* may be changed before the first segment */
+	bool v6;
+	uint8_t src[16], dst[16]; /* may be changed before the first segment */
 	uint16_t sport, dport;
 	uint32_t seq, una, ack, wnd;
 	bool established; /* the handshake's last ACK sent */
 	int rsts, fins;
-	uint8_t *rx; /* every byte received in order */
+	bool fin_sent, rst_sent; /* by nsc_client_fin, nsc_client_rst */
+	uint8_t *rx;             /* every byte received in order */
 	size_t rxlen, rxcap;
 	bool ack_due;
+	uint64_t last_ack;
+	/* How it behaves; may be changed at any time. */
+	bool mute;           /* hears nothing and acknowledges nothing (gone silent) */
+	bool fin_back;       /* answers the server's FIN with its own */
+	uint16_t adv;        /* the window it advertises (scaled by NSC_WSCALE_OURS); 0: 0xffff */
+	unsigned ack_gap_ms; /* once established, acknowledges at most this often */
 };
 
 /* The service behind the netstack and where clients dial it. */
 struct nsc_config {
 	struct netstack_config net; /* the tunnel addresses; clients dial addr4 */
 	const char *peer4;          /* the clients' address */
+	const char *peer6;          /* the IPv6 clients' address (nsc_client_dial) */
 	uint16_t dport;
 	int (*tcp_accept)(void *ctx, struct netstack_tcp *conn, const struct sockaddr *client,
 			  const struct sockaddr *dest);
@@ -73,31 +85,22 @@ static inline size_t nsc_build_seg(uint8_t *pkt, const struct nsc_client *c, uin
 				   const uint8_t *opt, size_t optlen, const void *data, size_t len)
 {
 	size_t thl = 20 + optlen, ulen = thl + len;
-	memset(pkt, 0, 20 + thl);
-	pkt[0] = 0x45;
-	put16(pkt + 2, (uint16_t)(20 + ulen));
-	pkt[8] = 64;
-	pkt[9] = 6;
-	memcpy(pkt + 12, c->src, 4);
-	memcpy(pkt + 16, c->dst, 4);
-	put16(pkt + 10, fold(sum16(0, pkt, 20)));
-	uint8_t *t = pkt + 20;
+	size_t hl = inet_ip_header(pkt, c->v6, c->src, c->dst, 6, ulen);
+	uint8_t *t = pkt + hl;
+	memset(t, 0, thl);
 	put16(t, c->sport);
 	put16(t + 2, c->dport);
 	put32(t + 4, c->seq);
 	put32(t + 8, (flags & NSC_ACK) ? c->ack : 0);
 	t[12] = (uint8_t)((thl / 4) << 4);
 	t[13] = flags;
-	put16(t + 14, 0xffff);
+	put16(t + 14, c->adv ? c->adv : 0xffff);
 	if (optlen)
 		memcpy(t + 20, opt, optlen);
 	if (len)
 		memcpy(t + thl, data, len);
-	uint32_t acc = sum16(sum16(0, c->src, 4), c->dst, 4);
-	uint8_t ph[4] = { 0, 6, (uint8_t)(ulen >> 8), (uint8_t)ulen };
-	acc = sum16(acc, ph, 4);
-	put16(t + 16, fold(sum16(acc, t, ulen)));
-	return 20 + ulen;
+	put16(t + 16, inet_checksum(c->v6, c->src, c->dst, 6, t, ulen));
+	return hl + ulen;
 }
 
 /* Held until the next pump: output must not call back into the netstack. */
@@ -146,19 +149,31 @@ static inline void nsc_free(struct nsc *s)
 	s->pkts = NULL;
 }
 
-static inline struct nsc_client *nsc_client_new(struct nsc *s, uint16_t sport)
+/* A client from cfg.peer4 (cfg.peer6 when v6) to dst:dport. */
+static inline struct nsc_client *nsc_client_dial(struct nsc *s, bool v6, uint16_t sport,
+						 const char *dst, uint16_t dport)
 {
 	assert_true(s->nclients < NSC_MAX_CLIENTS);
 	struct nsc_client *c = calloc(1, sizeof(*c));
 	assert_non_null(c);
-	assert_int_equal(inet_pton(AF_INET, s->cfg.peer4, c->src), 1);
-	memcpy(c->dst, &s->cfg.net.addr4, 4);
+	int af = v6 ? AF_INET6 : AF_INET;
+	c->v6 = v6;
+	assert_int_equal(inet_pton(af, v6 ? s->cfg.peer6 : s->cfg.peer4, c->src), 1);
+	assert_int_equal(inet_pton(af, dst, c->dst), 1);
 	c->sport = sport;
-	c->dport = s->cfg.dport;
+	c->dport = dport;
 	c->seq = 1000u * sport;
 	c->una = c->seq;
 	s->clients[s->nclients++] = c;
 	return c;
+}
+
+/* A client from cfg.peer4 to cfg.net.addr4:cfg.dport. */
+static inline struct nsc_client *nsc_client_new(struct nsc *s, uint16_t sport)
+{
+	char dst[INET_ADDRSTRLEN];
+	assert_non_null(inet_ntop(AF_INET, &s->cfg.net.addr4, dst, sizeof(dst)));
+	return nsc_client_dial(s, false, sport, dst, s->cfg.dport);
 }
 
 static inline void nsc_client_send(struct nsc *s, struct nsc_client *c, uint8_t flags,
@@ -172,21 +187,49 @@ static inline void nsc_client_send(struct nsc *s, struct nsc_client *c, uint8_t 
 	c->seq += (uint32_t)len + ((flags & (NSC_SYN | NSC_FIN)) ? 1 : 0);
 }
 
-/* What the netstack emitted: SYN|ACK, data in order, FIN, RST; then ACKs. */
+/* Its FIN, or its RST, once (neither after a RST). After its RST the client
+ * hears nothing more. */
+static inline void nsc_client_fin(struct nsc *s, struct nsc_client *c)
+{
+	if (c->fin_sent || c->rst_sent)
+		return;
+	c->fin_sent = true;
+	nsc_client_send(s, c, NSC_ACK | NSC_FIN, NULL, 0);
+}
+
+static inline void nsc_client_rst(struct nsc *s, struct nsc_client *c)
+{
+	if (c->rst_sent)
+		return;
+	c->rst_sent = true;
+	nsc_client_send(s, c, NSC_ACK | NSC_RST, NULL, 0);
+}
+
+static inline uint64_t nsc_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* What the netstack emitted: SYN|ACK, data in order, FIN, RST; then ACKs
+ * (and FINs for fin_back). */
 static inline void nsc_pump(struct nsc *s)
 {
 	for (size_t i = 0; i < s->npkts; i++) {
 		const uint8_t *p = s->pkts[i];
 		size_t len = s->pktlen[i];
-		if ((p[0] >> 4) != 4 || p[9] != 6)
-			continue;
-		size_t hl = (size_t)(p[0] & 15) * 4;
+		unsigned version = p[0] >> 4;
+		bool v6 = version == 6;
+		if ((version != 4 && !v6) || (v6 ? p[6] : p[9]) != 6)
+			continue; /* TCP only */
+		size_t hl = v6 ? 40 : (size_t)(p[0] & 15) * 4;
 		const uint8_t *t = p + hl;
 		struct nsc_client *c = NULL;
 		for (size_t k = 0; k < s->nclients; k++)
-			if (s->clients[k]->sport == get16(t + 2))
+			if (s->clients[k]->sport == get16(t + 2) && s->clients[k]->v6 == v6)
 				c = s->clients[k];
-		if (!c)
+		if (!c || c->mute || c->rst_sent)
 			continue;
 		uint32_t seq = get32(t + 4), ack = get32(t + 8);
 		uint8_t flags = t[13];
@@ -198,7 +241,7 @@ static inline void nsc_pump(struct nsc *s)
 		if (flags & NSC_SYN) {
 			c->ack = seq + 1;
 			c->una = ack;
-			c->wnd = get16(t + 14);
+			c->wnd = get16(t + 14); /* not scaled in a SYN */
 			c->ack_due = true;
 			continue;
 		}
@@ -218,7 +261,7 @@ static inline void nsc_pump(struct nsc *s)
 			c->ack += (uint32_t)dlen;
 			c->ack_due = true;
 		} else if (dlen > 0) {
-			c->ack_due = true;
+			c->ack_due = true; /* a retransmission: say again where we are */
 		}
 		if ((flags & NSC_FIN) && seq + dlen == c->ack) {
 			c->fins++;
@@ -229,19 +272,18 @@ static inline void nsc_pump(struct nsc *s)
 	s->npkts = 0;
 	for (size_t k = 0; k < s->nclients; k++) {
 		struct nsc_client *c = s->clients[k];
-		if (c->ack_due && c->rsts == 0) {
+		if (c->mute || c->rst_sent || c->rsts)
+			continue;
+		if (c->ack_due && (c->ack_gap_ms == 0 || !c->established ||
+				   nsc_now_ms() - c->last_ack >= c->ack_gap_ms)) {
 			c->ack_due = false;
+			c->last_ack = nsc_now_ms();
 			nsc_client_send(s, c, NSC_ACK, NULL, 0);
 			c->established = true;
 		}
+		if (c->fin_back && c->fins > 0)
+			nsc_client_fin(s, c);
 	}
-}
-
-static inline uint64_t nsc_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 /* Runs the loop and pumps until cond(arg) or `ms` passed; false on timeout. */
@@ -256,6 +298,17 @@ static inline bool nsc_run_until(struct nsc *s, bool (*cond)(void *), void *arg,
 			return false;
 		if (uv_run(s->loop, UV_RUN_NOWAIT) == 0 || s->npkts == 0)
 			usleep(200);
+	}
+}
+
+/* Runs the loop and pumps for `ms`. */
+static inline void nsc_run_for(struct nsc *s, unsigned ms)
+{
+	uint64_t end = nsc_now_ms() + ms;
+	while (nsc_now_ms() < end) {
+		uv_run(s->loop, UV_RUN_NOWAIT);
+		nsc_pump(s);
+		usleep(200);
 	}
 }
 
@@ -277,7 +330,8 @@ static inline void nsc_client_connect(struct nsc *s, struct nsc_client *c)
 	assert_true(nsc_run_until(s, nsc_is_established, c, 2000));
 }
 
-/* Sends all of `data` as the server's window allows (10 s at most). */
+/* Sends all of `data` as the server's window allows, NSC_MAX_INFLIGHT
+ * unacknowledged at most (10 s in all at most). */
 static inline void nsc_client_write(struct nsc *s, struct nsc_client *c, const void *data,
 				    size_t len)
 {
@@ -287,10 +341,12 @@ static inline void nsc_client_write(struct nsc *s, struct nsc_client *c, const v
 	while (off < len) {
 		assert_true(nsc_now_ms() < end);
 		size_t n = len - off > NSC_MSS ? NSC_MSS : len - off;
-		if ((c->seq - c->una) + n > c->wnd) {
+		uint32_t inflight = c->seq - c->una;
+		if (inflight + n > c->wnd || inflight > NSC_MAX_INFLIGHT) {
 			uv_run(s->loop, UV_RUN_NOWAIT);
 			nsc_pump(s);
-			usleep(100);
+			if (s->npkts == 0)
+				usleep(100);
 			continue;
 		}
 		nsc_client_send(s, c, NSC_ACK | NSC_PSH, d + off, n);

@@ -12,7 +12,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "inet_testutil.h"
+#include "netstack_client.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -33,112 +33,21 @@
 #define TUN6 "fd77::1"
 #define PEER6 "fd77::2"
 
-#define F_FIN 0x01
-#define F_SYN 0x02
-#define F_RST 0x04
-#define F_PSH 0x08
-#define F_ACK 0x10
-
-#define WSCALE_OURS 7 /* the client's window scale */
-#define WSCALE_LWIP 5 /* TCP_RCV_SCALE */
-
-/* ---- raw TCP segments ---------------------------------------------------- */
-
-struct client {
-	int v6;
-	uint8_t src[16], dst[16];
-	uint16_t sport, dport;
-	uint32_t seq; /* next byte we send */
-	uint32_t una; /* oldest byte the netstack has not acknowledged */
-	uint32_t ack; /* next byte we expect */
-	uint32_t wnd; /* the netstack's window, scaled */
-	bool established;
-	int rsts, fins;
-	uint8_t *rx; /* bytes received, in order */
-	size_t rxlen, rxcap;
-	bool ack_due;
-	bool mute; /* acknowledge nothing (a stalled client) */
-};
-
-/* One segment from the client; returns the packet length. */
-static size_t build_seg(uint8_t *pkt, const struct client *c, uint8_t flags, const uint8_t *opt,
-			size_t optlen, const void *data, size_t len)
-{
-	size_t alen = c->v6 ? 16 : 4, hl = c->v6 ? 40 : 20, thl = 20 + optlen;
-	size_t ulen = thl + len;
-	memset(pkt, 0, hl + thl);
-	if (c->v6) {
-		pkt[0] = 0x60;
-		put16(pkt + 4, (uint32_t)ulen);
-		pkt[6] = 6;
-		pkt[7] = 64;
-		memcpy(pkt + 8, c->src, 16);
-		memcpy(pkt + 24, c->dst, 16);
-	} else {
-		pkt[0] = 0x45;
-		put16(pkt + 2, (uint32_t)(20 + ulen));
-		pkt[8] = 64;
-		pkt[9] = 6;
-		memcpy(pkt + 12, c->src, 4);
-		memcpy(pkt + 16, c->dst, 4);
-		put16(pkt + 10, fold(sum16(0, pkt, 20)));
-	}
-	uint8_t *t = pkt + hl;
-	put16(t, c->sport);
-	put16(t + 2, c->dport);
-	put32(t + 4, c->seq);
-	put32(t + 8, (flags & F_ACK) ? c->ack : 0);
-	t[12] = (uint8_t)((thl / 4) << 4);
-	t[13] = flags;
-	put16(t + 14, 0xffff);
-	if (optlen > 0)
-		memcpy(t + 20, opt, optlen);
-	if (len > 0)
-		memcpy(t + thl, data, len);
-	/* Pseudo-header, then the segment. */
-	uint32_t acc = sum16(sum16(0, c->src, alen), c->dst, alen);
-	uint8_t ph[4] = { 0, 6, (uint8_t)(ulen >> 8), (uint8_t)ulen };
-	acc = sum16(acc, ph, 4);
-	put16(t + 16, fold(sum16(acc, t, ulen)));
-	return hl + ulen;
-}
-
 /* ---- the fixture ---------------------------------------------------------- */
-
-#define MAX_PKTS 8192
-#define PKT_MAX 1500
 
 struct server;
 
 struct fixture {
 	uv_loop_t loop;
-	struct netstack *ns;
+	struct nsc net; /* the netstack and the clients */
 	struct policy policy;
 	struct flowlog *log;
 	struct relay *relay;
 	char dir[64], path[128];
-	/* packets the netstack emitted, not yet looked at */
-	uint8_t (*pkts)[PKT_MAX];
-	size_t pktlen[MAX_PKTS];
-	size_t npkts;
-	size_t dropped;
-	struct client *clients[8];
-	size_t nclients;
 	struct server *servers[4];
 	size_t nservers;
 	int accepts;
 };
-
-static void on_output(void *ctx, const uint8_t *pkt, size_t len)
-{
-	struct fixture *f = ctx;
-	if (f->npkts == MAX_PKTS || len > PKT_MAX) {
-		f->dropped++;
-		return;
-	}
-	memcpy(f->pkts[f->npkts], pkt, len);
-	f->pktlen[f->npkts++] = len;
-}
 
 static int on_accept(void *ctx, struct netstack_tcp *conn, const struct sockaddr *client,
 		     const struct sockaddr *dest)
@@ -161,7 +70,6 @@ static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
 	split_peers = false;
-	f->pkts = malloc(sizeof(*f->pkts) * MAX_PKTS);
 	assert_int_equal(uv_loop_init(&f->loop), 0);
 	snprintf(f->dir, sizeof(f->dir), "/tmp/test_relay.XXXXXX");
 	assert_non_null(mkdtemp(f->dir));
@@ -173,12 +81,14 @@ static int setup(void **state)
 	assert_int_equal(addrpool_parse6("fd77::/64", &pool.net6, &pool.prefix6), 0);
 	policy_init(&f->policy, &pool);
 
-	struct netstack_config nc = { .mtu = 1420 };
-	nc.addr4 = f->policy.addr4;
-	nc.addr6 = f->policy.addr6;
-	struct netstack_ops ops = { .output = on_output, .tcp_accept = on_accept };
-	f->ns = netstack_new(&f->loop, &nc, &ops, f);
-	assert_non_null(f->ns);
+	struct nsc_config nc = {
+		.net = { .mtu = 1420, .addr4 = f->policy.addr4, .addr6 = f->policy.addr6 },
+		.peer4 = PEER4,
+		.peer6 = PEER6,
+		.tcp_accept = on_accept,
+		.tcp_accept_ctx = f
+	};
+	nsc_init(&f->net, &f->loop, &nc);
 	struct relay_config rc = {
 		.policy = &f->policy,
 		.log = f->log,
@@ -202,7 +112,7 @@ static int teardown(void **state)
 {
 	struct fixture *f = *state;
 	relay_free(f->relay);
-	netstack_free(f->ns);
+	nsc_free(&f->net);
 	uv_run(&f->loop, UV_RUN_NOWAIT);
 	uv_walk(&f->loop, walk_close, NULL); /* the test servers */
 	uv_run(&f->loop, UV_RUN_DEFAULT);
@@ -210,180 +120,10 @@ static int teardown(void **state)
 	flowlog_close(f->log);
 	unlink(f->path);
 	rmdir(f->dir);
-	for (size_t i = 0; i < f->nclients; i++) {
-		free(f->clients[i]->rx);
-		free(f->clients[i]);
-	}
 	for (size_t i = 0; i < f->nservers; i++)
 		free(f->servers[i]);
-	free(f->pkts);
 	free(f);
 	return 0;
-}
-
-/* ---- the client's side of TCP ------------------------------------------- */
-
-static struct client *client_new(struct fixture *f, int v6, uint16_t sport, const char *dst,
-				 uint16_t dport)
-{
-	struct client *c = calloc(1, sizeof(*c));
-	c->v6 = v6;
-	assert_int_equal(inet_pton(v6 ? AF_INET6 : AF_INET, v6 ? PEER6 : PEER4, c->src), 1);
-	assert_int_equal(inet_pton(v6 ? AF_INET6 : AF_INET, dst, c->dst), 1);
-	c->sport = sport;
-	c->dport = dport;
-	c->seq = 1000u * sport;
-	c->una = c->seq;
-	f->clients[f->nclients++] = c;
-	return c;
-}
-
-static void client_send(struct fixture *f, struct client *c, uint8_t flags, const void *data,
-			size_t len)
-{
-	uint8_t pkt[PKT_MAX + 100];
-	static const uint8_t syn_opt[8] = { 2, 4, 0x05, 0x64, 1, 3, 3, WSCALE_OURS };
-	bool syn = flags & F_SYN;
-	netstack_input(f->ns, pkt,
-		       build_seg(pkt, c, flags, syn ? syn_opt : NULL, syn ? sizeof(syn_opt) : 0,
-				 data, len));
-	c->seq += (uint32_t)len + ((flags & (F_SYN | F_FIN)) ? 1 : 0);
-}
-
-/* Looks at what the netstack emitted: SYN|ACK, data in order, FIN, RST,
- * acknowledgements of our bytes. */
-static void pump(struct fixture *f)
-{
-	for (size_t i = 0; i < f->npkts; i++) {
-		const uint8_t *p = f->pkts[i];
-		size_t len = f->pktlen[i];
-		int v6 = (p[0] >> 4) == 6;
-		size_t hl = v6 ? 40 : (size_t)(p[0] & 15) * 4;
-		if ((v6 ? p[6] : p[9]) != 6)
-			continue;
-		const uint8_t *t = p + hl;
-		uint16_t dport = get16(t + 2);
-		struct client *c = NULL;
-		for (size_t k = 0; k < f->nclients; k++)
-			if (f->clients[k]->sport == dport && f->clients[k]->v6 == v6)
-				c = f->clients[k];
-		if (!c)
-			continue;
-		uint32_t seq = get32(t + 4), ack = get32(t + 8);
-		uint8_t flags = t[13];
-		size_t thl = (size_t)(t[12] >> 4) * 4;
-		const uint8_t *data = t + thl;
-		size_t dlen = len - hl - thl;
-		if (flags & F_RST) {
-			c->rsts++;
-			continue;
-		}
-		if (flags & F_SYN) {
-			c->ack = seq + 1;
-			c->una = ack;
-			c->wnd = get16(t + 14); /* not scaled in a SYN */
-			c->ack_due = true;
-			continue;
-		}
-		if (flags & F_ACK) {
-			if ((int32_t)(ack - c->una) > 0)
-				c->una = ack;
-			c->wnd = (uint32_t)get16(t + 14) << WSCALE_LWIP;
-		}
-		if (dlen > 0 && seq == c->ack) {
-			if (c->rxlen + dlen > c->rxcap) {
-				c->rxcap = (c->rxlen + dlen) * 2;
-				c->rx = realloc(c->rx, c->rxcap);
-			}
-			memcpy(c->rx + c->rxlen, data, dlen);
-			c->rxlen += dlen;
-			c->ack += (uint32_t)dlen;
-			c->ack_due = true;
-		} else if (dlen > 0) {
-			c->ack_due = true; /* a retransmission: say again where we are */
-		}
-		if ((flags & F_FIN) && seq + dlen == c->ack) {
-			c->fins++;
-			c->ack++;
-			c->ack_due = true;
-		}
-	}
-	f->npkts = 0;
-	for (size_t k = 0; k < f->nclients; k++) {
-		struct client *c = f->clients[k];
-		if (c->ack_due && c->rsts == 0 && !c->mute) {
-			c->ack_due = false;
-			client_send(f, c, F_ACK, NULL, 0);
-			c->established = true;
-		}
-	}
-}
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-/* Runs the loop and the client until cond holds; false after `ms`. */
-static bool run_until(struct fixture *f, bool (*cond)(void *), void *arg, unsigned ms)
-{
-	uint64_t end = now_ms() + ms;
-	for (;;) {
-		pump(f);
-		if (cond(arg))
-			return true;
-		if (now_ms() > end)
-			return false;
-		if (uv_run(&f->loop, UV_RUN_NOWAIT) == 0 || f->npkts == 0)
-			usleep(200);
-	}
-}
-
-static void run_for(struct fixture *f, unsigned ms)
-{
-	uint64_t end = now_ms() + ms;
-	while (now_ms() < end) {
-		uv_run(&f->loop, UV_RUN_NOWAIT);
-		pump(f);
-		usleep(200);
-	}
-}
-
-static bool is_established(void *arg)
-{
-	return ((struct client *)arg)->established;
-}
-
-static void client_connect(struct fixture *f, struct client *c)
-{
-	client_send(f, c, F_SYN, NULL, 0);
-	assert_true(run_until(f, is_established, c, 2000));
-}
-
-/* Sends `len` bytes within the netstack's window (pumping as needed). */
-static void client_write(struct fixture *f, struct client *c, const uint8_t *data, size_t len)
-{
-	size_t off = 0;
-	uint64_t end = now_ms() + 10000;
-	while (off < len) {
-		assert_true(now_ms() < end);
-		uint32_t inflight = c->seq - c->una;
-		size_t n = len - off;
-		if (n > 1380)
-			n = 1380;
-		if (inflight + n > c->wnd || inflight > 512 * 1024) {
-			uv_run(&f->loop, UV_RUN_NOWAIT);
-			pump(f);
-			if (f->npkts == 0)
-				usleep(100);
-			continue;
-		}
-		client_send(f, c, F_ACK | F_PSH, data + off, n);
-		off += n;
-		pump(f);
-	}
 }
 
 /* ---- the upstream server ------------------------------------------------ */
@@ -559,7 +299,7 @@ static long long rec_int(json_t *r, const char *key)
 /* ---- conditions ------------------------------------------------------- */
 
 struct want_rx {
-	struct client *c;
+	struct nsc_client *c;
 	size_t len;
 };
 
@@ -569,14 +309,9 @@ static bool has_rx(void *arg)
 	return w->c->rxlen >= w->len;
 }
 
-static bool has_fin(void *arg)
-{
-	return ((struct client *)arg)->fins > 0;
-}
-
 static bool has_rst(void *arg)
 {
-	return ((struct client *)arg)->rsts > 0;
+	return ((struct nsc_client *)arg)->rsts > 0;
 }
 
 static bool relay_idle(void *arg)
@@ -623,23 +358,24 @@ static void echo_flow(struct fixture *f, int v6)
 	struct server *s = server_start(f, v6, SRV_ECHO);
 	if (!s)
 		skip();
-	struct client *c = client_new(f, v6, 40000, v6 ? TUN6 : TUN4, s->port);
-	client_send(f, c, F_SYN, NULL, 0);
-	pump(f); /* SYN|ACK → ACK: accepted, dialling */
+	struct nsc_client *c = nsc_client_dial(&f->net, v6, 40000, v6 ? TUN6 : TUN4, s->port);
+	nsc_client_send(&f->net, c, NSC_SYN, NULL, 0);
+	nsc_pump(&f->net); /* SYN|ACK → ACK: accepted, dialling */
 	assert_int_equal(f->accepts, 1);
 	static const char req[] = "echo me through the relay\n"; /* neither TLS nor HTTP */
-	client_send(f, c, F_ACK | F_PSH, req, strlen(req));      /* before the connect completes */
+	nsc_client_send(&f->net, c, NSC_ACK | NSC_PSH, req,
+			strlen(req)); /* before the connect completes */
 
 	struct want_rx w = { c, strlen(req) };
-	assert_true(run_until(f, has_rx, &w, 3000));
+	assert_true(nsc_run_until(&f->net, has_rx, &w, 3000));
 	assert_memory_equal(c->rx, req, strlen(req));
 	assert_int_equal(s->received, strlen(req));
 
 	/* Client FIN → upstream EOF → the echo server's FIN → client FIN. */
-	client_send(f, c, F_ACK | F_FIN, NULL, 0);
-	assert_true(run_until(f, server_eof, s, 3000));
-	assert_true(run_until(f, has_fin, c, 3000));
-	assert_true(run_until(f, relay_idle, f, 3000));
+	nsc_client_send(&f->net, c, NSC_ACK | NSC_FIN, NULL, 0);
+	assert_true(nsc_run_until(&f->net, server_eof, s, 3000));
+	assert_true(nsc_run_until(&f->net, nsc_got_fin, c, 3000));
+	assert_true(nsc_run_until(&f->net, relay_idle, f, 3000));
 	assert_int_equal(c->rsts, 0);
 
 	struct relay_stats st;
@@ -693,8 +429,8 @@ static void test_bulk(void **state)
 	s->sendbuf = malloc(s->to_send);
 	for (size_t i = 0; i < s->to_send; i++)
 		s->sendbuf[i] = (uint8_t)(i * 7 + (i >> 12));
-	struct client *c = client_new(f, 0, 40001, TUN4, s->port);
-	client_connect(f, c);
+	struct nsc_client *c = nsc_client_dial(&f->net, 0, 40001, TUN4, s->port);
+	nsc_client_connect(&f->net, c);
 
 	size_t up = 2u << 20;
 	uint8_t *data = malloc(up);
@@ -703,26 +439,26 @@ static void test_bulk(void **state)
 		data[i] = (uint8_t)(i * 13 + 1);
 		sum += data[i];
 	}
-	client_write(f, c, data, up);
+	nsc_client_write(&f->net, c, data, up);
 	free(data);
 
 	struct want_rx w = { c, s->to_send };
-	assert_true(run_until(f, has_rx, &w, 20000));
+	assert_true(nsc_run_until(&f->net, has_rx, &w, 20000));
 	assert_int_equal(c->rxlen, s->to_send);
 	assert_memory_equal(c->rx, s->sendbuf, s->to_send);
-	assert_true(run_until(f, has_fin, c, 3000)); /* the server's FIN */
+	assert_true(nsc_run_until(&f->net, nsc_got_fin, c, 3000)); /* the server's FIN */
 
-	client_send(f, c, F_ACK | F_FIN, NULL, 0);
-	assert_true(run_until(f, server_eof, s, 5000));
+	nsc_client_send(&f->net, c, NSC_ACK | NSC_FIN, NULL, 0);
+	assert_true(nsc_run_until(&f->net, server_eof, s, 5000));
 	assert_int_equal(s->received, up);
 	assert_int_equal(s->received_sum, sum);
-	assert_true(run_until(f, relay_idle, f, 3000));
+	assert_true(nsc_run_until(&f->net, relay_idle, f, 3000));
 
 	struct relay_stats st;
 	relay_get_stats(f->relay, &st);
 	assert_int_equal(st.bytes_up, up);
 	assert_int_equal(st.bytes_down, s->to_send);
-	assert_int_equal(f->dropped, 0);
+	assert_int_equal(f->net.dropped, 0);
 	struct records rs;
 	read_records(f, &rs);
 	assert_int_equal(rs.n, 1);
@@ -741,11 +477,11 @@ static void test_slow_client_stops_upstream(void **state)
 	assert_non_null(s);
 	s->to_send = 16u << 20;
 	s->sendbuf = calloc(1, s->to_send);
-	struct client *c = client_new(f, 0, 40002, TUN4, s->port);
-	client_connect(f, c);
+	struct nsc_client *c = nsc_client_dial(&f->net, 0, 40002, TUN4, s->port);
+	nsc_client_connect(&f->net, c);
 	/* The client stops acknowledging: pretend every segment is lost. */
 	c->mute = true;
-	run_for(f, 300);
+	nsc_run_for(&f->net, 300);
 	struct relay_stats st;
 	relay_get_stats(f->relay, &st);
 	/* lwIP's send buffer (1 MiB) plus one read at most; the rest waits in
@@ -770,13 +506,13 @@ static void test_own_service(void **state)
 	struct server *s = server_start(f, 0, SRV_ECHO);
 	assert_non_null(s);
 	assert_int_equal(relay_protect_port(f->relay, s->port), 0);
-	struct client *c = client_new(f, 0, 40050, TUN4, s->port);
-	client_send(f, c, F_SYN, NULL, 0);
-	pump(f);
+	struct nsc_client *c = nsc_client_dial(&f->net, 0, 40050, TUN4, s->port);
+	nsc_client_send(&f->net, c, NSC_SYN, NULL, 0);
+	nsc_pump(&f->net);
 	static const char req[] = "GET /api/flows HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
-	client_send(f, c, F_ACK | F_PSH, req, strlen(req));
-	assert_true(run_until(f, has_rst, c, 3000));
-	assert_true(run_until(f, relay_idle, f, 3000));
+	nsc_client_send(&f->net, c, NSC_ACK | NSC_PSH, req, strlen(req));
+	assert_true(nsc_run_until(&f->net, has_rst, c, 3000));
+	assert_true(nsc_run_until(&f->net, relay_idle, f, 3000));
 	assert_int_equal(s->received, 0);
 	assert_int_equal(c->rxlen, 0);
 	struct records rs;
@@ -797,12 +533,12 @@ static void test_refused_port(void **state)
 	uv_close((uv_handle_t *)&s->listener, NULL); /* the port is now closed */
 	uv_run(&f->loop, UV_RUN_NOWAIT);
 
-	struct client *c = client_new(f, 0, 40003, TUN4, port);
-	uint64_t t0 = now_ms();
-	client_send(f, c, F_SYN, NULL, 0);
-	assert_true(run_until(f, has_rst, c, 2000));
-	assert_true(now_ms() - t0 < 500);
-	assert_true(run_until(f, relay_idle, f, 1000));
+	struct nsc_client *c = nsc_client_dial(&f->net, 0, 40003, TUN4, port);
+	uint64_t t0 = nsc_now_ms();
+	nsc_client_send(&f->net, c, NSC_SYN, NULL, 0);
+	assert_true(nsc_run_until(&f->net, has_rst, c, 2000));
+	assert_true(nsc_now_ms() - t0 < 500);
+	assert_true(nsc_run_until(&f->net, relay_idle, f, 1000));
 
 	struct relay_stats st;
 	relay_get_stats(f->relay, &st);
@@ -833,10 +569,10 @@ static void test_policy_refusals(void **state)
 	};
 	size_t n = sizeof(cases) / sizeof(cases[0]);
 	for (size_t i = 0; i < n; i++) {
-		struct client *c =
-			client_new(f, 0, (uint16_t)(41000 + i), cases[i].dst, cases[i].port);
-		client_send(f, c, F_SYN, NULL, 0);
-		assert_true(run_until(f, has_rst, c, 1000));
+		struct nsc_client *c = nsc_client_dial(&f->net, 0, (uint16_t)(41000 + i),
+						       cases[i].dst, cases[i].port);
+		nsc_client_send(&f->net, c, NSC_SYN, NULL, 0);
+		assert_true(nsc_run_until(&f->net, has_rst, c, 1000));
 	}
 	struct relay_stats st;
 	relay_get_stats(f->relay, &st);
@@ -872,9 +608,9 @@ static void test_local_service_hook(void **state)
 	struct fixture *f = *state;
 	int calls = 0;
 	relay_set_local_tcp(f->relay, local_accept, &calls);
-	struct client *c = client_new(f, 0, 41100, TUN4, 53);
-	client_send(f, c, F_SYN, NULL, 0);
-	assert_true(run_until(f, has_rst, c, 1000));
+	struct nsc_client *c = nsc_client_dial(&f->net, 0, 41100, TUN4, 53);
+	nsc_client_send(&f->net, c, NSC_SYN, NULL, 0);
+	assert_true(nsc_run_until(&f->net, has_rst, c, 1000));
 	assert_int_equal(calls, 1);
 	struct relay_stats st;
 	relay_get_stats(f->relay, &st);
@@ -903,21 +639,21 @@ static void test_peer_share(void **state)
 	struct server *s[4];
 	for (int i = 0; i < 4; i++)
 		assert_non_null(s[i] = server_start(f, i == 2, SRV_SINK));
-	struct client *a1 = client_new(f, 0, 41001, TUN4, s[0]->port);
-	struct client *a2 = client_new(f, 0, 41002, TUN4, s[1]->port);
-	struct client *a3 = client_new(f, 0, 41003, TUN4, s[2]->port);
-	client_connect(f, a1);
-	client_connect(f, a2);
-	client_send(f, a3, F_SYN, NULL, 0);
-	assert_true(run_until(f, has_rst, a3, 2000));
+	struct nsc_client *a1 = nsc_client_dial(&f->net, 0, 41001, TUN4, s[0]->port);
+	struct nsc_client *a2 = nsc_client_dial(&f->net, 0, 41002, TUN4, s[1]->port);
+	struct nsc_client *a3 = nsc_client_dial(&f->net, 0, 41003, TUN4, s[2]->port);
+	nsc_client_connect(&f->net, a1);
+	nsc_client_connect(&f->net, a2);
+	nsc_client_send(&f->net, a3, NSC_SYN, NULL, 0);
+	assert_true(nsc_run_until(&f->net, has_rst, a3, 2000));
 	assert_int_equal(s[2]->accepted, 0); /* never dialled */
 
 	/* The other peer (IPv6 source) has its own share. */
-	struct client *b1 = client_new(f, 1, 41004, TUN6, s[2]->port);
-	client_connect(f, b1);
+	struct nsc_client *b1 = nsc_client_dial(&f->net, 1, 41004, TUN6, s[2]->port);
+	nsc_client_connect(&f->net, b1);
 	struct want_srv ws = { s[2], 3 };
-	client_send(f, b1, F_ACK | F_PSH, "abc", 3);
-	assert_true(run_until(f, server_got, &ws, 2000));
+	nsc_client_send(&f->net, b1, NSC_ACK | NSC_PSH, "abc", 3);
+	assert_true(nsc_run_until(&f->net, server_got, &ws, 2000));
 
 	struct relay_stats st;
 	relay_get_stats(f->relay, &st);
@@ -925,13 +661,13 @@ static void test_peer_share(void **state)
 	assert_int_equal(st.open, 3);
 
 	/* A slot given back: the peer's next flow is taken. */
-	client_send(f, a1, F_ACK | F_RST, NULL, 0);
-	assert_true(run_until(f, server_closed_or_error, s[0], 3000));
-	struct client *a4 = client_new(f, 0, 41005, TUN4, s[3]->port);
-	client_connect(f, a4);
-	client_send(f, a4, F_ACK | F_PSH, "xy", 2);
+	nsc_client_send(&f->net, a1, NSC_ACK | NSC_RST, NULL, 0);
+	assert_true(nsc_run_until(&f->net, server_closed_or_error, s[0], 3000));
+	struct nsc_client *a4 = nsc_client_dial(&f->net, 0, 41005, TUN4, s[3]->port);
+	nsc_client_connect(&f->net, a4);
+	nsc_client_send(&f->net, a4, NSC_ACK | NSC_PSH, "xy", 2);
 	struct want_srv ws2 = { s[3], 2 };
-	assert_true(run_until(f, server_got, &ws2, 2000));
+	assert_true(nsc_run_until(&f->net, server_got, &ws2, 2000));
 	relay_get_stats(f->relay, &st);
 	assert_int_equal(st.refused_peer_limit, 1);
 
@@ -954,17 +690,17 @@ static void test_client_reset(void **state)
 	struct fixture *f = *state;
 	struct server *s = server_start(f, 0, SRV_SINK);
 	assert_non_null(s);
-	struct client *c = client_new(f, 0, 40004, TUN4, s->port);
-	client_connect(f, c);
-	client_send(f, c, F_ACK | F_PSH, "hello", 5);
+	struct nsc_client *c = nsc_client_dial(&f->net, 0, 40004, TUN4, s->port);
+	nsc_client_connect(&f->net, c);
+	nsc_client_send(&f->net, c, NSC_ACK | NSC_PSH, "hello", 5);
 	struct want_srv ws = { s, 5 };
-	assert_true(run_until(f, server_got, &ws, 2000));
-	client_send(f, c, F_ACK | F_RST, NULL, 0);
-	assert_true(run_until(f, server_closed_or_error, s, 3000));
+	assert_true(nsc_run_until(&f->net, server_got, &ws, 2000));
+	nsc_client_send(&f->net, c, NSC_ACK | NSC_RST, NULL, 0);
+	assert_true(nsc_run_until(&f->net, server_closed_or_error, s, 3000));
 	assert_true(s->error);
 	assert_int_equal(s->error_code, UV_ECONNRESET);
 	assert_int_equal(s->received, 5);
-	assert_true(run_until(f, relay_idle, f, 1000));
+	assert_true(nsc_run_until(&f->net, relay_idle, f, 1000));
 	struct records rs;
 	read_records(f, &rs);
 	assert_int_equal(rs.n, 1);
@@ -979,12 +715,12 @@ static void test_upstream_reset(void **state)
 	struct fixture *f = *state;
 	struct server *s = server_start(f, 0, SRV_RESET_ON_DATA);
 	assert_non_null(s);
-	struct client *c = client_new(f, 0, 40005, TUN4, s->port);
-	client_connect(f, c);
-	client_send(f, c, F_ACK | F_PSH, "boom", 4);
-	assert_true(run_until(f, has_rst, c, 3000));
+	struct nsc_client *c = nsc_client_dial(&f->net, 0, 40005, TUN4, s->port);
+	nsc_client_connect(&f->net, c);
+	nsc_client_send(&f->net, c, NSC_ACK | NSC_PSH, "boom", 4);
+	assert_true(nsc_run_until(&f->net, has_rst, c, 3000));
 	assert_int_equal(c->fins, 0);
-	assert_true(run_until(f, relay_idle, f, 1000));
+	assert_true(nsc_run_until(&f->net, relay_idle, f, 1000));
 	struct relay_stats st;
 	relay_get_stats(f->relay, &st);
 	assert_int_equal(st.upstream_resets, 1);
@@ -1020,11 +756,11 @@ static void test_connect_timeout(void **state)
 	usleep(50000);
 	assert_int_equal(policy_add_host_port(&f->policy, ntohs(sin.sin_port)), 0);
 
-	struct client *c = client_new(f, 0, 40006, TUN4, ntohs(sin.sin_port));
-	client_send(f, c, F_SYN, NULL, 0);
-	uint64_t t0 = now_ms();
-	assert_true(run_until(f, has_rst, c, 3000));
-	uint64_t took = now_ms() - t0;
+	struct nsc_client *c = nsc_client_dial(&f->net, 0, 40006, TUN4, ntohs(sin.sin_port));
+	nsc_client_send(&f->net, c, NSC_SYN, NULL, 0);
+	uint64_t t0 = nsc_now_ms();
+	assert_true(nsc_run_until(&f->net, has_rst, c, 3000));
+	uint64_t took = nsc_now_ms() - t0;
 	struct relay_stats st;
 	relay_get_stats(f->relay, &st);
 	for (int i = 0; i < 4; i++)
@@ -1048,14 +784,14 @@ static void test_shutdown(void **state)
 	struct fixture *f = *state;
 	struct server *s = server_start(f, 0, SRV_SINK);
 	assert_non_null(s);
-	struct client *c = client_new(f, 0, 40007, TUN4, s->port);
-	client_connect(f, c);
-	client_send(f, c, F_ACK | F_PSH, "x", 1);
+	struct nsc_client *c = nsc_client_dial(&f->net, 0, 40007, TUN4, s->port);
+	nsc_client_connect(&f->net, c);
+	nsc_client_send(&f->net, c, NSC_ACK | NSC_PSH, "x", 1);
 	struct want_srv ws = { s, 1 };
-	assert_true(run_until(f, server_got, &ws, 2000));
+	assert_true(nsc_run_until(&f->net, server_got, &ws, 2000));
 	relay_shutdown(f->relay);
-	assert_true(run_until(f, has_rst, c, 1000));
-	assert_true(run_until(f, server_error, s, 2000));
+	assert_true(nsc_run_until(&f->net, has_rst, c, 1000));
+	assert_true(nsc_run_until(&f->net, server_error, s, 2000));
 	struct relay_stats st;
 	relay_get_stats(f->relay, &st);
 	assert_int_equal(st.open, 0);
@@ -1065,9 +801,9 @@ static void test_shutdown(void **state)
 	assert_string_equal(rec_str(rs.r[0], "end_reason"), "shutdown");
 	free_records(&rs);
 	/* Later connections are refused. */
-	struct client *c2 = client_new(f, 0, 40008, TUN4, s->port);
-	client_send(f, c2, F_SYN, NULL, 0);
-	assert_true(run_until(f, has_rst, c2, 1000));
+	struct nsc_client *c2 = nsc_client_dial(&f->net, 0, 40008, TUN4, s->port);
+	nsc_client_send(&f->net, c2, NSC_SYN, NULL, 0);
+	assert_true(nsc_run_until(&f->net, has_rst, c2, 1000));
 	assert_int_equal(s->accepted, 1);
 }
 
@@ -1087,19 +823,19 @@ static void test_upstream_closed_while_client_sends(void **state)
 	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &sl), 0);
 	assert_int_equal(policy_add_host_port(&f->policy, ntohs(sin.sin_port)), 0);
 
-	struct client *c = client_new(f, 0, 40009, TUN4, ntohs(sin.sin_port));
-	client_connect(f, c);
+	struct nsc_client *c = nsc_client_dial(&f->net, 0, 40009, TUN4, ntohs(sin.sin_port));
+	nsc_client_connect(&f->net, c);
 	static const char first[] = "relay this, then hang up\n"; /* neither TLS nor HTTP */
-	client_send(f, c, F_ACK | F_PSH, first, strlen(first));
+	nsc_client_send(&f->net, c, NSC_ACK | NSC_PSH, first, strlen(first));
 	/* The server reads it all, so its close sends a FIN, not a reset. */
 	int afd = -1;
 	char buf[64];
 	size_t got = 0;
-	uint64_t end = now_ms() + 3000;
+	uint64_t end = nsc_now_ms() + 3000;
 	while (got < strlen(first)) {
-		assert_true(now_ms() < end);
+		assert_true(nsc_now_ms() < end);
 		uv_run(&f->loop, UV_RUN_NOWAIT);
-		pump(f);
+		nsc_pump(&f->net);
 		if (afd < 0)
 			afd = accept(lfd, NULL, NULL);
 		if (afd >= 0) {
@@ -1111,16 +847,16 @@ static void test_upstream_closed_while_client_sends(void **state)
 	}
 	assert_memory_equal(buf, first, strlen(first));
 	close(afd);
-	assert_true(run_until(f, has_fin, c, 3000)); /* the relay read the EOF */
+	assert_true(nsc_run_until(&f->net, nsc_got_fin, c, 3000)); /* the relay read the EOF */
 
 	/* Half-closed: the client may still send, the closed socket resets. */
 	for (int i = 0; i < 50 && c->rsts == 0; i++) {
-		client_send(f, c, F_ACK | F_PSH, "more", 4);
-		run_for(f, 20);
+		nsc_client_send(&f->net, c, NSC_ACK | NSC_PSH, "more", 4);
+		nsc_run_for(&f->net, 20);
 	}
 	close(lfd);
 	assert_true(c->rsts > 0);
-	assert_true(run_until(f, relay_idle, f, 1000));
+	assert_true(nsc_run_until(&f->net, relay_idle, f, 1000));
 	struct relay_stats st;
 	relay_get_stats(f->relay, &st);
 	assert_int_equal(st.upstream_resets, 1);

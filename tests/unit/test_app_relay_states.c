@@ -34,7 +34,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "inet_testutil.h"
+#include "netstack_client.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -61,15 +61,6 @@
 
 #define TUN4 "10.77.0.1"
 #define PEER4 "10.77.0.2"
-
-#define F_FIN 0x01
-#define F_SYN 0x02
-#define F_RST 0x04
-#define F_PSH 0x08
-#define F_ACK 0x10
-
-#define WSCALE_OURS 7
-#define WSCALE_LWIP 5
 
 #define SHORT_MS 300  /* the timers of the "stalled" column */
 #define LONG_MS 20000 /* the same timers in the other columns */
@@ -288,26 +279,6 @@ static int group_teardown(void **state)
 
 /* ---- the fixture ------------------------------------------------------------ */
 
-#define MAX_PKTS 4096
-#define PKT_MAX 1500
-
-struct client {
-	uint8_t src[4], dst[4];
-	uint16_t sport, dport;
-	uint32_t seq, una, ack, wnd;
-	bool established;
-	int rsts, fins;
-	bool fin_sent, rst_sent;
-	bool fin_back; /* answer a FIN with ours */
-	bool mute;     /* acknowledge nothing */
-	bool ack_due;
-	uint16_t adv;        /* the window we advertise (scaled by WSCALE_OURS); 0: 0xffff */
-	unsigned ack_gap_ms; /* acknowledge at most this often (a slow reader) */
-	uint64_t last_ack;
-	uint8_t *rx;
-	size_t rxlen, rxcap;
-};
-
 struct tcli {
 	SSL *ssl;
 	BIO *rb, *wb;
@@ -346,31 +317,19 @@ struct srv {
 
 struct fx {
 	uv_loop_t loop;
-	struct netstack *ns;
+	struct nsc net; /* the netstack and the client */
 	struct policy policy;
 	struct flowlog *log;
 	struct relay *relay;
 	struct passthru *pt;
 	char dir[64], path[128];
-	uint8_t (*pkts)[PKT_MAX];
-	size_t pktlen[MAX_PKTS];
-	size_t npkts;
-	struct client *cl;
+	struct nsc_client *cl;
 	struct tcli *tc;
 	struct srv *srv;
 	int accepts;
 	int lfd, fill[4]; /* the dial row's listener that never answers */
 	uint16_t dport;
 };
-
-static void on_output(void *ctx, const uint8_t *pkt, size_t len)
-{
-	struct fx *f = ctx;
-	if (f->npkts == MAX_PKTS || len > PKT_MAX)
-		return;
-	memcpy(f->pkts[f->npkts], pkt, len);
-	f->pktlen[f->npkts++] = len;
-}
 
 static int on_accept(void *ctx, struct netstack_tcp *conn, const struct sockaddr *client,
 		     const struct sockaddr *dest)
@@ -389,153 +348,19 @@ static const char *peer_name(void *ctx, const struct sockaddr *client)
 
 /* ---- the client's TCP --------------------------------------------------------- */
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static size_t build_seg(uint8_t *pkt, const struct client *c, uint8_t flags, const uint8_t *opt,
-			size_t optlen, const void *data, size_t len)
-{
-	size_t thl = 20 + optlen, ulen = thl + len;
-	memset(pkt, 0, 20 + thl);
-	pkt[0] = 0x45;
-	put16(pkt + 2, (uint16_t)(20 + ulen));
-	pkt[8] = 64;
-	pkt[9] = 6;
-	memcpy(pkt + 12, c->src, 4);
-	memcpy(pkt + 16, c->dst, 4);
-	put16(pkt + 10, fold(sum16(0, pkt, 20)));
-	uint8_t *t = pkt + 20;
-	put16(t, c->sport);
-	put16(t + 2, c->dport);
-	put32(t + 4, c->seq);
-	put32(t + 8, (flags & F_ACK) ? c->ack : 0);
-	t[12] = (uint8_t)((thl / 4) << 4);
-	t[13] = flags;
-	put16(t + 14, c->adv ? c->adv : 0xffff);
-	if (optlen)
-		memcpy(t + 20, opt, optlen);
-	if (len)
-		memcpy(t + thl, data, len);
-	uint32_t acc = sum16(sum16(0, c->src, 4), c->dst, 4);
-	uint8_t ph[4] = { 0, 6, (uint8_t)(ulen >> 8), (uint8_t)ulen };
-	acc = sum16(acc, ph, 4);
-	put16(t + 16, fold(sum16(acc, t, ulen)));
-	return 20 + ulen;
-}
-
-static void client_send(struct fx *f, uint8_t flags, const void *data, size_t len)
-{
-	struct client *c = f->cl;
-	uint8_t pkt[PKT_MAX + 100];
-	static const uint8_t syn_opt[8] = { 2, 4, 0x05, 0x64, 1, 3, 3, WSCALE_OURS };
-	bool syn = flags & F_SYN;
-	size_t n = build_seg(pkt, c, flags, syn ? syn_opt : NULL, syn ? sizeof(syn_opt) : 0, data,
-			     len);
-	c->seq += (uint32_t)len + ((flags & (F_SYN | F_FIN)) ? 1 : 0);
-	netstack_input(f->ns, pkt, n);
-}
-
 /* Bytes from the client, in segments (all small: no window to wait for). */
 static void client_data(struct fx *f, const void *data, size_t len)
 {
 	const uint8_t *p = data;
-	struct client *c = f->cl;
+	struct nsc_client *c = f->cl;
 	if (c->fin_sent || c->rst_sent)
 		return;
 	while (len > 0) {
-		size_t k = len > 1380 ? 1380 : len;
-		client_send(f, F_ACK | F_PSH, p, k);
+		size_t k = len > NSC_MSS ? NSC_MSS : len;
+		nsc_client_send(&f->net, c, NSC_ACK | NSC_PSH, p, k);
 		p += k;
 		len -= k;
 	}
-}
-
-static void client_fin(struct fx *f)
-{
-	if (f->cl->fin_sent || f->cl->rst_sent)
-		return;
-	f->cl->fin_sent = true;
-	client_send(f, F_ACK | F_FIN, NULL, 0);
-}
-
-static void client_rst(struct fx *f)
-{
-	if (f->cl->rst_sent)
-		return;
-	f->cl->rst_sent = true;
-	client_send(f, F_ACK | F_RST, NULL, 0);
-}
-
-/* What the netstack emitted: SYN|ACK, data in order, FIN, RST. */
-static void pump(struct fx *f)
-{
-	struct client *c = f->cl;
-	for (size_t i = 0; i < f->npkts; i++) {
-		const uint8_t *p = f->pkts[i];
-		size_t len = f->pktlen[i];
-		size_t hl = (size_t)(p[0] & 15) * 4;
-		if (p[9] != 6 || !c)
-			continue;
-		const uint8_t *t = p + hl;
-		if (get16(t + 2) != c->sport)
-			continue;
-		uint32_t seq = get32(t + 4), ack = get32(t + 8);
-		uint8_t flags = t[13];
-		size_t thl = (size_t)(t[12] >> 4) * 4;
-		const uint8_t *data = t + thl;
-		size_t dlen = len - hl - thl;
-		if (c->mute || c->rst_sent)
-			continue; /* a silent client hears nothing either */
-		if (flags & F_RST) {
-			c->rsts++;
-			continue;
-		}
-		if (flags & F_SYN) {
-			c->ack = seq + 1;
-			c->una = ack;
-			c->wnd = get16(t + 14);
-			c->ack_due = true;
-			continue;
-		}
-		if (flags & F_ACK) {
-			if ((int32_t)(ack - c->una) > 0)
-				c->una = ack;
-			c->wnd = (uint32_t)get16(t + 14) << WSCALE_LWIP;
-		}
-		if (dlen > 0 && seq == c->ack) {
-			if (c->rxlen + dlen > c->rxcap) {
-				c->rxcap = (c->rxlen + dlen) * 2;
-				c->rx = realloc(c->rx, c->rxcap);
-			}
-			memcpy(c->rx + c->rxlen, data, dlen);
-			c->rxlen += dlen;
-			c->ack += (uint32_t)dlen;
-			c->ack_due = true;
-		} else if (dlen > 0) {
-			c->ack_due = true;
-		}
-		if ((flags & F_FIN) && seq + dlen == c->ack) {
-			c->fins++;
-			c->ack++;
-			c->ack_due = true;
-		}
-	}
-	f->npkts = 0;
-	if (!c || c->mute || c->rst_sent || c->rsts)
-		return;
-	if (c->ack_due &&
-	    (c->ack_gap_ms == 0 || !c->established || now_ms() - c->last_ack >= c->ack_gap_ms)) {
-		c->ack_due = false;
-		c->last_ack = now_ms();
-		client_send(f, F_ACK, NULL, 0);
-		c->established = true;
-	}
-	if (c->fin_back && c->fins > 0 && !c->fin_sent)
-		client_fin(f);
 }
 
 /* ---- the client's TLS ------------------------------------------------------- */
@@ -655,7 +480,7 @@ static void tcli_flush(struct fx *f)
 static void tcli_step(struct fx *f)
 {
 	struct tcli *t = f->tc;
-	struct client *c = f->cl;
+	struct nsc_client *c = f->cl;
 	if (!t || t->hold || c->rst_sent || c->mute)
 		return;
 	if (c->rxlen > t->rx_used) {
@@ -914,19 +739,19 @@ static struct srv *srv_start(struct fx *f, enum srv_kind kind)
 static void step(struct fx *f)
 {
 	uv_run(&f->loop, UV_RUN_NOWAIT);
-	pump(f);
+	nsc_pump(&f->net);
 	tcli_step(f);
-	pump(f);
+	nsc_pump(&f->net);
 }
 
 static bool run_until(struct fx *f, bool (*cond)(struct fx *), unsigned ms)
 {
-	uint64_t end = now_ms() + ms;
+	uint64_t end = nsc_now_ms() + ms;
 	for (;;) {
 		step(f);
 		if (cond(f))
 			return true;
-		if (now_ms() > end)
+		if (nsc_now_ms() > end)
 			return false;
 		usleep(200);
 	}
@@ -934,8 +759,8 @@ static bool run_until(struct fx *f, bool (*cond)(struct fx *), unsigned ms)
 
 static void run_for(struct fx *f, unsigned ms)
 {
-	uint64_t end = now_ms() + ms;
-	while (now_ms() < end) {
+	uint64_t end = nsc_now_ms() + ms;
+	while (nsc_now_ms() < end) {
 		step(f);
 		usleep(200);
 	}
@@ -1007,8 +832,8 @@ static bool ended(struct fx *f)
 	struct relay_stats rs;
 	struct netstack_stats ns;
 	relay_get_stats(f->relay, &rs);
-	netstack_get_stats(f->ns, &ns);
-	struct client *c = f->cl;
+	netstack_get_stats(f->net.ns, &ns);
+	struct nsc_client *c = f->cl;
 	return rs.open == 0 && ns.tcp_active == 0 &&
 	       (c->fins > 0 || c->rsts > 0 || c->rst_sent || c->mute);
 }
@@ -1025,7 +850,6 @@ struct cell {
 static struct fx *fx_new(enum row r, enum col k)
 {
 	struct fx *f = calloc(1, sizeof(*f));
-	f->pkts = malloc(sizeof(*f->pkts) * MAX_PKTS);
 	f->lfd = -1;
 	for (int i = 0; i < 4; i++)
 		f->fill[i] = -1;
@@ -1039,12 +863,14 @@ static struct fx *fx_new(enum row r, enum col k)
 	assert_int_equal(addrpool_parse4("10.77.0.0/24", &pool.net4, &pool.prefix4), 0);
 	assert_int_equal(addrpool_parse6("fd77::/64", &pool.net6, &pool.prefix6), 0);
 	policy_init(&f->policy, &pool);
-	struct netstack_config nc = { .mtu = 1420, .keepalive_idle_s = 1 };
-	nc.addr4 = f->policy.addr4;
-	nc.addr6 = f->policy.addr6;
-	struct netstack_ops ops = { .output = on_output, .tcp_accept = on_accept };
-	f->ns = netstack_new(&f->loop, &nc, &ops, f);
-	assert_non_null(f->ns);
+	struct nsc_config nc = { .net = { .mtu = 1420,
+					  .keepalive_idle_s = 1,
+					  .addr4 = f->policy.addr4,
+					  .addr6 = f->policy.addr6 },
+				 .peer4 = PEER4,
+				 .tcp_accept = on_accept,
+				 .tcp_accept_ctx = f };
+	nsc_init(&f->net, &f->loop, &nc);
 
 	f->pt = passthru_new(3600);
 	assert_non_null(f->pt);
@@ -1068,14 +894,8 @@ static struct fx *fx_new(enum row r, enum col k)
 	f->relay = relay_new(&f->loop, &rc);
 	assert_non_null(f->relay);
 
-	struct client *c = calloc(1, sizeof(*c));
-	assert_int_equal(inet_pton(AF_INET, PEER4, c->src), 1);
-	assert_int_equal(inet_pton(AF_INET, TUN4, c->dst), 1);
-	c->sport = 40000;
-	c->seq = 1000u * c->sport;
-	c->una = c->seq;
-	c->fin_back = !row_half_up(r);
-	f->cl = c;
+	f->cl = nsc_client_dial(&f->net, false, 40000, TUN4, 0); /* the port: connect_client */
+	f->cl->fin_back = !row_half_up(r);
 	return f;
 }
 
@@ -1091,7 +911,7 @@ static void fx_free(struct fx *f)
 	if (!f)
 		return;
 	relay_free(f->relay);
-	netstack_free(f->ns);
+	nsc_free(&f->net);
 	uv_run(&f->loop, UV_RUN_NOWAIT);
 	uv_walk(&f->loop, walk_close, NULL);
 	uv_run(&f->loop, UV_RUN_DEFAULT);
@@ -1112,9 +932,6 @@ static void fx_free(struct fx *f)
 		free(f->srv);
 	}
 	tcli_free(f->tc);
-	free(f->cl->rx);
-	free(f->cl);
-	free(f->pkts);
 	free(f);
 }
 
@@ -1147,7 +964,7 @@ static void dial_blackhole(struct fx *f)
 static void connect_client(struct fx *f)
 {
 	f->cl->dport = f->dport;
-	client_send(f, F_SYN, NULL, 0);
+	nsc_client_send(&f->net, f->cl, NSC_SYN, NULL, 0);
 	assert_true(run_until(f, is_established, 2000));
 }
 
@@ -1193,7 +1010,7 @@ static void reach(struct fx *f, enum row r)
 		client_data(f, "hello raw\n", 10);
 		assert_true(run_until(f, raw_answered, 2000));
 		if (r == R_RAW_HALF_C) {
-			client_fin(f);
+			nsc_client_fin(&f->net, f->cl);
 			assert_true(run_until(f, srv_eof, 2000));
 		} else if (r == R_RAW_HALF_U) {
 			srv_fin(f->srv);
@@ -1252,7 +1069,7 @@ static void reach(struct fx *f, enum row r)
 		tcli_new(f, "www.test", ALPN_H1, strlen(ALPN_H1), HTTP_GET, false);
 		assert_true(run_until(f, tls_answered, 3000));
 		if (r == R_TLS_HALF_C) {
-			client_fin(f); /* a bare FIN, as many clients do */
+			nsc_client_fin(&f->net, f->cl); /* a bare FIN, as many clients do */
 			assert_true(run_until(f, srv_eof, 2000));
 		} else if (r == R_TLS_HALF_U) {
 			srv_fin(s);
@@ -1274,7 +1091,7 @@ static bool silence(struct fx *f)
 	if (f->tc)
 		f->tc->hold = true;
 	for (int i = 0; i < 400; i++) {
-		netstack__test_tcp_ticks(f->ns, 10);
+		netstack__test_tcp_ticks(f->net.ns, 10);
 		step(f);
 		if (ended(f))
 			return true;
@@ -1286,10 +1103,10 @@ static void event(struct fx *f, enum row r, enum col k)
 {
 	switch (k) {
 	case C_CLIENT_FIN:
-		client_fin(f);
+		nsc_client_fin(&f->net, f->cl);
 		break;
 	case C_CLIENT_RST:
-		client_rst(f);
+		nsc_client_rst(&f->net, f->cl);
 		break;
 	case C_UP_FIN:
 		srv_fin(f->srv);
@@ -1390,7 +1207,7 @@ static void test_cell(void **state)
 		 * (the echo brings them back), and the stream goes on. */
 		assert_true(run_until(f, sniff_relayed, 3000));
 		assert_memory_equal(f->cl->rx, "\x16\x03\x01\x00\x40\x01", 6);
-		client_fin(f);
+		nsc_client_fin(&f->net, f->cl);
 		over = run_until(f, ended, 3000);
 	} else {
 		over = run_until(f, ended, 3000);
@@ -1399,7 +1216,7 @@ static void test_cell(void **state)
 		struct relay_stats rs;
 		struct netstack_stats ns;
 		relay_get_stats(f->relay, &rs);
-		netstack_get_stats(f->ns, &ns);
+		netstack_get_stats(f->net.ns, &ns);
 		print_error("%s × %s did not end: relay open %llu, netstack connections %llu, the "
 			    "client got %d FIN %d RST\n",
 			    row_name[r], col_name[k], (unsigned long long)rs.open,
@@ -1483,13 +1300,13 @@ static void test_half_close_slow_drain(void **state)
 	s->greet = malloc(DRAIN);
 	for (size_t i = 0; i < DRAIN; i++)
 		s->greet[i] = (uint8_t)(i * 7 + 3);
-	f->cl->adv = (16 * 1024) >> WSCALE_OURS;
+	f->cl->adv = (16 * 1024) >> NSC_WSCALE_OURS;
 	f->cl->ack_gap_ms = 100;
 	f->cl->fin_back = true; /* once it has everything */
 	connect_client(f);
-	uint64_t t0 = now_ms();
+	uint64_t t0 = nsc_now_ms();
 	assert_true(run_until(f, drained, 10000));
-	assert_true(now_ms() - t0 > 3 * SHORT_MS); /* it was slow indeed */
+	assert_true(nsc_now_ms() - t0 > 3 * SHORT_MS); /* it was slow indeed */
 	assert_int_equal(f->cl->rxlen, DRAIN);
 	assert_memory_equal(f->cl->rx, s->greet, DRAIN);
 	size_t n_http;
@@ -1512,7 +1329,7 @@ static void test_grpc_exp(void **state)
 	tcli_new(f, "www.test", alpn, sizeof(alpn) - 1, NULL, true);
 	assert_true(run_until(f, h2_done, 3000));
 	assert_int_equal(f->tc->h2_status, 200);
-	client_fin(f);
+	nsc_client_fin(&f->net, f->cl);
 	assert_true(run_until(f, ended, 3000));
 
 	struct records rs = { 0 };

@@ -1,6 +1,6 @@
 /* Content-Encoding decoding: each coding, lists, truncated and invalid
- * input, the cap. The encoded bodies are made here with each library's
- * encoder. */
+ * input, the cap. The encoded bodies are made with each library's encoder
+ * (flows_testutil.h). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,55 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <brotli/encode.h>
-#include <zlib.h>
-#include <zstd.h>
-
 #include "flows/decode.h"
-
-struct buf {
-	uint8_t *p;
-	size_t len;
-};
-
-/* wbits: 15 + 16 gzip, 15 zlib, -15 raw deflate. */
-static struct buf zlib_enc(const void *in, size_t len, int wbits)
-{
-	z_stream zs = { 0 };
-	assert_int_equal(deflateInit2(&zs, 6, Z_DEFLATED, wbits, 8, Z_DEFAULT_STRATEGY), Z_OK);
-	struct buf b = { malloc(deflateBound(&zs, len) + 32), 0 };
-	zs.next_in = (Bytef *)in;
-	zs.avail_in = (uInt)len;
-	zs.next_out = b.p;
-	zs.avail_out = (uInt)deflateBound(&zs, len) + 32;
-	assert_int_equal(deflate(&zs, Z_FINISH), Z_STREAM_END);
-	b.len = zs.total_out;
-	deflateEnd(&zs);
-	return b;
-}
-
-static struct buf br_enc(const void *in, size_t len)
-{
-	size_t n = BrotliEncoderMaxCompressedSize(len) + 16;
-	struct buf b = { malloc(n), n };
-	assert_true(BrotliEncoderCompress(5, BROTLI_DEFAULT_WINDOW, BROTLI_MODE_GENERIC, len, in,
-					  &b.len, b.p));
-	return b;
-}
-
-static struct buf zstd_enc(const void *in, size_t len)
-{
-	size_t n = ZSTD_compressBound(len);
-	struct buf b = { malloc(n), 0 };
-	b.len = ZSTD_compress(b.p, n, in, len, 3);
-	assert_false(ZSTD_isError(b.len));
-	return b;
-}
+#include "tests/unit/flows_testutil.h"
 
 static const char TEXT[] = "<html><body>Hello, decoded world! Hello, decoded world!</body></html>";
 #define TEXT_LEN (sizeof(TEXT) - 1)
 
-static void expect(const char *enc, struct buf in, size_t cap, enum decode_status want,
+static void expect(const char *enc, struct flows_test_buf in, size_t cap, enum decode_status want,
 		   const void *text, size_t text_len)
 {
 	uint8_t *out;
@@ -78,7 +36,7 @@ static void expect(const char *enc, struct buf in, size_t cap, enum decode_statu
 static void test_codings(void **ctx)
 {
 	(void)ctx;
-	struct buf raw = { (uint8_t *)TEXT, TEXT_LEN };
+	struct flows_test_buf raw = { (uint8_t *)TEXT, TEXT_LEN };
 	expect(NULL, raw, DECODE_DEFAULT_CAP, DECODE_COMPLETE, TEXT, TEXT_LEN);
 	expect("", raw, DECODE_DEFAULT_CAP, DECODE_COMPLETE, TEXT, TEXT_LEN);
 	expect(" Identity ,", raw, DECODE_DEFAULT_CAP, DECODE_COMPLETE, TEXT, TEXT_LEN);
@@ -87,23 +45,23 @@ static void test_codings(void **ctx)
 	assert_false(decode_is_identity("gzip"));
 	assert_false(decode_is_identity("compress"));
 
-	struct buf gz = zlib_enc(TEXT, TEXT_LEN, 15 + 16);
+	struct flows_test_buf gz = flows_test_zlib(TEXT, TEXT_LEN, 15 + 16);
 	expect("gzip", gz, DECODE_DEFAULT_CAP, DECODE_COMPLETE, TEXT, TEXT_LEN);
 	expect("x-gzip", gz, DECODE_DEFAULT_CAP, DECODE_COMPLETE, TEXT, TEXT_LEN);
 	expect("GZip", gz, DECODE_DEFAULT_CAP, DECODE_COMPLETE, TEXT, TEXT_LEN);
 
-	struct buf zl = zlib_enc(TEXT, TEXT_LEN, 15);
+	struct flows_test_buf zl = flows_test_zlib(TEXT, TEXT_LEN, 15);
 	expect("deflate", zl, DECODE_DEFAULT_CAP, DECODE_COMPLETE, TEXT, TEXT_LEN);
-	struct buf rawdef = zlib_enc(TEXT, TEXT_LEN, -15);
+	struct flows_test_buf rawdef = flows_test_zlib(TEXT, TEXT_LEN, -15);
 	expect("deflate", rawdef, DECODE_DEFAULT_CAP, DECODE_COMPLETE, TEXT, TEXT_LEN);
 
-	struct buf br = br_enc(TEXT, TEXT_LEN);
+	struct flows_test_buf br = flows_test_brotli(TEXT, TEXT_LEN);
 	expect("br", br, DECODE_DEFAULT_CAP, DECODE_COMPLETE, TEXT, TEXT_LEN);
-	struct buf zs = zstd_enc(TEXT, TEXT_LEN);
+	struct flows_test_buf zs = flows_test_zstd(TEXT, TEXT_LEN);
 	expect("zstd", zs, DECODE_DEFAULT_CAP, DECODE_COMPLETE, TEXT, TEXT_LEN);
 
 	/* Two gzip members are one body; bytes after a stream are ignored. */
-	struct buf two = { malloc(gz.len * 2 + 3), gz.len * 2 };
+	struct flows_test_buf two = { malloc(gz.len * 2 + 3), gz.len * 2 };
 	memcpy(two.p, gz.p, gz.len);
 	memcpy(two.p + gz.len, gz.p, gz.len);
 	uint8_t *out;
@@ -118,7 +76,7 @@ static void test_codings(void **ctx)
 	free(two.p);
 
 	/* Empty bodies decode to nothing, whatever the (known) coding. */
-	struct buf empty = { NULL, 0 };
+	struct flows_test_buf empty = { NULL, 0 };
 	expect("gzip", empty, DECODE_DEFAULT_CAP, DECODE_COMPLETE, "", 0);
 	expect("br, zstd", empty, DECODE_DEFAULT_CAP, DECODE_COMPLETE, "", 0);
 	expect(NULL, empty, DECODE_DEFAULT_CAP, DECODE_COMPLETE, "", 0);
@@ -134,8 +92,8 @@ static void test_lists(void **ctx)
 {
 	(void)ctx;
 	/* "gzip, br": gzip applied first, so br is undone first. */
-	struct buf gz = zlib_enc(TEXT, TEXT_LEN, 15 + 16);
-	struct buf brgz = br_enc(gz.p, gz.len);
+	struct flows_test_buf gz = flows_test_zlib(TEXT, TEXT_LEN, 15 + 16);
+	struct flows_test_buf brgz = flows_test_brotli(gz.p, gz.len);
 	expect("gzip, br", brgz, DECODE_DEFAULT_CAP, DECODE_COMPLETE, TEXT, TEXT_LEN);
 	expect("gzip,identity,,\tbr ", brgz, DECODE_DEFAULT_CAP, DECODE_COMPLETE, TEXT, TEXT_LEN);
 	/* The other order: br's output is no gzip. */
@@ -145,11 +103,11 @@ static void test_lists(void **ctx)
 			 DECODE_ERROR);
 	free(out);
 
-	struct buf zs = zstd_enc(brgz.p, brgz.len);
+	struct flows_test_buf zs = flows_test_zstd(brgz.p, brgz.len);
 	expect("gzip, br, zstd", zs, DECODE_DEFAULT_CAP, DECODE_COMPLETE, TEXT, TEXT_LEN);
 
 	/* Unknown codings and over-long lists are not decoded at all. */
-	struct buf raw = { (uint8_t *)TEXT, TEXT_LEN };
+	struct flows_test_buf raw = { (uint8_t *)TEXT, TEXT_LEN };
 	expect("compress", raw, DECODE_DEFAULT_CAP, DECODE_UNKNOWN, "", 0);
 	expect("gzip, x-unknown", gz, DECODE_DEFAULT_CAP, DECODE_UNKNOWN, "", 0);
 	expect("gzipx", gz, DECODE_DEFAULT_CAP, DECODE_UNKNOWN, "", 0);
@@ -158,10 +116,10 @@ static void test_lists(void **ctx)
 	expect("gzip,gzip,gzip,gzip,gzip,gzip,gzip,gzip,gzip", gz, DECODE_DEFAULT_CAP,
 	       DECODE_UNKNOWN, "", 0);
 	/* Eight gzip layers are the most. */
-	struct buf layers = { malloc(gz.len), gz.len };
+	struct flows_test_buf layers = { malloc(gz.len), gz.len };
 	memcpy(layers.p, gz.p, gz.len);
 	for (int i = 1; i < DECODE_MAX_CODINGS; i++) {
-		struct buf next = zlib_enc(layers.p, layers.len, 15 + 16);
+		struct flows_test_buf next = flows_test_zlib(layers.p, layers.len, 15 + 16);
 		free(layers.p);
 		layers = next;
 	}
@@ -185,8 +143,9 @@ static void test_truncated(void **ctx)
 		x = x * 1103515245 + 12345;
 		big[i] = (char)('a' + (x >> 16) % 26);
 	}
-	struct buf enc[4] = { zlib_enc(big, n, 15 + 16), zlib_enc(big, n, 15), br_enc(big, n),
-			      zstd_enc(big, n) };
+	struct flows_test_buf enc[4] = { flows_test_zlib(big, n, 15 + 16),
+					 flows_test_zlib(big, n, 15), flows_test_brotli(big, n),
+					 flows_test_zstd(big, n) };
 	const char *names[4] = { "gzip", "deflate", "br", "zstd" };
 	for (int i = 0; i < 4; i++) {
 		uint8_t *out;
@@ -214,7 +173,8 @@ static void test_cap(void **ctx)
 	/* A zip bomb: 64 MiB of zeros in about 64 KiB. */
 	size_t n = 64u << 20;
 	uint8_t *zeros = calloc(1, n);
-	struct buf enc[3] = { zlib_enc(zeros, n, 15 + 16), br_enc(zeros, n), zstd_enc(zeros, n) };
+	struct flows_test_buf enc[3] = { flows_test_zlib(zeros, n, 15 + 16),
+					 flows_test_brotli(zeros, n), flows_test_zstd(zeros, n) };
 	const char *names[3] = { "gzip", "br", "zstd" };
 	for (int i = 0; i < 3; i++) {
 		assert_true(enc[i].len < 1u << 20);
@@ -231,14 +191,14 @@ static void test_cap(void **ctx)
 	free(zeros);
 
 	/* A cap of exactly the body's size is enough; one less is not. */
-	struct buf gz = zlib_enc(TEXT, TEXT_LEN, 15 + 16);
+	struct flows_test_buf gz = flows_test_zlib(TEXT, TEXT_LEN, 15 + 16);
 	expect("gzip", gz, TEXT_LEN, DECODE_COMPLETE, TEXT, TEXT_LEN);
 	expect("gzip", gz, TEXT_LEN - 1, DECODE_CAPPED, TEXT, TEXT_LEN - 1);
 	expect("gzip", gz, 0, DECODE_CAPPED, "", 0);
-	struct buf raw = { (uint8_t *)TEXT, TEXT_LEN };
+	struct flows_test_buf raw = { (uint8_t *)TEXT, TEXT_LEN };
 	expect(NULL, raw, 5, DECODE_CAPPED, TEXT, 5);
 	/* The cap holds for each stage of a list. */
-	struct buf brgz = br_enc(gz.p, gz.len);
+	struct flows_test_buf brgz = flows_test_brotli(gz.p, gz.len);
 	assert_true(gz.len - 1 < TEXT_LEN);
 	expect("gzip, br", brgz, gz.len - 1, DECODE_CAPPED, TEXT, gz.len - 1);
 	free(gz.p);
@@ -251,7 +211,7 @@ static void test_garbage(void **ctx)
 	uint8_t junk[256];
 	for (size_t i = 0; i < sizeof(junk); i++)
 		junk[i] = (uint8_t)(i * 151 + 17);
-	struct buf b = { junk, sizeof(junk) };
+	struct flows_test_buf b = { junk, sizeof(junk) };
 	const char *names[] = { "gzip", "deflate", "br", "zstd" };
 	for (size_t i = 0; i < 4; i++) {
 		uint8_t *out;
@@ -263,12 +223,12 @@ static void test_garbage(void **ctx)
 		free(out);
 	}
 	/* Invalid data after a good start: what decoded before it is kept. */
-	struct buf gz = zlib_enc(TEXT, TEXT_LEN, 15 + 16);
-	struct buf zs = zstd_enc(TEXT, TEXT_LEN);
+	struct flows_test_buf gz = flows_test_zlib(TEXT, TEXT_LEN, 15 + 16);
+	struct flows_test_buf zs = flows_test_zstd(TEXT, TEXT_LEN);
 	uint8_t *bad = malloc(zs.len + 8);
 	memcpy(bad, zs.p, zs.len);
 	memcpy(bad + zs.len, "garbage!", 8);
-	struct buf zb = { bad, zs.len + 8 };
+	struct flows_test_buf zb = { bad, zs.len + 8 };
 	expect("zstd", zb, DECODE_DEFAULT_CAP, DECODE_ERROR, TEXT, TEXT_LEN);
 	free(bad);
 	/* A gzip trailer with a wrong CRC. */

@@ -2,8 +2,8 @@
  * their columns), and both back ends over one table of records: every
  * expression is matched against each record's struct flow_fields and run
  * as SQL over an in-memory store filled the way schema.h says
- * (flows_testutil.h), and both must give the expected set. The compressed bodies are made here
- * with each library's encoder. */
+ * (flows_testutil.h), and both must give the expected set. The compressed
+ * bodies are made with each library's encoder (flows_testutil.h too). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,10 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <brotli/encode.h>
 #include <sodium.h>
-#include <zlib.h>
-#include <zstd.h>
 
 #include "flows/fields.h"
 #include "flows/filter.h"
@@ -26,65 +23,26 @@
 
 /* ---- bodies -------------------------------------------------------------- */
 
-struct buf {
-	uint8_t *p;
-	size_t len;
-};
-
-static struct buf zlib_enc(const void *in, size_t len, int wbits)
-{
-	z_stream zs = { 0 };
-	assert_int_equal(deflateInit2(&zs, 6, Z_DEFLATED, wbits, 8, Z_DEFAULT_STRATEGY), Z_OK);
-	size_t cap = deflateBound(&zs, len) + 32;
-	struct buf b = { malloc(cap), 0 };
-	zs.next_in = (Bytef *)in;
-	zs.avail_in = (uInt)len;
-	zs.next_out = b.p;
-	zs.avail_out = (uInt)cap;
-	assert_int_equal(deflate(&zs, Z_FINISH), Z_STREAM_END);
-	b.len = zs.total_out;
-	deflateEnd(&zs);
-	return b;
-}
-
-static struct buf br_enc(const void *in, size_t len)
-{
-	size_t n = BrotliEncoderMaxCompressedSize(len) + 16;
-	struct buf b = { malloc(n), n };
-	assert_true(BrotliEncoderCompress(5, BROTLI_DEFAULT_WINDOW, BROTLI_MODE_GENERIC, len, in,
-					  &b.len, b.p));
-	return b;
-}
-
-static struct buf zstd_enc(const void *in, size_t len)
-{
-	size_t n = ZSTD_compressBound(len);
-	struct buf b = { malloc(n), 0 };
-	b.len = ZSTD_compress(b.p, n, in, len, 3);
-	assert_false(ZSTD_isError(b.len));
-	return b;
-}
-
 /* `text` coded as `how`: "gzip", "deflate", "br", "zstd", "gzip, br". */
-static struct buf encode(const char *how, const char *text)
+static struct flows_test_buf encode(const char *how, const char *text)
 {
 	size_t n = strlen(text);
 	if (strcmp(how, "gzip") == 0)
-		return zlib_enc(text, n, 15 + 16);
+		return flows_test_zlib(text, n, 15 + 16);
 	if (strcmp(how, "deflate") == 0)
-		return zlib_enc(text, n, 15);
+		return flows_test_zlib(text, n, 15);
 	if (strcmp(how, "br") == 0)
-		return br_enc(text, n);
+		return flows_test_brotli(text, n);
 	if (strcmp(how, "zstd") == 0)
-		return zstd_enc(text, n);
+		return flows_test_zstd(text, n);
 	assert_string_equal(how, "gzip, br");
-	struct buf gz = zlib_enc(text, n, 15 + 16);
-	struct buf b = br_enc(gz.p, gz.len);
+	struct flows_test_buf gz = flows_test_zlib(text, n, 15 + 16);
+	struct flows_test_buf b = flows_test_brotli(gz.p, gz.len);
 	free(gz.p);
 	return b;
 }
 
-static json_t *body_json(struct buf b, bool truncated)
+static json_t *body_json(struct flows_test_buf b, bool truncated)
 {
 	size_t n = sodium_base64_ENCODED_LEN(b.len, sodium_base64_VARIANT_ORIGINAL);
 	char *b64 = malloc(n);
@@ -306,7 +264,7 @@ static int setup(void **ctx)
 		records[i] = load(json);
 		free(json);
 		if (RECORDS[i].coding) {
-			struct buf b = encode(RECORDS[i].coding, RECORDS[i].plain);
+			struct flows_test_buf b = encode(RECORDS[i].coding, RECORDS[i].plain);
 			if (RECORDS[i].cut)
 				b.len /= 2;
 			json_object_set_new(json_object_get(records[i], "response"), "body",
@@ -808,9 +766,9 @@ static void test_sql_shape(void **ctx)
 	assert_int_equal(filter_to_sql(f, &s), 0);
 	assert_string_equal(s.where, "(flows.status = ?1 AND flows.host = ?2)");
 	assert_int_equal(s.nparams, 2);
-	assert_int_equal(s.params[0].type, FILTER_PARAM_INT);
-	assert_int_equal(s.params[0].value, 404);
-	assert_int_equal(s.params[1].type, FILTER_PARAM_TEXT);
+	assert_int_equal(s.params[0].type, FLOWS_PARAM_INT);
+	assert_int_equal(s.params[0].i, 404);
+	assert_int_equal(s.params[1].type, FLOWS_PARAM_TEXT);
 	assert_string_equal(s.params[1].text, "example.com");
 	/* The host equality answers better than the trigram index. */
 	assert_int_equal(s.fts_param, 0);

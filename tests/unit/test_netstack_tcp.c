@@ -50,25 +50,10 @@ static uint32_t pseudo(int v6, const uint8_t *src, const uint8_t *dst, size_t ul
 static size_t build_ip(uint8_t *pkt, int v6, const char *src, const char *dst, uint8_t proto,
 		       size_t ulen)
 {
-	if (v6) {
-		memset(pkt, 0, 40);
-		pkt[0] = 0x60;
-		put16(pkt + 4, (uint16_t)ulen);
-		pkt[6] = proto;
-		pkt[7] = 64;
-		assert_int_equal(inet_pton(AF_INET6, src, pkt + 8), 1);
-		assert_int_equal(inet_pton(AF_INET6, dst, pkt + 24), 1);
-		return 40;
-	}
-	memset(pkt, 0, 20);
-	pkt[0] = 0x45;
-	put16(pkt + 2, (uint16_t)(20 + ulen));
-	pkt[8] = 64;
-	pkt[9] = proto;
-	assert_int_equal(inet_pton(AF_INET, src, pkt + 12), 1);
-	assert_int_equal(inet_pton(AF_INET, dst, pkt + 16), 1);
-	put16(pkt + 10, fold(sum16(0, pkt, 20)));
-	return 20;
+	uint8_t s[16], d[16];
+	assert_int_equal(inet_pton(v6 ? AF_INET6 : AF_INET, src, s), 1);
+	assert_int_equal(inet_pton(v6 ? AF_INET6 : AF_INET, dst, d), 1);
+	return inet_ip_header(pkt, v6, s, d, proto, ulen);
 }
 
 /* ---- A raw TCP client ------------------------------------------------------ */
