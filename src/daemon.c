@@ -151,11 +151,26 @@ static void on_sigchld(uv_signal_t *s, int signum)
 	}
 }
 
+/* A wrapped command's records say so, and which command it was. */
+static void decorate_wrap(void *ctx, json_t *record)
+{
+	const struct daemon_wrap *w = ctx;
+	const char *peer = json_string_value(json_object_get(record, "peer"));
+	if (!peer || strcmp(peer, w->name) != 0)
+		return;
+	json_object_set_new(record, "via", json_string("wrap"));
+	json_t *cmd = json_array();
+	for (char **a = w->argv; a && *a; a++)
+		json_array_append_new(cmd, json_string(*a));
+	json_object_set_new(record, "command", cmd);
+}
+
 static int open_wrap(struct daemon *d)
 {
 	struct daemon_wrap *w = d->opts->wrap;
 	if (!w)
 		return 0;
+	flowlog_set_decorator(d->flows, decorate_wrap, w);
 	if (!(d->tun_buf = malloc(RECV_SLOT)))
 		return -1;
 	int rc = uv_poll_init(d->loop, &d->tun_poll, w->tun_fd);

@@ -26,9 +26,10 @@ struct daemon_wrap {
 	struct in_addr addr4;
 	struct in6_addr addr6;
 	const char *name;
-	int child;  /* its pid: when it exits, the endpoint stops */
-	int go_fd;  /* a byte is written here once the endpoint runs */
-	int status; /* out: the command's wait status */
+	char **argv; /* the command line, for its records ("command") */
+	int child;   /* its pid: when it exits, the endpoint stops */
+	int go_fd;   /* a byte is written here once the endpoint runs */
+	int status;  /* out: the command's wait status */
 	void (*on_record)(void *arg, const json_t *record); /* its flows */
 	void *arg;
 };

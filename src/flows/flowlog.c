@@ -29,6 +29,8 @@ struct flowlog {
 	uint64_t lines;
 	uint64_t errors;
 	uint64_t skipped;
+	flowlog_decorate_fn decorate;
+	void *decorate_ctx;
 	flowlog_gate_fn gate;
 	flowlog_observer_fn observer;
 	flowlog_begin_fn begin;
@@ -422,6 +424,8 @@ static int write_record(struct flowlog *log, json_t *record)
 
 int flowlog_write(struct flowlog *log, json_t *record)
 {
+	if (log->decorate)
+		log->decorate(log->decorate_ctx, record);
 	if (log->gate && !log->gate(log->gate_ctx, record)) {
 		log->skipped++;
 		return 0;
@@ -430,6 +434,12 @@ int flowlog_write(struct flowlog *log, json_t *record)
 	if (rc == 0 && log->observer)
 		log->observer(log->observer_ctx, record);
 	return rc;
+}
+
+void flowlog_set_decorator(struct flowlog *log, flowlog_decorate_fn fn, void *ctx)
+{
+	log->decorate = fn;
+	log->decorate_ctx = ctx;
 }
 
 void flowlog_set_gate(struct flowlog *log, flowlog_gate_fn gate, void *ctx)

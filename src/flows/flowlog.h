@@ -21,6 +21,7 @@
  *                   "upstream_unreachable", "timeout", "policy:<verdict>",
  *                   "shutdown", "error"
  *   "error"         a message, only when there was one
+ *   "via", "command"  wgmitm wrap's records only (added last by its decorator)
  * Record types add their own keys after these. */
 #ifndef WGMITM_MITM_FLOWLOG_H
 #define WGMITM_MITM_FLOWLOG_H
@@ -80,6 +81,10 @@ int flowlog_flush(struct flowlog *log);
 
 /* The capture scope: a record the gate refuses is not written (counted in
  * flowlog_skipped) and not observed. NULL: everything is written. */
+/* Called with every record before the gate: may add keys to it. */
+typedef void (*flowlog_decorate_fn)(void *ctx, json_t *record);
+void flowlog_set_decorator(struct flowlog *log, flowlog_decorate_fn fn, void *ctx);
+
 typedef bool (*flowlog_gate_fn)(void *ctx, const json_t *record);
 void flowlog_set_gate(struct flowlog *log, flowlog_gate_fn gate, void *ctx);
 uint64_t flowlog_skipped(const struct flowlog *log);

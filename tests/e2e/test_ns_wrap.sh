@@ -94,6 +94,8 @@ import json, sys
 recs = [json.loads(l) for l in open(sys.argv[1])]
 http = [r for r in recs if r["type"] == "http"]
 assert len(http) == 4 and all(r["peer"] == "wrap" for r in http), [(r["type"], r.get("peer")) for r in recs]
+assert all(r["via"] == "wrap" for r in recs), [r.get("via") for r in recs]
+assert http[0]["command"][0] == "curl" and "https://www.test:8443/hello.json" in http[0]["command"], http[0]["command"]
 assert any(r["type"] == "tcp" and r.get("server", "").endswith(":7007") and r["peer"] == "wrap" for r in recs)
 assert any(r["type"] == "dns" and r["peer"] == "wrap" for r in recs)
 PY
