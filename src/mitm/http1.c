@@ -285,16 +285,18 @@ static int on_header_value_complete(llhttp_t *p)
 	if (s->cur) {
 		struct http_message *m = msg_of(s, o);
 		struct http_headers *h = s->in_trailers ? &m->trailers : &m->headers;
+		/* An empty name and value (a bare ":") leave nothing accumulated. */
+		const char *acc = s->acc ? s->acc : "";
 		if (s->acc_over)
 			h->truncated = true;
 		else
-			(void)http_headers_add(h, s->acc, s->name_len, s->acc + s->name_len,
+			(void)http_headers_add(h, acc, s->name_len, acc + s->name_len,
 					       s->acc_len - s->name_len);
 		/* The authority as soon as Host is seen, so a request cut short
 		 * in its head still has its URL. */
 		if (s == &o->req && !s->in_trailers && !s->cur->x.authority && !s->acc_over &&
-		    s->name_len == 4 && strncasecmp(s->acc, "host", 4) == 0)
-			(void)http_strdup_n(&s->cur->x.authority, s->acc + s->name_len,
+		    s->name_len == 4 && strncasecmp(acc, "host", 4) == 0)
+			(void)http_strdup_n(&s->cur->x.authority, acc + s->name_len,
 					    s->acc_len - s->name_len);
 	}
 	acc_reset(s);
