@@ -2,18 +2,22 @@
 // against a running wgmitm whose peer browses through a real tunnel. Run
 // by tests/e2e/test_ns_webui.sh inside the endpoint's namespace:
 //
-//   node webui.mjs  (environment: BASE, TOKEN, CLI_NS, UPSTREAM, OUT)
+//   node webui.mjs  (environment: BASE, TOKEN, CLI_NS, UPSTREAM, TLS_HOST,
+//                    WGCA, WWW_FP, OUT)
 //
 // BASE is the API (http://127.0.0.1:8081), CLI_NS the client namespace
 // whose curl makes the traffic, UPSTREAM the test server behind the tunnel
-// (http://203.0.113.10:8080), OUT a folder for screenshots. Prints one
+// (http://203.0.113.10:8080), TLS_HOST an HTTPS upstream as curl's
+// --resolve takes it (www.test:8443:203.0.113.10) whose certificate has
+// the SHA-256 fingerprint WWW_FP, WGCA wgmitm's CA (PEM) for curl, OUT a
+// folder for screenshots. Prints one
 // "ok: ..." line per step; exits 1 at the first failure. Every wait is
 // bounded (WAIT_MS).
 import { execFile } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import puppeteer from "puppeteer-core";
 
-const { BASE, TOKEN, CLI_NS, UPSTREAM, OUT } = process.env;
+const { BASE, TOKEN, CLI_NS, UPSTREAM, TLS_HOST, WGCA, WWW_FP, OUT } = process.env;
 const WAIT_MS = 20000;
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 
@@ -218,6 +222,22 @@ async function run() {
     return i && i.complete && i.naturalWidth === 1 && i.src.startsWith("blob:");
   });
   ok("an image body is shown from a blob URL");
+
+  // The certificate the HTTPS upstream presented, in the connection's TLS view.
+  const [tlsName, tlsPort] = TLS_HOST.split(":");
+  await curl(["--cacert", WGCA, "--resolve", TLS_HOST, `https://${tlsName}:${tlsPort}/tls.txt`]);
+  await setFilter(page, "~u tls\\.txt");
+  await openRow(page, "tls.txt");
+  await page.waitForSelector("#detail .conn-rec .cert");
+  const cert = await page.$eval("#detail .conn-rec .cert", (e) => ({
+    text: e.textContent, verified: e.querySelector("[data-verified]").dataset.verified,
+  }));
+  for (const want of ["CN=www.test", "CN=upstream test CA", "DNS:www.test", "IP:203.0.113.10", WWW_FP])
+    check(cert.text.includes(want), `the upstream certificate view lacks ${want}: ${cert.text}`);
+  check(cert.verified === "true", `the upstream certificate is not shown verified: ${cert.text}`);
+  for (const s of await page.$$("#detail details.sec:not([open]) > summary")) await s.click();
+  await page.screenshot({ path: `${OUT}/tls.png` });
+  ok("an HTTPS flow's connection shows the upstream's certificate (subject, issuer, names, SHA-256, verified)");
 
   // ---- Hostile content --------------------------------------------------------
   const hostile = [

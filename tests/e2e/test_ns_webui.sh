@@ -3,13 +3,15 @@
 # tests/browser/webui.mjs) with a real WireGuard peer: the login link and
 # the login page, a flow in the live list within a second or so of the
 # request (measured and printed, not asserted), filtering, a flow's body,
+# the certificate an HTTPS upstream presented (from a test CA),
 # hostile URLs, headers and bodies rendering inert under the CSP, devices
 # (the QR code shown on screen decodes, with zbarimg, to a configuration
 # that joins), certificates, configuration and events.
 #
 #   ns cli  wireguard-go wgc1 (phone)        ns cli2  wireguard-go wgc2 (tablet, from the QR)
 #     192.168.77.2 ──veth── ns srv: wgmitm run, API on 127.0.0.1:8081, chromium ── 192.168.78.2
-#                           203.0.113.1 ──veth── ns host: tests/e2e/webui_server.py :8080
+#                           203.0.113.1 ──veth── ns host: tests/e2e/webui_server.py :8080,
+#                                                        hosts.py https :8443 (www.test, test CA)
 source "$(dirname "$0")/lib.sh"
 require_root
 here=$(cd "$(dirname "$0")" && pwd)
@@ -19,15 +21,25 @@ for tool in node curl jq zbarimg; do command -v "$tool" >/dev/null 2>&1 || skip 
 [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || skip "needs chromium (scripts/setup installs it)"
 [ -d "$browser_dir/node_modules/puppeteer-core" ] || skip "needs puppeteer-core in tests/browser (scripts/setup installs it)"
 
-topology_hosts
+# HTTPS upstreams with certificates from a test CA that wgmitm trusts.
+pki="$E2E_TMP/pki"
+test_pki "$pki"
+topology_hosts --upstream-ca "$pki/ca.pem"
+WGMITM_HOME="$HOME_DIR" "$WGMITM" ca export >"$E2E_TMP/wgca.pem"
+mkdir -p "$E2E_TMP/www"
+printf 'hello over TLS\n' >"$E2E_TMP/www/tls.txt"
 serve "$HOST" python3 "$here/webui_server.py" 8080
+serve "$HOST" python3 "$here/hosts.py" https "$E2E_TMP/www" 8443 "$pki/www.pem" "$pki/www.key"
 wait_port "$HOST" 127.0.0.1 8080
+wait_port "$HOST" 127.0.0.1 8443
 TOKEN=$(cat "$HOME_DIR/api-token")
 out="$E2E_TMP/browser"
 mkdir -p "$out"
 
 say "browser: $("${CHROMIUM:-/usr/bin/chromium}" --version 2>/dev/null | head -1)"
+www_fp=$(openssl x509 -in "$pki/www.pem" -noout -fingerprint -sha256 | cut -d= -f2)
 in_ns "$SRV" env BASE=http://127.0.0.1:8081 TOKEN="$TOKEN" CLI_NS="$CLI" UPSTREAM="http://$HOST4:8080" \
+  TLS_HOST="www.test:8443:$HOST4" WGCA="$E2E_TMP/wgca.pem" WWW_FP="$www_fp" \
   OUT="$out" HOME="$E2E_TMP" timeout 300 node "$browser_dir/webui.mjs" 2>"$E2E_TMP/browser.err" |
   tee "$E2E_TMP/browser.out" | sed "s/^/[$E2E_NAME] /" || true
 grep -q '^ok: no script error' "$E2E_TMP/browser.out" ||
