@@ -288,6 +288,14 @@ async function run() {
   // ---- Devices ------------------------------------------------------------------
   await page.goto(`${BASE}/#/devices`);
   await page.waitForSelector("tr[data-peer=phone]");
+  // The phone's flow count, from the store: every request above made some.
+  const shownFlows = Number((await page.$eval("tr[data-peer=phone] .c-flows", (e) => e.textContent)).replace(/,/g, ""));
+  const lastFlow = await page.$eval("tr[data-peer=phone] .c-lastflow", (e) => e.textContent);
+  const apiPeers = await page.evaluate(async () => (await (await fetch("/api/peers")).json()).peers);
+  const phone = apiPeers.find((p) => p.name === "phone");
+  check(Number.isInteger(shownFlows) && shownFlows >= 20 && phone.flows >= shownFlows,
+    `the phone's flow count: ${shownFlows} shown, ${phone.flows} in /api/peers`);
+  check(lastFlow !== "none" && typeof phone.last_flow === "string", `the phone's last flow: ${lastFlow}, ${phone.last_flow}`);
   await page.type("#dev-name", "tablet");
   await page.click("#dev-add");
   await page.waitForFunction(() => {
@@ -298,7 +306,8 @@ async function run() {
   const qr = await page.$("#qr");
   await qr.screenshot({ path: `${OUT}/qr.png` });
   await page.screenshot({ path: `${OUT}/devices.png` });
-  ok(`"add device" shows a QR code on screen (saved as ${OUT}/qr.png)`);
+  check((await page.$eval("tr[data-peer=tablet] .c-flows", (e) => e.textContent)) === "0", "a new device has flows");
+  ok(`"add device" shows a QR code on screen (saved as ${OUT}/qr.png); the phone shows ${shownFlows} flows (last ${lastFlow}), the new device 0`);
   // Android per-app options reach the configuration.
   await page.type("#dev-name", "androidapp");
   await page.select("#dev-mode", "apps");

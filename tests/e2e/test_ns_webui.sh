@@ -64,6 +64,11 @@ tablet_flow() {
     jq -e '.flows | length == 1' >/dev/null
 }
 wait_for 10 tablet_flow || fail "the tablet's flow is not recorded under its name"
+tablet_counted() {
+  api http://127.0.0.1:8081/api/peers |
+    jq -e '.peers[] | select(.name == "tablet") | .flows >= 1 and (.last_flow | type == "string")' >/dev/null
+}
+wait_for 10 tablet_counted || fail "/api/peers does not count the tablet's flows: $(api http://127.0.0.1:8081/api/peers)"
 say "the QR code on screen decodes (zbarimg) to a configuration that joins; its traffic is recorded as peer tablet"
 say "screenshots: $(ls "$out"/*.png | xargs -n1 basename | tr '\n' ' ')"
 # WEBUI_SHOTS=DIR keeps them.
