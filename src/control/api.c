@@ -192,13 +192,6 @@ static void h_config_configure(struct httpd_req *req, struct httpd_resp *resp, v
 
 /* ---- Peers -------------------------------------------------------------------- */
 
-static void h_peers(struct httpd_req *req, struct httpd_resp *resp, void *arg)
-{
-	struct api *a = api_of(arg);
-	(void)req;
-	httpd_reply_json(resp, 200, json_pack("{s:o}", "peers", a->ops.peers(a->ops.ctx)));
-}
-
 static void h_peer_add(struct httpd_req *req, struct httpd_resp *resp, void *arg)
 {
 	struct api *a = api_of(arg);
@@ -277,7 +270,7 @@ static void h_peer_file(struct httpd_req *req, struct httpd_resp *resp, void *ar
 
 /* ---- Flows: queries on the thread pool ---------------------------------------- */
 
-enum query_kind { Q_LIST, Q_GET, Q_BODY, Q_CLEAR, Q_HAR };
+enum query_kind { Q_LIST, Q_GET, Q_BODY, Q_CLEAR, Q_HAR, Q_PEERS };
 
 struct query {
 	uv_work_t work;
@@ -289,7 +282,8 @@ struct query {
 	char *anchor;   /* Q_LIST: list from this flow's id (before/after) */
 	bool oldest;    /* Q_LIST: oldest first */
 	unsigned limit;
-	char *id;        /* Q_GET, Q_BODY */
+	char *id; /* Q_GET, Q_BODY */
+	/* Q_PEERS: json holds the peers array on the way in */
 	int part;        /* Q_BODY: 0 request, 1 response */
 	bool decode;     /* Q_BODY */
 	bool filter_set; /* Q_CLEAR: delete only those */
@@ -508,11 +502,33 @@ static void q_har(struct query *q, struct store_reader *r)
 	q->status = 200;
 }
 
+/* Each peer's "flows" and "last_flow" (null when the store cannot say). */
+static void q_peers(struct query *q, struct store_reader *r)
+{
+	json_t *peers = q->json;
+	size_t i;
+	json_t *p;
+	json_array_foreach(peers, i, p)
+	{
+		const char *name = json_string_value(json_object_get(p, "name"));
+		int64_t n = 0, last = 0;
+		bool ok = r && name && store_peer_flows(r, name, &n, &last) == 0;
+		json_object_set_new(p, "flows", ok ? json_integer((json_int_t)n) : json_null());
+		json_object_set_new(p, "last_flow", ok && n ? flow_time_json(last) : json_null());
+	}
+	q->json = json_pack("{s:o}", "peers", peers);
+	q->status = 200;
+}
+
 static void query_run(uv_work_t *w)
 {
 	struct query *q = w->data;
 	struct store_reader *r;
 	int rc = store_reader_open(&r, q->a->store_path);
+	if (rc < 0 && q->kind == Q_PEERS) {
+		q_peers(q, NULL); /* the peers all the same */
+		return;
+	}
 	if (rc < 0) {
 		query_fail(q, 503,
 			   rc == -ENOENT ? "the flow store is not there yet (it is being made)"
@@ -548,6 +564,9 @@ static void query_run(uv_work_t *w)
 	}
 	case Q_HAR:
 		q_har(q, r);
+		break;
+	case Q_PEERS:
+		q_peers(q, r);
 		break;
 	}
 	store_reader_close(r);
@@ -631,6 +650,26 @@ static void query_start(struct query *q)
 		httpd_reply_error(q->resp, 500, "cannot queue the query");
 		query_free(q);
 	}
+}
+
+/* The peers, with their flow counts from the store (counted on the thread
+ * pool: a range of the peer index, long for a peer of a million flows). */
+static void h_peers(struct httpd_req *req, struct httpd_resp *resp, void *arg)
+{
+	struct api *a = api_of(arg);
+	(void)req;
+	json_t *peers = a->ops.peers(a->ops.ctx);
+	if (!a->store_path) {
+		httpd_reply_json(resp, 200, json_pack("{s:o}", "peers", peers));
+		return;
+	}
+	struct query *q = query_new(a, resp, Q_PEERS);
+	if (!q) {
+		json_decref(peers);
+		return;
+	}
+	q->json = peers;
+	query_start(q);
 }
 
 static bool parse_limit(struct httpd_req *req, struct httpd_resp *resp, unsigned def, unsigned max,

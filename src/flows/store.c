@@ -1777,6 +1777,40 @@ int store_count(struct store_reader *r, const char *where, const struct flows_pa
 	return rc;
 }
 
+int store_peer_flows(struct store_reader *r, const char *peer, int64_t *count,
+		     int64_t *last_start_us)
+{
+	/* Both SEARCH flows USING (COVERING) INDEX flows_peer (peer=?). */
+	static const char *const sql[2] = {
+		"SELECT count(*) FROM flows WHERE peer = ?1",
+		"SELECT start_us FROM flows WHERE peer = ?1 ORDER BY seq DESC LIMIT 1",
+	};
+	int64_t *out[2] = { count, last_start_us };
+	r->errmsg[0] = '\0';
+	*count = 0;
+	*last_start_us = 0;
+	r_arm(r);
+	int rc = r_exec(r, "BEGIN");
+	for (int i = 0; i < 2 && rc == 0; i++) {
+		sqlite3_stmt *st = NULL;
+		int e = sqlite3_prepare_v2(r->db, sql[i], -1, &st, NULL);
+		if (e == SQLITE_OK)
+			e = sqlite3_bind_text(st, 1, peer, -1, SQLITE_STATIC);
+		if (e == SQLITE_OK) {
+			e = sqlite3_step(st);
+			if (e == SQLITE_ROW)
+				*out[i] = sqlite3_column_int64(st, 0);
+			if (e == SQLITE_ROW || e == SQLITE_DONE)
+				e = SQLITE_OK;
+		}
+		if (e != SQLITE_OK)
+			rc = r_fail(r, e);
+		sqlite3_finalize(st);
+	}
+	(void)sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL);
+	return rc;
+}
+
 /* A body as flowlog writes it: text when it can be, else base64. */
 static json_t *body_value(const uint8_t *p, size_t n, const char **key)
 {

@@ -180,6 +180,12 @@ int store_list(struct store_reader *r, const struct store_query *q, store_row_cb
 int store_count(struct store_reader *r, const char *where, const struct flows_param *params,
 		size_t nparams, int64_t *out);
 
+/* The number of flows of peer `peer` and the start of its newest one (0
+ * when it has none): a range of the (peer, seq) index counted and its
+ * last entry read, in one read transaction. 0, -ETIMEDOUT or -EIO. */
+int store_peer_flows(struct store_reader *r, const char *peer, int64_t *count,
+		     int64_t *last_start_us);
+
 /* The position of flow `id` in the store, for a store_query cursor: a
  * listing newest first from cursor `seq` starts with the flow just older
  * than `id`, oldest first with the one just newer. 0, -ENOENT or -EIO. */

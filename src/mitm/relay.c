@@ -110,7 +110,8 @@ struct relay_icpt {
 	const char *proto;   /* "raw", "tls", "tls-passthrough", "http", "h2c" */
 	char passthrough[PASSTHRU_GLOB_LEN + 8];
 	char tls_error[200];
-	json_t *tls_json;                 /* {"client":…, "upstream":…} once both are up */
+	json_t *tls_json; /* {"client":…, "upstream":…} once both are up */
+	json_t *up_leg;   /* the upstream leg with its certificate, for the tcp record only */
 	char authority[FLOWLOG_ADDR_LEN]; /* the server as "ip:port" for URLs */
 	enum obs_kind obs;
 	void *obs_ptr;
@@ -330,6 +331,7 @@ static void relay_icpt_free(struct relay_conn *c)
 	if (x->cl_tls)
 		tls_leg_free(&x->cl);
 	json_decref(x->tls_json);
+	json_decref(x->up_leg);
 	errpage_free(x->err);
 	free(x->sniff);
 	free(x);
@@ -401,8 +403,15 @@ static void relay_conn_record_icpt(const struct relay_conn *c, json_t *o)
 						x->hello.alpn_wire[x->hello.alpn_off[i]]));
 		json_object_set_new(o, "alpn_offered", a);
 	}
-	if (x->tls_json)
+	if (x->tls_json && x->up_leg) {
+		/* The exchanges share tls_json; only this record has the cert. */
+		json_t *tls = json_copy(x->tls_json);
+		if (tls)
+			json_object_set(tls, "upstream", x->up_leg);
+		json_object_set_new(o, "tls", tls ? tls : json_null());
+	} else if (x->tls_json) {
 		json_object_set(o, "tls", x->tls_json);
+	}
 	if (x->passthrough[0])
 		json_object_set_new(o, "passthrough", json_string(x->passthrough));
 	if (x->tls_error[0])
@@ -998,6 +1007,15 @@ static void relay_conn_upstream_ready(struct relay_conn *c, bool ok)
 	struct relay_icpt *x = c->x;
 	struct relay *r = c->relay;
 	char why[160];
+	if (ok && !x->up_leg) {
+		/* Kept even when it does not verify: the record shows what failed. */
+		x->up_leg = tls_leg_json(&x->up);
+		json_t *cert = tls_leg_cert_json(&x->up);
+		if (x->up_leg && cert)
+			json_object_set_new(x->up_leg, "cert", cert);
+		else
+			json_decref(cert);
+	}
 	if (ok && tls_leg_verify(&x->up, why, sizeof(why)) < 0) {
 		snprintf(x->tls_error, sizeof(x->tls_error), "upstream certificate: %s", why);
 		ok = false;

@@ -7,12 +7,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <sodium.h>
 
+#include "mitm/ca.h"
 #include "mitm/cert.h"
 #include "mitm/certcache.h"
 #include "flows/flowlog.h"
@@ -357,15 +359,19 @@ int tls_leg_upstream(struct tls_ctx *t, struct tls_leg *leg, const char *sni,
 	if (ok && alpn_len > 0)
 		ok = SSL_set_alpn_protos(leg->ssl, alpn, (unsigned)alpn_len) == 0;
 	leg->insecure = t->insecure;
-	if (ok && !t->insecure) {
+	if (ok) {
 		X509_VERIFY_PARAM *vp = SSL_get0_param(leg->ssl);
 		/* An IP literal sent as SNI (RFC 6066 forbids it; some clients
 		 * do it) is checked against IP SANs, as SSL_set1_host would. */
+		bool named;
 		if (have_sni)
-			ok = X509_VERIFY_PARAM_set1_ip_asc(vp, sni) == 1 ||
-			     X509_VERIFY_PARAM_set1_host(vp, sni, 0) == 1;
+			named = X509_VERIFY_PARAM_set1_ip_asc(vp, sni) == 1 ||
+				X509_VERIFY_PARAM_set1_host(vp, sni, 0) == 1;
 		else
-			ok = X509_VERIFY_PARAM_set1_ip_asc(vp, ip) == 1;
+			named = X509_VERIFY_PARAM_set1_ip_asc(vp, ip) == 1;
+		/* Insecure: the name is checked all the same, for the record
+		 * (tls_leg_cert_json), but a name OpenSSL refuses is no error. */
+		ok = named || t->insecure;
 	}
 	if (ok) {
 		struct tls_sess *s = &t->sess[sess_slot(t, leg->sess_key)];
@@ -613,6 +619,106 @@ json_t *tls_leg_json(const struct tls_leg *leg)
 	json_object_set_new(o, "version", json_string(SSL_get_version(leg->ssl)));
 	json_object_set_new(o, "cipher", json_string(SSL_get_cipher_name(leg->ssl)));
 	json_object_set_new(o, "alpn", alen ? json_stringn((const char *)a, alen) : json_null());
+	return o;
+}
+
+/* At most cap - 1 bytes of p into out, NUL-terminated, every byte that is
+ * not printable ASCII as '?': a certificate's names are the upstream's
+ * bytes, and a record holds only valid UTF-8. */
+static void cert_text(char *out, size_t cap, const unsigned char *p, size_t n)
+{
+	size_t i = 0;
+	for (; i < n && i + 1 < cap; i++)
+		out[i] = p[i] >= 0x20 && p[i] < 0x7f ? (char)p[i] : '?';
+	out[i] = '\0';
+}
+
+static json_t *cert_name_json(const X509_NAME *name)
+{
+	BIO *b = BIO_new(BIO_s_mem());
+	if (!b)
+		return json_null();
+	/* RFC 2253 escapes every byte past ASCII. */
+	(void)X509_NAME_print_ex(b, name, 0, XN_FLAG_RFC2253);
+	char *data = NULL;
+	long len = BIO_get_mem_data(b, &data);
+	char text[TLS_CERT_NAME_MAX + 1];
+	cert_text(text, sizeof(text), (const unsigned char *)data, len > 0 ? (size_t)len : 0);
+	BIO_free(b);
+	return json_string(text);
+}
+
+static json_t *cert_time_json(const ASN1_TIME *t)
+{
+	struct tm tm;
+	char buf[32];
+	if (!t || ASN1_TIME_to_tm(t, &tm) != 1 ||
+	    !strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm))
+		return json_null();
+	return json_string(buf);
+}
+
+static json_t *cert_sans_json(X509 *x, size_t *more)
+{
+	json_t *a = json_array();
+	*more = 0;
+	GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+	int n = gens ? sk_GENERAL_NAME_num(gens) : 0;
+	for (int i = 0; i < n && a; i++) {
+		const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+		char text[TLS_CERT_SAN_MAX + 1];
+		if (g->type == GEN_DNS) {
+			const ASN1_IA5STRING *s = g->d.dNSName;
+			memcpy(text, "DNS:", 4);
+			cert_text(text + 4, sizeof(text) - 4, ASN1_STRING_get0_data(s),
+				  (size_t)ASN1_STRING_length(s));
+		} else if (g->type == GEN_IPADD) {
+			const ASN1_OCTET_STRING *s = g->d.iPAddress;
+			char ip[INET6_ADDRSTRLEN] = "?";
+			int af = ASN1_STRING_length(s) == 4    ? AF_INET
+				 : ASN1_STRING_length(s) == 16 ? AF_INET6
+							       : -1;
+			if (af < 0 || !inet_ntop(af, ASN1_STRING_get0_data(s), ip, sizeof(ip)))
+				snprintf(ip, sizeof(ip), "?");
+			snprintf(text, sizeof(text), "IP:%s", ip);
+		} else {
+			continue; /* e-mail, URI, ...: not what a server is named by */
+		}
+		if (json_array_size(a) < TLS_CERT_SANS)
+			json_array_append_new(a, json_string(text));
+		else
+			(*more)++;
+	}
+	GENERAL_NAMES_free(gens);
+	return a ? a : json_null();
+}
+
+json_t *tls_leg_cert_json(const struct tls_leg *leg)
+{
+	X509 *x = leg->ssl && !leg->server ? SSL_get0_peer_certificate(leg->ssl) : NULL;
+	if (!x)
+		return NULL;
+	json_t *o = json_object();
+	if (!o)
+		return NULL;
+	size_t more = 0;
+	char fp[CA_FINGERPRINT_LEN];
+	ca_fingerprint(x, fp);
+	long res = SSL_get_verify_result(leg->ssl);
+	json_object_set_new(o, "subject", cert_name_json(X509_get_subject_name(x)));
+	json_object_set_new(o, "issuer", cert_name_json(X509_get_issuer_name(x)));
+	json_object_set_new(o, "sans", cert_sans_json(x, &more));
+	if (more)
+		json_object_set_new(o, "sans_more", json_integer((json_int_t)more));
+	json_object_set_new(o, "not_before", cert_time_json(X509_get0_notBefore(x)));
+	json_object_set_new(o, "not_after", cert_time_json(X509_get0_notAfter(x)));
+	json_object_set_new(o, "sha256", json_string(fp));
+	json_object_set_new(o, "verified", json_boolean(res == X509_V_OK));
+	if (res != X509_V_OK)
+		json_object_set_new(o, "verify_error",
+				    json_string(X509_verify_cert_error_string(res)));
+	if (leg->insecure)
+		json_object_set_new(o, "insecure", json_true());
 	return o;
 }
 

@@ -140,6 +140,22 @@ bool tls_leg_client_rejected(const struct tls_leg *leg);
 /* {"version", "cipher", "alpn"} of an established leg. */
 json_t *tls_leg_json(const struct tls_leg *leg);
 
+/* The certificate the upstream presented (upstream leg, after its
+ * handshake), or NULL when it sent none (or out of memory):
+ * {"subject", "issuer", "sans": ["DNS:name", "IP:addr", ...], "sans_more",
+ *  "not_before", "not_after", "sha256", "verified", "verify_error",
+ *  "insecure"}. Names are RFC 2253 strings, non-ASCII escaped, at most
+ * TLS_CERT_NAME_MAX bytes; at most TLS_CERT_SANS names of at most
+ * TLS_CERT_SAN_MAX bytes each ("sans_more": how many more, only when any);
+ * dates RFC 3339; "verified" is the chain and name check against the trust
+ * anchors, computed with --insecure-upstream too ("insecure": true then,
+ * and the connection went on whatever it says); "verify_error" only when
+ * it failed. A new reference. */
+#define TLS_CERT_NAME_MAX 256
+#define TLS_CERT_SANS 16
+#define TLS_CERT_SAN_MAX 260
+json_t *tls_leg_cert_json(const struct tls_leg *leg);
+
 /* The selected ALPN protocol (not NUL-terminated), or len 0. */
 void tls_leg_alpn(const struct tls_leg *leg, const uint8_t **p, unsigned *len);
 

@@ -2,18 +2,26 @@
 // against a running wgmitm whose peer browses through a real tunnel. Run
 // by tests/e2e/test_ns_webui.sh inside the endpoint's namespace:
 //
-//   node webui.mjs  (environment: BASE, TOKEN, CLI_NS, UPSTREAM, OUT)
+//   node webui.mjs  (environment: BASE, TOKEN, CLI_NS, UPSTREAM, TLS_HOST,
+//                    WGCA, WWW_FP, WS_URL, WS_JS, DNS_SERVER, DNS_NAME, DNS_ADDR,
+//                    OUT)
 //
 // BASE is the API (http://127.0.0.1:8081), CLI_NS the client namespace
 // whose curl makes the traffic, UPSTREAM the test server behind the tunnel
-// (http://203.0.113.10:8080), OUT a folder for screenshots. Prints one
+// (http://203.0.113.10:8080), TLS_HOST an HTTPS upstream as curl's
+// --resolve takes it (www.test:8443:203.0.113.10) whose certificate has
+// the SHA-256 fingerprint WWW_FP, WGCA wgmitm's CA (PEM) for curl, WS_URL
+// a wss echo server that tests/e2e/ws.js (WS_JS) talks to, DNS_SERVER the
+// endpoint's DNS address where dig asks for DNS_NAME (answer DNS_ADDR), OUT
+// a folder for screenshots. Prints one
 // "ok: ..." line per step; exits 1 at the first failure. Every wait is
 // bounded (WAIT_MS).
 import { execFile } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import puppeteer from "puppeteer-core";
 
-const { BASE, TOKEN, CLI_NS, UPSTREAM, OUT } = process.env;
+const { BASE, TOKEN, CLI_NS, UPSTREAM, TLS_HOST, WGCA, WWW_FP, OUT } = process.env;
+const { WS_URL, WS_JS, DNS_SERVER, DNS_NAME, DNS_ADDR } = process.env;
 const WAIT_MS = 20000;
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 
@@ -28,12 +36,28 @@ function check(cond, msg) {
   if (!cond) die(msg);
 }
 
+// A program in the client namespace (its traffic goes through the tunnel), bounded.
+function inClient(cmd, args, env = {}) {
+  return new Promise((resolve, reject) => {
+    execFile("ip", ["netns", "exec", CLI_NS, "env", ...Object.entries(env).map(([k, v]) => `${k}=${v}`), "timeout", "30", cmd, ...args],
+      (err, stdout, stderr) => (err ? reject(new Error(`${cmd} ${args.join(" ")}: ${stderr || err.message}`)) : resolve(stdout)));
+  });
+}
+
 // curl in the client namespace, through the tunnel.
 function curl(args) {
-  return new Promise((resolve, reject) => {
-    execFile("ip", ["netns", "exec", CLI_NS, "curl", "-sS", "--max-time", "10", "-o", "/dev/null", ...args],
-      (err, stdout, stderr) => (err ? reject(new Error(`curl ${args.join(" ")}: ${stderr || err.message}`)) : resolve()));
-  });
+  return inClient("curl", ["-sS", "--max-time", "10", "-o", "/dev/null", ...args]);
+}
+
+// Filters the list and opens its first row of `type`.
+async function openFirst(page, filter, type) {
+  await setFilter(page, filter);
+  const h = await page.waitForFunction((t) => [...document.querySelectorAll(".row.flow")]
+    .find((r) => !r.hidden && r.querySelector(".c-type").textContent.startsWith(t)), {}, type);
+  const id = await h.evaluate((r) => r.dataset.id);
+  await page.click(`.row.flow[data-id="${id}"]`);
+  await page.waitForFunction((i) => document.getElementById("detail").dataset.flow === i, {}, id);
+  return id;
 }
 
 const browser = await puppeteer.launch({
@@ -219,6 +243,73 @@ async function run() {
   });
   ok("an image body is shown from a blob URL");
 
+  // The certificate the HTTPS upstream presented, in the connection's TLS view.
+  const [tlsName, tlsPort] = TLS_HOST.split(":");
+  await curl(["--cacert", WGCA, "--resolve", TLS_HOST, `https://${tlsName}:${tlsPort}/tls.txt`]);
+  await setFilter(page, "~u tls\\.txt");
+  await openRow(page, "tls.txt");
+  await page.waitForSelector("#detail .conn-rec .cert");
+  const cert = await page.$eval("#detail .conn-rec .cert", (e) => ({
+    text: e.textContent, verified: e.querySelector("[data-verified]").dataset.verified,
+  }));
+  for (const want of ["CN=www.test", "CN=upstream test CA", "DNS:www.test", "IP:203.0.113.10", WWW_FP])
+    check(cert.text.includes(want), `the upstream certificate view lacks ${want}: ${cert.text}`);
+  check(cert.verified === "true", `the upstream certificate is not shown verified: ${cert.text}`);
+  for (const s of await page.$$("#detail details.sec:not([open]) > summary")) await s.click();
+  await page.screenshot({ path: `${OUT}/tls.png` });
+  ok("an HTTPS flow's connection shows the upstream's certificate (subject, issuer, names, SHA-256, verified)");
+
+  // ---- WebSocket messages ---------------------------------------------------------
+  // 3 text and 3 binary messages each way, every echo checked by the client.
+  await inClient("node", [WS_JS, "client", WS_URL, WGCA, "3"], { NODE_PATH: "/usr/share/nodejs" });
+  // The messages may come in more than one batch (record): all of them
+  // count, and the one with the most is opened.
+  // (the last is written when the connection ends: waited for).
+  const wsRecs = await (await page.waitForFunction(async () => {
+    const l = await (await fetch("/api/flows?filter=" + encodeURIComponent("~websocket & !~http"))).json();
+    const recs = await Promise.all(l.flows.map(async (f) => (await (await fetch(`/api/flows/${encodeURIComponent(f.id)}`)).json())));
+    const data = recs.flatMap((r) => r.messages || []).filter((m) => m.opcode === "text" || m.opcode === "binary");
+    const n = (d) => data.filter((m) => m.dir === d).length;
+    return n("up") >= 6 && n("down") >= 6 && recs.some((r) => r.close) ? recs : false;
+  }, { polling: 250 })).jsonValue();
+  const all = wsRecs.flatMap((r) => r.messages || []).filter((m) => m.opcode === "text" || m.opcode === "binary");
+  check(all.filter((m) => m.dir === "up").length === 6 && all.filter((m) => m.dir === "down").length === 6,
+    `the WebSocket records: ${JSON.stringify(wsRecs.map((r) => (r.messages || []).map((m) => m.dir + ":" + m.opcode)))}`);
+  const big = wsRecs.reduce((a, b) => ((b.messages || []).length > (a.messages || []).length ? b : a));
+  await setFilter(page, "~websocket & !~http");
+  await page.waitForSelector(`.row.flow[data-id="${big.id}"]:not([hidden])`);
+  await page.click(`.row.flow[data-id="${big.id}"]`);
+  await page.waitForFunction((i) => document.getElementById("detail").dataset.flow === i, {}, big.id);
+  await page.waitForSelector("#detail .ws-msgs .ws-msg");
+  const ws = await page.$$eval("#detail .ws-msgs .ws-msg", (ms) => ms.map((m) => ({
+    dir: m.classList.contains("up") ? "up" : m.classList.contains("down") ? "down" : "?",
+    text: m.textContent,
+  })));
+  // Each row as in the record, in its order: direction, opcode and text.
+  check(ws.length === big.messages.length && ws.every((m, i) => m.dir === big.messages[i].dir &&
+    m.text.includes(big.messages[i].opcode) && (typeof big.messages[i].body.text !== "string" || m.text.includes(big.messages[i].body.text.slice(0, 40)))),
+  `the WebSocket view: ${JSON.stringify(ws)} for ${JSON.stringify(big.messages)}`);
+  // A message opens its body.
+  const at = big.messages.findIndex((m) => m.opcode === "text");
+  check(at >= 0, "no text message in the WebSocket record");
+  const want = big.messages[at].body.text;
+  await (await page.$$("#detail .ws-msgs .ws-msg"))[at].click();
+  await page.waitForFunction((w) => {
+    const b = document.querySelector("#detail .ws-msgs .ws-body:not([hidden]) .viewer");
+    return b && b.textContent.includes(w);
+  }, {}, want);
+  await page.screenshot({ path: `${OUT}/websocket.png` });
+  ok(`WebSocket messages: 6 each way in ${wsRecs.length} record(s); the view lists ${ws.length} in order with direction and opcode, and one opens its body`);
+
+  // ---- DNS answers -------------------------------------------------------------------
+  const answer = (await inClient("dig", ["+short", "+time=3", "+tries=2", `@${DNS_SERVER}`, DNS_NAME, "A"])).trim();
+  check(answer === DNS_ADDR, `dig through the tunnel answered ${answer}`);
+  await openFirst(page, `~dns & ~d ${DNS_NAME.replace(/\./g, "\\.")}`, "dns");
+  await page.waitForSelector("#detail table.grid td");
+  const dns = await page.$eval("#detail table.grid", (t) => [...t.querySelectorAll("tr")].map((r) => [...r.children].map((c) => c.textContent)));
+  check(dns.some((r) => r[0].startsWith(DNS_NAME) && r[1] === "A" && r[3] === DNS_ADDR), `the DNS answers: ${JSON.stringify(dns)}`);
+  ok(`a DNS query's record shows its answers (${DNS_NAME} A ${DNS_ADDR})`);
+
   // ---- Hostile content --------------------------------------------------------
   const hostile = [
     ["--path-as-is", `${UPSTREAM}/h/<script>window.__pwned='url'</script>`],
@@ -268,6 +359,14 @@ async function run() {
   // ---- Devices ------------------------------------------------------------------
   await page.goto(`${BASE}/#/devices`);
   await page.waitForSelector("tr[data-peer=phone]");
+  // The phone's flow count, from the store: every request above made some.
+  const shownFlows = Number((await page.$eval("tr[data-peer=phone] .c-flows", (e) => e.textContent)).replace(/,/g, ""));
+  const lastFlow = await page.$eval("tr[data-peer=phone] .c-lastflow", (e) => e.textContent);
+  const apiPeers = await page.evaluate(async () => (await (await fetch("/api/peers")).json()).peers);
+  const phone = apiPeers.find((p) => p.name === "phone");
+  check(Number.isInteger(shownFlows) && shownFlows >= 20 && phone.flows >= shownFlows,
+    `the phone's flow count: ${shownFlows} shown, ${phone.flows} in /api/peers`);
+  check(lastFlow !== "none" && typeof phone.last_flow === "string", `the phone's last flow: ${lastFlow}, ${phone.last_flow}`);
   await page.type("#dev-name", "tablet");
   await page.click("#dev-add");
   await page.waitForFunction(() => {
@@ -278,7 +377,8 @@ async function run() {
   const qr = await page.$("#qr");
   await qr.screenshot({ path: `${OUT}/qr.png` });
   await page.screenshot({ path: `${OUT}/devices.png` });
-  ok(`"add device" shows a QR code on screen (saved as ${OUT}/qr.png)`);
+  check((await page.$eval("tr[data-peer=tablet] .c-flows", (e) => e.textContent)) === "0", "a new device has flows");
+  ok(`"add device" shows a QR code on screen (saved as ${OUT}/qr.png); the phone shows ${shownFlows} flows (last ${lastFlow}), the new device 0`);
   // Android per-app options reach the configuration.
   await page.type("#dev-name", "androidapp");
   await page.select("#dev-mode", "apps");
@@ -300,6 +400,28 @@ async function run() {
   await page.waitForFunction(() => /^([0-9A-F]{2}:){31}[0-9A-F]{2}$/i.test((document.getElementById("ca-fp") || {}).textContent || ""));
   await page.screenshot({ path: `${OUT}/certs.png` });
   ok("the certificates page shows the CA fingerprint");
+  // A client that does not trust wgmitm's CA (a pinned app): it refuses our
+  // certificate, its host is listed, and one click passes it through.
+  const pinned = `pinned.test:${tlsPort}:${TLS_HOST.split(":").slice(2).join(":")}`;
+  await curl(["--resolve", pinned, `https://pinned.test:${tlsPort}/tls.txt`]).then(() => die("curl accepted wgmitm's certificate without its CA"), () => {});
+  await page.reload();
+  await page.waitForSelector(".rejected tr[data-host='pinned.test'] .pass-btn");
+  await page.screenshot({ path: `${OUT}/rejected.png` });
+  await page.click(".rejected tr[data-host='pinned.test'] .pass-btn");
+  await page.waitForFunction(() => [...document.querySelectorAll(".passlist code")].some((c) => c.textContent === "pinned.test"));
+  const cfg = await page.evaluate(async () => (await (await fetch("/api/config")).json()).tls_passthrough);
+  check(cfg.includes("pinned.test"), `tls_passthrough after the click: ${JSON.stringify(cfg)}`);
+  // The next connection is relayed untouched: the upstream's own certificate
+  // reaches the client (-k: it names www.test, not pinned.test).
+  await curl(["-k", "--resolve", pinned, `https://pinned.test:${tlsPort}/tls.txt`]);
+  // (its tcp record is written when the connection ends: waited for)
+  const again = await (await page.waitForFunction(async () => {
+    const l = (await (await fetch("/api/flows?filter=" + encodeURIComponent("~tcp & ~d ^pinned\\.test$"))).json()).flows;
+    return l.length >= 2 ? (await fetch(`/api/flows/${encodeURIComponent(l[0].id)}`)).json() : false;
+  }, { polling: 250 })).jsonValue();
+  check(again.proto === "tls-passthrough" && again.passthrough === "rule:pinned.test" && again.end_reason !== "tls:client_rejected",
+    `the connection after the click: ${JSON.stringify(again)}`);
+  ok("a host whose certificate a client rejected is listed; Pass through adds it to tls_passthrough, and its next connection is relayed untouched");
 
   // ---- Configuration ----------------------------------------------------------------
   await page.goto(`${BASE}/#/config`);

@@ -126,7 +126,8 @@ print(s.recv(100).decode().strip())' "$HOST4")
 # The records.
 sleep 0.5
 flows="$HOME_DIR/flows.jsonl"
-python3 - "$flows" <<'PY' || fail "flow records"
+www_fp=$(openssl x509 -in "$pki/www.pem" -noout -fingerprint -sha256 | cut -d= -f2)
+python3 - "$flows" "$www_fp" <<'PY' || fail "flow records"
 import json, sys
 recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 http = [r for r in recs if r["type"] == "http"]
@@ -160,6 +161,20 @@ need(any(m["opcode"] == "text" and m["body"].get("text", "").startswith("text me
      "WebSocket text recorded (inflated)")
 bad = [r for r in tcp.values() if r.get("sni") == "bad.test"]
 need(bad and "certificate" in bad[0].get("tls_error", ""), "upstream certificate failure on the tcp record")
+# The certificate each upstream presented, on the tcp record only.
+good = [r for r in tcp.values() if r.get("sni") == "www.test" and r.get("proto") == "tls"]
+need(good, "a tcp record of www.test")
+cert = (good[0]["tls"]["upstream"] or {}).get("cert") or {}
+need(cert.get("subject") == "CN=www.test" and cert.get("issuer") == "CN=upstream test CA"
+     and cert.get("sans") == ["DNS:www.test", "IP:203.0.113.10", "IP:2001:db8:1::10"],
+     "the upstream certificate's names on the tcp record: %s" % cert)
+need(cert.get("sha256") == sys.argv[2] and cert.get("verified") is True and "verify_error" not in cert
+     and cert["not_before"] < cert["not_after"], "the upstream certificate's fingerprint and verdict: %s" % cert)
+need(all("cert" not in ((r["tls"] or {}).get("upstream") or {}) for r in http),
+     "the certificate is on the tcp record only")
+bcert = ((bad[0].get("tls") or {}).get("upstream") or {}).get("cert") or {}
+need(bcert.get("subject") == "CN=bad.test" and bcert.get("verified") is False
+     and "self-signed" in bcert.get("verify_error", ""), "the refused certificate on its tcp record: %s" % bad[0])
 need(find(lambda r: r["url"].startswith("https://bad.test:9443/") and r["response"]["status"] == 502),
      "the 502 as an http record")
 need(find(lambda r: r["http_version"] == "HTTP/2" and r["url"].endswith(":9443/") and r["response"]["status"] == 502),

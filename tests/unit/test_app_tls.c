@@ -456,6 +456,90 @@ static void test_upstream_self_signed(void **state)
 	X509_free(self);
 }
 
+/* The upstream's certificate as recorded: names, SANs, dates, fingerprint
+ * and the verdict; a certificate with too many names (some not ASCII) is
+ * cut to the bound and made printable; with --insecure-upstream the
+ * verdict is still computed (the name too) and marked insecure. */
+static void test_upstream_cert_json(void **state)
+{
+	struct fixture *f = *state;
+	struct tls_leg *leg = upstream_leg(f, f->t, "www.test", NULL, 0);
+	upstream_handshake(f, leg, NULL, NULL);
+	json_t *c = tls_leg_cert_json(leg);
+	assert_non_null(c);
+	assert_string_equal(json_string_value(json_object_get(c, "subject")), "CN=www.test");
+	const char *issuer = json_string_value(json_object_get(c, "issuer"));
+	assert_non_null(issuer);
+	char want[TLS_CERT_NAME_MAX + 1];
+	BIO *b = BIO_new(BIO_s_mem());
+	X509_NAME_print_ex(b, X509_get_subject_name(f->up_ca), 0, XN_FLAG_RFC2253);
+	char *data;
+	long len = BIO_get_mem_data(b, &data);
+	snprintf(want, sizeof(want), "%.*s", (int)len, data);
+	BIO_free(b);
+	assert_string_equal(issuer, want);
+	json_t *sans = json_object_get(c, "sans");
+	assert_int_equal(json_array_size(sans), 3);
+	assert_string_equal(json_string_value(json_array_get(sans, 0)), "DNS:www.test");
+	assert_string_equal(json_string_value(json_array_get(sans, 1)), "DNS:alt.test");
+	assert_string_equal(json_string_value(json_array_get(sans, 2)), "IP:192.0.2.7");
+	assert_null(json_object_get(c, "sans_more"));
+	const char *nb = json_string_value(json_object_get(c, "not_before"));
+	const char *na = json_string_value(json_object_get(c, "not_after"));
+	assert_non_null(nb);
+	assert_non_null(na);
+	assert_int_equal(strlen(nb), 20);
+	assert_int_equal(nb[19], 'Z');
+	assert_true(strcmp(nb, na) < 0);
+	char fp[CA_FINGERPRINT_LEN];
+	ca_fingerprint(f->srv_cert, fp);
+	assert_string_equal(json_string_value(json_object_get(c, "sha256")), fp);
+	assert_true(json_is_true(json_object_get(c, "verified")));
+	assert_null(json_object_get(c, "verify_error"));
+	assert_null(json_object_get(c, "insecure"));
+	json_decref(c);
+	leg_free(leg);
+
+	/* 40 names, one with bytes past ASCII and one as long as allowed. */
+	char san[8192] = "IP:2001:db8::7,DNS:caf\xc3\xa9.test";
+	size_t off = strlen(san);
+	for (int i = 0; i < 38; i++)
+		off += (size_t)snprintf(san + off, sizeof(san) - off, ",DNS:n%d.test", i);
+	X509 *many = make_cert(f->srv_key, "many.test", san, NULL, NULL);
+	struct tls_ctx *t = ctx_new(f, true, true, NULL);
+	leg = upstream_leg(f, t, "other.test", NULL, 0);
+	upstream_handshake(f, leg, NULL, many);
+	c = tls_leg_cert_json(leg);
+	assert_non_null(c);
+	sans = json_object_get(c, "sans");
+	assert_int_equal(json_array_size(sans), TLS_CERT_SANS);
+	assert_string_equal(json_string_value(json_array_get(sans, 0)), "IP:2001:db8::7");
+	assert_string_equal(json_string_value(json_array_get(sans, 1)), "DNS:caf??.test");
+	assert_string_equal(json_string_value(json_array_get(sans, 2)), "DNS:n0.test");
+	assert_int_equal(json_integer_value(json_object_get(c, "sans_more")), 40 - TLS_CERT_SANS);
+	assert_string_equal(json_string_value(json_object_get(c, "subject")), "CN=many.test");
+	assert_false(json_is_true(json_object_get(c, "verified")));
+	assert_non_null(
+		strstr(json_string_value(json_object_get(c, "verify_error")), "self-signed"));
+	assert_true(json_is_true(json_object_get(c, "insecure")));
+	json_decref(c);
+	leg_free(leg);
+	X509_free(many);
+
+	/* Insecure, a chain that verifies, the wrong name: the name is checked. */
+	leg = upstream_leg(f, t, "wrong.test", NULL, 0);
+	upstream_handshake(f, leg, NULL, NULL);
+	c = tls_leg_cert_json(leg);
+	char why[160];
+	assert_int_equal(tls_leg_verify(leg, why, sizeof(why)), 0);
+	assert_false(json_is_true(json_object_get(c, "verified")));
+	assert_string_equal(json_string_value(json_object_get(c, "verify_error")),
+			    "hostname mismatch");
+	json_decref(c);
+	leg_free(leg);
+	tls_ctx_free(t);
+}
+
 static void test_upstream_wrong_host(void **state)
 {
 	struct fixture *f = *state;
@@ -1314,6 +1398,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_upstream_no_alpn, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_upstream_by_ip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_upstream_self_signed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_upstream_cert_json, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_upstream_wrong_host, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_upstream_bad_ca_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_upstream_set_trust, setup, teardown),

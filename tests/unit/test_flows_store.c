@@ -1092,6 +1092,60 @@ static void test_index_lag(void **state)
 	}
 }
 
+/* A peer's flow count and newest flow, from the (peer, seq) index (the
+ * plan says so): 30 flows of phone, the last one newest, 5 of tablet, none
+ * of a peer that never sent any. */
+static void test_peer_flows(void **state)
+{
+	struct tmp *t = *state;
+	struct flowlog *log;
+	assert_int_equal(flowlog_open(&log, t->log, NULL), 0);
+	int64_t t0 = now_us() - 10000000;
+	for (int i = 0; i < 35; i++) {
+		char id[32];
+		snprintf(id, sizeof(id), "pf-%d", i);
+		json_t *r = http(id, "h.example", 200, NULL, NULL, NULL, t0 + i * 1000);
+		if (i % 7 == 3)
+			json_object_set_new(r, "peer", json_string("tablet"));
+		log_record(log, r);
+	}
+	flowlog_close(log);
+	struct store *s = open_store(t, NULL);
+	wait_ingested(t, s);
+	struct store_reader *r = reader(t);
+	int64_t n = -1, last = -1;
+	assert_int_equal(store_peer_flows(r, "phone", &n, &last), 0);
+	assert_int_equal(n, 30);
+	assert_int_equal(last, t0 + 34 * 1000 - 31000);
+	assert_int_equal(store_peer_flows(r, "tablet", &n, &last), 0);
+	assert_int_equal(n, 5);
+	assert_int_equal(last, t0 + 31 * 1000 - 31000);
+	assert_int_equal(store_peer_flows(r, "nobody", &n, &last), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(last, 0);
+	const char *sql[] = {
+		"EXPLAIN QUERY PLAN SELECT count(*) FROM flows WHERE peer = 'phone'",
+		"EXPLAIN QUERY PLAN SELECT start_us FROM flows WHERE peer = 'phone' ORDER BY seq "
+		"DESC LIMIT 1",
+	};
+	for (size_t i = 0; i < 2; i++) {
+		sqlite3_stmt *st;
+		assert_int_equal(sqlite3_prepare_v2(store_reader_sqlite(r), sql[i], -1, &st, NULL),
+				 SQLITE_OK);
+		int rows = 0;
+		while (sqlite3_step(st) == SQLITE_ROW) {
+			const char *d = (const char *)sqlite3_column_text(st, 3);
+			assert_non_null(strstr(d, "INDEX flows_peer (peer=?)"));
+			assert_null(strstr(d, "TEMP B-TREE"));
+			rows++;
+		}
+		assert_int_equal(rows, 1);
+		sqlite3_finalize(st);
+	}
+	store_reader_close(r);
+	store_close(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1110,6 +1164,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_version, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reader_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_index_lag, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_peer_flows, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -61,10 +61,29 @@ function bodySection(id, part, msg) {
   return box;
 }
 
+// The certificate the upstream presented (on the tcp record only): the
+// upstream's own strings, shown as text.
+function certView(c) {
+  const str = (v) => (typeof v === "string" ? v : null);
+  const sans = Array.isArray(c.sans) ? c.sans.filter((x) => typeof x === "string") : [];
+  const more = Number.isInteger(c.sans_more) && c.sans_more > 0 ? ` (and ${c.sans_more} more)` : "";
+  const verdict = c.verified === true ? "verified"
+    : `not verified: ${str(c.verify_error) || "unknown reason"}${c.insecure === true ? " (--insecure-upstream: the connection went on)" : ""}`;
+  return h("div", { class: "cert" },
+    h("h4", null, "Upstream certificate"),
+    kv([["subject", str(c.subject)], ["issuer", str(c.issuer)],
+      ["names", sans.length ? sans.join(", ") + more : "none"],
+      ["valid from", str(c.not_before)], ["valid until", str(c.not_after)],
+      ["SHA-256", str(c.sha256)],
+      ["verification", h("span", { class: c.verified === true ? "cert-ok" : "cert-bad", dataset: { verified: String(c.verified === true) } }, verdict)]]));
+}
+
 function tlsLegs(tls) {
   if (!tls) return null;
   const leg = (name, l) => l ? [name, `${l.version || "?"} · ${l.cipher || "?"} · ALPN ${l.alpn || "none"}`] : [name, null];
-  return kv([leg("client ↔ wgmitm", tls.client), leg("wgmitm ↔ upstream", tls.upstream)]);
+  const legs = kv([leg("client ↔ wgmitm", tls.client), leg("wgmitm ↔ upstream", tls.upstream)]);
+  const cert = tls.upstream && tls.upstream.cert && typeof tls.upstream.cert === "object" ? certView(tls.upstream.cert) : null;
+  return cert ? h("div", { class: "tls" }, legs, cert) : legs;
 }
 
 function timings(rec) {

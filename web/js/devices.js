@@ -72,7 +72,7 @@ export function devicesView(root) {
   put(root, h("section", { class: "devices" },
     h("h2", null, "Devices"),
     h("table", { class: "grid" },
-      h("thead", null, h("tr", null, ["Name", "Addresses", "Endpoint", "Last handshake", "Received", "Sent", "Apps", ""].map((t) => h("th", null, t)))),
+      h("thead", null, h("tr", null, ["Name", "Addresses", "Endpoint", "Last handshake", "Received", "Sent", "Flows", "Last flow", "Apps", ""].map((t) => h("th", null, t)))),
       table),
     form, qrArea));
 
@@ -81,7 +81,7 @@ export function devicesView(root) {
     try {
       j = await api.get("/api/peers");
     } catch (e) {
-      put(table, h("tr", null, h("td", { colspan: 8, class: "error" }, e.message)));
+      put(table, h("tr", null, h("td", { colspan: 10, class: "error" }, e.message)));
       return;
     }
     put(table, ...j.peers.map((p) => {
@@ -109,6 +109,8 @@ export function devicesView(root) {
         h("td", null, p.endpoint || ""),
         h("td", null, p.last_handshake ? ago(p.last_handshake) : "never"),
         h("td", null, fmtBytes(p.rx_bytes || 0)), h("td", null, fmtBytes(p.tx_bytes || 0)),
+        h("td", { class: "c-flows", title: "flows in the store" }, Number.isInteger(p.flows) ? p.flows.toLocaleString("en-US") : "–"),
+        h("td", { class: "c-lastflow", title: p.last_flow || "" }, p.last_flow ? ago(p.last_flow) : "none"),
         h("td", null, apps),
         h("td", { class: "acts" },
           h("button", { type: "button", onclick: () => put(qrArea, qrBlock(p.name, "")) }, "QR"),
