@@ -1,5 +1,6 @@
 /* wgmitm command line. */
 #include "daemon.h"
+#include "mitm/rules.h"
 #include "exportcmd.h"
 #include "flowscmd.h"
 #include "mcpcmd.h"
@@ -213,6 +214,8 @@ static int cmd_run(int argc, char **argv)
 	struct daemon_options o = { .under_load_threshold = -1,
 				    .auto_passthrough_s = -1,
 				    .body_cap = -1 };
+	json_t *rule_list = NULL, *dns_list = NULL; /* made at the first rule option */
+	unsigned rule_counts[7] = { 0 };            /* ids: "<option>-<n>" */
 	static const struct option longopts[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "endpoint", required_argument, NULL, 'e' },
@@ -237,6 +240,13 @@ static int cmd_run(int argc, char **argv)
 		{ "store-max-size", required_argument, NULL, 'z' },
 		{ "store-max-age", required_argument, NULL, 'g' },
 		{ "no-store", no_argument, NULL, 'S' },
+		{ "map-remote", required_argument, NULL, 0x100 },
+		{ "map-local", required_argument, NULL, 0x101 },
+		{ "modify-headers", required_argument, NULL, 0x102 },
+		{ "modify-body", required_argument, NULL, 0x103 },
+		{ "block-list", required_argument, NULL, 0x104 },
+		{ "intercept", required_argument, NULL, 0x105 },
+		{ "dns-override", required_argument, NULL, 0x106 },
 		{ 0 },
 	};
 	reset_getopt();
@@ -391,6 +401,34 @@ static int cmd_run(int argc, char **argv)
 			if (c == 'U')
 				o.under_load_threshold = (int)v;
 			break;
+		case 0x100:
+		case 0x101:
+		case 0x102:
+		case 0x103:
+		case 0x104:
+		case 0x105:
+		case 0x106: {
+			static const char *const names[] = { "map-remote",     "map-local",
+							     "modify-headers", "modify-body",
+							     "block-list",     "intercept",
+							     "dns-override" };
+			struct rules_error re;
+			bool dns = c == 0x106;
+			json_t **list = dns ? &dns_list : &rule_list;
+			if (!*list)
+				*list = json_array();
+			json_t *r = rules_from_option(names[c - 0x100], optarg,
+						      ++rule_counts[c - 0x100], &re);
+			if (!r) {
+				json_decref(rule_list);
+				json_decref(dns_list);
+				char msg[512];
+				snprintf(msg, sizeof(msg), "%s: %s", re.field, re.message);
+				return usage_error(&cmd_run_def, "%s", msg);
+			}
+			json_array_append_new(*list, r);
+			break;
+		}
 		default:
 			fprintf(stderr, "usage: %s\n", cmd_run_def.usage);
 			return 2;
@@ -398,6 +436,8 @@ static int cmd_run(int argc, char **argv)
 	}
 	if (optind != argc)
 		return usage_error(&cmd_run_def, "unexpected argument \"%s\"", argv[optind]);
+	o.rule_options = rule_list;
+	o.dns_overrides = dns_list;
 	if (o.stats_interval_ms == 0 && log_get_level() >= LOG_DEBUG)
 		o.stats_interval_ms = 10000;
 	char home[4096];
@@ -406,7 +446,10 @@ static int cmd_run(int argc, char **argv)
 		return 1;
 	}
 	o.home = home;
-	return daemon_run(&o);
+	int status = daemon_run(&o);
+	json_decref(rule_list);
+	json_decref(dns_list);
+	return status;
 }
 
 static const struct command cmd_run_def = {
@@ -419,7 +462,11 @@ static const struct command cmd_run_def = {
 	"                  [--upstream-ca FILE]... [--insecure-upstream] [--passthrough GLOB]...\n"
 	"                  [--auto-passthrough S] [--body-cap BYTES] [--no-intercept]\n"
 	"                  [--quic refuse|passthrough] [--api [ADDR:]PORT|off]\n"
-	"                  [--store-max-size BYTES] [--store-max-age AGE] [--no-store]",
+	"                  [--store-max-size BYTES] [--store-max-age AGE] [--no-store]\n"
+	"                  [--map-remote SPEC]... [--map-local SPEC]... [--modify-headers "
+	"SPEC]...\n"
+	"                  [--modify-body SPEC]... [--block-list SPEC]... [--intercept FILTER]...\n"
+	"                  [--dns-override NAME=ADDR[,ADDR]]...",
 	"Start the endpoint. On first start it creates the server key and, when no\n"
 	"peer exists, a peer named \"phone\" whose QR code it prints. Every TCP and\n"
 	"UDP flow of a peer is relayed to its destination and recorded in\n"
@@ -454,6 +501,16 @@ static const struct command cmd_run_def = {
 	"                           port unreachable so apps fall back to TLS over TCP,\n"
 	"                           which is decrypted (default); passthrough relays it\n"
 	"  SSLKEYLOGFILE=PATH       (environment) write TLS keys of both legs for Wireshark\n"
+	"\n"
+	"rules (docs/rules.md; mitmproxy's syntax: the first character separates, FILTER\n"
+	"is optional; each repeatable; HOME/rules.json and the API add more):\n"
+	"  --map-remote |FILTER|URL-REGEX|REPLACEMENT  send matching requests elsewhere\n"
+	"  --map-local |URL-REGEX|PATH     answer matching requests with a file\n"
+	"  --modify-headers |FILTER|NAME|VALUE  set a header (empty VALUE removes it)\n"
+	"  --modify-body |FILTER|REGEX|REPLACEMENT  rewrite bodies\n"
+	"  --block-list |FILTER|STATUS     answer with STATUS (444: reset the connection)\n"
+	"  --intercept FILTER              hold matching requests (with ~s: responses)\n"
+	"  --dns-override NAME=ADDR[,ADDR] the tunnel's DNS answers NAME (or *.NAME)\n"
 	"\n"
 	"control plane (docs/api.md; the configuration saved in HOME/config.json is\n"
 	"read first, these options override it):\n"
