@@ -5,6 +5,8 @@
 #include "peerconf.h"
 #include "state.h"
 #include "runconfig.h"
+#include "rulesrc.h"
+#include "mitm/rules.h"
 #include "udpbatch.h"
 #include "mitm/capage.h"
 #include "mitm/dns.h"
@@ -472,10 +474,21 @@ static void on_reload_timer(uv_timer_t *t)
 	daemon_reload(t->data, "peers.json changed");
 }
 
+static void on_rules_timer(uv_timer_t *t)
+{
+	struct daemon *d = t->data;
+	if (d->rules)
+		(void)rulesrc_reload_file(d->rules);
+}
+
 static void on_watch(uv_fs_event_t *h, const char *filename, int events, int status)
 {
 	struct daemon *d = h->data;
 	(void)events;
+	if (status >= 0 && filename && strcmp(filename, RULES_FILE) == 0) {
+		uv_timer_start(&d->rules_timer, on_rules_timer, RELOAD_DEBOUNCE_MS, 0);
+		return;
+	}
 	if (status < 0 || (filename && strcmp(filename, "peers.json") != 0))
 		return;
 	/* A save is several events (temp file, rename): act once they settle. */
@@ -552,6 +565,8 @@ static void on_signal(uv_signal_t *s, int signum)
 	struct daemon *d = s->data;
 	if (signum == SIGHUP) {
 		daemon_reload(d, "SIGHUP");
+		if (d->rules)
+			(void)rulesrc_reload_file(d->rules);
 	} else if (signum == SIGUSR1) {
 		print_stats(d);
 	} else if (!d->stopping) {
@@ -882,12 +897,27 @@ static void config_targets(struct daemon *d, struct runconfig_targets *t)
 					 .policy = &d->policy,
 					 .ns = d->ns,
 					 .log = d->flows,
-					 .scope = &d->scope };
+					 .scope = &d->scope,
+					 .rules = d->rules };
+}
+
+/* A new rule set goes to the relay and the tunnel's DNS. */
+static void install_rules(void *ctx, struct ruleset *rs)
+{
+	struct daemon *d = ctx;
+	if (d->relay)
+		relay_set_rules(d->relay, rs);
+	if (d->dns)
+		dns_proxy_set_rules(d->dns, rs);
 }
 
 /* HOME/config.json, then the options given on the command line over it. */
 static int load_config(struct daemon *d)
 {
+	d->rules = rulesrc_new(d->st.home, d->opts->rule_options, d->opts->dns_overrides,
+			       install_rules, d);
+	if (!d->rules)
+		return -1;
 	char path[4200];
 	snprintf(path, sizeof(path), "%s/%s", d->st.home, CONFIG_FILE);
 	struct config_error err;
@@ -1134,6 +1164,8 @@ int daemon_run(const struct daemon_options *opts)
 	uv_check_start(&d->check, on_check);
 	uv_timer_init(d->loop, &d->reload_timer);
 	d->reload_timer.data = d;
+	uv_timer_init(d->loop, &d->rules_timer);
+	d->rules_timer.data = d;
 	uv_timer_init(d->loop, &d->stats_timer);
 	d->stats_timer.data = d;
 	if (opts->stats_interval_ms)
@@ -1173,6 +1205,7 @@ out_dev:
 	flowlog_close(d->flows);
 	store_close(d->store); /* after the last records: it takes them in */
 	json_decref(d->config);
+	rulesrc_free(d->rules);
 	runconfig_scope_free(d->scope);
 	X509_free(d->ca_cert);
 	for (size_t i = 0; i < d->npeers; i++)

@@ -68,6 +68,10 @@ struct daemon_options {
 	int64_t store_max_age;    /* seconds a flow is kept; 0: no bound */
 	bool no_store;            /* flows.jsonl only: no HOME/flows.db */
 	struct daemon_wrap *wrap; /* NULL: the tunnel only */
+	/* Interception rules from --map-remote, --modify-headers, ... (JSON
+	 * arrays of rule objects and of DNS overrides; NULL: none). */
+	struct json_t *rule_options;
+	struct json_t *dns_overrides;
 };
 
 /* --api's value: [ADDR:]PORT (ADDR an IPv4 or IPv6 literal, IPv6 in

@@ -29,6 +29,7 @@ struct udpbatch;
 struct api;
 struct runconfig_scope;
 struct store;
+struct rulesrc;
 
 /* One state peer as the device knows it. */
 struct daemon_peer {
@@ -66,6 +67,7 @@ struct daemon {
 	uv_fs_event_t watch;
 	bool watching;
 	uv_timer_t reload_timer;
+	uv_timer_t rules_timer; /* HOME/rules.json changed: reload once it settles */
 	uv_timer_t stats_timer;
 	struct daemon_peer **peers;
 	size_t npeers;
@@ -88,6 +90,7 @@ struct daemon {
 	struct api *api;
 	struct runconfig_scope *scope; /* the capture scope in force; NULL: everything */
 	struct store *store;           /* HOME/flows.db, following the log; NULL: off */
+	struct rulesrc *rules;         /* the interception rules' sources */
 	uint64_t notified_lines;       /* flowlog_lines when the store was last told */
 	uv_poll_t tun_poll;            /* wrap: the command's TUN device */
 	uint8_t *tun_buf;

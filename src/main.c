@@ -1,5 +1,6 @@
 /* wgmitm command line. */
 #include "daemon.h"
+#include "mitm/rules.h"
 #include "exportcmd.h"
 #include "flowscmd.h"
 #include "mcpcmd.h"
@@ -160,9 +161,48 @@ static int parse_uint(const char *text, unsigned long max, unsigned long *out)
 		{ "insecure-upstream", no_argument, NULL, 'I' },                                   \
 		{ "passthrough", required_argument, NULL, 'p' },                                   \
 		{ "body-cap", required_argument, NULL, 'b' },                                      \
+		{ "no-intercept", no_argument, NULL, 'N' },                                        \
+		{ "map-remote", required_argument, NULL, 0x100 },                                  \
+		{ "map-local", required_argument, NULL, 0x101 },                                   \
+		{ "modify-headers", required_argument, NULL, 0x102 },                              \
+		{ "modify-body", required_argument, NULL, 0x103 },                                 \
+		{ "block-list", required_argument, NULL, 0x104 },                                  \
+		{ "intercept", required_argument, NULL, 0x105 },                                   \
 	{                                                                                          \
-		"no-intercept", no_argument, NULL, 'N'                                             \
+		"dns-override", required_argument, NULL, 0x106                                     \
 	}
+
+/* --map-remote, ..., --dns-override: each becomes a rule (or DNS override)
+ * with the id "<option>-<n>", n counting that option's uses. */
+static int rule_option(const struct command *cmd, int which, struct daemon_options *o)
+{
+	static const char *const names[] = { "map-remote",  "map-local",  "modify-headers",
+					     "modify-body", "block-list", "intercept",
+					     "dns-override" };
+	bool dns = which == 6;
+	json_t **list = dns ? &o->dns_overrides : &o->rule_options;
+	if (!*list)
+		*list = json_array();
+	unsigned n = 1;
+	size_t i;
+	json_t *e;
+	size_t plen = strlen(names[which]);
+	json_array_foreach(*list, i, e)
+	{
+		const char *id = json_string_value(json_object_get(e, "id"));
+		if (id && strncmp(id, names[which], plen) == 0 && id[plen] == '-')
+			n++;
+	}
+	struct rules_error re;
+	json_t *r = rules_from_option(names[which], optarg, n, &re);
+	if (!r) {
+		char msg[512];
+		snprintf(msg, sizeof(msg), "%s: %s", re.field, re.message);
+		return usage_error(cmd, "%s", msg);
+	}
+	json_array_append_new(*list, r);
+	return 0;
+}
 
 static int intercept_option(const struct command *cmd, int c, struct daemon_options *o)
 {
@@ -192,6 +232,14 @@ static int intercept_option(const struct command *cmd, int c, struct daemon_opti
 	case 'N':
 		o->no_intercept = true;
 		return 0;
+	case 0x100:
+	case 0x101:
+	case 0x102:
+	case 0x103:
+	case 0x104:
+	case 0x105:
+	case 0x106:
+		return rule_option(cmd, c - 0x100, o);
 	default:
 		return -1;
 	}
@@ -426,7 +474,10 @@ static int cmd_run(int argc, char **argv)
 		return 1;
 	}
 	o.home = home;
-	return daemon_run(&o);
+	int status = daemon_run(&o);
+	json_decref(o.rule_options);
+	json_decref(o.dns_overrides);
+	return status;
 }
 
 static const struct command cmd_run_def = {
@@ -439,7 +490,11 @@ static const struct command cmd_run_def = {
 	"                  [--upstream-ca FILE]... [--insecure-upstream] [--passthrough GLOB]...\n"
 	"                  [--auto-passthrough S] [--body-cap BYTES] [--no-intercept]\n"
 	"                  [--quic refuse|passthrough] [--api [ADDR:]PORT|off]\n"
-	"                  [--store-max-size BYTES] [--store-max-age AGE] [--no-store]",
+	"                  [--store-max-size BYTES] [--store-max-age AGE] [--no-store]\n"
+	"                  [--map-remote SPEC]... [--map-local SPEC]... [--modify-headers "
+	"SPEC]...\n"
+	"                  [--modify-body SPEC]... [--block-list SPEC]... [--intercept FILTER]...\n"
+	"                  [--dns-override NAME=ADDR[,ADDR]]...",
 	"Start the endpoint. On first start it creates the server key and, when no\n"
 	"peer exists, a peer named \"phone\" whose QR code it prints. Every TCP and\n"
 	"UDP flow of a peer is relayed to its destination and recorded in\n"
@@ -474,6 +529,16 @@ static const struct command cmd_run_def = {
 	"                           port unreachable so apps fall back to TLS over TCP,\n"
 	"                           which is decrypted (default); passthrough relays it\n"
 	"  SSLKEYLOGFILE=PATH       (environment) write TLS keys of both legs for Wireshark\n"
+	"\n"
+	"rules (docs/rules.md; mitmproxy's syntax: the first character separates, FILTER\n"
+	"is optional; each repeatable; HOME/rules.json and the API add more):\n"
+	"  --map-remote |FILTER|URL-REGEX|REPLACEMENT  send matching requests elsewhere\n"
+	"  --map-local |URL-REGEX|PATH     answer matching requests with a file\n"
+	"  --modify-headers |FILTER|NAME|VALUE  set a header (empty VALUE removes it)\n"
+	"  --modify-body |FILTER|REGEX|REPLACEMENT  rewrite bodies\n"
+	"  --block-list |FILTER|STATUS     answer with STATUS (444: reset the connection)\n"
+	"  --intercept FILTER              hold matching requests (with ~s: responses)\n"
+	"  --dns-override NAME=ADDR[,ADDR] the tunnel's DNS answers NAME (or *.NAME)\n"
 	"\n"
 	"control plane (docs/api.md; the configuration saved in HOME/config.json is\n"
 	"read first, these options override it):\n"
@@ -874,6 +939,10 @@ static const struct command cmd_wrap_def = {
 	"wgmitm wrap [--upstream-ca FILE]... [--insecure-upstream] [--passthrough GLOB]...\n"
 	"                   [--no-intercept] [--body-cap BYTES] [--no-store] [--report-json "
 	"FILE]\n"
+	"                   [--map-remote SPEC]... [--map-local SPEC]... [--modify-headers "
+	"SPEC]...\n"
+	"                   [--modify-body SPEC]... [--block-list SPEC]... [--dns-override "
+	"NAME=ADDR]...\n"
 	"                   -- COMMAND [ARG]...",
 	NULL,
 };
@@ -912,7 +981,10 @@ static int cmd_wrap(int argc, char **argv)
 		fprintf(stderr, "usage: %s\n", cmd_wrap_def.usage);
 		return 2;
 	}
-	return wrapcmd_main(&o, argv + optind, report_json, home_override);
+	int status = wrapcmd_main(&o, argv + optind, report_json, home_override);
+	json_decref(o.rule_options);
+	json_decref(o.dns_overrides);
+	return status;
 }
 
 static const struct command commands[] = {

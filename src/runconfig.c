@@ -12,9 +12,11 @@
 #include "mitm/passthru.h"
 #include "mitm/policy.h"
 #include "mitm/relay.h"
+#include "mitm/rules.h"
 #include "mitm/tls.h"
 #include "mitm/udp.h"
 #include "netstack/netstack.h"
+#include "rulesrc.h"
 
 static int check_dns(const char *addr, char *why, size_t n)
 {
@@ -38,7 +40,30 @@ static int check_filter(const char *expr, char *why, size_t n)
 	return 0;
 }
 
-const struct config_checks runconfig_checks = { .filter = check_filter, .dns_upstream = check_dns };
+static int check_rule(const json_t *rule, const char *path, struct config_error *err)
+{
+	struct rules_error e;
+	if (rules_check(rule, path, &e) == 0)
+		return 0;
+	snprintf(err->field, sizeof(err->field), "%.127s", e.field);
+	snprintf(err->message, sizeof(err->message), "%.255s", e.message);
+	return -1;
+}
+
+static int check_dns_override(const json_t *o, const char *path, struct config_error *err)
+{
+	struct rules_error e;
+	if (rules_check_dns(o, path, &e) == 0)
+		return 0;
+	snprintf(err->field, sizeof(err->field), "%.127s", e.field);
+	snprintf(err->message, sizeof(err->message), "%.255s", e.message);
+	return -1;
+}
+
+const struct config_checks runconfig_checks = { .filter = check_filter,
+						.dns_upstream = check_dns,
+						.rule = check_rule,
+						.dns_override = check_dns_override };
 
 /* ---- The capture scope ------------------------------------------------------ */
 
@@ -304,6 +329,11 @@ int runconfig_apply(const struct runconfig_targets *t, const json_t *prev, const
 	if (t->dns && changed(prev, doc, "dns_upstreams") && apply_dns(t, doc, err) < 0)
 		return -1;
 	if (t->policy && apply_host_ports(t, doc, err) < 0)
+		return -1;
+	if (t->rules &&
+	    (changed(prev, doc, "intercept_rules") || changed(prev, doc, "dns_overrides")) &&
+	    rulesrc_set_config(t->rules, json_object_get(doc, "intercept_rules"),
+			       json_object_get(doc, "dns_overrides"), err) < 0)
 		return -1;
 	if (t->log && t->scope && changed(prev, doc, "capture_scope") &&
 	    apply_scope(t, doc, err) < 0)

@@ -19,6 +19,7 @@ struct policy;
 struct netstack;
 struct flowlog;
 struct runconfig_scope;
+struct rulesrc;
 
 /* What a document changes; any may be NULL (not running). */
 struct runconfig_targets {
@@ -34,6 +35,7 @@ struct runconfig_targets {
 	 * *scope is the one in force (runconfig_scope_free at the end). */
 	struct flowlog *log;
 	struct runconfig_scope **scope;
+	struct rulesrc *rules; /* intercept_rules and dns_overrides go here */
 };
 
 void runconfig_scope_free(struct runconfig_scope *s);

@@ -12,7 +12,7 @@
 #include "common/atomicfile.h"
 #include "common/strbuf.h"
 
-enum kind { K_BOOL, K_INT, K_ENUM, K_STRLIST, K_PORTLIST, K_SCOPE };
+enum kind { K_BOOL, K_INT, K_ENUM, K_STRLIST, K_PORTLIST, K_SCOPE, K_OBJLIST };
 
 struct field;
 typedef int (*item_check)(const struct config_checks *chk, const char *item, char *why,
@@ -25,6 +25,7 @@ struct field {
 	const char *const *values; /* K_ENUM; the first is the default */
 	size_t max_items;          /* lists */
 	item_check check;          /* K_STRLIST items */
+	const char *key;           /* K_OBJLIST: the member naming an entry */
 };
 
 static int check_glob(const struct config_checks *chk, const char *s, char *why, size_t n)
@@ -86,6 +87,8 @@ static const struct field fields[] = {
 	  .min = 1000,
 	  .max = 86400000,
 	  .def = 60000 },
+	{ .name = "intercept_rules", .kind = K_OBJLIST, .max_items = 256, .key = "id" },
+	{ .name = "dns_overrides", .kind = K_OBJLIST, .max_items = 64, .key = "name" },
 };
 
 #define NFIELDS (sizeof(fields) / sizeof(fields[0]))
@@ -122,6 +125,7 @@ static json_t *field_default(const struct field *f)
 		return json_string(f->values[0]);
 	case K_STRLIST:
 	case K_PORTLIST:
+	case K_OBJLIST:
 		return json_array();
 	case K_SCOPE:
 		return json_pack("{s:[],s:[]}", "includes", "excludes");
@@ -154,6 +158,8 @@ static const char *kind_name(enum kind k)
 		return "an array of ports";
 	case K_SCOPE:
 		return "an object with includes and excludes";
+	case K_OBJLIST:
+		return "an array of objects";
 	}
 	return "?";
 }
@@ -224,6 +230,15 @@ static int check_item(const struct field *f, const json_t *v, const char *path,
 		    json_integer_value(v) > 65535)
 			return fail(err, path, "expected a port, 1 to 65535");
 		return 0;
+	case K_OBJLIST: {
+		if (!json_is_object(v) || !json_is_string(json_object_get(v, f->key)))
+			return fail(err, path, "expected an object with a string \"%s\"", f->key);
+		int (*check)(const json_t *, const char *, struct config_error *) =
+			!chk                        ? NULL
+			: strcmp(f->key, "id") == 0 ? chk->rule
+						    : chk->dns_override;
+		return check ? check(v, path, err) : 0;
+	}
 	default:
 		return check_scope_entry(v, path, chk, err);
 	}
@@ -244,6 +259,11 @@ static int check_list(const struct field *f, const json_t *a, const char *path,
 		snprintf(p, sizeof(p), "%s[%zu]", path, i);
 		if (check_item(f, v, p, chk, err) < 0)
 			return -1;
+		for (size_t j = 0; f->kind == K_OBJLIST && j < i; j++)
+			if (json_equal(json_object_get(json_array_get(a, j), f->key),
+				       json_object_get(v, f->key)))
+				return fail(err, p, "%s \"%s\" is already entry %zu", f->key,
+					    json_string_value(json_object_get(v, f->key)), j);
 	}
 	return 0;
 }
@@ -269,6 +289,7 @@ static int check_value(const struct field *f, const json_t *v, const struct conf
 		return fail(err, f->name, "expected \"%s\" or \"%s\"", f->values[0], f->values[1]);
 	case K_STRLIST:
 	case K_PORTLIST:
+	case K_OBJLIST:
 		return check_list(f, v, f->name, chk, err);
 	case K_SCOPE: {
 		if (!json_is_object(v))
@@ -351,6 +372,94 @@ static json_t *list_edit(const struct field *f, const json_t *cur, const json_t 
 	return out;
 }
 
+/* The index of the entry whose key is `key`, or -1. */
+static long objlist_find(const struct field *f, const json_t *a, const json_t *key)
+{
+	size_t i;
+	json_t *v;
+	json_array_foreach(a, i, v) if (json_equal(json_object_get(v, f->key), key)) return (long)i;
+	return -1;
+}
+
+/* A list of objects edited by key (config.h). A new array, or NULL with
+ * err set. */
+static json_t *objlist_edit(const struct field *f, const json_t *cur, const json_t *edit,
+			    const char *path, const struct config_checks *chk,
+			    struct config_error *err)
+{
+	bool rules = strcmp(f->key, "id") == 0;
+	const char *k;
+	json_t *v;
+	json_object_foreach((json_t *)edit, k, v)
+	{
+		char p[128];
+		snprintf(p, sizeof(p), "%s.%s", path, k);
+		bool keys = strcmp(k, "remove") == 0 ||
+			    (rules && (strcmp(k, "enable") == 0 || strcmp(k, "disable") == 0));
+		if (!keys && strcmp(k, "add") != 0) {
+			fail(err, p, "unknown key (edited with add, remove%s)",
+			     rules ? ", enable and disable" : "");
+			return NULL;
+		}
+		if (!json_is_array(v)) {
+			fail(err, p, "expected an array");
+			return NULL;
+		}
+		size_t i;
+		json_t *x;
+		json_array_foreach(v, i, x)
+		{
+			if (keys && !json_is_string(x)) {
+				char q[160];
+				snprintf(q, sizeof(q), "%s[%zu]", p, i);
+				fail(err, q, "expected the %s of an entry", f->key);
+				return NULL;
+			}
+		}
+		if (!keys && check_list(f, v, p, chk, err) < 0)
+			return NULL;
+	}
+	json_t *out = json_deep_copy(cur);
+	size_t i;
+	json_t *x;
+	json_array_foreach(json_object_get(edit, "remove"), i, x)
+	{
+		long at = objlist_find(f, out, x);
+		if (at >= 0)
+			json_array_remove(out, (size_t)at);
+	}
+	json_array_foreach(json_object_get(edit, "add"), i, x)
+	{
+		long at = objlist_find(f, out, json_object_get(x, f->key));
+		if (at >= 0)
+			json_array_set(out, (size_t)at, x);
+		else
+			json_array_append(out, x);
+	}
+	for (int on = 0; rules && on < 2; on++) {
+		const char *what = on ? "enable" : "disable";
+		json_array_foreach(json_object_get(edit, what), i, x)
+		{
+			long at = objlist_find(f, out, x);
+			if (at < 0) {
+				char q[160];
+				snprintf(q, sizeof(q), "%s.%s[%zu]", path, what, i);
+				fail(err, q, "no rule has the id \"%s\"", json_string_value(x));
+				json_decref(out);
+				return NULL;
+			}
+			json_object_set_new(json_array_get(out, (size_t)at), "enabled",
+					    json_boolean(on));
+		}
+	}
+	if (json_array_size(out) > f->max_items) {
+		json_decref(out);
+		fail(err, path, "at most %zu entries", f->max_items);
+		return NULL;
+	}
+	return out;
+}
+
 /* ---- start and configure ---------------------------------------------------- */
 
 /* `req`'s fields applied to `doc` (changed in place). `whole`: start,
@@ -369,7 +478,7 @@ static int apply(json_t *doc, const json_t *req, bool whole, bool merge,
 		const struct field *f = field_find(k);
 		if (!f)
 			return fail(err, k, "unknown field");
-		bool list = f->kind == K_STRLIST || f->kind == K_PORTLIST;
+		bool list = f->kind == K_STRLIST || f->kind == K_PORTLIST || f->kind == K_OBJLIST;
 		if (whole || (!merge && f->kind == K_SCOPE) || (!list && f->kind != K_SCOPE)) {
 			if (f->kind == K_SCOPE && json_is_object(v)) {
 				/* Whole: what it omits is empty. */
@@ -383,6 +492,13 @@ static int apply(json_t *doc, const json_t *req, bool whole, bool merge,
 			if (check_value(f, v, chk, err) < 0)
 				return -1;
 			json_object_set(doc, k, v);
+			continue;
+		}
+		if (f->kind == K_OBJLIST && merge && json_is_object(v)) {
+			json_t *n = objlist_edit(f, json_object_get(doc, k), v, k, chk, err);
+			if (!n)
+				return -1;
+			json_object_set_new(doc, k, n);
 			continue;
 		}
 		if (f->kind != K_SCOPE) {

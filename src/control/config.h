@@ -11,6 +11,11 @@
  *   array or edited with {"add": [...], "remove": [...]}, and capture_scope's
  *   includes and excludes likewise; with "operation": "replace" each named
  *   field is replaced whole (arrays and objects only, no add/remove).
+ *   intercept_rules and dns_overrides are lists of objects edited by key
+ *   (a rule's "id", an override's "name"): {"add": [...]} replaces the
+ *   entries with the same key in place and appends the others,
+ *   {"remove": ["key", ...]} drops them, and for rules {"enable": [ids]}
+ *   and {"disable": [ids]} set "enabled" (an unknown id is an error there).
  *
  * Every request is checked whole before anything changes: an unknown field,
  * a wrong type or a bad value fails with the field's path (e.g.
@@ -36,6 +41,10 @@ struct config_error {
 struct config_checks {
 	int (*filter)(const char *expr, char *why, size_t whylen);
 	int (*dns_upstream)(const char *addr, char *why, size_t whylen);
+	/* One entry of intercept_rules or dns_overrides (mitm/rules.h);
+	 * `path` names it ("intercept_rules[2]"), err names the field inside. */
+	int (*rule)(const json_t *rule, const char *path, struct config_error *err);
+	int (*dns_override)(const json_t *o, const char *path, struct config_error *err);
 };
 
 /* The defaults, every field. */

@@ -926,6 +926,58 @@ bool filter_match(const struct filter *f, const struct flow_fields *ff)
 	return r;
 }
 
+/* Three-valued: 0 false, 1 true, 2 unknown. */
+static int may_eval(const struct filter *f, const struct node *n, const char *host,
+		    const char *peer)
+{
+	switch (n->kind) {
+	case NODE_AND: {
+		int r = 1;
+		for (size_t i = 0; i < n->nkids; i++) {
+			int k = may_eval(f, n->kids[i], host, peer);
+			if (k == 0)
+				return 0;
+			if (k == 2)
+				r = 2;
+		}
+		return r;
+	}
+	case NODE_OR: {
+		int r = 0;
+		for (size_t i = 0; i < n->nkids; i++) {
+			int k = may_eval(f, n->kids[i], host, peer);
+			if (k == 1)
+				return 1;
+			if (k == 2)
+				r = 2;
+		}
+		return r;
+	}
+	case NODE_TEST: {
+		int v = 2;
+		if (n->op->kind == T_ALL)
+			v = 1;
+		else if (n->op->kind == T_TYPE)
+			v = strcmp(n->op->type, "http") == 0;
+		else if (n->op->kind == T_REGEX && n->op->fields == FIELD_HOST && host)
+			v = re_search(n->re, f->md, f->mc, host, strlen(host));
+		else if (n->op->kind == T_REGEX && n->op->fields == FIELD_PEER)
+			v = peer && re_search(n->re, f->md, f->mc, peer, strlen(peer));
+		if (v != 2 && n->neg)
+			v = !v;
+		return v;
+	}
+	case NODE_NOT:
+		break;
+	}
+	return 2;
+}
+
+bool filter_may_match_host(const struct filter *f, const char *host, const char *peer)
+{
+	return may_eval(f, f->root, host, peer) != 0;
+}
+
 /* ---- what an index can do for a regex ------------------------------------ */
 
 #define MAX_RUNS 16

@@ -74,6 +74,12 @@ void filter_free(struct filter *f);
 /* Whether the flow matches. */
 bool filter_match(const struct filter *f, const struct flow_fields *ff);
 
+/* Whether some "http" flow of `peer` (NULL: none) to `host` (NULL:
+ * unknown) could match: the tests of the host alone (~d) and of the peer
+ * alone (~peer), ~all and the type tests are answered, every other test
+ * may go either way. False only when no such flow can match. */
+bool filter_may_match_host(const struct filter *f, const char *host, const char *peer);
+
 /* The SQL form. `where` is an expression over the table `flows` (it names
  * its columns flows.<column>, so the query must not alias it) and, in
  * subqueries, `bodies` and `flow_fts`. It uses the functions of

@@ -21,6 +21,7 @@
 #include "common/tally.h"
 #include "flows/flowlog.h"
 #include "mitm/localname.h"
+#include "mitm/rules.h"
 #include "netstack/netstack.h"
 
 #define DNS_HEADER_LEN 12 /* RFC 1035 4.1.1 */
@@ -101,7 +102,8 @@ struct dns_proxy {
 	bool shut, freeing;
 	struct dns_stats stats;
 	struct dns_idmap ids;
-	uint8_t buf[65536]; /* one UDP answer at a time */
+	struct ruleset *rules; /* DNS overrides (mitm/rules.h); NULL: none */
+	uint8_t buf[65536];    /* one UDP answer at a time */
 };
 
 /* Once freed and every handle has closed. */
@@ -111,6 +113,7 @@ static void proxy_maybe_release(struct dns_proxy *p)
 		return;
 	free(p->queries);
 	free(p->free_slots);
+	ruleset_unref(p->rules);
 	tally_free(p->peer_queries);
 	tally_free(p->peer_tcp);
 	free(p);
@@ -625,6 +628,79 @@ static bool local_answer(struct dns_proxy *p, struct dns_tcp *tcp, const struct 
 	return true;
 }
 
+/* A DNS override of the rules (rules.h) answers `q`: returns true when it
+ * did (and recorded it, end_reason "override"). A and AAAA get the
+ * override's addresses of that family; other types of the name get
+ * NOERROR without answers. */
+static bool override_answer(struct dns_proxy *p, struct dns_tcp *tcp, const struct sockaddr *client,
+			    const struct sockaddr *dest, const ldns_pkt *q, uint16_t client_id,
+			    struct flowlog_flow *rec, uint64_t start_ns, const char *peer)
+{
+	const ldns_rr_list *qs = ldns_pkt_question(q);
+	if (!p->rules || p->rules->ndns == 0 || ldns_pkt_get_opcode(q) != LDNS_PACKET_QUERY ||
+	    !qs || ldns_rr_list_rr_count(qs) != 1)
+		return false;
+	const ldns_rr *qr = ldns_rr_list_rr(qs, 0);
+	const ldns_rdf *owner = ldns_rr_owner(qr);
+	char *name = owner ? ldns_rdf2str(owner) : NULL;
+	const struct rules_dns *o = name ? ruleset_dns_lookup(p->rules, name, peer) : NULL;
+	free(name);
+	if (!o || ldns_rr_get_class(qr) != LDNS_RR_CLASS_IN)
+		return false;
+	ldns_pkt *a = ldns_pkt_new();
+	ldns_rr_list *qcopy = ldns_rr_list_clone(qs);
+	if (!a || !qcopy) {
+		ldns_pkt_free(a);
+		ldns_rr_list_deep_free(qcopy);
+		return false; /* forwarded instead */
+	}
+	ldns_pkt_set_id(a, client_id);
+	ldns_pkt_set_qr(a, true);
+	ldns_pkt_set_aa(a, true);
+	ldns_pkt_set_ra(a, true);
+	ldns_pkt_set_rd(a, ldns_pkt_rd(q));
+	ldns_pkt_set_opcode(a, LDNS_PACKET_QUERY);
+	ldns_pkt_push_rr_list(a, LDNS_SECTION_QUESTION, qcopy);
+	ldns_rr_list_free(qcopy);
+	ldns_rr_type t = ldns_rr_get_type(qr);
+	for (size_t i = 0; i < o->naddrs; i++) {
+		const struct sockaddr_storage *ss = &o->addrs[i];
+		ldns_rr *rr = NULL;
+		if (ss->ss_family == AF_INET && (t == LDNS_RR_TYPE_A || t == LDNS_RR_TYPE_ANY))
+			rr = local_rr(owner, LDNS_RR_TYPE_A,
+				      &((const struct sockaddr_in *)ss)->sin_addr);
+		else if (ss->ss_family == AF_INET6 &&
+			 (t == LDNS_RR_TYPE_AAAA || t == LDNS_RR_TYPE_ANY))
+			rr = local_rr(owner, LDNS_RR_TYPE_AAAA,
+				      &((const struct sockaddr_in6 *)ss)->sin6_addr);
+		if (rr)
+			ldns_pkt_push_rr(a, LDNS_SECTION_ANSWER, rr);
+	}
+	uint8_t *wire = NULL;
+	size_t len = 0;
+	if (ldns_pkt2wire(&wire, a, &len) != LDNS_STATUS_OK)
+		len = 0;
+	p->stats.override_answers++;
+	if (tcp)
+		p->stats.queries_tcp++;
+	else
+		p->stats.queries_udp++;
+	rec->packets_down = len ? 1 : 0;
+	rec->bytes_down = len;
+	dns_record(p, rec, tcp != NULL, q, a, -1, NULL, start_ns, "override");
+	ldns_pkt_free(a);
+	if (len)
+		reply(p, tcp, client, dest, wire, len);
+	free(wire);
+	return true;
+}
+
+void dns_proxy_set_rules(struct dns_proxy *p, struct ruleset *rs)
+{
+	ruleset_unref(p->rules);
+	p->rules = ruleset_ref(rs);
+}
+
 /* A query from a client (UDP, or one TCP message). Returns true when a
  * query is now in flight. */
 static bool query_start(struct dns_proxy *p, struct dns_tcp *tcp, const struct sockaddr *client,
@@ -662,7 +738,8 @@ static bool query_start(struct dns_proxy *p, struct dns_tcp *tcp, const struct s
 		free(wire);
 		return false;
 	}
-	if (local_answer(p, tcp, client, dest, qp, client_id, &rec, start_ns)) {
+	if (local_answer(p, tcp, client, dest, qp, client_id, &rec, start_ns) ||
+	    override_answer(p, tcp, client, dest, qp, client_id, &rec, start_ns, peer)) {
 		ldns_pkt_free(qp);
 		return false;
 	}

@@ -84,6 +84,7 @@ struct dns_stats {
 	uint64_t queries_udp, queries_tcp; /* well-formed queries taken */
 	uint64_t answered;                 /* answers relayed to clients */
 	uint64_t local_answers;            /* the endpoint's own names, answered here */
+	uint64_t override_answers;         /* names answered by a DNS override (rules.h) */
 	uint64_t truncated;                /* of those, TC set (client retries over TCP) */
 	uint64_t timeouts;                 /* SERVFAIL after timeout_ms */
 	uint64_t retries;                  /* attempts after the first */
@@ -122,6 +123,12 @@ int dns_proxy_tcp_accept(void *ctx, struct netstack_tcp *conn, const struct sock
 int dns_proxy_set_upstreams(struct dns_proxy *p, const struct sockaddr_storage *ups, size_t n);
 
 void dns_proxy_get_stats(const struct dns_proxy *p, struct dns_stats *out);
+
+/* The DNS overrides of `rs` (mitm/rules.h) answer matching names from now
+ * on, per peer when an override names a device (a reference is taken;
+ * NULL: none). */
+struct ruleset;
+void dns_proxy_set_rules(struct dns_proxy *p, struct ruleset *rs);
 
 /* Fails every query in flight (record end_reason "shutdown", no answer),
  * aborts the TCP connections and closes the sockets. Idempotent. */

@@ -44,11 +44,13 @@
 #include "common/tally.h"
 #include "mitm/errpage.h"
 #include "flows/flowlog.h"
+#include "mitm/h1rw.h"
 #include "mitm/h2obs.h"
 #include "mitm/http1.h"
 #include "mitm/httpflow.h"
 #include "mitm/localname.h"
 #include "mitm/passthru.h"
+#include "mitm/rules.h"
 #include "mitm/sniff.h"
 #include "mitm/tls.h"
 #include "netstack/netstack.h"
@@ -77,6 +79,14 @@ struct relay {
 	bool tick_closed;
 	uint16_t protected_ports[RELAY_MAX_PROTECTED]; /* our own services on the host */
 	size_t nprotected;
+	struct ruleset *rules; /* interception rules in force; NULL: none */
+};
+
+/* A delay rule's timer: its own allocation, so that it closes apart from
+ * the flow's handles (c is NULL once the flow has ended). */
+struct relay_delay {
+	uv_timer_t t;
+	struct relay_conn *c;
 };
 
 struct relay_write {
@@ -116,6 +126,8 @@ struct relay_icpt {
 	enum obs_kind obs;
 	void *obs_ptr;
 	struct errpage *err; /* FAIL: the 502 we answer with */
+	struct h1rw *rw;     /* rules apply: HTTP/1.1 terminated (mitm/h1rw.h) */
+	struct relay_delay *delay;
 	uint8_t first_up[RELAY_FIRST_BYTES], first_down[RELAY_FIRST_BYTES];
 	size_t first_up_len, first_down_len;
 	uint64_t first_up_size, first_down_size;
@@ -174,6 +186,7 @@ static void obs_finish(struct relay_conn *c, const char *reason);
 static void relay_free_now(struct relay *r)
 {
 	if (r->freed && r->tick_closed && r->conns == NULL) {
+		ruleset_unref(r->rules);
 		tally_free(r->per_peer);
 		free(r);
 	}
@@ -205,6 +218,12 @@ static void sink_exchange(void *ctx, const struct http_exchange *x)
 		return;
 	json_object_set_new(o, "conn", json_string(c->flow.id));
 	json_object_set(o, "tls", c->x && c->x->tls_json ? c->x->tls_json : json_null());
+	if (c->x && c->x->rw) {
+		json_t *note = h1rw_take_note(c->x->rw);
+		if (note && json_object_size(note))
+			json_object_set(o, "rules", note);
+		json_decref(note);
+	}
 	if (http_exchange_to_json(x, c->x ? c->x->authority : NULL, o) == 0 &&
 	    flowlog_write(r->cfg.log, o) == 0)
 		r->stats.http_exchanges++;
@@ -320,6 +339,11 @@ static void obs_finish(struct relay_conn *c, const char *reason)
 	x->obs = OBS_NONE;
 }
 
+static void relay_delay_closed(uv_handle_t *h)
+{
+	free(h->data);
+}
+
 static void relay_icpt_free(struct relay_conn *c)
 {
 	struct relay_icpt *x = c->x;
@@ -333,6 +357,11 @@ static void relay_icpt_free(struct relay_conn *c)
 	json_decref(x->tls_json);
 	json_decref(x->up_leg);
 	errpage_free(x->err);
+	h1rw_free(x->rw);
+	if (x->delay) {
+		x->delay->c = NULL;
+		uv_close((uv_handle_t *)&x->delay->t, relay_delay_closed);
+	}
 	free(x->sniff);
 	free(x);
 	c->x = NULL;
@@ -1055,6 +1084,92 @@ static void relay_conn_upstream_ready(struct relay_conn *c, bool ok)
 		relay_conn_client_tls_data(c);
 }
 
+/* ---- rules: the active HTTP/1.1 layer ------------------------------------ */
+
+static void rw_to_upstream(void *ctx, const uint8_t *p, size_t n)
+{
+	struct relay_conn *c = ctx;
+	if (c->finished)
+		return;
+	if (tls_leg_write(&c->x->up, p, n) != TLS_OK) {
+		relay_conn_finish(c, "error", END_RESET_BOTH);
+		return;
+	}
+	(void)relay_conn_up_flush(c);
+}
+
+static void rw_to_client(void *ctx, const uint8_t *p, size_t n)
+{
+	struct relay_conn *c = ctx;
+	if (c->finished)
+		return;
+	obs_server(c, p, n);
+	if (tls_leg_write(&c->x->cl, p, n) != TLS_OK) {
+		relay_conn_finish(c, "error", END_RESET_BOTH);
+		return;
+	}
+	relay_conn_client_flush(c);
+}
+
+static void rw_reset(void *ctx, const char *rule_id)
+{
+	struct relay_conn *c = ctx;
+	snprintf(c->flow.error, sizeof(c->flow.error), "reset by rule %s", rule_id);
+	relay_conn_finish(c, "rule:block", END_RESET_BOTH);
+}
+
+static void rw_delay_fired(uv_timer_t *t)
+{
+	struct relay_delay *d = t->data;
+	struct relay_conn *c = d->c;
+	if (!c || c->finished || !c->x || !c->x->rw)
+		return;
+	h1rw_resume(c->x->rw);
+	if (!c->finished && h1rw_backlog(c->x->rw) <= H1RW_MAX_HELD / 2 && c->connected)
+		relay_conn_resume_client(c);
+}
+
+static void rw_delay(void *ctx, uint32_t ms)
+{
+	struct relay_conn *c = ctx;
+	struct relay_icpt *x = c->x;
+	if (!x->delay) {
+		x->delay = calloc(1, sizeof(*x->delay));
+		if (!x->delay) {
+			h1rw_resume(x->rw); /* no timer: no delay */
+			return;
+		}
+		uv_timer_init(c->relay->loop, &x->delay->t);
+		x->delay->t.data = x->delay;
+		x->delay->c = c;
+	}
+	uv_update_time(c->relay->loop);
+	uv_timer_start(&x->delay->t, rw_delay_fired, ms, 0);
+}
+
+/* Whether a rule may apply: then HTTP/1.1 goes through the active layer. */
+static void relay_conn_rules_start(struct relay_conn *c, const char *scheme)
+{
+	struct relay *r = c->relay;
+	struct relay_icpt *x = c->x;
+	const char *sni = x->hello.sni_present && !x->hello.sni_is_ip ? x->hello.sni : NULL;
+	const char *peer = c->flow.peer[0] ? c->flow.peer : NULL;
+	if (!r->rules || !ruleset_may_apply(r->rules, peer, sni))
+		return;
+	struct h1rw_config wc = { .ops = { .to_upstream = rw_to_upstream,
+					   .to_client = rw_to_client,
+					   .reset = rw_reset,
+					   .delay = rw_delay },
+				  .ctx = c,
+				  .rules = r->rules,
+				  .peer = peer,
+				  .scheme = scheme,
+				  .default_authority = x->authority };
+	x->rw = h1rw_new(&wc);
+	if (x->rw)
+		r->stats.rules_connections++;
+}
+
 /* Both legs are up: plaintext flows. */
 static void relay_conn_tls_established(struct relay_conn *c)
 {
@@ -1071,8 +1186,10 @@ static void relay_conn_tls_established(struct relay_conn *c)
 	if (alpn_is_h2(alpn, alen))
 		obs_start(c, OBS_H2, "https");
 	else if (alen == 0 || (alen == 8 && memcmp(alpn, "http/1.1", 8) == 0) ||
-		 (alen == 8 && memcmp(alpn, "http/1.0", 8) == 0))
+		 (alen == 8 && memcmp(alpn, "http/1.0", 8) == 0)) {
 		obs_start(c, OBS_HTTP1, "https");
+		relay_conn_rules_start(c, "https");
+	}
 	/* Anything the upstream sent meanwhile waits in its leg. */
 	relay_conn_upstream_tls_data(c);
 	if (c->finished)
@@ -1223,6 +1340,14 @@ static void relay_conn_client_tls_data(struct relay_conn *c)
 			continue;
 		}
 		obs_client(c, r->pbuf, n);
+		if (x->rw) {
+			h1rw_client(x->rw, r->pbuf, n);
+			if (c->finished)
+				return;
+			if (h1rw_backlog(x->rw) > H1RW_MAX_HELD / 2)
+				relay_conn_pause_client(c); /* resumed as the delay ends */
+			continue;
+		}
 		if (tls_leg_write(&x->up, r->pbuf, n) != TLS_OK) {
 			relay_conn_finish(c, "error", END_RESET_BOTH);
 			return;
@@ -1262,6 +1387,11 @@ static void relay_conn_upstream_tls_data(struct relay_conn *c)
 		if (rr == TLS_WANT)
 			break;
 		if (rr == TLS_CLOSED) {
+			if (x->rw) {
+				h1rw_server_eof(x->rw);
+				if (c->finished)
+					return;
+			}
 			tls_leg_close_notify(&x->cl);
 			relay_conn_client_flush(c);
 			break;
@@ -1279,6 +1409,12 @@ static void relay_conn_upstream_tls_data(struct relay_conn *c)
 			snprintf(x->tls_error, sizeof(x->tls_error), "upstream TLS: %s", why);
 			relay_conn_finish(c, "tls:upstream_error", END_RESET_BOTH);
 			return;
+		}
+		if (x->rw) {
+			h1rw_server(x->rw, r->pbuf, n);
+			if (c->finished)
+				return;
+			continue;
 		}
 		obs_server(c, r->pbuf, n);
 		if (tls_leg_write(&x->cl, r->pbuf, n) != TLS_OK) {
@@ -1881,6 +2017,12 @@ void relay_reconfigure(struct relay *r, const struct relay_config *cfg)
 	r->cfg.body_cap = cfg->body_cap;
 	r->cfg.no_intercept = cfg->no_intercept;
 	r->cfg.max_per_peer = cfg->max_per_peer;
+}
+
+void relay_set_rules(struct relay *r, struct ruleset *rs)
+{
+	ruleset_unref(r->rules);
+	r->rules = ruleset_ref(rs);
 }
 
 int relay_protect_port(struct relay *r, uint16_t port)

@@ -158,6 +158,7 @@ struct relay_stats {
 	uint64_t tls_upstream_failed; /* upstream handshake or verification failed */
 	uint64_t http_exchanges;      /* HTTP records written */
 	uint64_t ws_batches;          /* WebSocket batch records written */
+	uint64_t rules_connections;   /* HTTP/1.1 flows a rule may apply to (mitm/h1rw.h) */
 };
 
 /* cfg is copied. NULL with errno EINVAL (no policy) or ENOMEM.
@@ -187,6 +188,14 @@ void relay_reconfigure(struct relay *r, const struct relay_config *cfg);
  * "policy:own_service", whatever the policy allowed. 0 or -ENOSPC. */
 #define RELAY_MAX_PROTECTED 8
 int relay_protect_port(struct relay *r, uint16_t port);
+
+/* The interception rules for flows that begin from now on (a reference is
+ * taken; NULL: none). A flow whose device and SNI no enabled rule can
+ * match stays on the byte-for-byte path; HTTP/1.1 flows that one may
+ * match go through the active layer (mitm/h1rw.h), and their http records
+ * get a "rules" key. */
+struct ruleset;
+void relay_set_rules(struct relay *r, struct ruleset *rs);
 
 void relay_set_local_tcp(struct relay *r,
 			 int (*accept)(void *ctx, struct netstack_tcp *conn,

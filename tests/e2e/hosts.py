@@ -21,6 +21,7 @@ Clients (bounded in time; exit 0 on success):
   hosts.py hold HOST PORT N SECONDS        N idle connections held open
 """
 import hashlib
+import json
 import http.server
 import os
 import socket
@@ -79,6 +80,14 @@ def http_server(root, port, cert=None, key=None):
                 left -= k
 
         def do_GET(self):
+            if self.path.startswith("/headers"):
+                body = json.dumps([[k, v] for k, v in self.headers.items()]).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
             if self.path.startswith("/stream/"):
                 self.stream()
                 return

@@ -1,0 +1,1038 @@
+/* The active HTTP/1.1 layer (h1rw.h).
+ *
+ * A request's way:   head parsed → rules of the request phase → (delay:
+ *                    held) → mock/block answered here, or the edited head
+ *                    (and the body, streamed or kept for an edit) upstream
+ *                    → queued for its response.
+ * A response's way:  head parsed → rules of the response phase, with its
+ *                    request → the edited head and the body to the client
+ *                    → its request leaves the queue.
+ * Held states stop the client's parser (HPE_PAUSED); what the client sends
+ * meanwhile waits in `held`, bounded. */
+#include "mitm/h1rw.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <llhttp.h>
+
+#include "mitm/http1.h"
+#include "mitm/httpflow.h"
+#include "mitm/rules.h"
+
+struct rwreq {
+	char *method, *authority, *host, *path;
+	struct http_headers h; /* as sent upstream */
+	json_t *note;          /* the exchange's note (a reference) */
+	bool head;             /* HEAD: its response has no body */
+	bool local;            /* answered here (mock, block): no response comes */
+	bool taken;            /* its note went to a record already */
+	struct rwreq *next;
+};
+
+/* One direction's message being parsed. */
+struct side {
+	llhttp_t p;
+	struct http_headers h;
+	char *start; /* request target, or reason phrase */
+	size_t start_len;
+	char *field;
+	size_t field_len;
+	char *value;
+	size_t value_len;
+	bool oversize; /* the head went over its bound */
+	bool chunked;  /* the body comes chunked (re-chunked on the way) */
+	bool keep;     /* the body is kept for an edit */
+	bool drop;     /* the body goes nowhere (answered here) */
+	uint8_t *buf;  /* kept body */
+	size_t len;
+	bool over;    /* past the cap: streamed as it is from there */
+	bool encoded; /* Content-Encoding: the edit is skipped */
+	struct rules_plan plan;
+	bool planned;
+	json_t *note;
+	int status;    /* response: the status to send */
+	bool head_out; /* the head has been written */
+};
+
+struct h1rw {
+	struct h1rw_config cfg;
+	char *peer, *default_authority;
+	struct side req, resp;
+	struct rwreq *queue, *tail; /* sent upstream (or answered here), oldest first */
+	size_t queued;
+	struct rwreq *cur_req; /* the request being parsed, once its head is in */
+	json_t *notes;         /* finished notes for the records, in order */
+	bool passthrough;      /* upgraded or unparseable: bytes as they are */
+	bool dead;             /* reset */
+	/* Delays: bytes for the upstream wait in `upbuf` from each mark on,
+	 * the first mark's delay running (ops.delay, then h1rw_resume). */
+	uint8_t *upbuf;
+	size_t uplen;
+	struct {
+		size_t off;
+		uint32_t ms;
+	} marks[HTTP1_MAX_PENDING + 1];
+	size_t nmarks;
+	/* The client parser is paused while a local answer waits for the
+	 * responses before it; client bytes wait in `held`. */
+	bool held_answer;
+	uint8_t *held;
+	size_t held_len;
+	const struct rule_action *answer; /* the mock or block to send */
+	const struct rule *answer_rule;
+};
+
+static llhttp_settings_t req_settings, resp_settings;
+
+static void resp_head(struct h1rw *w);
+static bool settings_ready;
+
+static struct h1rw *rw_of(llhttp_t *p)
+{
+	return p->data;
+}
+
+static struct side *side_of(llhttp_t *p)
+{
+	struct h1rw *w = rw_of(p);
+	return p == &w->req.p ? &w->req : &w->resp;
+}
+
+/* ---- small helpers ---------------------------------------------------------- */
+
+static int grow(char **s, size_t *len, const char *at, size_t n, bool *oversize)
+{
+	if (*len + n > HTTPFLOW_MAX_HEADER_BYTES) {
+		*oversize = true;
+		return 0;
+	}
+	char *ns = realloc(*s, *len + n + 1);
+	if (!ns)
+		return -1;
+	memcpy(ns + *len, at, n);
+	*len += n;
+	ns[*len] = '\0';
+	*s = ns;
+	return 0;
+}
+
+static void side_reset(struct side *s)
+{
+	http_headers_free(&s->h);
+	free(s->start);
+	free(s->field);
+	free(s->value);
+	free(s->buf);
+	json_decref(s->note);
+	llhttp_t keep = s->p;
+	memset(s, 0, sizeof(*s));
+	s->p = keep;
+}
+
+static void out_up(struct h1rw *w, const void *p, size_t n)
+{
+	if (!n || w->dead)
+		return;
+	if (w->nmarks == 0) {
+		w->cfg.ops.to_upstream(w->cfg.ctx, p, n);
+		return;
+	}
+	if (w->uplen + n > H1RW_MAX_HELD) {
+		/* Held beyond the bound (the caller pauses the client earlier):
+		 * the delays end here. */
+		w->nmarks = 0;
+		w->cfg.ops.to_upstream(w->cfg.ctx, w->upbuf, w->uplen);
+		w->cfg.ops.to_upstream(w->cfg.ctx, p, n);
+		w->uplen = 0;
+		return;
+	}
+	uint8_t *nb = realloc(w->upbuf, w->uplen + n);
+	if (!nb)
+		return;
+	memcpy(nb + w->uplen, p, n);
+	w->upbuf = nb;
+	w->uplen += n;
+}
+
+/* From here on, bytes for the upstream wait `ms` longer. */
+static void delay_mark(struct h1rw *w, uint32_t ms)
+{
+	if (w->nmarks == sizeof(w->marks) / sizeof(w->marks[0]))
+		return;
+	w->marks[w->nmarks].off = w->uplen;
+	w->marks[w->nmarks].ms = ms;
+	if (w->nmarks++ == 0)
+		w->cfg.ops.delay(w->cfg.ctx, ms);
+}
+
+static void out_cl(struct h1rw *w, const void *p, size_t n)
+{
+	if (n && !w->dead)
+		w->cfg.ops.to_client(w->cfg.ctx, p, n);
+}
+
+/* A head in one buffer: the start line, the headers, the blank line. */
+static void write_head(struct h1rw *w, bool up, const char *line, const struct http_headers *h)
+{
+	size_t need = strlen(line) + 2 + 2;
+	for (size_t i = 0; i < h->n; i++)
+		need += h->v[i].name_len + h->v[i].value_len + 4;
+	char *b = malloc(need);
+	if (!b)
+		return;
+	size_t o = (size_t)sprintf(b, "%s\r\n", line);
+	for (size_t i = 0; i < h->n; i++) {
+		memcpy(b + o, h->v[i].name, h->v[i].name_len);
+		o += h->v[i].name_len;
+		b[o++] = ':';
+		b[o++] = ' ';
+		memcpy(b + o, h->v[i].value, h->v[i].value_len);
+		o += h->v[i].value_len;
+		b[o++] = '\r';
+		b[o++] = '\n';
+	}
+	b[o++] = '\r';
+	b[o++] = '\n';
+	if (up)
+		out_up(w, b, o);
+	else
+		out_cl(w, b, o);
+	free(b);
+}
+
+static void headers_remove(struct http_headers *h, const char *name)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < h->n; i++) {
+		if (strcasecmp(h->v[i].name, name) == 0) {
+			h->bytes -= h->v[i].name_len + h->v[i].value_len;
+			free(h->v[i].name); /* the value shares its block */
+			continue;
+		}
+		h->v[o++] = h->v[i];
+	}
+	h->n = o;
+}
+
+static void headers_set_length(struct http_headers *h, size_t n)
+{
+	headers_remove(h, "content-length");
+	headers_remove(h, "transfer-encoding");
+	char v[32];
+	int l = snprintf(v, sizeof(v), "%zu", n);
+	(void)http_headers_add(h, "Content-Length", 14, v, (size_t)l);
+}
+
+static json_t *headers_json(const struct http_headers *h)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; i < h->n; i++)
+		json_array_append_new(a, json_pack("[s%s%]", h->v[i].name, h->v[i].name_len,
+						   h->v[i].value, h->v[i].value_len));
+	return a;
+}
+
+static const char *reason_for(int status)
+{
+	switch (status) {
+	case 200:
+		return "OK";
+	case 201:
+		return "Created";
+	case 204:
+		return "No Content";
+	case 301:
+		return "Moved Permanently";
+	case 302:
+		return "Found";
+	case 304:
+		return "Not Modified";
+	case 400:
+		return "Bad Request";
+	case 401:
+		return "Unauthorized";
+	case 403:
+		return "Forbidden";
+	case 404:
+		return "Not Found";
+	case 429:
+		return "Too Many Requests";
+	case 500:
+		return "Internal Server Error";
+	case 502:
+		return "Bad Gateway";
+	case 503:
+		return "Service Unavailable";
+	}
+	return status < 300   ? "OK"
+	       : status < 400 ? "Redirect"
+	       : status < 500 ? "Client Error"
+			      : "Server Error";
+}
+
+/* The note of one exchange: which rules matched, what they did. */
+static void note_matched(json_t *note, const struct rules_plan *plan, const char *phase)
+{
+	json_t *m = json_object_get(note, "matched");
+	if (!m) {
+		m = json_array();
+		json_object_set_new(note, "matched", m);
+	}
+	for (size_t i = 0; i < plan->nmatched; i++) {
+		json_t *id = json_string(plan->matched[i]->id);
+		size_t k;
+		json_t *v;
+		bool seen = false;
+		json_array_foreach(m, k, v) seen |= json_equal(v, id);
+		if (!seen)
+			json_array_append(m, id);
+		json_decref(id);
+	}
+	(void)phase;
+}
+
+static void note_action(json_t *note, const char *what)
+{
+	json_t *a = json_object_get(note, "actions");
+	if (!a) {
+		a = json_array();
+		json_object_set_new(note, "actions", a);
+	}
+	json_array_append_new(a, json_string(what));
+}
+
+static const char *kind_name(enum rule_action_kind k)
+{
+	static const char *const n[] = { "set_header",   "add_header", "remove_header",
+					 "replace_body", "set_json",   "set_status",
+					 "delay",        "throttle",   "mock",
+					 "block",        "redirect",   "breakpoint" };
+	return (size_t)k < sizeof(n) / sizeof(n[0]) ? n[k] : "?";
+}
+
+static void note_plan_actions(json_t *note, const struct rules_plan *plan, enum rule_dir phase,
+			      const char *side)
+{
+	char b[96];
+	for (size_t i = 0; i < plan->ntransforms; i++) {
+		const struct rule_action *a = plan->transforms[i];
+		if (!(a->on & phase))
+			continue;
+		snprintf(b, sizeof(b), "%s:%s%s%s", side, kind_name(a->kind), a->name ? " " : "",
+			 a->name ? a->name : "");
+		note_action(note, b);
+	}
+}
+
+/* ---- the request side ----------------------------------------------------- */
+
+static int on_field(llhttp_t *p, const char *at, size_t n)
+{
+	struct side *s = side_of(p);
+	return grow(&s->field, &s->field_len, at, n, &s->oversize) ? HPE_USER : 0;
+}
+
+static int on_value(llhttp_t *p, const char *at, size_t n)
+{
+	struct side *s = side_of(p);
+	return grow(&s->value, &s->value_len, at, n, &s->oversize) ? HPE_USER : 0;
+}
+
+static int on_value_complete(llhttp_t *p)
+{
+	struct side *s = side_of(p);
+	if (s->field && !s->oversize &&
+	    http_headers_add(&s->h, s->field, s->field_len, s->value ? s->value : "",
+			     s->value_len) == -ENOMEM)
+		return HPE_USER;
+	free(s->field);
+	free(s->value);
+	s->field = s->value = NULL;
+	s->field_len = s->value_len = 0;
+	return 0;
+}
+
+static int on_start(llhttp_t *p, const char *at, size_t n)
+{
+	struct side *s = side_of(p);
+	return grow(&s->start, &s->start_len, at, n, &s->oversize) ? HPE_USER : 0;
+}
+
+static int req_begin(llhttp_t *p)
+{
+	side_reset(&rw_of(p)->req);
+	return 0;
+}
+
+static void host_of(const char *authority, char *host, size_t n)
+{
+	const char *a = authority ? authority : "";
+	size_t len;
+	if (*a == '[') {
+		const char *rb = strchr(a, ']');
+		a++;
+		len = rb ? (size_t)(rb - a) : strlen(a);
+	} else {
+		const char *c = strrchr(a, ':');
+		len = c ? (size_t)(c - a) : strlen(a);
+	}
+	if (len >= n)
+		len = n - 1;
+	for (size_t i = 0; i < len; i++)
+		host[i] = (char)((a[i] >= 'A' && a[i] <= 'Z') ? a[i] + 32 : a[i]);
+	host[len] = '\0';
+}
+
+/* The request line as it goes upstream. */
+static void req_line(llhttp_t *p, const struct side *s, char *out, size_t n)
+{
+	snprintf(out, n, "%s %s HTTP/%d.%d",
+		 llhttp_method_name((llhttp_method_t)llhttp_get_method(p)),
+		 s->start ? s->start : "/", p->http_major, p->http_minor);
+}
+
+static void emit_req_head(struct h1rw *w)
+{
+	struct side *s = &w->req;
+	if (s->head_out || s->drop)
+		return;
+	s->head_out = true;
+	size_t need = (s->start_len) + 64;
+	char *line = malloc(need);
+	if (!line)
+		return;
+	req_line(&s->p, s, line, need);
+	write_head(w, true, line, &s->h);
+	free(line);
+}
+
+static void queue_push(struct h1rw *w, struct rwreq *q)
+{
+	if (w->tail)
+		w->tail->next = q;
+	else
+		w->queue = q;
+	w->tail = q;
+	w->queued++;
+}
+
+static void rwreq_free(struct rwreq *q)
+{
+	free(q->method);
+	free(q->authority);
+	free(q->host);
+	free(q->path);
+	http_headers_free(&q->h);
+	json_decref(q->note);
+	free(q);
+}
+
+/* q leaves the queue head; its note waits for its record unless taken. */
+static void queue_pop(struct h1rw *w)
+{
+	struct rwreq *q = w->queue;
+	if (!q)
+		return;
+	if (!q->taken)
+		json_array_append(w->notes, q->note);
+	w->queue = q->next;
+	if (!w->queue)
+		w->tail = NULL;
+	w->queued--;
+	rwreq_free(q);
+}
+
+static int req_headers_complete(llhttp_t *p)
+{
+	struct h1rw *w = rw_of(p);
+	struct side *s = &w->req;
+	if (s->oversize)
+		return HPE_USER;
+	struct rwreq *q = calloc(1, sizeof(*q));
+	if (!q)
+		return HPE_USER;
+	const char *method = llhttp_method_name((llhttp_method_t)llhttp_get_method(p));
+	const struct http_header *hh = http_headers_find(&s->h, "host");
+	const char *auth = hh ? hh->value : w->default_authority;
+	char host[256];
+	host_of(auth, host, sizeof(host));
+	q->method = strdup(method);
+	q->authority = strdup(auth ? auth : "");
+	q->host = strdup(host);
+	q->path = strdup(s->start ? s->start : "/");
+	q->head = strcmp(method, "HEAD") == 0;
+	q->note = json_object();
+	w->cur_req = q;
+	struct rules_msg m = { .peer = w->peer,
+			       .scheme = w->cfg.scheme,
+			       .host = host,
+			       .authority = q->authority,
+			       .path = q->path,
+			       .method = method,
+			       .req_headers = &s->h };
+	s->chunked = (p->flags & F_CHUNKED) != 0;
+	bool any = rules_plan_for(w->cfg.rules, RULE_REQUEST, &m, &s->plan);
+	s->planned = true;
+	json_t *orig_headers = NULL;
+	if (any) {
+		note_matched(q->note, &s->plan, "request");
+		note_plan_actions(q->note, &s->plan, RULE_REQUEST, "request");
+		orig_headers = headers_json(&s->h);
+		(void)rules_apply_headers(&s->plan, RULE_REQUEST, &s->h);
+	}
+	const struct rule_action *t = s->plan.terminal;
+	if (t && (t->kind == RA_MOCK || t->kind == RA_BLOCK)) {
+		char b[96];
+		snprintf(b, sizeof(b), "request:%s", kind_name(t->kind));
+		note_action(q->note, b);
+		json_object_set_new(q->note, t->kind == RA_MOCK ? "mocked_by" : "blocked_by",
+				    json_string(s->plan.terminal_rule->id));
+		w->answer = t;
+		w->answer_rule = s->plan.terminal_rule;
+		s->drop = true;
+		q->local = true;
+		json_decref(orig_headers);
+		if (t->kind == RA_BLOCK && t->status == 444) {
+			w->dead = false;
+			w->cfg.ops.reset(w->cfg.ctx, s->plan.terminal_rule->id);
+			w->dead = true;
+			rwreq_free(q);
+			w->cur_req = NULL;
+			return HPE_PAUSED;
+		}
+		return 0;
+	}
+	if (t) {
+		/* redirect, breakpoint: not done on this path yet. */
+		char b[96];
+		snprintf(b, sizeof(b), "request:%s skipped (not supported on HTTP/1.1 yet)",
+			 kind_name(t->kind));
+		note_action(q->note, b);
+	}
+	bool edit_body = false;
+	for (size_t i = 0; i < s->plan.ntransforms; i++)
+		if ((s->plan.transforms[i]->on & RULE_REQUEST) &&
+		    (s->plan.transforms[i]->kind == RA_REPLACE_BODY ||
+		     s->plan.transforms[i]->kind == RA_SET_JSON))
+			edit_body = true;
+	if (edit_body) {
+		const struct http_header *ce = http_headers_find(&s->h, "content-encoding");
+		if (ce && strcasecmp(ce->value, "identity") != 0) {
+			s->encoded = true;
+			note_action(q->note, "request body edit skipped: Content-Encoding");
+		} else {
+			s->keep = true;
+		}
+	}
+	if (any) {
+		json_object_set_new(q->note, "request_original_headers", orig_headers);
+		json_object_set_new(q->note, "request_headers_upstream", headers_json(&s->h));
+	}
+	uint32_t delay = 0;
+	for (size_t i = 0; i < s->plan.ntransforms; i++)
+		if (s->plan.transforms[i]->kind == RA_DELAY &&
+		    (s->plan.transforms[i]->on & RULE_REQUEST))
+			delay += s->plan.transforms[i]->ms;
+	if (delay)
+		delay_mark(w, delay);
+	if (!s->keep)
+		emit_req_head(w);
+	return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t n)
+{
+	struct h1rw *w = rw_of(p);
+	struct side *s = side_of(p);
+	bool up = s == &w->req;
+	if (s->drop)
+		return 0;
+	if (s->keep && !s->over) {
+		if (s->len + n <= w->cfg.body_cap) {
+			uint8_t *nb = realloc(s->buf, s->len + n);
+			if (!nb)
+				return HPE_USER;
+			memcpy(nb + s->len, at, n);
+			s->buf = nb;
+			s->len += n;
+			return 0;
+		}
+		/* Past the cap: what was kept goes on unchanged, then the rest. */
+		s->over = true;
+		json_t *note = up ? (w->cur_req ? w->cur_req->note : NULL) : s->note;
+		if (note) {
+			char b[128];
+			snprintf(b, sizeof(b), "%s body edit skipped: larger than %zu bytes",
+				 up ? "request" : "response", w->cfg.body_cap);
+			note_action(note, b);
+		}
+		if (up)
+			emit_req_head(w);
+		else
+			resp_head(w);
+		if (s->len) {
+			if (s->chunked) {
+				char hx[24];
+				int l = snprintf(hx, sizeof(hx), "%zx\r\n", s->len);
+				up ? out_up(w, hx, (size_t)l) : out_cl(w, hx, (size_t)l);
+			}
+			up ? out_up(w, s->buf, s->len) : out_cl(w, s->buf, s->len);
+			if (s->chunked)
+				up ? out_up(w, "\r\n", 2) : out_cl(w, "\r\n", 2);
+		}
+		free(s->buf);
+		s->buf = NULL;
+		s->len = 0;
+	}
+	if (s->chunked) {
+		char hx[24];
+		int l = snprintf(hx, sizeof(hx), "%zx\r\n", n);
+		up ? out_up(w, hx, (size_t)l) : out_cl(w, hx, (size_t)l);
+	}
+	up ? out_up(w, at, n) : out_cl(w, at, n);
+	if (s->chunked)
+		up ? out_up(w, "\r\n", 2) : out_cl(w, "\r\n", 2);
+	return 0;
+}
+
+/* A kept body, edited, with its head. */
+static void flush_kept(struct h1rw *w, struct side *s, enum rule_dir phase, json_t *note)
+{
+	uint8_t *nb = NULL;
+	size_t nl = 0;
+	int rc = rules_apply_body(&s->plan, phase, s->buf, s->len, w->cfg.body_cap, &nb, &nl);
+	if (rc < 0 && note) {
+		char b[128];
+		snprintf(b, sizeof(b), "%s body edit skipped: %s",
+			 phase == RULE_REQUEST ? "request" : "response",
+			 rc == -E2BIG ? "the result is over the cap" : "no memory");
+		note_action(note, b);
+	}
+	const uint8_t *body = nb ? nb : s->buf;
+	size_t len = nb ? nl : s->len;
+	headers_set_length(&s->h, len);
+	s->chunked = false;
+	if (nb && note)
+		json_object_set_new(
+			note,
+			phase == RULE_REQUEST ? "request_body_upstream" : "response_body_original",
+			phase == RULE_REQUEST ? http_body_json(nb, nl, nl, false)
+					      : http_body_json(s->buf, s->len, s->len, false));
+	bool up = phase == RULE_REQUEST;
+	if (up) {
+		emit_req_head(w);
+		out_up(w, body, len);
+	} else {
+		resp_head(w);
+		out_cl(w, body, len);
+	}
+	free(nb);
+}
+
+/* The mock or block of the current request, to the client. */
+static void send_answer(struct h1rw *w)
+{
+	const struct rule_action *a = w->answer;
+	if (!a)
+		return;
+	w->answer = NULL;
+	struct http_headers h = { 0 };
+	const uint8_t *body;
+	size_t len;
+	char blocked[160];
+	if (a->kind == RA_MOCK) {
+		for (size_t i = 0; i < a->nheaders; i++)
+			(void)http_headers_add(&h, a->headers[i].name, strlen(a->headers[i].name),
+					       a->headers[i].value, strlen(a->headers[i].value));
+		body = a->body;
+		len = a->has_body ? a->body_len : 0;
+	} else {
+		len = (size_t)snprintf(blocked, sizeof(blocked), "blocked by rule %s\n",
+				       w->answer_rule->id);
+		body = (const uint8_t *)blocked;
+		(void)http_headers_add(&h, "Content-Type", 12, "text/plain", 10);
+	}
+	headers_set_length(&h, len);
+	char line[64];
+	snprintf(line, sizeof(line), "HTTP/1.1 %d %s", a->status, reason_for(a->status));
+	write_head(w, false, line, &h);
+	out_cl(w, body, len);
+	http_headers_free(&h);
+}
+
+static int req_message_complete(llhttp_t *p)
+{
+	struct h1rw *w = rw_of(p);
+	struct side *s = &w->req;
+	struct rwreq *q = w->cur_req;
+	w->cur_req = NULL;
+	if (!q)
+		return 0;
+	if (s->keep && !s->over)
+		flush_kept(w, s, RULE_REQUEST, q->note);
+	else if (s->chunked && !s->drop)
+		out_up(w, "0\r\n\r\n", 5);
+	for (size_t i = 0; i < s->h.n; i++)
+		(void)http_headers_add(&q->h, s->h.v[i].name, s->h.v[i].name_len, s->h.v[i].value,
+				       s->h.v[i].value_len);
+	queue_push(w, q);
+	if (q->local) {
+		/* Answered here, in order: after every response before it. */
+		if (w->queue != q) {
+			w->held_answer = true;
+			return HPE_PAUSED;
+		}
+		send_answer(w);
+		queue_pop(w);
+	}
+	if (w->queued > HTTP1_MAX_PENDING)
+		return HPE_USER;
+	return 0;
+}
+
+/* ---- the response side ---------------------------------------------------- */
+
+static int resp_begin(llhttp_t *p)
+{
+	side_reset(&rw_of(p)->resp);
+	return 0;
+}
+
+static void resp_head(struct h1rw *w)
+{
+	struct side *s = &w->resp;
+	if (s->head_out)
+		return;
+	s->head_out = true;
+	char line[HTTPFLOW_MAX_HEADER_BYTES < 512 ? 512 : 512];
+	bool same = s->status == (int)llhttp_get_status_code(&s->p);
+	snprintf(line, sizeof(line), "HTTP/%d.%d %d %.400s", s->p.http_major, s->p.http_minor,
+		 s->status, same && s->start ? s->start : reason_for(s->status));
+	write_head(w, false, line, &s->h);
+}
+
+static int resp_headers_complete(llhttp_t *p)
+{
+	struct h1rw *w = rw_of(p);
+	struct side *s = &w->resp;
+	if (s->oversize)
+		return HPE_USER;
+	int status = llhttp_get_status_code(p);
+	s->status = status;
+	s->chunked = (p->flags & F_CHUNKED) != 0;
+	struct rwreq *q = w->queue;
+	while (q && q->local)
+		q = q->next; /* cannot happen: answered ones leave at once */
+	int ret = 0;
+	if (status >= 100 && status < 200 && status != 101)
+		ret = 1;
+	else if (status == 101 || (q && strcmp(q->method, "CONNECT") == 0 && status < 300))
+		ret = 2;
+	else if ((q && q->head) || status == 204 || status == 304)
+		ret = 1;
+	if (q && status >= 200) {
+		struct rules_msg m = { .peer = w->peer,
+				       .scheme = w->cfg.scheme,
+				       .host = q->host,
+				       .authority = q->authority,
+				       .path = q->path,
+				       .method = q->method,
+				       .req_headers = &q->h,
+				       .status = status,
+				       .resp_headers = &s->h };
+		s->note = json_incref(q->note);
+		if (rules_plan_for(w->cfg.rules, RULE_RESPONSE, &m, &s->plan)) {
+			note_matched(s->note, &s->plan, "response");
+			note_plan_actions(s->note, &s->plan, RULE_RESPONSE, "response");
+			json_object_set_new(s->note, "response_original",
+					    json_pack("{s:i,s:o}", "status", status, "headers",
+						      headers_json(&s->h)));
+			(void)rules_apply_headers(&s->plan, RULE_RESPONSE, &s->h);
+			for (size_t i = 0; i < s->plan.ntransforms; i++) {
+				const struct rule_action *a = s->plan.transforms[i];
+				if (a->kind == RA_SET_STATUS && (a->on & RULE_RESPONSE))
+					s->status = a->status;
+				if ((a->kind == RA_REPLACE_BODY || a->kind == RA_SET_JSON) &&
+				    (a->on & RULE_RESPONSE) && ret == 0)
+					s->keep = true;
+			}
+			if (s->plan.terminal) {
+				char b[96];
+				snprintf(b, sizeof(b),
+					 "response:%s skipped (not supported on HTTP/1.1 yet)",
+					 kind_name(s->plan.terminal->kind));
+				note_action(s->note, b);
+			}
+			const struct http_header *ce = http_headers_find(&s->h, "content-encoding");
+			if (s->keep && ce && strcasecmp(ce->value, "identity") != 0) {
+				s->keep = false;
+				note_action(s->note,
+					    "response body edit skipped: Content-Encoding");
+			}
+		}
+	}
+	if (!s->keep)
+		resp_head(w);
+	return ret;
+}
+
+static int resp_message_complete(llhttp_t *p)
+{
+	struct h1rw *w = rw_of(p);
+	struct side *s = &w->resp;
+	int status = llhttp_get_status_code(p);
+	if (status >= 100 && status < 200 && status != 101)
+		return 0; /* interim: its request waits for the final one */
+	if (s->keep && !s->over)
+		flush_kept(w, s, RULE_RESPONSE, s->note);
+	else if (s->chunked)
+		out_cl(w, "0\r\n\r\n", 5);
+	queue_pop(w);
+	if (w->held_answer && w->queue && w->queue->local) {
+		/* Every response before the local answer is out. */
+		w->held_answer = false;
+		send_answer(w);
+		queue_pop(w);
+		return HPE_PAUSED; /* the client's parser goes on from h1rw_server */
+	}
+	return 0;
+}
+
+static void settings_init(void)
+{
+	if (settings_ready)
+		return;
+	llhttp_settings_init(&req_settings);
+	req_settings.on_message_begin = req_begin;
+	req_settings.on_url = on_start;
+	req_settings.on_header_field = on_field;
+	req_settings.on_header_value = on_value;
+	req_settings.on_header_value_complete = on_value_complete;
+	req_settings.on_headers_complete = req_headers_complete;
+	req_settings.on_body = on_body;
+	req_settings.on_message_complete = req_message_complete;
+	llhttp_settings_init(&resp_settings);
+	resp_settings.on_message_begin = resp_begin;
+	resp_settings.on_status = on_start;
+	resp_settings.on_header_field = on_field;
+	resp_settings.on_header_value = on_value;
+	resp_settings.on_header_value_complete = on_value_complete;
+	resp_settings.on_headers_complete = resp_headers_complete;
+	resp_settings.on_body = on_body;
+	resp_settings.on_message_complete = resp_message_complete;
+	settings_ready = true;
+}
+
+/* ---- feeding -------------------------------------------------------------- */
+
+static void hold(struct h1rw *w, const uint8_t *p, size_t n)
+{
+	if (n == 0)
+		return;
+	if (w->held_len + n > H1RW_MAX_HELD) {
+		/* The caller should have paused the client: pass the rest on. */
+		w->passthrough = true;
+		return;
+	}
+	uint8_t *nb = realloc(w->held, w->held_len + n);
+	if (!nb) {
+		w->passthrough = true;
+		return;
+	}
+	memcpy(nb + w->held_len, p, n);
+	w->held = nb;
+	w->held_len += n;
+}
+
+static bool client_held(const struct h1rw *w)
+{
+	return w->held_answer;
+}
+
+static void feed_client(struct h1rw *w, const uint8_t *p, size_t n)
+{
+	while (n > 0 && !w->dead && !w->passthrough) {
+		llhttp_errno_t e = llhttp_execute(&w->req.p, (const char *)p, n);
+		if (e == HPE_OK)
+			return;
+		const uint8_t *at = (const uint8_t *)llhttp_get_error_pos(&w->req.p);
+		size_t used = at && at >= p && at <= p + n ? (size_t)(at - p) : n;
+		if (e == HPE_PAUSED) {
+			llhttp_resume(&w->req.p);
+			if (w->dead)
+				return;
+			if (client_held(w)) {
+				hold(w, p + used, n - used);
+				return;
+			}
+			p += used;
+			n -= used;
+			continue;
+		}
+		/* An upgrade or an error: the rest as it is, both ways. */
+		w->passthrough = true;
+		out_up(w, p + used, n - used);
+		return;
+	}
+	if (w->passthrough && n)
+		out_up(w, p, n);
+}
+
+void h1rw_client(struct h1rw *w, const uint8_t *p, size_t n)
+{
+	if (w->dead || n == 0)
+		return;
+	if (w->passthrough) {
+		out_up(w, p, n);
+		return;
+	}
+	if (client_held(w) || w->held_len) {
+		hold(w, p, n);
+		if (w->passthrough) {
+			out_up(w, w->held, w->held_len);
+			out_up(w, p, n);
+			free(w->held);
+			w->held = NULL;
+			w->held_len = 0;
+		}
+		return;
+	}
+	feed_client(w, p, n);
+}
+
+/* Client bytes held while the parser was stopped go on. */
+static void release_held(struct h1rw *w)
+{
+	while (!client_held(w) && w->held_len && !w->dead) {
+		uint8_t *b = w->held;
+		size_t n = w->held_len;
+		w->held = NULL;
+		w->held_len = 0;
+		feed_client(w, b, n);
+		free(b);
+	}
+}
+
+void h1rw_resume(struct h1rw *w)
+{
+	if (w->nmarks == 0 || w->dead)
+		return;
+	/* The first delay is over: its bytes go, up to the next mark. */
+	size_t end = w->nmarks > 1 ? w->marks[1].off : w->uplen;
+	w->cfg.ops.to_upstream(w->cfg.ctx, w->upbuf, end);
+	memmove(w->upbuf, w->upbuf + end, w->uplen - end);
+	w->uplen -= end;
+	memmove(&w->marks[0], &w->marks[1], (w->nmarks - 1) * sizeof(w->marks[0]));
+	w->nmarks--;
+	for (size_t i = 0; i < w->nmarks; i++)
+		w->marks[i].off -= end;
+	if (w->nmarks)
+		w->cfg.ops.delay(w->cfg.ctx, w->marks[0].ms);
+}
+
+void h1rw_server(struct h1rw *w, const uint8_t *p, size_t n)
+{
+	if (w->dead || n == 0)
+		return;
+	if (w->passthrough) {
+		out_cl(w, p, n);
+		return;
+	}
+	while (n > 0 && !w->dead) {
+		llhttp_errno_t e = llhttp_execute(&w->resp.p, (const char *)p, n);
+		if (e == HPE_OK)
+			break;
+		const uint8_t *at = (const uint8_t *)llhttp_get_error_pos(&w->resp.p);
+		size_t used = at && at >= p && at <= p + n ? (size_t)(at - p) : n;
+		if (e == HPE_PAUSED) {
+			llhttp_resume(&w->resp.p);
+			release_held(w);
+			p += used;
+			n -= used;
+			continue;
+		}
+		w->passthrough = true;
+		out_cl(w, p + used, n - used);
+		break;
+	}
+	release_held(w);
+}
+
+void h1rw_server_eof(struct h1rw *w)
+{
+	if (w->dead || w->passthrough)
+		return;
+	(void)llhttp_finish(&w->resp.p);
+}
+
+size_t h1rw_backlog(const struct h1rw *w)
+{
+	return w->held_len + w->uplen;
+}
+
+json_t *h1rw_take_note(struct h1rw *w)
+{
+	if (json_array_size(w->notes) == 0) {
+		/* The record of the oldest exchange can come before its end
+		 * here (the observer saw its last byte). */
+		for (struct rwreq *q = w->queue; q; q = q->next)
+			if (!q->taken) {
+				q->taken = true;
+				return json_incref(q->note);
+			}
+		return NULL;
+	}
+	json_t *n = json_incref(json_array_get(w->notes, 0));
+	json_array_remove(w->notes, 0);
+	return n;
+}
+
+struct h1rw *h1rw_new(const struct h1rw_config *cfg)
+{
+	settings_init();
+	struct h1rw *w = calloc(1, sizeof(*w));
+	if (!w)
+		return NULL;
+	w->cfg = *cfg;
+	if (!w->cfg.body_cap)
+		w->cfg.body_cap = H1RW_DEFAULT_BODY_CAP;
+	w->cfg.rules = ruleset_ref(cfg->rules);
+	w->peer = cfg->peer ? strdup(cfg->peer) : NULL;
+	w->default_authority = cfg->default_authority ? strdup(cfg->default_authority) : NULL;
+	w->notes = json_array();
+	llhttp_init(&w->req.p, HTTP_REQUEST, &req_settings);
+	llhttp_init(&w->resp.p, HTTP_RESPONSE, &resp_settings);
+	w->req.p.data = w;
+	w->resp.p.data = w;
+	if (!w->notes || (cfg->peer && !w->peer)) {
+		h1rw_free(w);
+		return NULL;
+	}
+	return w;
+}
+
+void h1rw_free(struct h1rw *w)
+{
+	if (!w)
+		return;
+	side_reset(&w->req);
+	side_reset(&w->resp);
+	while (w->queue) {
+		struct rwreq *q = w->queue;
+		w->queue = q->next;
+		rwreq_free(q);
+	}
+	if (w->cur_req)
+		rwreq_free(w->cur_req);
+	json_decref(w->notes);
+	free(w->held);
+	free(w->upbuf);
+	free(w->peer);
+	free(w->default_authority);
+	ruleset_unref(w->cfg.rules);
+	free(w);
+}

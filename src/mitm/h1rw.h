@@ -1,0 +1,83 @@
+/* The active HTTP/1.1 layer: terminates HTTP/1.1 on both legs of one
+ * intercepted connection and applies the interception rules (mitm/rules.h)
+ * to each message. Only connections that a rule may apply to get one
+ * (ruleset_may_apply); all others stay on the relay's byte-for-byte path.
+ *
+ * Sans-IO: feed the plaintext from each side, get the bytes for each side
+ * through the callbacks. Two llhttp parsers, message by message; requests
+ * go upstream in order and keep-alive and pipelining stay intact, but a
+ * request waits while one before it is held (a delay) and a mocked answer
+ * waits until every response before it has gone to the client.
+ *
+ * What it writes: each head is written again from its parsed form (the
+ * request line or status line, the headers in order, edited); bodies are
+ * passed on as they come (Content-Length bodies byte for byte, chunked
+ * bodies in chunks of their own, trailers dropped), except when a body
+ * edit needs the whole body: it is then kept up to `body_cap` bytes and
+ * sent with a new Content-Length. Past the cap, or when the body is
+ * compressed (a Content-Encoding other than identity), the edit is skipped,
+ * what was kept goes on unchanged, and the exchange's note says why.
+ *
+ * After an upgrade (101, a CONNECT) or a parse error, the rest of the
+ * connection passes through unchanged both ways.
+ *
+ * Each exchange gets a note (a JSON object for the "rules" key of its http
+ * record, docs/flows.md), taken in order with h1rw_take_note. Bounded:
+ * HTTP1_MAX_PENDING requests without a response, heads by
+ * HTTPFLOW_MAX_HEADER_BYTES, client bytes held by H1RW_MAX_HELD (the
+ * caller pauses the client above h1rw_backlog). Loop thread only. */
+#ifndef WGMITM_MITM_H1RW_H
+#define WGMITM_MITM_H1RW_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#define H1RW_DEFAULT_BODY_CAP (4u << 20)
+#define H1RW_MAX_HELD (1u << 20)
+
+struct ruleset;
+struct h1rw;
+
+struct h1rw_ops {
+	void (*to_upstream)(void *ctx, const uint8_t *p, size_t n);
+	void (*to_client)(void *ctx, const uint8_t *p, size_t n);
+	/* A block rule with status 444: reset the connection (both ways). */
+	void (*reset)(void *ctx, const char *rule_id);
+	/* Bytes for the upstream are held from now on: call h1rw_resume in
+	 * ms (one delay runs at a time; the next is asked for then). */
+	void (*delay)(void *ctx, uint32_t ms);
+};
+
+struct h1rw_config {
+	struct h1rw_ops ops;
+	void *ctx;
+	struct ruleset *rules;         /* a reference is taken */
+	const char *peer;              /* copied; NULL: none */
+	const char *scheme;            /* "https" or "http" */
+	const char *default_authority; /* the server "ip:port" (copied) */
+	size_t body_cap;               /* 0: H1RW_DEFAULT_BODY_CAP */
+};
+
+struct h1rw *h1rw_new(const struct h1rw_config *cfg);
+void h1rw_free(struct h1rw *w);
+
+/* Plaintext from the client / from the upstream. The callbacks are called
+ * from inside; after `reset` nothing more is written. */
+void h1rw_client(struct h1rw *w, const uint8_t *p, size_t n);
+void h1rw_server(struct h1rw *w, const uint8_t *p, size_t n);
+/* The upstream ended its stream (a response without a length ends here). */
+void h1rw_server_eof(struct h1rw *w);
+
+/* A delay is over: what it held goes upstream. */
+void h1rw_resume(struct h1rw *w);
+
+/* Client bytes held now (pause the client above H1RW_MAX_HELD / 2). */
+size_t h1rw_backlog(const struct h1rw *w);
+
+/* The next exchange's note, oldest first (a new reference), or NULL. */
+json_t *h1rw_take_note(struct h1rw *w);
+
+#endif

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Interception rules end to end (docs/rules.md): a wireguard-go client
+# talks HTTPS/1.1 through wgmitm to a test host while rules from run's
+# options and HOME/rules.json change requests and responses, answer and
+# block them; the tunnel's DNS answers an overridden name.
+#
+#   ns cli (wireguard-go, curl, dig) ── ns srv (wgmitm run + rules) ── ns host (HTTPS :8443)
+#   www.test -> 203.0.113.10 (curl --resolve); api.staging.test -> 203.0.113.10 (a DNS override)
+source "$(dirname "$0")/lib.sh"
+require_root
+for tool in openssl dig python3; do
+  command -v "$tool" >/dev/null 2>&1 || { [ "${CI:-}" = true ] && fail "needs $tool"; say "SKIP: needs $tool"; exit 77; }
+done
+hosts="$(dirname "$0")/hosts.py"
+
+pki="$E2E_TMP/pki"
+test_pki "$pki"
+www="$E2E_TMP/www"
+mkdir -p "$www"
+printf '{"user": {"name": "cat"}, "items": [1, 2]}' >"$www/user.json"
+printf 'plain text from the server\n' >"$www/plain.txt"
+printf 'served from a local file\n' >"$E2E_TMP/local.txt"
+
+topology_hosts --upstream-ca "$pki/ca.pem" \
+  --modify-headers '|~u /headers|X-Added|from-option' \
+  --block-list '|~u /blocked|403' \
+  --block-list '|~u /reset|444' \
+  --map-local "|/mapped/|$E2E_TMP/local.txt" \
+  --dns-override 'api.staging.test=203.0.113.10' \
+  --dns-override '*.wild.test=203.0.113.77,2001:db8:1::77'
+WGMITM_HOME="$HOME_DIR" "$WGMITM" ca export >"$E2E_TMP/wgca.pem"
+serve "$HOST" python3 "$hosts" https "$www" 8443 "$pki/www.pem" "$pki/www.key"
+wait_port "$HOST" 127.0.0.1 8443
+c=(in_ns "$CLI" curl -sS --max-time 30 --cacert "$E2E_TMP/wgca.pem" --resolve "www.test:8443:$HOST4")
+
+# Request headers: set by an option, seen by the server.
+got=$("${c[@]}" "https://www.test:8443/headers")
+echo "$got" | grep -q '"X-Added", "from-option"' || fail "the server did not see X-Added: $got"
+say "--modify-headers: the upstream saw the header"
+
+# Block with a status, and with a reset (444).
+code=$("${c[@]}" -o /dev/null -w '%{http_code}' "https://www.test:8443/blocked")
+[ "$code" = 403 ] || fail "--block-list 403: got $code"
+if "${c[@]}" -o /dev/null "https://www.test:8443/reset" 2>/dev/null; then fail "--block-list 444 did not reset"; fi
+say "--block-list: 403 answered, 444 reset"
+
+# Map local: the file, without the server.
+got=$("${c[@]}" "https://www.test:8443/mapped/anything")
+[ "$got" = "served from a local file" ] || fail "--map-local: got $got"
+say "--map-local: answered from the file"
+
+# Keep-alive with a local answer between two upstream requests.
+out=$("${c[@]}" "https://www.test:8443/plain.txt" "https://www.test:8443/mapped/x" "https://www.test:8443/plain.txt")
+[ "$(echo "$out" | grep -c 'plain text from the server')" = 2 ] && echo "$out" | grep -q 'local file' ||
+  fail "keep-alive with a mock in between: $out"
+say "keep-alive: upstream, mock, upstream on one connection"
+
+# HOME/rules.json: watched; response rules and a mock.
+cat >"$HOME_DIR/rules.json" <<JSON
+{"rules": [
+  {"id": "resp-edit", "direction": "response", "match": "~u /user.json",
+   "actions": [{"type": "set_json", "path": "user.role", "value": "admin"},
+               {"type": "replace_body", "regex": "cat", "replacement": "dog"},
+               {"type": "set_header", "name": "X-Rule", "value": "resp-edit"}]},
+  {"id": "teapot", "direction": "response", "conditions": {"path_pattern": "^/plain"},
+   "actions": [{"type": "set_status", "status": 418}]},
+  {"id": "mock-api", "conditions": {"path_pattern": "^/api/", "methods": ["POST"]},
+   "actions": [{"type": "mock", "status": 201, "headers": {"Content-Type": "application/json"},
+                "body": "{\"mocked\": true}"}]},
+  {"id": "slow", "conditions": {"path_pattern": "^/slow"},
+   "actions": [{"type": "delay", "ms": 300}]}
+]}
+JSON
+wait_for 10 grep -q "rules.json: 4 rules" "$E2E_TMP/wgmitm.log" || fail "rules.json was not loaded"
+got=$("${c[@]}" -D "$E2E_TMP/h.txt" "https://www.test:8443/user.json")
+[ "$got" = '{"user":{"name":"dog","role":"admin"},"items":[1,2]}' ] || fail "response body edits: $got"
+grep -qi '^x-rule: resp-edit' "$E2E_TMP/h.txt" || fail "response header not set"
+grep -qi "^content-length: ${#got}" "$E2E_TMP/h.txt" || fail "Content-Length not fixed up: $(cat "$E2E_TMP/h.txt")"
+code=$("${c[@]}" -o /dev/null -w '%{http_code}' "https://www.test:8443/plain.txt")
+[ "$code" = 418 ] || fail "set_status: got $code"
+got=$("${c[@]}" -w ' %{http_code}' -d x "https://www.test:8443/api/v1")
+[ "$got" = '{"mocked": true} 201' ] || fail "mock: $got"
+code=$("${c[@]}" -o /dev/null -w '%{http_code}' "https://www.test:8443/slow/plain.txt")
+[ "$code" = 200 ] || fail "delayed request: got $code"
+say "rules.json: set_json, replace_body, set_header, set_status, mock, delay"
+
+# A bad rules.json keeps the running rules and names the field.
+echo '[{"id": "x", "actions": [{"type": "mock", "status": 42}]}]' >"$HOME_DIR/rules.json"
+wait_for 10 grep -q 'rules\[0\].actions\[0\].status' "$E2E_TMP/wgmitm.log" || fail "bad rules.json not reported"
+code=$("${c[@]}" -o /dev/null -w '%{http_code}' "https://www.test:8443/plain.txt")
+[ "$code" = 418 ] || fail "the running rules did not stay: $code"
+say "a bad rules.json is refused with its field; the running rules stay"
+
+# The records: the client's view, and the rules that acted.
+python3 - "$HOME_DIR/flows.jsonl" <<'PY' || fail "records"
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+http = [r for r in recs if r["type"] == "http"]
+def one(path):
+    xs = [r for r in http if r["url"].endswith(path)]
+    assert xs, "no record for " + path
+    return xs[-1]
+h = one("/headers")
+assert "modify-headers-1" in h["rules"]["matched"], h.get("rules")
+assert ["X-Added", "from-option"] in h["rules"]["request_headers_upstream"], h["rules"]
+m = one("/mapped/anything")
+assert m["rules"]["mocked_by"] == "map-local-1" and m["response"]["status"] == 200, m
+u = one("/user.json")
+assert u["rules"]["response_original"]["status"] == 200, u["rules"]
+assert "cat" in u["rules"]["response_body_original"]["text"], u["rules"]
+assert "dog" in u["response"]["body"]["text"], u["response"]
+b = one("/blocked")
+assert b["rules"]["blocked_by"] == "block-list-1" and b["response"]["status"] == 403, b
+tcp = [r for r in recs if r["type"] == "tcp" and r.get("end_reason") == "rule:block"]
+assert tcp and "block-list-2" in tcp[0]["error"], "no reset record"
+print("records ok")
+PY
+say "records: rules matched, what went upstream, the original response"
+
+# DNS overrides in the tunnel's DNS.
+got=$(in_ns "$CLI" dig +short +time=3 +tries=2 @"$SRV4" api.staging.test A)
+[ "$got" = 203.0.113.10 ] || fail "override: got '$got'"
+got=$(in_ns "$CLI" dig +short +time=3 +tries=2 @"$SRV4" a.b.wild.test AAAA)
+[ "$got" = 2001:db8:1::77 ] || fail "wildcard override: got '$got'"
+got=$("${c[@]}" --resolve "api.staging.test:8443:$HOST4" -o /dev/null -w '%{http_code}' -k "https://api.staging.test:8443/plain.txt" || true)
+say "DNS overrides: exact and wildcard answered"
+
+grep -q '"end_reason":"override"' "$HOME_DIR/flows.jsonl" || fail "no DNS record with end_reason override"
+say "PASS"
