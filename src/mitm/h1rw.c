@@ -68,15 +68,24 @@ struct h1rw {
 	json_t *notes;         /* finished notes for the records, in order */
 	bool passthrough;      /* upgraded or unparseable: bytes as they are */
 	bool dead;             /* reset */
-	/* Delays: bytes for the upstream wait in `upbuf` from each mark on,
-	 * the first mark's delay running (ops.delay, then h1rw_resume). */
+	/* Delays and retargets: bytes for the upstream wait in `upbuf` from
+	 * each mark on; the first mark runs (ops.delay or ops.retarget, then
+	 * h1rw_resume). A retarget runs once `wait` more responses are in. */
 	uint8_t *upbuf;
 	size_t uplen;
-	struct {
+	struct mark {
 		size_t off;
-		uint32_t ms;
+		uint32_t ms;            /* a delay */
+		bool retarget, started; /* a retarget (target NULL: the dialled server) */
+		struct h1rw_target *target;
+		size_t wait;       /* responses still due before it */
+		struct rwreq *req; /* whose redirect it is (for its note) */
 	} marks[HTTP1_MAX_PENDING + 1];
 	size_t nmarks;
+	/* Where upstream bytes go once every mark has run (NULL: the dialled
+	 * server): what the next request is compared with. */
+	struct h1rw_target *last;
+	bool failed; /* a retarget failed: the 502 is out, nothing more */
 	/* The client parser is paused while a local answer waits for the
 	 * responses before it; client bytes wait in `held`. */
 	bool held_answer;
@@ -143,7 +152,16 @@ static void out_up(struct h1rw *w, const void *p, size_t n)
 	}
 	if (w->uplen + n > H1RW_MAX_HELD) {
 		/* Held beyond the bound (the caller pauses the client earlier):
-		 * the delays end here. */
+		 * the delays end here. A retarget cannot: those bytes have no
+		 * server yet. */
+		for (size_t i = 0; i < w->nmarks; i++)
+			if (w->marks[i].retarget) {
+				w->dead = false;
+				w->cfg.ops.reset(w->cfg.ctx,
+						 "redirect (held bytes over the bound)");
+				w->dead = true;
+				return;
+			}
 		w->nmarks = 0;
 		w->cfg.ops.to_upstream(w->cfg.ctx, w->upbuf, w->uplen);
 		w->cfg.ops.to_upstream(w->cfg.ctx, p, n);
@@ -158,15 +176,72 @@ static void out_up(struct h1rw *w, const void *p, size_t n)
 	w->uplen += n;
 }
 
+/* The first mark runs, when it can: a delay at once, a retarget once the
+ * responses due before it are in. */
+static void mark_start(struct h1rw *w)
+{
+	struct mark *m = &w->marks[0];
+	if (w->nmarks == 0 || m->started || w->dead)
+		return;
+	if (m->retarget && m->wait > 0)
+		return;
+	m->started = true;
+	if (m->retarget)
+		w->cfg.ops.retarget(w->cfg.ctx, m->target);
+	else
+		w->cfg.ops.delay(w->cfg.ctx, m->ms);
+}
+
+static void mark_drop(struct mark *m)
+{
+	free(m->target);
+	memset(m, 0, sizeof(*m));
+}
+
 /* From here on, bytes for the upstream wait `ms` longer. */
 static void delay_mark(struct h1rw *w, uint32_t ms)
 {
 	if (w->nmarks == sizeof(w->marks) / sizeof(w->marks[0]))
 		return;
-	w->marks[w->nmarks].off = w->uplen;
-	w->marks[w->nmarks].ms = ms;
-	if (w->nmarks++ == 0)
-		w->cfg.ops.delay(w->cfg.ctx, ms);
+	struct mark *m = &w->marks[w->nmarks++];
+	memset(m, 0, sizeof(*m));
+	m->off = w->uplen;
+	m->ms = ms;
+	mark_start(w);
+}
+
+static bool target_eq(const struct h1rw_target *a, const struct h1rw_target *b)
+{
+	if (!a || !b)
+		return a == b;
+	return a->port == b->port && strcmp(a->scheme, b->scheme) == 0 &&
+	       strcasecmp(a->host, b->host) == 0;
+}
+
+/* From here on, bytes for the upstream go to `t` (owned; NULL: the dialled
+ * server), after the `wait` responses due now. false: no room. */
+static bool retarget_mark(struct h1rw *w, struct h1rw_target *t, struct rwreq *q)
+{
+	if (w->nmarks == sizeof(w->marks) / sizeof(w->marks[0])) {
+		free(t);
+		return false;
+	}
+	struct mark *m = &w->marks[w->nmarks++];
+	memset(m, 0, sizeof(*m));
+	m->off = w->uplen;
+	m->retarget = true;
+	m->target = t;
+	m->wait = w->queued;
+	m->req = q;
+	free(w->last);
+	w->last = NULL;
+	if (t) {
+		w->last = malloc(sizeof(*t));
+		if (w->last)
+			*w->last = *t;
+	}
+	mark_start(w);
+	return true;
 }
 
 static void out_cl(struct h1rw *w, const void *p, size_t n)
@@ -443,7 +518,75 @@ static void queue_pop(struct h1rw *w)
 	if (!w->queue)
 		w->tail = NULL;
 	w->queued--;
+	for (size_t i = 0; i < w->nmarks; i++) {
+		if (w->marks[i].req == q)
+			w->marks[i].req = NULL;
+		if (w->marks[i].wait)
+			w->marks[i].wait--;
+	}
 	rwreq_free(q);
+	mark_start(w); /* a retarget waiting for this response */
+}
+
+static uint16_t default_port(const char *scheme)
+{
+	return strcmp(scheme, "https") == 0 ? 443 : 80;
+}
+
+/* A redirect: the request line and Host header name the new URL; another
+ * server gets a retarget mark. 0, or -1 when it is skipped (the note says
+ * why). */
+static int redirect(struct h1rw *w, struct side *s, struct rwreq *q, const struct rule_action *a,
+		    const struct rule *r)
+{
+	char scheme[8], host[256], path[8192];
+	uint16_t port;
+	if (rules_redirect_target(a, w->cfg.scheme, q->authority, q->path, scheme, sizeof(scheme),
+				  host, sizeof(host), &port, path, sizeof(path)) < 0) {
+		note_action(q->note, "request:redirect skipped (the new URL is not a usable "
+				     "http(s) URL)");
+		return -1;
+	}
+	const char *colon =
+		q->authority[0] == '[' ? strstr(q->authority, "]:") : strrchr(q->authority, ':');
+	long op = colon ? strtol(colon + (q->authority[0] == '[' ? 2 : 1), NULL, 10) : 0;
+	uint16_t oport = op > 0 && op < 65536 ? (uint16_t)op : default_port(w->cfg.scheme);
+	bool same = strcmp(scheme, w->cfg.scheme) == 0 && strcasecmp(host, q->host) == 0 &&
+		    port == oport;
+	if (!same && !w->cfg.ops.retarget) {
+		note_action(q->note, "request:redirect skipped (no other server on this path)");
+		return -1;
+	}
+	char hv[300];
+	bool v6 = strchr(host, ':') != NULL;
+	int hl = snprintf(hv, sizeof(hv), v6 ? "[%s]" : "%s", host);
+	if (port != default_port(scheme))
+		hl += snprintf(hv + hl, sizeof(hv) - (size_t)hl, ":%u", port);
+	char *np = strdup(path);
+	if (!np)
+		return -1;
+	free(s->start);
+	s->start = np;
+	s->start_len = strlen(np);
+	headers_remove(&s->h, "host");
+	(void)http_headers_add(&s->h, "Host", 4, hv, (size_t)hl);
+	char url[8600];
+	snprintf(url, sizeof(url), "%s://%s%s", scheme, hv, path);
+	json_object_set_new(q->note, "redirected_to", json_string(url));
+	json_object_set_new(q->note, "redirected_by", json_string(r->id));
+	note_action(q->note, "request:redirect");
+	if (same)
+		return w->last && !retarget_mark(w, NULL, q) ? -1 : 0;
+	struct h1rw_target t = { .port = port };
+	snprintf(t.scheme, sizeof(t.scheme), "%s", scheme);
+	snprintf(t.host, sizeof(t.host), "%s", host);
+	if (target_eq(&t, w->last))
+		return 0;
+	struct h1rw_target *nt = malloc(sizeof(*nt));
+	if (!nt)
+		return -1;
+	*nt = t;
+	return retarget_mark(w, nt, q) ? 0 : -1;
 }
 
 static int req_headers_complete(llhttp_t *p)
@@ -506,13 +649,18 @@ static int req_headers_complete(llhttp_t *p)
 		}
 		return 0;
 	}
-	if (t) {
-		/* redirect, breakpoint: not done on this path yet. */
+	bool redirected = false;
+	if (t && t->kind == RA_REDIRECT) {
+		redirected = redirect(w, s, q, t, s->plan.terminal_rule) == 0;
+	} else if (t) {
+		/* breakpoint: not done on this path yet. */
 		char b[96];
 		snprintf(b, sizeof(b), "request:%s skipped (not supported on HTTP/1.1 yet)",
 			 kind_name(t->kind));
 		note_action(q->note, b);
 	}
+	if (!redirected && w->last && !retarget_mark(w, NULL, q))
+		return HPE_USER; /* back to the dialled server */
 	bool edit_body = false;
 	for (size_t i = 0; i < s->plan.ntransforms; i++)
 		if ((s->plan.transforms[i]->on & RULE_REQUEST) &&
@@ -919,19 +1067,44 @@ static void release_held(struct h1rw *w)
 
 void h1rw_resume(struct h1rw *w)
 {
-	if (w->nmarks == 0 || w->dead)
+	if (w->nmarks == 0 || w->dead || !w->marks[0].started)
 		return;
-	/* The first delay is over: its bytes go, up to the next mark. */
+	/* The first mark is done: its bytes go, up to the next mark. */
 	size_t end = w->nmarks > 1 ? w->marks[1].off : w->uplen;
-	w->cfg.ops.to_upstream(w->cfg.ctx, w->upbuf, end);
-	memmove(w->upbuf, w->upbuf + end, w->uplen - end);
-	w->uplen -= end;
+	mark_drop(&w->marks[0]);
 	memmove(&w->marks[0], &w->marks[1], (w->nmarks - 1) * sizeof(w->marks[0]));
 	w->nmarks--;
+	memset(&w->marks[w->nmarks], 0, sizeof(w->marks[0]));
 	for (size_t i = 0; i < w->nmarks; i++)
 		w->marks[i].off -= end;
-	if (w->nmarks)
-		w->cfg.ops.delay(w->cfg.ctx, w->marks[0].ms);
+	if (end)
+		w->cfg.ops.to_upstream(w->cfg.ctx, w->upbuf, end);
+	if (w->dead)
+		return;
+	memmove(w->upbuf, w->upbuf + end, w->uplen - end);
+	w->uplen -= end;
+	mark_start(w);
+}
+
+void h1rw_upstream_failed(struct h1rw *w, const char *why)
+{
+	if (w->dead)
+		return;
+	if (w->nmarks && w->marks[0].retarget && w->marks[0].req)
+		json_object_set_new(w->marks[0].req->note, "redirect_error", json_string(why));
+	char body[512], head[160];
+	int bl = snprintf(body, sizeof(body),
+			  "wgmitm: the redirect's server cannot be reached: %s\n", why);
+	if (bl >= (int)sizeof(body))
+		bl = (int)sizeof(body) - 1;
+	int hl = snprintf(head, sizeof(head),
+			  "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\n"
+			  "Content-Length: %d\r\nConnection: close\r\n\r\n",
+			  bl);
+	out_cl(w, head, (size_t)hl);
+	out_cl(w, body, (size_t)bl);
+	w->dead = true;
+	w->failed = true;
 }
 
 void h1rw_server(struct h1rw *w, const uint8_t *p, size_t n)
@@ -1031,6 +1204,9 @@ void h1rw_free(struct h1rw *w)
 	json_decref(w->notes);
 	free(w->held);
 	free(w->upbuf);
+	for (size_t i = 0; i < w->nmarks; i++)
+		mark_drop(&w->marks[i]);
+	free(w->last);
 	free(w->peer);
 	free(w->default_authority);
 	ruleset_unref(w->cfg.rules);

@@ -18,6 +18,10 @@
  * compressed (a Content-Encoding other than identity), the edit is skipped,
  * what was kept goes on unchanged, and the exchange's note says why.
  *
+ * A redirect rewrites the request line and the Host header; when it names
+ * another server (scheme, host or port), the upstream changes between
+ * messages (ops.retarget), after every response due from the one before.
+ *
  * After an upgrade (101, a CONNECT) or a parse error, the rest of the
  * connection passes through unchanged both ways.
  *
@@ -40,6 +44,7 @@
 
 struct ruleset;
 struct h1rw;
+struct h1rw_target;
 
 struct h1rw_ops {
 	void (*to_upstream)(void *ctx, const uint8_t *p, size_t n);
@@ -49,6 +54,18 @@ struct h1rw_ops {
 	/* Bytes for the upstream are held from now on: call h1rw_resume in
 	 * ms (one delay runs at a time; the next is asked for then). */
 	void (*delay)(void *ctx, uint32_t ms);
+	/* A redirect (map remote): bytes for the upstream go to `t` from now
+	 * on (NULL: back to the server the client dialled). Open it and call
+	 * h1rw_resume once it is up, or h1rw_upstream_failed; never call
+	 * either from inside. Asked only when no response of the current
+	 * server is due. NULL: redirects to another server are skipped. */
+	void (*retarget)(void *ctx, const struct h1rw_target *t);
+};
+
+struct h1rw_target {
+	char scheme[8]; /* "https" or "http" */
+	char host[256]; /* a name or an IP literal (no brackets) */
+	uint16_t port;
 };
 
 struct h1rw_config {
@@ -71,8 +88,13 @@ void h1rw_server(struct h1rw *w, const uint8_t *p, size_t n);
 /* The upstream ended its stream (a response without a length ends here). */
 void h1rw_server_eof(struct h1rw *w);
 
-/* A delay is over: what it held goes upstream. */
+/* A delay is over, or the server of a retarget is up: what it held goes
+ * upstream. */
 void h1rw_resume(struct h1rw *w);
+/* The server of a retarget cannot be reached (`why`): the client gets a
+ * 502 saying so and the connection is over (nothing more is written;
+ * close it once that answer is out). */
+void h1rw_upstream_failed(struct h1rw *w, const char *why);
 
 /* Client bytes held now (pause the client above H1RW_MAX_HELD / 2). */
 size_t h1rw_backlog(const struct h1rw *w);

@@ -53,6 +53,7 @@
 #include "mitm/rules.h"
 #include "mitm/sniff.h"
 #include "mitm/tls.h"
+#include "mitm/upconn.h"
 #include "netstack/netstack.h"
 
 struct relay_conn;
@@ -128,6 +129,10 @@ struct relay_icpt {
 	struct errpage *err; /* FAIL: the 502 we answer with */
 	struct h1rw *rw;     /* rules apply: HTTP/1.1 terminated (mitm/h1rw.h) */
 	struct relay_delay *delay;
+	/* A redirect moved the upstream: the dialled one is closed (detached)
+	 * and upc is the server bytes go to now. */
+	struct upconn *upc;
+	bool detached, upc_paused;
 	uint8_t first_up[RELAY_FIRST_BYTES], first_down[RELAY_FIRST_BYTES];
 	size_t first_up_len, first_down_len;
 	uint64_t first_up_size, first_down_size;
@@ -358,6 +363,7 @@ static void relay_icpt_free(struct relay_conn *c)
 	json_decref(x->up_leg);
 	errpage_free(x->err);
 	h1rw_free(x->rw);
+	upconn_close(x->upc, false);
 	if (x->delay) {
 		x->delay->c = NULL;
 		uv_close((uv_handle_t *)&x->delay->t, relay_delay_closed);
@@ -617,6 +623,8 @@ static void relay_conn_on_shutdown(uv_shutdown_t *req, int status)
 static void relay_conn_client_done(struct relay_conn *c)
 {
 	c->client_fin = true;
+	if (c->x && c->x->upc)
+		upconn_shutdown(c->x->upc);
 	if (!c->connected || c->up_shutdown || c->finished)
 		return;
 	c->up_shutdown = true;
@@ -1091,6 +1099,15 @@ static void rw_to_upstream(void *ctx, const uint8_t *p, size_t n)
 	struct relay_conn *c = ctx;
 	if (c->finished)
 		return;
+	if (c->x->detached) {
+		if (!c->x->upc || upconn_write(c->x->upc, p, n) < 0)
+			return; /* its error callback ends the flow */
+		if (upconn_queued(c->x->upc) > UPCONN_MAX_QUEUED / 2) {
+			c->relay->stats.client_pauses++;
+			relay_conn_pause_client(c);
+		}
+		return;
+	}
 	if (tls_leg_write(&c->x->up, p, n) != TLS_OK) {
 		relay_conn_finish(c, "error", END_RESET_BOTH);
 		return;
@@ -1109,6 +1126,155 @@ static void rw_to_client(void *ctx, const uint8_t *p, size_t n)
 		return;
 	}
 	relay_conn_client_flush(c);
+	/* A redirect's server is read only as fast as the client takes. */
+	if (c->x->upc && !c->x->upc_paused && relay_conn_client_pending(c) > RELAY_READ_SIZE) {
+		c->x->upc_paused = true;
+		upconn_pause(c->x->upc);
+	}
+}
+
+/* ---- rules: redirects to another server ----------------------------------- */
+
+static void upc_ready(void *ctx, int err, const char *why)
+{
+	struct relay_conn *c = ctx;
+	struct relay_icpt *x = c->x;
+	if (c->finished)
+		return;
+	if (err < 0) {
+		snprintf(c->flow.error, sizeof(c->flow.error), "redirect: %s", why);
+		h1rw_upstream_failed(x->rw, why);
+		relay_conn_client_flush(c);
+		relay_conn_finish(c, "error", END_GRACEFUL);
+		return;
+	}
+	h1rw_resume(x->rw);
+	if (!c->finished && h1rw_backlog(x->rw) <= H1RW_MAX_HELD / 2)
+		relay_conn_resume_client(c);
+}
+
+static void upc_data(void *ctx, const uint8_t *p, size_t n)
+{
+	struct relay_conn *c = ctx;
+	if (c->finished)
+		return;
+	c->flow.bytes_down += n;
+	c->relay->stats.bytes_down += n;
+	h1rw_server(c->x->rw, p, n);
+	if (!c->finished)
+		relay_conn_resume_client(c); /* a held request may have gone on */
+}
+
+static void upc_eof(void *ctx)
+{
+	struct relay_conn *c = ctx;
+	struct relay_icpt *x = c->x;
+	if (c->finished)
+		return;
+	h1rw_server_eof(x->rw);
+	if (c->finished)
+		return;
+	tls_leg_close_notify(&x->cl);
+	relay_conn_client_flush(c);
+	c->upstream_eof = true;
+	relay_conn_down_done(c);
+	relay_conn_half_closed(c);
+}
+
+static void upc_error(void *ctx, const char *why)
+{
+	struct relay_conn *c = ctx;
+	if (c->finished)
+		return;
+	c->relay->stats.upstream_resets++;
+	snprintf(c->flow.error, sizeof(c->flow.error), "redirect: %s", why);
+	relay_conn_finish(c, "upstream_reset", END_RESET_CLIENT);
+}
+
+static void upc_drained(void *ctx)
+{
+	struct relay_conn *c = ctx;
+	if (!c->finished && h1rw_backlog(c->x->rw) <= H1RW_MAX_HELD / 2)
+		relay_conn_resume_client(c);
+}
+
+/* A redirect's server passes the destination policy as a dialled one does. */
+static int upc_allow(void *ctx, const struct sockaddr *addr, struct sockaddr_storage *dial,
+		     char *why, size_t whylen)
+{
+	struct relay_conn *c = ctx;
+	struct relay *r = c->relay;
+	enum policy_verdict v = policy_check(r->cfg.policy, IPPROTO_TCP, addr, dial);
+	if (v == POLICY_LOCAL_SERVICE) {
+		snprintf(why, whylen, "refused: one of our own services");
+		return -1;
+	}
+	if (policy_refused(v)) {
+		snprintf(why, whylen, "refused (%s)", r->refusal[v]);
+		return -1;
+	}
+	return 0;
+}
+
+static const struct upconn_ops upc_ops = { .ready = upc_ready,
+					   .data = upc_data,
+					   .eof = upc_eof,
+					   .error = upc_error,
+					   .drained = upc_drained,
+					   .allow = upc_allow };
+
+/* The dialled upstream is let go, with a close_notify: from the first
+ * redirect on, every request goes through an upconn of its own. */
+static void relay_conn_detach(struct relay_conn *c)
+{
+	struct relay_icpt *x = c->x;
+	x->detached = true;
+	relay_conn_stop_reading(c);
+	if (x->up_tls) {
+		tls_leg_close_notify(&x->up);
+		(void)relay_conn_up_flush(c);
+	}
+	c->up_shutdown = true;
+	c->up_shutdown_done = true;
+	relay_conn_close_upstream(c, false);
+}
+
+static void rw_retarget(void *ctx, const struct h1rw_target *t)
+{
+	struct relay_conn *c = ctx;
+	struct relay_icpt *x = c->x;
+	struct relay *r = c->relay;
+	if (c->finished)
+		return;
+	if (x->upc) {
+		upconn_close(x->upc, false);
+		x->upc = NULL;
+		x->upc_paused = false;
+	}
+	if (!x->detached)
+		relay_conn_detach(c);
+	static const uint8_t h1[] = "\x08http/1.1";
+	struct upconn_target ut = { .alpn = h1, .alpn_len = sizeof(h1) - 1 };
+	char ip[INET6_ADDRSTRLEN];
+	if (t) {
+		ut.host = t->host;
+		ut.port = t->port;
+		ut.tls = strcmp(t->scheme, "https") == 0;
+	} else {
+		/* Back to the dialled server: its address, the client's SNI. */
+		unsigned port = 0;
+		(void)flowlog_format_ip((const struct sockaddr *)&c->upstream, ip, &port);
+		ut.host = ip;
+		ut.port = (uint16_t)port;
+		ut.tls = x->up_tls;
+		ut.sni = x->hello.sni_present && !x->hello.sni_is_ip ? x->hello.sni : NULL;
+	}
+	x->upc = upconn_open(r->loop, r->cfg.tls, &ut, &upc_ops, c, r->cfg.connect_timeout_ms);
+	if (!x->upc) {
+		relay_conn_oom(c);
+		return;
+	}
+	r->stats.redirects++;
 }
 
 static void rw_reset(void *ctx, const char *rule_id)
@@ -1159,7 +1325,8 @@ static void relay_conn_rules_start(struct relay_conn *c, const char *scheme)
 	struct h1rw_config wc = { .ops = { .to_upstream = rw_to_upstream,
 					   .to_client = rw_to_client,
 					   .reset = rw_reset,
-					   .delay = rw_delay },
+					   .delay = rw_delay,
+					   .retarget = rw_retarget },
 				  .ctx = c,
 				  .rules = r->rules,
 				  .peer = peer,
@@ -1593,6 +1760,12 @@ static void relay_conn_on_client_sent(void *arg, size_t len)
 		relay_conn_client_flush(c);
 		if (relay_conn_client_pending(c) > 0)
 			return;
+		if (c->x->upc_paused) {
+			c->x->upc_paused = false;
+			upconn_resume(c->x->upc);
+			if (c->finished || relay_conn_client_pending(c) > 0)
+				return;
+		}
 		relay_conn_upstream_tls_data(c); /* plaintext held in the upstream leg */
 		if (c->finished || relay_conn_client_pending(c) > 0)
 			return;

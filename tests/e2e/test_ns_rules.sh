@@ -21,7 +21,30 @@ printf '{"user": {"name": "cat"}, "items": [1, 2]}' >"$www/user.json"
 printf 'plain text from the server\n' >"$www/plain.txt"
 printf 'served from a local file\n' >"$E2E_TMP/local.txt"
 
+# A second server for redirects (map remote): staging.test, its own
+# certificate, at 203.0.113.11. wgmitm resolves the name through a hosts
+# file of its own mount namespace (the machine's /etc/hosts is not touched).
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=staging.test" \
+  -keyout "$pki/staging.key" -out "$pki/staging.csr" 2>/dev/null
+printf 'subjectAltName=DNS:staging.test\nextendedKeyUsage=serverAuth\n' >"$pki/staging.ext"
+openssl x509 -req -in "$pki/staging.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -CAcreateserial \
+  -days 2 -extfile "$pki/staging.ext" -out "$pki/staging.pem" 2>/dev/null
+mkdir -p "$E2E_TMP/staging/to-staging"
+printf 'served by staging\n' >"$E2E_TMP/staging/who.txt"
+printf '127.0.0.1 localhost\n203.0.113.11 staging.test\n127.0.0.1 loop.test\n' >"$E2E_TMP/hosts"
+real=$WGMITM
+WGMITM="$E2E_TMP/wgmitm-hosts"
+cat >"$WGMITM" <<SH
+#!/bin/sh
+exec unshare -m sh -c 'mount --bind "\$0" /etc/hosts && exec "\$@"' "$E2E_TMP/hosts" "$real" "\$@"
+SH
+chmod +x "$WGMITM"
+
 topology_hosts --upstream-ca "$pki/ca.pem" \
+  --map-remote '|~u /to-staging/|https://www.test:8443/to-staging/|https://staging.test:9443/' \
+  --map-remote '|~u /old/|/old/|/' \
+  --map-remote '|~u /to-closed/|https://www.test:8443/to-closed/|https://staging.test:9999/' \
+  --map-remote '|~u /to-loop/|https://www.test:8443/to-loop/|http://loop.test:8443/' \
   --modify-headers '|~u /headers|X-Added|from-option' \
   --block-list '|~u /blocked|403' \
   --block-list '|~u /reset|444' \
@@ -31,6 +54,10 @@ topology_hosts --upstream-ca "$pki/ca.pem" \
 WGMITM_HOME="$HOME_DIR" "$WGMITM" ca export >"$E2E_TMP/wgca.pem"
 serve "$HOST" python3 "$hosts" https "$www" 8443 "$pki/www.pem" "$pki/www.key"
 wait_port "$HOST" 127.0.0.1 8443
+hveth=$(ip -n "$HOST" -o link show type veth | awk -F': ' '{print $2}' | cut -d@ -f1 | head -n1)
+ip -n "$HOST" addr add 203.0.113.11/24 dev "$hveth"
+serve "$HOST" python3 "$hosts" https "$E2E_TMP/staging" 9443 "$pki/staging.pem" "$pki/staging.key"
+wait_port "$HOST" 203.0.113.11 9443
 c=(in_ns "$CLI" curl -sS --max-time 30 --cacert "$E2E_TMP/wgca.pem" --resolve "www.test:8443:$HOST4")
 
 # Request headers: set by an option, seen by the server.
@@ -54,6 +81,20 @@ out=$("${c[@]}" "https://www.test:8443/plain.txt" "https://www.test:8443/mapped/
 [ "$(echo "$out" | grep -c 'plain text from the server')" = 2 ] && echo "$out" | grep -q 'local file' ||
   fail "keep-alive with a mock in between: $out"
 say "keep-alive: upstream, mock, upstream on one connection"
+
+# Map remote: to another server with its own certificate and name (SNI and
+# Host follow), and back to the dialled one on the same connection.
+got=$("${c[@]}" "https://www.test:8443/to-staging/who.txt")
+[ "$got" = "served by staging" ] || fail "--map-remote to staging: got $got"
+out=$("${c[@]}" "https://www.test:8443/plain.txt" "https://www.test:8443/to-staging/who.txt" \
+  "https://www.test:8443/plain.txt" "https://www.test:8443/old/plain.txt")
+[ "$out" = "$(printf 'plain text from the server\nserved by staging\nplain text from the server\nplain text from the server')" ] ||
+  fail "keep-alive across redirects: $out"
+got=$("${c[@]}" -w '%{http_code}' "https://www.test:8443/to-closed/x" | tr '\n' ' ' || true)
+echo "$got" | grep -q 'cannot be reached.*9999.*refused.* 502$' || fail "redirect to a closed port: $got"
+got=$("${c[@]}" -w '%{http_code}' "https://www.test:8443/to-loop/x" | tr '\n' ' ' || true)
+echo "$got" | grep -q 'loop.test.*refused.* 502$' || fail "redirect to loopback was not refused: $got"
+say "--map-remote: another server (SNI, Host, its certificate), back on one connection, path only; failures are 502s with the reason"
 
 # HOME/rules.json: watched; response rules and a mock.
 cat >"$HOME_DIR/rules.json" <<JSON
@@ -109,6 +150,13 @@ u = one("/user.json")
 assert u["rules"]["response_original"]["status"] == 200, u["rules"]
 assert "cat" in u["rules"]["response_body_original"]["text"], u["rules"]
 assert "dog" in u["response"]["body"]["text"], u["response"]
+r = one("/to-staging/who.txt")
+assert r["rules"]["redirected_to"] == "https://staging.test:9443/who.txt", r["rules"]
+assert r["rules"]["redirected_by"] == "map-remote-1", r["rules"]
+assert ["Host", "staging.test:9443"] in r["rules"]["request_headers_upstream"], r["rules"]
+assert r["response"]["body"]["text"] == "served by staging\n", r["response"]
+f = one("/to-closed/x")
+assert "9999" in f["rules"]["redirect_error"] and f["response"]["status"] == 502, f
 b = one("/blocked")
 assert b["rules"]["blocked_by"] == "block-list-1" and b["response"]["status"] == 403, b
 tcp = [r for r in recs if r["type"] == "tcp" and r.get("end_reason") == "rule:block"]
