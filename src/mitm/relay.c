@@ -41,6 +41,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/strbuf.h"
 #include "common/tally.h"
 #include "mitm/errpage.h"
 #include "flows/flowlog.h"
@@ -133,6 +134,9 @@ struct relay_icpt {
 	 * and upc is the server bytes go to now. */
 	struct upconn *upc;
 	bool detached, upc_paused;
+	/* Plain HTTP through the active layer: what the netstack did not
+	 * take yet (the TLS leg keeps it otherwise). */
+	struct strbuf clout;
 	uint8_t first_up[RELAY_FIRST_BYTES], first_down[RELAY_FIRST_BYTES];
 	size_t first_up_len, first_down_len;
 	uint64_t first_up_size, first_down_size;
@@ -364,6 +368,7 @@ static void relay_icpt_free(struct relay_conn *c)
 	errpage_free(x->err);
 	h1rw_free(x->rw);
 	upconn_close(x->upc, false);
+	strbuf_free(&x->clout);
 	if (x->delay) {
 		x->delay->c = NULL;
 		uv_close((uv_handle_t *)&x->delay->t, relay_delay_closed);
@@ -734,12 +739,30 @@ static size_t relay_conn_client_pending(const struct relay_conn *c)
 		const uint8_t *p;
 		return tls_leg_out(&c->x->cl, &p);
 	}
-	return c->pending_len;
+	return c->pending_len + (c->x ? c->x->clout.len : 0);
+}
+
+/* Plain HTTP from the active layer: to the netstack as far as it takes. */
+static void relay_conn_clout_flush(struct relay_conn *c)
+{
+	struct strbuf *b = &c->x->clout;
+	if (!c->ns || b->len == 0)
+		return;
+	size_t n = netstack_tcp_write(c->ns, (const uint8_t *)b->p, b->len);
+	if (n == b->len) {
+		strbuf_reset(b);
+		return;
+	}
+	memmove(b->p, b->p + n, b->len - n);
+	b->len -= n;
+	b->p[b->len] = '\0';
 }
 
 static void relay_conn_client_tls_data(struct relay_conn *c);
 static void relay_conn_upstream_tls_data(struct relay_conn *c);
 static void relay_conn_sniff(struct relay_conn *c);
+static void relay_conn_rules_start(struct relay_conn *c, const char *scheme);
+static void relay_conn_rw_client(struct relay_conn *c, const uint8_t *p, size_t n);
 static void relay_conn_client_tls_failed(struct relay_conn *c, const char *how);
 
 /* FAIL: the 502's connection ends in order (close_notify, FIN); the record
@@ -817,6 +840,10 @@ static void relay_conn_on_client_recv(void *arg, const uint8_t *data, size_t len
 			keep_first(c->x->first_up, &c->x->first_up_len, &c->x->first_up_size, data,
 				   len);
 			obs_client(c, data, len);
+			if (c->x->rw) {
+				relay_conn_rw_client(c, data, len);
+				return;
+			}
 		}
 		(void)relay_conn_up_send(c, data, len);
 		return;
@@ -880,6 +907,8 @@ static void relay_conn_go_raw(struct relay_conn *c, const char *proto, enum obs_
 	if (!c->half_timer)
 		relay_conn_disarm(c); /* the sniff timeout */
 	obs_start(c, obs, scheme);
+	if (obs == OBS_HTTP1)
+		relay_conn_rules_start(c, "http");
 	uint8_t *held = x->sniff;
 	size_t n = x->sniff_len;
 	x->sniff = NULL;
@@ -887,7 +916,10 @@ static void relay_conn_go_raw(struct relay_conn *c, const char *proto, enum obs_
 	if (n) {
 		keep_first(x->first_up, &x->first_up_len, &x->first_up_size, held, n);
 		obs_client(c, held, n);
-		(void)relay_conn_up_send(c, held, n);
+		if (x->rw)
+			relay_conn_rw_client(c, held, n);
+		else
+			(void)relay_conn_up_send(c, held, n);
 	}
 	free(held);
 	if (c->finished)
@@ -1108,6 +1140,10 @@ static void rw_to_upstream(void *ctx, const uint8_t *p, size_t n)
 		}
 		return;
 	}
+	if (!c->x->up_tls) {
+		(void)relay_conn_up_send(c, p, n);
+		return;
+	}
 	if (tls_leg_write(&c->x->up, p, n) != TLS_OK) {
 		relay_conn_finish(c, "error", END_RESET_BOTH);
 		return;
@@ -1121,11 +1157,20 @@ static void rw_to_client(void *ctx, const uint8_t *p, size_t n)
 	if (c->finished)
 		return;
 	obs_server(c, p, n);
-	if (tls_leg_write(&c->x->cl, p, n) != TLS_OK) {
+	if (!c->x->cl_tls) {
+		/* Bounded by what the layer writes: the upstream is read only
+		 * while this is empty, and answers are capped. */
+		if (strbuf_append(&c->x->clout, p, n) < 0) {
+			relay_conn_oom(c);
+			return;
+		}
+		relay_conn_clout_flush(c);
+	} else if (tls_leg_write(&c->x->cl, p, n) != TLS_OK) {
 		relay_conn_finish(c, "error", END_RESET_BOTH);
 		return;
+	} else {
+		relay_conn_client_flush(c);
 	}
-	relay_conn_client_flush(c);
 	/* A redirect's server is read only as fast as the client takes. */
 	if (c->x->upc && !c->x->upc_paused && relay_conn_client_pending(c) > RELAY_READ_SIZE) {
 		c->x->upc_paused = true;
@@ -1144,7 +1189,8 @@ static void upc_ready(void *ctx, int err, const char *why)
 	if (err < 0) {
 		snprintf(c->flow.error, sizeof(c->flow.error), "redirect: %s", why);
 		h1rw_upstream_failed(x->rw, why);
-		relay_conn_client_flush(c);
+		if (x->cl_tls)
+			relay_conn_client_flush(c);
 		relay_conn_finish(c, "error", END_GRACEFUL);
 		return;
 	}
@@ -1174,8 +1220,10 @@ static void upc_eof(void *ctx)
 	h1rw_server_eof(x->rw);
 	if (c->finished)
 		return;
-	tls_leg_close_notify(&x->cl);
-	relay_conn_client_flush(c);
+	if (x->cl_tls) {
+		tls_leg_close_notify(&x->cl);
+		relay_conn_client_flush(c);
+	}
 	c->upstream_eof = true;
 	relay_conn_down_done(c);
 	relay_conn_half_closed(c);
@@ -1313,6 +1361,15 @@ static void rw_delay(void *ctx, uint32_t ms)
 	uv_timer_start(&x->delay->t, rw_delay_fired, ms, 0);
 }
 
+/* Client plaintext into the active layer; the client waits while the
+ * layer holds much of it (a delay, a redirect being dialled). */
+static void relay_conn_rw_client(struct relay_conn *c, const uint8_t *p, size_t n)
+{
+	h1rw_client(c->x->rw, p, n);
+	if (!c->finished && h1rw_backlog(c->x->rw) > H1RW_MAX_HELD / 2)
+		relay_conn_pause_client(c); /* resumed as the delay ends */
+}
+
 /* Whether a rule may apply: then HTTP/1.1 goes through the active layer. */
 static void relay_conn_rules_start(struct relay_conn *c, const char *scheme)
 {
@@ -1332,6 +1389,7 @@ static void relay_conn_rules_start(struct relay_conn *c, const char *scheme)
 				  .peer = peer,
 				  .scheme = scheme,
 				  .default_authority = x->authority };
+	strbuf_init(&x->clout, 0);
 	x->rw = h1rw_new(&wc);
 	if (x->rw)
 		r->stats.rules_connections++;
@@ -1508,11 +1566,9 @@ static void relay_conn_client_tls_data(struct relay_conn *c)
 		}
 		obs_client(c, r->pbuf, n);
 		if (x->rw) {
-			h1rw_client(x->rw, r->pbuf, n);
+			relay_conn_rw_client(c, r->pbuf, n);
 			if (c->finished)
 				return;
-			if (h1rw_backlog(x->rw) > H1RW_MAX_HELD / 2)
-				relay_conn_pause_client(c); /* resumed as the delay ends */
 			continue;
 		}
 		if (tls_leg_write(&x->up, r->pbuf, n) != TLS_OK) {
@@ -1651,6 +1707,12 @@ static void relay_conn_down_done(struct relay_conn *c)
 
 static void relay_conn_raw_down(struct relay_conn *c, const uint8_t *data, size_t len)
 {
+	if (c->x && c->x->rw) {
+		keep_first(c->x->first_down, &c->x->first_down_len, &c->x->first_down_size, data,
+			   len);
+		h1rw_server(c->x->rw, data, len); /* the observer sees what it writes */
+		return;
+	}
 	if (c->x) {
 		keep_first(c->x->first_down, &c->x->first_down_len, &c->x->first_down_size, data,
 			   len);
@@ -1693,6 +1755,11 @@ static void relay_conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *bu
 			snprintf(c->x->up.err, sizeof(c->x->up.err), "closed during the handshake");
 			relay_conn_upstream_ready(c, false);
 			return;
+		}
+		if (c->mode == MODE_RAW && c->x && c->x->rw) {
+			h1rw_server_eof(c->x->rw);
+			if (c->finished)
+				return;
 		}
 		if (c->mode == MODE_TLS && c->x->obs != OBS_NONE)
 			obs_server(c, NULL, 0);
@@ -1769,6 +1836,17 @@ static void relay_conn_on_client_sent(void *arg, size_t len)
 		relay_conn_upstream_tls_data(c); /* plaintext held in the upstream leg */
 		if (c->finished || relay_conn_client_pending(c) > 0)
 			return;
+		relay_conn_down_done(c);
+	} else if (c->x && c->x->rw) {
+		relay_conn_clout_flush(c);
+		if (relay_conn_client_pending(c) > 0)
+			return;
+		if (c->x->upc_paused) {
+			c->x->upc_paused = false;
+			upconn_resume(c->x->upc);
+			if (c->finished || relay_conn_client_pending(c) > 0)
+				return;
+		}
 		relay_conn_down_done(c);
 	} else if (c->pending_len > 0) {
 		size_t n = netstack_tcp_write(c->ns, c->pending + c->pending_off, c->pending_len);

@@ -43,6 +43,7 @@ chmod +x "$WGMITM"
 topology_hosts --upstream-ca "$pki/ca.pem" \
   --map-remote '|~u /to-staging/|https://www.test:8443/to-staging/|https://staging.test:9443/' \
   --map-remote '|~u /old/|/old/|/' \
+  --map-remote '|~u /plain-to-staging/|http://[^/]*/plain-to-staging/|https://staging.test:9443/' \
   --map-remote '|~u /to-closed/|https://www.test:8443/to-closed/|https://staging.test:9999/' \
   --map-remote '|~u /to-loop/|https://www.test:8443/to-loop/|http://loop.test:8443/' \
   --modify-headers '|~u /headers|X-Added|from-option' \
@@ -54,6 +55,8 @@ topology_hosts --upstream-ca "$pki/ca.pem" \
 WGMITM_HOME="$HOME_DIR" "$WGMITM" ca export >"$E2E_TMP/wgca.pem"
 serve "$HOST" python3 "$hosts" https "$www" 8443 "$pki/www.pem" "$pki/www.key"
 wait_port "$HOST" 127.0.0.1 8443
+serve "$HOST" python3 "$hosts" http "$www" 8080
+wait_port "$HOST" 127.0.0.1 8080
 hveth=$(ip -n "$HOST" -o link show type veth | awk -F': ' '{print $2}' | cut -d@ -f1 | head -n1)
 ip -n "$HOST" addr add 203.0.113.11/24 dev "$hveth"
 serve "$HOST" python3 "$hosts" https "$E2E_TMP/staging" 9443 "$pki/staging.pem" "$pki/staging.key"
@@ -95,6 +98,17 @@ echo "$got" | grep -q 'cannot be reached.*9999.*refused.* 502$' || fail "redirec
 got=$("${c[@]}" -w '%{http_code}' "https://www.test:8443/to-loop/x" | tr '\n' ' ' || true)
 echo "$got" | grep -q 'loop.test.*refused.* 502$' || fail "redirect to loopback was not refused: $got"
 say "--map-remote: another server (SNI, Host, its certificate), back on one connection, path only; failures are 502s with the reason"
+
+# Plain HTTP goes through the same layer.
+p=(in_ns "$CLI" curl -sS --max-time 30 --resolve "www.test:8080:$HOST4")
+code=$("${p[@]}" -o /dev/null -w '%{http_code}' "http://www.test:8080/blocked")
+[ "$code" = 403 ] || fail "plain HTTP --block-list: got $code"
+got=$("${p[@]}" "http://www.test:8080/headers")
+echo "$got" | grep -q '"X-Added", "from-option"' || fail "plain HTTP: the server did not see X-Added: $got"
+out=$("${p[@]}" "http://www.test:8080/mapped/x" "http://www.test:8080/plain-to-staging/who.txt" "http://www.test:8080/plain.txt")
+[ "$out" = "$(printf 'served from a local file\nserved by staging\nplain text from the server')" ] ||
+  fail "plain HTTP keep-alive with a mock and a redirect to HTTPS: $out"
+say "plain HTTP: block, headers, map local, and map remote to an HTTPS server"
 
 # HOME/rules.json: watched; response rules and a mock.
 cat >"$HOME_DIR/rules.json" <<JSON
