@@ -97,7 +97,8 @@ void rulesrc_free(struct rulesrc *s)
 int rulesrc_reload_file(struct rulesrc *s)
 {
 	json_t *rules = NULL, *dns = NULL;
-	if (access(s->path, F_OK) != 0 && errno == ENOENT) {
+	bool absent = access(s->path, F_OK) != 0 && errno == ENOENT;
+	if (absent) {
 		rules = json_array();
 		dns = json_array();
 	} else {
@@ -154,7 +155,7 @@ int rulesrc_reload_file(struct rulesrc *s)
 	json_decref(s->file_dns);
 	s->file_rules = rules;
 	s->file_dns = dns;
-	if (json_array_size(rules) || json_array_size(dns))
+	if (!absent) /* every load of the file, so an edit is seen to land */
 		log_info("%s: %zu rules, %zu DNS overrides", s->path, json_array_size(rules),
 			 json_array_size(dns));
 	install(s, rs);
