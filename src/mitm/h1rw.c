@@ -54,8 +54,9 @@ struct side {
 	struct rules_plan plan;
 	bool planned;
 	json_t *note;
-	int status;    /* response: the status to send */
-	bool head_out; /* the head has been written */
+	int status;     /* response: the status to send */
+	bool head_out;  /* the head has been written */
+	bool throttled; /* a throttle runs for this message */
 };
 
 struct h1rw {
@@ -528,6 +529,26 @@ static void queue_pop(struct h1rw *w)
 	mark_start(w); /* a retarget waiting for this response */
 }
 
+/* The tightest throttle of `plan` on `phase`, 0: none. */
+static uint64_t plan_rate(const struct rules_plan *plan, enum rule_dir phase)
+{
+	uint64_t rate = 0;
+	for (size_t i = 0; i < plan->ntransforms; i++) {
+		const struct rule_action *a = plan->transforms[i];
+		if (a->kind == RA_THROTTLE && (a->on & phase) && (!rate || a->rate < rate))
+			rate = a->rate;
+	}
+	return rate;
+}
+
+static void throttle(struct h1rw *w, struct side *s, enum rule_dir phase, uint64_t rate)
+{
+	if (!w->cfg.ops.throttle || w->dead || (!rate && !s->throttled))
+		return;
+	s->throttled = rate != 0;
+	w->cfg.ops.throttle(w->cfg.ctx, (int)phase, rate);
+}
+
 static uint16_t default_port(const char *scheme)
 {
 	return strcmp(scheme, "https") == 0 ? 443 : 80;
@@ -687,6 +708,7 @@ static int req_headers_complete(llhttp_t *p)
 			delay += s->plan.transforms[i]->ms;
 	if (delay)
 		delay_mark(w, delay);
+	throttle(w, s, RULE_REQUEST, plan_rate(&s->plan, RULE_REQUEST));
 	if (!s->keep)
 		emit_req_head(w);
 	return 0;
@@ -820,6 +842,7 @@ static int req_message_complete(llhttp_t *p)
 	w->cur_req = NULL;
 	if (!q)
 		return 0;
+	throttle(w, s, RULE_REQUEST, 0);
 	if (s->keep && !s->over)
 		flush_kept(w, s, RULE_REQUEST, q->note);
 	else if (s->chunked && !s->drop)
@@ -923,6 +946,8 @@ static int resp_headers_complete(llhttp_t *p)
 			}
 		}
 	}
+	if (q && status >= 200)
+		throttle(w, s, RULE_RESPONSE, plan_rate(&s->plan, RULE_RESPONSE));
 	if (!s->keep)
 		resp_head(w);
 	return ret;
@@ -935,6 +960,7 @@ static int resp_message_complete(llhttp_t *p)
 	int status = llhttp_get_status_code(p);
 	if (status >= 100 && status < 200 && status != 101)
 		return 0; /* interim: its request waits for the final one */
+	throttle(w, s, RULE_RESPONSE, 0);
 	if (s->keep && !s->over)
 		flush_kept(w, s, RULE_RESPONSE, s->note);
 	else if (s->chunked)

@@ -60,6 +60,10 @@ struct h1rw_ops {
 	 * either from inside. Asked only when no response of the current
 	 * server is due. NULL: redirects to another server are skipped. */
 	void (*retarget)(void *ctx, const struct h1rw_target *t);
+	/* A throttle rule: bytes of the current request (RULE_REQUEST, from
+	 * the client) or response (RULE_RESPONSE, from the upstream) come at
+	 * most `rate` bytes/s from now on; 0 ends it. NULL: skipped. */
+	void (*throttle)(void *ctx, int phase, uint64_t rate);
 };
 
 struct h1rw_target {

@@ -91,6 +91,17 @@ struct relay_delay {
 	struct relay_conn *c;
 };
 
+/* Throttle rules: a token bucket per direction (0: from the client, 1:
+ * from the upstream), and the timer that lets a stopped side go on. */
+struct relay_pace {
+	uv_timer_t t;
+	struct relay_conn *c;
+	uint64_t rate[2]; /* bytes/s, 0: none */
+	double tokens[2];
+	uint64_t at[2];  /* ms of the last refill */
+	bool blocked[2]; /* that side waits for tokens */
+};
+
 struct relay_write {
 	uv_write_t req;
 	size_t len;
@@ -130,6 +141,7 @@ struct relay_icpt {
 	struct errpage *err; /* FAIL: the 502 we answer with */
 	struct h1rw *rw;     /* rules apply: HTTP/1.1 terminated (mitm/h1rw.h) */
 	struct relay_delay *delay;
+	struct relay_pace *pace;
 	/* A redirect moved the upstream: the dialled one is closed (detached)
 	 * and upc is the server bytes go to now. */
 	struct upconn *upc;
@@ -353,6 +365,27 @@ static void relay_delay_closed(uv_handle_t *h)
 	free(h->data);
 }
 
+/* The rules' own handles close with the flow's, not after them: a
+ * shutdown closes every handle left once the flows have finished. */
+static void relay_icpt_release(struct relay_conn *c)
+{
+	struct relay_icpt *x = c->x;
+	if (!x)
+		return;
+	upconn_close(x->upc, false);
+	x->upc = NULL;
+	if (x->delay) {
+		x->delay->c = NULL;
+		uv_close((uv_handle_t *)&x->delay->t, relay_delay_closed);
+		x->delay = NULL;
+	}
+	if (x->pace) {
+		x->pace->c = NULL;
+		uv_close((uv_handle_t *)&x->pace->t, relay_delay_closed);
+		x->pace = NULL;
+	}
+}
+
 static void relay_icpt_free(struct relay_conn *c)
 {
 	struct relay_icpt *x = c->x;
@@ -367,12 +400,7 @@ static void relay_icpt_free(struct relay_conn *c)
 	json_decref(x->up_leg);
 	errpage_free(x->err);
 	h1rw_free(x->rw);
-	upconn_close(x->upc, false);
 	strbuf_free(&x->clout);
-	if (x->delay) {
-		x->delay->c = NULL;
-		uv_close((uv_handle_t *)&x->delay->t, relay_delay_closed);
-	}
 	free(x->sniff);
 	free(x);
 	c->x = NULL;
@@ -509,6 +537,7 @@ static void relay_conn_finish(struct relay_conn *c, const char *reason, enum leg
 			netstack_tcp_abort(c->ns);
 		c->ns = NULL;
 	}
+	relay_icpt_release(c);
 	uv_close((uv_handle_t *)&c->timer, relay_conn_on_close);
 	relay_conn_close_upstream(c, how == END_RESET_UPSTREAM || how == END_RESET_BOTH);
 }
@@ -763,6 +792,8 @@ static void relay_conn_upstream_tls_data(struct relay_conn *c);
 static void relay_conn_sniff(struct relay_conn *c);
 static void relay_conn_rules_start(struct relay_conn *c, const char *scheme);
 static void relay_conn_rw_client(struct relay_conn *c, const uint8_t *p, size_t n);
+static bool pace_take(struct relay_conn *c, int d, size_t n);
+static size_t pace_room(struct relay_conn *c, size_t room, bool *paced);
 static void relay_conn_client_tls_failed(struct relay_conn *c, const char *how);
 
 /* FAIL: the 502's connection ends in order (close_notify, FIN); the record
@@ -833,6 +864,8 @@ static void relay_conn_on_client_recv(void *arg, const uint8_t *data, size_t len
 	}
 	c->flow.bytes_up += len;
 	c->relay->stats.bytes_up += len;
+	if (!pace_take(c, 0, len))
+		relay_conn_pause_client(c); /* the throttle's timer resumes it */
 
 	switch (c->mode) {
 	case MODE_RAW:
@@ -1361,6 +1394,127 @@ static void rw_delay(void *ctx, uint32_t ms)
 	uv_timer_start(&x->delay->t, rw_delay_fired, ms, 0);
 }
 
+/* ---- rules: throttles ------------------------------------------------------ */
+
+/* The smallest amount a paced side moves at once: a tenth of a second's
+ * worth, within [1 KiB, RELAY_READ_LOWAT]. */
+static double pace_quantum(uint64_t rate)
+{
+	uint64_t q = rate / 10;
+	return (double)(q < 1024 ? 1024 : q > RELAY_READ_LOWAT ? RELAY_READ_LOWAT : q);
+}
+
+static void pace_refill(struct relay_pace *p, int d, uint64_t now)
+{
+	double q = pace_quantum(p->rate[d]);
+	double burst = (double)(p->rate[d] / 4) > 2 * q ? (double)(p->rate[d] / 4) : 2 * q;
+	p->tokens[d] += (double)p->rate[d] * (double)(now - p->at[d]) / 1000.0;
+	if (p->tokens[d] > burst)
+		p->tokens[d] = burst;
+	p->at[d] = now;
+}
+
+static void pace_fired(uv_timer_t *t);
+
+static void pace_arm(struct relay_pace *p)
+{
+	uint64_t wait = 0;
+	for (int d = 0; d < 2; d++)
+		if (p->blocked[d] && p->rate[d]) {
+			double need = pace_quantum(p->rate[d]) - p->tokens[d];
+			uint64_t ms =
+				need > 0 ? (uint64_t)(need * 1000.0 / (double)p->rate[d]) + 1 : 1;
+			if (!wait || ms < wait)
+				wait = ms;
+		}
+	if (wait)
+		uv_timer_start(&p->t, pace_fired, wait, 0);
+}
+
+static void pace_fired(uv_timer_t *t)
+{
+	struct relay_pace *p = t->data;
+	struct relay_conn *c = p->c;
+	if (!c || c->finished)
+		return;
+	uint64_t now = uv_now(c->relay->loop);
+	for (int d = 0; d < 2; d++) {
+		if (!p->blocked[d])
+			continue;
+		pace_refill(p, d, now);
+		if (p->rate[d] && p->tokens[d] < pace_quantum(p->rate[d]))
+			continue;
+		p->blocked[d] = false;
+		if (d == 0)
+			relay_conn_resume_client(c);
+		else
+			relay_conn_read_on(c);
+	}
+	pace_arm(p);
+}
+
+/* Bytes `n` came from side `d`: false when that side must wait now. */
+static bool pace_take(struct relay_conn *c, int d, size_t n)
+{
+	struct relay_pace *p = c->x ? c->x->pace : NULL;
+	if (!p || !p->rate[d])
+		return true;
+	pace_refill(p, d, uv_now(c->relay->loop));
+	p->tokens[d] -= (double)n;
+	if (p->tokens[d] >= pace_quantum(p->rate[d]))
+		return true;
+	p->blocked[d] = true;
+	pace_arm(p);
+	return false;
+}
+
+/* How much side 1 (the upstream) may read now; *paced: a throttle
+ * decides (reads may be small). */
+static size_t pace_room(struct relay_conn *c, size_t room, bool *paced)
+{
+	struct relay_pace *p = c->x ? c->x->pace : NULL;
+	*paced = p && p->rate[1];
+	if (!*paced)
+		return room;
+	pace_refill(p, 1, uv_now(c->relay->loop));
+	if (p->tokens[1] < pace_quantum(p->rate[1])) {
+		p->blocked[1] = true;
+		pace_arm(p);
+		return 0;
+	}
+	return p->tokens[1] < (double)room ? (size_t)p->tokens[1] : room;
+}
+
+static void rw_throttle(void *ctx, int phase, uint64_t rate)
+{
+	struct relay_conn *c = ctx;
+	struct relay_icpt *x = c->x;
+	int d = phase == RULE_REQUEST ? 0 : 1;
+	if (!x->pace) {
+		if (!rate)
+			return;
+		x->pace = calloc(1, sizeof(*x->pace));
+		if (!x->pace)
+			return; /* no throttle rather than no flow */
+		uv_timer_init(c->relay->loop, &x->pace->t);
+		x->pace->t.data = x->pace;
+		x->pace->c = c;
+	}
+	struct relay_pace *p = x->pace;
+	p->rate[d] = rate;
+	p->at[d] = uv_now(c->relay->loop);
+	p->tokens[d] = rate ? 2 * pace_quantum(rate) : 0;
+	if (!rate && p->blocked[d]) {
+		p->blocked[d] = false;
+		if (d == 0)
+			relay_conn_resume_client(c);
+		else
+			relay_conn_read_on(c);
+	}
+	if (rate)
+		c->relay->stats.throttled++;
+}
+
 /* Client plaintext into the active layer; the client waits while the
  * layer holds much of it (a delay, a redirect being dialled). */
 static void relay_conn_rw_client(struct relay_conn *c, const uint8_t *p, size_t n)
@@ -1383,7 +1537,8 @@ static void relay_conn_rules_start(struct relay_conn *c, const char *scheme)
 					   .to_client = rw_to_client,
 					   .reset = rw_reset,
 					   .delay = rw_delay,
-					   .retarget = rw_retarget },
+					   .retarget = rw_retarget,
+					   .throttle = rw_throttle },
 				  .ctx = c,
 				  .rules = r->rules,
 				  .peer = peer,
@@ -1666,7 +1821,9 @@ static void relay_conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 			       : 0;
 		if (room > RELAY_READ_SIZE)
 			room = RELAY_READ_SIZE;
-		if (room < RELAY_READ_LOWAT)
+		bool paced;
+		room = pace_room(c, room, &paced);
+		if (room < RELAY_READ_LOWAT && !paced)
 			room = 0; /* wait for a useful amount rather than read in crumbs */
 	}
 	*buf = uv_buf_init((char *)c->relay->rbuf, (unsigned)room);
@@ -1783,6 +1940,8 @@ static void relay_conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *bu
 	size_t len = (size_t)nread;
 	c->flow.bytes_down += len;
 	c->relay->stats.bytes_down += len;
+	if (!pace_take(c, 1, len))
+		relay_conn_stop_reading(c); /* the throttle's timer reads on */
 	const uint8_t *data = (const uint8_t *)buf->base;
 	switch (c->mode) {
 	case MODE_SNIFF:

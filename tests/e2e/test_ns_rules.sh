@@ -20,6 +20,7 @@ mkdir -p "$www"
 printf '{"user": {"name": "cat"}, "items": [1, 2]}' >"$www/user.json"
 printf 'plain text from the server\n' >"$www/plain.txt"
 printf 'served from a local file\n' >"$E2E_TMP/local.txt"
+head -c 200000 /dev/urandom >"$www/big.bin"
 
 # A second server for redirects (map remote): staging.test, its own
 # certificate, at 203.0.113.11. wgmitm resolves the name through a hosts
@@ -123,10 +124,12 @@ cat >"$HOME_DIR/rules.json" <<JSON
    "actions": [{"type": "mock", "status": 201, "headers": {"Content-Type": "application/json"},
                 "body": "{\"mocked\": true}"}]},
   {"id": "slow", "conditions": {"path_pattern": "^/slow"},
-   "actions": [{"type": "delay", "ms": 300}]}
+   "actions": [{"type": "delay", "ms": 300}]},
+  {"id": "narrow", "direction": "response", "conditions": {"path_pattern": "^/big"},
+   "actions": [{"type": "throttle", "bytes_per_s": 100000}]}
 ]}
 JSON
-wait_for 10 grep -q "rules.json: 4 rules" "$E2E_TMP/wgmitm.log" || fail "rules.json was not loaded"
+wait_for 10 grep -q "rules.json: 5 rules" "$E2E_TMP/wgmitm.log" || fail "rules.json was not loaded"
 got=$("${c[@]}" -D "$E2E_TMP/h.txt" "https://www.test:8443/user.json")
 [ "$got" = '{"user":{"name":"dog","role":"admin"},"items":[1,2]}' ] || fail "response body edits: $got"
 grep -qi '^x-rule: resp-edit' "$E2E_TMP/h.txt" || fail "response header not set"
@@ -137,7 +140,13 @@ got=$("${c[@]}" -w ' %{http_code}' -d x "https://www.test:8443/api/v1")
 [ "$got" = '{"mocked": true} 201' ] || fail "mock: $got"
 code=$("${c[@]}" -o /dev/null -w '%{http_code}' "https://www.test:8443/slow/plain.txt")
 [ "$code" = 200 ] || fail "delayed request: got $code"
-say "rules.json: set_json, replace_body, set_header, set_status, mock, delay"
+# A throttle: 200 kB at 100 kB/s cannot come in under a second (the
+# bucket's burst is 12.5 kB); the bytes are the server's.
+t=$("${c[@]}" -o "$E2E_TMP/big.out" -w '%{time_total}' "https://www.test:8443/big.bin")
+cmp -s "$E2E_TMP/big.out" "$www/big.bin" || fail "throttled download differs"
+python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) >= 1.0 else 1)' "$t" ||
+  fail "200 kB throttled to 100 kB/s came in $t s"
+say "rules.json: set_json, replace_body, set_header, set_status, mock, delay, throttle ($t s for 200 kB at 100 kB/s)"
 
 # A bad rules.json keeps the running rules and names the field.
 echo '[{"id": "x", "actions": [{"type": "mock", "status": 42}]}]' >"$HOME_DIR/rules.json"
