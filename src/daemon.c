@@ -1,5 +1,6 @@
 #include "daemon.h"
 #include "daemon_internal.h"
+#include "daemonshape.h"
 
 #include "common/log.h"
 #include "peerconf.h"
@@ -68,7 +69,9 @@ static void on_wg_send(void *ctx, const struct wg_endpoint *to, const uint8_t *b
 static void on_wg_deliver(void *ctx, struct wg_peer *peer, uint8_t *pkt, size_t len)
 {
 	struct daemon *d = ctx;
-	(void)peer;
+	struct daemon_peer *dp = wg_peer_user(peer);
+	if (dp && dp->up && daemon_shape_up(d, dp, pkt, len))
+		return;
 	if (d->nup == sizeof(d->up) / sizeof(d->up[0])) {
 		d->no_route_drops++;
 		return;
@@ -204,6 +207,9 @@ static void on_netstack_output(void *ctx, const uint8_t *pkt, size_t len)
 		d->no_route_drops++;
 		return;
 	}
+	struct daemon_peer *dp = wg_peer_user(peer);
+	if (dp && dp->down && daemon_shape_down(d, dp, pkt, len))
+		return;
 	wg_device_send(d->dev, peer, pkt, len, now_ns());
 }
 
@@ -382,6 +388,7 @@ static void on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struc
 
 static void daemon_peer_free(struct daemon *d, struct daemon_peer *dp)
 {
+	daemon_shape_peer_free(dp);
 	if (dp->wp)
 		wg_device_peer_remove(d->dev, dp->wp);
 	sodium_memzero(dp, sizeof(*dp));
@@ -448,6 +455,7 @@ static int sync_peers(struct daemon *d)
 			continue;
 		}
 		d->peers[d->npeers++] = dp;
+		daemon_shape_peer(d, dp);
 		char a4[INET_ADDRSTRLEN], a6[INET6_ADDRSTRLEN];
 		inet_ntop(AF_INET, &p->addr4, a4, sizeof(a4));
 		inet_ntop(AF_INET6, &p->addr6, a6, sizeof(a6));
@@ -555,6 +563,7 @@ static void daemon_stop(struct daemon *d)
 		capage_shutdown(d->capage);
 	api_free(d->api);
 	d->api = NULL;
+	daemon_shape_close(d);
 	netstack_free(d->ns);
 	d->ns = NULL;
 	uv_walk(d->loop, close_all, NULL);
@@ -887,6 +896,11 @@ static int open_dns_udp(struct daemon *d)
 	return 0;
 }
 
+static int daemon_conditions(void *ctx, const json_t *list, struct config_error *err)
+{
+	return daemon_shape_set(ctx, list, err);
+}
+
 static void config_targets(struct daemon *d, struct runconfig_targets *t)
 {
 	*t = (struct runconfig_targets){ .relay = d->relay,
@@ -898,7 +912,9 @@ static void config_targets(struct daemon *d, struct runconfig_targets *t)
 					 .ns = d->ns,
 					 .log = d->flows,
 					 .scope = &d->scope,
-					 .rules = d->rules };
+					 .rules = d->rules,
+					 .conditions = daemon_conditions,
+					 .conditions_ctx = d };
 }
 
 /* A new rule set goes to the relay and the tunnel's DNS. */

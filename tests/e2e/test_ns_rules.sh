@@ -197,4 +197,25 @@ got=$("${c[@]}" --resolve "api.staging.test:8443:$HOST4" -o /dev/null -w '%{http
 say "DNS overrides: exact and wildcard answered"
 
 grep -q '"end_reason":"override"' "$HOME_DIR/flows.jsonl" || fail "no DNS record with end_reason override"
+
+# Network conditions for the device, through the API's configuration: the
+# round trip gains the latency (a lower bound only: a loaded machine adds
+# more), a bad value names its field, and all loss stops every packet.
+api() { in_ns "$SRV" curl -sS --max-time 10 -H "Authorization: Bearer $(cat "$HOME_DIR/api-token")" "$@"; }
+rtt() { in_ns "$CLI" ping -c 3 -i 0.3 -W 5 -q "$SRV4" | sed -n 's|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p'; }
+got=$(api -X PATCH -d '{"network_conditions": [{"device": "phone", "latency_ms": 300, "down_kbps": 2000}]}' \
+  http://127.0.0.1:8081/api/config)
+echo "$got" | grep -q '"latency_ms": *300' || fail "the condition was not taken: $got"
+avg=$(rtt)
+python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) >= 300 else 1)' "${avg:-0}" ||
+  fail "latency 300 ms: the round trip was ${avg:-lost} ms"
+got=$(api -X PATCH -d '{"network_conditions": [{"device": "phone", "loss_percent": 140}]}' \
+  http://127.0.0.1:8081/api/config)
+echo "$got" | grep -q 'network_conditions\[0\].loss_percent' || fail "bad condition not named: $got"
+api -X PATCH -d '{"network_conditions": [{"device": "phone", "loss_percent": 100}]}' \
+  http://127.0.0.1:8081/api/config >/dev/null
+if in_ns "$CLI" ping -c 2 -W 1 -q "$SRV4" >/dev/null 2>&1; then fail "100 % loss let pings through"; fi
+api -X PATCH -d '{"network_conditions": []}' http://127.0.0.1:8081/api/config >/dev/null
+in_ns "$CLI" ping -c 1 -W 5 -q "$SRV4" >/dev/null || fail "no ping after the condition was removed"
+say "network conditions: latency (round trip ${avg} ms for 300 ms), bandwidth, loss, a bad value refused, removed"
 say "PASS"
