@@ -117,6 +117,8 @@ static void ack(struct h2s *s, enum phase ph, size_t n)
 
 static int half_append(struct h2s *s, struct half *h, const uint8_t *p, size_t n, bool acked)
 {
+	if (n == 0)
+		return 0;
 	if (h->len + n > h->cap) {
 		if (h->off) {
 			memmove(h->buf, h->buf + h->off, h->len - h->off);
@@ -539,11 +541,11 @@ static void flush_kept(struct h2s *s, enum phase ph)
 	const char *side = ph == P_REQ ? "request" : "response";
 	uint8_t *nb = NULL;
 	size_t nl = 0;
-	int rc = rules_apply_body(&h->plan, dir, h->buf + h->off, half_size(h), w->cfg.body_cap,
-				  &nb, &nl);
+	const uint8_t *cur = h->buf ? h->buf + h->off : (const uint8_t *)"";
+	int rc = rules_apply_body(&h->plan, dir, cur, half_size(h), w->cfg.body_cap, &nb, &nl);
 	h->keep = false;
+	char b[128];
 	if (rc < 0) {
-		char b[128];
 		snprintf(b, sizeof(b), "%s body edit skipped: %s", side,
 			 rc == -E2BIG    ? "the result is over the cap"
 			 : rc == -EPROTO ? "Content-Encoding"
@@ -553,10 +555,17 @@ static void flush_kept(struct h2s *s, enum phase ph)
 	}
 	if (!nb)
 		return;
-	json_object_set_new(
-		s->note, ph == P_REQ ? "request_body_upstream" : "response_body_original",
-		ph == P_REQ ? http_body_json(nb, nl, nl, false)
-			    : http_body_json(h->buf + h->off, half_size(h), half_size(h), false));
+	if (w->kept - half_size(h) + nl > H2RW_MAX_KEPT) {
+		snprintf(b, sizeof(b),
+			 "%s body edit skipped: the connection keeps too much already", side);
+		note_action(s->note, b);
+		free(nb);
+		return;
+	}
+	json_object_set_new(s->note,
+			    ph == P_REQ ? "request_body_upstream" : "response_body_original",
+			    ph == P_REQ ? http_body_json(nb, nl, nl, false)
+					: http_body_json(cur, half_size(h), half_size(h), false));
 	half_drop(s, ph);
 	if (half_append(s, h, nb, nl, true) < 0)
 		note_action(s->note, "body edit skipped: no memory");
