@@ -168,14 +168,14 @@ static void write_seeds(const char *dir)
 		struct seed s = { .n = 0 };
 		settings(&s, 0, true);
 		settings(&s, 1, true);
-		const char *req[] = { ":method",   "POST", ":scheme",      "https",
-				      ":authority", "a.test", ":path",     paths[i],
-				      "cookie",     "c=1",  "content-type", "application/json",
+		const char *req[] = { ":method",    "POST",   ":scheme",      "https",
+				      ":authority", "a.test", ":path",        paths[i],
+				      "cookie",     "c=1",    "content-type", "application/json",
 				      NULL };
 		headers(&s, 0, 1, false, req);
 		data(&s, 0, 1, true, "{\"x\": {\"y\": 0}, \"a\": \"aaa\"}");
-		const char *req2[] = { ":method", "GET", ":scheme", "https", ":authority",
-				       "a.test",  ":path", "/x",    NULL };
+		const char *req2[] = { ":method", "GET",   ":scheme", "https", ":authority",
+				       "a.test",  ":path", "/x",      NULL };
 		headers(&s, 0, 3, true, req2);
 		uint8_t t = 0xFF;
 		put(&s, &t, 1);
