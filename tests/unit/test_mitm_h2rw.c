@@ -57,6 +57,7 @@ struct env {
 	uint32_t timer_ms;
 	bool timer_set;
 	bool client_slow; /* the client acknowledges nothing */
+	bool server_slow; /* the upstream acknowledges nothing */
 	size_t max_buffered;
 	unsigned upstream_streams;
 	json_t *notes[MAXS * 2];
@@ -164,7 +165,8 @@ static int s_data(nghttp2_session *s, uint8_t fl, int32_t id, const uint8_t *d, 
 {
 	(void)fl, (void)ud;
 	bytes_add(&E->ss[id].body, d, n);
-	nghttp2_session_consume(s, id, n);
+	if (!E->server_slow)
+		nghttp2_session_consume(s, id, n);
 	return 0;
 }
 
@@ -175,6 +177,10 @@ static void s_answer(nghttp2_session *s, int32_t id)
 	struct gen *g = &gens[id];
 	memset(g, 0, sizeof(*g));
 	const char *ctype = "text/plain";
+	if (strstr(x->hdrs, ":path: /upreset")) {
+		nghttp2_submit_rst_stream(s, 0, id, NGHTTP2_REFUSED_STREAM);
+		return;
+	}
 	if (strstr(x->hdrs, ":path: /big") || strstr(x->hdrs, ":path: /large")) {
 		g->len = BIG;
 	} else if (strstr(x->hdrs, ":path: /json")) {
@@ -413,17 +419,22 @@ static int32_t get(const char *path, const char *extra_name, const char *extra_v
 
 static struct gen reqbody;
 
-static int32_t post(const char *path, const char *body)
+static int32_t post_n(const char *path, const char *body, size_t len)
 {
 	nghttp2_nv nv[] = { { (uint8_t *)":method", (uint8_t *)"POST", 7, 4, 0 },
 			    { (uint8_t *)":scheme", (uint8_t *)"https", 7, 5, 0 },
 			    { (uint8_t *)":authority", (uint8_t *)"api.test", 10, 8, 0 },
 			    { (uint8_t *)":path", (uint8_t *)path, 5, strlen(path), 0 } };
-	reqbody = (struct gen){ .text = body, .len = strlen(body) };
+	reqbody = (struct gen){ .text = body, .len = len };
 	nghttp2_data_provider prd = { .source.ptr = &reqbody, .read_callback = gen_read };
 	int32_t id = nghttp2_submit_request(E->c, NULL, nv, 4, &prd, NULL);
 	assert_true(id > 0);
 	return id;
+}
+
+static int32_t post(const char *path, const char *body)
+{
+	return post_n(path, body, strlen(body));
 }
 
 static json_t *note(int32_t id)
@@ -582,6 +593,43 @@ static void test_flow_bounded(void **state)
 	assert_int_equal(E->cs[b].body.n, BIG);
 }
 
+/* An upload to an upstream that reads nothing: h2rw holds at most one
+ * stream window of it, and a stream beside it still completes. */
+static void test_upload_bounded(void **state)
+{
+	(void)state;
+	E->server_slow = true;
+	int32_t up = post_n("/upload", NULL, BIG);
+	int32_t other = get("/small", NULL, NULL);
+	run();
+	assert_false(E->cs[up].closed);
+	assert_true(E->cs[other].closed);
+	assert_int_equal(E->cs[other].status, 200);
+	assert_true(E->max_buffered <= H2RW_STREAM_WINDOW);
+	assert_true(reqbody.off <= 3 * H2RW_STREAM_WINDOW);
+	E->server_slow = false;
+	for (int i = 1; i < MAXS; i += 2)
+		nghttp2_session_consume(E->s, i, E->ss[i].body.n);
+	run();
+	assert_true(E->cs[up].closed);
+	size_t got = 0;
+	for (int i = 1; i < MAXS; i += 2)
+		got += E->ss[i].body.n;
+	assert_int_equal(got, BIG);
+}
+
+/* The upstream resets a stream: that client stream is reset with its code. */
+static void test_upstream_reset(void **state)
+{
+	(void)state;
+	int32_t r = get("/upreset", NULL, NULL);
+	int32_t ok = get("/fine", NULL, NULL);
+	run();
+	assert_int_equal(E->cs[r].rst, NGHTTP2_REFUSED_STREAM);
+	assert_int_equal(E->cs[ok].status, 200);
+	assert_int_equal(h2rw_buffered(E->w), 0);
+}
+
 static void test_trailers(void **state)
 {
 	(void)state;
@@ -621,6 +669,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bodies, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_body_cap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_flow_bounded, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_upload_bounded, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_upstream_reset, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_trailers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_client_reset, setup, teardown),
 	};
