@@ -47,6 +47,7 @@
 #include "flows/flowlog.h"
 #include "mitm/h1rw.h"
 #include "mitm/h2obs.h"
+#include "mitm/h2rw.h"
 #include "mitm/http1.h"
 #include "mitm/httpflow.h"
 #include "mitm/localname.h"
@@ -140,6 +141,7 @@ struct relay_icpt {
 	void *obs_ptr;
 	struct errpage *err; /* FAIL: the 502 we answer with */
 	struct h1rw *rw;     /* rules apply: HTTP/1.1 terminated (mitm/h1rw.h) */
+	struct h2rw *h2rw;   /* rules apply: HTTP/2 terminated (mitm/h2rw.h) */
 	struct relay_delay *delay;
 	struct relay_pace *pace;
 	/* A redirect moved the upstream: the dialled one is closed (detached)
@@ -241,6 +243,13 @@ static void sink_exchange(void *ctx, const struct http_exchange *x)
 	json_object_set(o, "tls", c->x && c->x->tls_json ? c->x->tls_json : json_null());
 	if (c->x && c->x->rw) {
 		json_t *note = h1rw_take_note(c->x->rw);
+		if (note && json_object_size(note))
+			json_object_set(o, "rules", note);
+		json_decref(note);
+	} else if (c->x && c->x->h2rw) {
+		/* The observer watches the client's leg: its stream ids are
+		 * the ones h2rw keys its notes by. */
+		json_t *note = h2rw_take_note(c->x->h2rw, x->stream_id);
 		if (note && json_object_size(note))
 			json_object_set(o, "rules", note);
 		json_decref(note);
@@ -401,6 +410,7 @@ static void relay_icpt_free(struct relay_conn *c)
 	errpage_free(x->err);
 	h1rw_free(x->rw);
 	strbuf_free(&x->clout);
+	h2rw_free(x->h2rw);
 	free(x->sniff);
 	free(x);
 	c->x = NULL;
@@ -790,7 +800,7 @@ static void relay_conn_clout_flush(struct relay_conn *c)
 static void relay_conn_client_tls_data(struct relay_conn *c);
 static void relay_conn_upstream_tls_data(struct relay_conn *c);
 static void relay_conn_sniff(struct relay_conn *c);
-static void relay_conn_rules_start(struct relay_conn *c, const char *scheme);
+static void relay_conn_rules_start(struct relay_conn *c, const char *scheme, bool h2);
 static void relay_conn_rw_client(struct relay_conn *c, const uint8_t *p, size_t n);
 static bool pace_take(struct relay_conn *c, int d, size_t n);
 static size_t pace_room(struct relay_conn *c, size_t room, bool *paced);
@@ -941,7 +951,7 @@ static void relay_conn_go_raw(struct relay_conn *c, const char *proto, enum obs_
 		relay_conn_disarm(c); /* the sniff timeout */
 	obs_start(c, obs, scheme);
 	if (obs == OBS_HTTP1)
-		relay_conn_rules_start(c, "http");
+		relay_conn_rules_start(c, "http", false);
 	uint8_t *held = x->sniff;
 	size_t n = x->sniff_len;
 	x->sniff = NULL;
@@ -1524,8 +1534,42 @@ static void relay_conn_rw_client(struct relay_conn *c, const uint8_t *p, size_t 
 		relay_conn_pause_client(c); /* resumed as the delay ends */
 }
 
-/* Whether a rule may apply: then HTTP/1.1 goes through the active layer. */
-static void relay_conn_rules_start(struct relay_conn *c, const char *scheme)
+/* The active HTTP/2 layer's hold timer (one per connection). */
+static void rw_h2_timer_fired(uv_timer_t *t)
+{
+	struct relay_delay *d = t->data;
+	struct relay_conn *c = d->c;
+	if (!c || c->finished || !c->x || !c->x->h2rw)
+		return;
+	h2rw_timeout(c->x->h2rw);
+}
+
+static void rw_h2_timer(void *ctx, uint32_t ms)
+{
+	struct relay_conn *c = ctx;
+	struct relay_icpt *x = c->x;
+	if (!x->delay) {
+		x->delay = calloc(1, sizeof(*x->delay));
+		if (!x->delay)
+			return; /* no timer: the hold ends with the next event */
+		uv_timer_init(c->relay->loop, &x->delay->t);
+		x->delay->t.data = x->delay;
+		x->delay->c = c;
+	}
+	uv_update_time(c->relay->loop);
+	uv_timer_start(&x->delay->t, rw_h2_timer_fired, ms, 0);
+}
+
+static void rw_h2_fail(void *ctx, const char *why)
+{
+	struct relay_conn *c = ctx;
+	snprintf(c->flow.error, sizeof(c->flow.error), "%s", why);
+	relay_conn_finish(c, "error", END_GRACEFUL);
+}
+
+/* Whether a rule may apply: then HTTP/1.1 or HTTP/2 goes through the
+ * active layer. */
+static void relay_conn_rules_start(struct relay_conn *c, const char *scheme, bool h2)
 {
 	struct relay *r = c->relay;
 	struct relay_icpt *x = c->x;
@@ -1533,6 +1577,23 @@ static void relay_conn_rules_start(struct relay_conn *c, const char *scheme)
 	const char *peer = c->flow.peer[0] ? c->flow.peer : NULL;
 	if (!r->rules || !ruleset_may_apply(r->rules, peer, sni))
 		return;
+	if (h2) {
+		struct h2rw_config hc = { .ops = { .to_upstream = rw_to_upstream,
+						   .to_client = rw_to_client,
+						   .timer = rw_h2_timer,
+						   .fail = rw_h2_fail },
+					  .ctx = c,
+					  .rules = r->rules,
+					  .peer = peer,
+					  .scheme = scheme,
+					  .default_authority = x->authority };
+		x->h2rw = h2rw_new(&hc);
+		if (x->h2rw) {
+			r->stats.rules_connections++;
+			h2rw_flush(x->h2rw); /* both prefaces */
+		}
+		return;
+	}
 	struct h1rw_config wc = { .ops = { .to_upstream = rw_to_upstream,
 					   .to_client = rw_to_client,
 					   .reset = rw_reset,
@@ -1563,12 +1624,15 @@ static void relay_conn_tls_established(struct relay_conn *c)
 	const uint8_t *alpn;
 	unsigned alen;
 	tls_leg_alpn(&x->cl, &alpn, &alen);
-	if (alpn_is_h2(alpn, alen))
+	if (alpn_is_h2(alpn, alen)) {
 		obs_start(c, OBS_H2, "https");
-	else if (alen == 0 || (alen == 8 && memcmp(alpn, "http/1.1", 8) == 0) ||
-		 (alen == 8 && memcmp(alpn, "http/1.0", 8) == 0)) {
+		relay_conn_rules_start(c, "https", true);
+		if (c->finished)
+			return;
+	} else if (alen == 0 || (alen == 8 && memcmp(alpn, "http/1.1", 8) == 0) ||
+		   (alen == 8 && memcmp(alpn, "http/1.0", 8) == 0)) {
 		obs_start(c, OBS_HTTP1, "https");
-		relay_conn_rules_start(c, "https");
+		relay_conn_rules_start(c, "https", false);
 	}
 	/* Anything the upstream sent meanwhile waits in its leg. */
 	relay_conn_upstream_tls_data(c);
@@ -1720,6 +1784,13 @@ static void relay_conn_client_tls_data(struct relay_conn *c)
 			continue;
 		}
 		obs_client(c, r->pbuf, n);
+		if (x->h2rw) {
+			/* HTTP/2 flow control bounds what it keeps. */
+			h2rw_client(x->h2rw, r->pbuf, n);
+			if (c->finished)
+				return;
+			continue;
+		}
 		if (x->rw) {
 			relay_conn_rw_client(c, r->pbuf, n);
 			if (c->finished)
@@ -1787,6 +1858,12 @@ static void relay_conn_upstream_tls_data(struct relay_conn *c)
 			snprintf(x->tls_error, sizeof(x->tls_error), "upstream TLS: %s", why);
 			relay_conn_finish(c, "tls:upstream_error", END_RESET_BOTH);
 			return;
+		}
+		if (x->h2rw) {
+			h2rw_server(x->h2rw, r->pbuf, n);
+			if (c->finished)
+				return;
+			continue;
 		}
 		if (x->rw) {
 			h1rw_server(x->rw, r->pbuf, n);
