@@ -194,22 +194,26 @@ static const struct tool tools[] = {
 	  "`id`. Answers the new flow's id, status and outline (read it with get_flow). A "
 	  "failure (refused, TLS, timeout) is recorded on the new flow too and returned as an "
 	  "error.",
-	  PROPS(
-		  STR("id", "the flow to resend, as list_flows gives it") "," STR("method", "anothe"
-											    "r "
-											    "metho"
-											    "d") "," STR(
-			  "url",
-			  "another absolute URL") ","
-						  "\"headers\":{\"type\":\"object\","
-						  "\"additionalProperties\":{\"type\":"
-						  "[\"string\",\"null\"]},\"description\":"
-						  "\"headers to set (string) or remove "
-						  "(null)\"}," STR("body", "the body to send, as "
-									   "text") "," STR(
-							  "body_base64", "the body to send, "
-									 "base64")) ",\"required\":"
-										    "[\"id\"]}" },
+	  PROPS(STR("id", "the flow to resend, as list_flows gives it") "," STR(
+		  "method",
+		  "anothe"
+		  "r "
+		  "metho"
+		  "d") "," STR("url",
+			       "another absolute URL") ","
+						       "\"headers\":{\"type\":\"object\","
+						       "\"additionalProperties\":{\"type\":"
+						       "[\"string\",\"null\"]},\"description\":"
+						       "\"headers to set (string) or remove "
+						       "(null)\"}," STR(
+							       "body",
+							       "the body to send, as "
+							       "text") "," STR("body_base64",
+									       "the body to send, "
+									       "base64")) ",\"requi"
+											  "red\":"
+											  "[\"id\"]"
+											  "}" },
 };
 
 #define NTOOLS (sizeof(tools) / sizeof(tools[0]))
