@@ -11,6 +11,7 @@
 #include "udpbatch.h"
 #include "mitm/capage.h"
 #include "mitm/dns.h"
+#include "mitm/replay.h"
 #include "control/api.h"
 #include "control/config.h"
 #include "daemonapi.h"
@@ -561,6 +562,7 @@ static void daemon_stop(struct daemon *d)
 		dns_proxy_shutdown(d->dns);
 	if (d->capage)
 		capage_shutdown(d->capage);
+	replay_engine_shutdown(d->replay); /* answered while the API is there */
 	api_free(d->api);
 	d->api = NULL;
 	daemon_shape_close(d);
@@ -841,6 +843,10 @@ static int open_mitm(struct daemon *d)
 		log_error("cannot start the TCP relay");
 		return -1;
 	}
+	struct replay_config rp = {
+		.log = d->flows, .tls = d->tls, .policy = &d->policy, .body_cap = rc_cfg.body_cap
+	};
+	d->replay = replay_engine_new(d->loop, &rp);
 	return 0;
 }
 
@@ -1210,6 +1216,7 @@ out_loop:
 	if (!d->stopping)
 		daemon_stop(d);
 out_dev:
+	replay_engine_free(d->replay);
 	relay_free(d->relay);
 	udp_relay_free(d->udp_relay);
 	tls_ctx_free(d->tls);

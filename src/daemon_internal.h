@@ -31,6 +31,7 @@ struct api;
 struct runconfig_scope;
 struct store;
 struct rulesrc;
+struct replay_engine;
 
 /* One state peer as the device knows it. */
 struct shaper;
@@ -104,6 +105,7 @@ struct daemon {
 	struct runconfig_scope *scope; /* the capture scope in force; NULL: everything */
 	struct store *store;           /* HOME/flows.db, following the log; NULL: off */
 	struct rulesrc *rules;         /* the interception rules' sources */
+	struct replay_engine *replay;  /* resends recorded requests (API) */
 	uint64_t notified_lines;       /* flowlog_lines when the store was last told */
 	uv_poll_t tun_poll;            /* wrap: the command's TUN device */
 	uint8_t *tun_buf;
