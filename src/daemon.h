@@ -72,6 +72,7 @@ struct daemon_options {
 	 * arrays of rule objects and of DNS overrides; NULL: none). */
 	struct json_t *rule_options;
 	struct json_t *dns_overrides;
+	struct json_t *network_conditions; /* --network-condition (network_conditions) */
 };
 
 /* --api's value: [ADDR:]PORT (ADDR an IPv4 or IPv6 literal, IPv6 in

@@ -1,5 +1,7 @@
 /* wgmitm command line. */
+#include "control/config.h"
 #include "daemon.h"
+#include "daemonshape.h"
 #include "mitm/rules.h"
 #include "exportcmd.h"
 #include "flowscmd.h"
@@ -206,6 +208,63 @@ static int rule_option(const struct command *cmd, int which, struct daemon_optio
 	return 0;
 }
 
+/* --network-condition DEVICE:latency=MS,down=KBPS,up=KBPS,loss=PCT: one
+ * entry of network_conditions (checked with the configuration). */
+static int condition_option(const struct command *cmd, const char *arg, struct daemon_options *o)
+{
+	static const struct {
+		const char *opt, *key;
+	} keys[] = { { "latency", "latency_ms" },
+		     { "down", "down_kbps" },
+		     { "up", "up_kbps" },
+		     { "loss", "loss_percent" } };
+	const char *colon = strchr(arg, ':');
+	if (!colon || colon == arg)
+		return usage_error(cmd, "--network-condition \"%s\": expected DEVICE:KEY=VALUE,...",
+				   arg);
+	json_t *c = json_pack("{s:s%}", "device", arg, (size_t)(colon - arg));
+	char *rest = strdup(colon + 1);
+	if (!c || !rest) {
+		json_decref(c);
+		free(rest);
+		return usage_error(cmd, "%s", "out of memory");
+	}
+	char *save = NULL;
+	for (char *kv = strtok_r(rest, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(kv, '=');
+		char *end = NULL;
+		double v = eq ? strtod(eq + 1, &end) : 0;
+		size_t k = 0;
+		if (eq) {
+			*eq = '\0';
+			while (k < sizeof(keys) / sizeof(keys[0]) && strcmp(keys[k].opt, kv) != 0)
+				k++;
+		}
+		if (!eq || k == sizeof(keys) / sizeof(keys[0]) || end == eq + 1 || *end) {
+			json_decref(c);
+			free(rest);
+			return usage_error(
+				cmd,
+				"--network-condition \"%s\": expected latency=MS, down=KBPS, "
+				"up=KBPS or loss=PCT",
+				arg);
+		}
+		json_object_set_new(c, keys[k].key, json_real(v));
+	}
+	free(rest);
+	struct config_error err;
+	if (daemon_shape_check(c, "--network-condition", &err) < 0) {
+		json_decref(c);
+		char msg[400];
+		snprintf(msg, sizeof(msg), "%s: %s", err.field, err.message);
+		return usage_error(cmd, "%s", msg);
+	}
+	if (!o->network_conditions)
+		o->network_conditions = json_array();
+	json_array_append_new(o->network_conditions, c);
+	return 0;
+}
+
 static int intercept_option(const struct command *cmd, int c, struct daemon_options *o)
 {
 	unsigned long v;
@@ -329,6 +388,7 @@ static int cmd_run(int argc, char **argv)
 		{ "store-max-size", required_argument, NULL, 'z' },
 		{ "store-max-age", required_argument, NULL, 'g' },
 		{ "no-store", no_argument, NULL, 'S' },
+		{ "network-condition", required_argument, NULL, 0x110 },
 		INTERCEPT_LONGOPTS,
 		{ 0 },
 	};
@@ -417,6 +477,12 @@ static int cmd_run(int argc, char **argv)
 					"1M), e.g. 500M or 10G",
 					optarg);
 			break;
+		case 0x110: {
+			int r = condition_option(&cmd_run_def, optarg, &o);
+			if (r)
+				return r;
+			break;
+		}
 		case 'S':
 			o.no_store = true;
 			break;
@@ -479,6 +545,7 @@ static int cmd_run(int argc, char **argv)
 	int status = daemon_run(&o);
 	json_decref(o.rule_options);
 	json_decref(o.dns_overrides);
+	json_decref(o.network_conditions);
 	return status;
 }
 
@@ -496,7 +563,8 @@ static const struct command cmd_run_def = {
 	"                  [--map-remote SPEC]... [--map-local SPEC]... [--modify-headers "
 	"SPEC]...\n"
 	"                  [--modify-body SPEC]... [--block-list SPEC]... [--intercept FILTER]...\n"
-	"                  [--dns-override NAME=ADDR[,ADDR]]...",
+	"                  [--dns-override NAME=ADDR[,ADDR]]...\n"
+	"                  [--network-condition DEVICE:latency=MS,down=KBPS,up=KBPS,loss=PCT]...",
 	"Start the endpoint. On first start it creates the server key and, when no\n"
 	"peer exists, a peer named \"phone\" whose QR code it prints. Every TCP and\n"
 	"UDP flow of a peer is relayed to its destination and recorded in\n"
@@ -541,6 +609,9 @@ static const struct command cmd_run_def = {
 	"  --block-list |FILTER|STATUS     answer with STATUS (444: reset the connection)\n"
 	"  --intercept FILTER              hold matching requests (with ~s: responses)\n"
 	"  --dns-override NAME=ADDR[,ADDR] the tunnel's DNS answers NAME (or *.NAME)\n"
+	"  --network-condition DEVICE:latency=MS,down=KBPS,up=KBPS,loss=PCT\n"
+	"                           a slow or lossy link for that device's packets (any\n"
+	"                           of the four; latency is added to the round trip)\n"
 	"\n"
 	"control plane (docs/api.md; the configuration saved in HOME/config.json is\n"
 	"read first, these options override it):\n"

@@ -187,6 +187,8 @@ json_t *runconfig_from_options(const struct daemon_options *o)
 	if (o->max_tcp_per_peer)
 		json_object_set_new(d, "max_connections_per_peer",
 				    json_integer(o->max_tcp_per_peer));
+	if (o->network_conditions)
+		json_object_set_new(d, "network_conditions", json_deep_copy(o->network_conditions));
 	return d;
 }
 

@@ -51,6 +51,7 @@ topology_hosts --upstream-ca "$pki/ca.pem" \
   --block-list '|~u /blocked|403' \
   --block-list '|~u /reset|444' \
   --map-local "|/mapped/|$E2E_TMP/local.txt" \
+  --network-condition 'tablet:latency=50,down=1000' \
   --dns-override 'api.staging.test=203.0.113.10' \
   --dns-override '*.wild.test=203.0.113.77,2001:db8:1::77'
 WGMITM_HOME="$HOME_DIR" "$WGMITM" ca export >"$E2E_TMP/wgca.pem"
@@ -206,6 +207,7 @@ rtt() { in_ns "$CLI" ping -c 3 -i 0.3 -W 5 -q "$SRV4" | sed -n 's|.*= [0-9.]*/\(
 got=$(api -X PATCH -d '{"network_conditions": [{"device": "phone", "latency_ms": 300, "down_kbps": 2000}]}' \
   http://127.0.0.1:8081/api/config)
 echo "$got" | grep -q '"latency_ms": *300' || fail "the condition was not taken: $got"
+echo "$got" | grep -q '"tablet"' && fail "the list given replaces the one from --network-condition: $got"
 avg=$(rtt)
 python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) >= 300 else 1)' "${avg:-0}" ||
   fail "latency 300 ms: the round trip was ${avg:-lost} ms"
