@@ -116,7 +116,8 @@ static void test_edits(void **state)
 		const char *field; /* NULL: accepted */
 	} T[] = {
 		{ "{}", HELD_REQUEST, NULL },
-		{ "{\"method\": \"PUT\", \"path\": \"/a?b=1\", \"body\": \"x\"}", HELD_REQUEST, NULL },
+		{ "{\"method\": \"PUT\", \"path\": \"/a?b=1\", \"body\": \"x\"}", HELD_REQUEST,
+		  NULL },
 		{ "{\"status\": 201, \"headers\": [[\"A\", \"1\"]], \"body_base64\": \"aGk=\"}",
 		  HELD_RESPONSE, NULL },
 		{ "{\"bogus\": 1}", HELD_REQUEST, "bogus" },
@@ -150,10 +151,11 @@ static void test_edits(void **state)
 				 rc, why);
 	}
 	/* Header edits: the whole list, then removals, then sets. */
-	json_t *j = json_loads("{\"headers\": [[\"A\", \"1\"], [\"B\", \"2\"], [\"B\", \"3\"]],"
-			       " \"remove_headers\": [\"a\"], \"set_headers\": {\"b\": \"9\", \"C\": "
-			       "\"4\"}}",
-			       0, NULL);
+	json_t *j =
+		json_loads("{\"headers\": [[\"A\", \"1\"], [\"B\", \"2\"], [\"B\", \"3\"]],"
+			   " \"remove_headers\": [\"a\"], \"set_headers\": {\"b\": \"9\", \"C\": "
+			   "\"4\"}}",
+			   0, NULL);
 	struct held_edits e;
 	char why[256];
 	assert_int_equal(held_edits_parse(j, HELD_REQUEST, &e, why, sizeof(why)), 0);
@@ -320,11 +322,10 @@ static void test_hold_request(void **state)
 	assert_true(h1rw_holding(c.w, HELD_REQUEST));
 	json_t *it = held_get(c.reg, c.id[0]);
 	assert_string_equal(json_string_value(json_object_get(it, "method")), "POST");
-	assert_string_equal(json_string_value(json_object_get(it, "url")),
-			    "https://www.test/hold");
+	assert_string_equal(json_string_value(json_object_get(it, "url")), "https://www.test/hold");
 	assert_string_equal(json_string_value(json_object_get(it, "rule")), "bp");
-	assert_string_equal(
-		json_string_value(json_object_get(json_object_get(it, "body"), "text")), "abc");
+	assert_string_equal(json_string_value(json_object_get(json_object_get(it, "body"), "text")),
+			    "abc");
 	json_decref(it);
 	release(&c, c.id[0],
 		"{\"method\": \"PUT\", \"path\": \"/headers\", \"set_headers\": {\"X-Edit\": "
@@ -339,8 +340,7 @@ static void test_hold_request(void **state)
 	sv(&c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 204 No Content\r\n\r\n");
 	assert_non_null(strstr(c.cl, "200 OK"));
 	json_t *n = h1rw_take_note(c.w);
-	assert_string_equal(json_string_value(json_object_get(n, "request_breakpoint")),
-			    "edited");
+	assert_string_equal(json_string_value(json_object_get(n, "request_breakpoint")), "edited");
 	assert_non_null(json_object_get(n, "request_held"));
 	json_decref(n);
 	conn_close(&c);
@@ -384,7 +384,8 @@ static void test_hold_response(void **state)
 	(void)state;
 	struct conn c;
 	conn_open(&c, "[{\"id\": \"rbp\", \"direction\": \"response\", \"match\": \"~u /r\"}]");
-	cl(&c, "GET /r HTTP/1.1\r\nHost: www.test\r\n\r\nGET /s HTTP/1.1\r\nHost: www.test\r\n\r\n");
+	cl(&c,
+	   "GET /r HTTP/1.1\r\nHost: www.test\r\n\r\nGET /s HTTP/1.1\r\nHost: www.test\r\n\r\n");
 	assert_true(c.uplen > 0);
 	sv(&c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
 	       "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext");
@@ -394,7 +395,8 @@ static void test_hold_response(void **state)
 	assert_int_equal(json_integer_value(json_object_get(it, "status")), 200);
 	assert_string_equal(json_string_value(json_object_get(it, "phase")), "response");
 	json_decref(it);
-	release(&c, c.id[1], "{\"status\": 503, \"set_headers\": {\"X-R\": \"1\"}, \"body\": \"no\"}");
+	release(&c, c.id[1],
+		"{\"status\": 503, \"set_headers\": {\"X-R\": \"1\"}, \"body\": \"no\"}");
 	assert_non_null(strstr(c.cl, "HTTP/1.1 503 Service Unavailable\r\n"));
 	assert_non_null(strstr(c.cl, "X-R: 1\r\n"));
 	assert_non_null(strstr(c.cl, "Content-Length: 2\r\n"));
@@ -428,9 +430,9 @@ static void test_free_while_held(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_registry),         cmocka_unit_test(test_edits),
-		cmocka_unit_test(test_hold_request),     cmocka_unit_test(test_timeout_and_kill),
-		cmocka_unit_test(test_hold_response),    cmocka_unit_test(test_free_while_held),
+		cmocka_unit_test(test_registry),      cmocka_unit_test(test_edits),
+		cmocka_unit_test(test_hold_request),  cmocka_unit_test(test_timeout_and_kill),
+		cmocka_unit_test(test_hold_response), cmocka_unit_test(test_free_while_held),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
