@@ -1,5 +1,6 @@
 #include "daemon.h"
 #include "daemon_internal.h"
+#include "daemonshape.h"
 
 #include "common/log.h"
 #include "peerconf.h"
@@ -10,6 +11,7 @@
 #include "udpbatch.h"
 #include "mitm/capage.h"
 #include "mitm/dns.h"
+#include "mitm/replay.h"
 #include "control/api.h"
 #include "control/config.h"
 #include "daemonapi.h"
@@ -68,7 +70,9 @@ static void on_wg_send(void *ctx, const struct wg_endpoint *to, const uint8_t *b
 static void on_wg_deliver(void *ctx, struct wg_peer *peer, uint8_t *pkt, size_t len)
 {
 	struct daemon *d = ctx;
-	(void)peer;
+	struct daemon_peer *dp = wg_peer_user(peer);
+	if (dp && dp->up && daemon_shape_up(d, dp, pkt, len))
+		return;
 	if (d->nup == sizeof(d->up) / sizeof(d->up[0])) {
 		d->no_route_drops++;
 		return;
@@ -204,6 +208,9 @@ static void on_netstack_output(void *ctx, const uint8_t *pkt, size_t len)
 		d->no_route_drops++;
 		return;
 	}
+	struct daemon_peer *dp = wg_peer_user(peer);
+	if (dp && dp->down && daemon_shape_down(d, dp, pkt, len))
+		return;
 	wg_device_send(d->dev, peer, pkt, len, now_ns());
 }
 
@@ -382,6 +389,7 @@ static void on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struc
 
 static void daemon_peer_free(struct daemon *d, struct daemon_peer *dp)
 {
+	daemon_shape_peer_free(dp);
 	if (dp->wp)
 		wg_device_peer_remove(d->dev, dp->wp);
 	sodium_memzero(dp, sizeof(*dp));
@@ -448,6 +456,7 @@ static int sync_peers(struct daemon *d)
 			continue;
 		}
 		d->peers[d->npeers++] = dp;
+		daemon_shape_peer(d, dp);
 		char a4[INET_ADDRSTRLEN], a6[INET6_ADDRSTRLEN];
 		inet_ntop(AF_INET, &p->addr4, a4, sizeof(a4));
 		inet_ntop(AF_INET6, &p->addr6, a6, sizeof(a6));
@@ -553,8 +562,10 @@ static void daemon_stop(struct daemon *d)
 		dns_proxy_shutdown(d->dns);
 	if (d->capage)
 		capage_shutdown(d->capage);
+	replay_engine_shutdown(d->replay); /* answered while the API is there */
 	api_free(d->api);
 	d->api = NULL;
+	daemon_shape_close(d);
 	netstack_free(d->ns);
 	d->ns = NULL;
 	uv_walk(d->loop, close_all, NULL);
@@ -841,6 +852,10 @@ static int open_mitm(struct daemon *d)
 		log_error("cannot start the TCP relay");
 		return -1;
 	}
+	struct replay_config rp = {
+		.log = d->flows, .tls = d->tls, .policy = &d->policy, .body_cap = rc_cfg.body_cap
+	};
+	d->replay = replay_engine_new(d->loop, &rp);
 	return 0;
 }
 
@@ -897,6 +912,11 @@ static int open_dns_udp(struct daemon *d)
 	return 0;
 }
 
+static int daemon_conditions(void *ctx, const json_t *list, struct config_error *err)
+{
+	return daemon_shape_set(ctx, list, err);
+}
+
 static void config_targets(struct daemon *d, struct runconfig_targets *t)
 {
 	*t = (struct runconfig_targets){ .relay = d->relay,
@@ -908,7 +928,9 @@ static void config_targets(struct daemon *d, struct runconfig_targets *t)
 					 .ns = d->ns,
 					 .log = d->flows,
 					 .scope = &d->scope,
-					 .rules = d->rules };
+					 .rules = d->rules,
+					 .conditions = daemon_conditions,
+					 .conditions_ctx = d };
 }
 
 /* A new rule set goes to the relay and the tunnel's DNS. */
@@ -1204,6 +1226,7 @@ out_loop:
 	if (!d->stopping)
 		daemon_stop(d);
 out_dev:
+	replay_engine_free(d->replay);
 	relay_free(d->relay);
 	udp_relay_free(d->udp_relay);
 	tls_ctx_free(d->tls);

@@ -14,6 +14,7 @@
 #include "daemon.h"
 #include "flows/flowlog.h"
 #include "mitm/policy.h"
+#include "common/shaper.h"
 #include "state.h"
 
 struct wg_peer;
@@ -30,10 +31,14 @@ struct api;
 struct runconfig_scope;
 struct store;
 struct rulesrc;
+struct replay_engine;
 
 /* One state peer as the device knows it. */
+struct shaper;
+
 struct daemon_peer {
 	struct wg_peer *wp;
+	struct shaper *down, *up; /* its network condition; NULL: none */
 	uint8_t public_key[STATE_KEY_LEN];
 	uint8_t preshared_key[STATE_KEY_LEN];
 	struct in_addr addr4;
@@ -68,6 +73,15 @@ struct daemon {
 	bool watching;
 	uv_timer_t reload_timer;
 	uv_timer_t rules_timer; /* HOME/rules.json changed: reload once it settles */
+	/* Network conditions (daemonshape.h): per device, and the timer of
+	 * the next shaped packet due. */
+	struct daemon_condition {
+		char device[64];
+		struct shaper_config down, up;
+	} conds[64];
+	size_t nconds;
+	uv_timer_t shape_timer;
+	bool shape_timer_init;
 	uv_timer_t stats_timer;
 	struct daemon_peer **peers;
 	size_t npeers;
@@ -91,6 +105,7 @@ struct daemon {
 	struct runconfig_scope *scope; /* the capture scope in force; NULL: everything */
 	struct store *store;           /* HOME/flows.db, following the log; NULL: off */
 	struct rulesrc *rules;         /* the interception rules' sources */
+	struct replay_engine *replay;  /* resends recorded requests (API) */
 	uint64_t notified_lines;       /* flowlog_lines when the store was last told */
 	uv_poll_t tun_poll;            /* wrap: the command's TUN device */
 	uint8_t *tun_buf;

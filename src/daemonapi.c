@@ -15,9 +15,11 @@
 
 #include "common/log.h"
 #include "daemonstats.h"
+#include "flows/fields.h"
 #include "mitm/ca.h"
 #include "mitm/held.h"
 #include "mitm/relay.h"
+#include "mitm/replay.h"
 #include "netstack/netstack.h"
 #include "peerops.h"
 #include "rulesrc.h"
@@ -282,6 +284,76 @@ static json_t *api_rules_list(void *ctx)
 	return d->rules ? rulesrc_list(d->rules) : json_array();
 }
 
+struct replay_wait {
+	void (*done)(void *arg, int status, json_t *answer);
+	void *arg;
+};
+
+/* The answer: the new flow's id and outline, its status, and the error
+ * when the upstream failed (the flow records it too). */
+static void replay_ended(void *arg, const struct replay_result *r)
+{
+	struct replay_wait *w = arg;
+	json_t *a;
+	int status;
+	if (r->id[0]) {
+		struct flow_fields ff;
+		json_t *flow = r->record && flow_fields_read(r->record, &ff) == 0
+				       ? flow_summary_json(&ff)
+				       : json_null();
+		a = json_pack("{s:s,s:O?,s:o,s:s,s:s?,s:o}", "id", r->id, "replay_of",
+			      json_object_get(r->record, "replay_of"), "status",
+			      r->status ? json_integer(r->status) : json_null(), "end_reason",
+			      r->end_reason, "error", r->error, "flow", flow);
+		status = 201;
+	} else {
+		a = json_pack("{s:{s:i,s:s}}", "error", "status", 500, "message",
+			      r->error ? r->error : "the replay was not recorded");
+		status = 500;
+	}
+	w->done(w->arg, status, a);
+	free(w);
+}
+
+static int api_replay(void *ctx, const json_t *record, const json_t *edits,
+		      void (*done)(void *arg, int status, json_t *answer), void *arg, int *status,
+		      char *err, size_t errlen)
+{
+	struct daemon *d = ctx;
+	*status = 400;
+	if (!d->replay) {
+		*status = 503;
+		snprintf(err, errlen, "replay is not available");
+		return -1;
+	}
+	struct replay_request req;
+	if (replay_build(record, edits, &req, err, errlen) < 0) {
+		replay_request_free(&req);
+		return -1;
+	}
+	struct replay_wait *w = malloc(sizeof(*w));
+	if (!w) {
+		replay_request_free(&req);
+		*status = 500;
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	*w = (struct replay_wait){ .done = done, .arg = arg };
+	log_debug("replaying flow %s: %s %s://%s:%u%s", req.replay_of, req.method,
+		  req.tls ? "https" : "http", req.host, req.port, req.target ? req.target : "");
+	int rc = replay_start(d->replay, &req, replay_ended, w);
+	if (rc < 0) {
+		free(w);
+		*status = rc == -EBUSY ? 429 : rc == -ESHUTDOWN ? 503 : 500;
+		snprintf(err, errlen, "%s",
+			 rc == -EBUSY       ? "too many replays in flight (16): retry when one ends"
+			 : rc == -ESHUTDOWN ? "the endpoint is shutting down"
+					    : "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
 void daemon_api_ops(struct daemon *d, struct api_ops *ops)
 {
 	*ops = (struct api_ops){ .status = api_status,
@@ -298,5 +370,6 @@ void daemon_api_ops(struct daemon *d, struct api_ops *ops)
 				 .held_release = api_held_release,
 				 .held_kill = api_held_kill,
 				 .rules_list = api_rules_list,
+				 .replay = api_replay,
 				 .ctx = d };
 }

@@ -159,6 +159,7 @@ static const struct counter counters[] = {
 	{ G_TCP, "rules_connections", L_STREAMS, " | rules on ", " connections",
 	  AT(tcp.rules_connections) },
 	{ G_TCP, "redirects", L_STREAMS, ", redirects ", NULL, AT(tcp.redirects) },
+	{ G_TCP, "throttled", L_STREAMS, ", throttled ", NULL, AT(tcp.throttled) },
 	{ G_TLS, "leaves_minted", L_STREAMS, " | leaves minted ", NULL, AT(tls.leaves_minted) },
 	{ G_TLS, "leaf_cache_hits", L_STREAMS, ", cache hits ", NULL, AT(tls.leaf_cache_hits) },
 	{ G_TLS, "upstream_resumed", L_STREAMS, ", upstream resumed ", NULL,

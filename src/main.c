@@ -4,6 +4,7 @@
 #include "exportcmd.h"
 #include "flowscmd.h"
 #include "mcpcmd.h"
+#include "replaycmd.h"
 #include "wrapcmd.h"
 #include "peerops.h"
 #include "common/log.h"
@@ -51,6 +52,7 @@ static const char main_usage[] =
 	"  export --har FILE   the recorded HTTP exchanges as HAR 1.2 (--flows FILE to pick the "
 	"file)\n"
 	"  wrap -- COMMAND     run a command with all its traffic captured (no root needed)\n"
+	"  replay ID           resend a recorded HTTP request, as it was or edited (--help)\n"
 	"\n"
 	"options:\n"
 	"  --home DIR          state directory (default $WGMITM_HOME, else ~/.wgmitm)\n"
@@ -933,6 +935,11 @@ static int cmd_mcp(int argc, char **argv)
 	return mcpcmd_main(argc, argv, home_override);
 }
 
+static int cmd_replay(int argc, char **argv)
+{
+	return replaycmd_main(argc, argv, home_override);
+}
+
 static const struct command cmd_wrap_def = {
 	"wrap",
 	NULL,
@@ -996,6 +1003,8 @@ static const struct command commands[] = {
 	{ "flow", cmd_flow, "wgmitm flow ID [--json]", NULL },
 	{ "store", cmd_store, "wgmitm store rebuild [--flows FILE]", NULL },
 	{ "mcp", cmd_mcp, "wgmitm mcp", NULL },
+	{ "replay", cmd_replay, "wgmitm replay ID [--set-header N=V]... [--body FILE] [--json]",
+	  NULL },
 	{ "wrap", cmd_wrap, "wgmitm wrap [OPTIONS] -- COMMAND [ARG]...", NULL },
 	{ 0 },
 };

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "daemonshape.h"
 #include "flows/fields.h"
 #include "flows/filter.h"
 #include "flows/flowlog.h"
@@ -63,7 +64,8 @@ static int check_dns_override(const json_t *o, const char *path, struct config_e
 const struct config_checks runconfig_checks = { .filter = check_filter,
 						.dns_upstream = check_dns,
 						.rule = check_rule,
-						.dns_override = check_dns_override };
+						.dns_override = check_dns_override,
+						.condition = daemon_shape_check };
 
 /* ---- The capture scope ------------------------------------------------------ */
 
@@ -335,6 +337,9 @@ int runconfig_apply(const struct runconfig_targets *t, const json_t *prev, const
 	    (changed(prev, doc, "intercept_rules") || changed(prev, doc, "dns_overrides")) &&
 	    rulesrc_set_config(t->rules, json_object_get(doc, "intercept_rules"),
 			       json_object_get(doc, "dns_overrides"), err) < 0)
+		return -1;
+	if (t->conditions && changed(prev, doc, "network_conditions") &&
+	    t->conditions(t->conditions_ctx, json_object_get(doc, "network_conditions"), err) < 0)
 		return -1;
 	if (t->log && t->scope && changed(prev, doc, "capture_scope") &&
 	    apply_scope(t, doc, err) < 0)

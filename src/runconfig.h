@@ -36,6 +36,9 @@ struct runconfig_targets {
 	struct flowlog *log;
 	struct runconfig_scope **scope;
 	struct rulesrc *rules; /* intercept_rules and dns_overrides go here */
+	/* network_conditions go here (NULL: not applied) */
+	int (*conditions)(void *ctx, const json_t *list, struct config_error *err);
+	void *conditions_ctx;
 };
 
 void runconfig_scope_free(struct runconfig_scope *s);

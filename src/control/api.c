@@ -1082,6 +1082,100 @@ static void h_har(struct httpd_req *req, struct httpd_resp *resp, void *arg)
 	query_start(q);
 }
 
+/* ---- Replay: the record read on the thread pool, then resent ---------------- */
+
+struct replay_call {
+	uv_work_t work;
+	struct api *a;
+	struct httpd_resp *resp;
+	char *id;
+	json_t *edits; /* NULL: as recorded */
+	json_t *record;
+	int status;
+	char error[512];
+};
+
+static void replay_call_free(struct replay_call *c)
+{
+	free(c->id);
+	json_decref(c->edits);
+	json_decref(c->record);
+	free(c);
+}
+
+static void replay_read(uv_work_t *w)
+{
+	struct replay_call *c = w->data;
+	struct store_reader *r;
+	int rc = store_reader_open(&r, c->a->store_path);
+	if (rc < 0) {
+		c->status = 503;
+		snprintf(c->error, sizeof(c->error), "the flow store cannot be read now");
+		return;
+	}
+	rc = store_get(r, c->id, &c->record);
+	c->status = rc == 0 ? 200 : rc == -ENOENT ? 404 : 500;
+	if (rc < 0)
+		snprintf(c->error, sizeof(c->error), "%s",
+			 rc == -ENOENT ? "no flow with this id (a flow just recorded may take a "
+					 "moment to reach the store)"
+				       : store_reader_errmsg(r));
+	store_reader_close(r);
+}
+
+static void replay_answered(void *arg, int status, json_t *answer)
+{
+	httpd_reply_json(arg, status, answer);
+}
+
+static void replay_read_done(uv_work_t *w, int status)
+{
+	struct replay_call *c = w->data;
+	(void)status;
+	struct api *a = c->a;
+	if (c->status != 200) {
+		httpd_reply_error(c->resp, c->status, "%s", c->error);
+	} else if (!a->ops.replay) {
+		httpd_reply_error(c->resp, 503, "this endpoint does not replay flows");
+	} else {
+		int st = 500;
+		if (a->ops.replay(a->ops.ctx, c->record, c->edits, replay_answered, c->resp, &st,
+				  c->error, sizeof(c->error)) < 0)
+			httpd_reply_error(c->resp, st, "%s", c->error);
+	}
+	replay_call_free(c);
+}
+
+/* POST /api/flows/{id}/replay [edits]: answered when the replay ended. */
+static void h_flow_replay(struct httpd_req *req, struct httpd_resp *resp, void *arg)
+{
+	struct api *a = api_of(arg);
+	if (!a->store_path) {
+		httpd_reply_error(resp, 503, "the flow store is off");
+		return;
+	}
+	size_t len;
+	(void)httpd_req_body(req, &len);
+	json_t *edits = len ? body_json(req, resp) : NULL;
+	if (len && !edits)
+		return;
+	struct replay_call *c = calloc(1, sizeof(*c));
+	if (!c || !(c->id = strdup(httpd_req_param(req, "id")))) {
+		free(c);
+		json_decref(edits);
+		httpd_reply_error(resp, 500, "out of memory");
+		return;
+	}
+	c->a = a;
+	c->resp = resp;
+	c->edits = edits;
+	c->work.data = c;
+	if (uv_queue_work(a->loop, &c->work, replay_read, replay_read_done) < 0) {
+		httpd_reply_error(resp, 500, "cannot queue the request");
+		replay_call_free(c);
+	}
+}
+
 /* ---- Live events ---------------------------------------------------------------- */
 
 /* A subscriber: what it asked for. Messages are JSON text frames:
@@ -1693,6 +1787,7 @@ static const struct route routes[] = {
 	{ "DELETE", "/api/flows", h_flows_clear },
 	{ "GET", "/api/flows/{id}", h_flow },
 	{ "GET", "/api/flows/{id}/{part}/body", h_flow_body },
+	{ "POST", "/api/flows/{id}/replay", h_flow_replay },
 	{ "GET", "/api/har", h_har },
 	{ "GET", "/api/held", h_held },
 	{ "GET", "/api/held/{id}", h_held_one },

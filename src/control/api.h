@@ -40,6 +40,13 @@ struct api_ops {
 	/* A complete, checked document to apply and save. -1: err names what
 	 * could not be applied. */
 	int (*config_set)(void *ctx, json_t *doc, struct config_error *err);
+	/* Resends the http `record` (borrowed) with `edits` (an object, or
+	 * NULL). 0: `done` is called later, once, with the HTTP status and
+	 * the answer (a reference handed over). -1: *status (400, 429, 503)
+	 * and err set. NULL: the endpoint does not replay (503). */
+	int (*replay)(void *ctx, const json_t *record, const json_t *edits,
+		      void (*done)(void *arg, int status, json_t *answer), void *arg, int *status,
+		      char *err, size_t errlen);
 	/* Breakpoints (docs/rules.md): the messages held now (an array);
 	 * release one as it is (edits NULL) or edited (mitm/held.h's JSON);
 	 * kill one. 0, -ENOENT (404) or -EINVAL (400, err names the field). */

@@ -90,6 +90,7 @@ static const struct field fields[] = {
 	{ .name = "breakpoint_timeout_s", .kind = K_INT, .min = 1, .max = 86400, .def = 300 },
 	{ .name = "intercept_rules", .kind = K_OBJLIST, .max_items = 256, .key = "id" },
 	{ .name = "dns_overrides", .kind = K_OBJLIST, .max_items = 64, .key = "name" },
+	{ .name = "network_conditions", .kind = K_OBJLIST, .max_items = 64, .key = "device" },
 };
 
 #define NFIELDS (sizeof(fields) / sizeof(fields[0]))
@@ -235,9 +236,10 @@ static int check_item(const struct field *f, const json_t *v, const char *path,
 		if (!json_is_object(v) || !json_is_string(json_object_get(v, f->key)))
 			return fail(err, path, "expected an object with a string \"%s\"", f->key);
 		int (*check)(const json_t *, const char *, struct config_error *) =
-			!chk                        ? NULL
-			: strcmp(f->key, "id") == 0 ? chk->rule
-						    : chk->dns_override;
+			!chk                                      ? NULL
+			: strcmp(f->name, "intercept_rules") == 0 ? chk->rule
+			: strcmp(f->name, "dns_overrides") == 0   ? chk->dns_override
+								  : chk->condition;
 		return check ? check(v, path, err) : 0;
 	}
 	default:

@@ -45,6 +45,7 @@ struct config_checks {
 	 * `path` names it ("intercept_rules[2]"), err names the field inside. */
 	int (*rule)(const json_t *rule, const char *path, struct config_error *err);
 	int (*dns_override)(const json_t *o, const char *path, struct config_error *err);
+	int (*condition)(const json_t *o, const char *path, struct config_error *err);
 };
 
 /* The defaults, every field. */

@@ -185,6 +185,35 @@ static const struct tool tools[] = {
 	  "file on disk keeps its lines, and a rebuild does not bring them back. Cannot be "
 	  "undone.",
 	  PROPS() "}" },
+	{ "resend", "Resend a recorded request",
+	  "Resends a recorded HTTP request (the flow `id`) to its server, as it was or edited: "
+	  "`method`, `url` (absolute; another host is allowed where a device could go), "
+	  "`headers` ({\"Name\": \"value\"} sets, {\"Name\": null} removes), `body` (text) "
+	  "or `body_base64`. Waits for the response (20 s at most), over HTTP/1.1 with the "
+	  "endpoint's upstream TLS settings, and records it as a new flow whose replay_of is "
+	  "`id`. Answers the new flow's id, status and outline (read it with get_flow). A "
+	  "failure (refused, TLS, timeout) is recorded on the new flow too and returned as an "
+	  "error.",
+	  PROPS(STR("id", "the flow to resend, as list_flows gives it") "," STR(
+		  "method",
+		  "anothe"
+		  "r "
+		  "metho"
+		  "d") "," STR("url",
+			       "another absolute URL") ","
+						       "\"headers\":{\"type\":\"object\","
+						       "\"additionalProperties\":{\"type\":"
+						       "[\"string\",\"null\"]},\"description\":"
+						       "\"headers to set (string) or remove "
+						       "(null)\"}," STR(
+							       "body",
+							       "the body to send, as "
+							       "text") "," STR("body_base64",
+									       "the body to send, "
+									       "base64")) ",\"requi"
+											  "red\":"
+											  "[\"id\"]"
+											  "}" },
 	{ "list_rules", "List interception rules",
 	  "Every interception rule in force (docs/rules.md), in order, with its source: "
 	  "\"config\" (edited with add_rule and remove_rule), \"file\" (HOME/rules.json) or "
@@ -608,6 +637,27 @@ static void on_api(void *arg, const struct mcp_api_reply *r)
 		call_done(c, flows_result(j));
 		return;
 	}
+	if (strcmp(name, "resend") == 0 && json_is_object(j)) {
+		const json_t *flow = json_object_get(j, "flow");
+		const char *error = json_string_value(json_object_get(j, "error"));
+		json_int_t st = json_integer_value(json_object_get(j, "status"));
+		char outcome[600];
+		if (st)
+			snprintf(outcome, sizeof(outcome), "%lld", (long long)st);
+		else
+			snprintf(outcome, sizeof(outcome), "%s: %s",
+				 json_string_value(json_object_get(j, "end_reason")) ?: "error",
+				 error ?: "no response");
+		char msg[1024];
+		snprintf(msg, sizeof(msg), "%s %s %s -> %s; new flow %s (replay of %s)",
+			 error ? "Resend failed:" : "Resent:",
+			 json_string_value(json_object_get(flow, "method")) ?: "?",
+			 json_string_value(json_object_get(flow, "url")) ?: "?", outcome,
+			 json_string_value(json_object_get(j, "id")) ?: "?",
+			 arg_str(c->args, "id") ?: "?");
+		call_done(c, tool_text(msg, j, error != NULL));
+		return;
+	}
 	if (strcmp(name, "get_flow") == 0)
 		outline_flow(j);
 	if (j) {
@@ -704,6 +754,14 @@ static void tool_call(struct call *c)
 		put_param(t, sizeof(t), "filter", arg_str(a, "filter"));
 		put_int(t, sizeof(t), "limit", arg_int(a, "limit", 100, 1, 1000));
 		backend_call(c, "GET", t, NULL);
+	} else if (strcmp(name, "resend") == 0) {
+		strcpy(t, "/api/flows/");
+		put_escaped(t, sizeof(t), arg_str(a, "id"));
+		strncat(t, "/replay", sizeof(t) - strlen(t) - 1);
+		json_t *edits = json_deep_copy(a);
+		json_object_del(edits, "id");
+		backend_call(c, "POST", t, edits);
+		json_decref(edits);
 	} else if (strcmp(name, "clear_flows") == 0) {
 		backend_call(c, "DELETE", "/api/flows", NULL);
 	} else if (strcmp(name, "list_rules") == 0) {

@@ -56,6 +56,7 @@ struct side {
 	json_t *note;
 	int status;      /* response: the status to send */
 	bool head_out;   /* the head has been written */
+	bool throttled;  /* a throttle runs for this message */
 	bool bp;         /* a breakpoint holds it once it is all in */
 	bool nobody;     /* response: no body may follow (HEAD, 204, 304) */
 	char method[32]; /* request: the method sent, when a release changed it */
@@ -539,6 +540,26 @@ static void queue_pop(struct h1rw *w)
 	mark_start(w); /* a retarget waiting for this response */
 }
 
+/* The tightest throttle of `plan` on `phase`, 0: none. */
+static uint64_t plan_rate(const struct rules_plan *plan, enum rule_dir phase)
+{
+	uint64_t rate = 0;
+	for (size_t i = 0; i < plan->ntransforms; i++) {
+		const struct rule_action *a = plan->transforms[i];
+		if (a->kind == RA_THROTTLE && (a->on & phase) && (!rate || a->rate < rate))
+			rate = a->rate;
+	}
+	return rate;
+}
+
+static void throttle(struct h1rw *w, struct side *s, enum rule_dir phase, uint64_t rate)
+{
+	if (!w->cfg.ops.throttle || w->dead || (!rate && !s->throttled))
+		return;
+	s->throttled = rate != 0;
+	w->cfg.ops.throttle(w->cfg.ctx, (int)phase, rate);
+}
+
 static uint16_t default_port(const char *scheme)
 {
 	return strcmp(scheme, "https") == 0 ? 443 : 80;
@@ -705,6 +726,7 @@ static int req_headers_complete(llhttp_t *p)
 		delay_mark(w, delay);
 	if (s->bp)
 		s->keep = true;
+	throttle(w, s, RULE_REQUEST, plan_rate(&s->plan, RULE_REQUEST));
 	if (!s->keep)
 		emit_req_head(w);
 	return 0;
@@ -951,6 +973,7 @@ static int req_message_complete(llhttp_t *p)
 	w->cur_req = NULL;
 	if (!q)
 		return 0;
+	throttle(w, s, RULE_REQUEST, 0);
 	if (s->bp && !s->over && !w->dead) {
 		if (bp_hold(w, s, q, HELD_REQUEST)) {
 			w->req_held = q;
@@ -1079,6 +1102,8 @@ static int resp_headers_complete(llhttp_t *p)
 				s->keep = true; /* the whole body, whatever its encoding */
 		}
 	}
+	if (q && status >= 200)
+		throttle(w, s, RULE_RESPONSE, plan_rate(&s->plan, RULE_RESPONSE));
 	if (!s->keep && !s->bp)
 		resp_head(w);
 	return ret;
@@ -1091,6 +1116,7 @@ static int resp_message_complete(llhttp_t *p)
 	int status = llhttp_get_status_code(p);
 	if (status >= 100 && status < 200 && status != 101)
 		return 0; /* interim: its request waits for the final one */
+	throttle(w, s, RULE_RESPONSE, 0);
 	if (s->bp && !s->over && !w->dead && w->queue) {
 		if (bp_hold(w, s, w->queue, HELD_RESPONSE)) {
 			w->resp_held = true;

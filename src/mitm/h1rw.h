@@ -62,6 +62,10 @@ struct h1rw_ops {
 	 * either from inside. Asked only when no response of the current
 	 * server is due. NULL: redirects to another server are skipped. */
 	void (*retarget)(void *ctx, const struct h1rw_target *t);
+	/* A throttle rule: bytes of the current request (RULE_REQUEST, from
+	 * the client) or response (RULE_RESPONSE, from the upstream) come at
+	 * most `rate` bytes/s from now on; 0 ends it. NULL: skipped. */
+	void (*throttle)(void *ctx, int phase, uint64_t rate);
 	/* A breakpoint holds a message (docs/rules.md, "Breakpoints"): a
 	 * request once it has all come from the client, before any of it
 	 * goes upstream (the requests behind it wait, in order), or a

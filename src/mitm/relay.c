@@ -48,6 +48,7 @@
 #include "mitm/h1rw.h"
 #include "mitm/held.h"
 #include "mitm/h2obs.h"
+#include "mitm/h2rw.h"
 #include "mitm/http1.h"
 #include "mitm/httpflow.h"
 #include "mitm/localname.h"
@@ -93,6 +94,17 @@ struct relay_delay {
 	struct relay_conn *c;
 };
 
+/* Throttle rules: a token bucket per direction (0: from the client, 1:
+ * from the upstream), and the timer that lets a stopped side go on. */
+struct relay_pace {
+	uv_timer_t t;
+	struct relay_conn *c;
+	uint64_t rate[2]; /* bytes/s, 0: none */
+	double tokens[2];
+	uint64_t at[2];  /* ms of the last refill */
+	bool blocked[2]; /* that side waits for tokens */
+};
+
 struct relay_write {
 	uv_write_t req;
 	size_t len;
@@ -131,8 +143,10 @@ struct relay_icpt {
 	void *obs_ptr;
 	struct errpage *err; /* FAIL: the 502 we answer with */
 	struct h1rw *rw;     /* rules apply: HTTP/1.1 terminated (mitm/h1rw.h) */
+	struct h2rw *h2rw;   /* rules apply: HTTP/2 terminated (mitm/h2rw.h) */
 	struct relay_delay *delay;
 	uint64_t held_id[2]; /* the registry's items: request, response (0: none) */
+	struct relay_pace *pace;
 	/* A redirect moved the upstream: the dialled one is closed (detached)
 	 * and upc is the server bytes go to now. */
 	struct upconn *upc;
@@ -233,6 +247,13 @@ static void sink_exchange(void *ctx, const struct http_exchange *x)
 	json_object_set(o, "tls", c->x && c->x->tls_json ? c->x->tls_json : json_null());
 	if (c->x && c->x->rw) {
 		json_t *note = h1rw_take_note(c->x->rw);
+		if (note && json_object_size(note))
+			json_object_set(o, "rules", note);
+		json_decref(note);
+	} else if (c->x && c->x->h2rw) {
+		/* The observer watches the client's leg: its stream ids are
+		 * the ones h2rw keys its notes by. */
+		json_t *note = h2rw_take_note(c->x->h2rw, x->stream_id);
 		if (note && json_object_size(note))
 			json_object_set(o, "rules", note);
 		json_decref(note);
@@ -357,6 +378,27 @@ static void relay_delay_closed(uv_handle_t *h)
 	free(h->data);
 }
 
+/* The rules' own handles close with the flow's, not after them: a
+ * shutdown closes every handle left once the flows have finished. */
+static void relay_icpt_release(struct relay_conn *c)
+{
+	struct relay_icpt *x = c->x;
+	if (!x)
+		return;
+	upconn_close(x->upc, false);
+	x->upc = NULL;
+	if (x->delay) {
+		x->delay->c = NULL;
+		uv_close((uv_handle_t *)&x->delay->t, relay_delay_closed);
+		x->delay = NULL;
+	}
+	if (x->pace) {
+		x->pace->c = NULL;
+		uv_close((uv_handle_t *)&x->pace->t, relay_delay_closed);
+		x->pace = NULL;
+	}
+}
+
 static void relay_icpt_free(struct relay_conn *c)
 {
 	struct relay_icpt *x = c->x;
@@ -371,12 +413,8 @@ static void relay_icpt_free(struct relay_conn *c)
 	json_decref(x->up_leg);
 	errpage_free(x->err);
 	h1rw_free(x->rw);
-	upconn_close(x->upc, false);
 	strbuf_free(&x->clout);
-	if (x->delay) {
-		x->delay->c = NULL;
-		uv_close((uv_handle_t *)&x->delay->t, relay_delay_closed);
-	}
+	h2rw_free(x->h2rw);
 	free(x->sniff);
 	free(x);
 	c->x = NULL;
@@ -520,6 +558,7 @@ static void relay_conn_finish(struct relay_conn *c, const char *reason, enum leg
 			netstack_tcp_abort(c->ns);
 		c->ns = NULL;
 	}
+	relay_icpt_release(c);
 	uv_close((uv_handle_t *)&c->timer, relay_conn_on_close);
 	relay_conn_close_upstream(c, how == END_RESET_UPSTREAM || how == END_RESET_BOTH);
 }
@@ -772,8 +811,10 @@ static void relay_conn_clout_flush(struct relay_conn *c)
 static void relay_conn_client_tls_data(struct relay_conn *c);
 static void relay_conn_upstream_tls_data(struct relay_conn *c);
 static void relay_conn_sniff(struct relay_conn *c);
-static void relay_conn_rules_start(struct relay_conn *c, const char *scheme);
+static void relay_conn_rules_start(struct relay_conn *c, const char *scheme, bool h2);
 static void relay_conn_rw_client(struct relay_conn *c, const uint8_t *p, size_t n);
+static bool pace_take(struct relay_conn *c, int d, size_t n);
+static size_t pace_room(struct relay_conn *c, size_t room, bool *paced);
 static void relay_conn_client_tls_failed(struct relay_conn *c, const char *how);
 
 /* FAIL: the 502's connection ends in order (close_notify, FIN); the record
@@ -844,6 +885,8 @@ static void relay_conn_on_client_recv(void *arg, const uint8_t *data, size_t len
 	}
 	c->flow.bytes_up += len;
 	c->relay->stats.bytes_up += len;
+	if (!pace_take(c, 0, len))
+		relay_conn_pause_client(c); /* the throttle's timer resumes it */
 
 	switch (c->mode) {
 	case MODE_RAW:
@@ -919,7 +962,7 @@ static void relay_conn_go_raw(struct relay_conn *c, const char *proto, enum obs_
 		relay_conn_disarm(c); /* the sniff timeout */
 	obs_start(c, obs, scheme);
 	if (obs == OBS_HTTP1)
-		relay_conn_rules_start(c, "http");
+		relay_conn_rules_start(c, "http", false);
 	uint8_t *held = x->sniff;
 	size_t n = x->sniff_len;
 	x->sniff = NULL;
@@ -1436,6 +1479,127 @@ static void rw_unhold(void *ctx, enum held_phase ph, const char *why)
 	c->x->held_id[ph - 1] = 0;
 }
 
+/* ---- rules: throttles ------------------------------------------------------ */
+
+/* The smallest amount a paced side moves at once: a tenth of a second's
+ * worth, within [1 KiB, RELAY_READ_LOWAT]. */
+static double pace_quantum(uint64_t rate)
+{
+	uint64_t q = rate / 10;
+	return (double)(q < 1024 ? 1024 : q > RELAY_READ_LOWAT ? RELAY_READ_LOWAT : q);
+}
+
+static void pace_refill(struct relay_pace *p, int d, uint64_t now)
+{
+	double q = pace_quantum(p->rate[d]);
+	double burst = (double)(p->rate[d] / 4) > 2 * q ? (double)(p->rate[d] / 4) : 2 * q;
+	p->tokens[d] += (double)p->rate[d] * (double)(now - p->at[d]) / 1000.0;
+	if (p->tokens[d] > burst)
+		p->tokens[d] = burst;
+	p->at[d] = now;
+}
+
+static void pace_fired(uv_timer_t *t);
+
+static void pace_arm(struct relay_pace *p)
+{
+	uint64_t wait = 0;
+	for (int d = 0; d < 2; d++)
+		if (p->blocked[d] && p->rate[d]) {
+			double need = pace_quantum(p->rate[d]) - p->tokens[d];
+			uint64_t ms =
+				need > 0 ? (uint64_t)(need * 1000.0 / (double)p->rate[d]) + 1 : 1;
+			if (!wait || ms < wait)
+				wait = ms;
+		}
+	if (wait)
+		uv_timer_start(&p->t, pace_fired, wait, 0);
+}
+
+static void pace_fired(uv_timer_t *t)
+{
+	struct relay_pace *p = t->data;
+	struct relay_conn *c = p->c;
+	if (!c || c->finished)
+		return;
+	uint64_t now = uv_now(c->relay->loop);
+	for (int d = 0; d < 2; d++) {
+		if (!p->blocked[d])
+			continue;
+		pace_refill(p, d, now);
+		if (p->rate[d] && p->tokens[d] < pace_quantum(p->rate[d]))
+			continue;
+		p->blocked[d] = false;
+		if (d == 0)
+			relay_conn_resume_client(c);
+		else
+			relay_conn_read_on(c);
+	}
+	pace_arm(p);
+}
+
+/* Bytes `n` came from side `d`: false when that side must wait now. */
+static bool pace_take(struct relay_conn *c, int d, size_t n)
+{
+	struct relay_pace *p = c->x ? c->x->pace : NULL;
+	if (!p || !p->rate[d])
+		return true;
+	pace_refill(p, d, uv_now(c->relay->loop));
+	p->tokens[d] -= (double)n;
+	if (p->tokens[d] >= pace_quantum(p->rate[d]))
+		return true;
+	p->blocked[d] = true;
+	pace_arm(p);
+	return false;
+}
+
+/* How much side 1 (the upstream) may read now; *paced: a throttle
+ * decides (reads may be small). */
+static size_t pace_room(struct relay_conn *c, size_t room, bool *paced)
+{
+	struct relay_pace *p = c->x ? c->x->pace : NULL;
+	*paced = p && p->rate[1];
+	if (!*paced)
+		return room;
+	pace_refill(p, 1, uv_now(c->relay->loop));
+	if (p->tokens[1] < pace_quantum(p->rate[1])) {
+		p->blocked[1] = true;
+		pace_arm(p);
+		return 0;
+	}
+	return p->tokens[1] < (double)room ? (size_t)p->tokens[1] : room;
+}
+
+static void rw_throttle(void *ctx, int phase, uint64_t rate)
+{
+	struct relay_conn *c = ctx;
+	struct relay_icpt *x = c->x;
+	int d = phase == RULE_REQUEST ? 0 : 1;
+	if (!x->pace) {
+		if (!rate)
+			return;
+		x->pace = calloc(1, sizeof(*x->pace));
+		if (!x->pace)
+			return; /* no throttle rather than no flow */
+		uv_timer_init(c->relay->loop, &x->pace->t);
+		x->pace->t.data = x->pace;
+		x->pace->c = c;
+	}
+	struct relay_pace *p = x->pace;
+	p->rate[d] = rate;
+	p->at[d] = uv_now(c->relay->loop);
+	p->tokens[d] = rate ? 2 * pace_quantum(rate) : 0;
+	if (!rate && p->blocked[d]) {
+		p->blocked[d] = false;
+		if (d == 0)
+			relay_conn_resume_client(c);
+		else
+			relay_conn_read_on(c);
+	}
+	if (rate)
+		c->relay->stats.throttled++;
+}
+
 /* Client plaintext into the active layer; the client waits while the
  * layer holds much of it (a delay, a redirect being dialled). */
 static void relay_conn_rw_client(struct relay_conn *c, const uint8_t *p, size_t n)
@@ -1445,8 +1609,42 @@ static void relay_conn_rw_client(struct relay_conn *c, const uint8_t *p, size_t 
 		relay_conn_pause_client(c); /* resumed as the delay ends */
 }
 
-/* Whether a rule may apply: then HTTP/1.1 goes through the active layer. */
-static void relay_conn_rules_start(struct relay_conn *c, const char *scheme)
+/* The active HTTP/2 layer's hold timer (one per connection). */
+static void rw_h2_timer_fired(uv_timer_t *t)
+{
+	struct relay_delay *d = t->data;
+	struct relay_conn *c = d->c;
+	if (!c || c->finished || !c->x || !c->x->h2rw)
+		return;
+	h2rw_timeout(c->x->h2rw);
+}
+
+static void rw_h2_timer(void *ctx, uint32_t ms)
+{
+	struct relay_conn *c = ctx;
+	struct relay_icpt *x = c->x;
+	if (!x->delay) {
+		x->delay = calloc(1, sizeof(*x->delay));
+		if (!x->delay)
+			return; /* no timer: the hold ends with the next event */
+		uv_timer_init(c->relay->loop, &x->delay->t);
+		x->delay->t.data = x->delay;
+		x->delay->c = c;
+	}
+	uv_update_time(c->relay->loop);
+	uv_timer_start(&x->delay->t, rw_h2_timer_fired, ms, 0);
+}
+
+static void rw_h2_fail(void *ctx, const char *why)
+{
+	struct relay_conn *c = ctx;
+	snprintf(c->flow.error, sizeof(c->flow.error), "%s", why);
+	relay_conn_finish(c, "error", END_GRACEFUL);
+}
+
+/* Whether a rule may apply: then HTTP/1.1 or HTTP/2 goes through the
+ * active layer. */
+static void relay_conn_rules_start(struct relay_conn *c, const char *scheme, bool h2)
 {
 	struct relay *r = c->relay;
 	struct relay_icpt *x = c->x;
@@ -1454,13 +1652,31 @@ static void relay_conn_rules_start(struct relay_conn *c, const char *scheme)
 	const char *peer = c->flow.peer[0] ? c->flow.peer : NULL;
 	if (!r->rules || !ruleset_may_apply(r->rules, peer, sni))
 		return;
+	if (h2) {
+		struct h2rw_config hc = { .ops = { .to_upstream = rw_to_upstream,
+						   .to_client = rw_to_client,
+						   .timer = rw_h2_timer,
+						   .fail = rw_h2_fail },
+					  .ctx = c,
+					  .rules = r->rules,
+					  .peer = peer,
+					  .scheme = scheme,
+					  .default_authority = x->authority };
+		x->h2rw = h2rw_new(&hc);
+		if (x->h2rw) {
+			r->stats.rules_connections++;
+			h2rw_flush(x->h2rw); /* both prefaces */
+		}
+		return;
+	}
 	struct h1rw_config wc = { .ops = { .to_upstream = rw_to_upstream,
 					   .to_client = rw_to_client,
 					   .reset = rw_reset,
 					   .delay = rw_delay,
 					   .retarget = rw_retarget,
 					   .hold = rw_hold,
-					   .unhold = rw_unhold },
+					   .unhold = rw_unhold,
+					   .throttle = rw_throttle },
 				  .ctx = c,
 				  .rules = r->rules,
 				  .peer = peer,
@@ -1485,12 +1701,15 @@ static void relay_conn_tls_established(struct relay_conn *c)
 	const uint8_t *alpn;
 	unsigned alen;
 	tls_leg_alpn(&x->cl, &alpn, &alen);
-	if (alpn_is_h2(alpn, alen))
+	if (alpn_is_h2(alpn, alen)) {
 		obs_start(c, OBS_H2, "https");
-	else if (alen == 0 || (alen == 8 && memcmp(alpn, "http/1.1", 8) == 0) ||
-		 (alen == 8 && memcmp(alpn, "http/1.0", 8) == 0)) {
+		relay_conn_rules_start(c, "https", true);
+		if (c->finished)
+			return;
+	} else if (alen == 0 || (alen == 8 && memcmp(alpn, "http/1.1", 8) == 0) ||
+		   (alen == 8 && memcmp(alpn, "http/1.0", 8) == 0)) {
 		obs_start(c, OBS_HTTP1, "https");
-		relay_conn_rules_start(c, "https");
+		relay_conn_rules_start(c, "https", false);
 	}
 	/* Anything the upstream sent meanwhile waits in its leg. */
 	relay_conn_upstream_tls_data(c);
@@ -1642,6 +1861,13 @@ static void relay_conn_client_tls_data(struct relay_conn *c)
 			continue;
 		}
 		obs_client(c, r->pbuf, n);
+		if (x->h2rw) {
+			/* HTTP/2 flow control bounds what it keeps. */
+			h2rw_client(x->h2rw, r->pbuf, n);
+			if (c->finished)
+				return;
+			continue;
+		}
 		if (x->rw) {
 			relay_conn_rw_client(c, r->pbuf, n);
 			if (c->finished)
@@ -1710,6 +1936,12 @@ static void relay_conn_upstream_tls_data(struct relay_conn *c)
 			relay_conn_finish(c, "tls:upstream_error", END_RESET_BOTH);
 			return;
 		}
+		if (x->h2rw) {
+			h2rw_server(x->h2rw, r->pbuf, n);
+			if (c->finished)
+				return;
+			continue;
+		}
 		if (x->rw) {
 			h1rw_server(x->rw, r->pbuf, n);
 			if (c->finished)
@@ -1743,7 +1975,9 @@ static void relay_conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 			       : 0;
 		if (room > RELAY_READ_SIZE)
 			room = RELAY_READ_SIZE;
-		if (room < RELAY_READ_LOWAT)
+		bool paced;
+		room = pace_room(c, room, &paced);
+		if (room < RELAY_READ_LOWAT && !paced)
 			room = 0; /* wait for a useful amount rather than read in crumbs */
 	}
 	*buf = uv_buf_init((char *)c->relay->rbuf, (unsigned)room);
@@ -1860,6 +2094,8 @@ static void relay_conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *bu
 	size_t len = (size_t)nread;
 	c->flow.bytes_down += len;
 	c->relay->stats.bytes_down += len;
+	if (!pace_take(c, 1, len))
+		relay_conn_stop_reading(c); /* the throttle's timer reads on */
 	const uint8_t *data = (const uint8_t *)buf->base;
 	switch (c->mode) {
 	case MODE_SNIFF:

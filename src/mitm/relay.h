@@ -168,6 +168,7 @@ struct relay_stats {
 	uint64_t ws_batches;          /* WebSocket batch records written */
 	uint64_t rules_connections;   /* HTTP/1.1 flows a rule may apply to (mitm/h1rw.h) */
 	uint64_t redirects;           /* upstreams a redirect rule opened (mitm/upconn.h) */
+	uint64_t throttled;           /* messages a throttle rule slowed */
 };
 
 /* cfg is copied. NULL with errno EINVAL (no policy) or ENOMEM.

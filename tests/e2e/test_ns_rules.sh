@@ -20,6 +20,7 @@ mkdir -p "$www"
 printf '{"user": {"name": "cat"}, "items": [1, 2]}' >"$www/user.json"
 printf 'plain text from the server\n' >"$www/plain.txt"
 printf 'served from a local file\n' >"$E2E_TMP/local.txt"
+head -c 200000 /dev/urandom >"$www/big.bin"
 
 # A second server for redirects (map remote): staging.test, its own
 # certificate, at 203.0.113.11. wgmitm resolves the name through a hosts
@@ -123,10 +124,12 @@ cat >"$HOME_DIR/rules.json" <<JSON
    "actions": [{"type": "mock", "status": 201, "headers": {"Content-Type": "application/json"},
                 "body": "{\"mocked\": true}"}]},
   {"id": "slow", "conditions": {"path_pattern": "^/slow"},
-   "actions": [{"type": "delay", "ms": 300}]}
+   "actions": [{"type": "delay", "ms": 300}]},
+  {"id": "narrow", "direction": "response", "conditions": {"path_pattern": "^/big"},
+   "actions": [{"type": "throttle", "bytes_per_s": 100000}]}
 ]}
 JSON
-wait_for 10 grep -q "rules.json: 4 rules" "$E2E_TMP/wgmitm.log" || fail "rules.json was not loaded"
+wait_for 10 grep -q "rules.json: 5 rules" "$E2E_TMP/wgmitm.log" || fail "rules.json was not loaded"
 got=$("${c[@]}" -D "$E2E_TMP/h.txt" "https://www.test:8443/user.json")
 [ "$got" = '{"user":{"name":"dog","role":"admin"},"items":[1,2]}' ] || fail "response body edits: $got"
 grep -qi '^x-rule: resp-edit' "$E2E_TMP/h.txt" || fail "response header not set"
@@ -137,7 +140,13 @@ got=$("${c[@]}" -w ' %{http_code}' -d x "https://www.test:8443/api/v1")
 [ "$got" = '{"mocked": true} 201' ] || fail "mock: $got"
 code=$("${c[@]}" -o /dev/null -w '%{http_code}' "https://www.test:8443/slow/plain.txt")
 [ "$code" = 200 ] || fail "delayed request: got $code"
-say "rules.json: set_json, replace_body, set_header, set_status, mock, delay"
+# A throttle: 200 kB at 100 kB/s cannot come in under a second (the
+# bucket's burst is 12.5 kB); the bytes are the server's.
+t=$("${c[@]}" -o "$E2E_TMP/big.out" -w '%{time_total}' "https://www.test:8443/big.bin")
+cmp -s "$E2E_TMP/big.out" "$www/big.bin" || fail "throttled download differs"
+python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) >= 1.0 else 1)' "$t" ||
+  fail "200 kB throttled to 100 kB/s came in $t s"
+say "rules.json: set_json, replace_body, set_header, set_status, mock, delay, throttle ($t s for 200 kB at 100 kB/s)"
 
 # A bad rules.json keeps the running rules and names the field.
 echo '[{"id": "x", "actions": [{"type": "mock", "status": 42}]}]' >"$HOME_DIR/rules.json"
@@ -188,4 +197,25 @@ got=$("${c[@]}" --resolve "api.staging.test:8443:$HOST4" -o /dev/null -w '%{http
 say "DNS overrides: exact and wildcard answered"
 
 grep -q '"end_reason":"override"' "$HOME_DIR/flows.jsonl" || fail "no DNS record with end_reason override"
+
+# Network conditions for the device, through the API's configuration: the
+# round trip gains the latency (a lower bound only: a loaded machine adds
+# more), a bad value names its field, and all loss stops every packet.
+api() { in_ns "$SRV" curl -sS --max-time 10 -H "Authorization: Bearer $(cat "$HOME_DIR/api-token")" "$@"; }
+rtt() { in_ns "$CLI" ping -c 3 -i 0.3 -W 5 -q "$SRV4" | sed -n 's|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p'; }
+got=$(api -X PATCH -d '{"network_conditions": [{"device": "phone", "latency_ms": 300, "down_kbps": 2000}]}' \
+  http://127.0.0.1:8081/api/config)
+echo "$got" | grep -q '"latency_ms": *300' || fail "the condition was not taken: $got"
+avg=$(rtt)
+python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) >= 300 else 1)' "${avg:-0}" ||
+  fail "latency 300 ms: the round trip was ${avg:-lost} ms"
+got=$(api -X PATCH -d '{"network_conditions": [{"device": "phone", "loss_percent": 140}]}' \
+  http://127.0.0.1:8081/api/config)
+echo "$got" | grep -q 'network_conditions\[0\].loss_percent' || fail "bad condition not named: $got"
+api -X PATCH -d '{"network_conditions": [{"device": "phone", "loss_percent": 100}]}' \
+  http://127.0.0.1:8081/api/config >/dev/null
+if in_ns "$CLI" ping -c 2 -W 1 -q "$SRV4" >/dev/null 2>&1; then fail "100 % loss let pings through"; fi
+api -X PATCH -d '{"network_conditions": []}' http://127.0.0.1:8081/api/config >/dev/null
+in_ns "$CLI" ping -c 1 -W 5 -q "$SRV4" >/dev/null || fail "no ping after the condition was removed"
+say "network conditions: latency (round trip ${avg} ms for 300 ms), bandwidth, loss, a bad value refused, removed"
 say "PASS"

@@ -205,10 +205,10 @@ static void test_tools_list(void **ctx)
 	json_t *a = send_msg(s, &g, "{'jsonrpc':'2.0','id':1,'method':'tools/list'}");
 	json_t *tools = json_object_get(json_object_get(a, "result"), "tools");
 	static const char *const want[] = {
-		"status",      "list_flows", "search_flows", "get_flow",   "get_body",
-		"list_peers",  "add_peer",   "remove_peer",  "get_config", "start",
-		"configure",   "export_har", "clear_flows",  "list_rules", "add_rule",
-		"remove_rule", "list_held",  "release",      "kill"
+		"status",     "list_flows",  "search_flows", "get_flow",   "get_body",
+		"list_peers", "add_peer",    "remove_peer",  "get_config", "start",
+		"configure",  "export_har",  "clear_flows",  "resend",     "list_rules",
+		"add_rule",   "remove_rule", "list_held",    "release",    "kill"
 	};
 	assert_int_equal(json_array_size(tools), sizeof(want) / sizeof(want[0]));
 	for (size_t i = 0; i < json_array_size(tools); i++) {
@@ -356,6 +356,38 @@ static void test_other_tools(void **ctx)
 	call_tool(s, &g, "clear_flows", "{}");
 	assert_string_equal(f.method, "DELETE");
 	assert_string_equal(f.target, "/api/flows");
+
+	/* resend: the edits as the replay's body; the new flow's id and
+	 * status said; an upstream failure is a tool error. */
+	answer(&f, 201, "application/json",
+	       "{\"id\":\"ab-9\",\"replay_of\":\"ab-1\",\"status\":201,\"end_reason\":"
+	       "\"complete\",\"error\":null,\"flow\":{\"method\":\"PUT\",\"url\":"
+	       "\"https://x.test/a\"}}");
+	r = call_tool(
+		s, &g, "resend",
+		"{'id':'ab-1','method':'PUT','headers':{'X-A':'1','Cookie':null},'body':'hi'}");
+	assert_string_equal(f.method, "POST");
+	assert_string_equal(f.target, "/api/flows/ab-1/replay");
+	assert_null(json_object_get(f.body, "id"));
+	assert_string_equal(json_string_value(json_object_get(f.body, "method")), "PUT");
+	assert_true(json_is_null(json_object_get(json_object_get(f.body, "headers"), "Cookie")));
+	assert_string_equal(json_string_value(json_object_get(f.body, "body")), "hi");
+	assert_false(json_is_true(json_object_get(r, "isError")));
+	assert_non_null(strstr(first_text(r), "-> 201; new flow ab-9 (replay of ab-1)"));
+	answer(&f, 201, "application/json",
+	       "{\"id\":\"ab-10\",\"replay_of\":\"ab-1\",\"status\":null,\"end_reason\":"
+	       "\"upstream_refused\",\"error\":\"connect to 1.2.3.4:9: connection refused\","
+	       "\"flow\":{\"method\":\"GET\",\"url\":\"https://1.2.3.4:9/\"}}");
+	r = call_tool(s, &g, "resend", "{'id':'ab-1','url':'https://1.2.3.4:9/'}");
+	assert_true(json_is_true(json_object_get(r, "isError")));
+	assert_non_null(strstr(first_text(r), "upstream_refused: connect to 1.2.3.4:9"));
+	assert_non_null(strstr(first_text(r), "new flow ab-10"));
+	answer(&f, 404, "application/json",
+	       "{\"error\":{\"status\":404,\"message\":\"no flow with this id\"}}");
+	r = call_tool(s, &g, "resend", "{'id':'nope'}");
+	assert_true(json_is_true(json_object_get(r, "isError")));
+	r = call_tool(s, &g, "resend", "{'url':'https://x/'}");
+	assert_true(json_is_true(json_object_get(r, "isError")));
 
 	/* A big HAR is cut with a note, not returned whole. */
 	size_t n = MCP_MAX_TEXT * 2;
