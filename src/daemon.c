@@ -791,6 +791,13 @@ static int open_capage(struct daemon *d, const struct daemon_options *o, const s
 }
 
 /* Policy, flow records and the TCP relay exist before the netstack. */
+/* A breakpoint event goes to the API's live events. */
+static void on_held_event(void *ctx, const char *what, const json_t *item)
+{
+	struct daemon *d = ctx;
+	api_held_event(d->api, what, item);
+}
+
 static int open_mitm(struct daemon *d)
 {
 	const struct daemon_options *o = d->opts;
@@ -829,6 +836,8 @@ static int open_mitm(struct daemon *d)
 	if (rc < 0)
 		return -1;
 	struct relay_config rc_cfg = {
+		.held_event = on_held_event,
+		.held_ctx = d,
 		.policy = &d->policy,
 		.log = d->flows,
 		.peer_name = peer_name_by_addr,
@@ -851,6 +860,7 @@ static int open_mitm(struct daemon *d)
 }
 
 /* DNS inside the tunnel and the UDP relay need the netstack. */
+
 static int open_dns_udp(struct daemon *d)
 {
 	const struct daemon_options *o = d->opts;

@@ -17,9 +17,12 @@
 #include "daemonstats.h"
 #include "flows/fields.h"
 #include "mitm/ca.h"
+#include "mitm/held.h"
+#include "mitm/relay.h"
 #include "mitm/replay.h"
 #include "netstack/netstack.h"
 #include "peerops.h"
+#include "rulesrc.h"
 #include "runconfig.h"
 #include "wg/device.h"
 #include "wg/peer.h"
@@ -254,6 +257,33 @@ static int api_config_set(void *ctx, json_t *doc, struct config_error *err)
 	return daemon_set_config(ctx, doc, err);
 }
 
+static json_t *api_held_list(void *ctx)
+{
+	struct daemon *d = ctx;
+	struct held *h = d->relay ? relay_held(d->relay) : NULL;
+	return h ? held_list(h) : json_array();
+}
+
+static int api_held_release(void *ctx, uint64_t id, const json_t *edits, char *err, size_t errlen)
+{
+	struct daemon *d = ctx;
+	struct held *h = d->relay ? relay_held(d->relay) : NULL;
+	return h ? held_release(h, id, edits, err, errlen) : -ENOENT;
+}
+
+static int api_held_kill(void *ctx, uint64_t id)
+{
+	struct daemon *d = ctx;
+	struct held *h = d->relay ? relay_held(d->relay) : NULL;
+	return h ? held_kill(h, id) : -ENOENT;
+}
+
+static json_t *api_rules_list(void *ctx)
+{
+	struct daemon *d = ctx;
+	return d->rules ? rulesrc_list(d->rules) : json_array();
+}
+
 struct replay_wait {
 	void (*done)(void *arg, int status, json_t *answer);
 	void *arg;
@@ -336,6 +366,10 @@ void daemon_api_ops(struct daemon *d, struct api_ops *ops)
 				 .ca = api_ca,
 				 .config_get = api_config_get,
 				 .config_set = api_config_set,
+				 .held_list = api_held_list,
+				 .held_release = api_held_release,
+				 .held_kill = api_held_kill,
+				 .rules_list = api_rules_list,
 				 .replay = api_replay,
 				 .ctx = d };
 }

@@ -310,6 +310,7 @@ int runconfig_apply(const struct runconfig_targets *t, const json_t *prev, const
 			.body_cap = (size_t)num(doc, "body_cap"),
 			.no_intercept = !flag(doc, "intercept_tls"),
 			.max_per_peer = per_peer,
+			.breakpoint_timeout_ms = (uint32_t)num(doc, "breakpoint_timeout_s") * 1000,
 		};
 		relay_reconfigure(t->relay, &rc);
 	}

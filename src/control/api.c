@@ -190,6 +190,289 @@ static void h_config_configure(struct httpd_req *req, struct httpd_resp *resp, v
 	config_change(api_of(arg), req, resp, false);
 }
 
+/* ---- Breakpoints: held messages ------------------------------------------------ */
+
+static bool held_id(struct httpd_req *req, struct httpd_resp *resp, uint64_t *id)
+{
+	const char *s = httpd_req_param(req, "id");
+	char *end;
+	unsigned long long v = s ? strtoull(s, &end, 10) : 0;
+	if (!s || !*s || *end || v == 0 || *s == '-') {
+		httpd_reply_error(resp, 404, "no held item has the id \"%s\"", s ? s : "");
+		return false;
+	}
+	*id = v;
+	return true;
+}
+
+static void h_held(struct httpd_req *req, struct httpd_resp *resp, void *arg)
+{
+	struct api *a = api_of(arg);
+	(void)req;
+	json_t *l = a->ops.held_list ? a->ops.held_list(a->ops.ctx) : json_array();
+	httpd_reply_json(
+		resp, 200,
+		json_pack("{s:I,s:o}", "count", (json_int_t)json_array_size(l), "held", l));
+}
+
+static void h_held_one(struct httpd_req *req, struct httpd_resp *resp, void *arg)
+{
+	struct api *a = api_of(arg);
+	uint64_t id;
+	if (!held_id(req, resp, &id))
+		return;
+	json_t *l = a->ops.held_list ? a->ops.held_list(a->ops.ctx) : json_array();
+	size_t i;
+	json_t *v;
+	json_array_foreach(l, i, v)
+	{
+		if ((uint64_t)json_integer_value(json_object_get(v, "id")) == id) {
+			httpd_reply_json(resp, 200, json_incref(v));
+			json_decref(l);
+			return;
+		}
+	}
+	json_decref(l);
+	httpd_reply_error(resp, 404, "no held item has the id %llu", (unsigned long long)id);
+}
+
+static void h_held_release(struct httpd_req *req, struct httpd_resp *resp, void *arg)
+{
+	struct api *a = api_of(arg);
+	uint64_t id;
+	if (!held_id(req, resp, &id))
+		return;
+	size_t len;
+	httpd_req_body(req, &len);
+	json_t *edits = len ? body_json(req, resp) : NULL;
+	if (len && !edits)
+		return;
+	char err[512] = "";
+	int rc = a->ops.held_release ? a->ops.held_release(a->ops.ctx, id, edits, err, sizeof(err))
+				     : -ENOENT;
+	bool edited = json_object_size(edits) > 0;
+	json_decref(edits);
+	if (rc == -ENOENT) {
+		httpd_reply_error(resp, 404, "no held item has the id %llu",
+				  (unsigned long long)id);
+		return;
+	}
+	if (rc < 0) {
+		/* "field: message": the field named as configuration errors do. */
+		struct config_error ce = { 0 };
+		const char *colon = strstr(err, ": ");
+		if (colon) {
+			int fl = (int)(colon - err) < 127 ? (int)(colon - err) : 127;
+			snprintf(ce.field, sizeof(ce.field), "%.*s", fl, err);
+			snprintf(ce.message, sizeof(ce.message), "%.255s", colon + 2);
+		} else {
+			snprintf(ce.message, sizeof(ce.message), "%.255s", err);
+		}
+		reply_config_error(resp, &ce);
+		return;
+	}
+	httpd_reply_json(resp, 200,
+			 json_pack("{s:I,s:b}", "released", (json_int_t)id, "edited", edited));
+}
+
+static void h_held_kill(struct httpd_req *req, struct httpd_resp *resp, void *arg)
+{
+	struct api *a = api_of(arg);
+	uint64_t id;
+	if (!held_id(req, resp, &id))
+		return;
+	if (!a->ops.held_kill || a->ops.held_kill(a->ops.ctx, id) < 0) {
+		httpd_reply_error(resp, 404, "no held item has the id %llu",
+				  (unsigned long long)id);
+		return;
+	}
+	httpd_reply_json(resp, 200, json_pack("{s:I}", "killed", (json_int_t)id));
+}
+
+/* ---- Rules, edited by id (the configuration's intercept_rules) ------------------ */
+
+static json_t *rules_all(struct api *a)
+{
+	if (a->ops.rules_list)
+		return a->ops.rules_list(a->ops.ctx);
+	json_t *l =
+		json_deep_copy(json_object_get(a->ops.config_get(a->ops.ctx), "intercept_rules"));
+	size_t i;
+	json_t *v;
+	json_array_foreach(l, i, v) json_object_set_new(v, "source", json_string("config"));
+	return l ? l : json_array();
+}
+
+/* The rule `id` of any source (a new reference), or NULL. */
+static json_t *rule_find(struct api *a, const char *id)
+{
+	json_t *l = rules_all(a), *found = NULL;
+	size_t i;
+	json_t *v;
+	json_array_foreach(l, i, v)
+	{
+		const char *rid = json_string_value(json_object_get(v, "id"));
+		if (rid && strcmp(rid, id) == 0) {
+			found = json_incref(v);
+			break;
+		}
+	}
+	json_decref(l);
+	return found;
+}
+
+/* A configure request on intercept_rules ({"add": ...}, {"remove": ...}):
+ * the whole configuration checked, applied and saved, as configure does.
+ * true: done; otherwise the error is the reply. */
+static bool rules_edit(struct api *a, struct httpd_resp *resp, json_t *edit)
+{
+	json_t *req = json_pack("{s:o}", "intercept_rules", edit);
+	struct config_error err;
+	json_t *doc = config_configure(a->ops.config_get(a->ops.ctx), req, a->checks, &err);
+	json_decref(req);
+	if (!doc) {
+		reply_config_error(resp, &err);
+		return false;
+	}
+	if (a->ops.config_set(a->ops.ctx, doc, &err) < 0) {
+		json_decref(doc);
+		reply_config_error(resp, &err);
+		return false;
+	}
+	json_decref(doc);
+	return true;
+}
+
+/* One rule object checked as rules_check does, its errors naming the
+ * field ("actions[0].status"). */
+static bool rule_ok(struct api *a, struct httpd_resp *resp, const json_t *rule)
+{
+	struct config_error err = { 0 };
+	if (a->checks && a->checks->rule && a->checks->rule(rule, "rule", &err) < 0) {
+		reply_config_error(resp, &err);
+		return false;
+	}
+	return true;
+}
+
+static void h_rules(struct httpd_req *req, struct httpd_resp *resp, void *arg)
+{
+	(void)req;
+	httpd_reply_json(resp, 200, json_pack("{s:o}", "rules", rules_all(api_of(arg))));
+}
+
+static void h_rule_add(struct httpd_req *req, struct httpd_resp *resp, void *arg)
+{
+	struct api *a = api_of(arg);
+	json_t *rule = body_json(req, resp);
+	if (!rule)
+		return;
+	json_object_del(rule, "source");
+	const char *id = json_string_value(json_object_get(rule, "id"));
+	json_t *old = id ? rule_find(a, id) : NULL;
+	if (old) {
+		const char *src = json_string_value(json_object_get(old, "source"));
+		json_decref(old);
+		json_decref(rule);
+		httpd_reply_error(resp, 409,
+				  "id: a rule has the id \"%s\" already (source %s); PATCH it or "
+				  "pick another id",
+				  id, src ? src : "?");
+		return;
+	}
+	if (!rule_ok(a, resp, rule) || !rules_edit(a, resp, json_pack("{s:[O]}", "add", rule))) {
+		json_decref(rule);
+		return;
+	}
+	httpd_reply_json(resp, 201, rule);
+}
+
+/* The configuration's rule `id`, or NULL with the reply made. */
+static json_t *config_rule(struct api *a, struct httpd_req *req, struct httpd_resp *resp)
+{
+	const char *id = httpd_req_param(req, "id");
+	json_t *r = rule_find(a, id);
+	if (!r) {
+		httpd_reply_error(resp, 404, "no rule has the id \"%s\"", id);
+		return NULL;
+	}
+	const char *src = json_string_value(json_object_get(r, "source"));
+	if (!src || strcmp(src, "config") != 0) {
+		httpd_reply_error(
+			resp, 409,
+			"the rule \"%s\" comes from %s, not the configuration: edit it "
+			"there",
+			id, src && strcmp(src, "file") == 0 ? "HOME/rules.json" : "run's options");
+		json_decref(r);
+		return NULL;
+	}
+	json_object_del(r, "source");
+	return r;
+}
+
+static void h_rule_get(struct httpd_req *req, struct httpd_resp *resp, void *arg)
+{
+	struct api *a = api_of(arg);
+	const char *id = httpd_req_param(req, "id");
+	json_t *r = rule_find(a, id);
+	if (!r) {
+		httpd_reply_error(resp, 404, "no rule has the id \"%s\"", id);
+		return;
+	}
+	httpd_reply_json(resp, 200, r);
+}
+
+/* The fields given replace the rule's (null removes one); the id stays. */
+static void h_rule_patch(struct httpd_req *req, struct httpd_resp *resp, void *arg)
+{
+	struct api *a = api_of(arg);
+	json_t *body = body_json(req, resp);
+	if (!body)
+		return;
+	json_t *r = config_rule(a, req, resp);
+	if (!r) {
+		json_decref(body);
+		return;
+	}
+	const json_t *nid = json_object_get(body, "id");
+	if (nid && !json_equal(nid, json_object_get(r, "id"))) {
+		httpd_reply_error(resp, 400, "id: a rule keeps its id (add a new one instead)");
+		json_decref(body);
+		json_decref(r);
+		return;
+	}
+	json_t *nr = json_copy(r);
+	const char *k;
+	json_t *v;
+	json_object_foreach(body, k, v)
+	{
+		if (json_is_null(v))
+			json_object_del(nr, k);
+		else
+			json_object_set(nr, k, v);
+	}
+	json_decref(body);
+	json_decref(r);
+	if (!rule_ok(a, resp, nr) || !rules_edit(a, resp, json_pack("{s:[O]}", "add", nr))) {
+		json_decref(nr);
+		return;
+	}
+	httpd_reply_json(resp, 200, nr);
+}
+
+static void h_rule_delete(struct httpd_req *req, struct httpd_resp *resp, void *arg)
+{
+	struct api *a = api_of(arg);
+	json_t *r = config_rule(a, req, resp);
+	if (!r)
+		return;
+	json_t *id = json_incref(json_object_get(r, "id"));
+	json_decref(r);
+	if (rules_edit(a, resp, json_pack("{s:[O]}", "remove", id)))
+		httpd_reply_json(resp, 200, json_pack("{s:O}", "removed", id));
+	json_decref(id);
+}
+
 /* ---- Peers -------------------------------------------------------------------- */
 
 static void h_peer_add(struct httpd_req *req, struct httpd_resp *resp, void *arg)
@@ -906,6 +1189,7 @@ struct sub {
 	struct sub *next;
 	struct filter *filter; /* NULL: every flow */
 	bool flows, starts, log, stats;
+	bool held; /* breakpoint events (on unless asked off) */
 	uint64_t dropped;
 };
 
@@ -963,14 +1247,18 @@ static void sub_configure(struct sub *s, const json_t *req)
 	s->flows = flows;
 	const json_t *l = json_object_get(req, "log"), *st = json_object_get(req, "stats");
 	const json_t *sts = json_object_get(req, "starts");
+	const json_t *hd = json_object_get(req, "held");
+	if (hd)
+		s->held = json_is_true(hd);
 	if (sts)
 		s->starts = json_is_true(sts);
 	if (l)
 		s->log = json_is_true(l);
 	if (st)
 		s->stats = json_is_true(st);
-	sub_send(s, json_pack("{s:s,s:b,s:b,s:b,s:b}", "type", "subscribed", "flows", s->flows,
-			      "starts", s->starts, "log", s->log, "stats", s->stats));
+	sub_send(s,
+		 json_pack("{s:s,s:b,s:b,s:b,s:b,s:b}", "type", "subscribed", "flows", s->flows,
+			   "starts", s->starts, "log", s->log, "stats", s->stats, "held", s->held));
 }
 
 static void ev_open(struct httpd_ws *ws, void *arg)
@@ -984,6 +1272,7 @@ static void ev_open(struct httpd_ws *ws, void *arg)
 	s->a = a;
 	s->ws = ws;
 	s->flows = true;
+	s->held = true;
 	httpd_ws_set_data(ws, s);
 	s->next = a->subs;
 	a->subs = s;
@@ -1119,6 +1408,16 @@ void api_flow_started(struct api *a, const struct flowlog_flow *f)
 	}
 	free(text);
 	json_decref(rec);
+}
+
+void api_held_event(struct api *a, const char *what, const json_t *item)
+{
+	if (!a)
+		return;
+	for (struct sub *s = a->subs; s; s = s->next)
+		if (s->held)
+			sub_send(s, json_pack("{s:s,s:s,s:O}", "type", "held", "event", what,
+					      "item", item));
 }
 
 void api_log_line(struct api *a, const char *level, const char *line)
@@ -1490,6 +1789,15 @@ static const struct route routes[] = {
 	{ "GET", "/api/flows/{id}/{part}/body", h_flow_body },
 	{ "POST", "/api/flows/{id}/replay", h_flow_replay },
 	{ "GET", "/api/har", h_har },
+	{ "GET", "/api/held", h_held },
+	{ "GET", "/api/held/{id}", h_held_one },
+	{ "POST", "/api/held/{id}/release", h_held_release },
+	{ "POST", "/api/held/{id}/kill", h_held_kill },
+	{ "GET", "/api/rules", h_rules },
+	{ "POST", "/api/rules", h_rule_add },
+	{ "GET", "/api/rules/{id}", h_rule_get },
+	{ "PATCH", "/api/rules/{id}", h_rule_patch },
+	{ "DELETE", "/api/rules/{id}", h_rule_delete },
 	{ "POST", "/mcp", h_mcp_post },
 	{ "GET", "/mcp", h_mcp_get },
 	{ "DELETE", "/mcp", h_mcp_delete },

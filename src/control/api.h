@@ -47,6 +47,15 @@ struct api_ops {
 	int (*replay)(void *ctx, const json_t *record, const json_t *edits,
 		      void (*done)(void *arg, int status, json_t *answer), void *arg, int *status,
 		      char *err, size_t errlen);
+	/* Breakpoints (docs/rules.md): the messages held now (an array);
+	 * release one as it is (edits NULL) or edited (mitm/held.h's JSON);
+	 * kill one. 0, -ENOENT (404) or -EINVAL (400, err names the field). */
+	json_t *(*held_list)(void *ctx);
+	int (*held_release)(void *ctx, uint64_t id, const json_t *edits, char *err, size_t errlen);
+	int (*held_kill)(void *ctx, uint64_t id);
+	/* Every rule of every source, each with "source" ("file", "config",
+	 * "options"); only "config" rules are edited through the API. */
+	json_t *(*rules_list)(void *ctx);
 	void *ctx;
 };
 
@@ -77,6 +86,10 @@ void api_flow_recorded(struct api *a, const json_t *record);
  * subscribers whose filter its first fields match. */
 struct flowlog_flow;
 void api_flow_started(struct api *a, const struct flowlog_flow *f);
+
+/* A breakpoint event (mitm/held.h: "held", "released", "killed",
+ * "timeout", "closed") for subscribers of held events. */
+void api_held_event(struct api *a, const char *what, const json_t *item);
 
 /* A log line, for subscribers of log events. */
 void api_log_line(struct api *a, const char *level, const char *line);

@@ -87,6 +87,7 @@ static const struct field fields[] = {
 	  .min = 1000,
 	  .max = 86400000,
 	  .def = 60000 },
+	{ .name = "breakpoint_timeout_s", .kind = K_INT, .min = 1, .max = 86400, .def = 300 },
 	{ .name = "intercept_rules", .kind = K_OBJLIST, .max_items = 256, .key = "id" },
 	{ .name = "dns_overrides", .kind = K_OBJLIST, .max_items = 64, .key = "name" },
 	{ .name = "network_conditions", .kind = K_OBJLIST, .max_items = 64, .key = "device" },

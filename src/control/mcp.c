@@ -214,6 +214,48 @@ static const struct tool tools[] = {
 											  "red\":"
 											  "[\"id\"]"
 											  "}" },
+	{ "list_rules", "List interception rules",
+	  "Every interception rule in force (docs/rules.md), in order, with its source: "
+	  "\"config\" (edited with add_rule and remove_rule), \"file\" (HOME/rules.json) or "
+	  "\"options\" (run's command line).",
+	  PROPS() "}" },
+	{ "add_rule", "Add an interception rule",
+	  "Adds one rule to the configuration (replacing the configuration's rule of the same "
+	  "id): {\"id\", \"match\" (a filter expression), \"direction\" (request, response, "
+	  "both), \"conditions\", \"device\", \"actions\": [{\"type\": \"set_header\", "
+	  "\"name\", \"value\"}, {\"type\": \"mock\", \"status\", \"body\"}, {\"type\": "
+	  "\"block\", \"status\"}, {\"type\": \"redirect\", ...}, {\"type\": "
+	  "\"breakpoint\"}, ...]}. A rule without actions is a breakpoint: matching requests "
+	  "(or responses, with direction response) are held until released (list_held). A bad "
+	  "rule is refused with the field named; the running rules stay.",
+	  PROPS("\"rule\":{\"type\":\"object\",\"description\":\"the rule object\"}") ",\"req"
+										      "uired\":"
+										      "[\"rule\"]"
+										      "}" },
+	{ "remove_rule", "Remove an interception rule",
+	  "Removes the configuration's rule with this id (rules from HOME/rules.json or run's "
+	  "options are edited there).",
+	  PROPS(STR("id", "the rule's id")) ",\"required\":[\"id\"]}" },
+	{ "list_held", "List held messages",
+	  "What breakpoints hold now: requests not yet sent upstream and responses not yet sent "
+	  "to the device, each with its id, phase, method, URL, status, headers, a body preview, "
+	  "the rule and its deadline (it is released as it is then). Release or kill each.",
+	  PROPS() "}" },
+	{ "release", "Release a held message",
+	  "Lets a held message go on, as it is or edited: `edits` may set method and path (a "
+	  "request), status (a response), headers ([[name, value], ...] replaces all), "
+	  "set_headers ({name: value}), remove_headers ([names]) and body (text) or "
+	  "body_base64; Content-Length follows a new body.",
+	  PROPS(INT("id", "the held item's id", 1,
+		    9007199254740991) ",\"edits\":{\"type\":"
+				      "\"object\",\"descripti"
+				      "on\":\"what to "
+				      "change\"}") ",\"requi"
+						   "red\":[\"id\"]}" },
+	{ "kill", "Kill a held message",
+	  "Ends a held message's connection with a reset: the request never reaches the "
+	  "server, or the response never reaches the device.",
+	  PROPS(INT("id", "the held item's id", 1, 9007199254740991)) ",\"required\":[\"id\"]}" },
 };
 
 #define NTOOLS (sizeof(tools) / sizeof(tools[0]))
@@ -722,6 +764,23 @@ static void tool_call(struct call *c)
 		json_decref(edits);
 	} else if (strcmp(name, "clear_flows") == 0) {
 		backend_call(c, "DELETE", "/api/flows", NULL);
+	} else if (strcmp(name, "list_rules") == 0) {
+		backend_call(c, "GET", "/api/rules", NULL);
+	} else if (strcmp(name, "add_rule") == 0) {
+		backend_call(c, "POST", "/api/rules", json_object_get(a, "rule"));
+	} else if (strcmp(name, "remove_rule") == 0) {
+		strcpy(t, "/api/rules/");
+		put_escaped(t, sizeof(t), arg_str(a, "id"));
+		backend_call(c, "DELETE", t, NULL);
+	} else if (strcmp(name, "list_held") == 0) {
+		backend_call(c, "GET", "/api/held", NULL);
+	} else if (strcmp(name, "release") == 0 || strcmp(name, "kill") == 0) {
+		snprintf(t, sizeof(t), "/api/held/%lld/%s",
+			 (long long)json_integer_value(json_object_get(a, "id")), name);
+		json_t *e = json_object_get(a, "edits");
+		json_t *empty = json_object();
+		backend_call(c, "POST", t, strcmp(name, "release") == 0 && e ? e : empty);
+		json_decref(empty);
 	}
 }
 

@@ -54,9 +54,12 @@ struct side {
 	struct rules_plan plan;
 	bool planned;
 	json_t *note;
-	int status;     /* response: the status to send */
-	bool head_out;  /* the head has been written */
-	bool throttled; /* a throttle runs for this message */
+	int status;      /* response: the status to send */
+	bool head_out;   /* the head has been written */
+	bool throttled;  /* a throttle runs for this message */
+	bool bp;         /* a breakpoint holds it once it is all in */
+	bool nobody;     /* response: no body may follow (HEAD, 204, 304) */
+	char method[32]; /* request: the method sent, when a release changed it */
 };
 
 struct h1rw {
@@ -94,6 +97,13 @@ struct h1rw {
 	size_t held_len;
 	const struct rule_action *answer; /* the mock or block to send */
 	const struct rule *answer_rule;
+	/* Breakpoints: the request held (its parser stopped after it, the
+	 * client's next bytes in `held`), and whether a response is held (its
+	 * parser stopped after it, the server's next bytes in `sheld`). */
+	struct rwreq *req_held;
+	bool resp_held;
+	uint8_t *sheld;
+	size_t sheld_len;
 };
 
 static llhttp_settings_t req_settings, resp_settings;
@@ -467,7 +477,8 @@ static void host_of(const char *authority, char *host, size_t n)
 static void req_line(llhttp_t *p, const struct side *s, char *out, size_t n)
 {
 	snprintf(out, n, "%s %s HTTP/%d.%d",
-		 llhttp_method_name((llhttp_method_t)llhttp_get_method(p)),
+		 s->method[0] ? s->method
+			      : llhttp_method_name((llhttp_method_t)llhttp_get_method(p)),
 		 s->start ? s->start : "/", p->http_major, p->http_minor);
 }
 
@@ -673,8 +684,13 @@ static int req_headers_complete(llhttp_t *p)
 	bool redirected = false;
 	if (t && t->kind == RA_REDIRECT) {
 		redirected = redirect(w, s, q, t, s->plan.terminal_rule) == 0;
+	} else if (t && t->kind == RA_BREAKPOINT && w->cfg.ops.hold) {
+		/* Held once it is all in: the head waits, the body is kept. */
+		s->bp = true;
+		note_action(q->note, "request:breakpoint");
+		json_object_set_new(q->note, "request_breakpoint_by",
+				    json_string(s->plan.terminal_rule->id));
 	} else if (t) {
-		/* breakpoint: not done on this path yet. */
 		char b[96];
 		snprintf(b, sizeof(b), "request:%s skipped (not supported on HTTP/1.1 yet)",
 			 kind_name(t->kind));
@@ -708,6 +724,8 @@ static int req_headers_complete(llhttp_t *p)
 			delay += s->plan.transforms[i]->ms;
 	if (delay)
 		delay_mark(w, delay);
+	if (s->bp)
+		s->keep = true;
 	throttle(w, s, RULE_REQUEST, plan_rate(&s->plan, RULE_REQUEST));
 	if (!s->keep)
 		emit_req_head(w);
@@ -736,10 +754,12 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
 		json_t *note = up ? (w->cur_req ? w->cur_req->note : NULL) : s->note;
 		if (note) {
 			char b[128];
-			snprintf(b, sizeof(b), "%s body edit skipped: larger than %zu bytes",
-				 up ? "request" : "response", w->cfg.body_cap);
+			snprintf(b, sizeof(b), "%s %s skipped: larger than %zu bytes",
+				 up ? "request" : "response", s->bp ? "breakpoint" : "body edit",
+				 w->cfg.body_cap);
 			note_action(note, b);
 		}
+		s->bp = false;
 		if (up)
 			emit_req_head(w);
 		else
@@ -834,6 +854,117 @@ static void send_answer(struct h1rw *w)
 	http_headers_free(&h);
 }
 
+/* ---- breakpoints ------------------------------------------------------------ */
+
+/* The body rules of a held message run before it is shown: the kept body
+ * becomes what would go on. */
+static void bp_apply_body_rules(struct h1rw *w, struct side *s, enum rule_dir phase, json_t *note)
+{
+	if (!s->plan.needs_body || s->encoded)
+		return;
+	const struct http_header *ce = http_headers_find(&s->h, "content-encoding");
+	if (ce && strcasecmp(ce->value, "identity") != 0)
+		return;
+	uint8_t *nb = NULL;
+	size_t nl = 0;
+	if (rules_apply_body(&s->plan, phase, s->buf, s->len, w->cfg.body_cap, &nb, &nl) < 0 || !nb)
+		return;
+	if (note)
+		json_object_set_new(
+			note,
+			phase == RULE_REQUEST ? "request_body_upstream" : "response_body_original",
+			phase == RULE_REQUEST ? http_body_json(nb, nl, nl, false)
+					      : http_body_json(s->buf, s->len, s->len, false));
+	free(s->buf);
+	s->buf = nb;
+	s->len = nl;
+	headers_set_length(&s->h, nl);
+	s->chunked = false;
+}
+
+/* The held message's description for the registry. */
+static json_t *bp_info(struct h1rw *w, struct side *s, const struct rwreq *q, enum held_phase phase)
+{
+	const char *method = s == &w->req
+				     ? llhttp_method_name((llhttp_method_t)llhttp_get_method(&s->p))
+				     : q->method;
+	const char *path = s == &w->req ? (s->start ? s->start : "/") : q->path;
+	const char *auth = q->authority;
+	size_t ul = strlen(w->cfg.scheme) + strlen(auth) + strlen(path) + 8;
+	char *url = malloc(ul);
+	if (!url)
+		return NULL;
+	if (path[0] == '/')
+		snprintf(url, ul, "%s://%s%s", w->cfg.scheme, auth, path);
+	else
+		snprintf(url, ul, "%s", path);
+	size_t pv = s->len < HELD_PREVIEW ? s->len : HELD_PREVIEW;
+	json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:o,s:o,s:b}", "phase",
+			      phase == HELD_REQUEST ? "request" : "response", "proto", "http/1.1",
+			      "method", method, "url", url, "rule",
+			      s->plan.terminal_rule ? s->plan.terminal_rule->id : "", "headers",
+			      headers_json(&s->h), "body",
+			      http_body_json(s->buf, pv, s->len, pv < s->len), "nobody", s->nobody);
+	free(url);
+	if (o && phase == HELD_RESPONSE)
+		json_object_set_new(o, "status", json_integer(s->status));
+	if (o && w->peer)
+		json_object_set_new(o, "peer", json_string(w->peer));
+	return o;
+}
+
+/* Hands a message that is all in to ops.hold. true: held. */
+static bool bp_hold(struct h1rw *w, struct side *s, struct rwreq *q, enum held_phase phase)
+{
+	json_t *note = phase == HELD_REQUEST ? q->note : s->note;
+	bp_apply_body_rules(w, s, phase == HELD_REQUEST ? RULE_REQUEST : RULE_RESPONSE, note);
+	json_t *info = bp_info(w, s, q, phase);
+	const char *k = phase == HELD_REQUEST ? "request_breakpoint" : "response_breakpoint";
+	if (info && w->cfg.ops.hold(w->cfg.ctx, phase, info) == 0) {
+		json_object_set_new(note, k, json_string("held"));
+		return true;
+	}
+	json_object_set_new(note, k, json_string("skipped: not held (too many held)"));
+	return false;
+}
+
+/* A held or kept message's body goes on: with a length when it was kept
+ * from a chunked message or edited, as it came otherwise. */
+static void bp_send(struct h1rw *w, struct side *s, bool up, bool length)
+{
+	if (!s->nobody && (length || s->chunked)) {
+		headers_set_length(&s->h, s->len);
+		s->chunked = false;
+	}
+	if (up) {
+		emit_req_head(w);
+		out_up(w, s->buf, s->len);
+	} else {
+		resp_head(w);
+		if (!s->nobody)
+			out_cl(w, s->buf, s->len);
+	}
+}
+
+static void bp_edits_body(struct side *s, const struct held_edits *e)
+{
+	if (!e || !e->has_body)
+		return;
+	free(s->buf);
+	s->buf = NULL;
+	s->len = 0;
+	if (e->body_len) {
+		s->buf = malloc(e->body_len);
+		if (!s->buf)
+			return;
+		memcpy(s->buf, e->body, e->body_len);
+		s->len = e->body_len;
+	}
+}
+
+static int req_done(struct h1rw *w, struct rwreq *q);
+static int resp_done(struct h1rw *w);
+
 static int req_message_complete(llhttp_t *p)
 {
 	struct h1rw *w = rw_of(p);
@@ -843,10 +974,25 @@ static int req_message_complete(llhttp_t *p)
 	if (!q)
 		return 0;
 	throttle(w, s, RULE_REQUEST, 0);
+	if (s->bp && !s->over && !w->dead) {
+		if (bp_hold(w, s, q, HELD_REQUEST)) {
+			w->req_held = q;
+			return HPE_PAUSED; /* the client's next bytes wait in `held` */
+		}
+		bp_send(w, s, true, false);
+		return req_done(w, q);
+	}
 	if (s->keep && !s->over)
 		flush_kept(w, s, RULE_REQUEST, q->note);
 	else if (s->chunked && !s->drop)
 		out_up(w, "0\r\n\r\n", 5);
+	return req_done(w, q);
+}
+
+/* The request is out (or answered here): it waits for its response. */
+static int req_done(struct h1rw *w, struct rwreq *q)
+{
+	struct side *s = &w->req;
 	for (size_t i = 0; i < s->h.n; i++)
 		(void)http_headers_add(&q->h, s->h.v[i].name, s->h.v[i].name_len, s->h.v[i].value,
 				       s->h.v[i].value_len);
@@ -931,24 +1077,34 @@ static int resp_headers_complete(llhttp_t *p)
 				    (a->on & RULE_RESPONSE) && ret == 0)
 					s->keep = true;
 			}
-			if (s->plan.terminal) {
+			const struct rule_action *t = s->plan.terminal;
+			if (t && t->kind == RA_BREAKPOINT && w->cfg.ops.hold && ret != 2) {
+				s->bp = true;
+				s->nobody = ret == 1;
+				note_action(s->note, "response:breakpoint");
+				json_object_set_new(s->note, "response_breakpoint_by",
+						    json_string(s->plan.terminal_rule->id));
+			} else if (t) {
 				char b[96];
 				snprintf(b, sizeof(b),
 					 "response:%s skipped (not supported on HTTP/1.1 yet)",
-					 kind_name(s->plan.terminal->kind));
+					 kind_name(t->kind));
 				note_action(s->note, b);
 			}
 			const struct http_header *ce = http_headers_find(&s->h, "content-encoding");
 			if (s->keep && ce && strcasecmp(ce->value, "identity") != 0) {
 				s->keep = false;
+				s->encoded = true;
 				note_action(s->note,
 					    "response body edit skipped: Content-Encoding");
 			}
+			if (s->bp && ret == 0)
+				s->keep = true; /* the whole body, whatever its encoding */
 		}
 	}
 	if (q && status >= 200)
 		throttle(w, s, RULE_RESPONSE, plan_rate(&s->plan, RULE_RESPONSE));
-	if (!s->keep)
+	if (!s->keep && !s->bp)
 		resp_head(w);
 	return ret;
 }
@@ -961,10 +1117,26 @@ static int resp_message_complete(llhttp_t *p)
 	if (status >= 100 && status < 200 && status != 101)
 		return 0; /* interim: its request waits for the final one */
 	throttle(w, s, RULE_RESPONSE, 0);
+	if (s->bp && !s->over && !w->dead && w->queue) {
+		if (bp_hold(w, s, w->queue, HELD_RESPONSE)) {
+			w->resp_held = true;
+			return HPE_PAUSED; /* the server's next bytes wait in `sheld` */
+		}
+		bp_send(w, s, false, false);
+		return resp_done(w);
+	}
+	if (s->bp && !s->head_out)
+		resp_head(w); /* dead: nothing more is held */
 	if (s->keep && !s->over)
 		flush_kept(w, s, RULE_RESPONSE, s->note);
 	else if (s->chunked)
 		out_cl(w, "0\r\n\r\n", 5);
+	return resp_done(w);
+}
+
+/* The response is out: its request leaves the queue. */
+static int resp_done(struct h1rw *w)
+{
 	queue_pop(w);
 	if (w->held_answer && w->queue && w->queue->local) {
 		/* Every response before the local answer is out. */
@@ -1024,7 +1196,7 @@ static void hold(struct h1rw *w, const uint8_t *p, size_t n)
 
 static bool client_held(const struct h1rw *w)
 {
-	return w->held_answer;
+	return w->held_answer || w->req_held;
 }
 
 static void feed_client(struct h1rw *w, const uint8_t *p, size_t n)
@@ -1133,12 +1305,36 @@ void h1rw_upstream_failed(struct h1rw *w, const char *why)
 	w->failed = true;
 }
 
+static void release_response(struct h1rw *w, const struct held_edits *e, const char *why);
+
+/* Server bytes while a response is held wait, bounded: past the bound the
+ * response is released as it is (the server is not read less for it). */
+static void sheld_add(struct h1rw *w, const uint8_t *p, size_t n)
+{
+	uint8_t *nb =
+		w->sheld_len + n <= H1RW_MAX_HELD ? realloc(w->sheld, w->sheld_len + n) : NULL;
+	if (!nb) {
+		if (w->cfg.ops.unhold)
+			w->cfg.ops.unhold(w->cfg.ctx, HELD_RESPONSE, "server bytes over the bound");
+		release_response(w, NULL, "released: server bytes over the bound");
+		h1rw_server(w, p, n);
+		return;
+	}
+	memcpy(nb + w->sheld_len, p, n);
+	w->sheld = nb;
+	w->sheld_len += n;
+}
+
 void h1rw_server(struct h1rw *w, const uint8_t *p, size_t n)
 {
 	if (w->dead || n == 0)
 		return;
 	if (w->passthrough) {
 		out_cl(w, p, n);
+		return;
+	}
+	if (w->resp_held) {
+		sheld_add(w, p, n);
 		return;
 	}
 	while (n > 0 && !w->dead) {
@@ -1149,6 +1345,11 @@ void h1rw_server(struct h1rw *w, const uint8_t *p, size_t n)
 		size_t used = at && at >= p && at <= p + n ? (size_t)(at - p) : n;
 		if (e == HPE_PAUSED) {
 			llhttp_resume(&w->resp.p);
+			if (w->resp_held) {
+				if (n > used)
+					sheld_add(w, p + used, n - used);
+				return;
+			}
 			release_held(w);
 			p += used;
 			n -= used;
@@ -1165,7 +1366,147 @@ void h1rw_server_eof(struct h1rw *w)
 {
 	if (w->dead || w->passthrough)
 		return;
+	if (w->resp_held) {
+		/* The connection ends after it: it cannot wait. */
+		if (w->cfg.ops.unhold)
+			w->cfg.ops.unhold(w->cfg.ctx, HELD_RESPONSE, "the server closed");
+		release_response(w, NULL, "released: the server closed");
+		if (w->dead || w->passthrough)
+			return;
+	}
 	(void)llhttp_finish(&w->resp.p);
+}
+
+/* ---- releasing ---------------------------------------------------------------- */
+
+/* An edited message keeps a length that fits its body. */
+static bool bp_needs_length(const struct side *s)
+{
+	return s->len > 0 || http_headers_find(&s->h, "content-length") ||
+	       http_headers_find(&s->h, "transfer-encoding");
+}
+
+static void note_outcome(json_t *note, const char *key, const struct held_edits *e, const char *why)
+{
+	json_object_set_new(note, key, json_string(why ? why : e ? "edited" : "released"));
+}
+
+static void release_request(struct h1rw *w, const struct held_edits *e, const char *why)
+{
+	struct rwreq *q = w->req_held;
+	struct side *s = &w->req;
+	w->req_held = NULL;
+	if (!q)
+		return;
+	if (e) {
+		const char *m = llhttp_method_name((llhttp_method_t)llhttp_get_method(&s->p));
+		json_object_set_new(q->note, "request_held",
+				    json_pack("{s:s,s:s,s:o}", "method", m, "path",
+					      s->start ? s->start : "/", "headers",
+					      headers_json(&s->h)));
+		if (e->method[0]) {
+			snprintf(s->method, sizeof(s->method), "%s", e->method);
+			char *nm = strdup(e->method);
+			if (nm) {
+				free(q->method);
+				q->method = nm;
+			}
+			q->head = strcmp(e->method, "HEAD") == 0;
+		}
+		if (e->path) {
+			char *a = strdup(e->path), *b = strdup(e->path);
+			if (a && b) {
+				free(s->start);
+				s->start = a;
+				s->start_len = strlen(a);
+				free(q->path);
+				q->path = b;
+			} else {
+				free(a);
+				free(b);
+			}
+		}
+		(void)held_edits_apply_headers(e, &s->h);
+		bp_edits_body(s, e);
+		json_object_set_new(q->note, "request_headers_upstream", headers_json(&s->h));
+		if (e->has_body)
+			json_object_set_new(q->note, "request_body_upstream",
+					    http_body_json(s->buf, s->len, s->len, false));
+	}
+	note_outcome(q->note, "request_breakpoint", e, why);
+	bp_send(w, s, true, e && bp_needs_length(s));
+	if (w->dead)
+		return;
+	if (req_done(w, q) == HPE_USER) {
+		/* Too many requests without a response: the rest as it is. */
+		w->passthrough = true;
+		uint8_t *b = w->held;
+		size_t n = w->held_len;
+		w->held = NULL;
+		w->held_len = 0;
+		out_up(w, b, n);
+		free(b);
+		return;
+	}
+	release_held(w);
+}
+
+static void release_response(struct h1rw *w, const struct held_edits *e, const char *why)
+{
+	struct side *s = &w->resp;
+	if (!w->resp_held)
+		return;
+	w->resp_held = false;
+	if (e) {
+		json_object_set_new(s->note, "response_held",
+				    json_pack("{s:i,s:o}", "status", s->status, "headers",
+					      headers_json(&s->h)));
+		if (e->status)
+			s->status = e->status;
+		(void)held_edits_apply_headers(e, &s->h);
+		if (!s->nobody)
+			bp_edits_body(s, e);
+	}
+	note_outcome(s->note, "response_breakpoint", e, why);
+	bp_send(w, s, false, e && bp_needs_length(s));
+	if (w->dead)
+		return;
+	(void)resp_done(w);
+	uint8_t *b = w->sheld;
+	size_t n = w->sheld_len;
+	w->sheld = NULL;
+	w->sheld_len = 0;
+	release_held(w);
+	if (n)
+		h1rw_server(w, b, n);
+	free(b);
+}
+
+void h1rw_release(struct h1rw *w, enum held_phase phase, const struct held_edits *e)
+{
+	if (phase == HELD_REQUEST)
+		release_request(w, e, NULL);
+	else
+		release_response(w, e, NULL);
+}
+
+void h1rw_kill(struct h1rw *w, enum held_phase phase)
+{
+	if (phase == HELD_REQUEST && w->req_held) {
+		struct rwreq *q = w->req_held;
+		w->req_held = NULL;
+		json_object_set_new(q->note, "request_breakpoint", json_string("killed"));
+		queue_push(w, q); /* its note goes to its record, in order */
+	} else if (phase == HELD_RESPONSE && w->resp_held) {
+		w->resp_held = false;
+		json_object_set_new(w->resp.note, "response_breakpoint", json_string("killed"));
+	}
+	w->dead = true;
+}
+
+bool h1rw_holding(const struct h1rw *w, enum held_phase phase)
+{
+	return phase == HELD_REQUEST ? w->req_held != NULL : w->resp_held;
 }
 
 size_t h1rw_backlog(const struct h1rw *w)
@@ -1227,6 +1568,9 @@ void h1rw_free(struct h1rw *w)
 	}
 	if (w->cur_req)
 		rwreq_free(w->cur_req);
+	if (w->req_held)
+		rwreq_free(w->req_held);
+	free(w->sheld);
 	json_decref(w->notes);
 	free(w->held);
 	free(w->upbuf);

@@ -39,6 +39,8 @@
 
 #include <jansson.h>
 
+#include "mitm/held.h"
+
 #define H1RW_DEFAULT_BODY_CAP (4u << 20)
 #define H1RW_MAX_HELD (1u << 20)
 
@@ -64,6 +66,20 @@ struct h1rw_ops {
 	 * the client) or response (RULE_RESPONSE, from the upstream) come at
 	 * most `rate` bytes/s from now on; 0 ends it. NULL: skipped. */
 	void (*throttle)(void *ctx, int phase, uint64_t rate);
+	/* A breakpoint holds a message (docs/rules.md, "Breakpoints"): a
+	 * request once it has all come from the client, before any of it
+	 * goes upstream (the requests behind it wait, in order), or a
+	 * response once it has all come from the server, before any of it
+	 * goes to the client. `info` (stolen) describes it for the registry
+	 * (mitm/held.h). Return 0 and later call h1rw_release or h1rw_kill
+	 * (never from inside); nonzero: not held, it goes on as it is. One
+	 * request and one response at most are held at a time. NULL:
+	 * breakpoints are skipped. */
+	int (*hold)(void *ctx, enum held_phase phase, json_t *info);
+	/* The layer released a held message itself (server bytes over the
+	 * bound while a response was held, or the server closed): forget
+	 * its item. */
+	void (*unhold)(void *ctx, enum held_phase phase, const char *why);
 };
 
 struct h1rw_target {
@@ -99,6 +115,16 @@ void h1rw_resume(struct h1rw *w);
  * 502 saying so and the connection is over (nothing more is written;
  * close it once that answer is out). */
 void h1rw_upstream_failed(struct h1rw *w, const char *why);
+
+/* A held message goes on, as it is (e NULL) or edited: a request's
+ * method, target, headers and body, a response's status, headers and
+ * body (Content-Length follows a new body). */
+void h1rw_release(struct h1rw *w, enum held_phase phase, const struct held_edits *e);
+/* A held message is killed: nothing more is written (end the connection;
+ * its exchange's note says "killed"). */
+void h1rw_kill(struct h1rw *w, enum held_phase phase);
+/* Whether a message of `phase` is held now. */
+bool h1rw_holding(const struct h1rw *w, enum held_phase phase);
 
 /* Client bytes held now (pause the client above H1RW_MAX_HELD / 2). */
 size_t h1rw_backlog(const struct h1rw *w);

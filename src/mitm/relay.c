@@ -46,6 +46,7 @@
 #include "mitm/errpage.h"
 #include "flows/flowlog.h"
 #include "mitm/h1rw.h"
+#include "mitm/held.h"
 #include "mitm/h2obs.h"
 #include "mitm/h2rw.h"
 #include "mitm/http1.h"
@@ -83,6 +84,7 @@ struct relay {
 	uint16_t protected_ports[RELAY_MAX_PROTECTED]; /* our own services on the host */
 	size_t nprotected;
 	struct ruleset *rules; /* interception rules in force; NULL: none */
+	struct held *held;     /* what breakpoints hold (mitm/held.h) */
 };
 
 /* A delay rule's timer: its own allocation, so that it closes apart from
@@ -143,6 +145,7 @@ struct relay_icpt {
 	struct h1rw *rw;     /* rules apply: HTTP/1.1 terminated (mitm/h1rw.h) */
 	struct h2rw *h2rw;   /* rules apply: HTTP/2 terminated (mitm/h2rw.h) */
 	struct relay_delay *delay;
+	uint64_t held_id[2]; /* the registry's items: request, response (0: none) */
 	struct relay_pace *pace;
 	/* A redirect moved the upstream: the dialled one is closed (detached)
 	 * and upc is the server bytes go to now. */
@@ -210,6 +213,7 @@ static void relay_free_now(struct relay *r)
 {
 	if (r->freed && r->tick_closed && r->conns == NULL) {
 		ruleset_unref(r->rules);
+		held_free(r->held);
 		tally_free(r->per_peer);
 		free(r);
 	}
@@ -518,6 +522,13 @@ static void relay_conn_finish(struct relay_conn *c, const char *reason, enum leg
 	r->stats.open--;
 	tally_give(r->per_peer, c->share);
 	c->share = NULL;
+
+	/* What a breakpoint held here is gone with it. */
+	for (size_t i = 0; c->x && i < 2; i++) {
+		if (c->x->held_id[i])
+			held_remove(r->held, c->x->held_id[i], "closed");
+		c->x->held_id[i] = 0;
+	}
 
 	/* Exchanges still open end with the connection. */
 	const char *why = strcmp(reason, "fin") == 0 ? "connection_closed" : reason;
@@ -1404,6 +1415,70 @@ static void rw_delay(void *ctx, uint32_t ms)
 	uv_timer_start(&x->delay->t, rw_delay_fired, ms, 0);
 }
 
+/* ---- rules: breakpoints -------------------------------------------------- */
+
+static enum held_phase rw_held_phase(struct relay_icpt *x, uint64_t id)
+{
+	return x->held_id[0] == id ? HELD_REQUEST : HELD_RESPONSE;
+}
+
+static void rw_held_release(void *ctx, uint64_t id, const struct held_edits *e)
+{
+	struct relay_conn *c = ctx;
+	struct relay_icpt *x = c->x;
+	if (c->finished || !x || !x->rw)
+		return;
+	enum held_phase ph = rw_held_phase(x, id);
+	x->held_id[ph - 1] = 0;
+	h1rw_release(x->rw, ph, e);
+	if (!c->finished && c->connected && h1rw_backlog(x->rw) <= H1RW_MAX_HELD / 2)
+		relay_conn_resume_client(c);
+}
+
+/* A kill resets the connection both ways; the tcp record says so. */
+static void rw_held_kill(void *ctx, uint64_t id)
+{
+	struct relay_conn *c = ctx;
+	struct relay_icpt *x = c->x;
+	if (c->finished || !x || !x->rw)
+		return;
+	enum held_phase ph = rw_held_phase(x, id);
+	x->held_id[ph - 1] = 0;
+	h1rw_kill(x->rw, ph);
+	snprintf(c->flow.error, sizeof(c->flow.error), "killed at a breakpoint (the %s)",
+		 ph == HELD_REQUEST ? "request" : "response");
+	relay_conn_finish(c, "rule:breakpoint_killed", END_RESET_BOTH);
+}
+
+static const struct held_item_ops rw_held_ops = { .release = rw_held_release,
+						  .kill = rw_held_kill };
+
+static int rw_hold(void *ctx, enum held_phase ph, json_t *info)
+{
+	struct relay_conn *c = ctx;
+	struct relay *r = c->relay;
+	if (!r->held || c->finished) {
+		json_decref(info);
+		return -1;
+	}
+	char a[FLOWLOG_ADDR_LEN];
+	json_object_set_new(info, "conn", json_string(c->flow.id));
+	flowlog_format_addr((const struct sockaddr *)&c->flow.client, a);
+	json_object_set_new(info, "client", json_string(a));
+	uint64_t id = held_add(r->held, info, &rw_held_ops, c, uv_now(r->loop));
+	if (!id)
+		return -1;
+	c->x->held_id[ph - 1] = id;
+	return 0;
+}
+
+static void rw_unhold(void *ctx, enum held_phase ph, const char *why)
+{
+	struct relay_conn *c = ctx;
+	held_remove(c->relay->held, c->x->held_id[ph - 1], why);
+	c->x->held_id[ph - 1] = 0;
+}
+
 /* ---- rules: throttles ------------------------------------------------------ */
 
 /* The smallest amount a paced side moves at once: a tenth of a second's
@@ -1599,6 +1674,8 @@ static void relay_conn_rules_start(struct relay_conn *c, const char *scheme, boo
 					   .reset = rw_reset,
 					   .delay = rw_delay,
 					   .retarget = rw_retarget,
+					   .hold = rw_hold,
+					   .unhold = rw_unhold,
 					   .throttle = rw_throttle },
 				  .ctx = c,
 				  .rules = r->rules,
@@ -2434,6 +2511,8 @@ static void relay_on_tick(uv_timer_t *t)
 	for (struct relay_conn *c = r->conns; c; c = c->next)
 		if (!c->finished && c->x && c->x->obs == OBS_HTTP1)
 			http1_obs_tick(c->x->obs_ptr, &now);
+	if (r->held && held_count(r->held))
+		(void)held_expire(r->held, uv_now(r->loop));
 }
 
 static void relay_on_tick_closed(uv_handle_t *h)
@@ -2486,6 +2565,10 @@ struct relay *relay_new(uv_loop_t *loop, const struct relay_config *cfg)
 	for (int v = 0; v < POLICY_VERDICT_COUNT; v++)
 		snprintf(r->refusal[v], sizeof(r->refusal[v]), "policy:%s",
 			 policy_verdict_name((enum policy_verdict)v));
+	/* Without it breakpoints let everything go on (rw_hold). */
+	r->held = held_new(&(struct held_config){ .timeout_ms = cfg->breakpoint_timeout_ms,
+						  .event = cfg->held_event,
+						  .ctx = cfg->held_ctx });
 	return r;
 }
 
@@ -2504,6 +2587,13 @@ void relay_reconfigure(struct relay *r, const struct relay_config *cfg)
 	r->cfg.body_cap = cfg->body_cap;
 	r->cfg.no_intercept = cfg->no_intercept;
 	r->cfg.max_per_peer = cfg->max_per_peer;
+	if (r->held)
+		held_set_timeout(r->held, cfg->breakpoint_timeout_ms);
+}
+
+struct held *relay_held(struct relay *r)
+{
+	return r->held;
 }
 
 void relay_set_rules(struct relay *r, struct ruleset *rs)

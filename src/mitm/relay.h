@@ -86,6 +86,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include <jansson.h>
 #include <uv.h>
 
 #include "mitm/policy.h"
@@ -130,6 +131,13 @@ struct relay_config {
 	 * is reset and recorded with end_reason "limit:peer_connections".
 	 * 0: no cap. */
 	uint32_t max_per_peer;
+	/* Breakpoints (mitm/held.h): a held message is released as it is
+	 * after this long (0: HELD_DEFAULT_TIMEOUT_MS; also taken by
+	 * relay_reconfigure, for items held from then on). held_event gets
+	 * the registry's events (NULL: none). */
+	uint32_t breakpoint_timeout_ms;
+	void (*held_event)(void *ctx, const char *what, const json_t *item);
+	void *held_ctx;
 };
 
 struct relay_stats {
@@ -203,6 +211,11 @@ void relay_set_local_tcp(struct relay *r,
 			 int (*accept)(void *ctx, struct netstack_tcp *conn,
 				       const struct sockaddr *client, const struct sockaddr *dest),
 			 void *ctx);
+
+/* The messages breakpoints hold now (mitm/held.h): list, release, kill.
+ * Timeouts run on the relay's 1 s tick. */
+struct held;
+struct held *relay_held(struct relay *r);
 
 void relay_get_stats(const struct relay *r, struct relay_stats *out);
 

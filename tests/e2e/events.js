@@ -1,7 +1,7 @@
 // Live events of the control API: subscribes with a filter and prints each
-// event of TYPE ("flow", or "flow_start") as its URL (or host) as it
-// arrives, one a line, until N of them or the time is up; first prints
-// "subscribed" once the server confirmed.
+// event of TYPE ("flow", "flow_start" or "held") as its URL (or host; for
+// "held", EVENT PHASE URL) as it arrives, one a line, until N of them or
+// the time is up; first prints "subscribed" once the server confirmed.
 //   node events.js URL TOKEN N SECONDS [TYPE]
 const WebSocket = require("ws");
 const [url, token, n, secs, type = "flow"] = process.argv.slice(2);
@@ -19,7 +19,7 @@ ws.on("message", (data) => {
     process.exit(1);
   }
   if (m.type !== type) return;
-  console.log(m.flow.url || m.flow.host);
+  console.log(m.flow ? m.flow.url || m.flow.host : `${m.event} ${m.item.phase} ${m.item.url}`);
   if (++seen >= Number(n)) {
     clearTimeout(timer);
     ws.close();

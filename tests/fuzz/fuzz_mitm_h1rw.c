@@ -4,13 +4,17 @@
  * Input: byte 0 picks the rule set; then records of [op][len][len bytes]:
  * op bit 0 says which side speaks (0 the client, 1 the upstream), bit 1
  * ends the upstream's stream after the bytes, bit 2 ends a running delay
- * or retarget first, bit 3 fails a running retarget instead. The caller's duties are kept as relay.c keeps them: the client is
+ * or retarget first, bit 3 fails a running retarget instead; then, for
+ * breakpoints, bit 4 releases a held request and bit 6 a held response
+ * (bit 5: with edits), bit 7 kills what is held. The caller's duties are
+ * kept as relay.c keeps them: the client is
  * not fed while the layer holds more than H1RW_MAX_HELD / 2 of its bytes,
  * and the notes are taken.
  *
  * Invariants beyond "no crash / no sanitizer report": nothing is written
  * after a reset or a failed retarget, a delay or retarget is only asked
- * for while none runs, a retarget names an http(s) server, the held
+ * for while none runs, a retarget names an http(s) server, nothing is
+ * written after a kill, one request and one response at most are held, the held
  * client bytes stay within H1RW_MAX_HELD plus one chunk, and what goes to
  * either side is bounded by what came in plus the answers' size. */
 #include <stdint.h>
@@ -59,14 +63,27 @@ static const char *const SETS[] = {
 	"{\"id\":\"d\",\"conditions\":{\"path_pattern\":\"^/d\"},\"actions\":["
 	"{\"type\":\"delay\",\"ms\":3},"
 	"{\"type\":\"redirect\",\"host\":\"other.test\",\"port\":9443}]}]",
+	/* breakpoints: requests on one path, responses on another, a header edit */
+	"[{\"id\":\"q\",\"conditions\":{\"path_pattern\":\"^/h\"}},"
+	"{\"id\":\"s\",\"direction\":\"response\",\"conditions\":{\"path_pattern\":\"^/[hs]\"}},"
+	"{\"id\":\"e\",\"direction\":\"both\",\"actions\":["
+	"{\"type\":\"set_header\",\"name\":\"X-A\",\"value\":\"1\"},"
+	"{\"type\":\"replace_body\",\"regex\":\"a\",\"replacement\":\"b\"}]}]",
 };
+/* The edits a release with edits makes, for each phase. */
+static const char EDITS_REQ[] = "{\"method\":\"PUT\",\"path\":\"/x?y\",\"headers\":[[\"A\",\"1\"],"
+				"[\"Transfer-Encoding\",\"chunked\"]],\"body\":\"edited\"}";
+static const char EDITS_RESP[] = "{\"status\":299,\"remove_headers\":[\"Content-Length\"],"
+				 "\"set_headers\":{\"X-B\":\"2\"},\"body\":\"\"}";
+static struct held_edits edits_req, edits_resp;
 #define NSETS (sizeof(SETS) / sizeof(SETS[0]))
 
 static struct ruleset *sets[NSETS];
 
 struct sink {
 	struct h1rw *w;
-	bool reset, delaying, failed;
+	bool reset, delaying, failed, killed;
+	bool held[2];
 	uint64_t up, cl;
 };
 
@@ -74,7 +91,7 @@ static void to_upstream(void *ctx, const uint8_t *p, size_t n)
 {
 	struct sink *s = ctx;
 	(void)p;
-	if (s->reset || s->failed)
+	if (s->reset || s->failed || s->killed)
 		__builtin_trap();
 	s->up += n;
 }
@@ -83,7 +100,7 @@ static void to_client(void *ctx, const uint8_t *p, size_t n)
 {
 	struct sink *s = ctx;
 	(void)p;
-	if (s->reset || s->failed)
+	if (s->reset || s->failed || s->killed)
 		__builtin_trap();
 	s->cl += n;
 }
@@ -115,6 +132,24 @@ static void on_retarget(void *ctx, const struct h1rw_target *t)
 	s->delaying = true;
 }
 
+static int on_hold(void *ctx, enum held_phase ph, json_t *info)
+{
+	struct sink *s = ctx;
+	if (s->held[ph - 1] || !json_is_object(info) || !json_object_get(info, "url"))
+		__builtin_trap();
+	json_decref(info);
+	s->held[ph - 1] = true;
+	return 0;
+}
+
+static void on_unhold(void *ctx, enum held_phase ph, const char *why)
+{
+	struct sink *s = ctx;
+	if (!s->held[ph - 1] || !why)
+		__builtin_trap();
+	s->held[ph - 1] = false;
+}
+
 static void drain_notes(struct h1rw *w)
 {
 	json_t *n;
@@ -138,6 +173,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				abort();
 			}
 		}
+		char why[256];
+		json_t *a = json_loads(EDITS_REQ, 0, NULL), *b = json_loads(EDITS_RESP, 0, NULL);
+		if (held_edits_parse(a, HELD_REQUEST, &edits_req, why, sizeof(why)) < 0 ||
+		    held_edits_parse(b, HELD_RESPONSE, &edits_resp, why, sizeof(why)) < 0) {
+			fprintf(stderr, "edits: %s\n", why);
+			abort();
+		}
+		json_decref(a);
+		json_decref(b);
 	}
 	struct sink s = { 0 };
 	struct h1rw_config cfg = {
@@ -145,7 +189,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			 .to_client = to_client,
 			 .reset = on_reset,
 			 .delay = on_delay,
-			 .retarget = on_retarget },
+			 .retarget = on_retarget,
+			 .hold = on_hold,
+			 .unhold = on_unhold },
 		.ctx = &s,
 		.rules = sets[data[0] % NSETS],
 		.peer = "phone",
@@ -176,6 +222,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		if (s.reset || s.failed)
 			break;
+		if ((op & 16) && s.held[0]) {
+			s.held[0] = false;
+			h1rw_release(w, HELD_REQUEST, (op & 32) ? &edits_req : NULL);
+		}
+		if ((op & 64) && s.held[1] && !s.reset) {
+			s.held[1] = false;
+			h1rw_release(w, HELD_RESPONSE, (op & 32) ? &edits_resp : NULL);
+		}
+		if ((op & 128) && (s.held[0] || s.held[1]) && !s.reset) {
+			h1rw_kill(w, s.held[0] ? HELD_REQUEST : HELD_RESPONSE);
+			s.killed = true;
+		}
+		if (s.reset || s.killed)
+			break;
 		if (op & 1) {
 			in_cl += len;
 			h1rw_server(w, data + i, len);
@@ -190,10 +250,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		i += len;
 		drain_notes(w);
 	}
-	while (s.delaying && !s.reset && !s.failed) {
+	while (s.delaying && !s.reset && !s.failed && !s.killed) {
 		s.delaying = false;
 		h1rw_resume(w);
 	}
+	if (s.held[0] && !s.reset && !s.killed)
+		h1rw_release(w, HELD_REQUEST, NULL);
+	if (s.held[1] && !s.reset && !s.killed)
+		h1rw_release(w, HELD_RESPONSE, NULL);
 	drain_notes(w);
 	/* Heads are written again and answers added, but nothing grows
 	 * without bound: a generous multiple of what came in. */
