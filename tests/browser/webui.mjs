@@ -404,6 +404,12 @@ async function run() {
   // certificate, its host is listed, and one click passes it through.
   const pinned = `pinned.test:${tlsPort}:${TLS_HOST.split(":").slice(2).join(":")}`;
   await curl(["--resolve", pinned, `https://pinned.test:${tlsPort}/tls.txt`]).then(() => die("curl accepted wgmitm's certificate without its CA"), () => {});
+  // The page lists what the store holds when it loads: wait for the record
+  // (written when the connection ends, then stored) before loading it.
+  await page.waitForFunction(async () => {
+    const l = (await (await fetch("/api/flows?filter=" + encodeURIComponent("~tcp & ~d ^pinned\\.test$"))).json()).flows;
+    return l.length >= 1;
+  }, { polling: 250 });
   await page.reload();
   await page.waitForSelector(".rejected tr[data-host='pinned.test'] .pass-btn");
   await page.screenshot({ path: `${OUT}/rejected.png` });
