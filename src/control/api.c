@@ -372,12 +372,13 @@ static void h_rule_add(struct httpd_req *req, struct httpd_resp *resp, void *arg
 	json_t *old = id ? rule_find(a, id) : NULL;
 	if (old) {
 		const char *src = json_string_value(json_object_get(old, "source"));
-		json_decref(old);
-		json_decref(rule);
+		/* id and src point into the objects: answer before they go. */
 		httpd_reply_error(resp, 409,
 				  "id: a rule has the id \"%s\" already (source %s); PATCH it or "
 				  "pick another id",
 				  id, src ? src : "?");
+		json_decref(old);
+		json_decref(rule);
 		return;
 	}
 	if (!rule_ok(a, resp, rule) || !rules_edit(a, resp, json_pack("{s:[O]}", "add", rule))) {
