@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "mitm/h1rw.h"
+#include "mitm/http1.h"
 #include "mitm/rules.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -254,10 +255,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		s.delaying = false;
 		h1rw_resume(w);
 	}
-	if (s.held[0] && !s.reset && !s.killed)
-		h1rw_release(w, HELD_REQUEST, NULL);
-	if (s.held[1] && !s.reset && !s.killed)
-		h1rw_release(w, HELD_RESPONSE, NULL);
+	/* Released as the API would: the item leaves the registry first, and
+	 * a request pipelined behind may be held next (bounded: each release
+	 * takes a whole message from what was held). */
+	for (int round = 0; round < 2 * HTTP1_MAX_PENDING && !s.reset && !s.killed; round++) {
+		int ph = s.held[0] ? 0 : s.held[1] ? 1 : -1;
+		if (ph < 0)
+			break;
+		s.held[ph] = false;
+		h1rw_release(w, ph == 0 ? HELD_REQUEST : HELD_RESPONSE, NULL);
+	}
 	drain_notes(w);
 	/* Heads are written again and answers added, but nothing grows
 	 * without bound: a generous multiple of what came in. */
