@@ -290,36 +290,13 @@ static void write_head(struct h1rw *w, bool up, const char *line, const struct h
 	free(b);
 }
 
-static void headers_remove(struct http_headers *h, const char *name)
-{
-	size_t o = 0;
-	for (size_t i = 0; i < h->n; i++) {
-		if (strcasecmp(h->v[i].name, name) == 0) {
-			h->bytes -= h->v[i].name_len + h->v[i].value_len;
-			free(h->v[i].name); /* the value shares its block */
-			continue;
-		}
-		h->v[o++] = h->v[i];
-	}
-	h->n = o;
-}
-
 static void headers_set_length(struct http_headers *h, size_t n)
 {
-	headers_remove(h, "content-length");
-	headers_remove(h, "transfer-encoding");
+	http_headers_remove(h, "content-length");
+	http_headers_remove(h, "transfer-encoding");
 	char v[32];
 	int l = snprintf(v, sizeof(v), "%zu", n);
 	(void)http_headers_add(h, "Content-Length", 14, v, (size_t)l);
-}
-
-static json_t *headers_json(const struct http_headers *h)
-{
-	json_t *a = json_array();
-	for (size_t i = 0; i < h->n; i++)
-		json_array_append_new(a, json_pack("[s%s%]", h->v[i].name, h->v[i].name_len,
-						   h->v[i].value, h->v[i].value_len));
-	return a;
 }
 
 static const char *reason_for(int status)
@@ -358,60 +335,6 @@ static const char *reason_for(int status)
 	       : status < 400 ? "Redirect"
 	       : status < 500 ? "Client Error"
 			      : "Server Error";
-}
-
-/* The note of one exchange: which rules matched, what they did. */
-static void note_matched(json_t *note, const struct rules_plan *plan, const char *phase)
-{
-	json_t *m = json_object_get(note, "matched");
-	if (!m) {
-		m = json_array();
-		json_object_set_new(note, "matched", m);
-	}
-	for (size_t i = 0; i < plan->nmatched; i++) {
-		json_t *id = json_string(plan->matched[i]->id);
-		size_t k;
-		json_t *v;
-		bool seen = false;
-		json_array_foreach(m, k, v) seen |= json_equal(v, id);
-		if (!seen)
-			json_array_append(m, id);
-		json_decref(id);
-	}
-	(void)phase;
-}
-
-static void note_action(json_t *note, const char *what)
-{
-	json_t *a = json_object_get(note, "actions");
-	if (!a) {
-		a = json_array();
-		json_object_set_new(note, "actions", a);
-	}
-	json_array_append_new(a, json_string(what));
-}
-
-static const char *kind_name(enum rule_action_kind k)
-{
-	static const char *const n[] = { "set_header",   "add_header", "remove_header",
-					 "replace_body", "set_json",   "set_status",
-					 "delay",        "throttle",   "mock",
-					 "block",        "redirect",   "breakpoint" };
-	return (size_t)k < sizeof(n) / sizeof(n[0]) ? n[k] : "?";
-}
-
-static void note_plan_actions(json_t *note, const struct rules_plan *plan, enum rule_dir phase,
-			      const char *side)
-{
-	char b[96];
-	for (size_t i = 0; i < plan->ntransforms; i++) {
-		const struct rule_action *a = plan->transforms[i];
-		if (!(a->on & phase))
-			continue;
-		snprintf(b, sizeof(b), "%s:%s%s%s", side, kind_name(a->kind), a->name ? " " : "",
-			 a->name ? a->name : "");
-		note_action(note, b);
-	}
 }
 
 /* ---- the request side ----------------------------------------------------- */
@@ -575,8 +498,8 @@ static int redirect(struct h1rw *w, struct side *s, struct rwreq *q, const struc
 	uint16_t port;
 	if (rules_redirect_target(a, w->cfg.scheme, q->authority, q->path, scheme, sizeof(scheme),
 				  host, sizeof(host), &port, path, sizeof(path)) < 0) {
-		note_action(q->note, "request:redirect skipped (the new URL is not a usable "
-				     "http(s) URL)");
+		rules_note_action(q->note, "request:redirect skipped (the new URL is not a usable "
+					   "http(s) URL)");
 		return -1;
 	}
 	const char *colon =
@@ -586,7 +509,8 @@ static int redirect(struct h1rw *w, struct side *s, struct rwreq *q, const struc
 	bool same = strcmp(scheme, w->cfg.scheme) == 0 && strcasecmp(host, q->host) == 0 &&
 		    port == oport;
 	if (!same && !w->cfg.ops.retarget) {
-		note_action(q->note, "request:redirect skipped (no other server on this path)");
+		rules_note_action(q->note,
+				  "request:redirect skipped (no other server on this path)");
 		return -1;
 	}
 	char hv[300];
@@ -600,13 +524,13 @@ static int redirect(struct h1rw *w, struct side *s, struct rwreq *q, const struc
 	free(s->start);
 	s->start = np;
 	s->start_len = strlen(np);
-	headers_remove(&s->h, "host");
+	http_headers_remove(&s->h, "host");
 	(void)http_headers_add(&s->h, "Host", 4, hv, (size_t)hl);
 	char url[8600];
 	snprintf(url, sizeof(url), "%s://%s%s", scheme, hv, path);
 	json_object_set_new(q->note, "redirected_to", json_string(url));
 	json_object_set_new(q->note, "redirected_by", json_string(r->id));
-	note_action(q->note, "request:redirect");
+	rules_note_action(q->note, "request:redirect");
 	if (same)
 		return w->last && !retarget_mark(w, NULL, q) ? -1 : 0;
 	struct h1rw_target t = { .port = port };
@@ -654,16 +578,15 @@ static int req_headers_complete(llhttp_t *p)
 	s->planned = true;
 	json_t *orig_headers = NULL;
 	if (any) {
-		note_matched(q->note, &s->plan, "request");
-		note_plan_actions(q->note, &s->plan, RULE_REQUEST, "request");
-		orig_headers = headers_json(&s->h);
+		rules_note_plan(q->note, &s->plan, RULE_REQUEST, "request");
+		orig_headers = http_headers_json(&s->h);
 		(void)rules_apply_headers(&s->plan, RULE_REQUEST, &s->h);
 	}
 	const struct rule_action *t = s->plan.terminal;
 	if (t && (t->kind == RA_MOCK || t->kind == RA_BLOCK)) {
 		char b[96];
-		snprintf(b, sizeof(b), "request:%s", kind_name(t->kind));
-		note_action(q->note, b);
+		snprintf(b, sizeof(b), "request:%s", rules_action_name(t->kind));
+		rules_note_action(q->note, b);
 		json_object_set_new(q->note, t->kind == RA_MOCK ? "mocked_by" : "blocked_by",
 				    json_string(s->plan.terminal_rule->id));
 		w->answer = t;
@@ -687,14 +610,14 @@ static int req_headers_complete(llhttp_t *p)
 	} else if (t && t->kind == RA_BREAKPOINT && w->cfg.ops.hold) {
 		/* Held once it is all in: the head waits, the body is kept. */
 		s->bp = true;
-		note_action(q->note, "request:breakpoint");
+		rules_note_action(q->note, "request:breakpoint");
 		json_object_set_new(q->note, "request_breakpoint_by",
 				    json_string(s->plan.terminal_rule->id));
 	} else if (t) {
 		char b[96];
 		snprintf(b, sizeof(b), "request:%s skipped (not supported on HTTP/1.1 yet)",
-			 kind_name(t->kind));
-		note_action(q->note, b);
+			 rules_action_name(t->kind));
+		rules_note_action(q->note, b);
 	}
 	if (!redirected && w->last && !retarget_mark(w, NULL, q))
 		return HPE_USER; /* back to the dialled server */
@@ -708,14 +631,14 @@ static int req_headers_complete(llhttp_t *p)
 		const struct http_header *ce = http_headers_find(&s->h, "content-encoding");
 		if (ce && strcasecmp(ce->value, "identity") != 0) {
 			s->encoded = true;
-			note_action(q->note, "request body edit skipped: Content-Encoding");
+			rules_note_action(q->note, "request body edit skipped: Content-Encoding");
 		} else {
 			s->keep = true;
 		}
 	}
 	if (any) {
 		json_object_set_new(q->note, "request_original_headers", orig_headers);
-		json_object_set_new(q->note, "request_headers_upstream", headers_json(&s->h));
+		json_object_set_new(q->note, "request_headers_upstream", http_headers_json(&s->h));
 	}
 	uint32_t delay = 0;
 	for (size_t i = 0; i < s->plan.ntransforms; i++)
@@ -757,7 +680,7 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
 			snprintf(b, sizeof(b), "%s %s skipped: larger than %zu bytes",
 				 up ? "request" : "response", s->bp ? "breakpoint" : "body edit",
 				 w->cfg.body_cap);
-			note_action(note, b);
+			rules_note_action(note, b);
 		}
 		s->bp = false;
 		if (up)
@@ -800,7 +723,7 @@ static void flush_kept(struct h1rw *w, struct side *s, enum rule_dir phase, json
 		snprintf(b, sizeof(b), "%s body edit skipped: %s",
 			 phase == RULE_REQUEST ? "request" : "response",
 			 rc == -E2BIG ? "the result is over the cap" : "no memory");
-		note_action(note, b);
+		rules_note_action(note, b);
 	}
 	const uint8_t *body = nb ? nb : s->buf;
 	size_t len = nb ? nl : s->len;
@@ -903,7 +826,7 @@ static json_t *bp_info(struct h1rw *w, struct side *s, const struct rwreq *q, en
 			      phase == HELD_REQUEST ? "request" : "response", "proto", "http/1.1",
 			      "method", method, "url", url, "rule",
 			      s->plan.terminal_rule ? s->plan.terminal_rule->id : "", "headers",
-			      headers_json(&s->h), "body",
+			      http_headers_json(&s->h), "body",
 			      http_body_json(s->buf, pv, s->len, pv < s->len), "nobody", s->nobody);
 	free(url);
 	if (o && phase == HELD_RESPONSE)
@@ -1063,11 +986,10 @@ static int resp_headers_complete(llhttp_t *p)
 				       .resp_headers = &s->h };
 		s->note = json_incref(q->note);
 		if (rules_plan_for(w->cfg.rules, RULE_RESPONSE, &m, &s->plan)) {
-			note_matched(s->note, &s->plan, "response");
-			note_plan_actions(s->note, &s->plan, RULE_RESPONSE, "response");
+			rules_note_plan(s->note, &s->plan, RULE_RESPONSE, "response");
 			json_object_set_new(s->note, "response_original",
 					    json_pack("{s:i,s:o}", "status", status, "headers",
-						      headers_json(&s->h)));
+						      http_headers_json(&s->h)));
 			(void)rules_apply_headers(&s->plan, RULE_RESPONSE, &s->h);
 			for (size_t i = 0; i < s->plan.ntransforms; i++) {
 				const struct rule_action *a = s->plan.transforms[i];
@@ -1081,22 +1003,22 @@ static int resp_headers_complete(llhttp_t *p)
 			if (t && t->kind == RA_BREAKPOINT && w->cfg.ops.hold && ret != 2) {
 				s->bp = true;
 				s->nobody = ret == 1;
-				note_action(s->note, "response:breakpoint");
+				rules_note_action(s->note, "response:breakpoint");
 				json_object_set_new(s->note, "response_breakpoint_by",
 						    json_string(s->plan.terminal_rule->id));
 			} else if (t) {
 				char b[96];
 				snprintf(b, sizeof(b),
 					 "response:%s skipped (not supported on HTTP/1.1 yet)",
-					 kind_name(t->kind));
-				note_action(s->note, b);
+					 rules_action_name(t->kind));
+				rules_note_action(s->note, b);
 			}
 			const struct http_header *ce = http_headers_find(&s->h, "content-encoding");
 			if (s->keep && ce && strcasecmp(ce->value, "identity") != 0) {
 				s->keep = false;
 				s->encoded = true;
-				note_action(s->note,
-					    "response body edit skipped: Content-Encoding");
+				rules_note_action(s->note,
+						  "response body edit skipped: Content-Encoding");
 			}
 			if (s->bp && ret == 0)
 				s->keep = true; /* the whole body, whatever its encoding */
@@ -1403,7 +1325,7 @@ static void release_request(struct h1rw *w, const struct held_edits *e, const ch
 		json_object_set_new(q->note, "request_held",
 				    json_pack("{s:s,s:s,s:o}", "method", m, "path",
 					      s->start ? s->start : "/", "headers",
-					      headers_json(&s->h)));
+					      http_headers_json(&s->h)));
 		if (e->method[0]) {
 			snprintf(s->method, sizeof(s->method), "%s", e->method);
 			char *nm = strdup(e->method);
@@ -1428,7 +1350,7 @@ static void release_request(struct h1rw *w, const struct held_edits *e, const ch
 		}
 		(void)held_edits_apply_headers(e, &s->h);
 		bp_edits_body(s, e);
-		json_object_set_new(q->note, "request_headers_upstream", headers_json(&s->h));
+		json_object_set_new(q->note, "request_headers_upstream", http_headers_json(&s->h));
 		if (e->has_body)
 			json_object_set_new(q->note, "request_body_upstream",
 					    http_body_json(s->buf, s->len, s->len, false));
@@ -1460,7 +1382,7 @@ static void release_response(struct h1rw *w, const struct held_edits *e, const c
 	if (e) {
 		json_object_set_new(s->note, "response_held",
 				    json_pack("{s:i,s:o}", "status", s->status, "headers",
-					      headers_json(&s->h)));
+					      http_headers_json(&s->h)));
 		if (e->status)
 			s->status = e->status;
 		(void)held_edits_apply_headers(e, &s->h);

@@ -183,82 +183,12 @@ static void half_free(struct half *h)
 	free(h->buf);
 }
 
-static void headers_remove(struct http_headers *h, const char *name)
-{
-	size_t o = 0;
-	for (size_t i = 0; i < h->n; i++) {
-		if (strcasecmp(h->v[i].name, name) == 0) {
-			h->bytes -= h->v[i].name_len + h->v[i].value_len;
-			free(h->v[i].name); /* the value shares its block */
-			continue;
-		}
-		h->v[o++] = h->v[i];
-	}
-	h->n = o;
-}
-
 static void headers_set_length(struct http_headers *h, size_t n)
 {
-	headers_remove(h, "content-length");
+	http_headers_remove(h, "content-length");
 	char v[32];
 	int l = snprintf(v, sizeof(v), "%zu", n);
 	(void)http_headers_add(h, "content-length", 14, v, (size_t)l);
-}
-
-static json_t *headers_json(const struct http_headers *h)
-{
-	json_t *a = json_array();
-	for (size_t i = 0; i < h->n; i++)
-		json_array_append_new(a, json_pack("[s%s%]", h->v[i].name, h->v[i].name_len,
-						   h->v[i].value, h->v[i].value_len));
-	return a;
-}
-
-static const char *kind_name(enum rule_action_kind k)
-{
-	static const char *const n[] = { "set_header",   "add_header", "remove_header",
-					 "replace_body", "set_json",   "set_status",
-					 "delay",        "throttle",   "mock",
-					 "block",        "redirect",   "breakpoint" };
-	return (size_t)k < sizeof(n) / sizeof(n[0]) ? n[k] : "?";
-}
-
-static void note_action(json_t *note, const char *what)
-{
-	json_t *a = json_object_get(note, "actions");
-	if (!a) {
-		a = json_array();
-		json_object_set_new(note, "actions", a);
-	}
-	json_array_append_new(a, json_string(what));
-}
-
-static void note_plan(json_t *note, const struct rules_plan *plan, enum rule_dir phase,
-		      const char *side)
-{
-	json_t *m = json_object_get(note, "matched");
-	if (!m) {
-		m = json_array();
-		json_object_set_new(note, "matched", m);
-	}
-	for (size_t i = 0; i < plan->nmatched; i++) {
-		bool seen = false;
-		size_t k;
-		json_t *v;
-		json_array_foreach(m, k, v) seen |=
-			strcmp(json_string_value(v), plan->matched[i]->id) == 0;
-		if (!seen)
-			json_array_append_new(m, json_string(plan->matched[i]->id));
-	}
-	char b[96];
-	for (size_t i = 0; i < plan->ntransforms; i++) {
-		const struct rule_action *a = plan->transforms[i];
-		if (!(a->on & phase))
-			continue;
-		snprintf(b, sizeof(b), "%s:%s%s%s", side, kind_name(a->kind), a->name ? " " : "",
-			 a->name ? a->name : "");
-		note_action(note, b);
-	}
 }
 
 static bool plan_edits_body(const struct rules_plan *plan, enum rule_dir phase)
@@ -523,7 +453,7 @@ static void open_upstream(struct h2s *s)
 	nva_free(&nv);
 	if (id < 0) {
 		/* After the upstream's GOAWAY: the client may try again elsewhere. */
-		note_action(s->note, "upstream stream refused");
+		rules_note_action(s->note, "upstream stream refused");
 		rst_client(s, NGHTTP2_REFUSED_STREAM);
 		half_drop(s, P_REQ);
 		return;
@@ -550,7 +480,7 @@ static void flush_kept(struct h2s *s, enum phase ph)
 			 rc == -E2BIG    ? "the result is over the cap"
 			 : rc == -EPROTO ? "Content-Encoding"
 					 : "no memory");
-		note_action(s->note, b);
+		rules_note_action(s->note, b);
 		return;
 	}
 	if (!nb)
@@ -558,7 +488,7 @@ static void flush_kept(struct h2s *s, enum phase ph)
 	if (w->kept - half_size(h) + nl > H2RW_MAX_KEPT) {
 		snprintf(b, sizeof(b),
 			 "%s body edit skipped: the connection keeps too much already", side);
-		note_action(s->note, b);
+		rules_note_action(s->note, b);
 		free(nb);
 		return;
 	}
@@ -568,7 +498,7 @@ static void flush_kept(struct h2s *s, enum phase ph)
 					: http_body_json(cur, half_size(h), half_size(h), false));
 	half_drop(s, ph);
 	if (half_append(s, h, nb, nl, true) < 0)
-		note_action(s->note, "body edit skipped: no memory");
+		rules_note_action(s->note, "body edit skipped: no memory");
 	free(nb);
 	headers_set_length(&h->h, half_size(h));
 	h->edited = true;
@@ -637,8 +567,8 @@ static void request_head(struct h2s *s)
 		continue_req(s);
 		return;
 	}
-	note_plan(s->note, &h->plan, RULE_REQUEST, "request");
-	json_t *orig = headers_json(&h->h);
+	rules_note_plan(s->note, &h->plan, RULE_REQUEST, "request");
+	json_t *orig = http_headers_json(&h->h);
 	(void)rules_apply_headers(&h->plan, RULE_REQUEST, &h->h);
 	const struct http_header *nh = http_headers_find(&h->h, "host");
 	if (nh && strcmp(nh->value, s->authority) != 0) {
@@ -653,8 +583,8 @@ static void request_head(struct h2s *s)
 	const struct rule_action *t = h->plan.terminal;
 	if (t && (t->kind == RA_MOCK || t->kind == RA_BLOCK)) {
 		char b[96];
-		snprintf(b, sizeof(b), "request:%s", kind_name(t->kind));
-		note_action(s->note, b);
+		snprintf(b, sizeof(b), "request:%s", rules_action_name(t->kind));
+		rules_note_action(s->note, b);
 		json_object_set_new(s->note, t->kind == RA_MOCK ? "mocked_by" : "blocked_by",
 				    json_string(h->plan.terminal_rule->id));
 		s->local = true;
@@ -664,17 +594,18 @@ static void request_head(struct h2s *s)
 		if (t) {
 			char b[96];
 			snprintf(b, sizeof(b), "request:%s skipped (not supported on HTTP/2 yet)",
-				 kind_name(t->kind));
-			note_action(s->note, b);
+				 rules_action_name(t->kind));
+			rules_note_action(s->note, b);
 		}
 		if (plan_edits_body(&h->plan, RULE_REQUEST)) {
 			const struct http_header *ce = http_headers_find(&h->h, "content-encoding");
 			if (ce && strcasecmp(ce->value, "identity") != 0)
-				note_action(s->note, "request body edit skipped: Content-Encoding");
+				rules_note_action(s->note,
+						  "request body edit skipped: Content-Encoding");
 			else
 				h->keep = true;
 		}
-		json_t *up = headers_json(&h->h);
+		json_t *up = http_headers_json(&h->h);
 		if (!s->had_host) {
 			/* What goes upstream: :authority, not Host. */
 			size_t k;
@@ -753,10 +684,10 @@ static void response_head(struct h2s *s)
 			       .status = s->status,
 			       .resp_headers = &h->h };
 	if (rules_plan_for(w->cfg.rules, RULE_RESPONSE, &m, &h->plan)) {
-		note_plan(s->note, &h->plan, RULE_RESPONSE, "response");
+		rules_note_plan(s->note, &h->plan, RULE_RESPONSE, "response");
 		json_object_set_new(s->note, "response_original",
 				    json_pack("{s:i,s:o}", "status", s->status, "headers",
-					      headers_json(&h->h)));
+					      http_headers_json(&h->h)));
 		(void)rules_apply_headers(&h->plan, RULE_RESPONSE, &h->h);
 		for (size_t i = 0; i < h->plan.ntransforms; i++) {
 			const struct rule_action *a = h->plan.transforms[i];
@@ -766,14 +697,14 @@ static void response_head(struct h2s *s)
 		if (h->plan.terminal) {
 			char b[96];
 			snprintf(b, sizeof(b), "response:%s skipped (not supported on HTTP/2 yet)",
-				 kind_name(h->plan.terminal->kind));
-			note_action(s->note, b);
+				 rules_action_name(h->plan.terminal->kind));
+			rules_note_action(s->note, b);
 		}
 		if (plan_edits_body(&h->plan, RULE_RESPONSE) && !h->no_body) {
 			const struct http_header *ce = http_headers_find(&h->h, "content-encoding");
 			if (ce && strcasecmp(ce->value, "identity") != 0)
-				note_action(s->note,
-					    "response body edit skipped: Content-Encoding");
+				rules_note_action(s->note,
+						  "response body edit skipped: Content-Encoding");
 			else
 				h->keep = true;
 		}
@@ -983,7 +914,7 @@ static void keep_over(struct h2s *s, enum phase ph, const char *why)
 	char b[128];
 	snprintf(b, sizeof(b), "%s body edit skipped: %s", ph == P_REQ ? "request" : "response",
 		 why);
-	note_action(s->note, b);
+	rules_note_action(s->note, b);
 	h->over = true;
 	if (ph == P_REQ)
 		continue_req(s);
@@ -1078,7 +1009,7 @@ static int on_frame_not_send(nghttp2_session *session, const nghttp2_frame *fram
 			return 0; /* open: its close comes */
 		s->up_open = false;
 		half_drop(s, P_REQ);
-		note_action(s->note, "upstream stream refused");
+		rules_note_action(s->note, "upstream stream refused");
 		rst_client(s, NGHTTP2_REFUSED_STREAM);
 		if (!s->cl_open)
 			stream_free(s);

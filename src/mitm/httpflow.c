@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <sodium.h>
 
@@ -338,7 +339,21 @@ static json_t *header_string(const char *s, size_t n)
 	return j;
 }
 
-static json_t *headers_json(const struct http_headers *h)
+void http_headers_remove(struct http_headers *h, const char *name)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < h->n; i++) {
+		if (strcasecmp(h->v[i].name, name) == 0) {
+			h->bytes -= h->v[i].name_len + h->v[i].value_len;
+			free(h->v[i].name); /* the value shares its block */
+			continue;
+		}
+		h->v[o++] = h->v[i];
+	}
+	h->n = o;
+}
+
+json_t *http_headers_json(const struct http_headers *h)
 {
 	json_t *a = json_array();
 	if (!a)
@@ -358,9 +373,9 @@ static json_t *headers_json(const struct http_headers *h)
 /* MESSAGE: headers, trailers (when any), headers_truncated (when so), body. */
 static int message_json(const struct http_message *m, json_t *o)
 {
-	int rc = json_object_set_new(o, "headers", headers_json(&m->headers));
+	int rc = json_object_set_new(o, "headers", http_headers_json(&m->headers));
 	if (m->trailers.n || m->trailers.truncated)
-		rc |= json_object_set_new(o, "trailers", headers_json(&m->trailers));
+		rc |= json_object_set_new(o, "trailers", http_headers_json(&m->trailers));
 	if (m->headers.truncated || m->trailers.truncated)
 		rc |= json_object_set_new(o, "headers_truncated", json_true());
 	const struct http_body *b = &m->body;

@@ -41,6 +41,11 @@ int http_headers_add(struct http_headers *h, const char *name, size_t name_len, 
 /* The first value of `name` (ASCII case-insensitive), or NULL. */
 const struct http_header *http_headers_find(const struct http_headers *h, const char *name);
 void http_headers_free(struct http_headers *h);
+/* Removes every header called `name` (any case). */
+void http_headers_remove(struct http_headers *h, const char *name);
+/* [[name, value], ...] as the records write them (bytes that are not
+ * UTF-8 escaped); NULL when out of memory. */
+json_t *http_headers_json(const struct http_headers *h);
 
 /* A body as recorded: the first `cap` bytes, and how many there were. */
 struct http_body {

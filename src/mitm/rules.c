@@ -1225,15 +1225,6 @@ bool ruleset_may_apply(const struct ruleset *rs, const char *peer, const char *h
 	return false;
 }
 
-static json_t *headers_json(const struct http_headers *h)
-{
-	json_t *a = json_array();
-	for (size_t i = 0; h && i < h->n; i++)
-		json_array_append_new(a, json_pack("[s%s%]", h->v[i].name, h->v[i].name_len,
-						   h->v[i].value, h->v[i].value_len));
-	return a;
-}
-
 static const char *header_value(const struct http_headers *h, const char *name)
 {
 	const struct http_header *x = h ? http_headers_find(h, name) : NULL;
@@ -1277,11 +1268,11 @@ static const struct flow_fields *match_fields(struct match_ctx *c)
 	c->ff.url = c->url;
 	c->ff.status = m->status;
 	c->ff.has_response = m->status != 0;
-	c->req_h = headers_json(m->req_headers);
+	c->req_h = m->req_headers ? http_headers_json(m->req_headers) : json_array();
 	c->ff.req_headers = c->req_h;
 	c->ff.req_ctype = header_value(m->req_headers, "content-type");
 	if (m->resp_headers) {
-		c->resp_h = headers_json(m->resp_headers);
+		c->resp_h = http_headers_json(m->resp_headers);
 		c->ff.resp_headers = c->resp_h;
 		c->ff.resp_ctype = header_value(m->resp_headers, "content-type");
 	}
@@ -1354,20 +1345,6 @@ bool rules_plan_for(const struct ruleset *rs, enum rule_dir phase, const struct 
 
 /* ---- edits ---------------------------------------------------------------- */
 
-static void header_remove(struct http_headers *h, const char *name)
-{
-	size_t o = 0;
-	for (size_t i = 0; i < h->n; i++) {
-		if (strcasecmp(h->v[i].name, name) == 0) {
-			h->bytes -= h->v[i].name_len + h->v[i].value_len;
-			free(h->v[i].name); /* the value shares its block */
-			continue;
-		}
-		h->v[o++] = h->v[i];
-	}
-	h->n = o;
-}
-
 int rules_apply_headers(const struct rules_plan *plan, enum rule_dir phase, struct http_headers *h)
 {
 	for (size_t i = 0; i < plan->ntransforms; i++) {
@@ -1375,7 +1352,7 @@ int rules_apply_headers(const struct rules_plan *plan, enum rule_dir phase, stru
 		if (!(a->on & phase))
 			continue;
 		if (a->kind == RA_REMOVE_HEADER || a->kind == RA_SET_HEADER)
-			header_remove(h, a->name);
+			http_headers_remove(h, a->name);
 		if (a->kind == RA_SET_HEADER || a->kind == RA_ADD_HEADER) {
 			int rc = http_headers_add(h, a->name, strlen(a->name), a->value,
 						  strlen(a->value));
@@ -1611,4 +1588,53 @@ int rules_redirect_target(const struct rule_action *a, const char *scheme, const
 		snprintf(out_path, pathlen, "%s", a->rpath);
 	}
 	return 0;
+}
+
+/* ---- notes for the records ------------------------------------------------ */
+
+const char *rules_action_name(enum rule_action_kind k)
+{
+	static const char *const n[] = { "set_header",   "add_header", "remove_header",
+					 "replace_body", "set_json",   "set_status",
+					 "delay",        "throttle",   "mock",
+					 "block",        "redirect",   "breakpoint" };
+	return (size_t)k < sizeof(n) / sizeof(n[0]) ? n[k] : "?";
+}
+
+void rules_note_action(json_t *note, const char *what)
+{
+	json_t *a = json_object_get(note, "actions");
+	if (!a) {
+		a = json_array();
+		json_object_set_new(note, "actions", a);
+	}
+	json_array_append_new(a, json_string(what));
+}
+
+void rules_note_plan(json_t *note, const struct rules_plan *plan, enum rule_dir phase,
+		     const char *side)
+{
+	json_t *m = json_object_get(note, "matched");
+	if (!m) {
+		m = json_array();
+		json_object_set_new(note, "matched", m);
+	}
+	for (size_t i = 0; i < plan->nmatched; i++) {
+		bool seen = false;
+		size_t k;
+		json_t *v;
+		json_array_foreach(m, k, v) seen |=
+			strcmp(json_string_value(v), plan->matched[i]->id) == 0;
+		if (!seen)
+			json_array_append_new(m, json_string(plan->matched[i]->id));
+	}
+	char b[96];
+	for (size_t i = 0; i < plan->ntransforms; i++) {
+		const struct rule_action *a = plan->transforms[i];
+		if (!(a->on & phase))
+			continue;
+		snprintf(b, sizeof(b), "%s:%s%s%s", side, rules_action_name(a->kind),
+			 a->name ? " " : "", a->name ? a->name : "");
+		rules_note_action(note, b);
+	}
 }

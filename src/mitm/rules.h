@@ -221,6 +221,14 @@ int rules_redirect_target(const struct rule_action *a, const char *scheme, const
 			  const char *path, char *out_scheme, size_t schemelen, char *out_host,
 			  size_t hostlen, uint16_t *out_port, char *out_path, size_t pathlen);
 
+/* The "rules" note of an exchange's record (docs/rules.md): the action's
+ * name, one more entry of "actions", and the rules of `plan` that matched
+ * ("matched", each once) with its transforms on `phase` ("SIDE:type name"). */
+const char *rules_action_name(enum rule_action_kind k);
+void rules_note_action(json_t *note, const char *what);
+void rules_note_plan(json_t *note, const struct rules_plan *plan, enum rule_dir phase,
+		     const char *side);
+
 /* The addresses of a DNS override for `name` (no final dot, any case) and
  * `peer`: exact names first, then the longest matching wildcard. NULL:
  * none. */
