@@ -17,7 +17,8 @@ if [ -z "${E2E_PRIVATE_RUN:-}" ] && [ "$(id -u)" -eq 0 ] && command -v unshare >
     bash "$0" "$@"
 fi
 
-E2E_NAME=$(basename "${BASH_SOURCE[1]}" .sh)
+# A wrapper running another test in a mode of its own names itself.
+E2E_NAME=${E2E_NAME:-$(basename "${BASH_SOURCE[1]}" .sh)}
 WGMITM=${WGMITM:-${WGMITM_BUILD_DIR:-build}/wgmitm}
 E2E_ID=$$
 E2E_TMP=$(mktemp -d "/tmp/wgmitm-e2e-$E2E_NAME.XXXXXX")

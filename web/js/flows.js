@@ -90,7 +90,20 @@ export function flowsView(root, ctx) {
     put(err, e.message || String(e));
   }
 
+  // Each apply is numbered; when the latest is done (list shown or error
+  // shown) the list says so in data-applied, which the browser tests wait
+  // for rather than guessing from rows that may still be the last filter's.
+  let applies = 0;
   async function apply() {
+    const seq = ++applies;
+    try {
+      await applyFilter();
+    } finally {
+      if (seq === applies) scroller.dataset.applied = String(seq);
+    }
+  }
+
+  async function applyFilter() {
     const q = filterOf(input.value, {
       peer: peerSel.value, host: hostIn.value.trim(), status: statusSel.value, type: typeSel.value,
     });
