@@ -633,6 +633,9 @@ static json_t *row_json(const struct store_row *r)
 	json_object_set_new(o, "end_reason",
 			    r->end_reason ? json_string(r->end_reason) : json_null());
 	json_object_set_new(o, "error", r->error ? json_string(r->error) : json_null());
+	json_object_set_new(o, "via", json_string(r->via ? r->via : "wireguard"));
+	json_object_set_new(o, "user", r->user ? json_string(r->user) : json_null());
+	json_object_set_new(o, "replay_of", r->replay_of ? json_string(r->replay_of) : json_null());
 	return o;
 }
 

@@ -183,6 +183,9 @@ int flow_fields_derive(const struct flow_raw *r, struct flow_fields *f)
 	f->end_reason = r->end_reason;
 	f->error = r->error ? r->error : r->tls_error;
 	f->url = r->url;
+	f->via = r->via ? r->via : "wireguard";
+	f->user = r->user;
+	f->replay_of = r->replay_of;
 
 	if (strcmp(f->type, "http") == 0) {
 		f->method = r->method;
@@ -253,6 +256,9 @@ int flow_fields_read(const json_t *r, struct flow_fields *f)
 		.sni = str(r, "sni"),
 		.name = str(r, "name"),
 		.transport = str(r, "transport"),
+		.via = str(r, "via"),
+		.user = str(r, "user"),
+		.replay_of = str(r, "replay_of"),
 		.bytes_up = num(r, "bytes_up"),
 		.bytes_down = num(r, "bytes_down"),
 		.status = num(resp, "status"),
@@ -318,5 +324,8 @@ json_t *flow_summary_json(const struct flow_fields *f)
 	json_object_set_new(o, "websocket", json_boolean(f->websocket));
 	json_object_set_new(o, "end_reason", str_or_null(f->end_reason));
 	json_object_set_new(o, "error", str_or_null(f->error));
+	json_object_set_new(o, "via", str_or_null(f->via));
+	json_object_set_new(o, "user", str_or_null(f->user));
+	json_object_set_new(o, "replay_of", str_or_null(f->replay_of));
 	return o;
 }

@@ -45,6 +45,9 @@ struct flow_fields {
 	const json_t *req_headers, *resp_headers;
 	/* http: BODY objects ({"text"} or {"base64"}, "size", "truncated"). */
 	const json_t *req_body, *resp_body;
+	/* The way in ("wireguard" when the record names none), the user it
+	 * authenticated (NULL: none), and the flow a replay resent (NULL). */
+	const char *via, *user, *replay_of;
 };
 
 /* Reads `record`. -1 when it is not an object or has no string "type"
@@ -60,7 +63,7 @@ int flow_fields_read(const json_t *record, struct flow_fields *out);
 struct flow_raw {
 	const char *type, *id, *peer, *client, *server, *conn, *start, *end;
 	const char *end_reason, *error, *tls_error, *url, *method, *http_version;
-	const char *proto, *sni, *name, *transport;
+	const char *proto, *sni, *name, *transport, *via, *user, *replay_of;
 	int64_t bytes_up, bytes_down, status;
 	bool has_response; /* "response" is an object */
 	bool websocket;    /* "websocket" is true */
@@ -74,7 +77,8 @@ int flow_fields_derive(const struct flow_raw *raw, struct flow_fields *out);
 
 /* The outline of a flow that lists and live events show: id, type, start,
  * duration_ms, peer, method, status, host, url, bytes_up, bytes_down,
- * size, proto, passthrough, tls_rejected, websocket, end_reason, error
+ * size, proto, passthrough, tls_rejected, websocket, end_reason, error,
+ * via, user, replay_of
  * (absent values as null). A new reference. */
 json_t *flow_summary_json(const struct flow_fields *f);
 

@@ -24,7 +24,8 @@ enum flag {
 	FLAG_RESPONSE,
 	FLAG_WEBSOCKET,
 	FLAG_TLS_REJECTED,
-	FLAG_PASSTHROUGH
+	FLAG_PASSTHROUGH,
+	FLAG_REPLAY
 };
 
 /* What a regex test searches; an operator may search several. */
@@ -41,6 +42,9 @@ enum field {
 	FIELD_RESP_HEADERS = 1 << 9,
 	FIELD_REQ_BODY = 1 << 10,
 	FIELD_RESP_BODY = 1 << 11,
+	FIELD_VIA = 1 << 12,
+	FIELD_USER = 1 << 13,
+	FIELD_LAST = FIELD_USER
 };
 #define FIELD_HEADERS (FIELD_REQ_HEADERS | FIELD_RESP_HEADERS)
 #define FIELD_BODIES (FIELD_REQ_BODY | FIELD_RESP_BODY)
@@ -71,6 +75,7 @@ static const struct op OPS[] = {
 	{ "passthrough", T_FLAG, 0, FLAG_PASSTHROUGH, NULL },
 	{ "peer", T_REGEX, FIELD_PEER, 0, NULL },
 	{ "q", T_FLAG, 0, FLAG_NO_RESPONSE, NULL },
+	{ "replay", T_FLAG, 0, FLAG_REPLAY, NULL },
 	{ "s", T_FLAG, 0, FLAG_RESPONSE, NULL },
 	{ "src", T_REGEX, FIELD_CLIENT, 0, NULL },
 	{ "t", T_REGEX, FIELD_REQ_CTYPE | FIELD_RESP_CTYPE, 0, NULL },
@@ -80,6 +85,8 @@ static const struct op OPS[] = {
 	{ "ts", T_REGEX, FIELD_RESP_CTYPE, 0, NULL },
 	{ "u", T_REGEX, FIELD_URL, 0, NULL },
 	{ "udp", T_TYPE, 0, 0, "udp" },
+	{ "user", T_REGEX, FIELD_USER, 0, NULL },
+	{ "via", T_REGEX, FIELD_VIA, 0, NULL },
 	{ "websocket", T_FLAG, 0, FLAG_WEBSOCKET, NULL },
 };
 
@@ -854,6 +861,10 @@ static bool test_field(struct eval *e, const struct node *n, unsigned field)
 		return search_body(e, n, 0);
 	case FIELD_RESP_BODY:
 		return search_body(e, n, 1);
+	case FIELD_VIA:
+		return search_str(e, n, ff->via);
+	case FIELD_USER:
+		return search_str(e, n, ff->user);
 	}
 	return false;
 }
@@ -882,10 +893,12 @@ static bool test(struct eval *e, const struct node *n)
 			return ff->tls_rejected;
 		case FLAG_PASSTHROUGH:
 			return ff->passthrough;
+		case FLAG_REPLAY:
+			return ff->replay_of != NULL;
 		}
 		return false;
 	case T_REGEX:
-		for (unsigned bit = 1; bit <= FIELD_RESP_BODY; bit <<= 1)
+		for (unsigned bit = 1; bit <= FIELD_LAST; bit <<= 1)
 			if ((n->op->fields & bit) && test_field(e, n, bit))
 				return true;
 		return false;
@@ -1285,6 +1298,10 @@ static const char *field_column(unsigned field)
 		return "req_headers";
 	case FIELD_RESP_HEADERS:
 		return "resp_headers";
+	case FIELD_VIA:
+		return "via";
+	case FIELD_USER:
+		return "user";
 	}
 	return NULL;
 }
@@ -1397,7 +1414,9 @@ static void sql_field(struct sqlgen *g, const struct node *n, unsigned field, si
 		putf(g, "flows.host = ?%zu", param_take(g, low));
 		return;
 	}
-	if ((field == FIELD_METHOD || field == FIELD_PEER) && a->exact) {
+	if ((field == FIELD_METHOD || field == FIELD_PEER || field == FIELD_VIA ||
+	     field == FIELD_USER) &&
+	    a->exact) {
 		char *variants = case_variants(a->lit, a->litlen);
 		if (variants) {
 			size_t v = param_take(g, variants);
@@ -1469,6 +1488,7 @@ static void sql_test(struct sqlgen *g, const struct node *n)
 			[FLAG_WEBSOCKET] = "flows.websocket <> 0",
 			[FLAG_TLS_REJECTED] = "flows.tls_rejected <> 0",
 			[FLAG_PASSTHROUGH] = "flows.passthrough <> 0",
+			[FLAG_REPLAY] = "flows.replay_of IS NOT NULL",
 		};
 		put(g, sql[n->op->flag]);
 		return;
@@ -1491,7 +1511,7 @@ static void sql_test(struct sqlgen *g, const struct node *n)
 	if (several)
 		put(g, "(");
 	bool first = true;
-	for (unsigned bit = 1; bit <= FIELD_RESP_BODY; bit <<= 1) {
+	for (unsigned bit = 1; bit <= FIELD_LAST; bit <<= 1) {
 		if (!(fields & bit))
 			continue;
 		if (!first)

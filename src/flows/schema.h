@@ -25,7 +25,7 @@
 #ifndef WGMITM_FLOWS_SCHEMA_H
 #define WGMITM_FLOWS_SCHEMA_H
 
-#define FLOWS_SCHEMA_VERSION 2
+#define FLOWS_SCHEMA_VERSION 3
 
 /* The seq up to which flow_fts has every row, as an SQL expression. */
 #define FLOWS_FTS_SEQ_SQL "(SELECT value FROM meta WHERE key = 'fts_seq')"
@@ -59,6 +59,9 @@
 	" has_response INTEGER NOT NULL,"                                                          \
 	" end_reason TEXT,"                                                                        \
 	" error TEXT,"                                                                             \
+	" via TEXT NOT NULL,"                                                                      \
+	" user TEXT,"                                                                              \
+	" replay_of TEXT,"                                                                         \
 	" record TEXT NOT NULL);"                                                                  \
 	"CREATE INDEX IF NOT EXISTS flows_start ON flows(start_us);"                               \
 	"CREATE INDEX IF NOT EXISTS flows_peer ON flows(peer, seq);"                               \
@@ -67,6 +70,8 @@
 	"CREATE INDEX IF NOT EXISTS flows_method ON flows(method, seq);"                           \
 	"CREATE INDEX IF NOT EXISTS flows_status ON flows(status, seq);"                           \
 	"CREATE INDEX IF NOT EXISTS flows_conn ON flows(conn);"                                    \
+	"CREATE INDEX IF NOT EXISTS flows_replay_of ON flows(replay_of) WHERE replay_of IS NOT "   \
+	"NULL;"                                                                                    \
 	"CREATE TABLE IF NOT EXISTS bodies ("                                                      \
 	" seq INTEGER NOT NULL,"                                                                   \
 	" part INTEGER NOT NULL,"                                                                  \

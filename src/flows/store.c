@@ -185,9 +185,11 @@ static const char *const stmt_sql[ST_N] = {
 		("INSERT OR IGNORE INTO flows (seq, id, type, start_us, end_us, duration_us,"
 		 " peer, client, server, conn, host, method, url, status, req_ctype, resp_ctype,"
 		 " req_headers, resp_headers, bytes_up, bytes_down, proto, passthrough,"
-		 " tls_rejected, websocket, has_response, end_reason, error, record)"
+		 " tls_rejected, websocket, has_response, end_reason, error, record, via, user,"
+		 " replay_of)"
 		 " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,"
-		 " ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)"),
+		 " ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30,"
+		 " ?31)"),
 	[ST_FTS_INDEX] = ("INSERT INTO flow_fts (rowid, url, host)"
 			  " SELECT seq, url, host FROM flows WHERE seq > ?1 AND seq <= ?2"),
 	[ST_BODY] = "INSERT INTO bodies (seq, part, encoding, data) VALUES (?1, ?2, ?3, ?4)",
@@ -479,6 +481,9 @@ static int insert(struct store *s, const struct rec_scan *rs)
 	bind_text(st, 26, f->end_reason);
 	bind_text(st, 27, f->error);
 	sqlite3_bind_text(st, 28, rs->record, (int)rs->record_len, SQLITE_STATIC);
+	bind_text(st, 29, f->via);
+	bind_text(st, 30, f->user);
+	bind_text(st, 31, f->replay_of);
 	int rc = run(s, st, "insert flow");
 	if (rc)
 		return rc;
@@ -1549,7 +1554,8 @@ static int check_where(struct store_reader *r, const char *where, size_t nparams
 	"flows.seq, flows.id, flows.type, flows.start_us, flows.duration_us, flows.peer,"          \
 	" flows.method, flows.status, flows.host, flows.url, flows.bytes_up, flows.bytes_down,"    \
 	" flows.proto, flows.passthrough, flows.tls_rejected, flows.websocket,"                    \
-	" flows.has_response, flows.end_reason, flows.error"
+	" flows.has_response, flows.end_reason, flows.error, flows.via, flows.user,"               \
+	" flows.replay_of"
 
 /* A match and a where clause: candidates of the trigram index examined
  * before the where clause is taken as the narrower side. */
@@ -1637,6 +1643,9 @@ static int emit(struct store_reader *r, sqlite3_stmt *st, unsigned limit, unsign
 				 (sqlite3_column_int(st, 16) ? STORE_HAS_RESPONSE : 0),
 			.end_reason = (const char *)sqlite3_column_text(st, 17),
 			.error = (const char *)sqlite3_column_text(st, 18),
+			.via = (const char *)sqlite3_column_text(st, 19),
+			.user = (const char *)sqlite3_column_text(st, 20),
+			.replay_of = (const char *)sqlite3_column_text(st, 21),
 		};
 		*last = row.seq;
 		(*rows)++;

@@ -140,6 +140,7 @@ struct store_row {
 	const char *proto;
 	unsigned flags; /* STORE_* */
 	const char *end_reason, *error;
+	const char *via, *user, *replay_of; /* via: never NULL */
 };
 
 /* `where`: an SQL expression over flows' columns (NULL or "": every flow),

@@ -60,6 +60,8 @@ in_ns "$SRV" env BROWSER="$browser" CHROMIUM="$browser_bin" FIREFOX="$browser_bi
   DNS_SERVER="$SRV4" DNS_NAME=www.test.example DNS_ADDR="$HOST4" \
   OUT="$out" HOME="$E2E_TMP" timeout 300 node "$browser_dir/webui.mjs" 2>"$E2E_TMP/browser.err" |
   tee "$E2E_TMP/browser.out" | sed "s/^/[$E2E_NAME] /" || true
+# WEBUI_SHOTS=DIR keeps the views' screenshots.
+[ -z "${WEBUI_SHOTS:-}" ] || { mkdir -p "$WEBUI_SHOTS" && cp "$out"/*.png "$WEBUI_SHOTS"/ 2>/dev/null || true; }
 grep -q '^ok: no script error' "$E2E_TMP/browser.out" ||
   fail "the browser test: $(tail -20 "$E2E_TMP/browser.err")"
 

@@ -41,6 +41,9 @@ static void check_fields(const struct flow_fields *a, const struct flow_fields *
 	same_str(a->proto, b->proto);
 	same_str(a->end_reason, b->end_reason);
 	same_str(a->error, b->error);
+	same_str(a->via, b->via);
+	same_str(a->user, b->user);
+	same_str(a->replay_of, b->replay_of);
 	if (a->start_us != b->start_us || a->end_us != b->end_us || a->status != b->status ||
 	    a->bytes_up != b->bytes_up || a->bytes_down != b->bytes_down ||
 	    a->passthrough != b->passthrough || a->tls_rejected != b->tls_rejected ||

@@ -118,9 +118,9 @@ static inline int flows_test_insert(sqlite3 *db, int64_t seq, const json_t *rec)
 		" conn, host, method, url, status, req_ctype, resp_ctype, req_headers, "
 		"resp_headers,"
 		" bytes_up, bytes_down, proto, passthrough, tls_rejected, websocket, has_response,"
-		" end_reason, error, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,"
-		" ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27,"
-		" ?28)",
+		" end_reason, error, record, via, user, replay_of) VALUES (?1, ?2, ?3, ?4, ?5, ?6,"
+		" ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23,"
+		" ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)",
 		-1, &st, NULL);
 	if (rc != SQLITE_OK)
 		return rc;
@@ -157,6 +157,9 @@ static inline int flows_test_insert(sqlite3 *db, int64_t seq, const json_t *rec)
 	char *text = json_dumps(rec, JSON_COMPACT);
 	bad |= flows_test_bind_str(st, 28, text);
 	free(text);
+	bad |= flows_test_bind_str(st, 29, f.via);
+	bad |= flows_test_bind_str(st, 30, f.user);
+	bad |= flows_test_bind_str(st, 31, f.replay_of);
 	rc = bad ? SQLITE_ERROR : SQLITE_OK;
 	if ((rc = flows_test_step(st, rc)) != SQLITE_OK)
 		return rc;

@@ -226,6 +226,18 @@ static const struct record RECORDS[] = {
 	{ HTTP("h-kelvin", "'phone'", "10.66.77.2:40010", "192.0.2.81:443", "GET",
 	       "https://unicode.example/\\u212Aelvin/caf\\u00e9"),
 	  "'request':{'headers':[]},'response':{'status':200,'headers':[]}}", NULL, NULL, false },
+	/* 22: through a listener, with a user */
+	{ "",
+	  "{'type':'tcp','id':'tcp-socks','peer':null,'client':'127.0.0.1:41000',"
+	  "'server':'192.0.2.90:443','proto':'raw','end_reason':'fin','via':'socks5',"
+	  "'user':'alice'}",
+	  NULL, NULL, false },
+	/* 23: a replay */
+	{ HTTP("h-replay", "null", "127.0.0.1:0", "192.0.2.91:443", "DELETE",
+	       "https://replay.test/item/7"),
+	  "'request':{'headers':[]},'response':{'status':204,'headers':[]},'via':'replay',"
+	  "'replay_of':'h-post-br'}",
+	  NULL, NULL, false },
 };
 #define NREC (sizeof(RECORDS) / sizeof(RECORDS[0]))
 
@@ -351,8 +363,8 @@ static const char *show(uint32_t set, char *buf)
 }
 
 #define END (-1)
-#define ALL 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21
-#define HTTP_ALL 0, 1, 2, 3, 4, 5, 14, 15, 16, 17, 18, 19, 21
+#define ALL 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23
+#define HTTP_ALL 0, 1, 2, 3, 4, 5, 14, 15, 16, 17, 18, 19, 21, 23
 
 static const struct {
 	const char *expr;
@@ -361,15 +373,15 @@ static const struct {
 	{ "~all", { ALL, END } },
 	{ "!~all", { END } },
 	{ "~http", { HTTP_ALL, END } },
-	{ "~tcp", { 7, 8, 9, 10, 20, END } },
+	{ "~tcp", { 7, 8, 9, 10, 20, 22, END } },
 	{ "~udp", { 11, END } },
 	{ "~dns", { 12, 13, END } },
 	{ "~websocket", { 5, 6, END } },
 	{ "~c 404", { 2, END } },
 	{ "~c 200", { 0, 14, 15, 16, 17, 18, 21, END } },
-	{ "!~c 200", { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 19, 20, END } },
+	{ "!~c 200", { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 19, 20, 22, 23, END } },
 	{ "~c 101 | ~websocket", { 5, 6, END } },
-	{ "~c 2xx", { 0, 1, 14, 15, 16, 17, 18, 21, END } },
+	{ "~c 2xx", { 0, 1, 14, 15, 16, 17, 18, 21, 23, END } },
 	{ "~c 5XX", { 4, END } },
 	{ "~c 3xx | ~c 1xx", { 5, 19, END } },
 	{ "~http !~c 2xx", { 2, 3, 4, 5, 19, END } },
@@ -399,13 +411,23 @@ static const struct {
 	{ "~m ^GET$ & !~peer phone", { 3, 16, 17, END } },
 	{ "~peer ^phone$", { 0, 2, 5, 6, 7, 12, 14, 15, 18, 19, 20, 21, END } },
 	{ "~peer ^PHONE$", { 0, 2, 5, 6, 7, 12, 14, 15, 18, 19, 20, 21, END } },
-	{ "!~peer .", { 10, END } },
+	{ "!~peer .", { 10, 22, 23, END } },
+	{ "~via ^wireguard$",
+	  { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, END } },
+	{ "~via ^SOCKS5$", { 22, END } },
+	{ "~via sock|repl", { 22, 23, END } },
+	{ "~user ^alice$", { 22, END } },
+	{ "!~user .", { 0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11,
+			12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 23, END } },
+	{ "~replay", { 23, END } },
+	{ "~replay & ~c 2xx", { 23, END } },
+	{ "~http !~replay ~c 204", { END } },
 	{ "~e", { 3, 9, 13, 20, END } },
 	{ "~q", { 3, END } },
-	{ "~s", { 0, 1, 2, 4, 5, 14, 15, 16, 17, 18, 19, 21, END } },
+	{ "~s", { 0, 1, 2, 4, 5, 14, 15, 16, 17, 18, 19, 21, 23, END } },
 	{ "~tls-rejected", { 9, END } },
 	{ "~passthrough", { 8, END } },
-	{ "~dst :443$", { 0, 1, 4, 5, 6, 7, 8, 9, 15, 16, 17, 18, 19, 20, 21, END } },
+	{ "~dst :443$", { 0, 1, 4, 5, 6, 7, 8, 9, 15, 16, 17, 18, 19, 20, 21, 22, 23, END } },
 	{ "~src ^10\\.66\\.77\\.3:", { 1, 4, 8, 11, 16, 17, END } },
 	/* Bodies, decoded. */
 	{ "~bs hello", { 0, END } },
@@ -420,7 +442,7 @@ static const struct {
 	{ "~b 'raw compress'", { 17, END } },
 	{ "~b 'really gzip'", { 18, END } },
 	{ "~b .", { 0, 1, 2, 4, 15, 16, 17, 18, END } },
-	{ "!~b .", { 3, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 19, 20, 21, END } },
+	{ "!~b .", { 3, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 19, 20, 21, 22, 23, END } },
 	/* Headers, one line each. */
 	{ "~h '^x-multi: b$'", { 19, END } },
 	{ "~hq user-agent", { 0, END } },
@@ -428,17 +450,17 @@ static const struct {
 	{ "~hq '^server: nginx$'", { END } },
 	{ "~h content-encoding:\\s*br", { 1, END } },
 	{ "~h .", { 0, 1, 2, 3, 4, 5, 14, 15, 16, 17, 18, 19, END } },
-	{ "!~h .", { 6, 7, 8, 9, 10, 11, 12, 13, 20, 21, END } },
+	{ "!~h .", { 6, 7, 8, 9, 10, 11, 12, 13, 20, 21, 22, 23, END } },
 	{ "~t json", { 1, END } },
 	{ "~ts ^text/plain$", { 2, 4, 14, 15, END } },
 	{ "~tq png", { 4, END } },
 	/* Precedence, grouping, juxtaposition. */
-	{ "~tcp | ~udp & ~peer laptop", { 7, 8, 9, 10, 11, 20, END } },
+	{ "~tcp | ~udp & ~peer laptop", { 7, 8, 9, 10, 11, 20, 22, END } },
 	{ "(~tcp | ~udp) & ~peer laptop", { 8, 11, END } },
 	{ "~http ~c 200 ~peer laptop", { 16, 17, END } },
 	{ "!(~http | ~tcp)", { 6, 11, 12, 13, END } },
 	{ "!!~dns", { 12, 13, END } },
-	{ "!(~e | !~tcp)", { 7, 8, 10, END } },
+	{ "!(~e | !~tcp)", { 7, 8, 10, 22, END } },
 	{ "~q foo", { END } },
 	{ "~q search", { 3, END } },
 	/* Several tests the trigram index narrows, joined by &. */

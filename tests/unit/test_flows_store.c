@@ -415,7 +415,8 @@ static void test_round_trip(void **state)
 	const char *checks[][2] = {
 		{ "PRAGMA journal_mode", "wal" },
 		{ "PRAGMA auto_vacuum", "2" },
-		{ "SELECT value FROM meta WHERE key = 'version'", "2" },
+		{ "SELECT value FROM meta WHERE key = 'version'", "3" },
+		{ "SELECT count(*) FROM flows WHERE via <> 'wireguard' OR user IS NOT NULL", "0" },
 		{ "SELECT count(*) FROM flow_fts WHERE flow_fts MATCH '\"example.test\"'", "1" },
 		{ "SELECT host FROM flows WHERE type = 'dns'", "www.example.test" },
 		{ "SELECT proto FROM flows WHERE type = 'dns'", "udp" },
