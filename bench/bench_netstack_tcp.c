@@ -79,7 +79,7 @@ static int on_accept(void *ctx, struct netstack_tcp *conn, const struct sockaddr
 	struct state *st = ctx;
 	(void)c;
 	(void)d;
-	static const struct netstack_tcp_ops ops = { .recv = on_recv };
+	static const struct stream_cb ops = { .recv = on_recv };
 	netstack_tcp_set_ops(conn, &ops, st);
 	st->conn = conn;
 	return 0;

@@ -1,5 +1,7 @@
 #include "daemon.h"
 #include "daemon_internal.h"
+#include "daemonlisten.h"
+#include "listen/users.h"
 #include "daemonshape.h"
 
 #include "common/log.h"
@@ -254,11 +256,11 @@ static int on_tcp_accept(void *ctx, struct netstack_tcp *conn, const struct sock
 			 const struct sockaddr *dest)
 {
 	struct daemon *d = ctx;
-	return d->relay ? relay_tcp_accept(d->relay, conn, client, dest) : -1;
+	return d->relay ? relay_tcp_accept(d->relay, netstack_tcp_stream(conn), client, dest) : -1;
 }
 
 /* Our own TCP services on the tunnel addresses, by port. */
-static int on_local_tcp(void *ctx, struct netstack_tcp *conn, const struct sockaddr *client,
+static int on_local_tcp(void *ctx, struct stream *conn, const struct sockaddr *client,
 			const struct sockaddr *dest)
 {
 	struct daemon *d = ctx;
@@ -552,6 +554,7 @@ static void close_all(uv_handle_t *h, void *arg)
 static void daemon_stop(struct daemon *d)
 {
 	d->stopping = true;
+	daemon_listeners_close(d); /* no new flows from them */
 	/* Relays end their flows (records written) while the netstack still
 	 * exists; then the netstack goes. */
 	if (d->relay)
@@ -1118,6 +1121,11 @@ int daemon_run(const struct daemon_options *opts)
 		return 1;
 	d->opts = opts;
 	d->loop = uv_default_loop();
+	if (daemon_listeners_check(opts, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		free(d);
+		return 1;
+	}
 	clock_gettime(CLOCK_REALTIME, &d->started);
 	/* A write to a socket its peer reset must fail with EPIPE (the flow
 	 * ends as upstream_reset), not end the process. */
@@ -1171,7 +1179,8 @@ int daemon_run(const struct daemon_options *opts)
 		goto out_dev;
 	}
 	if (open_dns_udp(d) < 0 || load_config(d) < 0 || open_store(d) < 0 || open_api(d) < 0 ||
-	    sync_peers(d) < 0 || open_sockets(d) < 0 || open_wrap(d) < 0)
+	    sync_peers(d) < 0 || open_sockets(d) < 0 || open_wrap(d) < 0 ||
+	    daemon_listeners_open(d) < 0)
 		goto out_loop;
 
 	char pub[45], a4[INET_ADDRSTRLEN], a6[INET6_ADDRSTRLEN];
@@ -1237,6 +1246,7 @@ out_dev:
 	uv_run(d->loop, UV_RUN_DEFAULT);
 	flowlog_close(d->flows);
 	store_close(d->store); /* after the last records: it takes them in */
+	users_free(d->users);
 	json_decref(d->config);
 	rulesrc_free(d->rules);
 	runconfig_scope_free(d->scope);

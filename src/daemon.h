@@ -34,6 +34,14 @@ struct daemon_wrap {
 	void *arg;
 };
 
+#define DAEMON_MAX_PROXY 8
+
+/* A proxy listener of run's --http-proxy / --socks5 (one port may be both). */
+struct daemon_proxy {
+	struct sockaddr_storage addr;
+	bool http, socks5;
+};
+
 struct daemon_options {
 	const char *home;
 	struct sockaddr_storage listen[DAEMON_MAX_LISTEN];
@@ -73,7 +81,18 @@ struct daemon_options {
 	struct json_t *rule_options;
 	struct json_t *dns_overrides;
 	struct json_t *network_conditions; /* --network-condition (network_conditions) */
+	/* Ways in besides the tunnel (src/listen). */
+	struct daemon_proxy proxies[DAEMON_MAX_PROXY];
+	size_t nproxies;
+	const char *users_file; /* --users: the proxies' credentials; NULL: none */
+	bool allow_open_proxy;  /* a non-loopback proxy without --users */
 };
+
+/* --http-proxy / --socks5 ADDR: [ADDR:]PORT (127.0.0.1 when no ADDR) added
+ * to o->proxies, merged with an earlier one on the same address. 0, or -1
+ * with a message in err. */
+int daemon_add_proxy(struct daemon_options *o, const char *spec, bool socks5, char *err,
+		     size_t errlen);
 
 /* --api's value: [ADDR:]PORT (ADDR an IPv4 or IPv6 literal, IPv6 in
  * brackets). 0 or -1. */

@@ -102,12 +102,15 @@ struct daemon {
 	struct timespec started;
 	X509 *ca_cert; /* a reference, for the API; NULL without a CA */
 	struct api *api;
-	struct runconfig_scope *scope; /* the capture scope in force; NULL: everything */
-	struct store *store;           /* HOME/flows.db, following the log; NULL: off */
-	struct rulesrc *rules;         /* the interception rules' sources */
-	struct replay_engine *replay;  /* resends recorded requests (API) */
-	uint64_t notified_lines;       /* flowlog_lines when the store was last told */
-	uv_poll_t tun_poll;            /* wrap: the command's TUN device */
+	struct runconfig_scope *scope;           /* the capture scope in force; NULL: everything */
+	struct store *store;                     /* HOME/flows.db, following the log; NULL: off */
+	struct rulesrc *rules;                   /* the interception rules' sources */
+	struct replay_engine *replay;            /* resends recorded requests (API) */
+	uint64_t notified_lines;                 /* flowlog_lines when the store was last told */
+	uv_poll_t tun_poll;                      /* wrap: the command's TUN device */
+	struct proxy *proxies[DAEMON_MAX_PROXY]; /* the proxy listeners (daemonlisten.c) */
+	size_t nproxies;
+	struct users *users; /* --users */
 	uint8_t *tun_buf;
 	uv_signal_t sig_chld;
 	uint64_t tun_drops; /* wrap: packets not from its address, or not sent */

@@ -389,12 +389,17 @@ static int cmd_run(int argc, char **argv)
 		{ "store-max-age", required_argument, NULL, 'g' },
 		{ "no-store", no_argument, NULL, 'S' },
 		{ "network-condition", required_argument, NULL, 0x110 },
+		{ "http-proxy", required_argument, NULL, 0x120 },
+		{ "socks5", required_argument, NULL, 0x121 },
+		{ "users", required_argument, NULL, 0x122 },
+		{ "allow-open-proxy", no_argument, NULL, 0x123 },
 		INTERCEPT_LONGOPTS,
 		{ 0 },
 	};
 	reset_getopt();
 	int c;
 	unsigned long v;
+	char perr[256];
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'l':
@@ -483,6 +488,17 @@ static int cmd_run(int argc, char **argv)
 				return r;
 			break;
 		}
+		case 0x120:
+		case 0x121:
+			if (daemon_add_proxy(&o, optarg, c == 0x121, perr, sizeof(perr)) < 0)
+				return usage_error(&cmd_run_def, "%s", perr);
+			break;
+		case 0x122:
+			o.users_file = optarg;
+			break;
+		case 0x123:
+			o.allow_open_proxy = true;
+			break;
 		case 'S':
 			o.no_store = true;
 			break;
@@ -564,7 +580,9 @@ static const struct command cmd_run_def = {
 	"SPEC]...\n"
 	"                  [--modify-body SPEC]... [--block-list SPEC]... [--intercept FILTER]...\n"
 	"                  [--dns-override NAME=ADDR[,ADDR]]...\n"
-	"                  [--network-condition DEVICE:latency=MS,down=KBPS,up=KBPS,loss=PCT]...",
+	"                  [--network-condition DEVICE:latency=MS,down=KBPS,up=KBPS,loss=PCT]...\n"
+	"                  [--http-proxy [ADDR:]PORT]... [--socks5 [ADDR:]PORT]... [--users FILE]\n"
+	"                  [--allow-open-proxy]",
 	"Start the endpoint. On first start it creates the server key and, when no\n"
 	"peer exists, a peer named \"phone\" whose QR code it prints. Every TCP and\n"
 	"UDP flow of a peer is relayed to its destination and recorded in\n"
@@ -612,6 +630,14 @@ static const struct command cmd_run_def = {
 	"  --network-condition DEVICE:latency=MS,down=KBPS,up=KBPS,loss=PCT\n"
 	"                           a slow or lossy link for that device's packets (any\n"
 	"                           of the four; latency is added to the round trip)\n"
+	"\n"
+	"ways in besides the tunnel (docs/listeners.md; records say which, as \"via\"):\n"
+	"  --http-proxy [ADDR:]PORT an HTTP proxy (absolute-form requests and CONNECT),\n"
+	"                           e.g. 8080 (ADDR: 127.0.0.1), repeatable\n"
+	"  --socks5 [ADDR:]PORT     a SOCKS5 proxy; the same port as --http-proxy serves both\n"
+	"  --users FILE             user:password lines (crypt(3) hashes too): both proxies\n"
+	"                           then need credentials\n"
+	"  --allow-open-proxy       allow a proxy on a non-loopback address without --users\n"
 	"\n"
 	"control plane (docs/api.md; the configuration saved in HOME/config.json is\n"
 	"read first, these options override it):\n"

@@ -594,6 +594,10 @@ json_t *flowlog_flow_json(const struct flowlog_flow *f)
 		rc |= set_u64(o, "packets_down", f->packets_down);
 	}
 	rc |= set_str(o, "end_reason", f->end_reason);
+	if (f->via)
+		rc |= set_str(o, "via", f->via);
+	if (f->user[0])
+		rc |= set_str(o, "user", f->user);
 	if (f->error[0])
 		rc |= set_str(o, "error", f->error);
 	if (rc) {

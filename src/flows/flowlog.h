@@ -130,6 +130,8 @@ struct flowlog_flow {
 	bool has_packets;       /* write packets_*: UDP and DNS */
 	const char *end_reason; /* static string, or NULL (written as null) */
 	char error[128];        /* "": none (key omitted) */
+	const char *via;        /* the listener (static string); NULL: the tunnel (key omitted) */
+	char user[FLOWLOG_PEER_LEN]; /* the listener's authenticated user; "": none (omitted) */
 };
 
 /* Starts a flow: type, a new id, peer (NULL: unknown), addresses, start

@@ -21,7 +21,7 @@
 #include "common/tally.h"
 #include "mitm/ca.h"
 #include "mitm/localname.h"
-#include "netstack/netstack.h"
+#include "common/stream.h"
 
 #define CAPAGE_IN_CAP (64u * 1024) /* client bytes kept while a response is pending */
 
@@ -479,7 +479,7 @@ void capage_site_error(const struct capage_site *s, int status, struct capage_re
 
 struct capage_conn {
 	struct capage *srv;
-	struct netstack_tcp *conn;
+	struct stream *conn;
 	struct capage_conn *prev, *next; /* srv list, oldest activity first */
 	struct tally_entry *share;       /* this connection in srv.per_peer */
 	uint64_t idle_due;
@@ -562,7 +562,7 @@ static void conn_forget(struct capage_conn *c)
 
 static void conn_close(struct capage_conn *c)
 {
-	netstack_tcp_close(c->conn);
+	stream_close(c->conn);
 	conn_forget(c);
 }
 
@@ -710,9 +710,9 @@ static bool conn_flush(struct capage_conn *c)
 		const uint8_t *src =
 			in_head ? r->head + c->resp_off : r->body + (c->resp_off - r->head_len);
 		size_t left = in_head ? r->head_len - c->resp_off : total - c->resp_off;
-		if (netstack_tcp_writable(c->conn) == 0)
+		if (stream_writable(c->conn) == 0)
 			return false; /* ops.sent calls again */
-		size_t n = netstack_tcp_write(c->conn, src, left);
+		size_t n = stream_write(c->conn, src, left);
 		c->resp_off += n;
 		c->srv->stats.bytes_sent += n;
 		if (n < left)
@@ -751,7 +751,7 @@ static void conn_process(struct capage_conn *c)
 		}
 		if (c->paused) {
 			c->paused = false;
-			netstack_tcp_resume(c->conn); /* may deliver: tcp_recv appends */
+			stream_resume(c->conn); /* may deliver: tcp_recv appends */
 			if (c->in_len > 0 || c->eof)
 				continue;
 		}
@@ -761,7 +761,7 @@ static void conn_process(struct capage_conn *c)
 	/* A response waits for the client: hold its further requests. */
 	if (c->resp.status && !c->paused) {
 		c->paused = true;
-		netstack_tcp_pause(c->conn);
+		stream_pause(c->conn);
 	}
 }
 
@@ -777,7 +777,7 @@ static void tcp_recv(void *arg, const uint8_t *data, size_t len)
 		if (c->in_len + len > CAPAGE_IN_CAP) {
 			/* Only when delivered despite a pause (the close drain)
 			 * or pipelined far ahead: not worth keeping. */
-			netstack_tcp_abort(c->conn);
+			stream_abort(c->conn);
 			conn_forget(c);
 			return;
 		}
@@ -787,7 +787,7 @@ static void tcp_recv(void *arg, const uint8_t *data, size_t len)
 				cap *= 2;
 			uint8_t *n = realloc(c->in, cap);
 			if (!n) {
-				netstack_tcp_abort(c->conn);
+				stream_abort(c->conn);
 				conn_forget(c);
 				return;
 			}
@@ -802,7 +802,7 @@ static void tcp_recv(void *arg, const uint8_t *data, size_t len)
 		 * in conn_process parses it. */
 		if (!c->paused) {
 			c->paused = true;
-			netstack_tcp_pause(c->conn);
+			stream_pause(c->conn);
 		}
 		return;
 	}
@@ -825,7 +825,7 @@ static void tcp_closed(void *arg, int err)
 	conn_forget(arg);
 }
 
-int capage_tcp_accept(void *ctx, struct netstack_tcp *conn, const struct sockaddr *client,
+int capage_tcp_accept(void *ctx, struct stream *conn, const struct sockaddr *client,
 		      const struct sockaddr *dest)
 {
 	struct capage *s = ctx;
@@ -854,12 +854,12 @@ int capage_tcp_accept(void *ctx, struct netstack_tcp *conn, const struct sockadd
 	c->parser.data = c;
 	s->stats.conns_accepted++;
 	s->stats.conns_active++;
-	static const struct netstack_tcp_ops ops = {
+	static const struct stream_cb ops = {
 		.recv = tcp_recv,
 		.sent = tcp_sent,
 		.closed = tcp_closed,
 	};
-	netstack_tcp_set_ops(conn, &ops, c);
+	stream_set_cb(conn, &ops, c);
 	/* Linked at the end by its first touch. */
 	c->prev = s->last;
 	if (s->last)
@@ -951,7 +951,7 @@ void capage_shutdown(struct capage *s)
 	s->shut = true;
 	while (s->first) {
 		struct capage_conn *c = s->first;
-		netstack_tcp_abort(c->conn);
+		stream_abort(c->conn);
 		conn_forget(c);
 	}
 	uv_close((uv_handle_t *)&s->timer, timer_closed);

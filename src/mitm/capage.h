@@ -22,7 +22,7 @@
  *
  * Every response is built once at start (the CA does not change while
  * `run` runs): serving one is handing constant bytes to
- * netstack_tcp_write, as far as the send buffer takes them, the rest on
+ * stream_write, as far as the send buffer takes them, the rest on
  * ops.sent. While a response is pending the client's data waits in the
  * netstack (its window closes), so memory per connection is bounded. */
 #ifndef WGMITM_MITM_CAPAGE_H
@@ -37,7 +37,7 @@
 #include <openssl/x509.h>
 #include <uv.h>
 
-struct netstack_tcp;
+#include "common/stream.h"
 
 #define CAPAGE_PORT 80
 #define CAPAGE_MAX_HEAD (16u * 1024) /* request line and headers */
@@ -114,7 +114,7 @@ struct capage *capage_new(uv_loop_t *loop, const struct capage_config *cfg)
 /* A client's TCP connection to port 80 of our tunnel address: the shape of
  * netstack_ops.tcp_accept (`ctx` is the capage). Returns 0 after taking the
  * connection, nonzero to have it reset (shut down, over max_conns). */
-int capage_tcp_accept(void *ctx, struct netstack_tcp *conn, const struct sockaddr *client,
+int capage_tcp_accept(void *ctx, struct stream *conn, const struct sockaddr *client,
 		      const struct sockaddr *dest);
 
 void capage_get_stats(const struct capage *c, struct capage_stats *out);

@@ -53,7 +53,7 @@ struct dns_upconn {
 /* A client's TCP connection to our port 53. */
 struct dns_tcp {
 	struct dns_proxy *p;
-	struct netstack_tcp *conn;
+	struct stream *conn;
 	struct sockaddr_storage client, dest;
 	struct dns_tcp *prev, *next;
 	uint8_t *in; /* bytes received, not yet handled */
@@ -884,7 +884,7 @@ static void tcp_forget(struct dns_tcp *t, const char *reason)
 
 static void tcp_close(struct dns_tcp *t)
 {
-	netstack_tcp_close(t->conn);
+	stream_close(t->conn);
 	tcp_forget(t, "closed");
 }
 
@@ -896,8 +896,7 @@ static bool tcp_busy(const struct dns_tcp *t)
 static void tcp_flush(struct dns_tcp *t)
 {
 	while (t->out && t->out_off < t->out_len) {
-		size_t n =
-			netstack_tcp_write(t->conn, t->out + t->out_off, t->out_len - t->out_off);
+		size_t n = stream_write(t->conn, t->out + t->out_off, t->out_len - t->out_off);
 		if (n == 0)
 			return; /* ops.sent will call again */
 		t->out_off += n;
@@ -942,7 +941,7 @@ static void tcp_process(struct dns_tcp *t)
 	if (tcp_busy(t)) {
 		if (!t->paused) {
 			t->paused = true;
-			netstack_tcp_pause(t->conn);
+			stream_pause(t->conn);
 		}
 		return;
 	}
@@ -953,7 +952,7 @@ static void tcp_process(struct dns_tcp *t)
 	}
 	if (t->paused) {
 		t->paused = false;
-		netstack_tcp_resume(t->conn); /* may deliver held data: tcp_recv */
+		stream_resume(t->conn); /* may deliver held data: tcp_recv */
 	}
 }
 
@@ -967,7 +966,7 @@ static void tcp_recv(void *arg, const uint8_t *data, size_t len)
 		return;
 	}
 	if (t->in_len + len > DNS_TCP_IN_CAP) {
-		netstack_tcp_abort(t->conn);
+		stream_abort(t->conn);
 		tcp_forget(t, "closed");
 		return;
 	}
@@ -979,7 +978,7 @@ static void tcp_recv(void *arg, const uint8_t *data, size_t len)
 			cap = DNS_TCP_IN_CAP;
 		uint8_t *n = realloc(t->in, cap);
 		if (!n) {
-			netstack_tcp_abort(t->conn);
+			stream_abort(t->conn);
 			tcp_forget(t, "closed");
 			return;
 		}
@@ -1010,7 +1009,7 @@ static void tcp_closed(void *arg, int err)
 	tcp_forget(t, "closed");
 }
 
-int dns_proxy_tcp_accept(void *ctx, struct netstack_tcp *conn, const struct sockaddr *client,
+int dns_proxy_tcp_accept(void *ctx, struct stream *conn, const struct sockaddr *client,
 			 const struct sockaddr *dest)
 {
 	struct dns_proxy *p = ctx;
@@ -1042,12 +1041,12 @@ int dns_proxy_tcp_accept(void *ctx, struct netstack_tcp *conn, const struct sock
 	p->tcps = t;
 	p->stats.tcp_accepted++;
 	p->stats.tcp_active++;
-	static const struct netstack_tcp_ops ops = {
+	static const struct stream_cb ops = {
 		.recv = tcp_recv,
 		.sent = tcp_sent,
 		.closed = tcp_closed,
 	};
-	netstack_tcp_set_ops(conn, &ops, t);
+	stream_set_cb(conn, &ops, t);
 	t->idle_due = uv_now(p->loop) + DNS_TCP_IDLE_MS;
 	timer_arm(p, t->idle_due);
 	return 0;
@@ -1457,7 +1456,7 @@ void dns_proxy_shutdown(struct dns_proxy *p)
 		return;
 	while (p->tcps) {
 		struct dns_tcp *t = p->tcps;
-		netstack_tcp_abort(t->conn);
+		stream_abort(t->conn);
 		tcp_forget(t, "shutdown");
 	}
 	for (uint32_t i = 0; i < p->cfg.max_outstanding; i++) {

@@ -43,8 +43,9 @@
 
 #include <uv.h>
 
+#include "common/stream.h"
+
 struct netstack;
-struct netstack_tcp;
 struct flowlog;
 
 #define DNS_MAX_UPSTREAMS 8
@@ -115,7 +116,7 @@ void dns_proxy_udp(struct dns_proxy *p, const struct sockaddr *client, const str
 /* A client's TCP connection to our DNS service: the shape of
  * netstack_ops.tcp_accept (`ctx` is the dns_proxy). Returns 0 after taking
  * the connection, nonzero to have it reset (shut down, over max_tcp). */
-int dns_proxy_tcp_accept(void *ctx, struct netstack_tcp *conn, const struct sockaddr *client,
+int dns_proxy_tcp_accept(void *ctx, struct stream *conn, const struct sockaddr *client,
 			 const struct sockaddr *dest);
 
 /* A new list of upstreams (1..DNS_MAX_UPSTREAMS) for every query from now

@@ -12,7 +12,7 @@
  *   freed:    after the two close callbacks (no libuv request of ours can
  *             still call back then).
  * Ownership: the netstack handle is ours from accept until we close or
- * abort it, or until ops.closed returns (c->ns is then NULL).
+ * abort it, or until ops.closed returns (c->cs is then NULL).
  *
  * Interception modes (relay.h), in the order a flow can pass them:
  *   DIAL → SNIFF (client bytes buffered until they say what they are)
@@ -57,7 +57,7 @@
 #include "mitm/sniff.h"
 #include "mitm/tls.h"
 #include "mitm/upconn.h"
-#include "netstack/netstack.h"
+#include "common/stream.h"
 
 struct relay_conn;
 
@@ -68,7 +68,7 @@ struct relay_conn;
 struct relay {
 	uv_loop_t *loop;
 	struct relay_config cfg;
-	int (*local_accept)(void *ctx, struct netstack_tcp *conn, const struct sockaddr *client,
+	int (*local_accept)(void *ctx, struct stream *conn, const struct sockaddr *client,
 			    const struct sockaddr *dest);
 	void *local_ctx;
 	struct relay_conn *conns; /* every flow not yet freed */
@@ -164,7 +164,7 @@ struct relay_conn {
 	enum relay_mode mode;
 	struct relay_icpt *x; /* NULL until the first client byte */
 	struct relay_conn *prev, *next;
-	struct netstack_tcp *ns; /* NULL once released or closed by the netstack */
+	struct stream *cs; /* the client; NULL once released, or closed by its side */
 	uv_tcp_t up;
 	uv_timer_t timer;    /* the timeout of what the flow waits for */
 	uint64_t acked;      /* bytes the client acknowledged (ops.sent) */
@@ -177,6 +177,9 @@ struct relay_conn {
 	struct sockaddr_storage upstream; /* dialled address (rewritten for host ports) */
 	bool host_port;
 	unsigned handles; /* uv handles not yet closed */
+	/* A listener's flow: told once the upstream is dialled (relay.h). */
+	void (*dialled)(void *ctx, struct stream *s, int err, const char *why);
+	void *dialled_ctx;
 
 	uint8_t *pending; /* upstream bytes the netstack refused */
 	size_t pending_off, pending_len;
@@ -189,16 +192,16 @@ struct relay_conn {
 	bool up_shutdown;   /* uv_shutdown issued */
 	bool up_shutdown_done;
 	bool upstream_eof;
-	bool down_shutdown; /* netstack_tcp_shutdown issued */
+	bool down_shutdown; /* stream_shutdown issued */
 	bool half_timer;    /* the timer checks a half-closed flow for traffic */
 	bool finished;      /* record written, handles closing */
 };
 
 enum leg_end {
-	END_GRACEFUL,       /* netstack_tcp_close, uv_close */
-	END_RESET_CLIENT,   /* netstack_tcp_abort, uv_close */
+	END_GRACEFUL,       /* stream_close, uv_close */
+	END_RESET_CLIENT,   /* stream_abort, uv_close */
 	END_RESET_UPSTREAM, /* client already gone; uv_tcp_close_reset */
-	END_RESET_BOTH,     /* netstack_tcp_abort, uv_tcp_close_reset */
+	END_RESET_BOTH,     /* stream_abort, uv_tcp_close_reset */
 };
 
 static void relay_conn_check_done(struct relay_conn *c);
@@ -221,6 +224,13 @@ static void relay_free_now(struct relay *r)
 
 /* ---- observers ---------------------------------------------------------- */
 
+/* The records of a flow's exchanges say where it came in, as its own does. */
+static void relay_conn_origin_to(const struct relay_conn *c, struct flowlog_flow *f)
+{
+	f->via = c->flow.via;
+	memcpy(f->user, c->flow.user, sizeof(f->user));
+}
+
 /* An exchange from an observer becomes an "http" record. */
 static void sink_exchange(void *ctx, const struct http_exchange *x)
 {
@@ -232,6 +242,7 @@ static void sink_exchange(void *ctx, const struct http_exchange *x)
 	flowlog_flow_begin(&f, r->cfg.log, "http", c->flow.peer[0] ? c->flow.peer : NULL,
 			   (const struct sockaddr *)&c->flow.client,
 			   (const struct sockaddr *)&c->flow.server);
+	relay_conn_origin_to(c, &f);
 	if (x->start.tv_sec)
 		f.start = x->start;
 	f.end = x->end.tv_sec ? x->end : f.start;
@@ -277,6 +288,7 @@ static void sink_websocket(void *ctx, json_t *batch)
 	flowlog_flow_begin(&f, r->cfg.log, "websocket", c->flow.peer[0] ? c->flow.peer : NULL,
 			   (const struct sockaddr *)&c->flow.client,
 			   (const struct sockaddr *)&c->flow.server);
+	relay_conn_origin_to(c, &f);
 	f.end_reason = "batch";
 	json_t *o = flowlog_flow_json(&f);
 	if (o) {
@@ -551,12 +563,12 @@ static void relay_conn_finish(struct relay_conn *c, const char *reason, enum leg
 		r->stats.records++;
 	}
 
-	if (c->ns) {
+	if (c->cs) {
 		if (how == END_GRACEFUL)
-			netstack_tcp_close(c->ns);
+			stream_close(c->cs);
 		else if (how == END_RESET_CLIENT || how == END_RESET_BOTH)
-			netstack_tcp_abort(c->ns);
-		c->ns = NULL;
+			stream_abort(c->cs);
+		c->cs = NULL;
 	}
 	relay_icpt_release(c);
 	uv_close((uv_handle_t *)&c->timer, relay_conn_on_close);
@@ -590,7 +602,7 @@ static void relay_conn_check_done(struct relay_conn *c)
 {
 	if (c->finished)
 		return;
-	if (c->client_fin && c->up_shutdown_done && c->upstream_eof && (c->down_shutdown || !c->ns))
+	if (c->client_fin && c->up_shutdown_done && c->upstream_eof && (c->down_shutdown || !c->cs))
 		relay_conn_finish(c, "fin", END_GRACEFUL);
 }
 
@@ -644,17 +656,17 @@ static void relay_conn_half_closed(struct relay_conn *c)
 
 static void relay_conn_pause_client(struct relay_conn *c)
 {
-	if (c->ns && !c->client_paused) {
+	if (c->cs && !c->client_paused) {
 		c->client_paused = true;
-		netstack_tcp_pause(c->ns);
+		stream_pause(c->cs);
 	}
 }
 
 static void relay_conn_resume_client(struct relay_conn *c)
 {
-	if (c->ns && c->client_paused) {
+	if (c->cs && c->client_paused) {
 		c->client_paused = false;
-		netstack_tcp_resume(c->ns); /* may deliver (on_client_recv) at once */
+		stream_resume(c->cs); /* may deliver (on_client_recv) at once */
 	}
 }
 
@@ -771,12 +783,12 @@ static bool relay_conn_up_flush(struct relay_conn *c)
  * the rest waits in the leg for ops.sent. */
 static void relay_conn_client_flush(struct relay_conn *c)
 {
-	if (!c->ns)
+	if (!c->cs)
 		return;
 	const uint8_t *p;
 	size_t n;
 	while ((n = tls_leg_out(&c->x->cl, &p)) > 0) {
-		size_t w = netstack_tcp_write(c->ns, p, n);
+		size_t w = stream_write(c->cs, p, n);
 		tls_leg_consume(&c->x->cl, w);
 		if (w < n)
 			break;
@@ -796,9 +808,9 @@ static size_t relay_conn_client_pending(const struct relay_conn *c)
 static void relay_conn_clout_flush(struct relay_conn *c)
 {
 	struct strbuf *b = &c->x->clout;
-	if (!c->ns || b->len == 0)
+	if (!c->cs || b->len == 0)
 		return;
-	size_t n = netstack_tcp_write(c->ns, (const uint8_t *)b->p, b->len);
+	size_t n = stream_write(c->cs, (const uint8_t *)b->p, b->len);
 	if (n == b->len) {
 		strbuf_reset(b);
 		return;
@@ -1900,9 +1912,9 @@ static void relay_conn_upstream_tls_data(struct relay_conn *c)
 	}
 	if (c->mode != MODE_TLS)
 		return; /* CLIENT_HS / FAIL: kept in the leg for later */
-	while (c->ns && relay_conn_client_pending(c) == 0) {
+	while (c->cs && relay_conn_client_pending(c) == 0) {
 		size_t n = 0;
-		size_t room = netstack_tcp_writable(c->ns);
+		size_t room = stream_writable(c->cs);
 		if (room == 0)
 			break;
 		enum tls_result rr = tls_leg_read(
@@ -1970,8 +1982,8 @@ static void relay_conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 		/* Read no more than the netstack takes now: the bytes go on at
 		 * once and the kernel's socket buffer holds the rest. 0 →
 		 * UV_ENOBUFS. */
-		room = c->ns && !c->finished && relay_conn_client_pending(c) == 0
-			       ? netstack_tcp_writable(c->ns)
+		room = c->cs && !c->finished && relay_conn_client_pending(c) == 0
+			       ? stream_writable(c->cs)
 			       : 0;
 		if (room > RELAY_READ_SIZE)
 			room = RELAY_READ_SIZE;
@@ -1995,7 +2007,7 @@ static void relay_conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *bu
 
 static void relay_conn_read_on(struct relay_conn *c)
 {
-	if (c->reading || !c->connected || c->upstream_eof || c->finished || !c->ns ||
+	if (c->reading || !c->connected || c->upstream_eof || c->finished || !c->cs ||
 	    uv_is_closing((uv_handle_t *)&c->up))
 		return;
 	if (c->mode == MODE_CLIENT_HS || c->mode == MODE_FAIL)
@@ -2010,8 +2022,8 @@ static void relay_conn_down_done(struct relay_conn *c)
 	if (!c->upstream_eof || relay_conn_client_pending(c) > 0 || c->down_shutdown || c->finished)
 		return;
 	c->down_shutdown = true;
-	if (c->ns)
-		(void)netstack_tcp_shutdown(c->ns);
+	if (c->cs)
+		(void)stream_shutdown(c->cs);
 	relay_conn_check_done(c);
 	relay_conn_half_closed(c);
 }
@@ -2029,7 +2041,7 @@ static void relay_conn_raw_down(struct relay_conn *c, const uint8_t *data, size_
 			   len);
 		obs_server(c, data, len);
 	}
-	size_t done = c->ns ? netstack_tcp_write(c->ns, data, len) : len;
+	size_t done = c->cs ? stream_write(c->cs, data, len) : len;
 	if (done == len)
 		return;
 	/* The netstack took less than it said it had room for (its segment
@@ -2134,7 +2146,7 @@ static void relay_conn_on_client_sent(void *arg, size_t len)
 {
 	struct relay_conn *c = arg;
 	c->acked += len;
-	if (c->finished || !c->ns)
+	if (c->finished || !c->cs)
 		return;
 	if (c->x && c->x->cl_tls) {
 		relay_conn_client_flush(c);
@@ -2162,7 +2174,7 @@ static void relay_conn_on_client_sent(void *arg, size_t len)
 		}
 		relay_conn_down_done(c);
 	} else if (c->pending_len > 0) {
-		size_t n = netstack_tcp_write(c->ns, c->pending + c->pending_off, c->pending_len);
+		size_t n = stream_write(c->cs, c->pending + c->pending_off, c->pending_len);
 		c->pending_off += n;
 		c->pending_len -= n;
 		if (c->pending_len > 0)
@@ -2171,8 +2183,7 @@ static void relay_conn_on_client_sent(void *arg, size_t len)
 		c->pending = NULL;
 		relay_conn_down_done(c);
 	}
-	if (!c->reading && !c->finished && c->ns &&
-	    netstack_tcp_writable(c->ns) >= RELAY_READ_LOWAT)
+	if (!c->reading && !c->finished && c->cs && stream_writable(c->cs) >= RELAY_READ_LOWAT)
 		relay_conn_read_on(c);
 }
 
@@ -2181,7 +2192,7 @@ static void relay_conn_on_client_sent(void *arg, size_t len)
 static void relay_conn_on_client_closed(void *arg, int err)
 {
 	struct relay_conn *c = arg;
-	c->ns = NULL; /* freed when we return */
+	c->cs = NULL; /* freed when we return */
 	if (c->finished)
 		return;
 	if (err == 0) {
@@ -2228,6 +2239,13 @@ static void relay_conn_connect_failed(struct relay_conn *c, int status, bool tim
 			reason = "upstream_refused";
 		}
 		relay_conn_error(c, "connect", status);
+	}
+	if (c->dialled && c->cs) {
+		/* The listener answers (a 502, a SOCKS failure): closed, not reset. */
+		c->dialled(c->dialled_ctx, c->cs, timeout ? UV_ETIMEDOUT : status, c->flow.error);
+		c->dialled = NULL;
+		relay_conn_finish(c, reason, END_GRACEFUL);
+		return;
 	}
 	relay_conn_finish(c, reason, END_RESET_CLIENT);
 }
@@ -2382,6 +2400,10 @@ static void relay_conn_on_connect(uv_connect_t *req, int status)
 		return;
 	}
 	c->mode = MODE_SNIFF;
+	if (c->dialled) {
+		c->dialled(c->dialled_ctx, c->cs, 0, NULL);
+		c->dialled = NULL;
+	}
 	uv_tcp_nodelay(&c->up, 1); /* the client's segments are already batched */
 	uv_tcp_keepalive(&c->up, 1, RELAY_UPSTREAM_KEEPALIVE_IDLE_S);
 	/* And then probes as the netstack sends them to clients, so a vanished
@@ -2403,7 +2425,7 @@ static void relay_conn_on_connect(uv_connect_t *req, int status)
 
 /* ---- accept ------------------------------------------------------------- */
 
-static const struct netstack_tcp_ops relay_conn_ops = {
+static const struct stream_cb relay_conn_ops = {
 	.recv = relay_conn_on_client_recv,
 	.sent = relay_conn_on_client_sent,
 	.closed = relay_conn_on_client_closed,
@@ -2411,27 +2433,34 @@ static const struct netstack_tcp_ops relay_conn_ops = {
 
 /* A refused flow: recorded, never dialled. */
 static void relay_record_refusal(struct relay *r, const char *reason, const char *peer,
-				 const struct sockaddr *client, const struct sockaddr *dest)
+				 const struct sockaddr *client, const struct sockaddr *dest,
+				 const struct relay_origin *o)
 {
 	if (!r->cfg.log)
 		return;
 	struct flowlog_flow f;
 	flowlog_flow_begin(&f, r->cfg.log, "tcp", peer, client, dest);
+	if (o) {
+		f.via = o->via;
+		if (o->user)
+			snprintf(f.user, sizeof(f.user), "%s", o->user);
+	}
 	f.end = f.start;
 	f.end_reason = reason;
 	(void)flowlog_write_flow(r->cfg.log, &f);
 	r->stats.records++;
 }
 
-int relay_tcp_accept(struct relay *r, struct netstack_tcp *conn, const struct sockaddr *client,
-		     const struct sockaddr *dest)
+int relay_stream_accept(struct relay *r, struct stream *conn, const struct sockaddr *client,
+			const struct sockaddr *dest, const struct relay_origin *o)
 {
 	if (r->shut)
 		return -ESHUTDOWN;
 	struct sockaddr_storage upstream;
 	enum policy_verdict v = policy_check(r->cfg.policy, IPPROTO_TCP, dest, &upstream);
 	if (v == POLICY_LOCAL_SERVICE) {
-		if (!r->local_accept) {
+		/* The tunnel's own services answer on its addresses only. */
+		if (!r->local_accept || o) {
 			r->stats.refused++;
 			r->stats.refused_by[POLICY_REFUSE_OWN_ADDRESS]++;
 			return -ECONNREFUSED;
@@ -2439,11 +2468,13 @@ int relay_tcp_accept(struct relay *r, struct netstack_tcp *conn, const struct so
 		r->stats.local++;
 		return r->local_accept(r->local_ctx, conn, client, dest);
 	}
-	const char *peer = r->cfg.peer_name ? r->cfg.peer_name(r->cfg.peer_ctx, client) : NULL;
+	const char *peer = o                  ? o->peer
+			   : r->cfg.peer_name ? r->cfg.peer_name(r->cfg.peer_ctx, client)
+					      : NULL;
 	if (policy_refused(v)) {
 		r->stats.refused++;
 		r->stats.refused_by[v]++;
-		relay_record_refusal(r, r->refusal[v], peer, client, dest);
+		relay_record_refusal(r, r->refusal[v], peer, client, dest, o);
 		return -ECONNREFUSED;
 	}
 	/* One peer cannot hold every slot: the others keep theirs. */
@@ -2452,7 +2483,7 @@ int relay_tcp_accept(struct relay *r, struct netstack_tcp *conn, const struct so
 		share = tally_take(r->per_peer, peer, r->cfg.max_per_peer);
 		if (!share) {
 			r->stats.refused_peer_limit++;
-			relay_record_refusal(r, "limit:peer_connections", peer, client, dest);
+			relay_record_refusal(r, "limit:peer_connections", peer, client, dest, o);
 			return -EMFILE;
 		}
 	}
@@ -2467,6 +2498,13 @@ int relay_tcp_accept(struct relay *r, struct netstack_tcp *conn, const struct so
 	c->upstream = upstream;
 	c->host_port = v == POLICY_HOST_PORT;
 	flowlog_flow_begin(&c->flow, r->cfg.log, "tcp", peer, client, dest);
+	if (o) {
+		c->flow.via = o->via;
+		if (o->user)
+			snprintf(c->flow.user, sizeof(c->flow.user), "%s", o->user);
+		c->dialled = o->dialled;
+		c->dialled_ctx = o->ctx;
+	}
 	int rc = uv_tcp_init(r->loop, &c->up);
 	if (rc < 0) {
 		tally_give(r->per_peer, share);
@@ -2485,8 +2523,19 @@ int relay_tcp_accept(struct relay *r, struct netstack_tcp *conn, const struct so
 	r->stats.accepted++;
 
 	c->connect_req.data = c;
+	if (c->dialled) {
+		/* Ours from now on, whatever the dial does: a failure is
+		 * the listener's answer, not a reset. */
+		c->cs = conn;
+		stream_set_cb(conn, &relay_conn_ops, c);
+		relay_conn_pause_client(c);
+	}
 	rc = uv_tcp_connect(&c->connect_req, &c->up, (const struct sockaddr *)&c->upstream,
 			    relay_conn_on_connect);
+	if (rc < 0 && c->dialled) {
+		relay_conn_connect_failed(c, rc, false);
+		return 0;
+	}
 	if (rc < 0) {
 		/* Failed at once (no route, no address): the netstack resets
 		 * the client when we return nonzero. */
@@ -2495,10 +2544,18 @@ int relay_tcp_accept(struct relay *r, struct netstack_tcp *conn, const struct so
 	}
 	uv_update_time(r->loop); /* the loop's clock may lag behind a long batch of packets */
 	uv_timer_start(&c->timer, relay_conn_on_timeout, r->cfg.connect_timeout_ms, 0);
-	c->ns = conn;
-	netstack_tcp_set_ops(conn, &relay_conn_ops, c);
-	relay_conn_pause_client(c); /* hold the client's bytes until we are connected */
+	if (!c->cs) {
+		c->cs = conn;
+		stream_set_cb(conn, &relay_conn_ops, c);
+		relay_conn_pause_client(c); /* hold the client's bytes until we are connected */
+	}
 	return 0;
+}
+
+int relay_tcp_accept(struct relay *r, struct stream *conn, const struct sockaddr *client,
+		     const struct sockaddr *dest)
+{
+	return relay_stream_accept(r, conn, client, dest, NULL);
 }
 
 /* ---- the relay ---------------------------------------------------------- */
@@ -2611,7 +2668,7 @@ int relay_protect_port(struct relay *r, uint16_t port)
 }
 
 void relay_set_local_tcp(struct relay *r,
-			 int (*accept)(void *ctx, struct netstack_tcp *conn,
+			 int (*accept)(void *ctx, struct stream *conn,
 				       const struct sockaddr *client, const struct sockaddr *dest),
 			 void *ctx)
 {

@@ -5,20 +5,20 @@
  *
  * Mapping between the two legs:
  *   client data        → uv_try_write, the rest copied into uv_write requests
- *   upstream data      → netstack_tcp_write, straight from one shared read
+ *   upstream data      → stream_write, straight from one shared read
  *                        buffer sized to what the netstack can take
  *   client FIN         → uv_shutdown after the queued writes
- *   upstream EOF       → netstack_tcp_shutdown after the pending bytes
+ *   upstream EOF       → stream_shutdown after the pending bytes
  *   client RST / gave up     → upstream closed with RST (uv_tcp_close_reset)
- *   upstream RST / error     → netstack_tcp_abort (the client sees RST)
- *   upstream refused, unreachable, connect timeout → netstack_tcp_abort at once
+ *   upstream RST / error     → stream_abort (the client sees RST)
+ *   upstream refused, unreachable, connect timeout → stream_abort at once
  *
  * Backpressure, both ways bounded per connection:
  *   - the client is paused (its TCP window closes) while the upstream is
  *     being dialled, and while more than max_buffer bytes wait in the
  *     upstream write queue (resumed below half);
  *   - the upstream socket is read only as far as the netstack can take
- *     (netstack_tcp_writable); when it is full, reading stops until
+ *     (stream_writable); when it is full, reading stops until
  *     ops.sent. A remainder the netstack refused is kept (at most one
  *     read, RELAY_READ_SIZE) and reading stops until it is flushed.
  * In flight, lwIP's 1 MiB windows carry 100 Mbit/s at 80 ms RTT.
@@ -89,9 +89,9 @@
 #include <jansson.h>
 #include <uv.h>
 
+#include "common/stream.h"
 #include "mitm/policy.h"
 
-struct netstack_tcp;
 struct flowlog;
 struct tls_ctx;
 struct passthru;
@@ -182,8 +182,33 @@ struct relay *relay_new(uv_loop_t *loop, const struct relay_config *cfg)
  * nonzero, and the netstack resets it (refused destinations, an upstream
  * that failed at once, no memory, after relay_shutdown). LOCAL_SERVICE
  * verdicts go to the hook below and return what it returns. */
-int relay_tcp_accept(struct relay *r, struct netstack_tcp *conn, const struct sockaddr *client,
+int relay_tcp_accept(struct relay *r, struct stream *conn, const struct sockaddr *client,
 		     const struct sockaddr *dest);
+
+/* A stream from a listener (src/listen): who it is from and how its client
+ * is told the outcome of the dial. */
+struct relay_origin {
+	const char *via;  /* the listener's kind, a static string ("http-proxy", "socks5") */
+	const char *user; /* authenticated user (copied); NULL: none */
+	const char *peer; /* the record's peer and max_per_peer's key (copied); NULL: none */
+	/* Called once: err 0 when the upstream is connected (before any
+	 * client byte is relayed), else the dial's failure (a libuv error)
+	 * and the reason the record gives. The callback may write its answer
+	 * to `s` (a proxy's "200", a 502, a SOCKS reply); after a failure the
+	 * relay then closes the stream (FIN, not reset). NULL: the tunnel's
+	 * behaviour (the client is reset on failure). */
+	void (*dialled)(void *ctx, struct stream *s, int err, const char *why);
+	void *ctx;
+};
+
+/* relay_tcp_accept for a listener's stream. Never uses the local hook
+ * below (the tunnel's own services are the tunnel's). Returns 0 when the
+ * stream is taken (even when the dial then fails: `dialled` says so), or
+ * nonzero and the caller answers and closes it: -ECONNREFUSED (the
+ * destination policy), -EMFILE (the peer's share of connections),
+ * -ESHUTDOWN, -ENOMEM or a libuv error. */
+int relay_stream_accept(struct relay *r, struct stream *conn, const struct sockaddr *client,
+			const struct sockaddr *dest, const struct relay_origin *o);
 
 /* Our own TCP services on the tunnel addresses (DNS over TCP on :53). The
  * hook owns the connection when it returns 0. NULL: such flows are reset. */
@@ -208,7 +233,7 @@ struct ruleset;
 void relay_set_rules(struct relay *r, struct ruleset *rs);
 
 void relay_set_local_tcp(struct relay *r,
-			 int (*accept)(void *ctx, struct netstack_tcp *conn,
+			 int (*accept)(void *ctx, struct stream *conn,
 				       const struct sockaddr *client, const struct sockaddr *dest),
 			 void *ctx);
 

@@ -15,6 +15,8 @@
 
 #include <uv.h>
 
+#include "common/stream.h"
+
 #define NETSTACK_DEFAULT_MTU 1420
 #define NETSTACK_DEFAULT_MAX_TCP 4096
 /* TCP keepalive on accepted connections: the first probe after this much
@@ -64,24 +66,13 @@ struct netstack_ops {
 			 const uint8_t *data, size_t len);
 };
 
-/* Callbacks of one TCP connection (set in tcp_accept). */
-struct netstack_tcp_ops {
-	/* Bytes from the client, in order, valid only during the call. len 0
-     * (data NULL): the client half-closed (FIN); writing is still allowed.
-     * Not called while paused, except right before closed(0): data held by
-     * a pause was already acknowledged to the client, so it is delivered
-     * then whatever the pause (at most one window), followed by the FIN. */
-	void (*recv)(void *arg, const uint8_t *data, size_t len);
-	/* The client acknowledged `len` bytes: netstack_tcp_write has room. */
-	void (*sent)(void *arg, size_t len);
-	/* The connection is gone: 0 after an orderly close of both directions
-     * (FIN each way; every received byte and the FIN were passed to recv
-     * first; lwIP may still finish the close, e.g. TIME-WAIT, on its own),
-     * -ECONNRESET (client reset), -ECONNABORTED (retransmissions or
-     * keepalives gave up), -ENOMEM. The handle is freed when this returns:
-     * do not close it. Not called after netstack_tcp_close/abort. */
-	void (*closed)(void *arg, int err);
-};
+/* A connection's callbacks are a stream's (common/stream.h), set in
+ * tcp_accept. Here, in particular: recv is not called while paused, except
+ * right before closed(0): data held by a pause was already acknowledged to
+ * the client, so it is delivered then whatever the pause (at most one
+ * window), followed by the FIN; closed(0) comes after an orderly close of
+ * both directions (lwIP may still finish it, e.g. TIME-WAIT, on its own);
+ * -ECONNABORTED when retransmissions or keepalives gave up. */
 
 /* Counters since netstack_new. The lwip_* fields are lwIP's own protocol
  * drops (bad header, nothing listening, not addressed to us, ...). */
@@ -144,7 +135,10 @@ void netstack_set_max_tcp(struct netstack *ns, uint32_t max_tcp);
  * ops.closed returns. Calls made from inside a callback are allowed (also
  * closing or aborting the connection the callback is for). */
 
-void netstack_tcp_set_ops(struct netstack_tcp *conn, const struct netstack_tcp_ops *ops, void *arg);
+void netstack_tcp_set_ops(struct netstack_tcp *conn, const struct stream_cb *ops, void *arg);
+
+/* The connection as a stream: stream_* calls are the netstack_tcp_* below. */
+struct stream *netstack_tcp_stream(struct netstack_tcp *conn);
 
 /* Queues up to `len` bytes toward the client (copied) and sends what the
  * window allows. Returns the bytes taken, possibly fewer than `len` (0 when

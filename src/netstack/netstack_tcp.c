@@ -20,10 +20,11 @@
 #include "lwip/priv/tcp_priv.h"
 
 struct netstack_tcp {
+	struct stream st; /* first: the stream ops find the handle from it */
 	struct netstack *ns;
 	struct tcp_pcb *pcb;              /* NULL once lwIP freed it or we let go */
 	struct netstack_tcp *prev, *next; /* ns->conns */
-	struct netstack_tcp_ops ops;
+	struct stream_cb ops;
 	void *arg;
 	struct pbuf *held;   /* received, not yet delivered */
 	unsigned depth;      /* upper-layer callbacks running */
@@ -257,6 +258,8 @@ static void netstack__tcp_on_err_upcall(void *arg, err_t err)
 }
 
 /* The handshake completed on a port's listener. */
+static const struct stream_ops netstack__tcp_stream_ops;
+
 static err_t netstack__tcp_on_accept(void *arg, struct tcp_pcb *pcb, err_t err)
 {
 	struct netstack *ns = arg;
@@ -272,6 +275,7 @@ static err_t netstack__tcp_on_accept(void *arg, struct tcp_pcb *pcb, err_t err)
 		tcp_abort(pcb);
 		return ERR_ABRT;
 	}
+	conn->st.ops = &netstack__tcp_stream_ops;
 	conn->ns = ns;
 	conn->pcb = pcb;
 	conn->next = ns->conns;
@@ -372,7 +376,7 @@ void netstack__tcp_free_all(struct netstack *ns)
 
 /* ---- Public API ----------------------------------------------------------- */
 
-void netstack_tcp_set_ops(struct netstack_tcp *conn, const struct netstack_tcp_ops *ops, void *arg)
+void netstack_tcp_set_ops(struct netstack_tcp *conn, const struct stream_cb *ops, void *arg)
 {
 	conn->ops = *ops;
 	conn->arg = arg;
@@ -477,4 +481,67 @@ void netstack_tcp_abort(struct netstack_tcp *conn)
 			conn->aborted_in_cb = true;
 	}
 	netstack__tcp_maybe_free(conn);
+}
+
+/* ---- The connection as a stream ------------------------------------------- */
+
+static struct netstack_tcp *netstack__tcp_of(struct stream *s)
+{
+	return (struct netstack_tcp *)s;
+}
+
+static void netstack__st_set_cb(struct stream *s, const struct stream_cb *cb, void *arg)
+{
+	netstack_tcp_set_ops(netstack__tcp_of(s), cb, arg);
+}
+
+static size_t netstack__st_write(struct stream *s, const uint8_t *data, size_t len)
+{
+	return netstack_tcp_write(netstack__tcp_of(s), data, len);
+}
+
+static size_t netstack__st_writable(const struct stream *s)
+{
+	return netstack_tcp_writable((const struct netstack_tcp *)s);
+}
+
+static void netstack__st_pause(struct stream *s)
+{
+	netstack_tcp_pause(netstack__tcp_of(s));
+}
+
+static void netstack__st_resume(struct stream *s)
+{
+	netstack_tcp_resume(netstack__tcp_of(s));
+}
+
+static int netstack__st_shutdown(struct stream *s)
+{
+	return netstack_tcp_shutdown(netstack__tcp_of(s));
+}
+
+static void netstack__st_close(struct stream *s)
+{
+	netstack_tcp_close(netstack__tcp_of(s));
+}
+
+static void netstack__st_abort(struct stream *s)
+{
+	netstack_tcp_abort(netstack__tcp_of(s));
+}
+
+static const struct stream_ops netstack__tcp_stream_ops = {
+	.set_cb = netstack__st_set_cb,
+	.write = netstack__st_write,
+	.writable = netstack__st_writable,
+	.pause = netstack__st_pause,
+	.resume = netstack__st_resume,
+	.shutdown = netstack__st_shutdown,
+	.close = netstack__st_close,
+	.abort = netstack__st_abort,
+};
+
+struct stream *netstack_tcp_stream(struct netstack_tcp *conn)
+{
+	return &conn->st;
 }

@@ -71,7 +71,7 @@ static int on_accept(void *ctx, struct netstack_tcp *conn, const struct sockaddr
 {
 	(void)ctx;
 	(void)client;
-	static const struct netstack_tcp_ops ops = {
+	static const struct stream_cb ops = {
 		.recv = conn_recv,
 		.sent = conn_sent,
 		.closed = conn_closed,

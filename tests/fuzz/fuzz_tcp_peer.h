@@ -60,7 +60,7 @@ struct tcpp_conn {
 	bool fin_sent, fin_rcvd, rst_rcvd;
 };
 
-typedef int (*tcpp_accept_fn)(void *ctx, struct netstack_tcp *conn, const struct sockaddr *client,
+typedef int (*tcpp_accept_fn)(void *ctx, struct stream *conn, const struct sockaddr *client,
 			      const struct sockaddr *dest);
 
 struct tcpp {
@@ -93,7 +93,7 @@ static int tcpp_on_accept(void *ctx, struct netstack_tcp *conn, const struct soc
 			  const struct sockaddr *dest)
 {
 	struct tcpp *t = ctx;
-	return t->accept(t->accept_ctx, conn, client, dest);
+	return t->accept(t->accept_ctx, netstack_tcp_stream(conn), client, dest);
 }
 
 /* The netstack on `loop` with 10.77.0.1 and fd77::1; connections go to

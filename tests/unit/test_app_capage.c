@@ -409,7 +409,7 @@ static int on_accept(void *ctx, struct netstack_tcp *conn, const struct sockaddr
 {
 	struct fixture *f = ctx;
 	assert_int_equal(ntohs(((const struct sockaddr_in *)dest)->sin_port), CAPAGE_PORT);
-	return capage_tcp_accept(f->page, conn, client, dest);
+	return capage_tcp_accept(f->page, netstack_tcp_stream(conn), client, dest);
 }
 
 /* Three peers, by client port modulo 3, so one address stands for several. */

@@ -978,7 +978,7 @@ static int on_tcp(void *ctx, struct netstack_tcp *conn, const struct sockaddr *c
 {
 	struct harness *h = ctx;
 	assert_int_equal(ntohs(((const struct sockaddr_in *)dest)->sin_port), DNS_PORT);
-	return dns_proxy_tcp_accept(h->proxy, conn, client, dest);
+	return dns_proxy_tcp_accept(h->proxy, netstack_tcp_stream(conn), client, dest);
 }
 
 /* The proxy made with the netstack, whose connections to 10.66.0.1:53 it

@@ -54,7 +54,7 @@ static int on_accept(void *ctx, struct netstack_tcp *conn, const struct sockaddr
 {
 	struct fixture *f = ctx;
 	f->accepts++;
-	return relay_tcp_accept(f->relay, conn, client, dest);
+	return relay_tcp_accept(f->relay, netstack_tcp_stream(conn), client, dest);
 }
 
 /* test_peer_share: IPv6 clients are another peer. */
@@ -591,8 +591,8 @@ static void test_policy_refusals(void **state)
 	free_records(&rs);
 }
 
-static struct netstack_tcp *local_conn;
-static int local_accept(void *ctx, struct netstack_tcp *conn, const struct sockaddr *client,
+static struct stream *local_conn;
+static int local_accept(void *ctx, struct stream *conn, const struct sockaddr *client,
 			const struct sockaddr *dest)
 {
 	(void)client;

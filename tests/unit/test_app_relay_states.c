@@ -336,7 +336,7 @@ static int on_accept(void *ctx, struct netstack_tcp *conn, const struct sockaddr
 {
 	struct fx *f = ctx;
 	f->accepts++;
-	return relay_tcp_accept(f->relay, conn, client, dest);
+	return relay_tcp_accept(f->relay, netstack_tcp_stream(conn), client, dest);
 }
 
 static const char *peer_name(void *ctx, const struct sockaddr *client)

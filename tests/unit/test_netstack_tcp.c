@@ -256,7 +256,7 @@ static int on_accept(void *ctx, struct netstack_tcp *conn, const struct sockaddr
 					  : sizeof(struct sockaddr_in6));
 	if (f->accept_rc != 0)
 		return f->accept_rc;
-	static const struct netstack_tcp_ops ops = {
+	static const struct stream_cb ops = {
 		.recv = on_recv,
 		.sent = on_sent,
 		.closed = on_closed,

@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# The HTTP proxy and SOCKS5 listeners end to end: curl, Python and Node
+# clients on the capture host's loopback reach test hosts through
+# `run --http-proxy` and `--socks5` (one port for both), HTTPS intercepted
+# with wgmitm's CA, plain HTTP in absolute form, names resolved by wgmitm;
+# errors as the protocols say (502 with the reason, 403 for the policy,
+# 407 and SOCKS auth failures for credentials); records carry `via` and
+# `user`.
+#
+#   ns srv (wgmitm, the clients) ── ns host (HTTP and HTTPS servers)
+source "$(dirname "$0")/lib.sh"
+require_root
+for tool in openssl curl node python3; do
+  command -v "$tool" >/dev/null 2>&1 || { [ "${CI:-}" = true ] && fail "needs $tool"; say "SKIP: needs $tool"; exit 77; }
+done
+hosts="$(dirname "$0")/hosts.py"
+
+pki="$E2E_TMP/pki"
+test_pki "$pki"
+SRV=$(netns_add wgm-srv)
+HOST=$(netns_add wgm-host)
+veth_pair "$SRV" 203.0.113.1/24 "$HOST" 203.0.113.10/24 2001:db8:1::1/64 2001:db8:1::10/64 >/dev/null
+# Names the endpoint resolves: this test runs in a mount namespace of its own.
+printf '127.0.0.1 localhost\n203.0.113.10 www.test\n' >"$E2E_TMP/hosts"
+mount --bind "$E2E_TMP/hosts" /etc/hosts
+
+www="$E2E_TMP/www"
+mkdir -p "$www"
+printf '{"hello": "proxy"}\n' >"$www/hello.json"
+serve "$HOST" python3 "$hosts" https "$www" 8443 "$pki/www.pem" "$pki/www.key"
+serve "$HOST" python3 "$hosts" http "$www" 8080
+wait_port "$HOST" 127.0.0.1 8443
+wait_port "$HOST" 127.0.0.1 8080
+
+HOME_DIR="$E2E_TMP/home"
+P=18080
+start_wgmitm "$SRV" "$HOME_DIR" --listen 127.0.0.1:0 --api 127.0.0.1:18090 \
+  --upstream-ca "$pki/ca.pem" --http-proxy $P --socks5 127.0.0.1:$P
+wait_for 10 grep -q "HTTP proxy and SOCKS5 on 127.0.0.1:$P" "$E2E_TMP/wgmitm.log" ||
+  fail "the listener did not start"
+WGMITM_HOME="$HOME_DIR" "$WGMITM" ca export >"$E2E_TMP/wgca.pem"
+want='{"hello": "proxy"}'
+c=(in_ns "$SRV" curl -sS --max-time 20 --cacert "$E2E_TMP/wgca.pem")
+
+# HTTP proxy: CONNECT to a name (HTTPS intercepted), absolute-form HTTP.
+got=$("${c[@]}" -x "http://127.0.0.1:$P" https://www.test:8443/hello.json)
+[ "$got" = "$want" ] || fail "HTTPS through the HTTP proxy: got '$got'"
+got=$("${c[@]}" -x "http://127.0.0.1:$P" http://www.test:8080/hello.json)
+[ "$got" = "$want" ] || fail "HTTP through the HTTP proxy: got '$got'"
+got=$("${c[@]}" -x "http://127.0.0.1:$P" -H "Host: www.test" "http://[2001:db8:1::10]:8080/hello.json")
+[ "$got" = "$want" ] || fail "HTTP to an IPv6 address through the HTTP proxy: got '$got'"
+say "HTTP proxy: CONNECT with HTTPS intercepted, absolute-form HTTP, IPv6"
+
+# SOCKS5 on the same port: a name, IPv4, IPv6.
+got=$("${c[@]}" -x "socks5h://127.0.0.1:$P" https://www.test:8443/hello.json)
+[ "$got" = "$want" ] || fail "SOCKS5 with a name: got '$got'"
+got=$("${c[@]}" -x "socks5://127.0.0.1:$P" https://203.0.113.10:8443/hello.json)
+[ "$got" = "$want" ] || fail "SOCKS5 with IPv4: got '$got'"
+got=$("${c[@]}" -x "socks5://127.0.0.1:$P" "https://[2001:db8:1::10]:8443/hello.json")
+[ "$got" = "$want" ] || fail "SOCKS5 with IPv6: got '$got'"
+say "SOCKS5 on the same port: names, IPv4, IPv6"
+
+# Python and Node, each with its own client code.
+got=$(in_ns "$SRV" python3 - "$P" "$E2E_TMP/wgca.pem" <<'PY'
+import ssl, sys, urllib.request
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+proxy = urllib.request.ProxyHandler({"https": "http://127.0.0.1:%s" % sys.argv[1]})
+op = urllib.request.build_opener(proxy, urllib.request.HTTPSHandler(context=ctx))
+print(op.open("https://www.test:8443/hello.json", timeout=20).read().decode().strip())
+PY
+)
+[ "$got" = "$want" ] || fail "Python through the HTTP proxy: got '$got'"
+got=$(in_ns "$SRV" node - "$P" "$E2E_TMP/wgca.pem" <<'JS'
+const http = require('http'), tls = require('tls'), fs = require('fs');
+const [port, ca] = process.argv.slice(2);
+setTimeout(() => { console.error('timeout'); process.exit(1); }, 20000).unref();
+http.request({ host: '127.0.0.1', port, method: 'CONNECT', path: 'www.test:8443' })
+  .on('connect', (res, sock) => {
+    if (res.statusCode !== 200) { console.error('CONNECT', res.statusCode); process.exit(1); }
+    const t = tls.connect({ socket: sock, servername: 'www.test', ca: fs.readFileSync(ca) }, () => {
+      t.write('GET /hello.json HTTP/1.1\r\nHost: www.test:8443\r\nConnection: close\r\n\r\n');
+    });
+    let buf = '';
+    t.on('data', d => buf += d);
+    t.on('end', () => { console.log(buf.split('\r\n\r\n')[1].trim()); });
+  }).end();
+JS
+)
+[ "$got" = "$want" ] || fail "Node through the HTTP proxy: got '$got'"
+say "Python urllib and Node (CONNECT + tls) through the HTTP proxy"
+
+# Errors: a closed upstream port is a 502 with the reason; the policy's
+# loopback refusal (the control API among others) a 403; SOCKS reply 2,
+# "not allowed".
+code=$("${c[@]}" -o "$E2E_TMP/502.txt" -w '%{http_code}' -x "http://127.0.0.1:$P" http://203.0.113.10:9/ || true)
+[ "$code" = 502 ] || fail "a refused upstream gave HTTP $code"
+grep -qi "refused" "$E2E_TMP/502.txt" || fail "the 502 does not say why: $(cat "$E2E_TMP/502.txt")"
+code=$("${c[@]}" -o /dev/null -w '%{http_connect}' -x "http://127.0.0.1:$P" https://203.0.113.10:9/ || true)
+[ "$code" = 502 ] || fail "a refused CONNECT gave $code"
+code=$("${c[@]}" -o /dev/null -w '%{http_connect}' -x "http://127.0.0.1:$P" https://127.0.0.1:18090/ || true)
+[ "$code" = 403 ] || fail "CONNECT to the control API gave $code, not 403"
+if "${c[@]}" -o /dev/null -x "socks5://127.0.0.1:$P" http://127.0.0.1:18090/ 2>"$E2E_TMP/socks.err"; then
+  fail "SOCKS5 reached the control API"
+fi
+grep -q "SOCKS5 connection.*(2)" "$E2E_TMP/socks.err" || fail "SOCKS5 refusal: $(cat "$E2E_TMP/socks.err")"
+say "errors: 502 with the reason, 403 and SOCKS 'not allowed' for the policy"
+
+# The records: via and the real destination; the store lists them.
+flows="$HOME_DIR/flows.jsonl"
+wait_for 10 python3 - "$flows" <<'PY' || fail "records: $(tail -n 5 "$flows")"
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+http = [r for r in recs if r["type"] == "http"]
+via = sorted({r.get("via") for r in http})
+assert via == ["http-proxy", "socks5"], via
+hosts = {(r.get("via"), r["request"]["url"]) for r in http}
+assert ("http-proxy", "https://www.test:8443/hello.json") in hosts, hosts
+assert ("socks5", "https://www.test:8443/hello.json") in hosts, hosts
+assert ("http-proxy", "http://www.test:8080/hello.json") in hosts, hosts
+tcp = [r for r in recs if r["type"] == "tcp" and r.get("via")]
+assert any(r["end_reason"] == "upstream_refused" and r["server"] == "203.0.113.10:9" for r in tcp), tcp
+assert any(r["end_reason"] == "policy:loopback" for r in tcp), [r["end_reason"] for r in tcp]
+PY
+token=$(cat "$HOME_DIR/api-token")
+n=$(in_ns "$SRV" curl -sS -H "Authorization: Bearer $token" "http://127.0.0.1:18090/api/flows?filter=~via%20socks5%20%26%20~http" |
+  python3 -c 'import json,sys; print(len(json.load(sys.stdin)["flows"]))')
+[ "$n" -ge 3 ] || fail "the store lists $n socks5 exchanges"
+say "records: via http-proxy / socks5, failures recorded; ~via in the store"
+kill "$WGMITM_PID"; wait "$WGMITM_PID" 2>/dev/null || true
+
+# Credentials: --users with a plain and a hashed password.
+printf '# test users\nalice:secret\nbob:%s\n' "$(openssl passwd -6 hunter2)" >"$E2E_TMP/users"
+start_wgmitm "$SRV" "$HOME_DIR" --listen 127.0.0.1:0 --api off \
+  --upstream-ca "$pki/ca.pem" --http-proxy $P --socks5 $P --users "$E2E_TMP/users"
+wait_for 10 grep -q "credentials from --users" "$E2E_TMP/wgmitm.log" || fail "no listener with users"
+code=$("${c[@]}" -o /dev/null -w '%{http_code}' -x "http://127.0.0.1:$P" http://www.test:8080/hello.json || true)
+[ "$code" = 407 ] || fail "no credentials gave HTTP $code, not 407"
+code=$("${c[@]}" -o /dev/null -w '%{http_connect}' -x "http://alice:wrong@127.0.0.1:$P" https://www.test:8443/hello.json || true)
+[ "$code" = 407 ] || fail "a wrong password gave $code, not 407"
+got=$("${c[@]}" -x "http://alice:secret@127.0.0.1:$P" https://www.test:8443/hello.json)
+[ "$got" = "$want" ] || fail "alice through the HTTP proxy: got '$got'"
+got=$("${c[@]}" -x "http://bob:hunter2@127.0.0.1:$P" http://www.test:8080/hello.json)
+[ "$got" = "$want" ] || fail "bob (hashed password) through the HTTP proxy: got '$got'"
+if "${c[@]}" -o /dev/null -x "socks5h://alice:wrong@127.0.0.1:$P" https://www.test:8443/hello.json 2>/dev/null; then
+  fail "SOCKS5 took a wrong password"
+fi
+if "${c[@]}" -o /dev/null -x "socks5h://127.0.0.1:$P" https://www.test:8443/hello.json 2>/dev/null; then
+  fail "SOCKS5 took no credentials"
+fi
+got=$("${c[@]}" -x "socks5h://bob:hunter2@127.0.0.1:$P" https://www.test:8443/hello.json)
+[ "$got" = "$want" ] || fail "bob through SOCKS5: got '$got'"
+wait_for 10 python3 - "$flows" <<'PY' || fail "user in the records: $(tail -n 3 "$flows")"
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+users = {(r.get("via"), r.get("user")) for r in recs if r["type"] == "http"}
+assert ("http-proxy", "alice") in users and ("http-proxy", "bob") in users and ("socks5", "bob") in users, users
+PY
+say "credentials: 407 without or wrong, plain and crypt(3) passwords, SOCKS5 RFC 1929; user recorded"
+kill "$WGMITM_PID"; wait "$WGMITM_PID" 2>/dev/null || true
+
+# A proxy open to the network without credentials is refused before it binds.
+if in_ns "$SRV" env WGMITM_HOME="$HOME_DIR" "$WGMITM" run --listen 127.0.0.1:0 --api off \
+    --http-proxy 0.0.0.0:$P >"$E2E_TMP/open.log" 2>&1; then
+  fail "an open proxy started"
+fi
+grep -q -- "--allow-open-proxy" "$E2E_TMP/open.log" || fail "the refusal does not say why: $(cat "$E2E_TMP/open.log")"
+if in_ns "$SRV" env WGMITM_HOME="$HOME_DIR" "$WGMITM" run --listen 127.0.0.1:0 --api 127.0.0.1:$P \
+    --http-proxy $P >"$E2E_TMP/clash.log" 2>&1; then
+  fail "a proxy on the API's port started"
+fi
+grep -q "control API's port" "$E2E_TMP/clash.log" || fail "the clash is not named: $(cat "$E2E_TMP/clash.log")"
+say "an open proxy and a port collision are refused before anything binds"
+say "PASS"
