@@ -106,6 +106,7 @@ struct users *users_load(const char *path, char *err, size_t errlen)
 		}
 		u->v[u->n].name = strdup(name);
 		u->v[u->n].secret = strdup(colon + 1);
+		u->v[u->n].has_ok = false;
 		if (!u->v[u->n].name || !u->v[u->n].secret) {
 			free(u->v[u->n].name);
 			free(u->v[u->n].secret);

@@ -1,0 +1,260 @@
+/* The listeners' parsers of untrusted bytes: the HTTP proxy's request
+ * head (CONNECT, absolute form, the rewrite, credentials, refusals), the
+ * SOCKS5 messages and replies, and the users file. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "listen/proxyreq.h"
+#include "listen/socks5.h"
+#include "listen/users.h"
+
+static int parse(const char *s, struct proxyreq *r, char *why)
+{
+	return proxyreq_parse((const uint8_t *)s, strlen(s), r, why, 200);
+}
+
+static void test_connect(void **state)
+{
+	(void)state;
+	struct proxyreq r;
+	char why[200];
+	const char *s = "CONNECT www.test:8443 HTTP/1.1\r\nHost: www.test:8443\r\n"
+			"Proxy-Authorization: Basic YWxpY2U6czNjcjp0\r\n\r\n\x16\x03\x01";
+	assert_int_equal(parse(s, &r, why), 0);
+	assert_int_equal(r.kind, PROXYREQ_CONNECT);
+	assert_string_equal(r.host, "www.test");
+	assert_int_equal(r.port, 8443);
+	assert_true(r.has_auth);
+	assert_string_equal(r.user, "alice");
+	assert_string_equal(r.pass, "s3cr:t"); /* only the first colon splits */
+	assert_int_equal(r.head_len, strlen(s) - 3);
+	assert_null(r.rewritten);
+	proxyreq_free(&r);
+
+	assert_int_equal(parse("CONNECT [2001:db8::1]:443 HTTP/1.1\r\n\r\n", &r, why), 0);
+	assert_string_equal(r.host, "2001:db8::1");
+	assert_int_equal(r.port, 443);
+	assert_false(r.has_auth);
+	proxyreq_free(&r);
+
+	/* Every prefix of a head is incomplete, never an error. */
+	for (size_t n = 0; n < strlen(s) - 3; n++) {
+		assert_int_equal(proxyreq_parse((const uint8_t *)s, n, &r, why, sizeof(why)),
+				 -EAGAIN);
+		proxyreq_free(&r);
+	}
+}
+
+static void test_absolute(void **state)
+{
+	(void)state;
+	struct proxyreq r;
+	char why[200];
+	const char *s = "POST http://www.test:8080/up?x=1 HTTP/1.1\r\nHost: www.test:8080\r\n"
+			"Proxy-Connection: keep-alive\r\nConnection: keep-alive\r\n"
+			"Proxy-Authorization: Basic Ym9iOnB3\r\nContent-Length: 3\r\n\r\nabc";
+	assert_int_equal(parse(s, &r, why), 0);
+	assert_int_equal(r.kind, PROXYREQ_ABSOLUTE);
+	assert_string_equal(r.host, "www.test");
+	assert_int_equal(r.port, 8080);
+	assert_string_equal(r.user, "bob");
+	const char *want = "POST /up?x=1 HTTP/1.1\r\nHost: www.test:8080\r\n"
+			   "Content-Length: 3\r\nConnection: close\r\n\r\n";
+	assert_int_equal(r.rewritten_len, strlen(want));
+	assert_memory_equal(r.rewritten, want, strlen(want));
+	assert_memory_equal(s + r.head_len, "abc", 3);
+	proxyreq_free(&r);
+
+	/* No Host: the URL's authority; no path: "/"; default port 80. */
+	assert_int_equal(parse("GET http://a.test HTTP/1.0\r\n\r\n", &r, why), 0);
+	assert_int_equal(r.port, 80);
+	want = "GET / HTTP/1.0\r\nHost: a.test\r\nConnection: close\r\n\r\n";
+	assert_memory_equal(r.rewritten, want, strlen(want));
+	proxyreq_free(&r);
+}
+
+static void test_refusals(void **state)
+{
+	(void)state;
+	struct proxyreq r;
+	char why[200];
+	static const struct {
+		const char *head;
+		int status;
+	} cases[] = {
+		{ "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 400 },
+		{ "GET https://a.test/ HTTP/1.1\r\n\r\n", 501 },
+		{ "GET ftp://a.test/ HTTP/1.1\r\n\r\n", 501 },
+		{ "GET http://u:p@a.test/ HTTP/1.1\r\n\r\n", 400 },
+		{ "GET http://a.test:0/ HTTP/1.1\r\n\r\n", 400 },
+		{ "GET http://a.test:65536/ HTTP/1.1\r\n\r\n", 400 },
+		{ "GET http://a.test?q HTTP/1.1\r\n\r\n", 400 },
+		{ "CONNECT a.test HTTP/1.1\r\n\r\n", 400 },
+		{ "CONNECT 2001:db8::1:443 HTTP/1.1\r\n\r\n", 400 },
+		{ "CONNECT [2001:db8::1 HTTP/1.1\r\n\r\n", 400 },
+		{ "GARBAGE\r\n\r\n", 400 },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int rc = parse(cases[i].head, &r, why);
+		if (rc != cases[i].status)
+			fail_msg("%s: %d (%s), not %d", cases[i].head, rc, why, cases[i].status);
+		assert_true(why[0] != '\0');
+		proxyreq_free(&r);
+	}
+	/* A head past 16 KiB: 431, not a wait for more. */
+	size_t n = PROXYREQ_MAX_HEAD + 10;
+	char *big = malloc(n + 1);
+	memcpy(big, "GET http://a.test/ HTTP/1.1\r\nX: ", 32);
+	memset(big + 32, 'a', n - 32);
+	big[n] = '\0';
+	assert_int_equal(parse(big, &r, why), 431);
+	free(big);
+	/* Bad credentials are no credentials. */
+	assert_int_equal(parse("CONNECT a.test:1 HTTP/1.1\r\nProxy-Authorization: Basic !!\r\n\r\n",
+			       &r, why),
+			 0);
+	assert_false(r.has_auth);
+	proxyreq_free(&r);
+	assert_int_equal(parse("CONNECT a.test:1 HTTP/1.1\r\nProxy-Authorization: Digest x\r\n\r\n",
+			       &r, why),
+			 0);
+	assert_false(r.has_auth);
+	proxyreq_free(&r);
+}
+
+static void test_socks5(void **state)
+{
+	(void)state;
+	bool none, up;
+	assert_int_equal(socks5_parse_greeting((const uint8_t *)"\x05\x02\x00\x02", 4, &none, &up),
+			 4);
+	assert_true(none);
+	assert_true(up);
+	assert_int_equal(socks5_parse_greeting((const uint8_t *)"\x05\x02\x00", 3, &none, &up), 0);
+	assert_int_equal(socks5_parse_greeting((const uint8_t *)"\x04\x01", 2, &none, &up), -1);
+	assert_int_equal(socks5_parse_greeting((const uint8_t *)"\x05\x00", 2, &none, &up), -1);
+
+	char u[256], p[256];
+	assert_int_equal(socks5_parse_userpass((const uint8_t *)"\x01\x03"
+								"bob\x02pw",
+					       8, u, p),
+			 8);
+	assert_string_equal(u, "bob");
+	assert_string_equal(p, "pw");
+	assert_int_equal(socks5_parse_userpass((const uint8_t *)"\x01\x03"
+								"bob\x02p",
+					       7, u, p),
+			 0);
+	assert_int_equal(socks5_parse_userpass((const uint8_t *)"\x01\x03"
+								"b\0b\x00",
+					       7, u, p),
+			 -1);
+
+	struct socks5_req r;
+	uint8_t rep;
+	const uint8_t v4[] = { 5, 1, 0, 1, 203, 0, 113, 10, 0x20, 0xfb };
+	assert_int_equal(socks5_parse_request(v4, sizeof(v4), &r, &rep), 10);
+	assert_int_equal(r.cmd, SOCKS5_CONNECT);
+	assert_string_equal(r.host, "203.0.113.10");
+	assert_int_equal(r.port, 8443);
+	assert_int_equal(ntohs(((struct sockaddr_in *)&r.addr)->sin_port), 8443);
+	for (size_t n = 0; n < sizeof(v4); n++)
+		assert_int_equal(socks5_parse_request(v4, n, &r, &rep), 0);
+	const uint8_t name[] = { 5, 1, 0, 3, 8, 'w', 'w', 'w', '.', 't', 'e', 's', 't', 1, 0xbb };
+	assert_int_equal(socks5_parse_request(name, sizeof(name), &r, &rep), (int)sizeof(name));
+	assert_string_equal(r.host, "www.test");
+	assert_int_equal(r.port, 443);
+	uint8_t v6[22] = { 5, 1, 0, 4 };
+	v6[4] = 0x20, v6[5] = 0x01, v6[19] = 1, v6[20] = 0, v6[21] = 80;
+	assert_int_equal(socks5_parse_request(v6, sizeof(v6), &r, &rep), 22);
+	assert_int_equal(r.addr.ss_family, AF_INET6);
+	const uint8_t atyp[] = { 5, 1, 0, 9, 1, 2, 3, 4, 0, 80 };
+	assert_int_equal(socks5_parse_request(atyp, sizeof(atyp), &r, &rep), -1);
+	assert_int_equal(rep, SOCKS5_ATYP_UNSUPPORTED);
+	const uint8_t port0[] = { 5, 1, 0, 1, 1, 2, 3, 4, 0, 0 };
+	assert_int_equal(socks5_parse_request(port0, sizeof(port0), &r, &rep), -1);
+	const uint8_t slash[] = { 5, 1, 0, 3, 3, 'a', '/', 'b', 0, 80 };
+	assert_int_equal(socks5_parse_request(slash, sizeof(slash), &r, &rep), -1);
+
+	uint8_t out[22];
+	assert_int_equal(socks5_reply(out, SOCKS5_OK, NULL), 10);
+	assert_memory_equal(out, "\x05\x00\x00\x01\0\0\0\0\0\0", 10);
+	assert_int_equal(socks5_rep_for(UV_ECONNREFUSED), SOCKS5_REFUSED);
+	assert_int_equal(socks5_rep_for(UV_ETIMEDOUT), SOCKS5_TTL_EXPIRED);
+}
+
+static char *write_file(const char *text)
+{
+	static char path[64];
+	snprintf(path, sizeof(path), "/tmp/test_listen_users.XXXXXX");
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+	return path;
+}
+
+static void test_users(void **state)
+{
+	(void)state;
+	char err[300];
+	/* "hunter2" as SHA-512 crypt (openssl passwd -6 -salt abcdefgh hunter2). */
+	char *path =
+		write_file("# team\n\nalice:secret\n  bob:$6$abcdefgh$M/eYsB4rVXAm3ZNc88J.UD9r"
+			   "CKAT6FB1rahiwJCHtEndQNORCub5qhjxn50qbqVVthkM.9HpEwtf0t.iV9uH0/\r\n");
+	struct users *u = users_load(path, err, sizeof(err));
+	unlink(path);
+	assert_non_null(u);
+	assert_int_equal(users_count(u), 2);
+	assert_true(users_check(u, "alice", "secret"));
+	assert_false(users_check(u, "alice", "secret2"));
+	assert_false(users_check(u, "alice", ""));
+	assert_false(users_check(u, "carol", "secret"));
+	assert_true(users_check(u, "bob", "hunter2"));
+	assert_true(users_check(u, "bob", "hunter2")); /* remembered */
+	assert_false(users_check(u, "bob", "hunter3"));
+	users_free(u);
+
+	static const struct {
+		const char *text, *want;
+	} bad[] = {
+		{ "alice\n", ":1: expected user:password" },
+		{ "a:b\n:c\n", ":2: expected user:password" },
+		{ "a:\n", ":1: expected user:password" },
+		{ "a:b\na:c\n", ":2: user \"a\" is listed twice" },
+		{ "a:$6$x\n", ":1: the password hash of \"a\" is too short" },
+		{ "# nobody\n", ": no users" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		path = write_file(bad[i].text);
+		u = users_load(path, err, sizeof(err));
+		unlink(path);
+		assert_null(u);
+		if (!strstr(err, bad[i].want) || strncmp(err, path, strlen(path)) != 0)
+			fail_msg("%s: \"%s\"", bad[i].text, err);
+	}
+	assert_null(users_load("/nonexistent/users", err, sizeof(err)));
+	assert_non_null(strstr(err, "/nonexistent/users"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_connect),  cmocka_unit_test(test_absolute),
+		cmocka_unit_test(test_refusals), cmocka_unit_test(test_socks5),
+		cmocka_unit_test(test_users),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
