@@ -11,6 +11,8 @@
 
 #include <jansson.h>
 
+#include "listen/target.h"
+
 #define DAEMON_MAX_LISTEN 8
 #define DAEMON_MAX_DNS 8
 #define DAEMON_MAX_HOST_PORTS 16
@@ -35,6 +37,7 @@ struct daemon_wrap {
 };
 
 #define DAEMON_MAX_PROXY 8
+#define DAEMON_MAX_TARGETS 16
 
 /* A proxy listener of run's --http-proxy / --socks5 (one port may be both). */
 struct daemon_proxy {
@@ -84,8 +87,10 @@ struct daemon_options {
 	/* Ways in besides the tunnel (src/listen). */
 	struct daemon_proxy proxies[DAEMON_MAX_PROXY];
 	size_t nproxies;
+	struct listen_target targets[DAEMON_MAX_TARGETS]; /* --reverse, --forward */
+	size_t ntargets;
 	const char *users_file; /* --users: the proxies' credentials; NULL: none */
-	bool allow_open_proxy;  /* a non-loopback proxy without --users */
+	bool allow_open_proxy;  /* a non-loopback listener without --users */
 };
 
 /* --http-proxy / --socks5 ADDR: [ADDR:]PORT (127.0.0.1 when no ADDR) added
@@ -93,6 +98,11 @@ struct daemon_options {
  * with a message in err. */
 int daemon_add_proxy(struct daemon_options *o, const char *spec, bool socks5, char *err,
 		     size_t errlen);
+
+/* --reverse URL@[ADDR:]PORT or --forward [ADDR:]PORT=HOST:PORT[,...]
+ * (listen/target.h) added to o->targets. 0, or -1 with a message in err. */
+int daemon_add_target(struct daemon_options *o, const char *spec, bool reverse, char *err,
+		      size_t errlen);
 
 /* --api's value: [ADDR:]PORT (ADDR an IPv4 or IPv6 literal, IPv6 in
  * brackets). 0 or -1. */

@@ -102,13 +102,14 @@ struct daemon {
 	struct timespec started;
 	X509 *ca_cert; /* a reference, for the API; NULL without a CA */
 	struct api *api;
-	struct runconfig_scope *scope;           /* the capture scope in force; NULL: everything */
-	struct store *store;                     /* HOME/flows.db, following the log; NULL: off */
-	struct rulesrc *rules;                   /* the interception rules' sources */
-	struct replay_engine *replay;            /* resends recorded requests (API) */
-	uint64_t notified_lines;                 /* flowlog_lines when the store was last told */
-	uv_poll_t tun_poll;                      /* wrap: the command's TUN device */
-	struct proxy *proxies[DAEMON_MAX_PROXY]; /* the proxy listeners (daemonlisten.c) */
+	struct runconfig_scope *scope; /* the capture scope in force; NULL: everything */
+	struct store *store;           /* HOME/flows.db, following the log; NULL: off */
+	struct rulesrc *rules;         /* the interception rules' sources */
+	struct replay_engine *replay;  /* resends recorded requests (API) */
+	uint64_t notified_lines;       /* flowlog_lines when the store was last told */
+	uv_poll_t tun_poll;            /* wrap: the command's TUN device */
+	/* The proxy, reverse and forward listeners (daemonlisten.c). */
+	struct proxy *proxies[DAEMON_MAX_PROXY + DAEMON_MAX_TARGETS];
 	size_t nproxies;
 	struct users *users; /* --users */
 	uint8_t *tun_buf;

@@ -10,6 +10,7 @@
 #include "control/api.h"
 #include "daemon_internal.h"
 #include "listen/proxy.h"
+#include "listen/target.h"
 #include "listen/users.h"
 #include "mitm/relay.h"
 
@@ -107,6 +108,48 @@ int daemon_add_proxy(struct daemon_options *o, const char *spec, bool socks5, ch
 	return 0;
 }
 
+int daemon_add_target(struct daemon_options *o, const char *spec, bool reverse, char *err,
+		      size_t errlen)
+{
+	const char *opt = reverse ? "--reverse" : "--forward";
+	if (o->ntargets == DAEMON_MAX_TARGETS) {
+		snprintf(err, errlen, "more than %d --reverse and --forward listeners",
+			 DAEMON_MAX_TARGETS);
+		return -1;
+	}
+	char why[200];
+	struct listen_target *t = &o->targets[o->ntargets];
+	int rc = reverse ? listen_parse_reverse(spec, t, why, sizeof(why))
+			 : listen_parse_forward(spec, t, why, sizeof(why));
+	if (rc < 0) {
+		snprintf(err, errlen, "%s \"%s\": %s", opt, spec, why);
+		return -1;
+	}
+	o->ntargets++;
+	return 0;
+}
+
+/* Every listener's address and option, for the checks. */
+struct bound {
+	const struct sockaddr_storage *addr;
+	const char *opt;
+	bool needs_users; /* a proxy: --users makes it safe to open */
+};
+
+static size_t listeners_of(const struct daemon_options *o,
+			   struct bound out[DAEMON_MAX_PROXY + DAEMON_MAX_TARGETS])
+{
+	size_t n = 0;
+	for (size_t i = 0; i < o->nproxies; i++)
+		out[n++] = (struct bound){ &o->proxies[i].addr, kind(&o->proxies[i]), true };
+	for (size_t i = 0; i < o->ntargets; i++)
+		out[n++] = (struct bound){ &o->targets[i].addr,
+					   strcmp(o->targets[i].via, "reverse") == 0 ? "--reverse"
+										     : "--forward",
+					   false };
+	return n;
+}
+
 int daemon_listeners_check(const struct daemon_options *o, char *err, size_t errlen)
 {
 	unsigned api = API_DEFAULT_PORT;
@@ -114,30 +157,39 @@ int daemon_listeners_check(const struct daemon_options *o, char *err, size_t err
 	bool api_on = !(o->api && strcmp(o->api, "off") == 0);
 	if (api_on && o->api)
 		(void)daemon_parse_api(o->api, host, sizeof(host), &api);
-	for (size_t i = 0; i < o->nproxies; i++) {
-		const struct daemon_proxy *p = &o->proxies[i];
+	struct bound l[DAEMON_MAX_PROXY + DAEMON_MAX_TARGETS];
+	size_t n = listeners_of(o, l);
+	for (size_t i = 0; i < n; i++) {
 		char a[80];
-		format(&p->addr, a, sizeof(a));
-		if (api_on && port_of(&p->addr) == api) {
-			snprintf(err, errlen, "%s %s: that is the control API's port", kind(p), a);
+		format(l[i].addr, a, sizeof(a));
+		if (api_on && port_of(l[i].addr) == api) {
+			snprintf(err, errlen, "%s %s: that is the control API's port", l[i].opt, a);
 			return -1;
 		}
 		for (size_t j = 0; j < i; j++)
-			if (clash(&p->addr, &o->proxies[j].addr)) {
+			if (clash(l[i].addr, l[j].addr)) {
 				char b[80];
-				format(&o->proxies[j].addr, b, sizeof(b));
+				format(l[j].addr, b, sizeof(b));
 				snprintf(err, errlen, "%s %s: the port is already %s's (%s)",
-					 kind(p), a, kind(&o->proxies[j]), b);
+					 l[i].opt, a, l[j].opt, b);
 				return -1;
 			}
-		if (!is_loopback(&p->addr) && !o->users_file && !o->allow_open_proxy) {
+		if (is_loopback(l[i].addr) || o->allow_open_proxy ||
+		    (l[i].needs_users && o->users_file))
+			continue;
+		if (l[i].needs_users)
 			snprintf(err, errlen,
 				 "%s %s: a proxy on a non-loopback address without --users lets "
 				 "anyone who reaches it use it; give --users FILE, or "
 				 "--allow-open-proxy if that is what you want",
-				 kind(p), a);
-			return -1;
-		}
+				 l[i].opt, a);
+		else
+			snprintf(err, errlen,
+				 "%s %s: a listener on a non-loopback address lets anyone who "
+				 "reaches it through to its target; give --allow-open-proxy if "
+				 "that is what you want",
+				 l[i].opt, a);
+		return -1;
 	}
 	return 0;
 }
@@ -145,7 +197,7 @@ int daemon_listeners_check(const struct daemon_options *o, char *err, size_t err
 int daemon_listeners_open(struct daemon *d)
 {
 	const struct daemon_options *o = d->opts;
-	if (o->nproxies == 0)
+	if (o->nproxies == 0 && o->ntargets == 0)
 		return 0;
 	if (o->users_file) {
 		char err[512];
@@ -180,6 +232,27 @@ int daemon_listeners_open(struct daemon *d)
 			 : dp->http             ? "HTTP proxy"
 						: "SOCKS5",
 			 a, d->users ? " (credentials from --users)" : "");
+	}
+	for (size_t i = 0; i < o->ntargets; i++) {
+		const struct listen_target *t = &o->targets[i];
+		struct proxy_config pc = { .addr = t->addr, .relay = d->relay, .target = t };
+		char a[80];
+		format(&t->addr, a, sizeof(a));
+		int err;
+		struct proxy *p = proxy_new(d->loop, &pc, &err);
+		if (!p) {
+			log_error("--%s %s: %s", t->via, a, uv_strerror(err));
+			return -1;
+		}
+		d->proxies[d->nproxies++] = p;
+		(void)relay_protect_port(d->relay, proxy_port(p));
+		bool v6 = strchr(t->host, ':') != NULL;
+		log_info("%s on %s to %s%s%s:%u (client %s, upstream %s)", t->via, a, v6 ? "[" : "",
+			 t->host, v6 ? "]" : "", t->port,
+			 t->shape.client == RELAY_CLIENT_SNIFF ? "TLS or plaintext"
+			 : t->shape.client == RELAY_CLIENT_TLS ? "TLS"
+							       : "plaintext",
+			 t->shape.upstream_tls ? "TLS" : "plaintext");
 	}
 	return 0;
 }

@@ -393,6 +393,8 @@ static int cmd_run(int argc, char **argv)
 		{ "socks5", required_argument, NULL, 0x121 },
 		{ "users", required_argument, NULL, 0x122 },
 		{ "allow-open-proxy", no_argument, NULL, 0x123 },
+		{ "reverse", required_argument, NULL, 0x124 },
+		{ "forward", required_argument, NULL, 0x125 },
 		INTERCEPT_LONGOPTS,
 		{ 0 },
 	};
@@ -499,6 +501,11 @@ static int cmd_run(int argc, char **argv)
 		case 0x123:
 			o.allow_open_proxy = true;
 			break;
+		case 0x124:
+		case 0x125:
+			if (daemon_add_target(&o, optarg, c == 0x124, perr, sizeof(perr)) < 0)
+				return usage_error(&cmd_run_def, "%s", perr);
+			break;
 		case 'S':
 			o.no_store = true;
 			break;
@@ -582,6 +589,8 @@ static const struct command cmd_run_def = {
 	"                  [--dns-override NAME=ADDR[,ADDR]]...\n"
 	"                  [--network-condition DEVICE:latency=MS,down=KBPS,up=KBPS,loss=PCT]...\n"
 	"                  [--http-proxy [ADDR:]PORT]... [--socks5 [ADDR:]PORT]... [--users FILE]\n"
+	"                  [--reverse URL@[ADDR:]PORT]... [--forward "
+	"[ADDR:]PORT=HOST:PORT[,...]]...\n"
 	"                  [--allow-open-proxy]",
 	"Start the endpoint. On first start it creates the server key and, when no\n"
 	"peer exists, a peer named \"phone\" whose QR code it prints. Every TCP and\n"
@@ -637,7 +646,13 @@ static const struct command cmd_run_def = {
 	"  --socks5 [ADDR:]PORT     a SOCKS5 proxy; the same port as --http-proxy serves both\n"
 	"  --users FILE             user:password lines (crypt(3) hashes too): both proxies\n"
 	"                           then need credentials\n"
-	"  --allow-open-proxy       allow a proxy on a non-loopback address without --users\n"
+	"  --reverse URL@[ADDR:]PORT  in front of a server: https://api.internal:8443@8443;\n"
+	"                           clients may speak TLS or not, the URL's scheme goes upstream\n"
+	"  --forward [ADDR:]PORT=HOST:PORT[,protocol=P][,tls][,upstream-tls][,insecure]\n"
+	"                           a port to one target; tls: clients speak TLS (terminated),\n"
+	"                           upstream-tls: TLS to the target; P: auto, raw, http, http2,\n"
+	"                           grpc, websocket, sse\n"
+	"  --allow-open-proxy       allow a listener on a non-loopback address without --users\n"
 	"\n"
 	"control plane (docs/api.md; the configuration saved in HOME/config.json is\n"
 	"read first, these options override it):\n"

@@ -19,6 +19,7 @@
 #include "listen/proxyreq.h"
 #include "listen/sockstream.h"
 #include "listen/socks5.h"
+#include "listen/target.h"
 #include "listen/users.h"
 #include "mitm/relay.h"
 
@@ -26,6 +27,7 @@ struct proxy {
 	uv_loop_t *loop;
 	uv_tcp_t srv;
 	struct proxy_config cfg;
+	struct listen_target target; /* cfg.target points here */
 	struct proxy_stats st;
 	struct pconn *conns;
 	bool srv_closed, freed;
@@ -191,7 +193,9 @@ static void pconn_refused(struct pconn *c, struct stream *s, int rc)
 		p->st.refused_policy++;
 	else
 		p->st.refused_limit++;
-	if (c->sreq.cmd)
+	if (p->cfg.target)
+		stream_abort(s); /* as the tunnel's refusals */
+	else if (c->sreq.cmd)
 		answer_socks(s, rc == -ECONNREFUSED ? SOCKS5_NOT_ALLOWED : SOCKS5_FAILURE);
 	else
 		answer_http(s, rc == -ECONNREFUSED ? 403 : 503, why);
@@ -221,6 +225,14 @@ static void pconn_hand(struct pconn *c, const struct sockaddr *dest)
 			rc = sockstream_unread(c->ss, c->buf + c->req.head_len,
 					       c->len - c->req.head_len);
 	}
+	struct relay_shape shape;
+	if (p->cfg.target) {
+		shape = p->target.shape;
+		shape.name = p->target.host;
+		o.via = p->target.via;
+		o.shape = &shape;
+		o.dialled = NULL; /* a failure resets the client, as the tunnel's */
+	}
 	struct stream *s = c->s;
 	if (rc != 0) {
 		pconn_release(c);
@@ -240,6 +252,14 @@ static void pconn_hand(struct pconn *c, const struct sockaddr *dest)
 static void pconn_fail_resolve(struct pconn *c, int status)
 {
 	c->p->st.resolve_failed++;
+	if (c->p->cfg.target) {
+		log_warn("%s %s: cannot resolve %s: %s", c->p->target.via, c->p->target.host,
+			 c->p->target.host, uv_strerror(status));
+		stream_abort(c->s);
+		c->s = NULL;
+		pconn_release(c);
+		return;
+	}
 	const char *host = c->sreq.cmd ? c->sreq.host : c->req.host;
 	if (c->sreq.cmd) {
 		answer_socks(c->s, SOCKS5_HOST_UNREACHABLE);
@@ -275,7 +295,9 @@ static void pconn_on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo
 	memset(&dest, 0, sizeof(dest));
 	memcpy(&dest, res->ai_addr, res->ai_addrlen);
 	uv_freeaddrinfo(res);
-	uint16_t port = c->sreq.cmd ? c->sreq.port : c->req.port;
+	uint16_t port = c->p->cfg.target ? c->p->target.port
+			: c->sreq.cmd    ? c->sreq.port
+					 : c->req.port;
 	if (dest.ss_family == AF_INET)
 		((struct sockaddr_in *)&dest)->sin_port = htons(port);
 	else
@@ -532,6 +554,19 @@ static void proxy_on_connection(uv_stream_t *srv, int status)
 		p->conns->prev = c;
 	p->conns = c;
 	stream_set_cb(s, &pconn_cb, c);
+	if (p->cfg.target) {
+		if (c->over_limit) {
+			p->st.refused_limit++;
+			stream_abort(s);
+			c->s = NULL;
+			pconn_release(c);
+			return;
+		}
+		/* Paused until the relay takes it: the client's bytes wait in the
+		 * kernel. */
+		pconn_resolve(c, p->target.host, p->target.port);
+		return;
+	}
 	stream_resume(s);
 }
 
@@ -546,7 +581,7 @@ static void proxy_on_srv_closed(uv_handle_t *h)
 
 struct proxy *proxy_new(uv_loop_t *loop, const struct proxy_config *cfg, int *err)
 {
-	if (!cfg->relay || (!cfg->http && !cfg->socks5)) {
+	if (!cfg->relay || (!cfg->http && !cfg->socks5 && !cfg->target)) {
 		*err = UV_EINVAL;
 		return NULL;
 	}
@@ -557,6 +592,10 @@ struct proxy *proxy_new(uv_loop_t *loop, const struct proxy_config *cfg, int *er
 	}
 	p->loop = loop;
 	p->cfg = *cfg;
+	if (cfg->target) {
+		p->target = *cfg->target;
+		p->cfg.target = &p->target;
+	}
 	if (!p->cfg.max_connections)
 		p->cfg.max_connections = PROXY_DEFAULT_MAX_CONNECTIONS;
 	if (!p->cfg.head_timeout_ms)

@@ -14,6 +14,10 @@
  * credentials, 403 / "not allowed" for the policy, 503 / failure past
  * max_connections.
  *
+ * With a fixed target (reverse, forward) there is nothing to say: each
+ * connection goes to the target at once, shaped as the listener declares
+ * (relay_shape).
+ *
  * A request in absolute form goes to its server with the head rewritten
  * (listen/proxyreq.h) and "Connection: close": one server per client
  * connection. Loop thread only. */
@@ -31,9 +35,14 @@
 
 struct relay;
 struct users;
+struct listen_target;
 
 struct proxy_config {
-	bool http, socks5; /* at least one */
+	bool http, socks5; /* at least one, or a target */
+	/* A fixed target (listen/target.h: reverse, forward): each connection
+	 * is handed on at once, nothing read; users and the head timeout do
+	 * not apply, and a failed dial resets the client. Copied. */
+	const struct listen_target *target;
 	struct sockaddr_storage addr;
 	struct relay *relay;
 	const struct users *users; /* NULL: no authentication; else required */

@@ -31,6 +31,7 @@
  * let the upstream go). */
 #include "mitm/relay.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -133,7 +134,10 @@ struct relay_icpt {
 	struct sniff_hello hello;
 	struct tls_leg up, cl;
 	bool up_tls, cl_tls; /* legs initialised */
-	const char *proto;   /* "raw", "tls", "tls-passthrough", "http", "h2c" */
+	/* Shaped flows (relay_shape): the client leg is plain (TLS originated
+	 * upstream only); what is inside the TLS is not HTTP. */
+	bool cl_plain, raw_inside;
+	const char *proto; /* "raw", "tls", "tls-passthrough", "http", "h2c" */
 	char passthrough[PASSTHRU_GLOB_LEN + 8];
 	char tls_error[200];
 	json_t *tls_json; /* {"client":…, "upstream":…} once both are up */
@@ -176,7 +180,8 @@ struct relay_conn {
 	struct tally_entry *share;        /* this flow in relay.per_peer */
 	struct sockaddr_storage upstream; /* dialled address (rewritten for host ports) */
 	bool host_port;
-	unsigned handles; /* uv handles not yet closed */
+	unsigned handles;          /* uv handles not yet closed */
+	struct relay_shape *shape; /* a fixed-target listener's; NULL: sniffed */
 	/* A listener's flow: told once the upstream is dialled (relay.h). */
 	void (*dialled)(void *ctx, struct stream *s, int err, const char *why);
 	void *dialled_ctx;
@@ -458,6 +463,7 @@ static void relay_conn_on_close(uv_handle_t *h)
 		c->next->prev = c->prev;
 	free(c->pending);
 	relay_icpt_free(c);
+	free(c->shape);
 	free(c);
 	if (r->freed && r->conns == NULL)
 		relay_free_now(r);
@@ -828,6 +834,8 @@ static void relay_conn_rw_client(struct relay_conn *c, const uint8_t *p, size_t 
 static bool pace_take(struct relay_conn *c, int d, size_t n);
 static size_t pace_room(struct relay_conn *c, size_t room, bool *paced);
 static void relay_conn_client_tls_failed(struct relay_conn *c, const char *how);
+static void relay_conn_client_hs_done(struct relay_conn *c);
+static void relay_conn_upstream_ready(struct relay_conn *c, bool ok);
 
 /* FAIL: the 502's connection ends in order (close_notify, FIN); the record
  * keeps the upstream's failure. */
@@ -880,6 +888,12 @@ static void relay_conn_on_client_recv(void *arg, const uint8_t *data, size_t len
 			c->x->sniff = NULL;
 			c->x->sniff_len = 0;
 		}
+		if (c->mode == MODE_UP_HS && c->x->cl_plain) {
+			/* A plaintext client may half-close after its request:
+			 * passed on once the upstream leg is up. */
+			c->client_fin = true;
+			return;
+		}
 		if (c->mode == MODE_UP_HS || c->mode == MODE_CLIENT_HS ||
 		    (c->mode == MODE_FAIL && !c->x->cl.done)) {
 			relay_conn_client_fin_in_handshake(c);
@@ -892,6 +906,11 @@ static void relay_conn_on_client_recv(void *arg, const uint8_t *data, size_t len
 		}
 		if (c->mode == MODE_TLS && c->x->cl_tls)
 			obs_client(c, NULL, 0);
+		if (c->mode == MODE_TLS && c->x->cl.plain) {
+			tls_leg_close_notify(&c->x->up);
+			if (!relay_conn_up_flush(c))
+				return;
+		}
 		relay_conn_client_done(c);
 		return;
 	}
@@ -1009,31 +1028,182 @@ static uint64_t relay_now_s(const struct relay *r)
 	return uv_now(r->loop) / 1000;
 }
 
+/* ---- shaped flows (relay_shape) ----------------------------------------- */
+
+/* The ALPN list offered upstream for a declared protocol; AUTO and RAW keep
+ * what the client offered. */
+static void shape_alpn_wire(enum relay_proto proto, const uint8_t **alpn, size_t *len)
+{
+	if (proto == RELAY_PROTO_HTTP) {
+		*alpn = (const uint8_t *)"\x08http/1.1";
+		*len = 9;
+	} else if (proto == RELAY_PROTO_HTTP2 || proto == RELAY_PROTO_GRPC) {
+		*alpn = (const uint8_t *)"\x02h2";
+		*len = 3;
+	}
+}
+
+static bool hello_offers(const struct sniff_hello *h, const char *proto);
+
+/* What a TLS client is given when the upstream speaks plaintext: the
+ * declared protocol when the client offers it; for AUTO HTTP/1.1 first,
+ * as nothing says the upstream speaks h2c. */
+static const char *shape_client_alpn(const struct relay_shape *sh, const struct sniff_hello *h)
+{
+	switch (sh->proto) {
+	case RELAY_PROTO_RAW:
+		return NULL;
+	case RELAY_PROTO_HTTP:
+		return hello_offers(h, "http/1.1") ? "http/1.1" : NULL;
+	case RELAY_PROTO_HTTP2:
+	case RELAY_PROTO_GRPC:
+		return hello_offers(h, "h2")         ? "h2"
+		       : hello_offers(h, "grpc-exp") ? "grpc-exp"
+						     : NULL;
+	case RELAY_PROTO_AUTO:
+		break;
+	}
+	return hello_offers(h, "http/1.1") ? "http/1.1" : hello_offers(h, "h2") ? "h2" : NULL;
+}
+
+/* A plaintext client and a TLS upstream: the upstream handshake, with the
+ * client's bytes held (they go into a plain client leg once it is done). */
+static void relay_conn_originate_tls(struct relay_conn *c, enum sniff_proto k)
+{
+	struct relay *r = c->relay;
+	struct relay_icpt *x = c->x;
+	const struct relay_shape *sh = c->shape;
+	enum relay_proto proto = sh->proto;
+	if (proto == RELAY_PROTO_AUTO)
+		proto = k == SNIFF_HTTP1                ? RELAY_PROTO_HTTP
+			: k == SNIFF_H2_PRIOR_KNOWLEDGE ? RELAY_PROTO_HTTP2
+							: RELAY_PROTO_RAW;
+	x->cl_plain = true;
+	x->raw_inside = proto == RELAY_PROTO_RAW;
+	x->proto = proto == RELAY_PROTO_RAW ? "raw" : proto == RELAY_PROTO_HTTP ? "http" : "h2c";
+	if (!r->cfg.tls) {
+		snprintf(x->tls_error, sizeof(x->tls_error), "upstream TLS: no TLS context");
+		relay_conn_finish(c, "tls:upstream_error", END_RESET_BOTH);
+		return;
+	}
+	const uint8_t *alpn = NULL;
+	size_t alpn_len = 0;
+	shape_alpn_wire(proto, &alpn, &alpn_len);
+	if (tls_leg_upstream(r->cfg.tls, &x->up, sh->name, (const struct sockaddr *)&c->upstream,
+			     alpn, alpn_len) < 0) {
+		relay_conn_oom(c);
+		return;
+	}
+	if (sh->insecure >= 0)
+		x->up.insecure = sh->insecure;
+	x->up_tls = true;
+	c->mode = MODE_UP_HS;
+	relay_conn_arm(c, r->cfg.handshake_timeout_ms);
+	(void)tls_leg_handshake(&x->up);
+	if (!relay_conn_up_flush(c))
+		return;
+	relay_conn_read_on(c);
+}
+
+/* What the listener declared decides, where it can; false: sniff on as
+ * for the tunnel (an undecided plaintext, both sides plain, AUTO). */
+static bool relay_conn_sniff_shaped(struct relay_conn *c, enum sniff_proto k)
+{
+	struct relay_icpt *x = c->x;
+	struct relay *r = c->relay;
+	const struct relay_shape *sh = c->shape;
+	bool plain_raw = sh->client == RELAY_CLIENT_PLAIN && sh->proto == RELAY_PROTO_RAW;
+	if (k == SNIFF_NEED_MORE && !plain_raw && x->sniff_len < SNIFF_MAX_HELLO)
+		return false;
+	if (k == SNIFF_TLS && sh->client != RELAY_CLIENT_PLAIN)
+		return false; /* the ClientHello path, shaped in relay_conn_start_tls */
+	if (k != SNIFF_TLS && sh->client == RELAY_CLIENT_TLS) {
+		r->stats.tls_client_failed++;
+		snprintf(x->tls_error, sizeof(x->tls_error),
+			 "client TLS: the client did not begin TLS");
+		relay_conn_finish(c, "tls:client_error", END_RESET_BOTH);
+		return true;
+	}
+	if (!sh->upstream_tls && !plain_raw && k != SNIFF_TLS && sh->proto == RELAY_PROTO_AUTO)
+		return false;
+	if (k == SNIFF_HTTP1)
+		r->stats.proto_http++;
+	else if (k == SNIFF_H2_PRIOR_KNOWLEDGE)
+		r->stats.proto_h2c++;
+	else if (k == SNIFF_TLS)
+		r->stats.proto_tls++;
+	else
+		r->stats.proto_raw++;
+	if (sh->upstream_tls) {
+		relay_conn_originate_tls(c, plain_raw ? SNIFF_OTHER : k);
+		return true;
+	}
+	switch (plain_raw || k == SNIFF_TLS ? RELAY_PROTO_RAW : sh->proto) {
+	case RELAY_PROTO_RAW:
+		relay_conn_go_raw(c, k == SNIFF_TLS ? "tls-passthrough" : "raw", OBS_NONE, NULL);
+		return true;
+	case RELAY_PROTO_HTTP:
+		relay_conn_go_raw(c, "http", OBS_HTTP1, "http");
+		return true;
+	case RELAY_PROTO_HTTP2:
+	case RELAY_PROTO_GRPC:
+		relay_conn_go_raw(c, "h2c", OBS_H2, "http");
+		return true;
+	case RELAY_PROTO_AUTO:
+		break;
+	}
+	return false; /* not reached */
+}
+
 static void relay_conn_start_tls(struct relay_conn *c)
 {
 	struct relay *r = c->relay;
 	struct relay_icpt *x = c->x;
 	char hostbuf[INET6_ADDRSTRLEN];
 	const char *host = relay_conn_host(c, hostbuf);
-	const char *rule = r->cfg.passthrough ? passthru_rule(r->cfg.passthrough, host) : NULL;
+	const struct relay_shape *sh = c->shape;
+	const char *rule =
+		r->cfg.passthrough && !sh ? passthru_rule(r->cfg.passthrough, host) : NULL;
 	if (rule) {
 		snprintf(x->passthrough, sizeof(x->passthrough), "rule:%s", rule);
 		r->stats.passthrough_rule++;
-	} else if (r->cfg.passthrough &&
+	} else if (r->cfg.passthrough && !sh &&
 		   passthru_auto_has(r->cfg.passthrough, c->flow.peer, host, relay_now_s(r))) {
 		snprintf(x->passthrough, sizeof(x->passthrough), "auto");
 		r->stats.passthrough_auto++;
 	}
-	if (x->passthrough[0] || !r->cfg.tls || r->cfg.no_intercept) {
+	if (x->passthrough[0] || !r->cfg.tls || (r->cfg.no_intercept && !sh)) {
 		relay_conn_go_raw(c, "tls-passthrough", OBS_NONE, NULL);
 		return;
 	}
+	x->raw_inside = sh && sh->proto == RELAY_PROTO_RAW;
+	if (sh && !sh->upstream_tls) {
+		/* TLS ends here: the upstream gets the plaintext. */
+		const char *pick = shape_client_alpn(sh, &x->hello);
+		if (tls_leg_plain(r->cfg.tls, &x->up, false, (const uint8_t *)pick,
+				  pick ? strlen(pick) : 0) < 0) {
+			relay_conn_oom(c);
+			return;
+		}
+		x->up_tls = true;
+		x->proto = "tls";
+		relay_conn_upstream_ready(c, true);
+		return;
+	}
 	const char *sni = x->hello.sni_present && !x->hello.sni_is_ip ? x->hello.sni : NULL;
-	if (tls_leg_upstream(r->cfg.tls, &x->up, sni, (const struct sockaddr *)&c->upstream,
-			     x->hello.alpn_wire, x->hello.alpn_wire_len) < 0) {
+	const uint8_t *alpn = x->hello.alpn_wire;
+	size_t alpn_len = x->hello.alpn_wire_len;
+	if (sh) {
+		sni = sh->name;
+		shape_alpn_wire(sh->proto, &alpn, &alpn_len);
+	}
+	if (tls_leg_upstream(r->cfg.tls, &x->up, sni, (const struct sockaddr *)&c->upstream, alpn,
+			     alpn_len) < 0) {
 		relay_conn_oom(c);
 		return;
 	}
+	if (sh && sh->insecure >= 0)
+		x->up.insecure = sh->insecure;
 	x->up_tls = true;
 	x->proto = "tls";
 	c->mode = MODE_UP_HS;
@@ -1048,7 +1218,10 @@ static void relay_conn_sniff(struct relay_conn *c)
 {
 	struct relay_icpt *x = c->x;
 	struct relay *r = c->relay;
-	switch (sniff_classify(x->sniff, x->sniff_len)) {
+	enum sniff_proto k = sniff_classify(x->sniff, x->sniff_len);
+	if (c->shape && relay_conn_sniff_shaped(c, k))
+		return;
+	switch (k) {
 	case SNIFF_NEED_MORE:
 		if (x->sniff_len >= SNIFF_MAX_HELLO) {
 			r->stats.proto_raw++;
@@ -1111,18 +1284,33 @@ static bool relay_conn_client_leg(struct relay_conn *c, X509 *upstream_cert, con
 {
 	struct relay_icpt *x = c->x;
 	struct tls_ctx *t = c->relay->cfg.tls;
-	const char *sni = x->hello.sni_present ? x->hello.sni : NULL;
-	X509 *leaf = tls_leaf_for(t, sni, (const struct sockaddr *)&c->flow.server, upstream_cert);
-	if (!leaf) {
-		snprintf(x->tls_error, sizeof(x->tls_error), "cannot mint a certificate");
-		relay_conn_finish(c, "error", END_RESET_BOTH);
-		return false;
-	}
-	int rc = tls_leg_client(t, &x->cl, leaf, alpn, alpn_len);
-	X509_free(leaf);
-	if (rc < 0) {
-		relay_conn_oom(c);
-		return false;
+	if (x->cl_plain) {
+		/* The upstream's choice, or what the client's bytes are. */
+		if (!alpn_len && !x->raw_inside) {
+			alpn = (const uint8_t *)(strcmp(x->proto, "h2c") == 0 ? "h2" : "http/1.1");
+			alpn_len = strlen((const char *)alpn);
+		}
+		if (tls_leg_plain(t, &x->cl, true, alpn, alpn_len) < 0) {
+			relay_conn_oom(c);
+			return false;
+		}
+	} else {
+		const char *sni = x->hello.sni_present ? x->hello.sni
+				  : c->shape           ? c->shape->name
+						       : NULL;
+		X509 *leaf = tls_leaf_for(t, sni, (const struct sockaddr *)&c->flow.server,
+					  upstream_cert);
+		if (!leaf) {
+			snprintf(x->tls_error, sizeof(x->tls_error), "cannot mint a certificate");
+			relay_conn_finish(c, "error", END_RESET_BOTH);
+			return false;
+		}
+		int rc = tls_leg_client(t, &x->cl, leaf, alpn, alpn_len);
+		X509_free(leaf);
+		if (rc < 0) {
+			relay_conn_oom(c);
+			return false;
+		}
 	}
 	x->cl_tls = true;
 	/* The ClientHello (and whatever followed it) goes in first. */
@@ -1174,6 +1362,10 @@ static void relay_conn_upstream_ready(struct relay_conn *c, bool ok)
 		 * FIN or reset could not be seen any more). */
 		if (!uv_is_closing((uv_handle_t *)&c->up))
 			uv_close((uv_handle_t *)&c->up, relay_conn_on_close);
+		if (x->raw_inside) {
+			relay_conn_finish(c, "tls:upstream_error", END_RESET_BOTH);
+			return; /* no protocol to say why in */
+		}
 		/* HTTP/1.1 when offered (or no ALPN at all), else HTTP/2 (gRPC). */
 		const char *pick = hello_offers(&x->hello, "http/1.1")   ? "http/1.1"
 				   : hello_offers(&x->hello, "h2")       ? "h2"
@@ -1186,8 +1378,21 @@ static void relay_conn_upstream_ready(struct relay_conn *c, bool ok)
 	/* The client has this long to finish its handshake. */
 	relay_conn_arm(c, r->cfg.handshake_timeout_ms);
 	relay_conn_resume_client(c);
+	if (x->cl.plain) {
+		/* No handshake on a plaintext client's side. */
+		relay_conn_client_hs_done(c);
+		if (c->finished)
+			return;
+	}
 	if (!c->finished)
 		relay_conn_client_tls_data(c);
+	if (!c->finished && x->cl.plain && c->client_fin && c->mode == MODE_TLS) {
+		/* The FIN that came during the upstream handshake. */
+		tls_leg_close_notify(&x->up);
+		if (!relay_conn_up_flush(c))
+			return;
+		relay_conn_client_done(c);
+	}
 }
 
 /* ---- rules: the active HTTP/1.1 layer ------------------------------------ */
@@ -1713,15 +1918,19 @@ static void relay_conn_tls_established(struct relay_conn *c)
 	const uint8_t *alpn;
 	unsigned alen;
 	tls_leg_alpn(&x->cl, &alpn, &alen);
-	if (alpn_is_h2(alpn, alen)) {
-		obs_start(c, OBS_H2, "https");
-		relay_conn_rules_start(c, "https", true);
+	/* The URL's scheme is the upstream's: what was reached, and how. */
+	const char *scheme = x->up.plain ? "http" : "https";
+	if (x->raw_inside) {
+		/* declared raw: no HTTP layer */
+	} else if (alpn_is_h2(alpn, alen)) {
+		obs_start(c, OBS_H2, scheme);
+		relay_conn_rules_start(c, scheme, true);
 		if (c->finished)
 			return;
 	} else if (alen == 0 || (alen == 8 && memcmp(alpn, "http/1.1", 8) == 0) ||
 		   (alen == 8 && memcmp(alpn, "http/1.0", 8) == 0)) {
-		obs_start(c, OBS_HTTP1, "https");
-		relay_conn_rules_start(c, "https", false);
+		obs_start(c, OBS_HTTP1, scheme);
+		relay_conn_rules_start(c, scheme, false);
 	}
 	/* Anything the upstream sent meanwhile waits in its leg. */
 	relay_conn_upstream_tls_data(c);
@@ -1751,7 +1960,7 @@ static void relay_conn_client_tls_failed(struct relay_conn *c, const char *how)
 		reason = "tls:client_rejected";
 		char hostbuf[INET6_ADDRSTRLEN];
 		const char *host = relay_conn_host(c, hostbuf);
-		if (r->cfg.passthrough)
+		if (r->cfg.passthrough && !c->shape)
 			passthru_auto_add(r->cfg.passthrough, c->flow.peer, host, relay_now_s(r));
 		/* One line per host and peer: later connections pass through. */
 		log_warn("%s rejected our certificate for %s (%s): if every host fails, the CA is "
@@ -1797,6 +2006,35 @@ static void relay_conn_fail_answer(struct relay_conn *c, const uint8_t *p, size_
 	relay_conn_client_flush(c);
 }
 
+/* The client leg's handshake is over (a plain leg has none): the flow is
+ * established, or the 502 is ready to answer. */
+static void relay_conn_client_hs_done(struct relay_conn *c)
+{
+	struct relay_icpt *x = c->x;
+	if (c->mode == MODE_CLIENT_HS) {
+		relay_conn_tls_established(c);
+	} else if (c->mode == MODE_FAIL && !x->tls_json) {
+		x->tls_json = json_object();
+		json_object_set_new(x->tls_json, "client", tls_leg_json(&x->cl));
+		json_object_set_new(x->tls_json, "upstream", json_null());
+		const uint8_t *alpn;
+		unsigned alen;
+		tls_leg_alpn(&x->cl, &alpn, &alen);
+		bool h2 = alpn_is_h2(alpn, alen);
+		obs_start(c, h2 ? OBS_H2 : OBS_HTTP1, x->cl.plain ? "http" : "https");
+		x->err = errpage_new(h2, x->tls_error);
+		if (!x->err) {
+			relay_conn_oom(c);
+			return;
+		}
+		relay_conn_fail_answer(c, NULL, 0); /* h2: our SETTINGS */
+		if (c->finished)
+			return;
+		/* The request the 502 answers must come this soon. */
+		relay_conn_arm(c, c->relay->cfg.handshake_timeout_ms);
+	}
+}
+
 /* Client leg: drive the handshake, then pass plaintext upstream. */
 static void relay_conn_client_tls_data(struct relay_conn *c)
 {
@@ -1818,30 +2056,9 @@ static void relay_conn_client_tls_data(struct relay_conn *c)
 		}
 		if (hs == TLS_WANT)
 			return;
-		if (c->mode == MODE_CLIENT_HS) {
-			relay_conn_tls_established(c);
-			if (c->finished)
-				return;
-		} else if (c->mode == MODE_FAIL && !x->tls_json) {
-			x->tls_json = json_object();
-			json_object_set_new(x->tls_json, "client", tls_leg_json(&x->cl));
-			json_object_set_new(x->tls_json, "upstream", json_null());
-			const uint8_t *alpn;
-			unsigned alen;
-			tls_leg_alpn(&x->cl, &alpn, &alen);
-			bool h2 = alpn_is_h2(alpn, alen);
-			obs_start(c, h2 ? OBS_H2 : OBS_HTTP1, "https");
-			x->err = errpage_new(h2, x->tls_error);
-			if (!x->err) {
-				relay_conn_oom(c);
-				return;
-			}
-			relay_conn_fail_answer(c, NULL, 0); /* h2: our SETTINGS */
-			if (c->finished)
-				return;
-			/* The request the 502 answers must come this soon. */
-			relay_conn_arm(c, r->cfg.handshake_timeout_ms);
-		}
+		relay_conn_client_hs_done(c);
+		if (c->finished)
+			return;
 	}
 	for (;;) {
 		size_t n = 0;
@@ -2021,6 +2238,8 @@ static void relay_conn_down_done(struct relay_conn *c)
 {
 	if (!c->upstream_eof || relay_conn_client_pending(c) > 0 || c->down_shutdown || c->finished)
 		return;
+	if (c->x && tls_leg_plain_pending(&c->x->up) > 0)
+		return; /* a plain upstream leg's bytes the client has no room for yet */
 	c->down_shutdown = true;
 	if (c->cs)
 		(void)stream_shutdown(c->cs);
@@ -2081,6 +2300,13 @@ static void relay_conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *bu
 		}
 		if (c->mode == MODE_RAW && c->x && c->x->rw) {
 			h1rw_server_eof(c->x->rw);
+			if (c->finished)
+				return;
+		}
+		if (c->x && c->x->up.plain) {
+			/* TLS_CLOSED once the client took what came before */
+			tls_leg_plain_eof(&c->x->up);
+			relay_conn_upstream_tls_data(c);
 			if (c->finished)
 				return;
 		}
@@ -2258,7 +2484,22 @@ static void relay_conn_sniff_timeout(struct relay_conn *c)
 	struct relay *r = c->relay;
 	if (!x || x->sniff_len == 0)
 		return; /* nothing held: an idle connection, nothing to decide */
-	if (sniff_classify(x->sniff, x->sniff_len) == SNIFF_TLS) {
+	bool tls = sniff_classify(x->sniff, x->sniff_len) == SNIFF_TLS;
+	if (c->shape && c->shape->client != RELAY_CLIENT_PLAIN) {
+		/* The listener said TLS is terminated here: never passed on. */
+		if (tls || c->shape->client == RELAY_CLIENT_TLS) {
+			r->stats.tls_client_failed++;
+			snprintf(x->tls_error, sizeof(x->tls_error),
+				 tls ? "client TLS: ClientHello incomplete after %u ms"
+				     : "client TLS: the client did not begin TLS",
+				 r->cfg.sniff_timeout_ms);
+			relay_conn_finish(c, "tls:client_error", END_RESET_BOTH);
+			return;
+		}
+		if (relay_conn_sniff_shaped(c, SNIFF_OTHER))
+			return;
+	}
+	if (tls) {
 		r->stats.proto_tls++;
 		snprintf(x->tls_error, sizeof(x->tls_error), "ClientHello incomplete after %u ms",
 			 r->cfg.sniff_timeout_ms);
@@ -2416,7 +2657,24 @@ static void relay_conn_on_connect(uv_connect_t *req, int status)
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
 	}
-	relay_conn_read_on(c);
+	/* A client that may speak TLS speaks first: what a plaintext server
+	 * says before (an h2c server's SETTINGS) waits in the kernel until the
+	 * legs are up. */
+	if (!c->shape || c->shape->client == RELAY_CLIENT_PLAIN)
+		relay_conn_read_on(c);
+	if (c->shape && c->shape->client == RELAY_CLIENT_PLAIN &&
+	    c->shape->proto == RELAY_PROTO_RAW) {
+		/* Nothing to wait for: the server may speak first. */
+		c->x = calloc(1, sizeof(*c->x));
+		if (!c->x) {
+			relay_conn_oom(c);
+			return;
+		}
+		flowlog_format_addr((const struct sockaddr *)&c->flow.server, c->x->authority);
+		(void)relay_conn_sniff_shaped(c, SNIFF_OTHER);
+		if (c->finished)
+			return;
+	}
 	/* Held client data and a held FIN arrive through on_client_recv. */
 	relay_conn_resume_client(c);
 	if (c->client_fin)
@@ -2504,6 +2762,25 @@ int relay_stream_accept(struct relay *r, struct stream *conn, const struct socka
 			snprintf(c->flow.user, sizeof(c->flow.user), "%s", o->user);
 		c->dialled = o->dialled;
 		c->dialled_ctx = o->ctx;
+		if (o->shape) {
+			size_t nl = o->shape->name ? strlen(o->shape->name) + 1 : 0;
+			c->shape = malloc(sizeof(*c->shape) + nl);
+			if (!c->shape) {
+				tally_give(r->per_peer, share);
+				free(c);
+				return -ENOMEM;
+			}
+			*c->shape = *o->shape;
+			c->shape->name = NULL;
+			/* An IP literal is verified as the address dialled. */
+			struct in6_addr ip;
+			if (nl && inet_pton(AF_INET, o->shape->name, &ip) != 1 &&
+			    inet_pton(AF_INET6, o->shape->name, &ip) != 1) {
+				char *name = (char *)(c->shape + 1);
+				memcpy(name, o->shape->name, nl);
+				c->shape->name = name;
+			}
+		}
 	}
 	int rc = uv_tcp_init(r->loop, &c->up);
 	if (rc < 0) {

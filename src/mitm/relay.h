@@ -185,6 +185,34 @@ struct relay *relay_new(uv_loop_t *loop, const struct relay_config *cfg)
 int relay_tcp_accept(struct relay *r, struct stream *conn, const struct sockaddr *client,
 		     const struct sockaddr *dest);
 
+/* What a listener with a fixed target (reverse, forward) says its
+ * streams are, instead of what the tunnel guesses from the first bytes:
+ * whether the client speaks TLS, whether the upstream does (each side
+ * independently: TLS terminated, originated, both or neither), and the
+ * protocol inside. The upstream is verified against `name` (sent as SNI),
+ * and a client's leaf carries its SNI, or `name` when it sends none.
+ * Passthrough rules do not apply: the listener's configuration says what
+ * to do with TLS. */
+enum relay_client_tls {
+	RELAY_CLIENT_SNIFF, /* TLS terminated when the first bytes are a ClientHello */
+	RELAY_CLIENT_PLAIN, /* relayed as they are, TLS or not */
+	RELAY_CLIENT_TLS,   /* must begin TLS (else "tls:client_error") */
+};
+enum relay_proto {
+	RELAY_PROTO_AUTO, /* the first bytes decide (HTTP/1, the h2 preface, else raw) */
+	RELAY_PROTO_RAW,  /* bytes, no HTTP parsing */
+	RELAY_PROTO_HTTP, /* HTTP/1.x; also "websocket" and "sse", which are HTTP/1.1 */
+	RELAY_PROTO_HTTP2,
+	RELAY_PROTO_GRPC, /* HTTP/2 */
+};
+struct relay_shape {
+	enum relay_client_tls client;
+	enum relay_proto proto;
+	bool upstream_tls;
+	int insecure;     /* upstream verification: -1 as configured, 0 verify, 1 do not */
+	const char *name; /* the target's host (copied); NULL or an IP literal: none */
+};
+
 /* A stream from a listener (src/listen): who it is from and how its client
  * is told the outcome of the dial. */
 struct relay_origin {
@@ -199,6 +227,7 @@ struct relay_origin {
 	 * behaviour (the client is reset on failure). */
 	void (*dialled)(void *ctx, struct stream *s, int err, const char *why);
 	void *ctx;
+	const struct relay_shape *shape; /* copied; NULL: as the tunnel's streams */
 };
 
 /* relay_tcp_accept for a listener's stream. Never uses the local hook

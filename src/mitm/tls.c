@@ -405,8 +405,51 @@ int tls_leg_client(struct tls_ctx *t, struct tls_leg *leg, X509 *leaf, const uin
 	return 0;
 }
 
+int tls_leg_plain(struct tls_ctx *t, struct tls_leg *leg, bool server, const uint8_t *alpn,
+		  size_t alpn_len)
+{
+	memset(leg, 0, sizeof(*leg));
+	leg->ctx = t;
+	leg->server = server;
+	leg->plain = true;
+	leg->done = true;
+	leg->alert_received = -1;
+	leg->alert_sent = -1;
+	if (alpn_len > sizeof(leg->alpn_pick))
+		alpn_len = 0;
+	if (alpn_len)
+		memcpy(leg->alpn_pick, alpn, alpn_len);
+	leg->alpn_pick_len = alpn_len;
+	leg->in = BIO_new(BIO_s_mem());
+	leg->out = BIO_new(BIO_s_mem());
+	if (!leg->in || !leg->out) {
+		BIO_free(leg->in);
+		BIO_free(leg->out);
+		leg->in = leg->out = NULL;
+		return -ENOMEM;
+	}
+	BIO_set_mem_eof_return(leg->in, -1);
+	return 0;
+}
+
+void tls_leg_plain_eof(struct tls_leg *leg)
+{
+	leg->plain_eof = true;
+}
+
+size_t tls_leg_plain_pending(const struct tls_leg *leg)
+{
+	return leg->plain && leg->in ? BIO_ctrl_pending(leg->in) : 0;
+}
+
 void tls_leg_free(struct tls_leg *leg)
 {
+	if (leg && leg->plain) {
+		BIO_free(leg->in);
+		BIO_free(leg->out);
+		leg->in = leg->out = NULL;
+		return;
+	}
 	if (leg && leg->ssl) {
 		/* A connection that ended without close_notify (most do: the
 		 * TCP close comes first) would have OpenSSL drop its session
@@ -476,7 +519,7 @@ static enum tls_result leg_fail(struct tls_leg *leg, int ret, const char *what)
 enum tls_result tls_leg_handshake(struct tls_leg *leg)
 {
 	if (leg->done)
-		return TLS_OK;
+		return TLS_OK; /* a plain leg is born done */
 	ERR_clear_error();
 	int ret = SSL_do_handshake(leg->ssl);
 	if (ret == 1) {
@@ -511,6 +554,15 @@ enum tls_result tls_leg_handshake(struct tls_leg *leg)
 enum tls_result tls_leg_read(struct tls_leg *leg, uint8_t *buf, size_t cap, size_t *n)
 {
 	*n = 0;
+	if (leg->plain) {
+		int chunk = cap > (size_t)INT32_MAX ? INT32_MAX : (int)cap;
+		int r = chunk > 0 ? BIO_read(leg->in, buf, chunk) : 0;
+		if (r <= 0)
+			return leg->plain_eof && BIO_ctrl_pending(leg->in) == 0 ? TLS_CLOSED
+										: TLS_WANT;
+		*n = (size_t)r;
+		return TLS_OK;
+	}
 	ERR_clear_error();
 	int ret = SSL_read_ex(leg->ssl, buf, cap, n);
 	if (ret == 1)
@@ -522,6 +574,19 @@ enum tls_result tls_leg_write(struct tls_leg *leg, const uint8_t *p, size_t n)
 {
 	if (n == 0)
 		return TLS_OK;
+	if (leg->plain) {
+		while (n > 0) {
+			int chunk = n > (size_t)INT32_MAX ? INT32_MAX : (int)n;
+			int w = BIO_write(leg->out, p, chunk);
+			if (w <= 0) {
+				snprintf(leg->err, sizeof(leg->err), "out of memory");
+				return TLS_ERROR;
+			}
+			p += w;
+			n -= (size_t)w;
+		}
+		return TLS_OK;
+	}
 	ERR_clear_error();
 	size_t done = 0;
 	int ret = SSL_write_ex(leg->ssl, p, n, &done);
@@ -533,6 +598,8 @@ enum tls_result tls_leg_write(struct tls_leg *leg, const uint8_t *p, size_t n)
 
 void tls_leg_close_notify(struct tls_leg *leg)
 {
+	if (leg->plain)
+		return; /* the transport's FIN says it */
 	ERR_clear_error();
 	(void)SSL_shutdown(leg->ssl);
 	ERR_clear_error();
@@ -571,7 +638,7 @@ void tls_leg_error(const struct tls_leg *leg, char *out, size_t outlen)
 
 int tls_leg_verify(const struct tls_leg *leg, char *why, size_t whylen)
 {
-	if (leg->insecure)
+	if (leg->insecure || leg->plain)
 		return 0;
 	X509 *peer = SSL_get0_peer_certificate(leg->ssl);
 	if (!peer) {
@@ -612,6 +679,8 @@ bool tls_leg_client_rejected(const struct tls_leg *leg)
 
 json_t *tls_leg_json(const struct tls_leg *leg)
 {
+	if (leg->plain)
+		return json_null();
 	const uint8_t *a;
 	unsigned alen;
 	tls_leg_alpn(leg, &a, &alen);
@@ -726,10 +795,15 @@ void tls_leg_alpn(const struct tls_leg *leg, const uint8_t **p, unsigned *len)
 {
 	*p = NULL;
 	*len = 0;
+	if (leg->plain) {
+		*p = leg->alpn_pick_len ? leg->alpn_pick : NULL;
+		*len = (unsigned)leg->alpn_pick_len;
+		return;
+	}
 	SSL_get0_alpn_selected(leg->ssl, p, len);
 }
 
 X509 *tls_leg_peer_cert(const struct tls_leg *leg)
 {
-	return SSL_get0_peer_certificate(leg->ssl);
+	return leg->ssl ? SSL_get0_peer_certificate(leg->ssl) : NULL;
 }

@@ -74,6 +74,8 @@ struct tls_leg {
 	size_t alpn_pick_len;
 	char err[160]; /* first fatal error, "" when none */
 	bool insecure; /* upstream leg: not verified (the setting when it began) */
+	bool plain;    /* no TLS: bytes pass as they are (tls_leg_plain) */
+	bool plain_eof;
 	struct tls_ctx *ctx;
 };
 
@@ -87,6 +89,21 @@ int tls_leg_upstream(struct tls_ctx *t, struct tls_leg *leg, const char *sni,
  * select when the client offers it (NULL/0: none). 0 or -ENOMEM/-EIO. */
 int tls_leg_client(struct tls_ctx *t, struct tls_leg *leg, X509 *leaf, const uint8_t *alpn,
 		   size_t alpn_len);
+
+/* A leg without TLS, for a side that speaks plaintext when the other is
+ * TLS (reverse and forward listeners: TLS terminated or originated on one
+ * side only): born with its handshake done, what is fed is read as it is,
+ * what is written is the output; no close_notify, verification passes,
+ * the ALPN is `alpn` (one protocol, not the wire list; NULL/0: none) and
+ * tls_leg_json is JSON null. 0 or -ENOMEM. */
+int tls_leg_plain(struct tls_ctx *t, struct tls_leg *leg, bool server, const uint8_t *alpn,
+		  size_t alpn_len);
+
+/* A plain leg's transport ended: tls_leg_read says TLS_CLOSED once what
+ * was fed has been read. */
+void tls_leg_plain_eof(struct tls_leg *leg);
+/* Bytes fed to a plain leg and not read yet (0 for a TLS leg). */
+size_t tls_leg_plain_pending(const struct tls_leg *leg);
 
 void tls_leg_free(struct tls_leg *leg);
 

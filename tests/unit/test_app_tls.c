@@ -1303,6 +1303,62 @@ static void test_upstream_ip_literal_sni(void **state)
 	X509_free(leaf);
 }
 
+/* ---- plain legs ---------------------------------------------------------- */
+
+/* A leg without TLS: what is fed is read as it is, what is written is the
+ * output, EOF after the bytes, nothing to verify or describe. */
+static void test_plain_leg(void **state)
+{
+	struct fixture *f = *state;
+	struct tls_leg leg;
+	assert_int_equal(tls_leg_plain(f->t, &leg, true, (const uint8_t *)"h2", 2), 0);
+	assert_int_equal(tls_leg_handshake(&leg), TLS_OK);
+	uint8_t buf[8];
+	size_t n = 1;
+	assert_int_equal(tls_leg_read(&leg, buf, sizeof(buf), &n), TLS_WANT);
+	assert_int_equal(n, 0);
+	assert_int_equal(tls_leg_feed(&leg, (const uint8_t *)"hello, world", 12), 0);
+	assert_int_equal(tls_leg_plain_pending(&leg), 12);
+	tls_leg_plain_eof(&leg);
+	assert_int_equal(tls_leg_read(&leg, buf, sizeof(buf), &n), TLS_OK);
+	assert_memory_equal(buf, "hello, w", 8);
+	assert_int_equal(tls_leg_read(&leg, buf, sizeof(buf), &n), TLS_OK);
+	assert_int_equal(n, 4);
+	assert_memory_equal(buf, "orld", 4);
+	assert_int_equal(tls_leg_read(&leg, buf, sizeof(buf), &n), TLS_CLOSED);
+
+	assert_int_equal(tls_leg_write(&leg, (const uint8_t *)"abc", 3), TLS_OK);
+	tls_leg_close_notify(&leg); /* nothing on the wire */
+	const uint8_t *out;
+	assert_int_equal(tls_leg_out(&leg, &out), 3);
+	assert_memory_equal(out, "abc", 3);
+	tls_leg_consume(&leg, 3);
+	assert_int_equal(tls_leg_out(&leg, &out), 0);
+
+	char why[64];
+	assert_int_equal(tls_leg_verify(&leg, why, sizeof(why)), 0);
+	assert_false(tls_leg_client_rejected(&leg));
+	assert_null(tls_leg_peer_cert(&leg));
+	assert_null(tls_leg_cert_json(&leg));
+	json_t *j = tls_leg_json(&leg);
+	assert_true(json_is_null(j));
+	json_decref(j);
+	const uint8_t *alpn;
+	unsigned alen;
+	tls_leg_alpn(&leg, &alpn, &alen);
+	assert_int_equal(alen, 2);
+	assert_memory_equal(alpn, "h2", 2);
+	assert_int_equal(tls_leg_plain_pending(&leg), 0);
+	tls_leg_free(&leg);
+
+	/* A TLS leg never reports plain bytes. */
+	assert_int_equal(tls_leg_upstream(f->t, &leg, "www.test", (const struct sockaddr *)&f->dest,
+					  NULL, 0),
+			 0);
+	assert_int_equal(tls_leg_plain_pending(&leg), 0);
+	tls_leg_free(&leg);
+}
+
 /* ---- leaves, key log -------------------------------------------------- */
 
 static void test_leaf_cache(void **state)
@@ -1418,6 +1474,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_upstream_ip_literal_sni, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_leaf_cache, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keylog, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_plain_leg, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

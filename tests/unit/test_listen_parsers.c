@@ -1,6 +1,7 @@
 /* The listeners' parsers of untrusted bytes: the HTTP proxy's request
  * head (CONNECT, absolute form, the rewrite, credentials, refusals), the
- * SOCKS5 messages and replies, and the users file. */
+ * SOCKS5 messages and replies, the users file, and the specs of the
+ * reverse and forward listeners. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +19,7 @@
 
 #include "listen/proxyreq.h"
 #include "listen/socks5.h"
+#include "listen/target.h"
 #include "listen/users.h"
 
 static int parse(const char *s, struct proxyreq *r, char *why)
@@ -249,12 +251,98 @@ static void test_users(void **state)
 	assert_non_null(strstr(err, "/nonexistent/users"));
 }
 
+static uint16_t port_of(const struct sockaddr_storage *a)
+{
+	return ntohs(a->ss_family == AF_INET ? ((const struct sockaddr_in *)a)->sin_port
+					     : ((const struct sockaddr_in6 *)a)->sin6_port);
+}
+
+static void test_targets(void **state)
+{
+	(void)state;
+	struct listen_target t;
+	char err[200];
+	char ip[INET6_ADDRSTRLEN];
+
+	assert_int_equal(listen_parse_reverse("https://api.test:8443@8443", &t, err, sizeof(err)),
+			 0);
+	assert_string_equal(t.host, "api.test");
+	assert_int_equal(t.port, 8443);
+	assert_true(t.shape.upstream_tls);
+	assert_int_equal(t.shape.client, RELAY_CLIENT_SNIFF);
+	assert_string_equal(t.via, "reverse");
+	assert_int_equal(t.addr.ss_family, AF_INET);
+	inet_ntop(AF_INET, &((struct sockaddr_in *)&t.addr)->sin_addr, ip, sizeof(ip));
+	assert_string_equal(ip, "127.0.0.1");
+	assert_int_equal(port_of(&t.addr), 8443);
+
+	assert_int_equal(
+		listen_parse_reverse("http://[2001:db8::1]/@[::1]:80", &t, err, sizeof(err)), 0);
+	assert_string_equal(t.host, "2001:db8::1");
+	assert_int_equal(t.port, 80);
+	assert_false(t.shape.upstream_tls);
+	assert_int_equal(t.addr.ss_family, AF_INET6);
+	assert_int_equal(listen_parse_reverse("https://x.test@0.0.0.0:1", &t, err, sizeof(err)), 0);
+	assert_int_equal(t.port, 443);
+
+	assert_int_equal(listen_parse_forward("5432=db.test:5432", &t, err, sizeof(err)), 0);
+	assert_string_equal(t.host, "db.test");
+	assert_int_equal(t.shape.client, RELAY_CLIENT_PLAIN);
+	assert_int_equal(t.shape.proto, RELAY_PROTO_AUTO);
+	assert_false(t.shape.upstream_tls);
+	assert_int_equal(t.shape.insecure, -1);
+	assert_int_equal(
+		listen_parse_forward("10.0.0.1:50051=[2001:db8::5]:50051,protocol=grpc,tls,"
+				     "upstream-tls,insecure=false",
+				     &t, err, sizeof(err)),
+		0);
+	assert_string_equal(t.host, "2001:db8::5");
+	assert_int_equal(t.shape.client, RELAY_CLIENT_TLS);
+	assert_int_equal(t.shape.proto, RELAY_PROTO_GRPC);
+	assert_true(t.shape.upstream_tls);
+	assert_int_equal(t.shape.insecure, 0);
+	assert_int_equal(listen_parse_forward("1=h.test:2,protocol=sse,insecure,tls=0", &t, err,
+					      sizeof(err)),
+			 0);
+	assert_int_equal(t.shape.proto, RELAY_PROTO_HTTP);
+	assert_int_equal(t.shape.insecure, 1);
+	assert_int_equal(t.shape.client, RELAY_CLIENT_PLAIN);
+
+	static const struct {
+		int reverse;
+		const char *spec, *want;
+	} bad[] = {
+		{ 1, "https://x.test", "URL@" },
+		{ 1, "ftp://x.test@1", "http:// or https://" },
+		{ 1, "https://x.test/api@1", "path" },
+		{ 1, "https://x.test:0@1", "host or port" },
+		{ 1, "https://x test@1", "host or port" },
+		{ 1, "https://x.test@host.test:1", "after '@'" },
+		{ 1, "https://x.test@70000", "after '@'" },
+		{ 0, "8080", "expected [ADDR:]PORT=" },
+		{ 0, "x=h.test:1", "before '='" },
+		{ 0, "1=h.test", "HOST:PORT" },
+		{ 0, "1=[::1:2", "HOST:PORT" },
+		{ 0, "1=[zz]:2", "HOST:PORT" },
+		{ 0, "1=h.test:2,protocol=ftp", "protocol=ftp" },
+		{ 0, "1=h.test:2,tls=maybe", "true or false" },
+		{ 0, "1=h.test:2,bogus", "unknown option" },
+		{ 0, "1=h.test:2,", "unknown option" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		int rc = bad[i].reverse ? listen_parse_reverse(bad[i].spec, &t, err, sizeof(err))
+					: listen_parse_forward(bad[i].spec, &t, err, sizeof(err));
+		if (rc == 0 || !strstr(err, bad[i].want))
+			fail_msg("%s: rc %d \"%s\"", bad[i].spec, rc, err);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_connect),  cmocka_unit_test(test_absolute),
 		cmocka_unit_test(test_refusals), cmocka_unit_test(test_socks5),
-		cmocka_unit_test(test_users),
+		cmocka_unit_test(test_users),    cmocka_unit_test(test_targets),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -78,9 +78,12 @@ function certView(c) {
       ["verification", h("span", { class: c.verified === true ? "cert-ok" : "cert-bad", dataset: { verified: String(c.verified === true) } }, verdict)]]));
 }
 
-function tlsLegs(tls) {
+// A null leg: plaintext on that side (a reverse or forward listener
+// terminates or originates TLS on one side only), or a failed upstream.
+function tlsLegs(tls, via) {
   if (!tls) return null;
-  const leg = (name, l) => l ? [name, `${l.version || "?"} · ${l.cipher || "?"} · ALPN ${l.alpn || "none"}`] : [name, null];
+  const plain = via === "reverse" || via === "forward";
+  const leg = (name, l) => l ? [name, `${l.version || "?"} · ${l.cipher || "?"} · ALPN ${l.alpn || "none"}`] : [name, plain ? "plaintext" : null];
   const legs = kv([leg("client ↔ wgmitm", tls.client), leg("wgmitm ↔ upstream", tls.upstream)]);
   const cert = tls.upstream && tls.upstream.cert && typeof tls.upstream.cert === "object" ? certView(tls.upstream.cert) : null;
   return cert ? h("div", { class: "tls" }, legs, cert) : legs;
@@ -119,7 +122,7 @@ function connection(rec, open) {
   if (!rec.conn) return null;
   const box = h("div", { class: "conn-rec" }, h("p", { class: "muted" }, "loading…"));
   api.get(`/api/flows/${api.enc(rec.conn)}`)
-    .then((c) => put(box, summary(c), tlsLegs(c.tls), h("button", { type: "button", onclick: () => open(c.id) }, "Open the connection")))
+    .then((c) => put(box, summary(c), tlsLegs(c.tls, c.via), h("button", { type: "button", onclick: () => open(c.id) }, "Open the connection")))
     .catch((e) => put(box, h("p", { class: "muted" }, e.status === 404 ? "written when the connection ends" : e.message)));
   return section("Connection", box, false);
 }
@@ -196,13 +199,13 @@ export async function showFlow(root, id, { close }) {
         : h("p", { class: "muted" }, "no response")));
     const t = timings(rec);
     if (t) parts.push(section("Timings", t));
-    if (rec.tls) parts.push(section("TLS", tlsLegs(rec.tls)));
+    if (rec.tls) parts.push(section("TLS", tlsLegs(rec.tls, rec.via)));
     if (rec.websocket) parts.push(h("p", { class: "muted" }, "Upgraded to WebSocket: its messages are the websocket flows of this URL (filter ~websocket)."));
   }
   if (rec.type === "websocket") parts.push(wsMessages(rec));
   if (rec.type === "dns") parts.push(dnsAnswers(rec));
   if (rec.type === "tcp") {
-    if (rec.tls) parts.push(section("TLS", tlsLegs(rec.tls)));
+    if (rec.tls) parts.push(section("TLS", tlsLegs(rec.tls, rec.via)));
     if (rec.first_up) parts.push(section("First bytes up", hexView(bytesOfBody(rec.first_up))));
     if (rec.first_down) parts.push(section("First bytes down", hexView(bytesOfBody(rec.first_down))));
   }

@@ -1,0 +1,38 @@
+/* The specs of run's fixed-target listeners:
+ *
+ *   --reverse URL@[ADDR:]PORT    URL is http://HOST[:PORT] or https://HOST[:PORT]
+ *   --forward [ADDR:]PORT=HOST:PORT[,protocol=P][,tls][,upstream-tls][,insecure[=BOOL]]
+ *
+ * ADDR defaults to 127.0.0.1; HOST is a name, an IPv4 address or [IPv6].
+ * A reverse listener takes TLS or plaintext from its clients (the first
+ * bytes tell) and speaks the URL's scheme upstream; a forward's client
+ * speaks TLS only with ",tls", its upstream only with ",upstream-tls".
+ * P: auto, raw, http, http2, grpc, websocket, sse. */
+#ifndef WGMITM_LISTEN_TARGET_H
+#define WGMITM_LISTEN_TARGET_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "mitm/relay.h"
+
+#define LISTEN_HOST_MAX 254
+
+struct listen_target {
+	struct sockaddr_storage addr; /* where to listen */
+	char host[LISTEN_HOST_MAX + 1];
+	uint16_t port;
+	struct relay_shape shape; /* shape.name is left NULL: it is `host` */
+	const char *via;          /* "reverse" or "forward" */
+};
+
+/* "[ADDR:]PORT" (ADDR an IPv4 address or [IPv6]; 127.0.0.1 when absent;
+ * PORT 1-65535). 0 or -1. */
+int listen_parse_addr(const char *s, size_t n, struct sockaddr_storage *out);
+
+/* 0, or -1 with what is wrong in err (the option is the caller's to name). */
+int listen_parse_reverse(const char *spec, struct listen_target *t, char *err, size_t errlen);
+int listen_parse_forward(const char *spec, struct listen_target *t, char *err, size_t errlen);
+
+#endif
