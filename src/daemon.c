@@ -855,6 +855,8 @@ static int open_mitm(struct daemon *d)
 		log_error("cannot start the TCP relay");
 		return -1;
 	}
+	if (daemon_parents_apply(d) < 0)
+		return -1;
 	struct replay_config rp = {
 		.log = d->flows, .tls = d->tls, .policy = &d->policy, .body_cap = rc_cfg.body_cap
 	};

@@ -89,6 +89,8 @@ struct daemon_options {
 	size_t nproxies;
 	struct listen_target targets[DAEMON_MAX_TARGETS]; /* --reverse, --forward */
 	size_t ntargets;
+	struct listen_parent parents[RELAY_MAX_PARENTS]; /* --upstream-proxy, in order */
+	size_t nparents;
 	const char *users_file; /* --users: the proxies' credentials; NULL: none */
 	bool allow_open_proxy;  /* a non-loopback listener without --users */
 };
@@ -103,6 +105,10 @@ int daemon_add_proxy(struct daemon_options *o, const char *spec, bool socks5, ch
  * (listen/target.h) added to o->targets. 0, or -1 with a message in err. */
 int daemon_add_target(struct daemon_options *o, const char *spec, bool reverse, char *err,
 		      size_t errlen);
+
+/* --upstream-proxy URL[@GLOB] (listen/target.h) added to o->parents. 0, or
+ * -1 with a message in err. */
+int daemon_add_parent(struct daemon_options *o, const char *spec, char *err, size_t errlen);
 
 /* --api's value: [ADDR:]PORT (ADDR an IPv4 or IPv6 literal, IPv6 in
  * brackets). 0 or -1. */

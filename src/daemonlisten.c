@@ -2,9 +2,12 @@
 #include "daemonlisten.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+
+#include <sodium.h>
 
 #include "common/log.h"
 #include "control/api.h"
@@ -127,6 +130,60 @@ int daemon_add_target(struct daemon_options *o, const char *spec, bool reverse, 
 	}
 	o->ntargets++;
 	return 0;
+}
+
+int daemon_add_parent(struct daemon_options *o, const char *spec, char *err, size_t errlen)
+{
+	if (o->nparents == RELAY_MAX_PARENTS) {
+		snprintf(err, errlen, "more than %d --upstream-proxy", RELAY_MAX_PARENTS);
+		return -1;
+	}
+	char why[200];
+	if (listen_parse_parent(spec, &o->parents[o->nparents], why, sizeof(why)) < 0) {
+		/* The spec may hold a password: not repeated. */
+		snprintf(err, errlen, "--upstream-proxy: %s", why);
+		return -1;
+	}
+	o->nparents++;
+	return 0;
+}
+
+int daemon_parents_apply(struct daemon *d)
+{
+	const struct daemon_options *o = d->opts;
+	if (o->nparents == 0)
+		return 0;
+	struct relay_parent ps[RELAY_MAX_PARENTS];
+	for (size_t i = 0; i < o->nparents; i++) {
+		const struct listen_parent *lp = &o->parents[i];
+		ps[i] = lp->p;
+		struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+		struct addrinfo *res = NULL;
+		int rc = getaddrinfo(lp->host, NULL, &hints, &res);
+		if (rc != 0 || !res) {
+			log_error("--upstream-proxy %s: cannot resolve %s: %s", lp->p.label,
+				  lp->host, gai_strerror(rc));
+			if (res)
+				freeaddrinfo(res);
+			return -1;
+		}
+		memset(&ps[i].addr, 0, sizeof(ps[i].addr));
+		memcpy(&ps[i].addr, res->ai_addr, res->ai_addrlen);
+		freeaddrinfo(res);
+		if (ps[i].addr.ss_family == AF_INET)
+			((struct sockaddr_in *)&ps[i].addr)->sin_port = htons(lp->port);
+		else
+			((struct sockaddr_in6 *)&ps[i].addr)->sin6_port = htons(lp->port);
+		log_info("upstream proxy %s for %s%s%s", lp->p.label,
+			 lp->p.device[0] ? "device "
+			 : lp->p.glob[0] ? "hosts "
+					 : "every flow",
+			 lp->p.device[0] ? lp->p.device : lp->p.glob,
+			 lp->p.user[0] ? " (with credentials)" : "");
+	}
+	int rc = relay_set_parents(d->relay, ps, o->nparents);
+	sodium_memzero(ps, sizeof(ps));
+	return rc < 0 ? -1 : 0;
 }
 
 /* Every listener's address and option, for the checks. */

@@ -18,4 +18,8 @@ int daemon_listeners_open(struct daemon *d);
 
 void daemon_listeners_close(struct daemon *d);
 
+/* Resolves --upstream-proxy hosts and gives them to the relay. 0, or -1
+ * (logged, naming the option). */
+int daemon_parents_apply(struct daemon *d);
+
 #endif

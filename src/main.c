@@ -395,6 +395,7 @@ static int cmd_run(int argc, char **argv)
 		{ "allow-open-proxy", no_argument, NULL, 0x123 },
 		{ "reverse", required_argument, NULL, 0x124 },
 		{ "forward", required_argument, NULL, 0x125 },
+		{ "upstream-proxy", required_argument, NULL, 0x126 },
 		INTERCEPT_LONGOPTS,
 		{ 0 },
 	};
@@ -506,6 +507,10 @@ static int cmd_run(int argc, char **argv)
 			if (daemon_add_target(&o, optarg, c == 0x124, perr, sizeof(perr)) < 0)
 				return usage_error(&cmd_run_def, "%s", perr);
 			break;
+		case 0x126:
+			if (daemon_add_parent(&o, optarg, perr, sizeof(perr)) < 0)
+				return usage_error(&cmd_run_def, "%s", perr);
+			break;
 		case 'S':
 			o.no_store = true;
 			break;
@@ -591,7 +596,7 @@ static const struct command cmd_run_def = {
 	"                  [--http-proxy [ADDR:]PORT]... [--socks5 [ADDR:]PORT]... [--users FILE]\n"
 	"                  [--reverse URL@[ADDR:]PORT]... [--forward "
 	"[ADDR:]PORT=HOST:PORT[,...]]...\n"
-	"                  [--allow-open-proxy]",
+	"                  [--upstream-proxy URL[@GLOB]]... [--allow-open-proxy]",
 	"Start the endpoint. On first start it creates the server key and, when no\n"
 	"peer exists, a peer named \"phone\" whose QR code it prints. Every TCP and\n"
 	"UDP flow of a peer is relayed to its destination and recorded in\n"
@@ -652,6 +657,10 @@ static const struct command cmd_run_def = {
 	"                           a port to one target; tls: clients speak TLS (terminated),\n"
 	"                           upstream-tls: TLS to the target; P: auto, raw, http, http2,\n"
 	"                           grpc, websocket, sse\n"
+	"  --upstream-proxy URL[@GLOB]  send flows on through a parent proxy:\n"
+	"                           http://[USER:PASS@]HOST:PORT (CONNECT) or socks5://...;\n"
+	"                           GLOB: hosts (*.corp.example) or device=NAME; none: all;\n"
+	"                           repeatable, the first match wins; the tunnel's flows too\n"
 	"  --allow-open-proxy       allow a listener on a non-loopback address without --users\n"
 	"\n"
 	"control plane (docs/api.md; the configuration saved in HOME/config.json is\n"

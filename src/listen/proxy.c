@@ -209,6 +209,9 @@ static void pconn_hand(struct pconn *c, const struct sockaddr *dest)
 	struct relay_origin o = {
 		.via = socks ? "socks5" : "http-proxy",
 		.user = c->authed ? c->user : NULL,
+		.host = p->cfg.target ? p->target.host
+			: socks       ? c->sreq.host
+				      : c->req.host,
 	};
 	int rc = 0;
 	if (socks) {

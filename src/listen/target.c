@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int parse_port(const char *s, size_t n, uint16_t *out)
@@ -258,5 +259,119 @@ int listen_parse_forward(const char *spec, struct listen_target *t, char *err, s
 			return -1;
 		}
 	}
+	return 0;
+}
+
+/* %XX sequences decoded; -1 for a bad one, or one that makes a NUL. */
+static int percent_decode(const char *s, size_t n, char *out, size_t cap)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if (ch == '%') {
+			if (i + 2 >= n || !isxdigit((unsigned char)s[i + 1]) ||
+			    !isxdigit((unsigned char)s[i + 2]))
+				return -1;
+			char hex[3] = { s[i + 1], s[i + 2], 0 };
+			ch = (unsigned char)strtoul(hex, NULL, 16);
+			if (ch == 0)
+				return -1;
+			i += 2;
+		}
+		if (o + 1 >= cap)
+			return -1;
+		out[o++] = (char)ch;
+	}
+	out[o] = '\0';
+	return 0;
+}
+
+int listen_parse_parent(const char *spec, struct listen_parent *out, char *err, size_t errlen)
+{
+	memset(out, 0, sizeof(*out));
+	struct relay_parent *p = &out->p;
+	const char *rest;
+	if (strncmp(spec, "http://", 7) == 0) {
+		rest = spec + 7;
+	} else if (strncmp(spec, "socks5://", 9) == 0 || strncmp(spec, "socks5h://", 10) == 0) {
+		p->socks5 = true;
+		rest = strstr(spec, "://") + 3;
+	} else {
+		snprintf(err, errlen, "the URL must begin with http:// or socks5://");
+		return -1;
+	}
+	/* [creds@]authority[@glob]: with two '@' both are there; with one,
+	 * what follows it is the authority when it is HOST:PORT. */
+	const char *at1 = strchr(rest, '@');
+	const char *at2 = at1 ? strchr(at1 + 1, '@') : NULL;
+	if (at2 && strchr(at2 + 1, '@')) {
+		snprintf(err, errlen, "too many '@' (write an '@' in a password as %%40)");
+		return -1;
+	}
+	const char *creds = NULL, *auth = rest, *glob = NULL;
+	size_t cn = 0, an = strlen(rest);
+	struct listen_target probe;
+	if (at2) {
+		creds = rest;
+		cn = (size_t)(at1 - rest);
+		auth = at1 + 1;
+		an = (size_t)(at2 - auth);
+		glob = at2 + 1;
+	} else if (at1) {
+		memset(&probe, 0, sizeof(probe));
+		const char *tail = at1 + 1;
+		if (parse_hostport(tail, strlen(tail), 0, &probe) == 0) {
+			creds = rest;
+			cn = (size_t)(at1 - rest);
+			auth = tail;
+			an = strlen(tail);
+		} else {
+			an = (size_t)(at1 - rest);
+			glob = tail;
+		}
+	}
+	if (an && auth[an - 1] == '/')
+		an--; /* "http://parent:3128/" */
+	struct listen_target t;
+	memset(&t, 0, sizeof(t));
+	if (parse_hostport(auth, an, 0, &t) < 0) {
+		snprintf(err, errlen, "expected HOST:PORT for the proxy");
+		return -1;
+	}
+	memcpy(out->host, t.host, sizeof(out->host));
+	out->port = t.port;
+	if (creds) {
+		const char *colon = memchr(creds, ':', cn);
+		size_t un = colon ? (size_t)(colon - creds) : cn;
+		if (un == 0 || percent_decode(creds, un, p->user, sizeof(p->user)) < 0 ||
+		    (colon &&
+		     percent_decode(colon + 1, cn - un - 1, p->pass, sizeof(p->pass)) < 0)) {
+			snprintf(err, errlen,
+				 "the credentials are not valid (USER:PASS, %%XX escapes)");
+			return -1;
+		}
+	}
+	if (glob) {
+		if (!glob[0]) {
+			snprintf(err, errlen, "nothing after '@': a host glob or device=NAME");
+			return -1;
+		}
+		if (strncmp(glob, "device=", 7) == 0) {
+			if (!glob[7] || strlen(glob + 7) >= sizeof(p->device)) {
+				snprintf(err, errlen, "device=NAME: a peer's name");
+				return -1;
+			}
+			snprintf(p->device, sizeof(p->device), "%s", glob + 7);
+		} else {
+			if (strlen(glob) >= sizeof(p->glob)) {
+				snprintf(err, errlen, "the host glob is too long");
+				return -1;
+			}
+			snprintf(p->glob, sizeof(p->glob), "%s", glob);
+		}
+	}
+	bool v6 = strchr(out->host, ':') != NULL;
+	snprintf(p->label, sizeof(p->label), "%s://%s%s%s:%u", p->socks5 ? "socks5" : "http",
+		 v6 ? "[" : "", out->host, v6 ? "]" : "", out->port);
 	return 0;
 }

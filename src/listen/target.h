@@ -2,6 +2,7 @@
  *
  *   --reverse URL@[ADDR:]PORT    URL is http://HOST[:PORT] or https://HOST[:PORT]
  *   --forward [ADDR:]PORT=HOST:PORT[,protocol=P][,tls][,upstream-tls][,insecure[=BOOL]]
+ *   --upstream-proxy URL[@GLOB]  (below)
  *
  * ADDR defaults to 127.0.0.1; HOST is a name, an IPv4 address or [IPv6].
  * A reverse listener takes TLS or plaintext from its clients (the first
@@ -30,6 +31,18 @@ struct listen_target {
 /* "[ADDR:]PORT" (ADDR an IPv4 address or [IPv6]; 127.0.0.1 when absent;
  * PORT 1-65535). 0 or -1. */
 int listen_parse_addr(const char *s, size_t n, struct sockaddr_storage *out);
+
+/* --upstream-proxy URL[@GLOB]: URL is http://[USER:PASS@]HOST:PORT or
+ * socks5://[USER:PASS@]HOST:PORT (credentials percent-decoded); GLOB is a
+ * host glob ("*.corp.example"), or device=NAME for one device's flows;
+ * none: every flow. Fills all of *p but p->addr, which is `host` and
+ * `port` resolved. 0, or -1 with what is wrong in err. */
+struct listen_parent {
+	struct relay_parent p;
+	char host[LISTEN_HOST_MAX + 1];
+	uint16_t port;
+};
+int listen_parse_parent(const char *spec, struct listen_parent *out, char *err, size_t errlen);
 
 /* 0, or -1 with what is wrong in err (the option is the caller's to name). */
 int listen_parse_reverse(const char *spec, struct listen_target *t, char *err, size_t errlen);

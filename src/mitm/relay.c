@@ -33,6 +33,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fnmatch.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -40,6 +41,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <sodium.h>
 
 #include "common/log.h"
 #include "common/strbuf.h"
@@ -53,6 +56,7 @@
 #include "mitm/http1.h"
 #include "mitm/httpflow.h"
 #include "mitm/localname.h"
+#include "mitm/parent.h"
 #include "mitm/passthru.h"
 #include "mitm/rules.h"
 #include "mitm/sniff.h"
@@ -86,6 +90,19 @@ struct relay {
 	size_t nprotected;
 	struct ruleset *rules; /* interception rules in force; NULL: none */
 	struct held *held;     /* what breakpoints hold (mitm/held.h) */
+	struct relay_parent parents[RELAY_MAX_PARENTS];
+	size_t nparents;
+};
+
+/* A flow going through a parent proxy: the handshake's state until it is
+ * done (then freed), the parent's label for the record. */
+struct relay_pdial {
+	struct parent_hs hs;
+	bool socks5;
+	char host[256]; /* the target as the parent is asked for it */
+	uint16_t port;
+	char user[256], pass[256];
+	char label[280];
 };
 
 /* A delay rule's timer: its own allocation, so that it closes apart from
@@ -114,6 +131,7 @@ struct relay_write {
 
 enum relay_mode {
 	MODE_DIAL,
+	MODE_PARENT, /* connected to a parent proxy, its handshake under way */
 	MODE_SNIFF,
 	MODE_RAW,
 	MODE_UP_HS,
@@ -182,6 +200,7 @@ struct relay_conn {
 	bool host_port;
 	unsigned handles;          /* uv handles not yet closed */
 	struct relay_shape *shape; /* a fixed-target listener's; NULL: sniffed */
+	struct relay_pdial *pd;    /* through a parent proxy; NULL: direct */
 	/* A listener's flow: told once the upstream is dialled (relay.h). */
 	void (*dialled)(void *ctx, struct stream *s, int err, const char *why);
 	void *dialled_ctx;
@@ -464,6 +483,7 @@ static void relay_conn_on_close(uv_handle_t *h)
 	free(c->pending);
 	relay_icpt_free(c);
 	free(c->shape);
+	free(c->pd);
 	free(c);
 	if (r->freed && r->conns == NULL)
 		relay_free_now(r);
@@ -561,6 +581,8 @@ static void relay_conn_finish(struct relay_conn *c, const char *reason, enum leg
 			flowlog_format_addr((const struct sockaddr *)&c->upstream, up);
 			json_object_set_new(o, "upstream", json_string(up));
 		}
+		if (o && c->pd)
+			json_object_set_new(o, "upstream_proxy", json_string(c->pd->label));
 		if (o)
 			relay_conn_record_icpt(c, o);
 		if (o)
@@ -726,7 +748,7 @@ static void relay_conn_on_write(uv_write_t *req, int status)
 		relay_conn_upstream_failed(c, "upstream write", status);
 		return;
 	}
-	if (c->client_paused && c->connected && c->mode != MODE_UP_HS &&
+	if (c->client_paused && c->connected && c->mode != MODE_UP_HS && c->mode != MODE_PARENT &&
 	    c->queued <= c->relay->cfg.max_buffer / 2)
 		relay_conn_resume_client(c);
 }
@@ -976,6 +998,7 @@ static void relay_conn_on_client_recv(void *arg, const uint8_t *data, size_t len
 		relay_conn_client_tls_data(c);
 		return;
 	case MODE_DIAL:
+	case MODE_PARENT:
 		return; /* paused: cannot happen */
 	}
 }
@@ -2193,7 +2216,7 @@ static void relay_conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	struct relay_conn *c = h->data;
 	(void)suggested;
 	size_t room;
-	if (c->mode == MODE_UP_HS || c->mode == MODE_SNIFF) {
+	if (c->mode == MODE_UP_HS || c->mode == MODE_SNIFF || c->mode == MODE_PARENT) {
 		room = RELAY_READ_SIZE; /* for us, not for the client */
 	} else {
 		/* Read no more than the netstack takes now: the bytes go on at
@@ -2279,11 +2302,19 @@ static void relay_conn_raw_down(struct relay_conn *c, const uint8_t *data, size_
 	relay_conn_stop_reading(c);
 }
 
+static void relay_conn_upstream_data(struct relay_conn *c, const uint8_t *data, size_t len);
+static void relay_conn_parent_failed(struct relay_conn *c, const char *why, bool refused);
+static void relay_conn_parent_read(struct relay_conn *c, ssize_t nread, const uint8_t *data);
+
 static void relay_conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
 	struct relay_conn *c = s->data;
 	if (c->finished)
 		return;
+	if (c->mode == MODE_PARENT) {
+		relay_conn_parent_read(c, nread, (const uint8_t *)buf->base);
+		return;
+	}
 	if (nread == UV_ENOBUFS) {
 		/* The netstack is full: wait for ops.sent. */
 		c->relay->stats.upstream_stops++;
@@ -2329,12 +2360,16 @@ static void relay_conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *bu
 	}
 	if (nread == 0)
 		return;
-	size_t len = (size_t)nread;
+	relay_conn_upstream_data(c, (const uint8_t *)buf->base, (size_t)nread);
+}
+
+/* Bytes from the upstream, as the flow's state takes them. */
+static void relay_conn_upstream_data(struct relay_conn *c, const uint8_t *data, size_t len)
+{
 	c->flow.bytes_down += len;
 	c->relay->stats.bytes_down += len;
 	if (!pace_take(c, 1, len))
 		relay_conn_stop_reading(c); /* the throttle's timer reads on */
-	const uint8_t *data = (const uint8_t *)buf->base;
 	switch (c->mode) {
 	case MODE_SNIFF:
 		/* The server spoke first: not TLS or HTTP from this client. */
@@ -2352,6 +2387,7 @@ static void relay_conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *bu
 		/* fall through */
 	case MODE_RAW:
 	case MODE_DIAL:
+	case MODE_PARENT:
 		relay_conn_raw_down(c, data, len);
 		return;
 	case MODE_UP_HS:
@@ -2466,6 +2502,16 @@ static void relay_conn_connect_failed(struct relay_conn *c, int status, bool tim
 		}
 		relay_conn_error(c, "connect", status);
 	}
+	if (c->pd) {
+		/* The parent is what could not be reached: say so. */
+		r->stats.parent_failed++;
+		char e[sizeof(c->flow.error)];
+		memcpy(e, c->flow.error, sizeof(e));
+		snprintf(c->flow.error, sizeof(c->flow.error), "parent proxy %.70s: %.40s",
+			 c->pd->label, e);
+		if (status == UV_ECONNREFUSED)
+			reason = "upstream_unreachable"; /* the target was never asked */
+	}
 	if (c->dialled && c->cs) {
 		/* The listener answers (a 502, a SOCKS failure): closed, not reset. */
 		c->dialled(c->dialled_ctx, c->cs, timeout ? UV_ETIMEDOUT : status, c->flow.error);
@@ -2568,6 +2614,13 @@ static void relay_conn_on_timeout(uv_timer_t *t)
 	case MODE_DIAL:
 		relay_conn_connect_failed(c, UV_ETIMEDOUT, true); /* closing cancels the connect */
 		return;
+	case MODE_PARENT: {
+		char why[400];
+		snprintf(why, sizeof(why), "parent proxy %s: no answer within %u ms", c->pd->label,
+			 c->relay->cfg.connect_timeout_ms);
+		relay_conn_parent_failed(c, why, false);
+		return;
+	}
 	case MODE_SNIFF:
 		relay_conn_sniff_timeout(c);
 		return;
@@ -2623,6 +2676,119 @@ static bool relay_conn_reached_own_service(struct relay_conn *c)
 	return false;
 }
 
+/* ---- through a parent proxy -------------------------------------------- */
+
+static void relay_conn_connected(struct relay_conn *c);
+
+/* The parent failed or refused: as a failed dial, with its reason. */
+static void relay_conn_parent_failed(struct relay_conn *c, const char *why, bool refused)
+{
+	struct relay *r = c->relay;
+	r->stats.connect_failed++;
+	r->stats.parent_failed++;
+	if (refused)
+		r->stats.connect_refused++;
+	snprintf(c->flow.error, sizeof(c->flow.error), "%s", why);
+	const char *reason = refused ? "upstream_refused" : "upstream_unreachable";
+	if (c->dialled && c->cs) {
+		c->dialled(c->dialled_ctx, c->cs, refused ? UV_ECONNREFUSED : UV_EHOSTUNREACH,
+			   c->flow.error);
+		c->dialled = NULL;
+		relay_conn_finish(c, reason, END_GRACEFUL);
+		return;
+	}
+	relay_conn_finish(c, reason, END_RESET_CLIENT);
+}
+
+static void relay_conn_parent_start(struct relay_conn *c)
+{
+	struct relay *r = c->relay;
+	struct relay_pdial *pd = c->pd;
+	uint8_t out[PARENT_MAX_OUT];
+	size_t n = 0;
+	int rc = parent_begin(&pd->hs, pd->socks5 ? PARENT_SOCKS5 : PARENT_HTTP, pd->host, pd->port,
+			      pd->user, pd->pass, out, &n);
+	sodium_memzero(pd->user, sizeof(pd->user));
+	sodium_memzero(pd->pass, sizeof(pd->pass));
+	if (rc < 0) {
+		relay_conn_parent_failed(c, pd->hs.why, false);
+		return;
+	}
+	c->mode = MODE_PARENT;
+	if (!relay_conn_up_send(c, out, n))
+		return;
+	sodium_memzero(out, sizeof(out)); /* the credentials */
+	relay_conn_arm(c, r->cfg.connect_timeout_ms);
+	relay_conn_read_on(c);
+}
+
+static void relay_conn_parent_read(struct relay_conn *c, ssize_t nread, const uint8_t *data)
+{
+	char why[600];
+	if (nread == UV_ENOBUFS)
+		return;
+	if (nread < 0) {
+		snprintf(why, sizeof(why), "parent proxy %s: %s during the handshake", c->pd->label,
+			 nread == UV_EOF ? "closed the connection" : uv_strerror((int)nread));
+		relay_conn_parent_failed(c, why, false);
+		return;
+	}
+	size_t n = (size_t)nread, used = 0, outlen = 0;
+	uint8_t out[PARENT_MAX_OUT];
+	enum parent_result pr = parent_feed(&c->pd->hs, data, n, &used, out, &outlen);
+	if (pr == PARENT_FAIL) {
+		snprintf(why, sizeof(why), "%s (%s)", c->pd->hs.why, c->pd->label);
+		relay_conn_parent_failed(c, why, c->pd->hs.refused);
+		return;
+	}
+	if (outlen) {
+		bool ok = relay_conn_up_send(c, out, outlen);
+		sodium_memzero(out, sizeof(out));
+		if (!ok)
+			return;
+	}
+	if (pr == PARENT_MORE)
+		return;
+	sodium_memzero(&c->pd->hs, sizeof(c->pd->hs));
+	relay_conn_disarm(c);
+	relay_conn_connected(c);
+	if (!c->finished && used < n)
+		relay_conn_upstream_data(c, data + used, n - used); /* the target spoke first */
+}
+
+int relay_set_parents(struct relay *r, const struct relay_parent *p, size_t n)
+{
+	if (n > RELAY_MAX_PARENTS)
+		return -ENOSPC;
+	if (n)
+		memcpy(r->parents, p, n * sizeof(*p));
+	r->nparents = n;
+	return 0;
+}
+
+/* The parent for a flow to host (the address when NULL) from device. */
+static const struct relay_parent *relay_parent_for(const struct relay *r, const char *host,
+						   const struct sockaddr *dest, const char *device)
+{
+	if (r->nparents == 0)
+		return NULL;
+	char ip[INET6_ADDRSTRLEN];
+	unsigned port;
+	if (!host) {
+		(void)flowlog_format_ip(dest, ip, &port);
+		host = ip;
+	}
+	for (size_t i = 0; i < r->nparents; i++) {
+		const struct relay_parent *p = &r->parents[i];
+		if (p->device[0] && (!device || strcmp(p->device, device) != 0))
+			continue;
+		if (p->glob[0] && fnmatch(p->glob, host, FNM_CASEFOLD) != 0)
+			continue;
+		return p;
+	}
+	return NULL;
+}
+
 static void relay_conn_on_connect(uv_connect_t *req, int status)
 {
 	struct relay_conn *c = req->data;
@@ -2640,6 +2806,17 @@ static void relay_conn_on_connect(uv_connect_t *req, int status)
 		relay_conn_finish(c, "policy:own_service", END_RESET_BOTH);
 		return;
 	}
+	if (c->pd) {
+		relay_conn_parent_start(c);
+		return;
+	}
+	relay_conn_connected(c);
+}
+
+/* The upstream (the target, or the target through its parent) is there:
+ * the client is told, and its bytes flow. */
+static void relay_conn_connected(struct relay_conn *c)
+{
 	c->mode = MODE_SNIFF;
 	if (c->dialled) {
 		c->dialled(c->dialled_ctx, c->cs, 0, NULL);
@@ -2755,6 +2932,27 @@ int relay_stream_accept(struct relay *r, struct stream *conn, const struct socka
 	c->relay = r;
 	c->upstream = upstream;
 	c->host_port = v == POLICY_HOST_PORT;
+	const struct relay_parent *parent =
+		c->host_port ? NULL : relay_parent_for(r, o ? o->host : NULL, dest, peer);
+	if (parent) {
+		c->pd = calloc(1, sizeof(*c->pd));
+		if (!c->pd) {
+			tally_give(r->per_peer, share);
+			free(c);
+			return -ENOMEM;
+		}
+		unsigned port = 0;
+		char ip[INET6_ADDRSTRLEN];
+		(void)flowlog_format_ip(dest, ip, &port);
+		snprintf(c->pd->host, sizeof(c->pd->host), "%s", o && o->host ? o->host : ip);
+		c->pd->port = (uint16_t)port;
+		c->pd->socks5 = parent->socks5;
+		memcpy(c->pd->user, parent->user, sizeof(c->pd->user));
+		memcpy(c->pd->pass, parent->pass, sizeof(c->pd->pass));
+		snprintf(c->pd->label, sizeof(c->pd->label), "%s", parent->label);
+		c->upstream = parent->addr;
+		r->stats.parent_dials++;
+	}
 	flowlog_flow_begin(&c->flow, r->cfg.log, "tcp", peer, client, dest);
 	if (o) {
 		c->flow.via = o->via;
@@ -2767,6 +2965,7 @@ int relay_stream_accept(struct relay *r, struct stream *conn, const struct socka
 			c->shape = malloc(sizeof(*c->shape) + nl);
 			if (!c->shape) {
 				tally_give(r->per_peer, share);
+				free(c->pd);
 				free(c);
 				return -ENOMEM;
 			}
@@ -2785,6 +2984,8 @@ int relay_stream_accept(struct relay *r, struct stream *conn, const struct socka
 	int rc = uv_tcp_init(r->loop, &c->up);
 	if (rc < 0) {
 		tally_give(r->per_peer, share);
+		free(c->pd);
+		free(c->shape);
 		free(c);
 		return rc;
 	}

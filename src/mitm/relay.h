@@ -169,6 +169,8 @@ struct relay_stats {
 	uint64_t rules_connections;   /* HTTP/1.1 flows a rule may apply to (mitm/h1rw.h) */
 	uint64_t redirects;           /* upstreams a redirect rule opened (mitm/upconn.h) */
 	uint64_t throttled;           /* messages a throttle rule slowed */
+	uint64_t parent_dials;        /* flows dialled through a parent proxy */
+	uint64_t parent_failed;       /* of those, the parent failed or refused */
 };
 
 /* cfg is copied. NULL with errno EINVAL (no policy) or ENOMEM.
@@ -228,6 +230,9 @@ struct relay_origin {
 	void (*dialled)(void *ctx, struct stream *s, int err, const char *why);
 	void *ctx;
 	const struct relay_shape *shape; /* copied; NULL: as the tunnel's streams */
+	/* The name the client asked for (CONNECT, SOCKS, a forward's target):
+	 * what a parent proxy is chosen by and asked for. NULL: the address. */
+	const char *host;
 };
 
 /* relay_tcp_accept for a listener's stream. Never uses the local hook
@@ -260,6 +265,28 @@ int relay_protect_port(struct relay *r, uint16_t port);
  * get a "rules" key. */
 struct ruleset;
 void relay_set_rules(struct relay *r, struct ruleset *rs);
+
+/* Parent (upstream) proxies: a flow whose host (the name its listener
+ * was asked for, else the address) matches `glob` and whose device
+ * matches `device` is dialled through the parent, HTTP CONNECT or SOCKS5
+ * (mitm/parent.h), instead of directly; the first match wins. The
+ * destination policy still applies to the destination; the parent's own
+ * address is the user's choice (loopback allowed), except the endpoint's
+ * own ports. A parent that fails or refuses is the flow's error: a 502 or
+ * a SOCKS reply for a listener's client, a reset for the tunnel's; the tcp
+ * record says "upstream_proxy". Host-port flows (--allow-host-port) never
+ * go through a parent. */
+#define RELAY_MAX_PARENTS 16
+struct relay_parent {
+	bool socks5;
+	struct sockaddr_storage addr; /* the parent, with its port */
+	char user[256], pass[256];    /* "": no credentials */
+	char glob[256];               /* host glob, case-insensitive; "": every host */
+	char device[64];              /* a peer's name; "": every device and listener */
+	char label[280];              /* "http://host:port", no credentials: for records */
+};
+/* For flows from now on (copied). 0, or -ENOSPC past RELAY_MAX_PARENTS. */
+int relay_set_parents(struct relay *r, const struct relay_parent *p, size_t n);
 
 void relay_set_local_tcp(struct relay *r,
 			 int (*accept)(void *ctx, struct stream *conn,

@@ -46,6 +46,15 @@ class DualStackMixin:
 class ThreadingHTTPServer(DualStackMixin, socketserver.ThreadingMixIn, http.server.HTTPServer):
     request_queue_size = 1024
 
+    def server_bind(self):
+        # HTTPServer's own server_bind looks the address up (getfqdn): a
+        # reverse DNS query that, in a namespace with a default route and
+        # no resolver behind it, takes seconds to time out.
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        socketserver.TCPServer.server_bind(self)
+        self.server_name = "localhost"
+        self.server_port = self.server_address[1]
+
 
 class ThreadingTCPServer(DualStackMixin, socketserver.ThreadingTCPServer):
     request_queue_size = 1024

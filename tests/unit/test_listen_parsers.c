@@ -337,12 +337,67 @@ static void test_targets(void **state)
 	}
 }
 
+static void test_parents(void **state)
+{
+	(void)state;
+	struct listen_parent lp;
+	char err[200];
+	assert_int_equal(listen_parse_parent("http://parent.test:3128", &lp, err, sizeof(err)), 0);
+	assert_string_equal(lp.host, "parent.test");
+	assert_int_equal(lp.port, 3128);
+	assert_false(lp.p.socks5);
+	assert_string_equal(lp.p.user, "");
+	assert_string_equal(lp.p.glob, "");
+	assert_string_equal(lp.p.label, "http://parent.test:3128");
+
+	assert_int_equal(listen_parse_parent("http://al%69ce:s%40cret:x@10.0.0.1:3128/@*.corp.test",
+					     &lp, err, sizeof(err)),
+			 0);
+	assert_string_equal(lp.p.user, "alice");
+	assert_string_equal(lp.p.pass, "s@cret:x");
+	assert_string_equal(lp.host, "10.0.0.1");
+	assert_string_equal(lp.p.glob, "*.corp.test");
+	assert_string_equal(lp.p.label, "http://10.0.0.1:3128");
+
+	/* One '@': credentials when HOST:PORT follows it, else a glob. */
+	assert_int_equal(
+		listen_parse_parent("socks5://u:p@[2001:db8::1]:1080", &lp, err, sizeof(err)), 0);
+	assert_true(lp.p.socks5);
+	assert_string_equal(lp.p.user, "u");
+	assert_string_equal(lp.host, "2001:db8::1");
+	assert_string_equal(lp.p.label, "socks5://[2001:db8::1]:1080");
+	assert_int_equal(
+		listen_parse_parent("socks5h://p.test:1080@device=phone", &lp, err, sizeof(err)),
+		0);
+	assert_string_equal(lp.p.device, "phone");
+	assert_string_equal(lp.p.user, "");
+
+	static const struct {
+		const char *spec, *want;
+	} bad[] = {
+		{ "ftp://p:1", "http:// or socks5://" },
+		{ "http://p.test", "HOST:PORT" },
+		{ "http://p.test:0", "HOST:PORT" },
+		{ "http://a@b@p.test:1@x", "too many" },
+		{ "http://u:%zz@p.test:1", "credentials" },
+		{ "http://u:%00@p.test:1", "credentials" },
+		{ "http://:p@p.test:1", "credentials" },
+		{ "http://p.test:1@", "nothing after" },
+		{ "http://p.test:1@device=", "device=NAME" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (listen_parse_parent(bad[i].spec, &lp, err, sizeof(err)) == 0 ||
+		    !strstr(err, bad[i].want))
+			fail_msg("%s: \"%s\"", bad[i].spec, err);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_connect),  cmocka_unit_test(test_absolute),
 		cmocka_unit_test(test_refusals), cmocka_unit_test(test_socks5),
 		cmocka_unit_test(test_users),    cmocka_unit_test(test_targets),
+		cmocka_unit_test(test_parents),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
