@@ -8,6 +8,7 @@
 
 #include "common/log.h"
 #include "common/strbuf.h"
+#include "listen/proxy.h"
 #include "mitm/capage.h"
 #include "mitm/dns.h"
 #include "mitm/httpflow.h"
@@ -19,7 +20,18 @@
 #include "wg/device.h"
 
 /* The API's objects, in its order. */
-enum group { G_WIREGUARD, G_NETSTACK, G_TCP, G_UDP, G_DNS, G_TLS, G_RECORDS, G_CAPAGE, G__COUNT };
+enum group {
+	G_WIREGUARD,
+	G_NETSTACK,
+	G_TCP,
+	G_UDP,
+	G_DNS,
+	G_TLS,
+	G_RECORDS,
+	G_CAPAGE,
+	G_LISTEN,
+	G__COUNT
+};
 
 /* Every counter at one moment, read once from the modules. A module that
  * does not run reads as zeros. */
@@ -32,6 +44,7 @@ struct snapshot {
 	struct dns_stats dns;
 	struct tls_stats tls;
 	struct capage_stats ca;
+	struct proxy_stats listen; /* every proxy, reverse and forward listener's, summed */
 	/* The endpoint's own, and sums. */
 	uint64_t peers, handshakes, no_route, send_errors;
 	uint64_t dns_queries, dns_malformed;
@@ -46,6 +59,7 @@ static const char *const group_key[G__COUNT] = {
 	[G_DNS] = "dns",
 	[G_TLS] = "tls",
 	[G_RECORDS] = "records", /* the CA page's are in the log only */
+	[G_LISTEN] = "listeners",
 };
 
 /* The log lines, in order; the drops line follows the first. */
@@ -55,6 +69,7 @@ enum line {
 	L_SERVICES, /* this and the next two while the relays run */
 	L_CAPAGE,
 	L_STREAMS,
+	L_LISTEN, /* while listeners run */
 	L__COUNT
 };
 
@@ -160,6 +175,9 @@ static const struct counter counters[] = {
 	  AT(tcp.rules_connections) },
 	{ G_TCP, "redirects", L_STREAMS, ", redirects ", NULL, AT(tcp.redirects) },
 	{ G_TCP, "throttled", L_STREAMS, ", throttled ", NULL, AT(tcp.throttled) },
+	{ G_TCP, "parent_dials", L_STREAMS, " | through parent proxies ", NULL,
+	  AT(tcp.parent_dials) },
+	{ G_TCP, "parent_failed", L_STREAMS, ", failed ", NULL, AT(tcp.parent_failed) },
 	{ G_TLS, "leaves_minted", L_STREAMS, " | leaves minted ", NULL, AT(tls.leaves_minted) },
 	{ G_TLS, "leaf_cache_hits", L_STREAMS, ", cache hits ", NULL, AT(tls.leaf_cache_hits) },
 	{ G_TLS, "upstream_resumed", L_STREAMS, ", upstream resumed ", NULL,
@@ -170,6 +188,19 @@ static const struct counter counters[] = {
 	{ G_RECORDS, "out_of_scope", L_NONE, NULL, NULL, AT(out_of_scope) },
 	{ G_RECORDS, "body_bytes_held", L_STREAMS, " | bodies kept ", " B", AT(body_kept) },
 	{ G_RECORDS, "body_budget_cuts", L_STREAMS, ", budget cuts ", NULL, AT(body_cuts) },
+
+	{ G_LISTEN, "accepted", L_LISTEN, "listeners accepted ", NULL, AT(listen.accepted) },
+	{ G_LISTEN, "handed", L_LISTEN, ", relayed ", NULL, AT(listen.handed) },
+	{ G_LISTEN, "open", L_LISTEN, ", open ", NULL, AT(listen.open) },
+	{ G_LISTEN, "auth_failed", L_LISTEN, " | credentials refused ", NULL,
+	  AT(listen.auth_failed) },
+	{ G_LISTEN, "bad_requests", L_LISTEN, ", bad requests ", NULL, AT(listen.bad_request) },
+	{ G_LISTEN, "refused_limit", L_LISTEN, ", over the limit ", NULL,
+	  AT(listen.refused_limit) },
+	{ G_LISTEN, "refused_policy", L_LISTEN, ", refused by the policy ", NULL,
+	  AT(listen.refused_policy) },
+	{ G_LISTEN, "resolve_failed", L_LISTEN, ", names not resolved ", NULL,
+	  AT(listen.resolve_failed) },
 };
 
 static void snapshot_take(const struct daemon *d, struct snapshot *c)
@@ -189,6 +220,19 @@ static void snapshot_take(const struct daemon *d, struct snapshot *c)
 		tls_ctx_stats(d->tls, &c->tls);
 	if ((c->runs[G_CAPAGE] = d->capage != NULL))
 		capage_get_stats(d->capage, &c->ca);
+	c->runs[G_LISTEN] = d->nproxies > 0;
+	for (size_t i = 0; i < d->nproxies; i++) {
+		struct proxy_stats ps;
+		proxy_get_stats(d->proxies[i], &ps);
+		c->listen.accepted += ps.accepted;
+		c->listen.handed += ps.handed;
+		c->listen.open += ps.open;
+		c->listen.auth_failed += ps.auth_failed;
+		c->listen.bad_request += ps.bad_request;
+		c->listen.refused_limit += ps.refused_limit;
+		c->listen.refused_policy += ps.refused_policy;
+		c->listen.resolve_failed += ps.resolve_failed;
+	}
 
 	c->peers = d->npeers;
 	c->handshakes = c->wg.handshakes_initiator + c->wg.handshakes_responder;
@@ -219,6 +263,8 @@ static void snapshot_log(const struct snapshot *c)
 	struct strbuf b;
 	strbuf_init(&b, 0);
 	for (enum line l = L_DEVICE; l < L__COUNT && (l == L_DEVICE || relays); l++) {
+		if (l == L_LISTEN && !c->runs[G_LISTEN])
+			continue;
 		strbuf_reset(&b);
 		for (size_t i = 0; i < NCOUNTERS; i++)
 			if (counters[i].line == l)

@@ -554,7 +554,7 @@ static void h_peer_file(struct httpd_req *req, struct httpd_resp *resp, void *ar
 
 /* ---- Flows: queries on the thread pool ---------------------------------------- */
 
-enum query_kind { Q_LIST, Q_GET, Q_BODY, Q_CLEAR, Q_HAR, Q_PEERS };
+enum query_kind { Q_LIST, Q_GET, Q_BODY, Q_CLEAR, Q_HAR, Q_PEERS, Q_USAGE };
 
 struct query {
 	uv_work_t work;
@@ -571,6 +571,7 @@ struct query {
 	int part;        /* Q_BODY: 0 request, 1 response */
 	bool decode;     /* Q_BODY */
 	bool filter_set; /* Q_CLEAR: delete only those */
+	int group;       /* Q_USAGE: enum store_group */
 	/* The answer, made on the worker. */
 	int status;
 	json_t *json;
@@ -789,6 +790,46 @@ static void q_har(struct query *q, struct store_reader *r)
 	q->status = 200;
 }
 
+static int usage_row(void *ctx, const struct store_usage *u)
+{
+	json_array_append_new(ctx, json_pack("{s:s?,s:I,s:I,s:I,s:I}", "key", u->key, "connections",
+					     (json_int_t)u->connections, "exchanges",
+					     (json_int_t)u->exchanges, "bytes_up",
+					     (json_int_t)u->bytes_up, "bytes_down",
+					     (json_int_t)u->bytes_down));
+	return 0;
+}
+
+static const char *const usage_by[] = {
+	[STORE_BY_DEVICE] = "device",
+	[STORE_BY_USER] = "user",
+	[STORE_BY_HOST] = "host",
+	[STORE_BY_VIA] = "via",
+};
+
+static void q_usage(struct query *q, struct store_reader *r)
+{
+	struct flows_query w;
+	if (where_make(q, &w) < 0)
+		return;
+	json_t *rows = json_array();
+	int rc = store_usage(r, (enum store_group)q->group, w.q.where, w.q.params, w.q.nparams,
+			     q->limit, usage_row, rows);
+	flows_query_free(&w);
+	if (rc < 0) {
+		json_decref(rows);
+		if (rc == -ETIMEDOUT)
+			query_fail(q, 503,
+				   "the accounting took longer than " API_QUERY_S
+				   " s: narrow the filter");
+		else
+			query_fail(q, 500, store_reader_errmsg(r));
+		return;
+	}
+	q->json = json_pack("{s:s,s:o}", "by", usage_by[q->group], "usage", rows);
+	q->status = 200;
+}
+
 /* Each peer's "flows" and "last_flow" (null when the store cannot say). */
 static void q_peers(struct query *q, struct store_reader *r)
 {
@@ -854,6 +895,9 @@ static void query_run(uv_work_t *w)
 		break;
 	case Q_PEERS:
 		q_peers(q, r);
+		break;
+	case Q_USAGE:
+		q_usage(q, r);
 		break;
 	}
 	store_reader_close(r);
@@ -1022,6 +1066,32 @@ static void h_flows(struct httpd_req *req, struct httpd_resp *resp, void *arg)
 	q->anchor = before ? strdup(before) : after ? strdup(after) : NULL;
 	q->oldest = oldest;
 	q->cursor = cursor;
+	q->limit = limit;
+	query_start(q);
+}
+
+/* Traffic per device, user, host or way in, from the store. */
+static void h_usage(struct httpd_req *req, struct httpd_resp *resp, void *arg)
+{
+	struct api *a = api_of(arg);
+	unsigned limit;
+	if (!parse_limit(req, resp, 100, 10000, &limit))
+		return;
+	const char *by = httpd_req_query(req, "by");
+	int group = -1;
+	for (size_t i = 0; i < sizeof(usage_by) / sizeof(usage_by[0]); i++)
+		if (by && strcmp(by, usage_by[i]) == 0)
+			group = (int)i;
+	if (group < 0) {
+		httpd_reply_error(resp, 400, "by: expected device, user, host or via");
+		return;
+	}
+	struct query *q = query_new(a, resp, Q_USAGE);
+	if (!q)
+		return;
+	const char *f = httpd_req_query(req, "filter");
+	q->filter = f ? strdup(f) : NULL;
+	q->group = group;
 	q->limit = limit;
 	query_start(q);
 }
@@ -1793,6 +1863,7 @@ static const struct route routes[] = {
 	{ "GET", "/api/flows/{id}/{part}/body", h_flow_body },
 	{ "POST", "/api/flows/{id}/replay", h_flow_replay },
 	{ "GET", "/api/har", h_har },
+	{ "GET", "/api/usage", h_usage },
 	{ "GET", "/api/held", h_held },
 	{ "GET", "/api/held/{id}", h_held_one },
 	{ "POST", "/api/held/{id}/release", h_held_release },

@@ -180,6 +180,16 @@ static const struct tool tools[] = {
 	  "text; narrow the filter or use the API's /api/har for the whole capture.",
 	  PROPS(STR("filter", "filter expression; empty: every HTTP flow") "," INT(
 		  "limit", "flows at most", 1, 1000)) "}" },
+	{ "traffic_usage", "Traffic per device, user, host or way in",
+	  "Accounting from the store: for each device (`by` device), proxy user, host or way "
+	  "in (wireguard, http-proxy, socks5, reverse, forward, wrap), the connections, the "
+	  "HTTP exchanges and the bytes each way, biggest first. `filter` narrows the flows "
+	  "counted (the list_flows syntax, e.g. ~via socks5 or ~d example.com).",
+	  PROPS("\"by\":{\"enum\":[\"device\",\"user\",\"host\",\"via\"]}," STR(
+		  "filter", "filter expression; empty: every flow") "," INT("limit",
+									    "groups at most", 1,
+									    1000)) ",\"required\":["
+										   "\"by\"]}" },
 	{ "clear_flows", "Delete recorded flows",
 	  "Deletes every recorded flow from the store, to start a capture afresh. The flows "
 	  "file on disk keeps its lines, and a rebuild does not bring them back. Cannot be "
@@ -751,6 +761,12 @@ static void tool_call(struct call *c)
 		backend_call(c, "POST", "/api/config/configure", a);
 	} else if (strcmp(name, "export_har") == 0) {
 		strcpy(t, "/api/har");
+		put_param(t, sizeof(t), "filter", arg_str(a, "filter"));
+		put_int(t, sizeof(t), "limit", arg_int(a, "limit", 100, 1, 1000));
+		backend_call(c, "GET", t, NULL);
+	} else if (strcmp(name, "traffic_usage") == 0) {
+		strcpy(t, "/api/usage");
+		put_param(t, sizeof(t), "by", arg_str(a, "by"));
 		put_param(t, sizeof(t), "filter", arg_str(a, "filter"));
 		put_int(t, sizeof(t), "limit", arg_int(a, "limit", 100, 1, 1000));
 		backend_call(c, "GET", t, NULL);

@@ -1786,6 +1786,59 @@ int store_count(struct store_reader *r, const char *where, const struct flows_pa
 	return rc;
 }
 
+int store_usage(struct store_reader *r, enum store_group by, const char *where,
+		const struct flows_param *params, size_t nparams, unsigned limit, store_usage_cb cb,
+		void *ctx)
+{
+	static const char *const col[] = {
+		[STORE_BY_DEVICE] = "peer",
+		[STORE_BY_USER] = "user",
+		[STORE_BY_HOST] = "host",
+		[STORE_BY_VIA] = "via",
+	};
+	if ((unsigned)by >= sizeof(col) / sizeof(col[0]))
+		return -EINVAL;
+	if (limit == 0)
+		limit = 100;
+	if (limit > 10000)
+		limit = 10000;
+	r->errmsg[0] = '\0';
+	r_arm(r);
+	bool w = nonblank(where);
+	char *sql;
+	if (asprintf(&sql,
+		     "SELECT %s,"
+		     " count(*) FILTER (WHERE type IN ('tcp', 'udp', 'dns')),"
+		     " count(*) FILTER (WHERE type = 'http'),"
+		     " coalesce(sum(bytes_up) FILTER (WHERE type IN ('tcp', 'udp', 'dns')), 0),"
+		     " coalesce(sum(bytes_down) FILTER (WHERE type IN ('tcp', 'udp', 'dns')), 0)"
+		     " FROM flows%s%s%s GROUP BY 1 ORDER BY 4 + 5 DESC, 2 DESC LIMIT %u",
+		     col[by], w ? " WHERE (" : "", w ? where : "", w ? ")" : "", limit) < 0)
+		return -ENOMEM;
+	sqlite3_stmt *st;
+	int rc = prepare_where(r, sql, params, nparams, 0, &st);
+	free(sql);
+	if (rc)
+		return rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct store_usage u = {
+			.key = (const char *)sqlite3_column_text(st, 0),
+			.connections = sqlite3_column_int64(st, 1),
+			.exchanges = sqlite3_column_int64(st, 2),
+			.bytes_up = sqlite3_column_int64(st, 3),
+			.bytes_down = sqlite3_column_int64(st, 4),
+		};
+		int stop = cb(ctx, &u);
+		if (stop) {
+			sqlite3_finalize(st);
+			return stop;
+		}
+	}
+	rc = rc == SQLITE_DONE ? 0 : r_fail(r, rc);
+	sqlite3_finalize(st);
+	return rc;
+}
+
 int store_peer_flows(struct store_reader *r, const char *peer, int64_t *count,
 		     int64_t *last_start_us)
 {

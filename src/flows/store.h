@@ -181,6 +181,23 @@ int store_list(struct store_reader *r, const struct store_query *q, store_row_cb
 int store_count(struct store_reader *r, const char *where, const struct flows_param *params,
 		size_t nparams, int64_t *out);
 
+/* Accounting: the traffic of the flows `where` matches (NULL: all),
+ * grouped by device (peer), user, host or way in (via), biggest first:
+ * connections are the tcp, udp and dns records, whose bytes (payload each
+ * way) are summed; exchanges the http records, counted only (their body
+ * bytes are inside their connection's). At most `limit` groups (0: 100,
+ * at most 10000); a group whose key the records lack (no peer, no user) has
+ * key NULL. cb as store_list's. 0, cb's value, -EINVAL or -EIO. */
+enum store_group { STORE_BY_DEVICE, STORE_BY_USER, STORE_BY_HOST, STORE_BY_VIA };
+struct store_usage {
+	const char *key;
+	int64_t connections, exchanges, bytes_up, bytes_down;
+};
+typedef int (*store_usage_cb)(void *ctx, const struct store_usage *u);
+int store_usage(struct store_reader *r, enum store_group by, const char *where,
+		const struct flows_param *params, size_t nparams, unsigned limit, store_usage_cb cb,
+		void *ctx);
+
 /* The number of flows of peer `peer` and the start of its newest one (0
  * when it has none): a range of the (peer, seq) index counted and its
  * last entry read, in one read transaction. 0, -ETIMEDOUT or -EIO. */

@@ -104,4 +104,33 @@ assert any(r.get("via") == "http-proxy" and r.get("user") == "alice" and r["serv
 assert any(r.get("via") == "socks5" and r.get("user") == "alice" and r["server"] == "203.0.113.10:8443" for r in pt), pt
 PY
 say "records: upstream_proxy on ours, via and user on the parent's"
+
+# Accounting and counters.
+token=$(cat "$HOME_DIR/api-token")
+api() { in_ns "$SRV" curl -sS --max-time 10 -H "Authorization: Bearer $token" "http://127.0.0.1:18090$1"; }
+for _ in $(seq 50); do # the store follows the log
+  api '/api/usage?by=via' | grep -q wireguard && break
+  sleep 0.2
+done
+api '/api/usage?by=via' | python3 -c '
+import json, sys
+u = {g["key"]: g for g in json.load(sys.stdin)["usage"]}
+assert u["http-proxy"]["connections"] >= 5 and u["http-proxy"]["bytes_down"] > 0, u
+assert u["http-proxy"]["exchanges"] >= 3, u
+assert u["wireguard"]["connections"] >= 1 and u["wireguard"]["bytes_up"] > 0, u
+' || fail "usage by via: $(api '/api/usage?by=via')"
+api '/api/usage?by=device&filter=~tcp' | python3 -c '
+import json, sys
+u = {g["key"]: g for g in json.load(sys.stdin)["usage"]}
+assert u["phone"]["connections"] >= 1 and u[None]["connections"] >= 5, u
+' || fail "usage by device: $(api '/api/usage?by=device&filter=~tcp')"
+code=$(in_ns "$SRV" curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "http://127.0.0.1:18090/api/usage?by=colour")
+[ "$code" = 400 ] || fail "usage by an unknown group gave $code"
+api /api/stats | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+assert s["listeners"]["accepted"] >= 5 and s["listeners"]["handed"] >= 5, s["listeners"]
+assert s["tcp"]["parent_dials"] >= 5 and s["tcp"]["parent_failed"] >= 2, s["tcp"]
+' || fail "stats: $(api /api/stats)"
+say "accounting per way in and device (/api/usage), listener and parent counters (/api/stats)"
 say "PASS"

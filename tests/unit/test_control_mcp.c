@@ -204,12 +204,13 @@ static void test_tools_list(void **ctx)
 	struct mcp_session *s = session(&f);
 	json_t *a = send_msg(s, &g, "{'jsonrpc':'2.0','id':1,'method':'tools/list'}");
 	json_t *tools = json_object_get(json_object_get(a, "result"), "tools");
-	static const char *const want[] = {
-		"status",     "list_flows",  "search_flows", "get_flow",   "get_body",
-		"list_peers", "add_peer",    "remove_peer",  "get_config", "start",
-		"configure",  "export_har",  "clear_flows",  "resend",     "list_rules",
-		"add_rule",   "remove_rule", "list_held",    "release",    "kill"
-	};
+	static const char *const want[] = { "status",        "list_flows",  "search_flows",
+					    "get_flow",      "get_body",    "list_peers",
+					    "add_peer",      "remove_peer", "get_config",
+					    "start",         "configure",   "export_har",
+					    "traffic_usage", "clear_flows", "resend",
+					    "list_rules",    "add_rule",    "remove_rule",
+					    "list_held",     "release",     "kill" };
 	assert_int_equal(json_array_size(tools), sizeof(want) / sizeof(want[0]));
 	for (size_t i = 0; i < json_array_size(tools); i++) {
 		json_t *t = json_array_get(tools, i);
@@ -397,6 +398,11 @@ static void test_other_tools(void **ctx)
 	answer(&f, 200, "application/octet-stream", har);
 	r = call_tool(s, &g, "export_har", "{}");
 	assert_string_equal(f.target, "/api/har?limit=100");
+	answer(&f, 200, "application/json", "{\"by\":\"user\",\"usage\":[]}");
+	r = call_tool(s, &g, "traffic_usage", "{\"by\":\"user\",\"filter\":\"~via socks5\"}");
+	assert_string_equal(f.target, "/api/usage?by=user&filter=~via%20socks5&limit=100");
+	answer(&f, 200, "application/octet-stream", har);
+	r = call_tool(s, &g, "export_har", "{}");
 	assert_true(strlen(first_text(r)) < MCP_MAX_TEXT + 200);
 	assert_non_null(strstr(first_text(r), "ask for less"));
 	free(har);

@@ -1147,6 +1147,74 @@ static void test_peer_flows(void **state)
 	store_close(s);
 }
 
+static int usage_collect(void *ctx, const struct store_usage *u)
+{
+	json_array_append_new(
+		ctx, json_pack("{s:s?,s:I,s:I,s:I,s:I}", "key", u->key, "c",
+			       (json_int_t)u->connections, "x", (json_int_t)u->exchanges, "up",
+			       (json_int_t)u->bytes_up, "down", (json_int_t)u->bytes_down));
+	return 0;
+}
+
+/* Accounting: connection records' bytes summed per group, exchanges only
+ * counted; a filter narrows; groups without a key are null. */
+static void test_usage(void **state)
+{
+	struct tmp *t = *state;
+	struct flowlog *log;
+	assert_int_equal(flowlog_open(&log, t->log, NULL), 0);
+	int64_t t0 = now_us() - 10000000;
+	for (int i = 0; i < 12; i++) {
+		char id[32];
+		snprintf(id, sizeof(id), "u-%d", i);
+		json_t *r = common(i % 3 == 2 ? "http" : "tcp", id, t0 + i, t0 + i + 5);
+		json_object_set_new(r, "bytes_up", json_integer(100 * (i + 1)));
+		json_object_set_new(r, "bytes_down", json_integer(1000));
+		json_object_set_new(r, "end_reason", json_string("fin"));
+		if (i >= 6) {
+			json_object_set_new(r, "peer", json_null());
+			json_object_set_new(r, "via", json_string("http-proxy"));
+			if (i >= 9)
+				json_object_set_new(r, "user", json_string("alice"));
+		}
+		log_record(log, r);
+	}
+	flowlog_close(log);
+	struct store *s = open_store(t, NULL);
+	wait_ingested(t, s);
+	struct store_reader *r = reader(t);
+
+	json_t *rows = json_array();
+	assert_int_equal(store_usage(r, STORE_BY_VIA, NULL, NULL, 0, 0, usage_collect, rows), 0);
+	/* tcp: i = 0,1,3,4 (wireguard), 6,7,9,10 (http-proxy); http: 2,5 and 8,11. */
+	json_t *want =
+		json_pack("[{s:s,s:i,s:i,s:i,s:i},{s:s,s:i,s:i,s:i,s:i}]", "key", "http-proxy", "c",
+			  4, "x", 2, "up", 700 + 800 + 1000 + 1100, "down", 4000, "key",
+			  "wireguard", "c", 4, "x", 2, "up", 100 + 200 + 400 + 500, "down", 4000);
+	if (!json_equal(rows, want)) {
+		char *d = json_dumps(rows, 0);
+		fail_msg("by via: %s", d);
+	}
+	json_decref(want);
+	json_array_clear(rows);
+
+	assert_int_equal(store_usage(r, STORE_BY_USER, NULL, NULL, 0, 1, usage_collect, rows), 0);
+	assert_int_equal(json_array_size(rows), 1); /* the limit */
+	assert_true(json_is_null(json_object_get(json_array_get(rows, 0), "key")));
+	json_array_clear(rows);
+
+	struct flows_param p = { .type = FLOWS_PARAM_TEXT, .text = "alice" };
+	assert_int_equal(
+		store_usage(r, STORE_BY_DEVICE, "user = ?1", &p, 1, 0, usage_collect, rows), 0);
+	want = json_pack("[{s:n,s:i,s:i,s:i,s:i}]", "key", "c", 2, "x", 1, "up", 1000 + 1100,
+			 "down", 2000);
+	assert_true(json_equal(rows, want));
+	json_decref(want);
+	json_decref(rows);
+	store_reader_close(r);
+	store_close(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1166,6 +1234,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reader_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_index_lag, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_peer_flows, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_usage, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
