@@ -849,6 +849,8 @@ static int open_mitm(struct daemon *d)
 		.passthrough = d->passthru,
 		.body_cap = o->body_cap < 0 ? HTTPFLOW_DEFAULT_BODY_CAP : (size_t)o->body_cap,
 		.max_per_peer = daemon_tcp_per_peer(o),
+		.max_per_user = o->max_tcp_per_user,
+		.user_rate = { o->user_rate[0], o->user_rate[1] },
 	};
 	d->relay = relay_new(d->loop, &rc_cfg);
 	if (!d->relay) {

@@ -57,6 +57,8 @@ struct daemon_options {
 	size_t nhost_ports;
 	uint32_t max_tcp;          /* relayed TCP connections at once; 0 = DAEMON_DEFAULT_MAX_TCP */
 	uint32_t max_tcp_per_peer; /* of those, one peer's; 0 = half of max_tcp */
+	uint32_t max_tcp_per_user; /* a listener user's; 0 = as a peer's */
+	uint64_t user_rate[2];     /* a listener user's bytes/s up, down; 0: none */
 	/* Interception. */
 	bool no_intercept;                               /* relay TLS untouched (still recorded) */
 	const char *upstream_ca[DAEMON_MAX_UPSTREAM_CA]; /* extra trust anchors, PEM files */

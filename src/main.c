@@ -396,6 +396,8 @@ static int cmd_run(int argc, char **argv)
 		{ "reverse", required_argument, NULL, 0x124 },
 		{ "forward", required_argument, NULL, 0x125 },
 		{ "upstream-proxy", required_argument, NULL, 0x126 },
+		{ "max-connections-per-user", required_argument, NULL, 0x127 },
+		{ "user-rate", required_argument, NULL, 0x128 },
 		INTERCEPT_LONGOPTS,
 		{ 0 },
 	};
@@ -511,6 +513,33 @@ static int cmd_run(int argc, char **argv)
 			if (daemon_add_parent(&o, optarg, perr, sizeof(perr)) < 0)
 				return usage_error(&cmd_run_def, "%s", perr);
 			break;
+		case 0x127:
+			if (parse_uint(optarg, 1000000, &v) < 0 || v == 0)
+				return usage_error(&cmd_run_def,
+						   "--max-connections-per-user \"%s\": expected a "
+						   "positive number",
+						   optarg);
+			o.max_tcp_per_user = (uint32_t)v;
+			break;
+		case 0x128: {
+			/* KBPS, or DOWN,UP in kilobits/s (as --network-condition) */
+			const char *comma = strchr(optarg, ',');
+			char first[32];
+			snprintf(first, sizeof(first), "%.*s",
+				 comma ? (int)(comma - optarg) : (int)strlen(optarg), optarg);
+			unsigned long down, up = 0;
+			if (parse_uint(first, 100000000, &down) < 0 || down == 0 ||
+			    (comma && (parse_uint(comma + 1, 100000000, &up) < 0 || up == 0)))
+				return usage_error(&cmd_run_def,
+						   "--user-rate \"%s\": expected KBPS or DOWN,UP "
+						   "(kilobits/s, positive)",
+						   optarg);
+			if (!comma)
+				up = down;
+			o.user_rate[1] = (uint64_t)down * 1000 / 8;
+			o.user_rate[0] = (uint64_t)up * 1000 / 8;
+			break;
+		}
 		case 'S':
 			o.no_store = true;
 			break;
@@ -596,7 +625,8 @@ static const struct command cmd_run_def = {
 	"                  [--http-proxy [ADDR:]PORT]... [--socks5 [ADDR:]PORT]... [--users FILE]\n"
 	"                  [--reverse URL@[ADDR:]PORT]... [--forward "
 	"[ADDR:]PORT=HOST:PORT[,...]]...\n"
-	"                  [--upstream-proxy URL[@GLOB]]... [--allow-open-proxy]",
+	"                  [--upstream-proxy URL[@GLOB]]... [--allow-open-proxy]\n"
+	"                  [--max-connections-per-user N] [--user-rate KBPS[,UP_KBPS]]",
 	"Start the endpoint. On first start it creates the server key and, when no\n"
 	"peer exists, a peer named \"phone\" whose QR code it prints. Every TCP and\n"
 	"UDP flow of a peer is relayed to its destination and recorded in\n"
@@ -662,6 +692,9 @@ static const struct command cmd_run_def = {
 	"                           GLOB: hosts (*.corp.example) or device=NAME; none: all;\n"
 	"                           repeatable, the first match wins; the tunnel's flows too\n"
 	"  --allow-open-proxy       allow a listener on a non-loopback address without --users\n"
+	"  --max-connections-per-user N  one --users user's connections at once (as a peer's)\n"
+	"  --user-rate KBPS[,UP_KBPS]  each --users user's bandwidth, kilobits/s, towards the\n"
+	"                           client (and from it; default the same), for all its flows\n"
 	"\n"
 	"control plane (docs/api.md; the configuration saved in HOME/config.json is\n"
 	"read first, these options override it):\n"

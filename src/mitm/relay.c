@@ -92,6 +92,7 @@ struct relay {
 	struct held *held;     /* what breakpoints hold (mitm/held.h) */
 	struct relay_parent parents[RELAY_MAX_PARENTS];
 	size_t nparents;
+	struct relay_bucket *buckets; /* the users' with flows now */
 };
 
 /* A flow going through a parent proxy: the handshake's state until it is
@@ -112,15 +113,31 @@ struct relay_delay {
 	struct relay_conn *c;
 };
 
-/* Throttle rules: a token bucket per direction (0: from the client, 1:
- * from the upstream), and the timer that lets a stopped side go on. */
+/* A token bucket: bytes/s (0: none), what it holds, ms of the last refill. */
+struct relay_tb {
+	uint64_t rate;
+	double tokens;
+	uint64_t at;
+};
+
+/* A user's share of bandwidth (relay_config.user_rate): one bucket per
+ * direction for all of the user's flows, alive while a flow holds it. */
+struct relay_bucket {
+	struct relay_bucket *next;
+	unsigned refs;
+	struct relay_tb tb[2];
+	char user[];
+};
+
+/* Pacing a flow: a throttle rule's bucket per direction (0: from the
+ * client, 1: from the upstream), its user's shared one, and the timer
+ * that lets a stopped side go on. */
 struct relay_pace {
 	uv_timer_t t;
 	struct relay_conn *c;
-	uint64_t rate[2]; /* bytes/s, 0: none */
-	double tokens[2];
-	uint64_t at[2];  /* ms of the last refill */
-	bool blocked[2]; /* that side waits for tokens */
+	struct relay_tb own[2];
+	struct relay_bucket *user; /* NULL: none */
+	bool blocked[2];           /* that side waits for tokens */
 };
 
 struct relay_write {
@@ -168,7 +185,6 @@ struct relay_icpt {
 	struct h2rw *h2rw;   /* rules apply: HTTP/2 terminated (mitm/h2rw.h) */
 	struct relay_delay *delay;
 	uint64_t held_id[2]; /* the registry's items: request, response (0: none) */
-	struct relay_pace *pace;
 	/* A redirect moved the upstream: the dialled one is closed (detached)
 	 * and upc is the server bytes go to now. */
 	struct upconn *upc;
@@ -200,6 +216,7 @@ struct relay_conn {
 	bool host_port;
 	unsigned handles;          /* uv handles not yet closed */
 	struct relay_shape *shape; /* a fixed-target listener's; NULL: sniffed */
+	struct relay_pace *pace;   /* throttled (a rule, the user's rate); NULL: not */
 	struct relay_pdial *pd;    /* through a parent proxy; NULL: direct */
 	/* A listener's flow: told once the upstream is dialled (relay.h). */
 	void (*dialled)(void *ctx, struct stream *s, int err, const char *why);
@@ -428,11 +445,30 @@ static void relay_icpt_release(struct relay_conn *c)
 		uv_close((uv_handle_t *)&x->delay->t, relay_delay_closed);
 		x->delay = NULL;
 	}
-	if (x->pace) {
-		x->pace->c = NULL;
-		uv_close((uv_handle_t *)&x->pace->t, relay_delay_closed);
-		x->pace = NULL;
-	}
+}
+
+static void relay_bucket_unref(struct relay *r, struct relay_bucket *b)
+{
+	if (!b || --b->refs > 0)
+		return;
+	for (struct relay_bucket **pp = &r->buckets; *pp; pp = &(*pp)->next)
+		if (*pp == b) {
+			*pp = b->next;
+			break;
+		}
+	free(b);
+}
+
+static void relay_conn_pace_release(struct relay_conn *c)
+{
+	struct relay_pace *p = c->pace;
+	if (!p)
+		return;
+	relay_bucket_unref(c->relay, p->user);
+	p->user = NULL;
+	p->c = NULL;
+	uv_close((uv_handle_t *)&p->t, relay_delay_closed);
+	c->pace = NULL;
 }
 
 static void relay_icpt_free(struct relay_conn *c)
@@ -599,6 +635,7 @@ static void relay_conn_finish(struct relay_conn *c, const char *reason, enum leg
 		c->cs = NULL;
 	}
 	relay_icpt_release(c);
+	relay_conn_pace_release(c);
 	uv_close((uv_handle_t *)&c->timer, relay_conn_on_close);
 	relay_conn_close_upstream(c, how == END_RESET_UPSTREAM || how == END_RESET_BOTH);
 }
@@ -1729,14 +1766,48 @@ static double pace_quantum(uint64_t rate)
 	return (double)(q < 1024 ? 1024 : q > RELAY_READ_LOWAT ? RELAY_READ_LOWAT : q);
 }
 
+static void tb_refill(struct relay_tb *b, uint64_t now)
+{
+	if (!b->rate)
+		return;
+	double q = pace_quantum(b->rate);
+	double burst = (double)(b->rate / 4) > 2 * q ? (double)(b->rate / 4) : 2 * q;
+	b->tokens += (double)b->rate * (double)(now - b->at) / 1000.0;
+	if (b->tokens > burst)
+		b->tokens = burst;
+	b->at = now;
+}
+
+static bool tb_ok(const struct relay_tb *b)
+{
+	return !b->rate || b->tokens >= pace_quantum(b->rate);
+}
+
+/* ms until the bucket holds a quantum (0: it does, or no rate). */
+static uint64_t tb_wait(const struct relay_tb *b)
+{
+	if (tb_ok(b))
+		return 0;
+	double need = pace_quantum(b->rate) - b->tokens;
+	return (uint64_t)(need * 1000.0 / (double)b->rate) + 1;
+}
+
+/* The buckets side d of a flow takes from, refilled to now. */
 static void pace_refill(struct relay_pace *p, int d, uint64_t now)
 {
-	double q = pace_quantum(p->rate[d]);
-	double burst = (double)(p->rate[d] / 4) > 2 * q ? (double)(p->rate[d] / 4) : 2 * q;
-	p->tokens[d] += (double)p->rate[d] * (double)(now - p->at[d]) / 1000.0;
-	if (p->tokens[d] > burst)
-		p->tokens[d] = burst;
-	p->at[d] = now;
+	tb_refill(&p->own[d], now);
+	if (p->user)
+		tb_refill(&p->user->tb[d], now);
+}
+
+static bool pace_ok(const struct relay_pace *p, int d)
+{
+	return tb_ok(&p->own[d]) && (!p->user || tb_ok(&p->user->tb[d]));
+}
+
+static bool pace_limits(const struct relay_pace *p, int d)
+{
+	return p && (p->own[d].rate || (p->user && p->user->tb[d].rate));
 }
 
 static void pace_fired(uv_timer_t *t);
@@ -1744,14 +1815,17 @@ static void pace_fired(uv_timer_t *t);
 static void pace_arm(struct relay_pace *p)
 {
 	uint64_t wait = 0;
-	for (int d = 0; d < 2; d++)
-		if (p->blocked[d] && p->rate[d]) {
-			double need = pace_quantum(p->rate[d]) - p->tokens[d];
-			uint64_t ms =
-				need > 0 ? (uint64_t)(need * 1000.0 / (double)p->rate[d]) + 1 : 1;
-			if (!wait || ms < wait)
-				wait = ms;
-		}
+	for (int d = 0; d < 2; d++) {
+		if (!p->blocked[d])
+			continue;
+		uint64_t ms = tb_wait(&p->own[d]);
+		if (p->user && tb_wait(&p->user->tb[d]) > ms)
+			ms = tb_wait(&p->user->tb[d]);
+		if (!ms)
+			ms = 1;
+		if (!wait || ms < wait)
+			wait = ms;
+	}
 	if (wait)
 		uv_timer_start(&p->t, pace_fired, wait, 0);
 }
@@ -1767,8 +1841,8 @@ static void pace_fired(uv_timer_t *t)
 		if (!p->blocked[d])
 			continue;
 		pace_refill(p, d, now);
-		if (p->rate[d] && p->tokens[d] < pace_quantum(p->rate[d]))
-			continue;
+		if (!pace_ok(p, d))
+			continue; /* another flow of the user took them */
 		p->blocked[d] = false;
 		if (d == 0)
 			relay_conn_resume_client(c);
@@ -1781,12 +1855,15 @@ static void pace_fired(uv_timer_t *t)
 /* Bytes `n` came from side `d`: false when that side must wait now. */
 static bool pace_take(struct relay_conn *c, int d, size_t n)
 {
-	struct relay_pace *p = c->x ? c->x->pace : NULL;
-	if (!p || !p->rate[d])
+	struct relay_pace *p = c->pace;
+	if (!pace_limits(p, d))
 		return true;
 	pace_refill(p, d, uv_now(c->relay->loop));
-	p->tokens[d] -= (double)n;
-	if (p->tokens[d] >= pace_quantum(p->rate[d]))
+	if (p->own[d].rate)
+		p->own[d].tokens -= (double)n;
+	if (p->user && p->user->tb[d].rate)
+		p->user->tb[d].tokens -= (double)n;
+	if (pace_ok(p, d))
 		return true;
 	p->blocked[d] = true;
 	pace_arm(p);
@@ -1797,39 +1874,49 @@ static bool pace_take(struct relay_conn *c, int d, size_t n)
  * decides (reads may be small). */
 static size_t pace_room(struct relay_conn *c, size_t room, bool *paced)
 {
-	struct relay_pace *p = c->x ? c->x->pace : NULL;
-	*paced = p && p->rate[1];
+	struct relay_pace *p = c->pace;
+	*paced = pace_limits(p, 1);
 	if (!*paced)
 		return room;
 	pace_refill(p, 1, uv_now(c->relay->loop));
-	if (p->tokens[1] < pace_quantum(p->rate[1])) {
+	if (!pace_ok(p, 1)) {
 		p->blocked[1] = true;
 		pace_arm(p);
 		return 0;
 	}
-	return p->tokens[1] < (double)room ? (size_t)p->tokens[1] : room;
+	double t = p->own[1].rate ? p->own[1].tokens : (double)room;
+	if (p->user && p->user->tb[1].rate && p->user->tb[1].tokens < t)
+		t = p->user->tb[1].tokens;
+	return t < (double)room ? (size_t)t : room;
+}
+
+static struct relay_pace *relay_conn_pace(struct relay_conn *c)
+{
+	if (c->pace)
+		return c->pace;
+	struct relay_pace *p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
+	uv_timer_init(c->relay->loop, &p->t);
+	p->t.data = p;
+	p->c = c;
+	c->pace = p;
+	return p;
 }
 
 static void rw_throttle(void *ctx, int phase, uint64_t rate)
 {
 	struct relay_conn *c = ctx;
-	struct relay_icpt *x = c->x;
 	int d = phase == RULE_REQUEST ? 0 : 1;
-	if (!x->pace) {
-		if (!rate)
-			return;
-		x->pace = calloc(1, sizeof(*x->pace));
-		if (!x->pace)
-			return; /* no throttle rather than no flow */
-		uv_timer_init(c->relay->loop, &x->pace->t);
-		x->pace->t.data = x->pace;
-		x->pace->c = c;
-	}
-	struct relay_pace *p = x->pace;
-	p->rate[d] = rate;
-	p->at[d] = uv_now(c->relay->loop);
-	p->tokens[d] = rate ? 2 * pace_quantum(rate) : 0;
-	if (!rate && p->blocked[d]) {
+	if (!c->pace && !rate)
+		return;
+	struct relay_pace *p = relay_conn_pace(c);
+	if (!p)
+		return; /* no throttle rather than no flow */
+	p->own[d].rate = rate;
+	p->own[d].at = uv_now(c->relay->loop);
+	p->own[d].tokens = rate ? 2 * pace_quantum(rate) : 0;
+	if (!rate && p->blocked[d] && pace_ok(p, d)) {
 		p->blocked[d] = false;
 		if (d == 0)
 			relay_conn_resume_client(c);
@@ -1838,6 +1925,42 @@ static void rw_throttle(void *ctx, int phase, uint64_t rate)
 	}
 	if (rate)
 		c->relay->stats.throttled++;
+}
+
+/* The user's shared bucket for a listener's flow (relay_config.user_rate). */
+static int relay_conn_user_rate(struct relay_conn *c, const char *user)
+{
+	struct relay *r = c->relay;
+	struct relay_bucket *b;
+	for (b = r->buckets; b; b = b->next)
+		if (strcmp(b->user, user) == 0)
+			break;
+	if (!b) {
+		size_t n = strlen(user) + 1;
+		b = calloc(1, sizeof(*b) + n);
+		if (!b)
+			return -ENOMEM;
+		memcpy(b->user, user, n);
+		uint64_t now = uv_now(r->loop);
+		for (int d = 0; d < 2; d++) {
+			b->tb[d].rate = r->cfg.user_rate[d];
+			b->tb[d].tokens = b->tb[d].rate ? 2 * pace_quantum(b->tb[d].rate) : 0;
+			b->tb[d].at = now;
+		}
+		b->next = r->buckets;
+		r->buckets = b;
+	}
+	struct relay_pace *p = relay_conn_pace(c);
+	if (!p) {
+		if (b->refs == 0) {
+			b->refs = 1;
+			relay_bucket_unref(r, b);
+		}
+		return -ENOMEM;
+	}
+	b->refs++;
+	p->user = b;
+	return 0;
 }
 
 /* Client plaintext into the active layer; the client waits while the
@@ -2912,13 +3035,21 @@ int relay_stream_accept(struct relay *r, struct stream *conn, const struct socka
 		relay_record_refusal(r, r->refusal[v], peer, client, dest, o);
 		return -ECONNREFUSED;
 	}
-	/* One peer cannot hold every slot: the others keep theirs. */
+	/* One peer (or a listener's user) cannot hold every slot: the others
+	 * keep theirs. */
 	struct tally_entry *share = NULL;
-	if (r->cfg.max_per_peer) {
-		share = tally_take(r->per_peer, peer, r->cfg.max_per_peer);
+	char ukey[300];
+	bool by_user = o && o->user && o->user[0];
+	uint32_t cap = by_user && r->cfg.max_per_user ? r->cfg.max_per_user : r->cfg.max_per_peer;
+	if (by_user) /* ':' is not in a peer's name */
+		snprintf(ukey, sizeof(ukey), "user:%s", o->user);
+	if (cap) {
+		share = tally_take(r->per_peer, by_user ? ukey : peer, cap);
 		if (!share) {
 			r->stats.refused_peer_limit++;
-			relay_record_refusal(r, "limit:peer_connections", peer, client, dest, o);
+			relay_record_refusal(
+				r, by_user ? "limit:user_connections" : "limit:peer_connections",
+				peer, client, dest, o);
 			return -EMFILE;
 		}
 	}
@@ -2999,6 +3130,8 @@ int relay_stream_accept(struct relay *r, struct stream *conn, const struct socka
 	r->conns = c;
 	r->stats.open++;
 	r->stats.accepted++;
+	if (by_user && (r->cfg.user_rate[0] || r->cfg.user_rate[1]))
+		(void)relay_conn_user_rate(c, o->user); /* unpaced rather than refused */
 
 	c->connect_req.data = c;
 	if (c->dialled) {

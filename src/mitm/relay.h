@@ -131,6 +131,12 @@ struct relay_config {
 	 * is reset and recorded with end_reason "limit:peer_connections".
 	 * 0: no cap. */
 	uint32_t max_per_peer;
+	/* A listener's authenticated user: flows at once (over it a new one
+	 * is refused, "limit:user_connections"; 0: max_per_peer, as for a
+	 * peer), and bytes per second each way (0 and 1: client → upstream
+	 * and upstream → client; 0: none) shared by all of the user's flows. */
+	uint32_t max_per_user;
+	uint64_t user_rate[2];
 	/* Breakpoints (mitm/held.h): a held message is released as it is
 	 * after this long (0: HELD_DEFAULT_TIMEOUT_MS; also taken by
 	 * relay_reconfigure, for items held from then on). held_event gets

@@ -130,8 +130,10 @@ kill "$WGMITM_PID"; wait "$WGMITM_PID" 2>/dev/null || true
 
 # Credentials: --users with a plain and a hashed password.
 printf '# test users\nalice:secret\nbob:%s\n' "$(openssl passwd -6 hunter2)" >"$E2E_TMP/users"
+head -c 524288 /dev/urandom >"$www/half.bin"
 start_wgmitm "$SRV" "$HOME_DIR" --listen 127.0.0.1:0 --api off \
-  --upstream-ca "$pki/ca.pem" --http-proxy $P --socks5 $P --users "$E2E_TMP/users"
+  --upstream-ca "$pki/ca.pem" --http-proxy $P --socks5 $P --users "$E2E_TMP/users" \
+  --max-connections-per-user 2 --user-rate 2000
 wait_for 10 grep -q "credentials from --users" "$E2E_TMP/wgmitm.log" || fail "no listener with users"
 code=$("${c[@]}" -o /dev/null -w '%{http_code}' -x "http://127.0.0.1:$P" http://www.test:8080/hello.json || true)
 [ "$code" = 407 ] || fail "no credentials gave HTTP $code, not 407"
@@ -156,6 +158,47 @@ users = {(r.get("via"), r.get("user")) for r in recs if r["type"] == "http"}
 assert ("http-proxy", "alice") in users and ("http-proxy", "bob") in users and ("socks5", "bob") in users, users
 PY
 say "credentials: 407 without or wrong, plain and crypt(3) passwords, SOCKS5 RFC 1929; user recorded"
+
+# Per-user limits: two connections at once (a third is a 503), and 2000
+# kbit/s for all of a user's flows: two 512 KiB downloads side by side take
+# at least the time of 1 MiB at that rate, less the bucket's burst. A lower
+# bound only: a slow machine cannot make it fail.
+in_ns "$SRV" python3 - "$P" <<'PY' || fail "per-user connection limit"
+import base64, socket, sys
+port = int(sys.argv[1])
+auth = base64.b64encode(b"alice:secret").decode()
+def connect():
+    s = socket.create_connection(("127.0.0.1", port), 10)
+    s.settimeout(10)
+    s.sendall(("CONNECT www.test:8443 HTTP/1.1\r\nHost: www.test:8443\r\n"
+               "Proxy-Authorization: Basic %s\r\n\r\n" % auth).encode())
+    return s, s.recv(4096).decode(errors="replace")
+held = [connect() for _ in range(2)]
+assert all(r.startswith("HTTP/1.1 200") for _, r in held), [r for _, r in held]
+third, r = connect()
+while True:  # the 503 and its reason, then the close
+    d = third.recv(4096)
+    if not d:
+        break
+    r += d.decode(errors="replace")
+assert r.startswith("HTTP/1.1 503") and "too many connections" in r, r
+for s, _ in held:
+    s.close()
+third.close()
+PY
+start=$(date +%s.%N)
+pids=()
+for i in 1 2; do
+  "${c[@]}" -o "$E2E_TMP/half$i.bin" -x "http://alice:secret@127.0.0.1:$P" http://www.test:8080/half.bin &
+  pids+=("$!")
+done
+wait "${pids[@]}"
+end=$(date +%s.%N)
+cmp -s "$E2E_TMP/half1.bin" "$www/half.bin" && cmp -s "$E2E_TMP/half2.bin" "$www/half.bin" ||
+  fail "the paced downloads differ"
+python3 -c "import sys; t = float(sys.argv[2]) - float(sys.argv[1]); assert t >= 3.0, t" "$start" "$end" ||
+  fail "two downloads of one user at 2000 kbit/s took less than 3 s: the rate did not hold"
+say "per-user limits: 2 connections (a third is a 503), one rate shared by the user's flows"
 kill "$WGMITM_PID"; wait "$WGMITM_PID" 2>/dev/null || true
 
 # A proxy open to the network without credentials is refused before it binds.
