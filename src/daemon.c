@@ -179,15 +179,17 @@ static int open_wrap(struct daemon *d)
 	if (!w)
 		return 0;
 	flowlog_set_decorator(d->flows, decorate_wrap, w);
-	if (!(d->tun_buf = malloc(RECV_SLOT)))
-		return -1;
-	int rc = uv_poll_init(d->loop, &d->tun_poll, w->tun_fd);
-	if (rc < 0) {
-		log_error("wrap: the TUN device: %s", uv_strerror(rc));
-		return -1;
+	if (w->tun_fd >= 0) {
+		if (!(d->tun_buf = malloc(RECV_SLOT)))
+			return -1;
+		int rc = uv_poll_init(d->loop, &d->tun_poll, w->tun_fd);
+		if (rc < 0) {
+			log_error("wrap: the TUN device: %s", uv_strerror(rc));
+			return -1;
+		}
+		d->tun_poll.data = d;
+		uv_poll_start(&d->tun_poll, UV_READABLE, on_tun_readable);
 	}
-	d->tun_poll.data = d;
-	uv_poll_start(&d->tun_poll, UV_READABLE, on_tun_readable);
 	uv_signal_init(d->loop, &d->sig_chld);
 	d->sig_chld.data = d;
 	uv_signal_start(&d->sig_chld, on_sigchld, SIGCHLD);

@@ -24,7 +24,7 @@
  * interface is a TUN device; the endpoint reads it into its netstack as
  * if it were a peer named `name` at addr4/addr6. */
 struct daemon_wrap {
-	int tun_fd;
+	int tun_fd; /* -1: none (--env-proxy: the command uses a proxy listener) */
 	struct in_addr addr4;
 	struct in6_addr addr6;
 	const char *name;
@@ -43,6 +43,7 @@ struct daemon_wrap {
 struct daemon_proxy {
 	struct sockaddr_storage addr;
 	bool http, socks5;
+	const char *peer; /* its flows' peer (wrap --env-proxy); NULL: none */
 };
 
 struct daemon_options {

@@ -272,6 +272,7 @@ int daemon_listeners_open(struct daemon *d)
 			.addr = dp->addr,
 			.relay = d->relay,
 			.users = d->users,
+			.peer = dp->peer,
 		};
 		char a[80];
 		format(&dp->addr, a, sizeof(a));

@@ -1100,6 +1100,7 @@ static const struct command cmd_wrap_def = {
 	"wgmitm wrap [--upstream-ca FILE]... [--insecure-upstream] [--passthrough GLOB]...\n"
 	"                   [--no-intercept] [--body-cap BYTES] [--no-store] [--report-json "
 	"FILE]\n"
+	"                   [--env-proxy]\n"
 	"                   [--map-remote SPEC]... [--map-local SPEC]... [--modify-headers "
 	"SPEC]...\n"
 	"                   [--modify-body SPEC]... [--block-list SPEC]... [--dns-override "
@@ -1118,14 +1119,18 @@ static int cmd_wrap(int argc, char **argv)
 		INTERCEPT_LONGOPTS,
 		{ "no-store", no_argument, NULL, 'S' },
 		{ "report-json", required_argument, NULL, 'r' },
+		{ "env-proxy", no_argument, NULL, 'E' },
 		{ 0 },
 	};
 	reset_getopt();
 	int c;
+	bool env_proxy = false;
 	/* '+': the command's own options are its own. */
 	while ((c = getopt_long(argc, argv, "+", longopts, NULL)) != -1) {
 		if (c == 'S') {
 			o.no_store = true;
+		} else if (c == 'E') {
+			env_proxy = true;
 		} else if (c == 'r') {
 			report_json = optarg;
 		} else {
@@ -1142,7 +1147,7 @@ static int cmd_wrap(int argc, char **argv)
 		fprintf(stderr, "usage: %s\n", cmd_wrap_def.usage);
 		return 2;
 	}
-	int status = wrapcmd_main(&o, argv + optind, report_json, home_override);
+	int status = wrapcmd_main(&o, argv + optind, report_json, home_override, env_proxy);
 	json_decref(o.rule_options);
 	json_decref(o.dns_overrides);
 	return status;

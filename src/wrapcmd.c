@@ -51,6 +51,16 @@ struct child_args {
 	struct in_addr addr4;
 	struct in6_addr addr6;
 	const char *resolv, *bundle;
+	char proxy[64]; /* --env-proxy: "127.0.0.1:PORT" of the proxy listener */
+};
+
+/* What clients read for a proxy, both cases (curl reads only the lower
+ * case http_proxy; most read both). */
+static const char *const proxy_vars[] = {
+	"HTTP_PROXY",
+	"http_proxy",
+	"HTTPS_PROXY",
+	"https_proxy",
 };
 
 /* ---- the child: namespaces and the TUN device ----------------------------- */
@@ -208,6 +218,45 @@ static void child_main(const struct child_args *a)
 	execvp(a->argv[0], a->argv);
 	fprintf(stderr, "wgmitm wrap: %s: %s\n", a->argv[0], strerror(errno));
 	_exit(127);
+}
+
+/* --env-proxy: no namespace; the command is told of the proxy listener. */
+static void env_child_main(const struct child_args *a)
+{
+	char go;
+	if (read(a->sock, &go, 1) != 1)
+		_exit(1); /* the endpoint did not start; it said why */
+	close(a->sock);
+	for (size_t i = 0; i < sizeof(ca_vars) / sizeof(ca_vars[0]); i++)
+		setenv(ca_vars[i], a->bundle, 1);
+	char url[96];
+	snprintf(url, sizeof(url), "http://%s", a->proxy);
+	for (size_t i = 0; i < sizeof(proxy_vars) / sizeof(proxy_vars[0]); i++)
+		setenv(proxy_vars[i], url, 1);
+	/* Whatever honours only ALL_PROXY gets SOCKS5, names resolved by us. */
+	snprintf(url, sizeof(url), "socks5h://%s", a->proxy);
+	setenv("ALL_PROXY", url, 1);
+	setenv("all_proxy", url, 1);
+	unsetenv("NO_PROXY");
+	unsetenv("no_proxy");
+	execvp(a->argv[0], a->argv);
+	fprintf(stderr, "wgmitm wrap: %s: %s\n", a->argv[0], strerror(errno));
+	_exit(127);
+}
+
+/* A free loopback port for the listener (it is bound again at once). */
+static int free_port(void)
+{
+	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	int port = -1;
+	if (s >= 0 && bind(s, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+	    getsockname(s, (struct sockaddr *)&a, &len) == 0)
+		port = ntohs(a.sin_port);
+	if (s >= 0)
+		close(s);
+	return port;
 }
 
 static int recv_fd(int sock)
@@ -459,8 +508,11 @@ static void print_report(const struct report *r, FILE *out)
 
 /* ---- the command ---------------------------------------------------------- */
 
+static int wrap_run(struct daemon_options *op, struct child_args *ap, int tun_mode,
+		    const char *report_json);
+
 int wrapcmd_main(struct daemon_options *op, char **cmd, const char *report_json,
-		 const char *home_override)
+		 const char *home_override, bool env_proxy)
 {
 	struct daemon_options o = *op;
 	char home[4096], err[512];
@@ -473,18 +525,22 @@ int wrapcmd_main(struct daemon_options *op, char **cmd, const char *report_json,
 	if (log_get_level() == LOG_INFO)
 		log_set_level(LOG_WARN);
 
+	struct child_args a = { .argv = cmd };
+	struct in_addr dns4;
+	struct in6_addr dns6;
+	int rc;
+	if (env_proxy)
+		goto files;
 	/* The command's addresses: the pools' first free pair. */
 	struct state st;
 	if (state_open(&st, home, true, err, sizeof(err)) < 0) {
 		fprintf(stderr, "wgmitm wrap: %s\n", err);
 		return 1;
 	}
-	struct in_addr *used = calloc(st.npeers + 1, sizeof(*used)), dns4;
-	struct in6_addr dns6;
+	struct in_addr *used = calloc(st.npeers + 1, sizeof(*used));
 	for (size_t i = 0; used && i < st.npeers; i++)
 		used[i] = st.peers[i].addr4;
-	struct child_args a = { .argv = cmd };
-	int rc = used ? addrpool_allocate(&st.pool, used, st.npeers, &a.addr4, &a.addr6) : -ENOMEM;
+	rc = used ? addrpool_allocate(&st.pool, used, st.npeers, &a.addr4, &a.addr6) : -ENOMEM;
 	addrpool_server(&st.pool, &dns4, &dns6);
 	free(used);
 	state_close(&st);
@@ -492,6 +548,7 @@ int wrapcmd_main(struct daemon_options *op, char **cmd, const char *report_json,
 		fprintf(stderr, "wgmitm wrap: the address pool is full\n");
 		return 1;
 	}
+files:;
 	/* Our CA, made now if there is none, for the command's bundle. */
 	struct ca ca;
 	bool created;
@@ -505,6 +562,29 @@ int wrapcmd_main(struct daemon_options *op, char **cmd, const char *report_json,
 	char bundle[4200], resolv[4200], ns[INET_ADDRSTRLEN + 16];
 	if (write_bundle(home, bundle, sizeof(bundle)) < 0 && !o.no_intercept)
 		return 1;
+	a.bundle = bundle;
+	if (env_proxy) {
+		int port = free_port();
+		if (port < 0 || o.nproxies == DAEMON_MAX_PROXY) {
+			fprintf(stderr, "wgmitm wrap: no free loopback port for the proxy\n");
+			return 1;
+		}
+		struct daemon_proxy *dp = &o.proxies[o.nproxies++];
+		memset(dp, 0, sizeof(*dp));
+		struct sockaddr_in *sa = (struct sockaddr_in *)&dp->addr;
+		sa->sin_family = AF_INET;
+		sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		sa->sin_port = htons((uint16_t)port);
+		dp->http = dp->socks5 = true;
+		dp->peer = WRAP_PEER;
+		snprintf(a.proxy, sizeof(a.proxy), "127.0.0.1:%d", port);
+		fprintf(stderr,
+			"wgmitm wrap --env-proxy: only what honours HTTP_PROXY, HTTPS_PROXY or "
+			"ALL_PROXY is captured; raw TCP, UDP, DNS and runtimes that ignore proxy "
+			"variables (Node's fetch, many Go programs) go direct and are not in the "
+			"report\n");
+		return wrap_run(&o, &a, -1, report_json);
+	}
 	snprintf(resolv, sizeof(resolv), "%s/%s", home, RESOLV_FILE);
 	int nl = snprintf(ns, sizeof(ns), "nameserver ");
 	inet_ntop(AF_INET, &dns4, ns + nl, sizeof(ns) - (size_t)nl);
@@ -514,8 +594,17 @@ int wrapcmd_main(struct daemon_options *op, char **cmd, const char *report_json,
 		return 1;
 	}
 	a.resolv = resolv;
-	a.bundle = bundle;
+	return wrap_run(&o, &a, 0, report_json);
+}
 
+/* Starts the command (in its namespaces, or with proxy variables when
+ * tun is -1) and the endpoint; returns the command's exit status. */
+static int wrap_run(struct daemon_options *op, struct child_args *ap, int tun_mode,
+		    const char *report_json)
+{
+	struct daemon_options o = *op;
+	struct child_args a = *ap;
+	char **cmd = a.argv;
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
 		perror("wgmitm wrap: socketpair");
@@ -530,17 +619,20 @@ int wrapcmd_main(struct daemon_options *op, char **cmd, const char *report_json,
 	if (pid == 0) {
 		close(sv[0]);
 		a.sock = sv[1];
+		if (tun_mode < 0)
+			env_child_main(&a);
 		child_main(&a);
 	}
 	close(sv[1]);
-	int tun = recv_fd(sv[0]);
-	if (tun < 0) {
+	int tun = tun_mode < 0 ? -1 : recv_fd(sv[0]);
+	if (tun < 0 && tun_mode >= 0) {
 		int status;
 		waitpid(pid, &status, 0);
 		close(sv[0]);
 		return 1; /* the child said why */
 	}
-	fcntl(tun, F_SETFL, fcntl(tun, F_GETFL) | O_NONBLOCK);
+	if (tun >= 0)
+		fcntl(tun, F_SETFL, fcntl(tun, F_GETFL) | O_NONBLOCK);
 
 	struct report r = { json_object(), json_array(), json_array(), json_object() };
 	struct daemon_wrap w = { .tun_fd = tun,
@@ -560,7 +652,8 @@ int wrapcmd_main(struct daemon_options *op, char **cmd, const char *report_json,
 	o.nlisten = 1;
 	int drc = daemon_run(&o);
 	close(sv[0]);
-	close(tun);
+	if (tun >= 0)
+		close(tun);
 	if (w.child > 0) {
 		kill(w.child, SIGTERM);
 		waitpid(w.child, &w.status, 0);

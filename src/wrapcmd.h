@@ -15,6 +15,10 @@
  * the report there (NULL: none). `home` is the --home override or NULL.
  * Returns the command's exit status (128 + N for signal N), 1 when wrap
  * itself failed. */
-int wrapcmd_main(struct daemon_options *o, char **cmd, const char *report_json, const char *home);
+/* env_proxy: no namespace; the command gets HTTP(S)_PROXY and ALL_PROXY
+ * pointing at a loopback proxy listener (HTTP and SOCKS5 on one port)
+ * whose flows are the wrap peer's: only what honours them is seen. */
+int wrapcmd_main(struct daemon_options *o, char **cmd, const char *report_json, const char *home,
+		 bool env_proxy);
 
 #endif

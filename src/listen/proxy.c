@@ -212,6 +212,7 @@ static void pconn_hand(struct pconn *c, const struct sockaddr *dest)
 		.host = p->cfg.target ? p->target.host
 			: socks       ? c->sreq.host
 				      : c->req.host,
+		.peer = p->cfg.peer,
 	};
 	int rc = 0;
 	if (socks) {

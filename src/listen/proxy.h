@@ -46,6 +46,7 @@ struct proxy_config {
 	struct sockaddr_storage addr;
 	struct relay *relay;
 	const struct users *users; /* NULL: no authentication; else required */
+	const char *peer;          /* the flows' peer name (borrowed); NULL: none */
 	uint32_t max_connections;  /* open client connections; 0: the default */
 	uint32_t head_timeout_ms;  /* to say what it wants; 0: the default */
 };

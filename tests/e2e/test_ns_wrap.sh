@@ -117,6 +117,30 @@ if ! "${user[@]}" test -r /dev/net/tun -a -w /dev/net/tun; then
   user=(unshare -m --propagation private sh -c 'mount --bind "$0" /dev/net/tun && exec "$@"'
         "$E2E_TMP/tun" "${user[@]}")
 fi
+# --env-proxy: no namespace; what honours the proxy variables is captured
+# (curl, Python's urllib), a raw TCP client goes direct and is not seen.
+home="$E2E_TMP/home-env"
+report="$home/report.json"
+in_ns "$SRV" env WGMITM_HOME="$home" "$WGMITM" wrap --env-proxy --upstream-ca "$pki/ca.pem" \
+  --report-json "$report" -- sh -c "
+    curl -sS --max-time 20 https://$HOST4:8443/hello.json &&
+    python3 -c 'import urllib.request as u; print(u.urlopen(\"http://$HOST4:8080/hello.json\", timeout=20).status)' &&
+    python3 -c 'import socket; s = socket.create_connection((\"$HOST4\", 7007), 10); s.sendall(b\"ping\"); print(s.recv(4).decode())'" \
+  >"$E2E_TMP/out" 2>"$E2E_TMP/wrap.err" || { cat "$E2E_TMP/wrap.err"; fail "env-proxy: the command failed"; }
+[ "$(cat "$E2E_TMP/out")" = "$(printf '{"hello": "world"}\n200\nping')" ] || fail "env-proxy: got $(cat "$E2E_TMP/out")"
+grep -q "only what honours HTTP_PROXY" "$E2E_TMP/wrap.err" || fail "env-proxy does not say what it cannot see"
+python3 - "$report" "$HOST4" "$home/flows.jsonl" <<'PY' || fail "env-proxy: the report and records"
+import json, sys
+r = json.load(open(sys.argv[1]))
+h = r["hosts"][sys.argv[2]]
+assert h["requests"] == 2 and h["statuses"] == {"2xx": 2}, h
+assert h["connections"] == 2, h  # the raw client's is not there
+recs = [json.loads(l) for l in open(sys.argv[3])]
+assert recs and all(x["peer"] == "wrap" and x["via"] == "wrap" for x in recs), [(x.get("peer"), x.get("via")) for x in recs]
+assert not any(x.get("server", "").endswith(":7007") for x in recs), "the raw client was captured?"
+PY
+say "env-proxy: curl and Python through the proxy variables, recorded as wrap; the raw client unseen, as said"
+
 if in_ns "$SRV" setpriv --reuid=nobody --regid=nogroup --clear-groups unshare -U true 2>/dev/null; then
   run_all "$E2E_TMP/home-user" "unprivileged user" in_ns "$SRV" "${user[@]}"
 else
