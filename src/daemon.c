@@ -13,6 +13,7 @@
 #include "udpbatch.h"
 #include "mitm/capage.h"
 #include "mitm/dns.h"
+#include "mitm/dnsnames.h"
 #include "mitm/replay.h"
 #include "control/api.h"
 #include "control/config.h"
@@ -852,6 +853,7 @@ static int open_mitm(struct daemon *d)
 		.body_cap = o->body_cap < 0 ? HTTPFLOW_DEFAULT_BODY_CAP : (size_t)o->body_cap,
 		.max_per_peer = daemon_tcp_per_peer(o),
 		.max_per_user = o->max_tcp_per_user,
+		.names = d->names = dnsnames_new(), /* NULL: parents by address only */
 		.user_rate = { o->user_rate[0], o->user_rate[1] },
 	};
 	d->relay = relay_new(d->loop, &rc_cfg);
@@ -877,7 +879,8 @@ static int open_dns_udp(struct daemon *d)
 				 .peer_name = peer_name_by_addr,
 				 .peer_ctx = d,
 				 .local4 = d->policy.addr4,
-				 .local6 = d->policy.addr6 };
+				 .local6 = d->policy.addr6,
+				 .names = d->names };
 	for (size_t i = 0; i < o->ndns_upstream; i++) {
 		if (dns_parse_upstream(o->dns_upstream[i], &dc.upstreams[dc.nupstreams]) < 0) {
 			log_error("--dns-upstream \"%s\": expected ADDR[:PORT] or [ADDR6]:PORT",
@@ -1247,6 +1250,7 @@ out_dev:
 	tls_ctx_free(d->tls);
 	passthru_free(d->passthru);
 	dns_proxy_free(d->dns);
+	dnsnames_free(d->names);
 	capage_free(d->capage);
 	/* Let libuv close what the relays and the netstack closed. */
 	uv_run(d->loop, UV_RUN_DEFAULT);

@@ -25,6 +25,7 @@ struct udp_relay;
 struct tls_ctx;
 struct passthru;
 struct dns_proxy;
+struct dnsnames;
 struct capage;
 struct udpbatch;
 struct api;
@@ -59,7 +60,8 @@ struct daemon {
 	struct tls_ctx *tls;
 	struct passthru *passthru;
 	struct dns_proxy *dns;
-	struct capage *capage; /* the CA page; NULL without a CA */
+	struct dnsnames *names; /* what the tunnel's DNS answered, for the relay */
+	struct capage *capage;  /* the CA page; NULL without a CA */
 	uv_udp_t udp[DAEMON_MAX_LISTEN];
 	struct udpbatch *out[DAEMON_MAX_LISTEN]; /* one send batch per socket */
 	uv_check_t check;

@@ -3,6 +3,7 @@
  * except the two ID bytes and the QR bit of the fixed header (RFC 1035
  * 4.1.1). */
 #include "mitm/dns.h"
+#include "mitm/dnsnames.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -341,12 +342,39 @@ static const char *rcode_name(int rcode, char buf[16])
 	return buf;
 }
 
+/* The addresses an answer gave for the name asked, for the relay. */
+static void learn_names(struct dns_proxy *p, const char *peer, const ldns_pkt *q, const ldns_pkt *a)
+{
+	const ldns_rr_list *qs = ldns_pkt_question(q);
+	const ldns_rr_list *l = ldns_pkt_answer(a);
+	if (!qs || ldns_rr_list_rr_count(qs) == 0 || !l)
+		return;
+	char *name = ldns_rdf2str(ldns_rr_owner(ldns_rr_list_rr(qs, 0)));
+	if (!name)
+		return;
+	uint64_t now = uv_now(p->loop) / 1000;
+	for (size_t i = 0; i < ldns_rr_list_rr_count(l); i++) {
+		const ldns_rr *rr = ldns_rr_list_rr(l, i);
+		ldns_rr_type t = ldns_rr_get_type(rr);
+		if ((t != LDNS_RR_TYPE_A && t != LDNS_RR_TYPE_AAAA) || ldns_rr_rd_count(rr) < 1)
+			continue;
+		const ldns_rdf *d = ldns_rr_rdf(rr, 0);
+		size_t n = ldns_rdf_size(d);
+		if ((t == LDNS_RR_TYPE_A && n == 4) || (t == LDNS_RR_TYPE_AAAA && n == 16))
+			dnsnames_learn(p->cfg.names, peer && peer[0] ? peer : NULL,
+				       ldns_rdf_data(d), n, name, ldns_rr_ttl(rr), now);
+	}
+	free(name);
+}
+
 /* The record of one query. `q` may be NULL (unparsable), `a` NULL (no
  * answer from upstream: `rcode` is what the client got, -1 for nothing). */
 static void dns_record(struct dns_proxy *p, struct flowlog_flow *rec, bool tcp, const ldns_pkt *q,
 		       const ldns_pkt *a, int rcode, const struct sockaddr *upstream,
 		       uint64_t start_ns, const char *reason)
 {
+	if (p->cfg.names && q && a)
+		learn_names(p, rec->peer, q, a);
 	if (!p->cfg.log)
 		return;
 	rec->end_reason = reason;

@@ -57,6 +57,8 @@ struct flowlog;
 #define DNS_TCP_IDLE_MS 10000           /* an idle client TCP connection is closed */
 #define DNS_RESOLV_CONF "/etc/resolv.conf"
 
+struct dnsnames;
+
 struct dns_config {
 	struct sockaddr_storage upstreams[DNS_MAX_UPSTREAMS]; /* tried in this order */
 	size_t nupstreams;                                    /* at least 1 */
@@ -74,6 +76,10 @@ struct dns_config {
 	/* The peer owning a client address, for records (NULL: unknown). */
 	const char *(*peer_name)(void *ctx, const struct sockaddr *client);
 	void *peer_ctx;
+
+	/* Where the A and AAAA answers' addresses are noted with the name
+	 * asked, per peer (borrowed; NULL: nowhere). */
+	struct dnsnames *names;
 
 	/* The UDP reply path; NULL: netstack_udp_send(ns, from, to, ...). */
 	int (*send)(void *ctx, const struct sockaddr *from, const struct sockaddr *to,

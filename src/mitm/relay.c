@@ -47,6 +47,7 @@
 #include "common/log.h"
 #include "common/strbuf.h"
 #include "common/tally.h"
+#include "mitm/dnsnames.h"
 #include "mitm/errpage.h"
 #include "flows/flowlog.h"
 #include "mitm/h1rw.h"
@@ -3063,8 +3064,10 @@ int relay_stream_accept(struct relay *r, struct stream *conn, const struct socka
 	c->relay = r;
 	c->upstream = upstream;
 	c->host_port = v == POLICY_HOST_PORT;
+	/* A tunnel flow's name: what its peer looked up for the address. */
+	const char *host = o ? o->host : dnsnames_lookup(r->cfg.names, peer, dest, relay_now_s(r));
 	const struct relay_parent *parent =
-		c->host_port ? NULL : relay_parent_for(r, o ? o->host : NULL, dest, peer);
+		c->host_port ? NULL : relay_parent_for(r, host, dest, peer);
 	if (parent) {
 		c->pd = calloc(1, sizeof(*c->pd));
 		if (!c->pd) {
@@ -3075,7 +3078,7 @@ int relay_stream_accept(struct relay *r, struct stream *conn, const struct socka
 		unsigned port = 0;
 		char ip[INET6_ADDRSTRLEN];
 		(void)flowlog_format_ip(dest, ip, &port);
-		snprintf(c->pd->host, sizeof(c->pd->host), "%s", o && o->host ? o->host : ip);
+		snprintf(c->pd->host, sizeof(c->pd->host), "%s", host ? host : ip);
 		c->pd->port = (uint16_t)port;
 		c->pd->socks5 = parent->socks5;
 		memcpy(c->pd->user, parent->user, sizeof(c->pd->user));

@@ -137,6 +137,10 @@ struct relay_config {
 	 * and upstream → client; 0: none) shared by all of the user's flows. */
 	uint32_t max_per_user;
 	uint64_t user_rate[2];
+	/* The names the tunnel's DNS answered (mitm/dnsnames.h; borrowed,
+	 * NULL: none): a tunnel flow's parent proxy is chosen by the name its
+	 * peer looked up for the address, and asked for it. */
+	struct dnsnames *names;
 	/* Breakpoints (mitm/held.h): a held message is released as it is
 	 * after this long (0: HELD_DEFAULT_TIMEOUT_MS; also taken by
 	 * relay_reconfigure, for items held from then on). held_event gets

@@ -18,7 +18,7 @@ hosts="$(dirname "$0")/hosts.py"
 
 pki="$E2E_TMP/pki"
 test_pki "$pki"
-printf '127.0.0.1 localhost\n203.0.113.10 www.test bad.test down.test direct.test\n' >"$E2E_TMP/hosts"
+printf '127.0.0.1 localhost\n203.0.113.10 www.test bad.test down.test direct.test named.test\n' >"$E2E_TMP/hosts"
 mount --bind "$E2E_TMP/hosts" /etc/hosts
 
 # The parent's way to the host is its own: srv ── par ── host.
@@ -26,7 +26,9 @@ topology_hosts --upstream-ca "$pki/ca.pem" --api 127.0.0.1:18090 --http-proxy 18
   --upstream-proxy 'http://alice:s%40cret@192.0.2.2:3128@www.test' \
   --upstream-proxy 'http://alice:wrong@192.0.2.2:3128@bad.test' \
   --upstream-proxy 'http://192.0.2.2:9@down.test' \
-  --upstream-proxy 'socks5://alice:s%40cret@192.0.2.2:1080@device=phone'
+  --upstream-proxy 'http://alice:s%40cret@192.0.2.2:3128@named.test' \
+  --upstream-proxy 'socks5://alice:s%40cret@192.0.2.2:1080@device=phone' \
+  --dns-override named.test=203.0.113.10
 PAR=$(netns_add wgm-par)
 veth_pair "$SRV" 192.0.2.1/24 "$PAR" 192.0.2.2/24 >/dev/null
 veth_pair "$PAR" 198.51.100.1/24 "$HOST" 198.51.100.2/24 >/dev/null
@@ -81,6 +83,22 @@ got=$(in_ns "$CLI" curl -sS --max-time 20 --cacert "$E2E_TMP/wgca.pem" \
 [ "$got" = "$want" ] || fail "the tunnel through the SOCKS5 parent: got '$got'"
 say "tunnel (device phone) → SOCKS5 parent with credentials"
 
+# A name the phone looked up in the tunnel's DNS chooses the parent for
+# its flows to that address, and the parent is asked for the name.
+in_ns "$CLI" python3 - "$SRV4" <<'PY' || fail "the tunnel's DNS did not answer named.test"
+import socket, struct, sys
+q = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + b"\x05named\x04test\x00" + struct.pack(">HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.sendto(q, (sys.argv[1], 53))
+a = s.recv(512)
+assert a[:2] == b"\x12\x34" and struct.unpack(">H", a[6:8])[0] >= 1, a
+assert socket.inet_aton("203.0.113.10") in a, a
+PY
+got=$(in_ns "$CLI" curl -sS --max-time 20 --resolve named.test:8080:203.0.113.10 http://named.test:8080/hello.json)
+[ "$got" = "$want" ] || fail "the tunnel by name through the HTTP parent: got '$got'"
+say "tunnel: a name its DNS answered chooses the HTTP parent, which is asked for the name"
+
 wait_for 10 python3 - "$HOME_DIR/flows.jsonl" "$PHOME/flows.jsonl" <<'PY' || fail "records: $(tail -n 3 "$HOME_DIR/flows.jsonl")"
 import json, sys
 ours = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
@@ -92,6 +110,7 @@ assert len(through("http://192.0.2.2:3128", via="http-proxy", end_reason="fin"))
 assert through("http://192.0.2.2:3128", end_reason="upstream_unreachable"), "407 recorded"
 assert through("http://192.0.2.2:9", end_reason="upstream_unreachable"), "refused parent recorded"
 assert through("socks5://192.0.2.2:1080", peer="phone", end_reason="fin"), "tunnel via socks5"
+assert through("http://192.0.2.2:3128", peer="phone", end_reason="fin"), "tunnel by name via http"
 by_id = {r["id"]: r for r in tcp}
 direct = [h for h in ours if h["type"] == "http" and h["request"]["url"].startswith("http://direct.test")]
 assert direct and all("upstream_proxy" not in by_id[h["conn"]] for h in direct), "direct went through a parent"
@@ -102,6 +121,9 @@ assert any(r["request"]["url"] == "https://www.test:8443/hello.json" and r.get("
 pt = [r for r in theirs if r["type"] == "tcp"]
 assert any(r.get("via") == "http-proxy" and r.get("user") == "alice" and r["server"] == "203.0.113.10:8443" for r in pt), pt
 assert any(r.get("via") == "socks5" and r.get("user") == "alice" and r["server"] == "203.0.113.10:8443" for r in pt), pt
+# The parent was asked for named.test (its own record's URL says so).
+assert any(r["type"] == "http" and r["request"]["url"] == "http://named.test:8080/hello.json" and r.get("via") == "http-proxy"
+           for r in theirs), [r["request"]["url"] for r in theirs if r["type"] == "http"]
 PY
 say "records: upstream_proxy on ours, via and user on the parent's"
 
