@@ -915,6 +915,7 @@ static int open_dns_udp(struct daemon *d)
 		.unreachable = on_udp_unreachable,
 		.unreachable_ctx = d,
 		.quic = o->quic_passthrough ? UDP_RELAY_QUIC_PASSTHROUGH : UDP_RELAY_QUIC_REFUSE,
+		.protect = &d->udp_protect,
 	};
 	d->udp_relay = udp_relay_new(d->loop, d->ns, &uc);
 	if (!d->udp_relay) {

@@ -38,6 +38,7 @@ struct daemon_wrap {
 
 #define DAEMON_MAX_PROXY 8
 #define DAEMON_MAX_TARGETS 16
+#define DAEMON_MAX_UDP_FORWARDS 16
 
 /* A proxy listener of run's --http-proxy / --socks5 (one port may be both). */
 struct daemon_proxy {
@@ -92,6 +93,8 @@ struct daemon_options {
 	size_t nproxies;
 	struct listen_target targets[DAEMON_MAX_TARGETS]; /* --reverse, --forward */
 	size_t ntargets;
+	struct listen_target udp_forwards[DAEMON_MAX_UDP_FORWARDS]; /* --udp-forward */
+	size_t nudp_forwards;
 	struct listen_parent parents[RELAY_MAX_PARENTS]; /* --upstream-proxy, in order */
 	size_t nparents;
 	const char *users_file; /* --users: the proxies' credentials; NULL: none */
@@ -108,6 +111,10 @@ int daemon_add_proxy(struct daemon_options *o, const char *spec, bool socks5, ch
  * (listen/target.h) added to o->targets. 0, or -1 with a message in err. */
 int daemon_add_target(struct daemon_options *o, const char *spec, bool reverse, char *err,
 		      size_t errlen);
+
+/* --udp-forward [ADDR:]PORT=HOST:PORT (listen/target.h) added to
+ * o->udp_forwards. 0, or -1 with a message in err. */
+int daemon_add_udp_forward(struct daemon_options *o, const char *spec, char *err, size_t errlen);
 
 /* --upstream-proxy URL[@GLOB] (listen/target.h) added to o->parents. 0, or
  * -1 with a message in err. */

@@ -14,6 +14,7 @@
 #include "daemon.h"
 #include "flows/flowlog.h"
 #include "mitm/policy.h"
+#include "mitm/udp.h"
 #include "common/shaper.h"
 #include "state.h"
 
@@ -113,7 +114,12 @@ struct daemon {
 	/* The proxy, reverse and forward listeners (daemonlisten.c). */
 	struct proxy *proxies[DAEMON_MAX_PROXY + DAEMON_MAX_TARGETS];
 	size_t nproxies;
-	struct users *users; /* --users */
+	struct users *users;                                       /* --users */
+	struct udp_forward *udp_forwards[DAEMON_MAX_UDP_FORWARDS]; /* --udp-forward */
+	size_t nudp_forwards;
+	/* Our UDP ports on the host (WireGuard, the UDP forwards): no UDP
+	 * relay sends there (daemonlisten.c fills it). */
+	struct udp_relay_ports udp_protect;
 	uint8_t *tun_buf;
 	uv_signal_t sig_chld;
 	uint64_t tun_drops; /* wrap: packets not from its address, or not sent */

@@ -13,9 +13,12 @@
 #include "control/api.h"
 #include "daemon_internal.h"
 #include "listen/proxy.h"
+#include "listen/socksudp.h"
 #include "listen/target.h"
+#include "listen/udpfwd.h"
 #include "listen/users.h"
 #include "mitm/relay.h"
+#include "mitm/udp.h"
 
 static uint16_t port_of(const struct sockaddr_storage *a)
 {
@@ -49,10 +52,11 @@ static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_st
 }
 
 /* Two binds that cannot both succeed: one port, and one address or a
- * wildcard of the same family (Linux lets [::] take IPv4 too). */
+ * wildcard of the same family (Linux lets [::] take IPv4 too). Port 0 is
+ * any free port. */
 static bool clash(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
 {
-	if (port_of(a) != port_of(b))
+	if (port_of(a) != port_of(b) || port_of(a) == 0)
 		return false;
 	if (is_any(a) || is_any(b))
 		return a->ss_family == b->ss_family || (is_any(a) && a->ss_family == AF_INET6) ||
@@ -132,6 +136,23 @@ int daemon_add_target(struct daemon_options *o, const char *spec, bool reverse, 
 	return 0;
 }
 
+int daemon_add_udp_forward(struct daemon_options *o, const char *spec, char *err, size_t errlen)
+{
+	if (o->nudp_forwards == DAEMON_MAX_UDP_FORWARDS) {
+		snprintf(err, errlen, "more than %d --udp-forward listeners",
+			 DAEMON_MAX_UDP_FORWARDS);
+		return -1;
+	}
+	char why[200];
+	if (listen_parse_udp_forward(spec, &o->udp_forwards[o->nudp_forwards], why, sizeof(why)) <
+	    0) {
+		snprintf(err, errlen, "--udp-forward \"%s\": %s", spec, why);
+		return -1;
+	}
+	o->nudp_forwards++;
+	return 0;
+}
+
 int daemon_add_parent(struct daemon_options *o, const char *spec, char *err, size_t errlen)
 {
 	if (o->nparents == RELAY_MAX_PARENTS) {
@@ -191,19 +212,33 @@ struct bound {
 	const struct sockaddr_storage *addr;
 	const char *opt;
 	bool needs_users; /* a proxy: --users makes it safe to open */
+	bool udp;         /* binds UDP: collides only with UDP */
+	bool wireguard;   /* the tunnel's --listen: only collisions apply */
 };
 
-static size_t listeners_of(const struct daemon_options *o,
-			   struct bound out[DAEMON_MAX_PROXY + DAEMON_MAX_TARGETS])
+#define MAX_BOUND                                                                                  \
+	(DAEMON_MAX_PROXY + DAEMON_MAX_TARGETS + DAEMON_MAX_UDP_FORWARDS + DAEMON_MAX_LISTEN)
+
+static size_t listeners_of(const struct daemon_options *o, struct bound out[MAX_BOUND])
 {
 	size_t n = 0;
+	for (size_t i = 0; i < o->nlisten; i++)
+		out[n++] = (struct bound){
+			.addr = &o->listen[i], .opt = "--listen", .udp = true, .wireguard = true
+		};
 	for (size_t i = 0; i < o->nproxies; i++)
-		out[n++] = (struct bound){ &o->proxies[i].addr, kind(&o->proxies[i]), true };
+		out[n++] = (struct bound){ .addr = &o->proxies[i].addr,
+					   .opt = kind(&o->proxies[i]),
+					   .needs_users = true };
 	for (size_t i = 0; i < o->ntargets; i++)
-		out[n++] = (struct bound){ &o->targets[i].addr,
-					   strcmp(o->targets[i].via, "reverse") == 0 ? "--reverse"
-										     : "--forward",
-					   false };
+		out[n++] = (struct bound){ .addr = &o->targets[i].addr,
+					   .opt = strcmp(o->targets[i].via, "reverse") == 0
+							  ? "--reverse"
+							  : "--forward" };
+	for (size_t i = 0; i < o->nudp_forwards; i++)
+		out[n++] = (struct bound){ .addr = &o->udp_forwards[i].addr,
+					   .opt = "--udp-forward",
+					   .udp = true };
 	return n;
 }
 
@@ -214,24 +249,24 @@ int daemon_listeners_check(const struct daemon_options *o, char *err, size_t err
 	bool api_on = !(o->api && strcmp(o->api, "off") == 0);
 	if (api_on && o->api)
 		(void)daemon_parse_api(o->api, host, sizeof(host), &api);
-	struct bound l[DAEMON_MAX_PROXY + DAEMON_MAX_TARGETS];
+	struct bound l[MAX_BOUND];
 	size_t n = listeners_of(o, l);
 	for (size_t i = 0; i < n; i++) {
 		char a[80];
 		format(l[i].addr, a, sizeof(a));
-		if (api_on && port_of(l[i].addr) == api) {
+		if (api_on && !l[i].udp && port_of(l[i].addr) == api) {
 			snprintf(err, errlen, "%s %s: that is the control API's port", l[i].opt, a);
 			return -1;
 		}
 		for (size_t j = 0; j < i; j++)
-			if (clash(l[i].addr, l[j].addr)) {
+			if (l[i].udp == l[j].udp && clash(l[i].addr, l[j].addr)) {
 				char b[80];
 				format(l[j].addr, b, sizeof(b));
 				snprintf(err, errlen, "%s %s: the port is already %s's (%s)",
 					 l[i].opt, a, l[j].opt, b);
 				return -1;
 			}
-		if (is_loopback(l[i].addr) || o->allow_open_proxy ||
+		if (l[i].wireguard || is_loopback(l[i].addr) || o->allow_open_proxy ||
 		    (l[i].needs_users && o->users_file))
 			continue;
 		if (l[i].needs_users)
@@ -251,9 +286,99 @@ int daemon_listeners_check(const struct daemon_options *o, char *err, size_t err
 	return 0;
 }
 
+static void protect_udp(struct daemon *d, uint16_t port)
+{
+	struct udp_relay_ports *pp = &d->udp_protect;
+	for (size_t i = 0; i < pp->n; i++)
+		if (pp->port[i] == port)
+			return;
+	if (pp->n < UDP_RELAY_MAX_PROTECTED)
+		pp->port[pp->n++] = port;
+}
+
+/* The tunnel's own UDP sockets, bound by now (the state's port when no
+ * --listen): a UDP forward there cannot bind, and no relay may send to
+ * them. */
+static int udp_forwards_check_wireguard(struct daemon *d)
+{
+	const struct daemon_options *o = d->opts;
+	for (size_t i = 0; i < d->nudp; i++) {
+		struct sockaddr_storage wg;
+		int len = sizeof(wg);
+		if (uv_udp_getsockname(&d->udp[i], (struct sockaddr *)&wg, &len) != 0)
+			continue;
+		protect_udp(d, port_of(&wg));
+		for (size_t j = 0; j < o->nudp_forwards; j++)
+			if (clash(&o->udp_forwards[j].addr, &wg)) {
+				char a[80], b[80];
+				format(&o->udp_forwards[j].addr, a, sizeof(a));
+				format(&wg, b, sizeof(b));
+				log_error("--udp-forward %s: the port is already WireGuard's (%s)",
+					  a, b);
+				return -1;
+			}
+	}
+	return 0;
+}
+
+/* HOST resolved now, once, with the port. */
+static int resolve_target(const struct listen_target *t, struct sockaddr_storage *out)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_DGRAM };
+	struct addrinfo *res = NULL;
+	int rc = getaddrinfo(t->host, NULL, &hints, &res);
+	if (rc != 0 || !res || res->ai_addrlen > sizeof(*out)) {
+		log_error("--udp-forward: cannot resolve %s: %s", t->host,
+			  rc ? gai_strerror(rc) : "no address");
+		if (res)
+			freeaddrinfo(res);
+		return -1;
+	}
+	memset(out, 0, sizeof(*out));
+	memcpy(out, res->ai_addr, res->ai_addrlen);
+	freeaddrinfo(res);
+	if (out->ss_family == AF_INET)
+		((struct sockaddr_in *)out)->sin_port = htons(t->port);
+	else
+		((struct sockaddr_in6 *)out)->sin6_port = htons(t->port);
+	return 0;
+}
+
+static int udp_forwards_open(struct daemon *d)
+{
+	const struct daemon_options *o = d->opts;
+	for (size_t i = 0; i < o->nudp_forwards; i++)
+		protect_udp(d, port_of(&o->udp_forwards[i].addr));
+	for (size_t i = 0; i < o->nudp_forwards; i++) {
+		const struct listen_target *t = &o->udp_forwards[i];
+		struct udp_forward_config fc = {
+			.addr = t->addr,
+			.policy = &d->policy,
+			.log = d->flows,
+			.protect = &d->udp_protect,
+		};
+		if (resolve_target(t, &fc.target) < 0)
+			return -1;
+		char a[80], b[80];
+		format(&t->addr, a, sizeof(a));
+		format(&fc.target, b, sizeof(b));
+		int err;
+		struct udp_forward *f = udp_forward_new(d->loop, &fc, &err);
+		if (!f) {
+			log_error("--udp-forward %s: %s", a, uv_strerror(err));
+			return -1;
+		}
+		d->udp_forwards[d->nudp_forwards++] = f;
+		log_info("UDP forward on %s to %s (%s)", a, b, t->host);
+	}
+	return 0;
+}
+
 int daemon_listeners_open(struct daemon *d)
 {
 	const struct daemon_options *o = d->opts;
+	if (udp_forwards_check_wireguard(d) < 0 || udp_forwards_open(d) < 0)
+		return -1;
 	if (o->nproxies == 0 && o->ntargets == 0)
 		return 0;
 	if (o->users_file) {
@@ -264,6 +389,13 @@ int daemon_listeners_open(struct daemon *d)
 			return -1;
 		}
 	}
+	/* SOCKS5 UDP ASSOCIATE: the tunnel's policy and QUIC setting. */
+	struct socks_udp_config suc = {
+		.policy = &d->policy,
+		.log = d->flows,
+		.quic = o->quic_passthrough ? UDP_RELAY_QUIC_PASSTHROUGH : UDP_RELAY_QUIC_REFUSE,
+		.protect = &d->udp_protect,
+	};
 	for (size_t i = 0; i < o->nproxies; i++) {
 		const struct daemon_proxy *dp = &o->proxies[i];
 		struct proxy_config pc = {
@@ -273,6 +405,7 @@ int daemon_listeners_open(struct daemon *d)
 			.relay = d->relay,
 			.users = d->users,
 			.peer = dp->peer,
+			.udp = &suc,
 		};
 		char a[80];
 		format(&dp->addr, a, sizeof(a));
@@ -320,4 +453,7 @@ void daemon_listeners_close(struct daemon *d)
 	for (size_t i = 0; i < d->nproxies; i++)
 		proxy_free(d->proxies[i]);
 	d->nproxies = 0;
+	for (size_t i = 0; i < d->nudp_forwards; i++)
+		udp_forward_free(d->udp_forwards[i]);
+	d->nudp_forwards = 0;
 }

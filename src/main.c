@@ -398,6 +398,7 @@ static int cmd_run(int argc, char **argv)
 		{ "upstream-proxy", required_argument, NULL, 0x126 },
 		{ "max-connections-per-user", required_argument, NULL, 0x127 },
 		{ "user-rate", required_argument, NULL, 0x128 },
+		{ "udp-forward", required_argument, NULL, 0x129 },
 		INTERCEPT_LONGOPTS,
 		{ 0 },
 	};
@@ -540,6 +541,10 @@ static int cmd_run(int argc, char **argv)
 			o.user_rate[0] = (uint64_t)up * 1000 / 8;
 			break;
 		}
+		case 0x129:
+			if (daemon_add_udp_forward(&o, optarg, perr, sizeof(perr)) < 0)
+				return usage_error(&cmd_run_def, "%s", perr);
+			break;
 		case 'S':
 			o.no_store = true;
 			break;
@@ -625,6 +630,7 @@ static const struct command cmd_run_def = {
 	"                  [--http-proxy [ADDR:]PORT]... [--socks5 [ADDR:]PORT]... [--users FILE]\n"
 	"                  [--reverse URL@[ADDR:]PORT]... [--forward "
 	"[ADDR:]PORT=HOST:PORT[,...]]...\n"
+	"                  [--udp-forward [ADDR:]PORT=HOST:PORT]...\n"
 	"                  [--upstream-proxy URL[@GLOB]]... [--allow-open-proxy]\n"
 	"                  [--max-connections-per-user N] [--user-rate KBPS[,UP_KBPS]]",
 	"Start the endpoint. On first start it creates the server key and, when no\n"
@@ -678,7 +684,8 @@ static const struct command cmd_run_def = {
 	"ways in besides the tunnel (docs/listeners.md; records say which, as \"via\"):\n"
 	"  --http-proxy [ADDR:]PORT an HTTP proxy (absolute-form requests and CONNECT),\n"
 	"                           e.g. 8080 (ADDR: 127.0.0.1), repeatable\n"
-	"  --socks5 [ADDR:]PORT     a SOCKS5 proxy; the same port as --http-proxy serves both\n"
+	"  --socks5 [ADDR:]PORT     a SOCKS5 proxy (CONNECT and UDP ASSOCIATE); the same port\n"
+	"                           as --http-proxy serves both\n"
 	"  --users FILE             user:password lines (crypt(3) hashes too): both proxies\n"
 	"                           then need credentials\n"
 	"  --reverse URL@[ADDR:]PORT  in front of a server: https://api.internal:8443@8443;\n"
@@ -687,11 +694,14 @@ static const struct command cmd_run_def = {
 	"                           a port to one target; tls: clients speak TLS (terminated),\n"
 	"                           upstream-tls: TLS to the target; P: auto, raw, http, http2,\n"
 	"                           grpc, websocket, sse\n"
+	"  --udp-forward [ADDR:]PORT=HOST:PORT  a UDP port to one target (HOST resolved at\n"
+	"                           start), each client's datagrams a flow, repeatable\n"
 	"  --upstream-proxy URL[@GLOB]  send flows on through a parent proxy:\n"
 	"                           http://[USER:PASS@]HOST:PORT (CONNECT) or socks5://...;\n"
 	"                           GLOB: hosts (*.corp.example) or device=NAME; none: all;\n"
 	"                           repeatable, the first match wins; the tunnel's flows too\n"
 	"  --allow-open-proxy       allow a listener on a non-loopback address without --users\n"
+	"                           (forwards: at all)\n"
 	"  --max-connections-per-user N  one --users user's connections at once (as a peer's)\n"
 	"  --user-rate KBPS[,UP_KBPS]  each --users user's bandwidth, kilobits/s, towards the\n"
 	"                           client (and from it; default the same), for all its flows\n"

@@ -5,7 +5,9 @@
  * uv_getaddrinfo) → handed to the relay. Until then the connection is a
  * `pconn` here, with a timer for the whole exchange; afterwards only its
  * stream lives on, the relay's, and the listener counts it until its
- * socket is closed (sockstream_on_free). */
+ * socket is closed (sockstream_on_free). A UDP ASSOCIATE hands the stream
+ * to an association (socksudp.h) instead, which holds it as its control
+ * connection. */
 #include "listen/proxy.h"
 
 #include <arpa/inet.h>
@@ -19,6 +21,7 @@
 #include "listen/proxyreq.h"
 #include "listen/sockstream.h"
 #include "listen/socks5.h"
+#include "listen/socksudp.h"
 #include "listen/target.h"
 #include "listen/users.h"
 #include "mitm/relay.h"
@@ -27,7 +30,9 @@ struct proxy {
 	uv_loop_t *loop;
 	uv_tcp_t srv;
 	struct proxy_config cfg;
-	struct listen_target target; /* cfg.target points here */
+	struct listen_target target;     /* cfg.target points here */
+	struct socks_udp_config udp_cfg; /* cfg.udp points here */
+	struct socks_udp *udp;           /* the UDP associations; NULL: none */
 	struct proxy_stats st;
 	struct pconn *conns;
 	bool srv_closed, freed;
@@ -393,6 +398,28 @@ static bool pconn_http(struct pconn *c)
 	return false;
 }
 
+/* UDP ASSOCIATE: the association takes the connection, or the client
+ * hears "general failure" (the limit, no socket). */
+static void pconn_associate(struct pconn *c)
+{
+	struct proxy *p = c->p;
+	struct sockaddr_storage local;
+	int rc = c->over_limit ? -EMFILE : sockstream_local(c->ss, &local);
+	if (rc == 0)
+		rc = socks_udp_associate(p->udp, c->s, (const struct sockaddr *)&c->client,
+					 (const struct sockaddr *)&local, c->sreq.port,
+					 c->authed ? c->user : NULL);
+	if (rc != 0) {
+		if (rc == -EMFILE)
+			p->st.refused_limit++;
+		answer_socks(c->s, SOCKS5_FAILURE);
+	} else {
+		p->st.udp_associations++;
+		c->s = NULL; /* the association's */
+	}
+	pconn_release(c);
+}
+
 static bool pconn_socks(struct pconn *c)
 {
 	struct proxy *p = c->p;
@@ -443,6 +470,10 @@ static bool pconn_socks(struct pconn *c)
 			n = socks5_parse_request(c->buf, c->len, &c->sreq, &rep);
 			if (n == 0)
 				return true;
+			if (n > 0 && c->sreq.cmd == SOCKS5_UDP_ASSOCIATE && p->udp) {
+				pconn_associate(c);
+				return false;
+			}
 			if (n < 0 || c->sreq.cmd != SOCKS5_CONNECT) {
 				p->st.bad_request++;
 				answer_socks(c->s, n < 0 ? rep : SOCKS5_CMD_UNSUPPORTED);
@@ -600,12 +631,23 @@ struct proxy *proxy_new(uv_loop_t *loop, const struct proxy_config *cfg, int *er
 		p->target = *cfg->target;
 		p->cfg.target = &p->target;
 	}
+	p->cfg.udp = NULL;
+	if (cfg->udp && cfg->socks5) {
+		p->udp_cfg = *cfg->udp;
+		p->cfg.udp = &p->udp_cfg;
+		if (!(p->udp = socks_udp_new(loop, &p->udp_cfg))) {
+			free(p);
+			*err = UV_ENOMEM;
+			return NULL;
+		}
+	}
 	if (!p->cfg.max_connections)
 		p->cfg.max_connections = PROXY_DEFAULT_MAX_CONNECTIONS;
 	if (!p->cfg.head_timeout_ms)
 		p->cfg.head_timeout_ms = PROXY_DEFAULT_HEAD_TIMEOUT_MS;
 	int rc = uv_tcp_init(loop, &p->srv);
 	if (rc < 0) {
+		socks_udp_free(p->udp);
 		free(p);
 		*err = rc;
 		return NULL;
@@ -617,6 +659,8 @@ struct proxy *proxy_new(uv_loop_t *loop, const struct proxy_config *cfg, int *er
 	if (rc < 0) {
 		*err = rc;
 		p->freed = true;
+		socks_udp_free(p->udp);
+		p->udp = NULL;
 		uv_close((uv_handle_t *)&p->srv, proxy_on_srv_closed);
 		return NULL;
 	}
@@ -638,6 +682,14 @@ void proxy_get_stats(const struct proxy *p, struct proxy_stats *out)
 	*out = p->st;
 }
 
+bool proxy_get_udp_stats(const struct proxy *p, struct socks_udp_stats *out)
+{
+	if (!p->udp)
+		return false;
+	socks_udp_get_stats(p->udp, out);
+	return true;
+}
+
 void proxy_set_users(struct proxy *p, const struct users *u)
 {
 	p->cfg.users = u;
@@ -650,5 +702,7 @@ void proxy_free(struct proxy *p)
 	p->freed = true;
 	while (p->conns)
 		pconn_release(p->conns);
+	socks_udp_free(p->udp); /* their control connections close: st.open follows */
+	p->udp = NULL;
 	uv_close((uv_handle_t *)&p->srv, proxy_on_srv_closed);
 }

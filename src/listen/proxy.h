@@ -18,6 +18,10 @@
  * connection goes to the target at once, shaped as the listener declares
  * (relay_shape).
  *
+ * SOCKS5 UDP ASSOCIATE, when the config has `udp`, makes an association
+ * (listen/socksudp.h) that takes the control connection over; without it
+ * the reply is 7 (command not supported).
+ *
  * A request in absolute form goes to its server with the head rewritten
  * (listen/proxyreq.h) and "Connection: close": one server per client
  * connection. Loop thread only. */
@@ -36,6 +40,8 @@
 struct relay;
 struct users;
 struct listen_target;
+struct socks_udp_config;
+struct socks_udp_stats;
 
 struct proxy_config {
 	bool http, socks5; /* at least one, or a target */
@@ -49,11 +55,14 @@ struct proxy_config {
 	const char *peer;          /* the flows' peer name (borrowed); NULL: none */
 	uint32_t max_connections;  /* open client connections; 0: the default */
 	uint32_t head_timeout_ms;  /* to say what it wants; 0: the default */
+	/* SOCKS5 UDP ASSOCIATE (listen/socksudp.h); NULL: refused. Copied. */
+	const struct socks_udp_config *udp;
 };
 
 struct proxy_stats {
 	uint64_t accepted, handed, open;
 	uint64_t auth_failed, bad_request, refused_limit, refused_policy, resolve_failed;
+	uint64_t udp_associations; /* UDP ASSOCIATE requests that made one */
 };
 
 /* Binds and listens. NULL with a libuv error in *err (UV_EADDRINUSE...). */
@@ -65,12 +74,15 @@ uint16_t proxy_port(const struct proxy *p);
 
 void proxy_get_stats(const struct proxy *p, struct proxy_stats *out);
 
+/* The UDP associations' counters; false (out untouched) without them. */
+bool proxy_get_udp_stats(const struct proxy *p, struct socks_udp_stats *out);
+
 /* New users for connections that authenticate from now on (borrowed; the
  * caller keeps it alive while the proxy uses it). */
 void proxy_set_users(struct proxy *p, const struct users *u);
 
-/* Stops listening and closes the connections still saying what they want
- * (those handed on are the relay's). Freed once libuv has closed the
+/* Stops listening, closes the connections still saying what they want
+ * (those handed on are the relay's) and ends the UDP associations. Freed once libuv has closed the
  * handles (the loop must run). NULL: no-op. */
 void proxy_free(struct proxy *p);
 

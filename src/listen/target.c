@@ -262,6 +262,31 @@ int listen_parse_forward(const char *spec, struct listen_target *t, char *err, s
 	return 0;
 }
 
+int listen_parse_udp_forward(const char *spec, struct listen_target *t, char *err, size_t errlen)
+{
+	memset(t, 0, sizeof(*t));
+	t->via = "forward";
+	const char *eq = strchr(spec, '=');
+	if (!eq) {
+		snprintf(err, errlen, "expected [ADDR:]PORT=HOST:PORT");
+		return -1;
+	}
+	if (listen_parse_addr(spec, (size_t)(eq - spec), &t->addr) < 0) {
+		snprintf(err, errlen, "expected [ADDR:]PORT before '='");
+		return -1;
+	}
+	const char *target = eq + 1;
+	if (strchr(target, ',')) {
+		snprintf(err, errlen, "a UDP forward takes no options");
+		return -1;
+	}
+	if (parse_hostport(target, strlen(target), 0, t) < 0) {
+		snprintf(err, errlen, "expected HOST:PORT after '='");
+		return -1;
+	}
+	return 0;
+}
+
 /* %XX sequences decoded; -1 for a bad one, or one that makes a NUL. */
 static int percent_decode(const char *s, size_t n, char *out, size_t cap)
 {

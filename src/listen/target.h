@@ -3,6 +3,7 @@
  *   --reverse URL@[ADDR:]PORT    URL is http://HOST[:PORT] or https://HOST[:PORT]
  *   --forward [ADDR:]PORT=HOST:PORT[,protocol=P][,tls][,upstream-tls][,insecure[=BOOL]]
  *   --upstream-proxy URL[@GLOB]  (below)
+ *   --udp-forward [ADDR:]PORT=HOST:PORT
  *
  * ADDR defaults to 127.0.0.1; HOST is a name, an IPv4 address or [IPv6].
  * A reverse listener takes TLS or plaintext from its clients (the first
@@ -47,5 +48,9 @@ int listen_parse_parent(const char *spec, struct listen_parent *out, char *err, 
 /* 0, or -1 with what is wrong in err (the option is the caller's to name). */
 int listen_parse_reverse(const char *spec, struct listen_target *t, char *err, size_t errlen);
 int listen_parse_forward(const char *spec, struct listen_target *t, char *err, size_t errlen);
+
+/* --udp-forward [ADDR:]PORT=HOST:PORT: addr, host and port (no options;
+ * via "forward", the shape unused). 0, or -1 with what is wrong in err. */
+int listen_parse_udp_forward(const char *spec, struct listen_target *t, char *err, size_t errlen);
 
 #endif

@@ -15,7 +15,6 @@
 
 #define UDP_RELAY_CLASS_DEFAULT 0
 #define UDP_RELAY_CLASS_SHORT 1 /* DNS-like flows and refused destinations */
-#define UDP_RELAY_BUF 65536     /* one datagram from upstream */
 
 struct udp_flow {
 	struct udp_relay *r;
@@ -41,7 +40,9 @@ struct udp_relay {
 	size_t closing; /* sockets and timer still closing */
 	struct udp_relay_stats stats;
 	char policy_reason[POLICY_VERDICT_COUNT][32];
-	uint8_t buf[UDP_RELAY_BUF]; /* receive buffer: one datagram at a time */
+	char user[FLOWLOG_PEER_LEN];
+	uint8_t *buf;      /* receive buffer: one datagram at a time */
+	uint8_t own_buf[]; /* UDP_RELAY_BUF_SIZE, unless cfg.recv_buf */
 };
 
 /* ---- Life of a flow ------------------------------------------------------ */
@@ -168,7 +169,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
 	struct udp_flow *f = h->data;
 	(void)suggested;
-	*buf = uv_buf_init((char *)f->r->buf, sizeof(f->r->buf));
+	*buf = uv_buf_init((char *)f->r->buf, UDP_RELAY_BUF_SIZE);
 }
 
 static void on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struct sockaddr *addr,
@@ -223,6 +224,63 @@ static socklen_t sa_len(const struct sockaddr *sa)
 	return sa->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
 }
 
+/* The table keys one family: a listener's client may send to the other
+ * family (IPv4 client, IPv6 destination); the IPv4 side is then keyed as
+ * its v4-mapped IPv6 address. */
+static bool flow_key(struct udp_flow_key *key, const struct sockaddr *client,
+		     const struct sockaddr *dest)
+{
+	if (client->sa_family == dest->sa_family)
+		return udp_flow_key_make(key, client, dest);
+	const struct sockaddr *v4 = client->sa_family == AF_INET ? client : dest;
+	if (v4->sa_family != AF_INET || (v4 == client ? dest : client)->sa_family != AF_INET6)
+		return false;
+	const struct sockaddr_in *in = (const struct sockaddr_in *)v4;
+	struct sockaddr_in6 m = { .sin6_family = AF_INET6, .sin6_port = in->sin_port };
+	m.sin6_addr.s6_addr[10] = m.sin6_addr.s6_addr[11] = 0xff;
+	memcpy(&m.sin6_addr.s6_addr[12], &in->sin_addr, 4);
+	return v4 == client ? udp_flow_key_make(key, (const struct sockaddr *)&m, dest)
+			    : udp_flow_key_make(key, client, (const struct sockaddr *)&m);
+}
+
+/* A destination that is one of our own ports (cfg.protect) on an address
+ * of this host. The port is checked first: the interface list is read only
+ * for flows to one of those ports. */
+static bool reaches_own_port(const struct udp_relay *r, const struct sockaddr *up)
+{
+	const struct udp_relay_ports *pp = r->cfg.protect;
+	if (!pp)
+		return false;
+	uint16_t port = port_of(up);
+	bool hit = false;
+	for (size_t i = 0; i < pp->n && i < UDP_RELAY_MAX_PROTECTED; i++)
+		hit |= pp->port[i] == port;
+	if (!hit)
+		return false;
+	if (up->sa_family == AF_INET &&
+	    (ntohl(((const struct sockaddr_in *)up)->sin_addr.s_addr) >> 24) == 127)
+		return true;
+	if (up->sa_family == AF_INET6 &&
+	    IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)up)->sin6_addr))
+		return true;
+	uv_interface_address_t *ifs;
+	int n;
+	if (uv_interface_addresses(&ifs, &n) != 0)
+		return true; /* cannot tell: refuse rather than loop */
+	bool ours = false;
+	for (int i = 0; i < n && !ours; i++) {
+		if (up->sa_family == AF_INET && ifs[i].address.address4.sin_family == AF_INET)
+			ours = ifs[i].address.address4.sin_addr.s_addr ==
+			       ((const struct sockaddr_in *)up)->sin_addr.s_addr;
+		else if (up->sa_family == AF_INET6 &&
+			 ifs[i].address.address6.sin6_family == AF_INET6)
+			ours = memcmp(&ifs[i].address.address6.sin6_addr,
+				      &((const struct sockaddr_in6 *)up)->sin6_addr, 16) == 0;
+	}
+	uv_free_interface_addresses(ifs, n);
+	return ours;
+}
+
 /* A new flow in the table, its record begun. NULL when the table is full
  * or the client's peer holds its share of it. */
 static struct udp_flow *flow_new(struct udp_relay *r, const struct udp_flow_key *key,
@@ -252,6 +310,8 @@ static struct udp_flow *flow_new(struct udp_relay *r, const struct udp_flow_key 
 	f->share = share;
 	flowlog_flow_begin(&f->rec, r->cfg.log, "udp", peer, client, dest);
 	f->rec.has_packets = true;
+	f->rec.via = r->cfg.via;
+	memcpy(f->rec.user, r->user, sizeof(f->rec.user));
 	r->stats.flows_active++;
 	timer_arm(r);
 	return f;
@@ -306,7 +366,7 @@ void udp_relay_recv(struct udp_relay *r, const struct sockaddr *client, const st
 	if (r->shut)
 		return;
 	struct udp_flow_key key;
-	if (!udp_flow_key_make(&key, client, dest)) {
+	if (!flow_key(&key, client, dest)) {
 		r->stats.policy_drop++;
 		return;
 	}
@@ -340,15 +400,19 @@ void udp_relay_recv(struct udp_relay *r, const struct sockaddr *client, const st
 			r->cfg.local(r->cfg.local_ctx, client, dest, data, len);
 		return;
 	}
-	if (policy_refused(v)) {
+	bool own = !policy_refused(v) && reaches_own_port(r, (const struct sockaddr *)&upstream);
+	if (policy_refused(v) || own) {
 		/* Counted into a socketless flow: one record per burst. */
-		r->stats.policy_drop++;
+		if (own)
+			r->stats.own_service++;
+		else
+			r->stats.policy_drop++;
 		struct udp_flow *f = flow_new(r, &key, client, dest, UDP_RELAY_CLASS_SHORT);
 		if (f) {
 			r->stats.flows_refused++;
 			f->rec.packets_up = 1;
 			f->rec.bytes_up = len;
-			f->rec.end_reason = r->policy_reason[v];
+			f->rec.end_reason = own ? "policy:own_service" : r->policy_reason[v];
 		}
 		unreachable(r, client, dest, data, len, UDP_RELAY_UNREACH_PROHIBITED);
 		return;
@@ -393,7 +457,7 @@ struct udp_relay *udp_relay_new(uv_loop_t *loop, struct netstack *ns,
 		errno = EINVAL;
 		return NULL;
 	}
-	struct udp_relay *r = calloc(1, sizeof(*r));
+	struct udp_relay *r = calloc(1, sizeof(*r) + (cfg->recv_buf ? 0 : UDP_RELAY_BUF_SIZE));
 	if (!r) {
 		errno = ENOMEM;
 		return NULL;
@@ -401,6 +465,10 @@ struct udp_relay *udp_relay_new(uv_loop_t *loop, struct netstack *ns,
 	r->loop = loop;
 	r->ns = ns;
 	r->cfg = *cfg;
+	r->buf = cfg->recv_buf ? cfg->recv_buf : r->own_buf;
+	if (cfg->user)
+		snprintf(r->user, sizeof(r->user), "%s", cfg->user);
+	r->cfg.user = NULL; /* the copy is r->user */
 	if (!r->cfg.max_flows)
 		r->cfg.max_flows = UDP_RELAY_DEFAULT_MAX_FLOWS;
 	if (!r->cfg.max_flows_per_peer || r->cfg.max_flows_per_peer > r->cfg.max_flows)
@@ -449,16 +517,21 @@ static void timer_closed(uv_handle_t *h)
 	relay_maybe_free(r);
 }
 
-void udp_relay_shutdown(struct udp_relay *r)
+void udp_relay_stop(struct udp_relay *r, const char *reason)
 {
 	if (r->shut)
 		return;
 	r->shut = true;
 	for (struct udp_table_entry *e; (e = udp_table_first(r->table)) != NULL;) {
 		struct udp_flow *f = e->data;
-		flow_end(f, f->has_sock ? "shutdown" : f->rec.end_reason);
+		flow_end(f, f->has_sock ? reason : f->rec.end_reason);
 	}
 	uv_close((uv_handle_t *)&r->timer, timer_closed);
+}
+
+void udp_relay_shutdown(struct udp_relay *r)
+{
+	udp_relay_stop(r, "shutdown");
 }
 
 void udp_relay_free(struct udp_relay *r)

@@ -34,7 +34,12 @@
  * (bytes and packets each way, start, end, end_reason "idle",
  * "upstream_refused", "upstream_unreachable", "policy:<verdict>",
  * "quic_refused", "shutdown", "error"), plus "upstream" when a host port
- * was rewritten. */
+ * was rewritten, and "via" and "user" for a listener's flows.
+ *
+ * Other ways in (listen/: SOCKS5 UDP ASSOCIATE, UDP forwards) run relays of
+ * their own, with no netstack: `send` is their reply path, `via` and `user`
+ * say how the flows came in. Their clients and destinations may differ in
+ * family (an IPv4 client sending to an IPv6 destination). */
 #ifndef WGMITM_MITM_UDP_H
 #define WGMITM_MITM_UDP_H
 
@@ -53,6 +58,8 @@ struct flowlog;
 #define UDP_RELAY_DEFAULT_IDLE_MS 60000
 #define UDP_RELAY_DEFAULT_DNS_IDLE_MS 30000
 #define UDP_RELAY_QUIC_PORT 443
+#define UDP_RELAY_BUF_SIZE 65536 /* one datagram from upstream */
+#define UDP_RELAY_MAX_PROTECTED 16
 
 enum udp_relay_quic {
 	UDP_RELAY_QUIC_REFUSE = 0,  /* ICMP port unreachable: apps fall back to TCP */
@@ -64,6 +71,14 @@ enum udp_relay_unreach {
 	UDP_RELAY_UNREACH_PROHIBITED, /* the destination policy refused it */
 };
 
+/* The endpoint's own UDP ports on the capture host (WireGuard, UDP
+ * forwards): a flow to one of them on any address of the host, loopback
+ * included, would loop back into the endpoint. */
+struct udp_relay_ports {
+	uint16_t port[UDP_RELAY_MAX_PROTECTED];
+	size_t n;
+};
+
 struct udp_relay_config {
 	const struct policy *policy; /* borrowed, must outlive the relay; required */
 	struct flowlog *log;         /* borrowed; NULL: no records */
@@ -72,6 +87,22 @@ struct udp_relay_config {
 	uint32_t idle_ms;            /* 0: UDP_RELAY_DEFAULT_IDLE_MS */
 	uint32_t dns_idle_ms;        /* 0: UDP_RELAY_DEFAULT_DNS_IDLE_MS */
 	enum udp_relay_quic quic;    /* UDP to port 443; default: refused */
+
+	/* How the flows came in (a static string, "socks5", "forward"; NULL:
+	 * the tunnel) and who (copied at once; NULL or "": nobody), for the
+	 * records. */
+	const char *via;
+	const char *user;
+
+	/* Flows to these ports on the host's own addresses are refused like
+	 * policy refusals ("policy:own_service"). Borrowed, read as each flow
+	 * begins (it may grow while the relay runs). NULL: none. */
+	const struct udp_relay_ports *protect;
+
+	/* Where answers from upstream are read: UDP_RELAY_BUF_SIZE bytes,
+	 * borrowed, which relays of one loop may share (each answer is used
+	 * only during the call that reads it). NULL: the relay's own. */
+	uint8_t *recv_buf;
 
 	/* Datagrams for our own services, e.g. dns_proxy_udp. NULL: dropped. */
 	void (*local)(void *ctx, const struct sockaddr *client, const struct sockaddr *dest,
@@ -108,6 +139,7 @@ struct udp_relay_stats {
 	uint64_t peer_limit;                 /* datagrams dropped: the peer held its share */
 	uint64_t policy_drop;                /* datagrams to refused destinations */
 	uint64_t quic_refused;               /* datagrams to port 443 refused (QUIC) */
+	uint64_t own_service;                /* datagrams to our own ports (cfg.protect) */
 	uint64_t local;                      /* datagrams handed to `local` */
 	uint64_t datagrams_up, bytes_up;     /* client -> upstream, sent */
 	uint64_t datagrams_down, bytes_down; /* upstream -> client, sent */
@@ -136,6 +168,10 @@ void udp_relay_set_quic(struct udp_relay *r, enum udp_relay_quic quic);
 /* Ends every flow ("shutdown", records written) and stops the timer; later
  * datagrams are dropped. Idempotent. */
 void udp_relay_shutdown(struct udp_relay *r);
+
+/* udp_relay_shutdown with `reason` (a static string) as the end_reason of
+ * the flows that had a socket ("association_closed"). */
+void udp_relay_stop(struct udp_relay *r, const char *reason);
 
 /* Shuts down if needed; the memory is released once libuv has closed the
  * sockets (the loop must run again). NULL is a no-op. */

@@ -32,8 +32,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		uint8_t rep;
 		int k = socks5_parse_request(data, size, &r, &rep);
 		if (k > 0) {
-			if ((size_t)k > size || r.port == 0 || rep != SOCKS5_OK ||
-			    strlen(r.host) >= sizeof(r.host))
+			if ((size_t)k > size || (r.port == 0 && r.cmd != SOCKS5_UDP_ASSOCIATE) ||
+			    rep != SOCKS5_OK || strlen(r.host) >= sizeof(r.host))
 				abort();
 			if (socks5_parse_request(data, (size_t)k - 1, &r, &rep) > 0)
 				abort();

@@ -3,7 +3,7 @@
  * path and ICMP callback captured instead of a netstack. Echo, our own
  * service, policy refusal, ICMP port unreachable from upstream, the table
  * bound and each peer's share of it, idle expiry, shutdown, and the records
- * of each. */
+ * of each; a listener's relay (via, user, mixed families, own ports). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -457,13 +457,85 @@ static void test_peer_share_default(void **ctx)
 	harness_free(&h);
 }
 
+/* A listener's relay (SOCKS5 UDP, UDP forwards): its records say via and
+ * user; a client of one family may send to the other; our own ports are
+ * refused; a shared receive buffer; the flows' end reason at stop. */
+static void test_listener(void **ctx)
+{
+	(void)ctx;
+	struct harness h;
+	harness_init(&h, 8, 8);
+	udp_relay_free(h.relay);
+	static uint8_t shared[UDP_RELAY_BUF_SIZE];
+	struct udp_relay_ports own = { .n = 0 };
+	struct udp_relay_config cfg = {
+		.policy = &h.policy,
+		.log = h.log,
+		.idle_ms = 300,
+		.dns_idle_ms = 150,
+		.via = "socks5",
+		.user = "alice",
+		.protect = &own,
+		.recv_buf = shared,
+		.send = capture,
+		.send_ctx = &h,
+	};
+	h.relay = udp_relay_new(&h.loop, NULL, &cfg);
+	assert_non_null(h.relay);
+
+	struct sockaddr_in6 c6 = { .sin6_family = AF_INET6,
+				   .sin6_port = htons(5555),
+				   .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+	udp_relay_recv(h.relay, (struct sockaddr *)&c6, (struct sockaddr *)&h.echo.addr,
+		       (const uint8_t *)"mixed", 5);
+	run_ms(&h, 2000, got_reply);
+	assert_int_equal(h.replies, 1);
+	assert_int_equal(h.last_len, 5);
+	assert_memory_equal(h.last, "mixed", 5);
+	assert_int_equal(memcmp(&h.last_from, &h.echo.addr, sizeof(h.last_from)), 0);
+
+	/* The echo's port is ours now: refused, nothing sent. */
+	own.port[0] = ntohs(h.echo.addr.sin_port);
+	own.n = 1;
+	struct sockaddr_in cl = sin4("127.0.0.1", 6000);
+	send_to(&h, &cl, &h.echo.addr, "loop?");
+	run_ms(&h, 50, NULL);
+	assert_int_equal(h.replies, 1);
+	struct udp_relay_stats st;
+	udp_relay_get_stats(h.relay, &st);
+	assert_int_equal(st.own_service, 1);
+	assert_int_equal(st.flows_opened, 1);
+	assert_int_equal(st.datagrams_up, 1);
+
+	udp_relay_stop(h.relay, "association_closed");
+	struct records rs = { .n = 0 };
+	assert_int_equal(flowlog_read(h.path, collect, &rs, NULL), 0);
+	assert_int_equal(rs.n, 2);
+	for (int i = 0; i < rs.n; i++) {
+		json_t *r = rs.r[i];
+		assert_string_equal(str(r, "via"), "socks5");
+		assert_string_equal(str(r, "user"), "alice");
+		if (strcmp(str(r, "client"), "[::1]:5555") == 0) {
+			assert_string_equal(str(r, "end_reason"), "association_closed");
+			assert_int_equal(num(r, "packets_up"), 1);
+			assert_int_equal(num(r, "packets_down"), 1);
+		} else {
+			assert_string_equal(str(r, "client"), "127.0.0.1:6000");
+			assert_string_equal(str(r, "end_reason"), "policy:own_service");
+			assert_int_equal(num(r, "packets_up"), 1);
+			assert_int_equal(num(r, "packets_down"), 0);
+		}
+		json_decref(r);
+	}
+	harness_free(&h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_relay),
-		cmocka_unit_test(test_quic),
-		cmocka_unit_test(test_peer_share),
-		cmocka_unit_test(test_peer_share_default),
+		cmocka_unit_test(test_relay),      cmocka_unit_test(test_quic),
+		cmocka_unit_test(test_peer_share), cmocka_unit_test(test_peer_share_default),
+		cmocka_unit_test(test_listener),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

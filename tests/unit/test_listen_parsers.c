@@ -1,7 +1,8 @@
 /* The listeners' parsers of untrusted bytes: the HTTP proxy's request
  * head (CONNECT, absolute form, the rewrite, credentials, refusals), the
- * SOCKS5 messages and replies, the users file, and the specs of the
- * reverse and forward listeners. */
+ * SOCKS5 messages and replies, the header of SOCKS5 UDP datagrams, the
+ * users file, and the specs of the reverse, forward and UDP forward
+ * listeners. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -391,13 +392,157 @@ static void test_parents(void **state)
 			fail_msg("%s: \"%s\"", bad[i].spec, err);
 }
 
+/* UDP ASSOCIATE's request may say port 0 (the client does not know yet);
+ * the datagrams' header; our answers' header. */
+static void test_socks5_udp(void **state)
+{
+	(void)state;
+	struct socks5_req r;
+	uint8_t rep;
+	const uint8_t assoc0[] = { 5, 3, 0, 1, 0, 0, 0, 0, 0, 0 };
+	assert_int_equal(socks5_parse_request(assoc0, sizeof(assoc0), &r, &rep), 10);
+	assert_int_equal(r.cmd, SOCKS5_UDP_ASSOCIATE);
+	assert_int_equal(r.port, 0);
+	assert_int_equal(rep, SOCKS5_OK);
+	const uint8_t assoc[] = { 5, 3, 0, 1, 127, 0, 0, 1, 0x9c, 0x40 };
+	assert_int_equal(socks5_parse_request(assoc, sizeof(assoc), &r, &rep), 10);
+	assert_int_equal(r.port, 40000);
+	const uint8_t connect0[] = { 5, 1, 0, 1, 1, 2, 3, 4, 0, 0 };
+	assert_int_equal(socks5_parse_request(connect0, sizeof(connect0), &r, &rep), -1);
+
+	struct socks5_udp_hdr h;
+	const uint8_t v4[] = { 0, 0, 0, 1, 203, 0, 113, 10, 0x1b, 0x58, 'h', 'i' };
+	assert_int_equal(socks5_parse_udp(v4, sizeof(v4), &h), 10);
+	assert_int_equal(h.atyp, 1);
+	assert_int_equal(h.port, 7000);
+	assert_int_equal(h.addr.ss_family, AF_INET);
+	assert_int_equal(ntohs(((struct sockaddr_in *)&h.addr)->sin_port), 7000);
+	assert_int_equal(((struct sockaddr_in *)&h.addr)->sin_addr.s_addr, htonl(0xcb00710a));
+	/* Every cut of the header is malformed; an empty payload is not. */
+	for (size_t n = 0; n < 10; n++)
+		assert_int_equal(socks5_parse_udp(v4, n, &h), SOCKS5_UDP_MALFORMED);
+	assert_int_equal(socks5_parse_udp(v4, 10, &h), 10);
+
+	uint8_t v6[24] = { 0, 0, 0, 4, 0x20, 0x01, 0x0d, 0xb8 };
+	v6[19] = 0x10, v6[20] = 0, v6[21] = 53, v6[22] = 'q', v6[23] = '?';
+	assert_int_equal(socks5_parse_udp(v6, sizeof(v6), &h), 22);
+	assert_int_equal(h.atyp, 4);
+	assert_int_equal(h.addr.ss_family, AF_INET6);
+	char ip[INET6_ADDRSTRLEN];
+	inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&h.addr)->sin6_addr, ip, sizeof(ip));
+	assert_string_equal(ip, "2001:db8::10");
+	assert_int_equal(h.port, 53);
+
+	const uint8_t name[] = { 0, 0, 0, 3, 8, 'w', 'w', 'w', '.', 't', 'e', 's', 't', 0, 7, 'x' };
+	assert_int_equal(socks5_parse_udp(name, sizeof(name), &h), 15);
+	assert_int_equal(h.atyp, 3);
+	assert_string_equal(h.name, "www.test");
+	assert_int_equal(h.name_len, 8);
+	assert_int_equal(h.port, 7);
+
+	static const struct {
+		const char *what;
+		uint8_t b[16];
+		size_t n;
+		int want;
+	} bad[] = {
+		{ "FRAG 1", { 0, 0, 1, 1, 1, 2, 3, 4, 0, 7 }, 10, SOCKS5_UDP_FRAGMENT },
+		{ "FRAG 0x80 (the last of a sequence)", { 0, 0, 0x80, 1 }, 4, SOCKS5_UDP_FRAGMENT },
+		{ "RSV", { 0, 1, 0, 1, 1, 2, 3, 4, 0, 7 }, 10, SOCKS5_UDP_MALFORMED },
+		{ "ATYP 2", { 0, 0, 0, 2, 1, 2, 3, 4, 0, 7 }, 10, SOCKS5_UDP_MALFORMED },
+		{ "port 0", { 0, 0, 0, 1, 1, 2, 3, 4, 0, 0 }, 10, SOCKS5_UDP_MALFORMED },
+		{ "empty name", { 0, 0, 0, 3, 0, 0, 7 }, 7, SOCKS5_UDP_MALFORMED },
+		{ "name cut", { 0, 0, 0, 3, 5, 'a', 'b', 0, 7 }, 9, SOCKS5_UDP_MALFORMED },
+		{ "space", { 0, 0, 0, 3, 3, 'a', ' ', 'b', 0, 7 }, 10, SOCKS5_UDP_MALFORMED },
+		{ "slash", { 0, 0, 0, 3, 3, 'a', '/', 'b', 0, 7 }, 10, SOCKS5_UDP_MALFORMED },
+		{ "NUL", { 0, 0, 0, 3, 3, 'a', 0, 'b', 0, 7 }, 10, SOCKS5_UDP_MALFORMED },
+		{ "DEL", { 0, 0, 0, 3, 1, 0x7f, 0, 7 }, 8, SOCKS5_UDP_MALFORMED },
+		{ "IPv6 cut",
+		  { 0, 0, 0, 4, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12 },
+		  16,
+		  SOCKS5_UDP_MALFORMED },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (socks5_parse_udp(bad[i].b, bad[i].n, &h) != bad[i].want)
+			fail_msg("%s: not %d", bad[i].what, bad[i].want);
+	/* The longest name. */
+	uint8_t longest[4 + 1 + 255 + 2] = { 0, 0, 0, 3, 255 };
+	memset(longest + 5, 'a', 255);
+	longest[261] = 1;
+	assert_int_equal(socks5_parse_udp(longest, sizeof(longest), &h), (int)sizeof(longest));
+	assert_int_equal(strlen(h.name), 255);
+	assert_int_equal(h.port, 1);
+
+	/* Answers: ATYP 1 or 4, the source's address and port. */
+	uint8_t out[SOCKS5_UDP_HDR_MAX];
+	struct sockaddr_in a4 = { .sin_family = AF_INET, .sin_port = htons(7000) };
+	inet_pton(AF_INET, "203.0.113.10", &a4.sin_addr);
+	assert_int_equal(socks5_udp_header(out, (struct sockaddr *)&a4), 10);
+	assert_memory_equal(out, v4, 10);
+	struct sockaddr_in6 a6 = { .sin6_family = AF_INET6, .sin6_port = htons(53) };
+	inet_pton(AF_INET6, "2001:db8::10", &a6.sin6_addr);
+	assert_int_equal(socks5_udp_header(out, (struct sockaddr *)&a6), 22);
+	assert_memory_equal(out, v6, 22);
+	struct sockaddr un = { .sa_family = AF_UNIX };
+	assert_int_equal(socks5_udp_header(out, &un), 0);
+}
+
+static void test_udp_forward_spec(void **state)
+{
+	(void)state;
+	struct listen_target t;
+	char err[200], ip[INET6_ADDRSTRLEN];
+	assert_int_equal(listen_parse_udp_forward("5353=dns.test:53", &t, err, sizeof(err)), 0);
+	assert_string_equal(t.host, "dns.test");
+	assert_int_equal(t.port, 53);
+	assert_string_equal(t.via, "forward");
+	assert_int_equal(t.addr.ss_family, AF_INET);
+	inet_ntop(AF_INET, &((struct sockaddr_in *)&t.addr)->sin_addr, ip, sizeof(ip));
+	assert_string_equal(ip, "127.0.0.1");
+	assert_int_equal(port_of(&t.addr), 5353);
+	assert_int_equal(
+		listen_parse_udp_forward("[::1]:9000=[2001:db8::5]:9001", &t, err, sizeof(err)), 0);
+	assert_int_equal(t.addr.ss_family, AF_INET6);
+	assert_int_equal(port_of(&t.addr), 9000);
+	assert_string_equal(t.host, "2001:db8::5");
+	assert_int_equal(t.port, 9001);
+	assert_int_equal(listen_parse_udp_forward("0.0.0.0:1=203.0.113.10:2", &t, err, sizeof(err)),
+			 0);
+	assert_string_equal(t.host, "203.0.113.10");
+
+	static const struct {
+		const char *spec, *want;
+	} bad[] = {
+		{ "5353", "expected [ADDR:]PORT=" },
+		{ "x=h.test:1", "before '='" },
+		{ "0=h.test:1", "before '='" },
+		{ "host.test:1=h.test:1", "before '='" },
+		{ "1=h.test", "HOST:PORT" },
+		{ "1=h.test:0", "HOST:PORT" },
+		{ "1=h.test:65536", "HOST:PORT" },
+		{ "1=[::1:2", "HOST:PORT" },
+		{ "1=h test:2", "HOST:PORT" },
+		{ "1=", "HOST:PORT" },
+		{ "1=h.test:2,protocol=raw", "no options" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (listen_parse_udp_forward(bad[i].spec, &t, err, sizeof(err)) == 0 ||
+		    !strstr(err, bad[i].want))
+			fail_msg("%s: \"%s\"", bad[i].spec, err);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_connect),  cmocka_unit_test(test_absolute),
-		cmocka_unit_test(test_refusals), cmocka_unit_test(test_socks5),
-		cmocka_unit_test(test_users),    cmocka_unit_test(test_targets),
+		cmocka_unit_test(test_connect),
+		cmocka_unit_test(test_absolute),
+		cmocka_unit_test(test_refusals),
+		cmocka_unit_test(test_socks5),
+		cmocka_unit_test(test_users),
+		cmocka_unit_test(test_targets),
 		cmocka_unit_test(test_parents),
+		cmocka_unit_test(test_socks5_udp),
+		cmocka_unit_test(test_udp_forward_spec),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
