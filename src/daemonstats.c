@@ -9,6 +9,8 @@
 #include "common/log.h"
 #include "common/strbuf.h"
 #include "listen/proxy.h"
+#include "listen/socksudp.h"
+#include "listen/udpfwd.h"
 #include "mitm/capage.h"
 #include "mitm/dns.h"
 #include "mitm/httpflow.h"
@@ -44,7 +46,9 @@ struct snapshot {
 	struct dns_stats dns;
 	struct tls_stats tls;
 	struct capage_stats ca;
-	struct proxy_stats listen; /* every proxy, reverse and forward listener's, summed */
+	struct proxy_stats listen;   /* every proxy, reverse and forward listener's, summed */
+	struct socks_udp_stats sudp; /* SOCKS5 UDP associations, summed */
+	uint64_t fwd_datagrams, fwd_flows, fwd_bytes_up, fwd_bytes_down; /* UDP forwards */
 	/* The endpoint's own, and sums. */
 	uint64_t peers, handshakes, no_route, send_errors;
 	uint64_t dns_queries, dns_malformed;
@@ -201,6 +205,19 @@ static const struct counter counters[] = {
 	  AT(listen.refused_policy) },
 	{ G_LISTEN, "resolve_failed", L_LISTEN, ", names not resolved ", NULL,
 	  AT(listen.resolve_failed) },
+	{ G_LISTEN, "udp_associations", L_LISTEN, " | socks5 udp associations ", NULL,
+	  AT(sudp.associations) },
+	{ G_LISTEN, "udp_associations_open", L_LISTEN, " (open ", ")", AT(sudp.active) },
+	{ G_LISTEN, "udp_datagrams", L_LISTEN, ", datagrams ", NULL, AT(sudp.datagrams) },
+	{ G_LISTEN, "udp_dropped_foreign", L_LISTEN, ", dropped: foreign ", NULL,
+	  AT(sudp.foreign) },
+	{ G_LISTEN, "udp_dropped_fragments", L_LISTEN, " fragments ", NULL, AT(sudp.fragments) },
+	{ G_LISTEN, "udp_dropped_malformed", L_LISTEN, " malformed ", NULL, AT(sudp.malformed) },
+	{ G_LISTEN, "udp_forward_datagrams", L_LISTEN, " | udp forwards datagrams ", NULL,
+	  AT(fwd_datagrams) },
+	{ G_LISTEN, "udp_forward_flows", L_LISTEN, ", flows ", NULL, AT(fwd_flows) },
+	{ G_LISTEN, "udp_forward_bytes_up", L_LISTEN, ", up ", " B", AT(fwd_bytes_up) },
+	{ G_LISTEN, "udp_forward_bytes_down", L_LISTEN, ", down ", " B", AT(fwd_bytes_down) },
 };
 
 static void snapshot_take(const struct daemon *d, struct snapshot *c)
@@ -220,8 +237,25 @@ static void snapshot_take(const struct daemon *d, struct snapshot *c)
 		tls_ctx_stats(d->tls, &c->tls);
 	if ((c->runs[G_CAPAGE] = d->capage != NULL))
 		capage_get_stats(d->capage, &c->ca);
-	c->runs[G_LISTEN] = d->nproxies > 0;
+	c->runs[G_LISTEN] = d->nproxies > 0 || d->nudp_forwards > 0;
+	for (size_t i = 0; i < d->nudp_forwards; i++) {
+		struct udp_forward_stats fs;
+		udp_forward_get_stats(d->udp_forwards[i], &fs);
+		c->fwd_datagrams += fs.datagrams;
+		c->fwd_flows += fs.relay.flows_opened;
+		c->fwd_bytes_up += fs.relay.bytes_up;
+		c->fwd_bytes_down += fs.relay.bytes_down;
+	}
 	for (size_t i = 0; i < d->nproxies; i++) {
+		struct socks_udp_stats us;
+		if (proxy_get_udp_stats(d->proxies[i], &us)) {
+			c->sudp.associations += us.associations;
+			c->sudp.active += us.active;
+			c->sudp.datagrams += us.datagrams;
+			c->sudp.foreign += us.foreign;
+			c->sudp.fragments += us.fragments;
+			c->sudp.malformed += us.malformed;
+		}
 		struct proxy_stats ps;
 		proxy_get_stats(d->proxies[i], &ps);
 		c->listen.accepted += ps.accepted;
