@@ -10,6 +10,7 @@
 #include <sodium.h>
 
 #include "common/log.h"
+#include "common/sockaddr.h"
 #include "control/api.h"
 #include "daemon_internal.h"
 #include "listen/proxy.h"
@@ -22,8 +23,7 @@
 
 static uint16_t port_of(const struct sockaddr_storage *a)
 {
-	return ntohs(a->ss_family == AF_INET ? ((const struct sockaddr_in *)a)->sin_port
-					     : ((const struct sockaddr_in6 *)a)->sin6_port);
+	return sockaddr_port((const struct sockaddr *)a);
 }
 
 static bool is_loopback(const struct sockaddr_storage *a)
@@ -42,13 +42,7 @@ static bool is_any(const struct sockaddr_storage *a)
 
 static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
 {
-	if (a->ss_family != b->ss_family || port_of(a) != port_of(b))
-		return false;
-	if (a->ss_family == AF_INET)
-		return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
-		       ((const struct sockaddr_in *)b)->sin_addr.s_addr;
-	return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
-		      &((const struct sockaddr_in6 *)b)->sin6_addr, 16) == 0;
+	return sockaddr_same((const struct sockaddr *)a, (const struct sockaddr *)b);
 }
 
 /* Two binds that cannot both succeed: one port, and one address or a

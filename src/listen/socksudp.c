@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/sockaddr.h"
 #include "listen/socks5.h"
 
 struct assoc;
@@ -90,27 +91,17 @@ static void unmap(const struct sockaddr *in, struct sockaddr_storage *out)
 
 static uint16_t port_of(const struct sockaddr_storage *a)
 {
-	return ntohs(a->ss_family == AF_INET ? ((const struct sockaddr_in *)a)->sin_port
-					     : ((const struct sockaddr_in6 *)a)->sin6_port);
+	return sockaddr_port((const struct sockaddr *)a);
 }
 
 static void set_port(struct sockaddr_storage *a, uint16_t port)
 {
-	if (a->ss_family == AF_INET)
-		((struct sockaddr_in *)a)->sin_port = htons(port);
-	else
-		((struct sockaddr_in6 *)a)->sin6_port = htons(port);
+	sockaddr_set_port((struct sockaddr *)a, port);
 }
 
 static bool same_ip(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
 {
-	if (a->ss_family != b->ss_family)
-		return false;
-	if (a->ss_family == AF_INET)
-		return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
-		       ((const struct sockaddr_in *)b)->sin_addr.s_addr;
-	return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
-		      &((const struct sockaddr_in6 *)b)->sin6_addr, 16) == 0;
+	return sockaddr_same_ip((const struct sockaddr *)a, (const struct sockaddr *)b);
 }
 
 /* ---- the end ------------------------------------------------------------- */

@@ -19,6 +19,7 @@
 #include <ldns/ldns.h>
 #include <sodium.h>
 
+#include "common/sockaddr.h"
 #include "common/tally.h"
 #include "flows/flowlog.h"
 #include "mitm/localname.h"
@@ -834,14 +835,7 @@ static int fam_index(int family)
 
 static bool same_addr(const struct sockaddr *a, const struct sockaddr_storage *b)
 {
-	if (a->sa_family != b->ss_family)
-		return false;
-	if (a->sa_family == AF_INET) {
-		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-	}
-	const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-	return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
+	return sockaddr_same(a, (const struct sockaddr *)b);
 }
 
 static void udp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/sockaddr.h"
 #include "common/tally.h"
 #include "flows/flowlog.h"
 #include "mitm/policy.h"
@@ -214,9 +215,7 @@ static void on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struc
 
 static uint16_t port_of(const struct sockaddr *sa)
 {
-	if (sa->sa_family == AF_INET)
-		return ntohs(((const struct sockaddr_in *)sa)->sin_port);
-	return ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+	return sockaddr_port(sa);
 }
 
 static socklen_t sa_len(const struct sockaddr *sa)
