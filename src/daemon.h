@@ -98,6 +98,8 @@ struct daemon_options {
 	struct listen_parent parents[RELAY_MAX_PARENTS]; /* --upstream-proxy, in order */
 	size_t nparents;
 	const char *users_file; /* --users: the proxies' credentials; NULL: none */
+	const char *auth_url;   /* --auth-url: the users the file does not name; NULL: none */
+	uint32_t auth_ttl[2];   /* --auth-ttl: allowed, denied (s); 0: the defaults */
 	bool allow_open_proxy;  /* a non-loopback listener without --users */
 };
 

@@ -115,6 +115,7 @@ struct daemon {
 	struct proxy *proxies[DAEMON_MAX_PROXY + DAEMON_MAX_TARGETS];
 	size_t nproxies;
 	struct users *users;                                       /* --users */
+	struct authext *auth;                                      /* --auth-url */
 	struct udp_forward *udp_forwards[DAEMON_MAX_UDP_FORWARDS]; /* --udp-forward */
 	size_t nudp_forwards;
 	/* Our UDP ports on the host (WireGuard, the UDP forwards): no UDP

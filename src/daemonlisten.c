@@ -13,6 +13,7 @@
 #include "common/sockaddr.h"
 #include "control/api.h"
 #include "daemon_internal.h"
+#include "listen/authext.h"
 #include "listen/proxy.h"
 #include "listen/socksudp.h"
 #include "listen/target.h"
@@ -261,7 +262,7 @@ int daemon_listeners_check(const struct daemon_options *o, char *err, size_t err
 				return -1;
 			}
 		if (l[i].wireguard || is_loopback(l[i].addr) || o->allow_open_proxy ||
-		    (l[i].needs_users && o->users_file))
+		    (l[i].needs_users && (o->users_file || o->auth_url)))
 			continue;
 		if (l[i].needs_users)
 			snprintf(err, errlen,
@@ -383,6 +384,17 @@ int daemon_listeners_open(struct daemon *d)
 			return -1;
 		}
 	}
+	if (o->auth_url) {
+		char err[512];
+		d->auth = authext_new(d->loop, d->tls, o->auth_url,
+				      o->auth_ttl[0] ? o->auth_ttl[0] : AUTHEXT_DEFAULT_TTL_OK,
+				      o->auth_ttl[1] ? o->auth_ttl[1] : AUTHEXT_DEFAULT_TTL_DENIED,
+				      err, sizeof(err));
+		if (!d->auth) {
+			log_error("--auth-url %s: %s", o->auth_url, err);
+			return -1;
+		}
+	}
 	/* SOCKS5 UDP ASSOCIATE: the tunnel's policy and QUIC setting. */
 	struct socks_udp_config suc = {
 		.policy = &d->policy,
@@ -398,6 +410,7 @@ int daemon_listeners_open(struct daemon *d)
 			.addr = dp->addr,
 			.relay = d->relay,
 			.users = d->users,
+			.auth = d->auth,
 			.peer = dp->peer,
 			.udp = &suc,
 		};
@@ -416,7 +429,11 @@ int daemon_listeners_open(struct daemon *d)
 			 dp->http && dp->socks5 ? "HTTP proxy and SOCKS5"
 			 : dp->http             ? "HTTP proxy"
 						: "SOCKS5",
-			 a, d->users ? " (credentials from --users)" : "");
+			 a,
+			 d->users && d->auth ? " (credentials from --users and --auth-url)"
+			 : d->users          ? " (credentials from --users)"
+			 : d->auth           ? " (credentials from --auth-url)"
+					     : "");
 	}
 	for (size_t i = 0; i < o->ntargets; i++) {
 		const struct listen_target *t = &o->targets[i];
@@ -450,4 +467,6 @@ void daemon_listeners_close(struct daemon *d)
 	for (size_t i = 0; i < d->nudp_forwards; i++)
 		udp_forward_free(d->udp_forwards[i]);
 	d->nudp_forwards = 0;
+	authext_free(d->auth); /* after the proxies: their waits are cancelled */
+	d->auth = NULL;
 }

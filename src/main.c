@@ -8,6 +8,7 @@
 #include "mcpcmd.h"
 #include "replaycmd.h"
 #include "wrapcmd.h"
+#include "listen/authext.h"
 #include "peerops.h"
 #include "common/log.h"
 #include "cacmd.h"
@@ -399,6 +400,8 @@ static int cmd_run(int argc, char **argv)
 		{ "max-connections-per-user", required_argument, NULL, 0x127 },
 		{ "user-rate", required_argument, NULL, 0x128 },
 		{ "udp-forward", required_argument, NULL, 0x129 },
+		{ "auth-url", required_argument, NULL, 0x12a },
+		{ "auth-ttl", required_argument, NULL, 0x12b },
 		INTERCEPT_LONGOPTS,
 		{ 0 },
 	};
@@ -502,6 +505,25 @@ static int cmd_run(int argc, char **argv)
 		case 0x122:
 			o.users_file = optarg;
 			break;
+		case 0x12a:
+			o.auth_url = optarg;
+			break;
+		case 0x12b: {
+			const char *comma = strchr(optarg, ',');
+			char first[32];
+			snprintf(first, sizeof(first), "%.*s",
+				 comma ? (int)(comma - optarg) : (int)strlen(optarg), optarg);
+			unsigned long ok, denied = AUTHEXT_DEFAULT_TTL_DENIED;
+			if (parse_uint(first, 86400, &ok) < 0 || ok == 0 ||
+			    (comma && (parse_uint(comma + 1, 86400, &denied) < 0 || denied == 0)))
+				return usage_error(&cmd_run_def,
+						   "--auth-ttl \"%s\": expected SECONDS or "
+						   "ALLOWED,DENIED (1 to 86400)",
+						   optarg);
+			o.auth_ttl[0] = (uint32_t)ok;
+			o.auth_ttl[1] = (uint32_t)denied;
+			break;
+		}
 		case 0x123:
 			o.allow_open_proxy = true;
 			break;
@@ -632,7 +654,8 @@ static const struct command cmd_run_def = {
 	"[ADDR:]PORT=HOST:PORT[,...]]...\n"
 	"                  [--udp-forward [ADDR:]PORT=HOST:PORT]...\n"
 	"                  [--upstream-proxy URL[@GLOB]]... [--allow-open-proxy]\n"
-	"                  [--max-connections-per-user N] [--user-rate KBPS[,UP_KBPS]]",
+	"                  [--max-connections-per-user N] [--user-rate KBPS[,UP_KBPS]]\n"
+	"                  [--auth-url URL] [--auth-ttl SECONDS[,DENIED]]",
 	"Start the endpoint. On first start it creates the server key and, when no\n"
 	"peer exists, a peer named \"phone\" whose QR code it prints. Every TCP and\n"
 	"UDP flow of a peer is relayed to its destination and recorded in\n"
@@ -702,6 +725,9 @@ static const struct command cmd_run_def = {
 	"                           repeatable, the first match wins; the tunnel's flows too\n"
 	"  --allow-open-proxy       allow a listener on a non-loopback address without --users\n"
 	"                           (forwards: at all)\n"
+	"  --auth-url URL           ask this HTTP(S) endpoint about credentials --users does\n"
+	"                           not name: POST {user, password, via, client}; 2xx allows\n"
+	"  --auth-ttl S[,DENIED]    how long its verdicts are kept (300,30)\n"
 	"  --max-connections-per-user N  one --users user's connections at once (as a peer's)\n"
 	"  --user-rate KBPS[,UP_KBPS]  each --users user's bandwidth, kilobits/s, towards the\n"
 	"                           client (and from it; default the same), for all its flows\n"

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "listen/authext.h"
 #include "listen/proxyreq.h"
 #include "listen/sockstream.h"
 #include "listen/socks5.h"
@@ -38,7 +39,15 @@ struct proxy {
 	bool srv_closed, freed;
 };
 
-enum pstate { PS_FIRST, PS_HTTP, PS_SOCKS_GREET, PS_SOCKS_AUTH, PS_SOCKS_REQ, PS_RESOLVE };
+enum pstate {
+	PS_FIRST,
+	PS_HTTP,
+	PS_SOCKS_GREET,
+	PS_SOCKS_AUTH,
+	PS_SOCKS_REQ,
+	PS_AUTH_WAIT, /* the external endpoint is asked (authreq) */
+	PS_RESOLVE
+};
 
 struct pconn {
 	struct proxy *p;
@@ -54,6 +63,9 @@ struct pconn {
 	struct socks5_req sreq;
 	char user[256];
 	bool authed;
+	struct authext_req *authreq; /* PS_AUTH_WAIT */
+	bool auth_socks;             /* PS_AUTH_WAIT: for SOCKS5 (else HTTP) */
+	size_t auth_len;             /* PS_AUTH_WAIT, SOCKS5: the message's bytes */
 	struct sockaddr_storage client;
 	size_t len;
 	uint8_t buf[PROXYREQ_MAX_HEAD];
@@ -97,6 +109,8 @@ static void pconn_release(struct pconn *c)
 	}
 	if (c->have_req)
 		proxyreq_free(&c->req);
+	authext_cancel(c->authreq);
+	c->authreq = NULL;
 	memset(c->user, 0, sizeof(c->user));
 	uv_timer_stop(&c->timer);
 	uv_close((uv_handle_t *)&c->timer, pconn_on_timer_closed);
@@ -353,18 +367,92 @@ static void consume(struct pconn *c, size_t n)
 	c->len -= n;
 }
 
-static bool authenticate(struct pconn *c, const char *user, const char *pass)
+static bool needs_auth(const struct proxy *p)
 {
-	const struct users *u = c->p->cfg.users;
-	if (!u)
-		return true;
-	if (!users_check(u, user, pass)) {
-		c->p->st.auth_failed++;
-		return false;
+	return p->cfg.users || p->cfg.auth;
+}
+
+enum auth_result { AUTH_NO, AUTH_OK, AUTH_WAIT };
+
+static void pconn_auth_done(void *ctx, bool ok);
+
+/* The users file decides for the users it names; the external endpoint,
+ * when there is one, for the others (maybe later: AUTH_WAIT, the client
+ * paused, pconn_auth_done goes on). */
+static enum auth_result authenticate(struct pconn *c, const char *user, const char *pass,
+				     bool socks, size_t socks_len)
+{
+	struct proxy *p = c->p;
+	const struct users *u = p->cfg.users;
+	if (!needs_auth(p))
+		return AUTH_OK;
+	bool ok;
+	if (u && (users_has(u, user) || !p->cfg.auth)) {
+		ok = users_check(u, user, pass);
+	} else {
+		char client[INET6_ADDRSTRLEN + 8] = "";
+		char ip[INET6_ADDRSTRLEN] = "";
+		if (c->client.ss_family == AF_INET)
+			inet_ntop(AF_INET, &((struct sockaddr_in *)&c->client)->sin_addr, ip,
+				  sizeof(ip));
+		else if (c->client.ss_family == AF_INET6)
+			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&c->client)->sin6_addr, ip,
+				  sizeof(ip));
+		snprintf(client, sizeof(client), "%s", ip);
+		enum authext_verdict v =
+			authext_check(p->cfg.auth, user, pass, socks ? "socks5" : "http-proxy",
+				      client, pconn_auth_done, c, &c->authreq);
+		if (v == AUTHEXT_PENDING) {
+			snprintf(c->user, sizeof(c->user), "%s", user);
+			c->st = PS_AUTH_WAIT;
+			c->auth_socks = socks;
+			c->auth_len = socks_len;
+			stream_pause(c->s);
+			return AUTH_WAIT;
+		}
+		ok = v == AUTHEXT_ALLOW;
+	}
+	if (!ok) {
+		p->st.auth_failed++;
+		return AUTH_NO;
 	}
 	snprintf(c->user, sizeof(c->user), "%s", user);
 	c->authed = true;
-	return true;
+	return AUTH_OK;
+}
+
+static bool pconn_socks(struct pconn *c);
+
+/* The external endpoint's verdict: the exchange goes on where it waited. */
+static void pconn_auth_done(void *ctx, bool ok)
+{
+	struct pconn *c = ctx;
+	c->authreq = NULL;
+	if (!c->s) {
+		pconn_release(c);
+		return;
+	}
+	if (!ok) {
+		c->p->st.auth_failed++;
+		memset(c->user, 0, sizeof(c->user));
+		if (c->auth_socks) {
+			answer(c->s, (uint8_t[]){ 1, 1 }, 2);
+			pconn_release(c);
+		} else {
+			pconn_http_error(c, 407, "wrong user or password");
+		}
+		return;
+	}
+	c->authed = true;
+	if (!c->auth_socks) {
+		pconn_resolve(c, c->req.host, c->req.port);
+		return;
+	}
+	answer(c->s, (uint8_t[]){ 1, 0 }, 2);
+	consume(c, c->auth_len);
+	c->st = PS_SOCKS_REQ;
+	stream_resume(c->s);
+	(void)pconn_socks(c);
 }
 
 /* false: the connection was let go. */
@@ -389,10 +477,18 @@ static bool pconn_http(struct pconn *c)
 		pconn_http_error(c, 503, "too many connections to this listener");
 		return false;
 	}
-	if (c->p->cfg.users && (!c->req.has_auth || !authenticate(c, c->req.user, c->req.pass))) {
-		pconn_http_error(c, 407,
-				 c->req.has_auth ? "wrong user or password" : "credentials needed");
-		return false;
+	if (needs_auth(c->p)) {
+		enum auth_result ar = c->req.has_auth
+					      ? authenticate(c, c->req.user, c->req.pass, false, 0)
+					      : AUTH_NO;
+		if (ar == AUTH_WAIT)
+			return false;
+		if (ar == AUTH_NO) {
+			pconn_http_error(c, 407,
+					 c->req.has_auth ? "wrong user or password"
+							 : "credentials needed");
+			return false;
+		}
 	}
 	pconn_resolve(c, c->req.host, c->req.port);
 	return false;
@@ -432,8 +528,8 @@ static bool pconn_socks(struct pconn *c)
 				return true;
 			uint8_t m = SOCKS5_NO_METHOD;
 			if (n > 0 && !c->over_limit)
-				m = p->cfg.users ? (userpass ? SOCKS5_USERPASS : SOCKS5_NO_METHOD)
-						 : (none ? SOCKS5_NO_AUTH : SOCKS5_NO_METHOD);
+				m = needs_auth(p) ? (userpass ? SOCKS5_USERPASS : SOCKS5_NO_METHOD)
+						  : (none ? SOCKS5_NO_AUTH : SOCKS5_NO_METHOD);
 			if (n < 0 || m == SOCKS5_NO_METHOD) {
 				if (n < 0)
 					p->st.bad_request++;
@@ -454,8 +550,12 @@ static bool pconn_socks(struct pconn *c)
 			n = socks5_parse_userpass(c->buf, c->len, user, pass);
 			if (n == 0)
 				return true;
-			bool ok = n > 0 && authenticate(c, user, pass);
+			enum auth_result ar =
+				n > 0 ? authenticate(c, user, pass, true, (size_t)n) : AUTH_NO;
 			memset(pass, 0, sizeof(pass));
+			if (ar == AUTH_WAIT)
+				return false;
+			bool ok = ar == AUTH_OK;
 			if (n < 0)
 				p->st.bad_request++;
 			answer(c->s, (uint8_t[]){ 1, ok ? 0 : 1 }, 2);
@@ -522,7 +622,7 @@ static void pconn_on_recv(void *arg, const uint8_t *data, size_t len)
 	}
 	if (c->st == PS_HTTP)
 		(void)pconn_http(c);
-	else if (c->st != PS_RESOLVE)
+	else if (c->st != PS_RESOLVE && c->st != PS_AUTH_WAIT)
 		(void)pconn_socks(c);
 }
 

@@ -53,8 +53,11 @@ struct proxy_config {
 	struct relay *relay;
 	const struct users *users; /* NULL: no authentication; else required */
 	const char *peer;          /* the flows' peer name (borrowed); NULL: none */
-	uint32_t max_connections;  /* open client connections; 0: the default */
-	uint32_t head_timeout_ms;  /* to say what it wants; 0: the default */
+	/* Credentials the users file does not name are asked of this endpoint
+	 * (listen/authext.h; borrowed). With it, credentials are required. */
+	struct authext *auth;
+	uint32_t max_connections; /* open client connections; 0: the default */
+	uint32_t head_timeout_ms; /* to say what it wants; 0: the default */
 	/* SOCKS5 UDP ASSOCIATE (listen/socksudp.h); NULL: refused. Copied. */
 	const struct socks_udp_config *udp;
 };

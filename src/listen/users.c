@@ -138,6 +138,11 @@ fail:
 	return NULL;
 }
 
+bool users_has(const struct users *u, const char *user)
+{
+	return u && user && find(u, user) != NULL;
+}
+
 bool users_check(const struct users *u, const char *user, const char *pass)
 {
 	if (!u || !user || !pass)

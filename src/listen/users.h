@@ -23,5 +23,7 @@ size_t users_count(const struct users *u);
 /* true when `user` is listed with `pass`. Plain passwords compare in
  * constant time for equal lengths. */
 bool users_check(const struct users *u, const char *user, const char *pass);
+/* Whether the file names this user (whatever the password). */
+bool users_has(const struct users *u, const char *user);
 
 #endif

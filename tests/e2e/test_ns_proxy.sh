@@ -131,10 +131,35 @@ kill "$WGMITM_PID"; wait "$WGMITM_PID" 2>/dev/null || true
 # Credentials: --users with a plain and a hashed password.
 printf '# test users\nalice:secret\nbob:%s\n' "$(openssl passwd -6 hunter2)" >"$E2E_TMP/users"
 head -c 524288 /dev/urandom >"$www/half.bin"
+# An external endpoint for the users the file does not name: carol:ext.
+cat >"$E2E_TMP/auth.py" <<'PY'
+import http.server, json, sys
+asked = []
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        asked.append(body)
+        ok = self.path == "/check" and body["user"] == "carol" and body["password"] == "ext"
+        self.send_response(200 if ok else 401)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def do_GET(self):
+        out = json.dumps(asked).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", 18099), H).serve_forever()
+PY
+serve "$SRV" python3 "$E2E_TMP/auth.py"
+wait_port "$SRV" 127.0.0.1 18099
 start_wgmitm "$SRV" "$HOME_DIR" --listen 127.0.0.1:0 --api off \
   --upstream-ca "$pki/ca.pem" --http-proxy $P --socks5 $P --users "$E2E_TMP/users" \
+  --auth-url http://127.0.0.1:18099/check \
   --max-connections-per-user 2 --user-rate 2000
-wait_for 10 grep -q "credentials from --users" "$E2E_TMP/wgmitm.log" || fail "no listener with users"
+wait_for 10 grep -q "credentials from --users and --auth-url" "$E2E_TMP/wgmitm.log" || fail "no listener with users"
 code=$("${c[@]}" -o /dev/null -w '%{http_code}' -x "http://127.0.0.1:$P" http://www.test:8080/hello.json || true)
 [ "$code" = 407 ] || fail "no credentials gave HTTP $code, not 407"
 code=$("${c[@]}" -o /dev/null -w '%{http_connect}' -x "http://alice:wrong@127.0.0.1:$P" https://www.test:8443/hello.json || true)
@@ -158,6 +183,25 @@ users = {(r.get("via"), r.get("user")) for r in recs if r["type"] == "http"}
 assert ("http-proxy", "alice") in users and ("http-proxy", "bob") in users and ("socks5", "bob") in users, users
 PY
 say "credentials: 407 without or wrong, plain and crypt(3) passwords, SOCKS5 RFC 1929; user recorded"
+
+# The external endpoint: carol is let in over HTTP and SOCKS5, asked once
+# (then cached); a wrong password is refused; file users are not asked.
+got=$("${c[@]}" -x "http://carol:ext@127.0.0.1:$P" http://www.test:8080/hello.json)
+[ "$got" = "$want" ] || fail "carol (--auth-url) through the HTTP proxy: got '$got'"
+got=$("${c[@]}" -x "socks5h://carol:ext@127.0.0.1:$P" https://www.test:8443/hello.json)
+[ "$got" = "$want" ] || fail "carol (--auth-url) through SOCKS5: got '$got'"
+code=$("${c[@]}" -o /dev/null -w '%{http_code}' -x "http://carol:nope@127.0.0.1:$P" http://www.test:8080/hello.json || true)
+[ "$code" = 407 ] || fail "a password the endpoint refuses gave HTTP $code"
+got=$("${c[@]}" -x "http://alice:secret@127.0.0.1:$P" http://www.test:8080/hello.json)
+[ "$got" = "$want" ] || fail "alice with --auth-url too: got '$got'"
+in_ns "$SRV" curl -sS --max-time 5 http://127.0.0.1:18099/ | python3 -c '
+import json, sys
+asked = json.load(sys.stdin)
+assert [(a["user"], a["password"]) for a in asked] == [("carol", "ext"), ("carol", "nope")], asked
+assert asked[0]["via"] == "http-proxy" and asked[0]["client"] == "127.0.0.1", asked[0]
+' || fail "the endpoint was asked: $(in_ns "$SRV" curl -sS http://127.0.0.1:18099/)"
+wait_for 10 grep -q '"user":"carol"' "$flows" || fail "carol not recorded"
+say "--auth-url: the endpoint lets carol in (HTTP, SOCKS5), once then cached; refusals; file users not asked"
 
 # Per-user limits: two connections at once (a third is a 503), and 2000
 # kbit/s for all of a user's flows: two 512 KiB downloads side by side take
