@@ -32,7 +32,6 @@ struct tmp {
 	char db[128];
 };
 
-
 /* How long a flush may take: a deadline, not a speed (a loaded machine,
  * sanitizers and parallel tests make seconds of what takes milliseconds). */
 #define FLUSH_MS 120000
