@@ -9,9 +9,9 @@
 # "direct" runs the load generator in the client namespace and reaches the
 # host over the same two veths as the tunnels, routed by the kernel in srv:
 # the same hops, no tunnel, no proxy. mitmproxy listens in srv on the veth
-# address and keeps its flows in memory (its defaults: no -w file, no
-# stream_large_bodies); wgmitm records every exchange to HOME/flows.jsonl
-# with its default body cap.
+# address with its defaults (mitmdump keeps no flows and writes none: no
+# -w file, no stream_large_bodies); wgmitm records every exchange to
+# HOME/flows.jsonl with its default body cap.
 #
 # Metrics (each repeated REPS times, medians printed):
 #   rps      h2load, 64 keep-alive connections, 1 KiB body, HTTP/1.1 and h2
