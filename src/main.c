@@ -158,6 +158,22 @@ static int parse_uint(const char *text, unsigned long max, unsigned long *out)
 	return 0;
 }
 
+/* "A" or "A,B", both from 1 to max; *b is left as it is without ",B". */
+static int parse_uint_pair(const char *text, unsigned long max, unsigned long *a, unsigned long *b)
+{
+	const char *comma = strchr(text, ',');
+	char first[32];
+	size_t n = comma ? (size_t)(comma - text) : strlen(text);
+	if (n >= sizeof(first))
+		return -EINVAL;
+	memcpy(first, text, n);
+	first[n] = '\0';
+	if (parse_uint(first, max, a) < 0 || *a == 0 ||
+	    (comma && (parse_uint(comma + 1, max, b) < 0 || *b == 0)))
+		return -EINVAL;
+	return 0;
+}
+
 /* The interception options `run` and `wrap` share (their getopt codes:
  * C I p b N). 0 when `c` was one and is taken, a usage error's status,
  * or -1 when `c` is none of them. */
@@ -509,13 +525,8 @@ static int cmd_run(int argc, char **argv)
 			o.auth_url = optarg;
 			break;
 		case 0x12b: {
-			const char *comma = strchr(optarg, ',');
-			char first[32];
-			snprintf(first, sizeof(first), "%.*s",
-				 comma ? (int)(comma - optarg) : (int)strlen(optarg), optarg);
 			unsigned long ok, denied = AUTHEXT_DEFAULT_TTL_DENIED;
-			if (parse_uint(first, 86400, &ok) < 0 || ok == 0 ||
-			    (comma && (parse_uint(comma + 1, 86400, &denied) < 0 || denied == 0)))
+			if (parse_uint_pair(optarg, 86400, &ok, &denied) < 0)
 				return usage_error(&cmd_run_def,
 						   "--auth-ttl \"%s\": expected SECONDS or "
 						   "ALLOWED,DENIED (1 to 86400)",
@@ -546,18 +557,13 @@ static int cmd_run(int argc, char **argv)
 			break;
 		case 0x128: {
 			/* KBPS, or DOWN,UP in kilobits/s (as --network-condition) */
-			const char *comma = strchr(optarg, ',');
-			char first[32];
-			snprintf(first, sizeof(first), "%.*s",
-				 comma ? (int)(comma - optarg) : (int)strlen(optarg), optarg);
 			unsigned long down, up = 0;
-			if (parse_uint(first, 100000000, &down) < 0 || down == 0 ||
-			    (comma && (parse_uint(comma + 1, 100000000, &up) < 0 || up == 0)))
+			if (parse_uint_pair(optarg, 100000000, &down, &up) < 0)
 				return usage_error(&cmd_run_def,
 						   "--user-rate \"%s\": expected KBPS or DOWN,UP "
 						   "(kilobits/s, positive)",
 						   optarg);
-			if (!comma)
+			if (!up)
 				up = down;
 			o.user_rate[1] = (uint64_t)down * 1000 / 8;
 			o.user_rate[0] = (uint64_t)up * 1000 / 8;

@@ -289,14 +289,12 @@ struct authext *authext_new(uv_loop_t *loop, struct tls_ctx *tls, const char *ur
 		free(a);
 		return NULL;
 	}
-	/* The reverse listener's URL form: HOST[:PORT], then the path. */
+	/* HOST[:PORT], then the path. */
 	const char *slash = strchr(rest, '/');
 	size_t hn = slash ? (size_t)(slash - rest) : strlen(rest);
-	char spec[LISTEN_HOST_MAX + 300];
-	snprintf(spec, sizeof(spec), "%s%.*s@1", a->https ? "https://" : "http://", (int)hn, rest);
 	struct listen_target t;
-	char why[200];
-	if (hn >= LISTEN_HOST_MAX + 8 || listen_parse_reverse(spec, &t, why, sizeof(why)) < 0) {
+	memset(&t, 0, sizeof(t));
+	if (listen_parse_hostport(rest, hn, a->https ? 443 : 80, &t) < 0) {
 		snprintf(err, errlen, "the URL's host or port is not valid");
 		free(a);
 		return NULL;

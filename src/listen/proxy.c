@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "flows/flowlog.h"
 #include "listen/authext.h"
 #include "listen/proxyreq.h"
 #include "listen/sockstream.h"
@@ -390,15 +391,9 @@ static enum auth_result authenticate(struct pconn *c, const char *user, const ch
 	if (u && (users_has(u, user) || !p->cfg.auth)) {
 		ok = users_check(u, user, pass);
 	} else {
-		char client[INET6_ADDRSTRLEN + 8] = "";
-		char ip[INET6_ADDRSTRLEN] = "";
-		if (c->client.ss_family == AF_INET)
-			inet_ntop(AF_INET, &((struct sockaddr_in *)&c->client)->sin_addr, ip,
-				  sizeof(ip));
-		else if (c->client.ss_family == AF_INET6)
-			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&c->client)->sin6_addr, ip,
-				  sizeof(ip));
-		snprintf(client, sizeof(client), "%s", ip);
+		char client[INET6_ADDRSTRLEN] = "";
+		unsigned port;
+		(void)flowlog_format_ip((const struct sockaddr *)&c->client, client, &port);
 		enum authext_verdict v =
 			authext_check(p->cfg.auth, user, pass, socks ? "socks5" : "http-proxy",
 				      client, pconn_auth_done, c, &c->authreq);

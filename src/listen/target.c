@@ -80,8 +80,7 @@ static bool valid_name(const char *h)
 	return true;
 }
 
-/* "HOST:PORT", "[IPv6]:PORT"; default_port 0: the port is required. */
-static int parse_hostport(const char *s, size_t n, uint16_t default_port, struct listen_target *t)
+int listen_parse_hostport(const char *s, size_t n, uint16_t default_port, struct listen_target *t)
 {
 	const char *port = NULL;
 	size_t hl;
@@ -161,7 +160,7 @@ int listen_parse_reverse(const char *spec, struct listen_target *t, char *err, s
 		}
 		n = (size_t)(slash - url);
 	}
-	if (parse_hostport(url, n, dport, t) < 0) {
+	if (listen_parse_hostport(url, n, dport, t) < 0) {
 		snprintf(err, errlen, "the URL's host or port is not valid");
 		return -1;
 	}
@@ -212,7 +211,7 @@ int listen_parse_forward(const char *spec, struct listen_target *t, char *err, s
 	const char *target = eq + 1;
 	const char *comma = strchr(target, ',');
 	size_t tn = comma ? (size_t)(comma - target) : strlen(target);
-	if (parse_hostport(target, tn, 0, t) < 0) {
+	if (listen_parse_hostport(target, tn, 0, t) < 0) {
 		snprintf(err, errlen, "expected HOST:PORT after '='");
 		return -1;
 	}
@@ -280,7 +279,7 @@ int listen_parse_udp_forward(const char *spec, struct listen_target *t, char *er
 		snprintf(err, errlen, "a UDP forward takes no options");
 		return -1;
 	}
-	if (parse_hostport(target, strlen(target), 0, t) < 0) {
+	if (listen_parse_hostport(target, strlen(target), 0, t) < 0) {
 		snprintf(err, errlen, "expected HOST:PORT after '='");
 		return -1;
 	}
@@ -345,7 +344,7 @@ int listen_parse_parent(const char *spec, struct listen_parent *out, char *err, 
 	} else if (at1) {
 		memset(&probe, 0, sizeof(probe));
 		const char *tail = at1 + 1;
-		if (parse_hostport(tail, strlen(tail), 0, &probe) == 0) {
+		if (listen_parse_hostport(tail, strlen(tail), 0, &probe) == 0) {
 			creds = rest;
 			cn = (size_t)(at1 - rest);
 			auth = tail;
@@ -359,7 +358,7 @@ int listen_parse_parent(const char *spec, struct listen_parent *out, char *err, 
 		an--; /* "http://parent:3128/" */
 	struct listen_target t;
 	memset(&t, 0, sizeof(t));
-	if (parse_hostport(auth, an, 0, &t) < 0) {
+	if (listen_parse_hostport(auth, an, 0, &t) < 0) {
 		snprintf(err, errlen, "expected HOST:PORT for the proxy");
 		return -1;
 	}

@@ -29,6 +29,10 @@ struct listen_target {
 	const char *via;          /* "reverse" or "forward" */
 };
 
+/* "HOST[:PORT]" (a name, an IPv4 address or [IPv6]) of n bytes into t->host
+ * and t->port; default_port 0: the port is required. 0 or -1. */
+int listen_parse_hostport(const char *s, size_t n, uint16_t default_port, struct listen_target *t);
+
 /* "[ADDR:]PORT" (ADDR an IPv4 address or [IPv6]; 127.0.0.1 when absent;
  * PORT 1-65535). 0 or -1. */
 int listen_parse_addr(const char *s, size_t n, struct sockaddr_storage *out);
