@@ -992,6 +992,11 @@ static int load_config(struct daemon *d)
 
 int daemon_set_config(struct daemon *d, json_t *doc, struct config_error *err)
 {
+	/* Listeners first: a port they cannot have leaves everything as it was. */
+	const json_t *ls = json_object_get(doc, "listeners");
+	if (!json_equal(json_object_get(d->config, "listeners"), ls) &&
+	    daemon_listeners_set(d, ls, err) < 0)
+		return -1;
 	struct runconfig_targets t;
 	config_targets(d, &t);
 	int rc = runconfig_apply(&t, d->config, doc, err);

@@ -39,6 +39,7 @@ struct daemon_wrap {
 #define DAEMON_MAX_PROXY 8
 #define DAEMON_MAX_TARGETS 16
 #define DAEMON_MAX_UDP_FORWARDS 16
+#define DAEMON_MAX_LISTENERS 32 /* the configuration's "listeners" */
 
 /* A proxy listener of run's --http-proxy / --socks5 (one port may be both). */
 struct daemon_proxy {

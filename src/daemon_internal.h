@@ -13,6 +13,9 @@
 #include "control/config.h"
 #include "daemon.h"
 #include "flows/flowlog.h"
+#include "listen/proxy.h"
+#include "listen/socksudp.h"
+#include "listen/udpfwd.h"
 #include "mitm/policy.h"
 #include "mitm/udp.h"
 #include "common/shaper.h"
@@ -111,13 +114,22 @@ struct daemon {
 	struct replay_engine *replay;  /* resends recorded requests (API) */
 	uint64_t notified_lines;       /* flowlog_lines when the store was last told */
 	uv_poll_t tun_poll;            /* wrap: the command's TUN device */
-	/* The proxy, reverse and forward listeners (daemonlisten.c). */
-	struct proxy *proxies[DAEMON_MAX_PROXY + DAEMON_MAX_TARGETS];
+	/* The listeners (daemonlisten.c): the configuration's, by name, and
+	 * wrap --env-proxy's own. proxies and udp_forwards list every open
+	 * one, for the counters; retired_* keep the counts of closed ones. */
+	struct daemon_listener *listeners; /* DAEMON_MAX_LISTENERS */
+	size_t nlisteners;
+	struct proxy *internal[DAEMON_MAX_PROXY];
+	size_t ninternal;
+	struct proxy *proxies[DAEMON_MAX_LISTENERS + DAEMON_MAX_PROXY];
 	size_t nproxies;
-	struct users *users;                                       /* --users */
-	struct authext *auth;                                      /* --auth-url */
-	struct udp_forward *udp_forwards[DAEMON_MAX_UDP_FORWARDS]; /* --udp-forward */
+	struct udp_forward *udp_forwards[DAEMON_MAX_LISTENERS];
 	size_t nudp_forwards;
+	struct proxy_stats retired_proxy;
+	struct socks_udp_stats retired_socks_udp;
+	struct udp_forward_stats retired_udp_forward;
+	struct users *users;  /* --users */
+	struct authext *auth; /* --auth-url */
 	/* Our UDP ports on the host (WireGuard, the UDP forwards): no UDP
 	 * relay sends there (daemonlisten.c fills it). */
 	struct udp_relay_ports udp_protect;

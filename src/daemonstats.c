@@ -237,7 +237,8 @@ static void snapshot_take(const struct daemon *d, struct snapshot *c)
 		tls_ctx_stats(d->tls, &c->tls);
 	if ((c->runs[G_CAPAGE] = d->capage != NULL))
 		capage_get_stats(d->capage, &c->ca);
-	c->runs[G_LISTEN] = d->nproxies > 0 || d->nudp_forwards > 0;
+	c->runs[G_LISTEN] = d->nproxies > 0 || d->nudp_forwards > 0 ||
+			    d->retired_proxy.accepted > 0 || d->retired_udp_forward.datagrams > 0;
 	for (size_t i = 0; i < d->nudp_forwards; i++) {
 		struct udp_forward_stats fs;
 		udp_forward_get_stats(d->udp_forwards[i], &fs);
@@ -267,6 +268,26 @@ static void snapshot_take(const struct daemon *d, struct snapshot *c)
 		c->listen.refused_policy += ps.refused_policy;
 		c->listen.resolve_failed += ps.resolve_failed;
 	}
+	/* Listeners closed since: their counts go on. */
+	const struct proxy_stats *rp = &d->retired_proxy;
+	c->listen.accepted += rp->accepted;
+	c->listen.handed += rp->handed;
+	c->listen.auth_failed += rp->auth_failed;
+	c->listen.bad_request += rp->bad_request;
+	c->listen.refused_limit += rp->refused_limit;
+	c->listen.refused_policy += rp->refused_policy;
+	c->listen.resolve_failed += rp->resolve_failed;
+	const struct socks_udp_stats *ru = &d->retired_socks_udp;
+	c->sudp.associations += ru->associations;
+	c->sudp.datagrams += ru->datagrams;
+	c->sudp.foreign += ru->foreign;
+	c->sudp.fragments += ru->fragments;
+	c->sudp.malformed += ru->malformed;
+	const struct udp_forward_stats *rf = &d->retired_udp_forward;
+	c->fwd_datagrams += rf->datagrams;
+	c->fwd_flows += rf->relay.flows_opened;
+	c->fwd_bytes_up += rf->relay.bytes_up;
+	c->fwd_bytes_down += rf->relay.bytes_down;
 
 	c->peers = d->npeers;
 	c->handshakes = c->wg.handshakes_initiator + c->wg.handshakes_responder;

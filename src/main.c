@@ -272,7 +272,7 @@ static int condition_option(const struct command *cmd, const char *arg, struct d
 	struct config_error err;
 	if (daemon_shape_check(c, "--network-condition", &err) < 0) {
 		json_decref(c);
-		char msg[400];
+		char msg[sizeof(err.field) + sizeof(err.message) + 2];
 		snprintf(msg, sizeof(msg), "%s: %s", err.field, err.message);
 		return usage_error(cmd, "%s", msg);
 	}

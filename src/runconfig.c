@@ -5,10 +5,12 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "daemonlisten.h"
 #include "daemonshape.h"
 #include "flows/fields.h"
 #include "flows/filter.h"
 #include "flows/flowlog.h"
+#include "listen/entry.h"
 #include "mitm/dns.h"
 #include "mitm/passthru.h"
 #include "mitm/policy.h"
@@ -61,11 +63,25 @@ static int check_dns_override(const json_t *o, const char *path, struct config_e
 	return -1;
 }
 
+/* One listener alone; what it shares with the others (ports) is checked
+ * when it is applied. */
+static int check_listener(const json_t *o, const char *path, struct config_error *err)
+{
+	struct listen_entry e;
+	char member[64], why[256];
+	if (listen_entry_parse(o, &e, member, sizeof(member), why, sizeof(why)) == 0)
+		return 0;
+	snprintf(err->field, sizeof(err->field), "%.100s%s%.26s", path, *member ? "." : "", member);
+	snprintf(err->message, sizeof(err->message), "%s", why);
+	return -1;
+}
+
 const struct config_checks runconfig_checks = { .filter = check_filter,
 						.dns_upstream = check_dns,
 						.rule = check_rule,
 						.dns_override = check_dns_override,
-						.condition = daemon_shape_check };
+						.condition = daemon_shape_check,
+						.listener = check_listener };
 
 /* ---- The capture scope ------------------------------------------------------ */
 
@@ -189,6 +205,11 @@ json_t *runconfig_from_options(const struct daemon_options *o)
 				    json_integer(o->max_tcp_per_peer));
 	if (o->network_conditions)
 		json_object_set_new(d, "network_conditions", json_deep_copy(o->network_conditions));
+	json_t *ls = daemon_listeners_from_options(o);
+	if (json_array_size(ls))
+		json_object_set_new(d, "listeners", json_pack("{s:o}", "add", ls));
+	else
+		json_decref(ls);
 	return d;
 }
 

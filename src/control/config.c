@@ -91,6 +91,7 @@ static const struct field fields[] = {
 	{ .name = "intercept_rules", .kind = K_OBJLIST, .max_items = 256, .key = "id" },
 	{ .name = "dns_overrides", .kind = K_OBJLIST, .max_items = 64, .key = "name" },
 	{ .name = "network_conditions", .kind = K_OBJLIST, .max_items = 64, .key = "device" },
+	{ .name = "listeners", .kind = K_OBJLIST, .max_items = 32, .key = "name" },
 };
 
 #define NFIELDS (sizeof(fields) / sizeof(fields[0]))
@@ -239,6 +240,7 @@ static int check_item(const struct field *f, const json_t *v, const char *path,
 			!chk                                      ? NULL
 			: strcmp(f->name, "intercept_rules") == 0 ? chk->rule
 			: strcmp(f->name, "dns_overrides") == 0   ? chk->dns_override
+			: strcmp(f->name, "listeners") == 0       ? chk->listener
 								  : chk->condition;
 		return check ? check(v, path, err) : 0;
 	}

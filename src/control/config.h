@@ -33,7 +33,7 @@
 
 struct config_error {
 	char field[128]; /* path of the offending field; "" for the request itself */
-	char message[256];
+	char message[512];
 };
 
 /* Checks of values that other modules understand (a filter expression, a
@@ -46,6 +46,7 @@ struct config_checks {
 	int (*rule)(const json_t *rule, const char *path, struct config_error *err);
 	int (*dns_override)(const json_t *o, const char *path, struct config_error *err);
 	int (*condition)(const json_t *o, const char *path, struct config_error *err);
+	int (*listener)(const json_t *o, const char *path, struct config_error *err);
 };
 
 /* The defaults, every field. */

@@ -37,6 +37,7 @@ struct proxy {
 	struct socks_udp *udp;           /* the UDP associations; NULL: none */
 	struct proxy_stats st;
 	struct pconn *conns;
+	size_t live; /* pconns not yet freed: released ones wait for their timer */
 	bool srv_closed, freed;
 };
 
@@ -74,8 +75,16 @@ struct pconn {
 
 static void proxy_free_now(struct proxy *p)
 {
-	if (p->freed && p->srv_closed && !p->conns && p->st.open == 0)
+	if (p->freed && p->srv_closed && !p->conns && !p->live && p->st.open == 0)
 		free(p);
+}
+
+static void pconn_free(struct pconn *c)
+{
+	struct proxy *p = c->p;
+	free(c);
+	p->live--;
+	proxy_free_now(p);
 }
 
 static void pconn_on_timer_closed(uv_handle_t *h)
@@ -84,9 +93,7 @@ static void pconn_on_timer_closed(uv_handle_t *h)
 	c->timer_closed = true;
 	if (c->resolving)
 		return; /* the resolver's callback frees it */
-	struct proxy *p = c->p;
-	free(c);
-	proxy_free_now(p);
+	pconn_free(c);
 }
 
 /* Done with the exchange: the stream was handed on, is gone, or is closed
@@ -304,9 +311,7 @@ static void pconn_on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo
 		if (!c->released) {
 			pconn_release(c);
 		} else if (c->timer_closed) {
-			struct proxy *p = c->p;
-			free(c);
-			proxy_free_now(p);
+			pconn_free(c);
 		}
 		return;
 	}
@@ -672,6 +677,7 @@ static void proxy_on_connection(uv_stream_t *srv, int status)
 		return;
 	}
 	c->p = p;
+	p->live++;
 	c->ss = ss;
 	c->s = s;
 	c->over_limit = p->st.open > p->cfg.max_connections;

@@ -27,6 +27,7 @@ struct listen_target {
 	uint16_t port;
 	struct relay_shape shape; /* shape.name is left NULL: it is `host` */
 	const char *via;          /* "reverse" or "forward" */
+	const char *spec; /* run's option as given (borrowed); NULL: from the configuration */
 };
 
 /* "HOST[:PORT]" (a name, an IPv4 address or [IPv6]) of n bytes into t->host

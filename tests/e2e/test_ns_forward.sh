@@ -34,6 +34,7 @@ serve "$HOST" nghttpd -d "$www" 8444 "$pki/www.key" "$pki/www.pem"
 serve "$HOST" nghttpd -d "$www" --no-tls 8445
 serve "$HOST" python3 "$hosts" tcpecho 7
 serve "$HOST" python3 "$hosts" halfclose 9000
+serve "$HOST" python3 "$hosts" udpecho 7001
 for p in 8443 8080 8444 8445 7 9000; do wait_port "$HOST" 127.0.0.1 $p; done
 
 HOME_DIR="$E2E_TMP/home"
@@ -166,6 +167,98 @@ n=$(in_ns "$SRV" curl -sS -H "Authorization: Bearer $token" "http://127.0.0.1:18
   python3 -c 'import json,sys; print(len(json.load(sys.stdin)["flows"]))')
 [ "$n" -ge 5 ] || fail "the store lists $n reverse exchanges"
 say "records: via, both legs, the upstream's URL; ~via reverse in the store"
+
+# Listeners through the configuration: named, added, changed and removed
+# at run time; an unchanged one keeps its clients; a port two want, the
+# API's port, an open one, a bad field and a bind that fails are refused
+# and leave the listeners as they were.
+in_ns "$SRV" python3 - "$token" <<'PY' || fail "listeners through the configuration"
+import json, socket, sys, time, urllib.request, urllib.error
+token = sys.argv[1]
+def api(path, body=None):
+    req = urllib.request.Request("http://127.0.0.1:18090" + path, data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
+def get(port, path="/hello.json", proxy=None):
+    h = urllib.request.ProxyHandler({"http": proxy} if proxy else {})
+    with urllib.request.build_opener(h).open("http://%s/%s" % ("www.test:8080" if proxy else "127.0.0.1:%d" % port, path.lstrip("/")), timeout=10) as r:
+        return r.read()
+def refused(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), 3).close()
+        return False
+    except ConnectionRefusedError:
+        return True
+def names(doc):
+    return [l["name"] for l in doc["listeners"]]
+st, doc = api("/api/config")
+assert "forward@127.0.0.1:18447" in names(doc) and "reverse@127.0.0.1:18443" in names(doc), names(doc)
+# A client of an unchanged listener: the echo forward, open across changes.
+echo = socket.create_connection(("127.0.0.1", 18447), 5)
+echo.settimeout(5)
+echo.sendall(b"before\n"); assert echo.recv(100) == b"before\n"
+st, doc = api("/api/config/configure", {"listeners": {"add": [
+    {"name": "api-fwd", "type": "forward", "listen": 18460, "target": "www.test:8443", "upstream_tls": True},
+    {"name": "api-proxy", "type": "http-proxy", "listen": "127.0.0.1:18462", "max_connections": 8},
+    {"name": "api-compact", "type": "forward", "spec": "18463=www.test:8080"}]}})
+assert st == 200, (st, doc)
+assert b'"forward"' in get(18460) and b'"forward"' in get(18463), "added forwards"
+assert b'"forward"' in get(0, proxy="http://127.0.0.1:18462"), "added proxy"
+def refuse(entry, field, words):
+    st, doc = api("/api/config/configure", {"listeners": {"add": [entry]}})
+    assert st == 400, (entry, st, doc)
+    e = doc["error"]
+    assert e["field"].endswith(field) and words in e["message"], (entry, e)
+    return e
+refuse({"name": "dup", "type": "forward", "listen": 18444, "target": "www.test:1"}, ".listen", "already listener forward@127.0.0.1:18444")
+refuse({"name": "apiport", "type": "socks5", "listen": 18090}, ".listen", "control API's port")
+refuse({"name": "open", "type": "forward", "listen": "0.0.0.0:18464", "target": "www.test:1"}, ".listen", "--allow-open-proxy")
+refuse({"name": "notarget", "type": "forward", "listen": 18465, "target": "www.test"}, ".target", "HOST:PORT")
+refuse({"name": "rev", "type": "reverse", "listen": 18465, "url": "ftp://x"}, ".url", "http://")
+refuse({"name": "x", "type": "socks5", "listen": 18465, "url": "http://x"}, ".url", "not a member")
+taken = socket.socket(); taken.bind(("127.0.0.1", 18466)); taken.listen()
+refuse({"name": "taken", "type": "http-proxy", "listen": 18466}, ".listen", "address already in use")
+taken.close()
+st, doc = api("/api/config")
+assert "taken" not in names(doc) and "api-fwd" in names(doc), names(doc)
+assert b'"forward"' in get(18460) and not refused(18462), "a refusal changed the listeners"
+# Changed: the proxy moves; removed: the compact forward goes.
+st, doc = api("/api/config/configure", {"listeners": {"add": [{"name": "api-proxy", "type": "http-proxy", "listen": 18467}], "remove": ["api-compact"]}})
+assert st == 200, doc
+assert refused(18462) and refused(18463), "the old ports still listen"
+assert b'"forward"' in get(0, proxy="http://127.0.0.1:18467"), "the moved proxy"
+echo.sendall(b"after\n"); assert echo.recv(100) == b"after\n", "the unchanged listener lost its client"
+echo.close()
+# A UDP forward added, used, then removed while its flow is live.
+st, doc = api("/api/config/configure", {"listeners": {"add": [{"name": "api-udp", "type": "udp-forward", "listen": 18470, "target": "203.0.113.10:7001"}]}})
+assert st == 200, doc
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(2)
+for _ in range(5):
+    u.sendto(b"ping", ("127.0.0.1", 18470))
+    try:
+        if u.recvfrom(100)[0] == b"ping":
+            break
+    except socket.timeout:
+        pass
+else:
+    raise AssertionError("no echo through the added UDP forward")
+st, doc = api("/api/config/configure", {"listeners": {"remove": ["api-udp"]}})
+assert st == 200 and "api-udp" not in names(doc), doc
+u.sendto(b"gone", ("127.0.0.1", 18470))
+try:
+    got = u.recvfrom(100)[0]
+    raise AssertionError("the removed UDP forward answered: %r" % got)
+except (socket.timeout, ConnectionRefusedError):
+    pass
+st, stats = api("/api/stats")
+assert stats["listeners"]["accepted"] >= 5, stats["listeners"]
+PY
+say "listeners added, changed and removed through the configuration; collisions and bad fields refused naming the field"
 kill "$WGMITM_PID"; wait "$WGMITM_PID" 2>/dev/null || true
 
 # Bad specs name the option; a forward open to the network is refused.

@@ -1,8 +1,8 @@
 /* The listeners' parsers of untrusted bytes: the HTTP proxy's request
  * head (CONNECT, absolute form, the rewrite, credentials, refusals), the
  * SOCKS5 messages and replies, the header of SOCKS5 UDP datagrams, the
- * users file, and the specs of the reverse, forward and UDP forward
- * listeners. */
+ * users file, the specs of the reverse, forward and UDP forward
+ * listeners, and the configuration's listener entries. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +18,7 @@
 
 #include <uv.h>
 
+#include "listen/entry.h"
 #include "listen/proxyreq.h"
 #include "listen/socks5.h"
 #include "listen/target.h"
@@ -531,6 +532,115 @@ static void test_udp_forward_spec(void **state)
 			fail_msg("%s: \"%s\"", bad[i].spec, err);
 }
 
+static int entry(const char *text, struct listen_entry *e, char *field, char *why)
+{
+	json_error_t je;
+	json_t *j = json_loads(text, 0, &je);
+	assert_non_null(j);
+	field[0] = why[0] = '\0';
+	int rc = listen_entry_parse(j, e, field, 64, why, 256);
+	json_decref(j);
+	return rc;
+}
+
+static void test_entries(void **state)
+{
+	(void)state;
+	struct listen_entry e;
+	char field[64], why[256];
+	assert_int_equal(entry("{\"name\":\"web\",\"type\":\"http-proxy+socks5\",\"listen\":8080,"
+			       "\"max_connections\":7}",
+			       &e, field, why),
+			 0);
+	assert_string_equal(e.name, "web");
+	assert_int_equal(e.kind, LISTEN_PROXY);
+	assert_true(e.http && e.socks5);
+	assert_int_equal(e.max_connections, 7);
+	assert_int_equal(ntohs(((struct sockaddr_in *)&e.t.addr)->sin_port), 8080);
+	assert_int_equal(((struct sockaddr_in *)&e.t.addr)->sin_addr.s_addr,
+			 htonl(INADDR_LOOPBACK));
+
+	assert_int_equal(entry("{\"name\":\"api\",\"type\":\"reverse\",\"listen\":\"[::1]:8443\","
+			       "\"url\":\"https://backend.test:9443\"}",
+			       &e, field, why),
+			 0);
+	assert_int_equal(e.kind, LISTEN_TARGET);
+	assert_string_equal(e.t.host, "backend.test");
+	assert_int_equal(e.t.port, 9443);
+	assert_true(e.t.shape.upstream_tls);
+	assert_int_equal(e.t.shape.client, RELAY_CLIENT_SNIFF);
+	assert_int_equal(e.t.addr.ss_family, AF_INET6);
+
+	/* The fields mean what the option's spec means. */
+	assert_int_equal(entry("{\"name\":\"db\",\"type\":\"forward\",\"listen\":\"5432\","
+			       "\"target\":\"db.test:5432\",\"protocol\":\"grpc\",\"tls\":true,"
+			       "\"upstream_tls\":true,\"upstream_insecure_skip_verify\":false}",
+			       &e, field, why),
+			 0);
+	struct listen_target t;
+	assert_int_equal(listen_parse_forward("5432=db.test:5432,protocol=grpc,tls,upstream-tls,"
+					      "insecure=false",
+					      &t, why, sizeof(why)),
+			 0);
+	assert_int_equal(memcmp(&e.t.shape, &t.shape, sizeof(t.shape)), 0);
+	assert_string_equal(e.t.host, t.host);
+	assert_int_equal(
+		entry("{\"name\":\"x\",\"type\":\"forward\",\"spec\":\"9000=h.test:1,tls\","
+		      "\"max_connections\":3}",
+		      &e, field, why),
+		0);
+	assert_int_equal(e.t.shape.client, RELAY_CLIENT_TLS);
+	assert_int_equal(e.max_connections, 3);
+	assert_int_equal(entry("{\"name\":\"u\",\"type\":\"udp-forward\",\"listen\":5353,"
+			       "\"target\":\"[2001:db8::1]:53\"}",
+			       &e, field, why),
+			 0);
+	assert_int_equal(e.kind, LISTEN_UDP_FORWARD);
+	assert_string_equal(e.t.host, "2001:db8::1");
+
+	/* Each refusal names its member. */
+	static const struct {
+		const char *text, *field, *words;
+	} bad[] = {
+		{ "{\"type\":\"socks5\",\"listen\":1}", "name", "printable" },
+		{ "{\"name\":\"a b\",\"type\":\"socks5\",\"listen\":1}", "name", "no spaces" },
+		{ "{\"name\":\"a\",\"type\":\"ftp\",\"listen\":1}", "type", "expected" },
+		{ "{\"name\":\"a\",\"type\":\"socks5\",\"listen\":0}", "listen", "1 to 65535" },
+		{ "{\"name\":\"a\",\"type\":\"socks5\",\"listen\":\"x:1\"}", "listen", "ADDR" },
+		{ "{\"name\":\"a\",\"type\":\"socks5\",\"listen\":1,\"target\":\"h:1\"}", "target",
+		  "not a member of a socks5" },
+		{ "{\"name\":\"a\",\"type\":\"forward\",\"listen\":1}", "target", "HOST:PORT" },
+		{ "{\"name\":\"a\",\"type\":\"forward\",\"listen\":1,\"target\":\"h:1,tls\"}",
+		  "target", "HOST:PORT" },
+		{ "{\"name\":\"a\",\"type\":\"forward\",\"listen\":1,\"target\":\"h:1\","
+		  "\"protocol\":\"ftp\"}",
+		  "protocol", "grpc" },
+		{ "{\"name\":\"a\",\"type\":\"forward\",\"listen\":1,\"target\":\"h:1\",\"tls\":1}",
+		  "tls", "true or false" },
+		{ "{\"name\":\"a\",\"type\":\"reverse\",\"listen\":1}", "url", "needs" },
+		{ "{\"name\":\"a\",\"type\":\"reverse\",\"listen\":1,\"url\":\"https://h/p\"}",
+		  "url", "path" },
+		{ "{\"name\":\"a\",\"type\":\"forward\",\"spec\":\"1=h:1\",\"tls\":true}", "tls",
+		  "not both" },
+		{ "{\"name\":\"a\",\"type\":\"forward\",\"spec\":\"1=h\"}", "spec", "HOST:PORT" },
+		{ "{\"name\":\"a\",\"type\":\"socks5\",\"listen\":1,\"max_connections\":0}",
+		  "max_connections", "1 to" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(entry(bad[i].text, &e, field, why), -1);
+		if (strcmp(field, bad[i].field) || !strstr(why, bad[i].words))
+			fail_msg("%s: %s: %s", bad[i].text, field, why);
+	}
+
+	/* run's options as entries: named by type and address. */
+	struct sockaddr_storage a;
+	assert_int_equal(listen_parse_addr("[::1]:9000", 10, &a), 0);
+	json_t *j = listen_entry_from_spec("forward", "[::1]:9000=h.test:1", &a);
+	assert_string_equal(json_string_value(json_object_get(j, "name")), "forward@[::1]:9000");
+	assert_int_equal(listen_entry_parse(j, &e, field, sizeof(field), why, sizeof(why)), 0);
+	json_decref(j);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -543,6 +653,7 @@ int main(void)
 		cmocka_unit_test(test_parents),
 		cmocka_unit_test(test_socks5_udp),
 		cmocka_unit_test(test_udp_forward_spec),
+		cmocka_unit_test(test_entries),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
