@@ -189,7 +189,8 @@ static void child_main(const struct child_args *a)
 	bool userns = geteuid() != 0;
 	if (unshare(CLONE_NEWNET | CLONE_NEWNS | (userns ? CLONE_NEWUSER : 0)) < 0)
 		die(userns ? "a user and network namespace (unprivileged user namespaces may be "
-			     "off: sysctl kernel.unprivileged_userns_clone)"
+			     "off: sysctl kernel.unprivileged_userns_clone; --env-proxy works "
+			     "without them)"
 			   : "a network namespace");
 	if (userns) {
 		char map[64];

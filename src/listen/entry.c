@@ -23,7 +23,7 @@ static const struct {
 	{ "http-proxy", LISTEN_PROXY, { "max_connections" } },
 	{ "socks5", LISTEN_PROXY, { "max_connections" } },
 	{ "http-proxy+socks5", LISTEN_PROXY, { "max_connections" } },
-	{ "reverse", LISTEN_TARGET, { "url", "max_connections" } },
+	{ "reverse", LISTEN_TARGET, { "url", "keep_host", "max_connections" } },
 	{ "forward",
 	  LISTEN_TARGET,
 	  { "target", "protocol", "tls", "upstream_tls", "upstream_insecure_skip_verify",
@@ -103,7 +103,11 @@ static int build_spec(const json_t *e, size_t ti, char *spec, size_t n, char *fi
 		if (!url)
 			return FAIL("url", "a reverse listener needs \"url\": "
 					   "\"http[s]://HOST[:PORT]\"");
-		if ((size_t)snprintf(spec, n, "%s@%s", url, l) >= n)
+		const json_t *kh = json_object_get(e, "keep_host");
+		if (kh && !json_is_boolean(kh))
+			return FAIL("keep_host", "expected true or false");
+		if ((size_t)snprintf(spec, n, "%s@%s%s", url, l,
+				     json_is_true(kh) ? ",keep-host" : "") >= n)
 			return FAIL("url", "too long");
 		return 0;
 	}
@@ -118,7 +122,8 @@ static int build_spec(const json_t *e, size_t ti, char *spec, size_t n, char *fi
 	const json_t *p = json_object_get(e, "protocol");
 	if (p) {
 		size_t i = 0;
-		while (json_is_string(p) && protocols[i] && strcmp(protocols[i], json_string_value(p)))
+		while (json_is_string(p) && protocols[i] &&
+		       strcmp(protocols[i], json_string_value(p)))
 			i++;
 		if (!json_is_string(p) || !protocols[i])
 			return FAIL("protocol",
@@ -190,8 +195,8 @@ int listen_entry_parse(const json_t *e, struct listen_entry *out, char *field, s
 		if (build_spec(e, ti, text, sizeof(text), field, fieldlen, why, whylen) < 0)
 			return -1;
 		member = out->kind == LISTEN_PROXY || out->kind == LISTEN_UDP_FORWARD ? "listen"
-			 : strcmp(out->type, "reverse") == 0			      ? "url"
-											      : "target";
+			 : strcmp(out->type, "reverse") == 0                          ? "url"
+										      : "target";
 	}
 	char w[200] = "";
 	int rc;

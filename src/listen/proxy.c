@@ -260,6 +260,7 @@ static void pconn_hand(struct pconn *c, const struct sockaddr *dest)
 	if (p->cfg.target) {
 		shape = p->target.shape;
 		shape.name = p->target.host;
+		shape.authority = p->target.authority[0] ? p->target.authority : NULL;
 		o.via = p->target.via;
 		o.shape = &shape;
 		o.dialled = NULL; /* a failure resets the client, as the tunnel's */

@@ -164,9 +164,22 @@ int listen_parse_reverse(const char *spec, struct listen_target *t, char *err, s
 		snprintf(err, errlen, "the URL's host or port is not valid");
 		return -1;
 	}
-	if (listen_parse_addr(at + 1, strlen(at + 1), &t->addr) < 0) {
+	const char *l = at + 1, *comma = strchr(l, ',');
+	size_t ln = comma ? (size_t)(comma - l) : strlen(l);
+	if (listen_parse_addr(l, ln, &t->addr) < 0) {
 		snprintf(err, errlen, "expected [ADDR:]PORT after '@'");
 		return -1;
+	}
+	if (comma && strcmp(comma + 1, "keep-host") != 0) {
+		snprintf(err, errlen, "after [ADDR:]PORT only \",keep-host\" may follow");
+		return -1;
+	}
+	if (!comma) {
+		bool v6 = strchr(t->host, ':') != NULL;
+		int n2 = snprintf(t->authority, sizeof(t->authority), v6 ? "[%s]" : "%s", t->host);
+		if (t->port != dport)
+			snprintf(t->authority + n2, sizeof(t->authority) - (size_t)n2, ":%u",
+				 t->port);
 	}
 	return 0;
 }

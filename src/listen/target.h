@@ -1,13 +1,15 @@
 /* The specs of run's fixed-target listeners:
  *
- *   --reverse URL@[ADDR:]PORT    URL is http://HOST[:PORT] or https://HOST[:PORT]
+ *   --reverse URL@[ADDR:]PORT[,keep-host]
+ *                                URL is http://HOST[:PORT] or https://HOST[:PORT]
  *   --forward [ADDR:]PORT=HOST:PORT[,protocol=P][,tls][,upstream-tls][,insecure[=BOOL]]
  *   --upstream-proxy URL[@GLOB]  (below)
  *   --udp-forward [ADDR:]PORT=HOST:PORT
  *
  * ADDR defaults to 127.0.0.1; HOST is a name, an IPv4 address or [IPv6].
  * A reverse listener takes TLS or plaintext from its clients (the first
- * bytes tell) and speaks the URL's scheme upstream; a forward's client
+ * bytes tell), speaks the URL's scheme upstream and gives HTTP requests
+ * the URL's host as Host (unless ",keep-host"); a forward's client
  * speaks TLS only with ",tls", its upstream only with ",upstream-tls".
  * P: auto, raw, http, http2, grpc, websocket, sse. */
 #ifndef WGMITM_LISTEN_TARGET_H
@@ -27,6 +29,9 @@ struct listen_target {
 	uint16_t port;
 	struct relay_shape shape; /* shape.name is left NULL: it is `host` */
 	const char *via;          /* "reverse" or "forward" */
+	/* reverse: the Host requests get, HOST[:PORT] (no port when the
+	 * scheme's); "" with ",keep-host" and for forwards. */
+	char authority[LISTEN_HOST_MAX + 9];
 	const char *spec; /* run's option as given (borrowed); NULL: from the configuration */
 };
 

@@ -64,7 +64,7 @@ struct side {
 
 struct h1rw {
 	struct h1rw_config cfg;
-	char *peer, *default_authority;
+	char *peer, *default_authority, *upstream_authority;
 	struct side req, resp;
 	struct rwreq *queue, *tail; /* sent upstream (or answered here), oldest first */
 	size_t queued;
@@ -555,6 +555,14 @@ static int req_headers_complete(llhttp_t *p)
 	if (!q)
 		return HPE_USER;
 	const char *method = llhttp_method_name((llhttp_method_t)llhttp_get_method(p));
+	if (w->upstream_authority) {
+		http_headers_remove(&s->h, "host");
+		if (http_headers_add(&s->h, "Host", 4, w->upstream_authority,
+				     strlen(w->upstream_authority)) < 0) {
+			free(q);
+			return HPE_USER;
+		}
+	}
 	const struct http_header *hh = http_headers_find(&s->h, "host");
 	const char *auth = hh ? hh->value : w->default_authority;
 	char host[256];
@@ -1465,12 +1473,14 @@ struct h1rw *h1rw_new(const struct h1rw_config *cfg)
 	w->cfg.rules = ruleset_ref(cfg->rules);
 	w->peer = cfg->peer ? strdup(cfg->peer) : NULL;
 	w->default_authority = cfg->default_authority ? strdup(cfg->default_authority) : NULL;
+	w->upstream_authority = cfg->upstream_authority ? strdup(cfg->upstream_authority) : NULL;
 	w->notes = json_array();
 	llhttp_init(&w->req.p, HTTP_REQUEST, &req_settings);
 	llhttp_init(&w->resp.p, HTTP_RESPONSE, &resp_settings);
 	w->req.p.data = w;
 	w->resp.p.data = w;
-	if (!w->notes || (cfg->peer && !w->peer)) {
+	if (!w->notes || (cfg->peer && !w->peer) ||
+	    (cfg->upstream_authority && !w->upstream_authority)) {
 		h1rw_free(w);
 		return NULL;
 	}
@@ -1501,6 +1511,7 @@ void h1rw_free(struct h1rw *w)
 	free(w->last);
 	free(w->peer);
 	free(w->default_authority);
+	free(w->upstream_authority);
 	ruleset_unref(w->cfg.rules);
 	free(w);
 }

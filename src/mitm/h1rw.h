@@ -95,7 +95,10 @@ struct h1rw_config {
 	const char *peer;              /* copied; NULL: none */
 	const char *scheme;            /* "https" or "http" */
 	const char *default_authority; /* the server "ip:port" (copied) */
-	size_t body_cap;               /* 0: H1RW_DEFAULT_BODY_CAP */
+	/* Every request's Host (:authority) replaced by this before the rules
+	 * see it: a reverse listener's upstream (copied); NULL: kept. */
+	const char *upstream_authority;
+	size_t body_cap; /* 0: H1RW_DEFAULT_BODY_CAP */
 };
 
 struct h1rw *h1rw_new(const struct h1rw_config *cfg);

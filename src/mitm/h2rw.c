@@ -75,7 +75,7 @@ struct h2s {
 
 struct h2rw {
 	struct h2rw_config cfg;
-	char *peer, *scheme, *default_authority;
+	char *peer, *scheme, *default_authority, *upstream_authority;
 	nghttp2_session *cl, *up;
 	struct h2s *streams;
 	size_t buffered, kept;
@@ -535,6 +535,15 @@ static void request_head(struct h2s *s)
 	struct h2rw *w = s->w;
 	struct half *h = &s->req;
 	h->head_done = true;
+	if (w->upstream_authority) {
+		free(s->authority);
+		s->authority = strdup(w->upstream_authority);
+		if (http_headers_find(&h->h, "host")) {
+			http_headers_remove(&h->h, "host");
+			(void)http_headers_add(&h->h, "host", 4, w->upstream_authority,
+					       strlen(w->upstream_authority));
+		}
+	}
 	const struct http_header *hh = http_headers_find(&h->h, "host");
 	s->had_host = hh != NULL;
 	if (!s->authority) {
@@ -1173,6 +1182,7 @@ struct h2rw *h2rw_new(const struct h2rw_config *cfg)
 	w->peer = cfg->peer ? strdup(cfg->peer) : NULL;
 	w->scheme = strdup(cfg->scheme ? cfg->scheme : "https");
 	w->default_authority = cfg->default_authority ? strdup(cfg->default_authority) : NULL;
+	w->upstream_authority = cfg->upstream_authority ? strdup(cfg->upstream_authority) : NULL;
 	w->done = json_object();
 	nghttp2_session_callbacks *cb = callbacks();
 	nghttp2_option *opt = NULL;
@@ -1181,6 +1191,7 @@ struct h2rw *h2rw_new(const struct h2rw_config *cfg)
 	nghttp2_option_set_no_auto_window_update(opt, 1);
 	if (!w->done || !w->scheme || (cfg->peer && !w->peer) ||
 	    (cfg->default_authority && !w->default_authority) ||
+	    (cfg->upstream_authority && !w->upstream_authority) ||
 	    nghttp2_session_server_new2(&w->cl, cb, w, opt) != 0 ||
 	    nghttp2_session_client_new2(&w->up, cb, w, opt) != 0)
 		goto fail;
@@ -1222,6 +1233,7 @@ void h2rw_free(struct h2rw *w)
 	free(w->peer);
 	free(w->scheme);
 	free(w->default_authority);
+	free(w->upstream_authority);
 	ruleset_unref(w->cfg.rules);
 	free(w);
 }

@@ -66,7 +66,10 @@ struct h2rw_config {
 	const char *peer;              /* copied; NULL: none */
 	const char *scheme;            /* "https" (copied; NULL: "https") */
 	const char *default_authority; /* the server "ip:port" (copied) */
-	size_t body_cap;               /* 0: H2RW_DEFAULT_BODY_CAP */
+	/* Every request's Host (:authority) replaced by this before the rules
+	 * see it: a reverse listener's upstream (copied); NULL: kept. */
+	const char *upstream_authority;
+	size_t body_cap; /* 0: H2RW_DEFAULT_BODY_CAP */
 };
 
 /* NULL on ENOMEM. Writes nothing until h2rw_flush or the first bytes. */

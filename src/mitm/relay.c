@@ -2014,7 +2014,8 @@ static void relay_conn_rules_start(struct relay_conn *c, const char *scheme, boo
 	struct relay_icpt *x = c->x;
 	const char *sni = x->hello.sni_present && !x->hello.sni_is_ip ? x->hello.sni : NULL;
 	const char *peer = c->flow.peer[0] ? c->flow.peer : NULL;
-	if (!r->rules || !ruleset_may_apply(r->rules, peer, sni))
+	const char *host = c->shape ? c->shape->authority : NULL;
+	if (!host && (!r->rules || !ruleset_may_apply(r->rules, peer, sni)))
 		return;
 	if (h2) {
 		struct h2rw_config hc = { .ops = { .to_upstream = rw_to_upstream,
@@ -2025,7 +2026,8 @@ static void relay_conn_rules_start(struct relay_conn *c, const char *scheme, boo
 					  .rules = r->rules,
 					  .peer = peer,
 					  .scheme = scheme,
-					  .default_authority = x->authority };
+					  .default_authority = x->authority,
+					  .upstream_authority = host };
 		x->h2rw = h2rw_new(&hc);
 		if (x->h2rw) {
 			r->stats.rules_connections++;
@@ -2045,7 +2047,8 @@ static void relay_conn_rules_start(struct relay_conn *c, const char *scheme, boo
 				  .rules = r->rules,
 				  .peer = peer,
 				  .scheme = scheme,
-				  .default_authority = x->authority };
+				  .default_authority = x->authority,
+				  .upstream_authority = host };
 	strbuf_init(&x->clout, 0);
 	x->rw = h1rw_new(&wc);
 	if (x->rw)
@@ -3096,7 +3099,8 @@ int relay_stream_accept(struct relay *r, struct stream *conn, const struct socka
 		c->dialled_ctx = o->ctx;
 		if (o->shape) {
 			size_t nl = o->shape->name ? strlen(o->shape->name) + 1 : 0;
-			c->shape = malloc(sizeof(*c->shape) + nl);
+			size_t al = o->shape->authority ? strlen(o->shape->authority) + 1 : 0;
+			c->shape = malloc(sizeof(*c->shape) + nl + al);
 			if (!c->shape) {
 				tally_give(r->per_peer, share);
 				free(c->pd);
@@ -3105,6 +3109,11 @@ int relay_stream_accept(struct relay *r, struct stream *conn, const struct socka
 			}
 			*c->shape = *o->shape;
 			c->shape->name = NULL;
+			if (al) {
+				char *a = (char *)(c->shape + 1) + nl;
+				memcpy(a, o->shape->authority, al);
+				c->shape->authority = a;
+			}
 			/* An IP literal is verified as the address dialled. */
 			struct in6_addr ip;
 			if (nl && inet_pton(AF_INET, o->shape->name, &ip) != 1 &&

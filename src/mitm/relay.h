@@ -223,6 +223,9 @@ struct relay_shape {
 	bool upstream_tls;
 	int insecure;     /* upstream verification: -1 as configured, 0 verify, 1 do not */
 	const char *name; /* the target's host (copied); NULL or an IP literal: none */
+	/* HTTP requests' Host (:authority) becomes this (copied): a reverse
+	 * listener's upstream. NULL: kept. Such streams take the active layer. */
+	const char *authority;
 };
 
 /* A stream from a listener (src/listen): who it is from and how its client

@@ -42,6 +42,7 @@ start_wgmitm "$SRV" "$HOME_DIR" --listen 127.0.0.1:0 --api 127.0.0.1:18090 \
   --upstream-ca "$pki/ca.pem" \
   --reverse https://www.test:8443@18443 \
   --reverse http://www.test:8080/@127.0.0.1:18080 \
+  --reverse http://www.test:8080@18081,keep-host \
   --forward 18444=www.test:8444,protocol=http2,tls,upstream-tls \
   --forward 18445=www.test:8444,protocol=http2,upstream-tls \
   --forward 18446=www.test:8445,tls,protocol=http2 \
@@ -62,6 +63,13 @@ got=$("${c[@]}" http://127.0.0.1:18443/hello.json)
 [ "$got" = "$want" ] || fail "reverse, plaintext client → TLS upstream: got '$got'"
 got=$("${c[@]}" --resolve www.test:18443:127.0.0.1 https://www.test:18443/hello.json)
 [ "$got" = "$want" ] || fail "reverse, TLS client → TLS upstream: got '$got'"
+# Requests reach the backend with its own name as Host, unless keep-host.
+host_seen() { "${c[@]}" "$@" | python3 -c 'import json,sys; print(dict((k.lower(), v) for k, v in json.load(sys.stdin))["host"])'; }
+[ "$(host_seen http://127.0.0.1:18443/headers)" = www.test:8443 ] || fail "reverse: Host not the backend's (plaintext client)"
+[ "$(host_seen --resolve www.test:18443:127.0.0.1 https://www.test:18443/headers)" = www.test:8443 ] ||
+  fail "reverse: Host not the backend's (TLS client)"
+[ "$(host_seen http://127.0.0.1:18080/headers)" = www.test:8080 ] || fail "reverse: Host not the backend's (plain)"
+[ "$(host_seen http://127.0.0.1:18081/headers)" = 127.0.0.1:18081 ] || fail "reverse keep-host: Host changed"
 # No SNI: the leaf carries the target's name.
 in_ns "$SRV" python3 - "$E2E_TMP/wgca.pem" <<'PY' || fail "reverse, TLS client without SNI"
 import socket, ssl, sys
@@ -144,6 +152,8 @@ def one(pred, what):
     got = [r for r in http if pred(r)]
     assert got, what
     return got[0]
+# The record keeps the request as the client sent it (Host included).
+assert any(r["url"] == "http://127.0.0.1:18080/headers" for r in http), "the client's Host"
 assert {r.get("via") for r in recs} <= {"reverse", "forward"}, {r.get("via") for r in recs}
 # Plaintext client to the HTTPS reverse: the URL is the upstream's, the
 # client leg null.
@@ -263,7 +273,7 @@ kill "$WGMITM_PID"; wait "$WGMITM_PID" 2>/dev/null || true
 
 # Bad specs name the option; a forward open to the network is refused.
 for spec in "--forward 18444" "--forward 18444=www.test" "--forward 18444=www.test:1,protocol=ftp" \
-  "--forward 18444=www.test:1,bogus" "--reverse ftp://x@1" "--reverse https://x/path@1"; do
+  "--forward 18444=www.test:1,bogus" "--reverse ftp://x@1" "--reverse https://x/path@1" "--reverse http://x@1,bogus"; do
   # shellcheck disable=SC2086
   if in_ns "$SRV" env WGMITM_HOME="$HOME_DIR" "$WGMITM" run --listen 127.0.0.1:0 --api off $spec \
       >"$E2E_TMP/bad.log" 2>&1; then

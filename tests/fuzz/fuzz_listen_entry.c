@@ -12,8 +12,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static const char *const types[] = { "http-proxy", "socks5",      "http-proxy+socks5",
-				     "reverse",    "forward",     "udp-forward" };
+static const char *const types[] = { "http-proxy", "socks5",  "http-proxy+socks5",
+				     "reverse",    "forward", "udp-forward" };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -277,6 +277,7 @@ static void test_targets(void **state)
 	inet_ntop(AF_INET, &((struct sockaddr_in *)&t.addr)->sin_addr, ip, sizeof(ip));
 	assert_string_equal(ip, "127.0.0.1");
 	assert_int_equal(port_of(&t.addr), 8443);
+	assert_string_equal(t.authority, "api.test:8443");
 
 	assert_int_equal(
 		listen_parse_reverse("http://[2001:db8::1]/@[::1]:80", &t, err, sizeof(err)), 0);
@@ -284,8 +285,16 @@ static void test_targets(void **state)
 	assert_int_equal(t.port, 80);
 	assert_false(t.shape.upstream_tls);
 	assert_int_equal(t.addr.ss_family, AF_INET6);
+	assert_string_equal(t.authority, "[2001:db8::1]"); /* the scheme's port: none */
 	assert_int_equal(listen_parse_reverse("https://x.test@0.0.0.0:1", &t, err, sizeof(err)), 0);
 	assert_int_equal(t.port, 443);
+	assert_string_equal(t.authority, "x.test");
+	assert_int_equal(listen_parse_reverse("https://x.test:1@1,keep-host", &t, err, sizeof(err)),
+			 0);
+	assert_string_equal(t.authority, "");
+	assert_int_equal(port_of(&t.addr), 1);
+	assert_int_equal(listen_parse_reverse("https://x.test:1@1,keep", &t, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "keep-host"));
 
 	assert_int_equal(listen_parse_forward("5432=db.test:5432", &t, err, sizeof(err)), 0);
 	assert_string_equal(t.host, "db.test");

@@ -304,6 +304,8 @@ static const char *RULES =
 	"  \"actions\": [{\"type\": \"set_header\", \"name\": \"x-grpc-rule\", \"value\": "
 	"\"1\"}]}]";
 
+static const char *upstream_authority; /* the next setup's (a reverse listener's) */
+
 static int setup(void **state)
 {
 	static struct env env;
@@ -341,6 +343,7 @@ static int setup(void **state)
 				   .peer = "phone",
 				   .scheme = "https",
 				   .default_authority = "10.0.0.1:443",
+				   .upstream_authority = upstream_authority,
 				   .body_cap = 1u << 20 };
 	env.w = h2rw_new(&cfg);
 	assert_non_null(env.w);
@@ -476,6 +479,34 @@ static void test_headers(void **state)
 			    "hdr");
 	assert_null(note(plain));                        /* no rule touched it */
 	assert_null(h2rw_take_note(E->w, (uint32_t)id)); /* once */
+}
+
+static int setup_reverse(void **state)
+{
+	upstream_authority = "backend.test:8443";
+	int rc = setup(state);
+	upstream_authority = NULL;
+	return rc;
+}
+
+/* A reverse listener's upstream name replaces :authority and Host before
+ * the rules see it. */
+static void test_upstream_authority(void **state)
+{
+	(void)state;
+	int32_t id = get("/plain", "host", "api.test");
+	run();
+	assert_int_equal(E->cs[id].status, 200);
+	bool found = false;
+	for (int i = 1; i < MAXS; i += 2) {
+		const char *h = E->ss[i].hdrs;
+		if (!strstr(h, ":path: /plain"))
+			continue;
+		found = true;
+		assert_non_null(strstr(h, ":authority: backend.test:8443\n"));
+		assert_null(strstr(h, "api.test"));
+	}
+	assert_true(found);
 }
 
 static void test_mock_block_reset(void **state)
@@ -664,6 +695,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_headers, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_upstream_authority, setup_reverse, teardown),
 		cmocka_unit_test_setup_teardown(test_mock_block_reset, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_delay_concurrent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bodies, setup, teardown),
