@@ -584,7 +584,7 @@ json_t *flowlog_flow_json(const struct flowlog_flow *f)
 	rc |= set_str(o, "id", f->id);
 	rc |= set_str(o, "peer", f->peer[0] ? f->peer : NULL);
 	rc |= set_str(o, "client", client);
-	rc |= set_str(o, "server", server);
+	rc |= set_str(o, "server", f->server.ss_family == AF_UNSPEC ? NULL : server);
 	rc |= set_str(o, "start", start);
 	rc |= set_str(o, "end", end);
 	rc |= set_u64(o, "bytes_up", f->bytes_up);

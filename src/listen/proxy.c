@@ -210,6 +210,22 @@ static void socks_dialled(void *ctx, struct stream *s, int err, const char *why)
 
 /* ---- hand on ------------------------------------------------------------- */
 
+/* The record of a connection that ends here, before the relay. */
+static void pconn_record(struct pconn *c, const char *reason, const char *error)
+{
+	struct proxy *p = c->p;
+	bool socks = c->sreq.cmd != 0;
+	struct relay_origin o = {
+		.via = p->cfg.target ? p->target.via
+		       : socks       ? "socks5"
+				     : "http-proxy",
+		.user = c->authed ? c->user : NULL,
+		.peer = p->cfg.peer,
+	};
+	relay_record_listener_failure(p->cfg.relay, (const struct sockaddr *)&c->client, NULL, &o,
+				      reason, error);
+}
+
 static void pconn_refused(struct pconn *c, struct stream *s, int rc)
 {
 	struct proxy *p = c->p;
@@ -284,6 +300,13 @@ static void pconn_hand(struct pconn *c, const struct sockaddr *dest)
 static void pconn_fail_resolve(struct pconn *c, int status)
 {
 	c->p->st.resolve_failed++;
+	char e[300];
+	snprintf(e, sizeof(e), "cannot resolve %s: %s",
+		 c->p->cfg.target ? c->p->target.host
+		 : c->sreq.cmd    ? c->sreq.host
+				  : c->req.host,
+		 uv_strerror(status));
+	pconn_record(c, "upstream_unresolved", e);
 	if (c->p->cfg.target) {
 		log_warn("%s %s: cannot resolve %s: %s", c->p->target.via, c->p->target.host,
 			 c->p->target.host, uv_strerror(status));
@@ -475,6 +498,7 @@ static bool pconn_http(struct pconn *c)
 	c->have_req = true;
 	if (c->over_limit) {
 		c->p->st.refused_limit++;
+		pconn_record(c, "limit:listener_connections", NULL);
 		pconn_http_error(c, 503, "too many connections to this listener");
 		return false;
 	}
@@ -534,9 +558,10 @@ static bool pconn_socks(struct pconn *c)
 			if (n < 0 || m == SOCKS5_NO_METHOD) {
 				if (n < 0)
 					p->st.bad_request++;
-				else if (c->over_limit)
+				else if (c->over_limit) {
 					p->st.refused_limit++;
-				else
+					pconn_record(c, "limit:listener_connections", NULL);
+				} else
 					p->st.auth_failed++;
 				if (n > 0)
 					answer(c->s, (uint8_t[]){ SOCKS5_VERSION, m }, 2);
@@ -694,6 +719,7 @@ static void proxy_on_connection(uv_stream_t *srv, int status)
 	if (p->cfg.target) {
 		if (c->over_limit) {
 			p->st.refused_limit++;
+			pconn_record(c, "limit:listener_connections", NULL);
 			stream_abort(s);
 			c->s = NULL;
 			pconn_release(c);

@@ -3013,6 +3013,27 @@ static void relay_record_refusal(struct relay *r, const char *reason, const char
 	r->stats.records++;
 }
 
+void relay_record_listener_failure(struct relay *r, const struct sockaddr *client,
+				   const struct sockaddr *dest, const struct relay_origin *o,
+				   const char *reason, const char *error)
+{
+	if (!r->cfg.log)
+		return;
+	struct sockaddr_storage none = { .ss_family = AF_UNSPEC };
+	struct flowlog_flow f;
+	flowlog_flow_begin(&f, r->cfg.log, "tcp", o->peer, client,
+			   dest ? dest : (const struct sockaddr *)&none);
+	f.via = o->via;
+	if (o->user)
+		snprintf(f.user, sizeof(f.user), "%s", o->user);
+	if (error)
+		snprintf(f.error, sizeof(f.error), "%s", error);
+	f.end = f.start;
+	f.end_reason = reason;
+	(void)flowlog_write_flow(r->cfg.log, &f);
+	r->stats.records++;
+}
+
 int relay_stream_accept(struct relay *r, struct stream *conn, const struct sockaddr *client,
 			const struct sockaddr *dest, const struct relay_origin *o)
 {
@@ -3025,6 +3046,9 @@ int relay_stream_accept(struct relay *r, struct stream *conn, const struct socka
 		if (!r->local_accept || o) {
 			r->stats.refused++;
 			r->stats.refused_by[POLICY_REFUSE_OWN_ADDRESS]++;
+			if (o)
+				relay_record_refusal(r, r->refusal[POLICY_REFUSE_OWN_ADDRESS],
+						     o->peer, client, dest, o);
 			return -ECONNREFUSED;
 		}
 		r->stats.local++;

@@ -254,6 +254,13 @@ struct relay_origin {
  * nonzero and the caller answers and closes it: -ECONNREFUSED (the
  * destination policy), -EMFILE (the peer's share of connections),
  * -ESHUTDOWN, -ENOMEM or a libuv error. */
+/* The record of a listener's connection that never reached the relay: a
+ * name that did not resolve, the listener's own connection limit. dest
+ * NULL: none known (the record's server is null). `error` may be NULL. */
+void relay_record_listener_failure(struct relay *r, const struct sockaddr *client,
+				   const struct sockaddr *dest, const struct relay_origin *o,
+				   const char *reason, const char *error);
+
 int relay_stream_accept(struct relay *r, struct stream *conn, const struct sockaddr *client,
 			const struct sockaddr *dest, const struct relay_origin *o);
 

@@ -103,6 +103,9 @@ if "${c[@]}" -o /dev/null -x "socks5://127.0.0.1:$P" http://127.0.0.1:18090/ 2>"
   fail "SOCKS5 reached the control API"
 fi
 grep -q "SOCKS5 connection.*(2)" "$E2E_TMP/socks.err" || fail "SOCKS5 refusal: $(cat "$E2E_TMP/socks.err")"
+code=$("${c[@]}" -o "$E2E_TMP/502n.txt" -w '%{http_code}' -x "http://127.0.0.1:$P" http://nowhere.invalid/ || true)
+[ "$code" = 502 ] && grep -q "cannot resolve nowhere.invalid" "$E2E_TMP/502n.txt" ||
+  fail "an unknown name gave HTTP $code: $(cat "$E2E_TMP/502n.txt")"
 say "errors: 502 with the reason, 403 and SOCKS 'not allowed' for the policy"
 
 # The records: via and the real destination; the store lists them.
@@ -120,6 +123,9 @@ assert ("http-proxy", "http://www.test:8080/hello.json") in hosts, hosts
 tcp = [r for r in recs if r["type"] == "tcp" and r.get("via")]
 assert any(r["end_reason"] == "upstream_refused" and r["server"] == "203.0.113.10:9" for r in tcp), tcp
 assert any(r["end_reason"] == "policy:loopback" for r in tcp), [r["end_reason"] for r in tcp]
+# A name that does not resolve is a record too, with no server.
+assert any(r["end_reason"] == "upstream_unresolved" and r["server"] is None and
+           "nowhere.invalid" in r.get("error", "") and r["via"] == "http-proxy" for r in tcp), tcp
 PY
 token=$(cat "$HOME_DIR/api-token")
 n=$(in_ns "$SRV" curl -sS -H "Authorization: Bearer $token" "http://127.0.0.1:18090/api/flows?filter=~via%20socks5%20%26%20~http" |
