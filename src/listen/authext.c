@@ -114,6 +114,20 @@ static int on_headers_complete(llhttp_t *p)
 
 static const llhttp_settings_t answer_settings = { .on_headers_complete = on_headers_complete };
 
+int authext_parse_answer(const uint8_t *in, size_t n, int *status)
+{
+	llhttp_t h;
+	llhttp_init(&h, HTTP_RESPONSE, &answer_settings);
+	llhttp_errno_t e = llhttp_execute(&h, (const char *)in, n);
+	if (e == HPE_OK)
+		return 0;
+	/* llhttp takes a status line without a code ("HTTP/1.0 \n") as 0. */
+	if (e != HPE_PAUSED || h.status_code < 100 || h.status_code > 999)
+		return -1;
+	*status = h.status_code;
+	return 1;
+}
+
 static void u_data(void *ctx, const uint8_t *p, size_t n)
 {
 	struct authext_req *r = ctx;
@@ -121,19 +135,17 @@ static void u_data(void *ctx, const uint8_t *p, size_t n)
 		n = sizeof(r->in) - r->len;
 	memcpy(r->in + r->len, p, n);
 	r->len += n;
-	llhttp_t h;
-	llhttp_init(&h, HTTP_RESPONSE, &answer_settings);
-	llhttp_errno_t e = llhttp_execute(&h, (const char *)r->in, r->len);
-	if (e == HPE_OK) {
+	int status = 0;
+	int rc = authext_parse_answer(r->in, r->len, &status);
+	if (rc == 0) {
 		if (r->len == sizeof(r->in))
 			req_failed(r, "the answer's head is larger than 8 KiB");
 		return;
 	}
-	if (e != HPE_PAUSED) {
+	if (rc < 0) {
 		req_failed(r, "the answer is not HTTP");
 		return;
 	}
-	int status = h.status_code;
 	if (status >= 200 && status <= 299) {
 		req_done(r, true, true);
 	} else if (status == 401 || status == 403) {

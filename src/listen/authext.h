@@ -52,4 +52,8 @@ void authext_cancel(struct authext_req *req);
 
 void authext_get_stats(const struct authext *a, struct authext_stats *out);
 
+/* The endpoint's answer so far (its first n bytes): 1 when its head is
+ * whole (*status set), 0 when more is needed, -1 when it is not HTTP. */
+int authext_parse_answer(const uint8_t *in, size_t n, int *status);
+
 #endif

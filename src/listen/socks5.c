@@ -60,18 +60,26 @@ static bool name_ok(const uint8_t *p, size_t n)
 	return true;
 }
 
-int socks5_parse_request(const uint8_t *p, size_t n, struct socks5_req *r, uint8_t *rep)
+/* ATYP ADDR PORT, in requests and in UDP datagrams alike. */
+struct addr {
+	uint8_t atyp; /* 1 IPv4, 3 domain name, 4 IPv6 */
+	uint16_t port;
+	size_t name_len;            /* atyp 3 */
+	char name[256];             /* atyp 3, NUL-terminated */
+	struct sockaddr_storage sa; /* atyp 1 and 4, with the port */
+};
+
+#define ADDR_MORE 0
+#define ADDR_BAD (-1)
+#define ADDR_ATYP (-2) /* an address type other than 1, 3 and 4 */
+
+/* The address at p[0..n): its length, or one of the ADDR_ values. */
+static int addr_parse(const uint8_t *p, size_t n, struct addr *a)
 {
-	*rep = SOCKS5_FAILURE;
-	if (n < 4)
-		return 0;
-	if (p[0] != SOCKS5_VERSION || p[2] != 0)
-		return -1;
-	memset(r, 0, sizeof(*r));
-	r->cmd = p[1];
-	r->atyp = p[3];
+	if (n < 1)
+		return ADDR_MORE;
 	size_t alen;
-	switch (r->atyp) {
+	switch (p[0]) {
 	case 1:
 		alen = 4;
 		break;
@@ -79,43 +87,92 @@ int socks5_parse_request(const uint8_t *p, size_t n, struct socks5_req *r, uint8
 		alen = 16;
 		break;
 	case 3:
-		if (n < 5)
-			return 0;
-		alen = 1 + (size_t)p[4];
-		if (p[4] == 0)
-			return -1;
+		if (n < 2)
+			return ADDR_MORE;
+		if (p[1] == 0)
+			return ADDR_BAD;
+		alen = 1 + (size_t)p[1];
 		break;
 	default:
-		*rep = SOCKS5_ATYP_UNSUPPORTED;
-		return -1;
+		return ADDR_ATYP;
 	}
-	if (n < 4 + alen + 2)
-		return 0;
-	const uint8_t *a = p + 4;
-	r->port = (uint16_t)(a[alen] << 8 | a[alen + 1]);
-	if (r->atyp == 1) {
-		struct sockaddr_in *s = (struct sockaddr_in *)&r->addr;
+	if (n < 1 + alen + 2)
+		return ADDR_MORE;
+	const uint8_t *v = p + 1;
+	memset(a, 0, sizeof(*a));
+	a->atyp = p[0];
+	a->port = (uint16_t)(v[alen] << 8 | v[alen + 1]);
+	if (a->atyp == 1) {
+		struct sockaddr_in *s = (struct sockaddr_in *)&a->sa;
 		s->sin_family = AF_INET;
-		memcpy(&s->sin_addr, a, 4);
-		s->sin_port = htons(r->port);
-		inet_ntop(AF_INET, a, r->host, sizeof(r->host));
-	} else if (r->atyp == 4) {
-		struct sockaddr_in6 *s = (struct sockaddr_in6 *)&r->addr;
+		memcpy(&s->sin_addr, v, 4);
+		s->sin_port = htons(a->port);
+	} else if (a->atyp == 4) {
+		struct sockaddr_in6 *s = (struct sockaddr_in6 *)&a->sa;
 		s->sin6_family = AF_INET6;
-		memcpy(&s->sin6_addr, a, 16);
-		s->sin6_port = htons(r->port);
-		inet_ntop(AF_INET6, a, r->host, sizeof(r->host));
+		memcpy(&s->sin6_addr, v, 16);
+		s->sin6_port = htons(a->port);
 	} else {
-		size_t hl = a[0];
-		if (!name_ok(a + 1, hl))
-			return -1;
-		memcpy(r->host, a + 1, hl);
-		r->host[hl] = '\0';
+		if (!name_ok(v + 1, alen - 1))
+			return ADDR_BAD;
+		a->name_len = alen - 1;
+		memcpy(a->name, v + 1, a->name_len);
 	}
+	return (int)(1 + alen + 2);
+}
+
+/* ATYP ADDR PORT of `sa` (IPv4 or IPv6; anything else is 0.0.0.0:0) at
+ * out; its length. */
+static size_t addr_put(uint8_t *out, const struct sockaddr *sa)
+{
+	if (sa && sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)sa;
+		out[0] = 4;
+		memcpy(out + 1, &s->sin6_addr, 16);
+		memcpy(out + 17, &s->sin6_port, 2);
+		return 19;
+	}
+	out[0] = 1;
+	if (sa && sa->sa_family == AF_INET) {
+		const struct sockaddr_in *s = (const struct sockaddr_in *)sa;
+		memcpy(out + 1, &s->sin_addr, 4);
+		memcpy(out + 5, &s->sin_port, 2);
+	} else {
+		memset(out + 1, 0, 6);
+	}
+	return 7;
+}
+
+int socks5_parse_request(const uint8_t *p, size_t n, struct socks5_req *r, uint8_t *rep)
+{
+	*rep = SOCKS5_FAILURE;
+	if (n < 4)
+		return 0;
+	if (p[0] != SOCKS5_VERSION || p[2] != 0)
+		return -1;
+	struct addr a;
+	int len = addr_parse(p + 3, n - 3, &a);
+	if (len == ADDR_ATYP)
+		*rep = SOCKS5_ATYP_UNSUPPORTED;
+	if (len <= 0)
+		return len == ADDR_MORE ? 0 : -1;
+	memset(r, 0, sizeof(*r));
+	r->cmd = p[1];
+	r->atyp = a.atyp;
+	r->port = a.port;
+	r->addr = a.sa;
+	if (a.atyp == 3)
+		memcpy(r->host, a.name, a.name_len + 1);
+	else if (a.atyp == 1)
+		inet_ntop(AF_INET, &((struct sockaddr_in *)&a.sa)->sin_addr, r->host,
+			  sizeof(r->host));
+	else
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&a.sa)->sin6_addr, r->host,
+			  sizeof(r->host));
 	if (r->port == 0 && r->cmd != SOCKS5_UDP_ASSOCIATE)
 		return -1;
 	*rep = SOCKS5_OK;
-	return (int)(4 + alen + 2);
+	return 3 + len;
 }
 
 size_t socks5_reply(uint8_t *out, uint8_t rep, const struct sockaddr *bound)
@@ -123,22 +180,7 @@ size_t socks5_reply(uint8_t *out, uint8_t rep, const struct sockaddr *bound)
 	out[0] = SOCKS5_VERSION;
 	out[1] = rep;
 	out[2] = 0;
-	if (bound && bound->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)bound;
-		out[3] = 4;
-		memcpy(out + 4, &s->sin6_addr, 16);
-		memcpy(out + 20, &s->sin6_port, 2);
-		return 22;
-	}
-	out[3] = 1;
-	if (bound && bound->sa_family == AF_INET) {
-		const struct sockaddr_in *s = (const struct sockaddr_in *)bound;
-		memcpy(out + 4, &s->sin_addr, 4);
-		memcpy(out + 8, &s->sin_port, 2);
-	} else {
-		memset(out + 4, 0, 6);
-	}
-	return 10;
+	return 3 + addr_put(out + 3, bound);
 }
 
 uint8_t socks5_rep_for(int uv_err)
@@ -165,66 +207,22 @@ int socks5_parse_udp(const uint8_t *p, size_t n, struct socks5_udp_hdr *h)
 		return SOCKS5_UDP_MALFORMED;
 	if (p[2] != 0)
 		return SOCKS5_UDP_FRAGMENT;
-	const uint8_t *a = p + 4;
-	size_t alen;
-	switch (p[3]) {
-	case 1:
-		alen = 4;
-		break;
-	case 4:
-		alen = 16;
-		break;
-	case 3:
-		if (n < 5 || p[4] == 0)
-			return SOCKS5_UDP_MALFORMED;
-		alen = 1 + (size_t)p[4];
-		break;
-	default:
+	struct addr a;
+	int len = addr_parse(p + 3, n - 3, &a); /* a datagram is whole: more is malformed */
+	if (len <= 0 || a.port == 0)
 		return SOCKS5_UDP_MALFORMED;
-	}
-	if (n < 4 + alen + 2)
-		return SOCKS5_UDP_MALFORMED;
-	uint16_t port = (uint16_t)(a[alen] << 8 | a[alen + 1]);
-	if (port == 0 || (p[3] == 3 && !name_ok(a + 1, alen - 1)))
-		return SOCKS5_UDP_MALFORMED;
-	h->atyp = p[3];
-	h->port = port;
-	if (h->atyp == 1) {
-		struct sockaddr_in *s = (struct sockaddr_in *)&h->addr;
-		memset(s, 0, sizeof(*s));
-		s->sin_family = AF_INET;
-		memcpy(&s->sin_addr, a, 4);
-		s->sin_port = htons(port);
-	} else if (h->atyp == 4) {
-		struct sockaddr_in6 *s = (struct sockaddr_in6 *)&h->addr;
-		memset(s, 0, sizeof(*s));
-		s->sin6_family = AF_INET6;
-		memcpy(&s->sin6_addr, a, 16);
-		s->sin6_port = htons(port);
-	} else {
-		h->name_len = alen - 1;
-		memcpy(h->name, a + 1, h->name_len);
-		h->name[h->name_len] = '\0';
-	}
-	return (int)(4 + alen + 2);
+	h->atyp = a.atyp;
+	h->port = a.port;
+	h->addr = a.sa;
+	h->name_len = a.name_len;
+	memcpy(h->name, a.name, a.name_len + 1);
+	return 3 + len;
 }
 
 size_t socks5_udp_header(uint8_t *out, const struct sockaddr *from)
 {
+	if (from->sa_family != AF_INET && from->sa_family != AF_INET6)
+		return 0;
 	out[0] = out[1] = out[2] = 0;
-	if (from->sa_family == AF_INET) {
-		const struct sockaddr_in *s = (const struct sockaddr_in *)from;
-		out[3] = 1;
-		memcpy(out + 4, &s->sin_addr, 4);
-		memcpy(out + 8, &s->sin_port, 2);
-		return 10;
-	}
-	if (from->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)from;
-		out[3] = 4;
-		memcpy(out + 4, &s->sin6_addr, 16);
-		memcpy(out + 20, &s->sin6_port, 2);
-		return 22;
-	}
-	return 0;
+	return 3 + addr_put(out + 3, from);
 }
