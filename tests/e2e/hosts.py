@@ -7,6 +7,8 @@ Servers (listen on every IPv4 and IPv6 address):
                                 /stream/N?hold=FILE sends 64 KiB of N bytes,
                                 waits for FILE to exist, then the rest
   hosts.py https DIR PORT CERT KEY   the same over TLS (ALPN http/1.1)
+                                (both: /git/REPO... is git's smart HTTP for
+                                the bare repositories in DIR)
   hosts.py tcpecho PORT         echoes every byte back
   hosts.py halfclose PORT       reads to EOF, then answers "N SHA256" and closes
   hosts.py udpecho PORT         echoes every datagram
@@ -27,6 +29,7 @@ import os
 import socket
 import socketserver
 import ssl
+import subprocess
 import sys
 import urllib.parse
 import threading
@@ -88,7 +91,40 @@ def http_server(root, port, cert=None, key=None):
                 self.wfile.write(block[:k])
                 left -= k
 
+        def git(self):
+            """git http-backend as a CGI program."""
+            url = urllib.parse.urlsplit(self.path)
+            n = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(n) if n else b""
+            env = dict(os.environ, GIT_PROJECT_ROOT=root, GIT_HTTP_EXPORT_ALL="1",
+                       PATH_INFO=url.path[len("/git"):], QUERY_STRING=url.query,
+                       REQUEST_METHOD=self.command, CONTENT_LENGTH=str(len(body)),
+                       CONTENT_TYPE=self.headers.get("Content-Type", ""),
+                       REMOTE_ADDR=self.client_address[0],
+                       GIT_PROTOCOL=self.headers.get("Git-Protocol", ""),
+                       HTTP_CONTENT_ENCODING=self.headers.get("Content-Encoding", ""))
+            out = subprocess.run(["git", "http-backend"], input=body, env=env,
+                                 capture_output=True, timeout=30).stdout
+            sep = b"\r\n\r\n" if b"\r\n\r\n" in out else b"\n\n"
+            head, _, rest = out.partition(sep)
+            status, hdrs = 200, []
+            for line in head.decode("latin-1").splitlines():
+                k, _, v = line.partition(":")
+                if k.lower() == "status":
+                    status = int(v.split()[0])
+                elif k:
+                    hdrs.append((k, v.strip()))
+            self.send_response(status)
+            for k, v in hdrs:
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(rest)))
+            self.end_headers()
+            self.wfile.write(rest)
+
         def do_GET(self):
+            if self.path.startswith("/git/"):
+                self.git()
+                return
             if self.path.startswith("/headers"):
                 body = json.dumps([[k, v] for k, v in self.headers.items()]).encode()
                 self.send_response(200)
@@ -116,6 +152,9 @@ def http_server(root, port, cert=None, key=None):
                     self.wfile.write(chunk)
 
         def do_PUT(self):
+            if self.path.startswith("/git/"):
+                self.git()
+                return
             n = int(self.headers.get("Content-Length", "0"))
             h = hashlib.sha256()
             while n > 0:

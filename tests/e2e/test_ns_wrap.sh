@@ -2,13 +2,14 @@
 # `wgmitm wrap -- COMMAND`: curl, Python's urllib, Node's fetch (which
 # ignores proxy variables), a raw TCP client and a DNS lookup, each run
 # under wrap with no trust or proxy flags of its own, as root and as an
-# unprivileged user; every exchange is recorded (peer "wrap"), the report
-# counts are exact, and the command's exit status comes back.
+# unprivileged user, and git ls-remote over smart HTTP (HTTPS); every
+# exchange is recorded (peer "wrap"), the report counts are exact, and the
+# command's exit status comes back.
 #
 #   ns srv (wgmitm wrap; the command in namespaces of its own) ── ns host (servers)
 source "$(dirname "$0")/lib.sh"
 require_root
-for tool in curl node setpriv; do
+for tool in curl node setpriv git; do
   command -v "$tool" >/dev/null 2>&1 || { [ "${CI:-}" = true ] && fail "needs $tool"; say "SKIP: needs $tool"; exit 77; }
 done
 hosts="$(dirname "$0")/hosts.py"
@@ -103,6 +104,24 @@ PY
 }
 
 run_all "$E2E_TMP/home-root" root in_ns "$SRV"
+
+# git over smart HTTP on HTTPS: it trusts the CA through GIT_SSL_CAINFO.
+git init -q --bare "$www/repo.git"
+git -C "$E2E_TMP" -c init.defaultBranch=main init -q work
+git -C "$E2E_TMP/work" -c user.name=t -c user.email=t@test commit -q --allow-empty -m one
+git -C "$E2E_TMP/work" push -q "$www/repo.git" main
+head_id=$(git -C "$E2E_TMP/work" rev-parse HEAD)
+report="$E2E_TMP/home-root/git-report.json"
+in_ns "$SRV" env WGMITM_HOME="$E2E_TMP/home-root" "$WGMITM" wrap --upstream-ca "$pki/ca.pem" \
+  --report-json "$report" -- git ls-remote "https://$HOST4:8443/git/repo.git" >"$E2E_TMP/out" 2>"$E2E_TMP/wrap.err" ||
+  { cat "$E2E_TMP/wrap.err"; fail "git ls-remote under wrap failed"; }
+grep -q "^$head_id"$'\t'"refs/heads/main$" "$E2E_TMP/out" || fail "git ls-remote: $(cat "$E2E_TMP/out")"
+python3 - "$report" "$HOST4" <<'PY' || fail "the report of git ls-remote"
+import json, sys
+h = json.load(open(sys.argv[1]))["hosts"][sys.argv[2]]
+assert h["methods"].get("GET", 0) >= 1 and h["statuses"] == {"2xx": h["requests"]}, h
+PY
+say "root: git ls-remote over smart HTTPS, trusting the CA with no flag"
 
 # Unprivileged: a user namespace of its own, no root anywhere. Debian's
 # udev makes /dev/net/tun mode 0666; where there is no udev (a bare VM) it
