@@ -27,6 +27,7 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include "mitm/held.h"
 #include "mitm/httpflow.h"
 #include "mitm/rules.h"
 
@@ -45,7 +46,13 @@ struct half {
 	bool sent_head; /* the head went to the other side */
 	bool held;
 	uint64_t deadline; /* NO_DEADLINE: until released */
-	bool no_body;      /* HEAD, 204, 304 */
+	bool bp;           /* a breakpoint holds it once it is all in */
+	uint64_t held_id;  /* its item in cfg.held; 0: none */
+	/* A throttle: body bytes go on at most `rate` a second (a token
+	 * bucket); the data source waits until `wake` when it is empty. */
+	uint64_t rate, at, wake;
+	double tokens;
+	bool no_body; /* HEAD, 204, 304 */
 	/* Body bytes not yet taken by the other side: buf[off, len). The last
 	 * `owed` of them are not acknowledged to the sender yet. */
 	uint8_t *buf;
@@ -75,7 +82,7 @@ struct h2s {
 
 struct h2rw {
 	struct h2rw_config cfg;
-	char *peer, *scheme, *default_authority, *upstream_authority;
+	char *peer, *scheme, *default_authority, *upstream_authority, *conn, *client;
 	nghttp2_session *cl, *up;
 	struct h2s *streams;
 	size_t buffered, kept;
@@ -210,6 +217,26 @@ static uint32_t plan_delay(const struct rules_plan *plan, enum rule_dir phase)
 	return ms > RULES_MAX_DELAY_MS ? RULES_MAX_DELAY_MS : (uint32_t)ms;
 }
 
+/* The slowest throttle of the phase's rules (bytes/s), 0: none. */
+static uint64_t plan_rate(const struct rules_plan *plan, enum rule_dir phase)
+{
+	uint64_t rate = 0;
+	for (size_t i = 0; i < plan->ntransforms; i++) {
+		const struct rule_action *a = plan->transforms[i];
+		if (a->kind == RA_THROTTLE && (a->on & phase) && (!rate || a->rate < rate))
+			rate = a->rate;
+	}
+	return rate;
+}
+
+/* What a paced source gives at least at once: a tenth of a second's
+ * worth, within [1 KiB, 16 KiB] (one DATA frame). */
+static double pace_quantum(uint64_t rate)
+{
+	uint64_t q = rate / 10;
+	return (double)(q < 1024 ? 1024 : q > 16384 ? 16384 : q);
+}
+
 static void host_of(const char *authority, char *host, size_t n)
 {
 	const char *a = authority ? authority : "";
@@ -311,6 +338,10 @@ static void rearm(struct h2rw *w)
 			next = s->req.deadline;
 		if (s->resp.held && s->resp.deadline < next)
 			next = s->resp.deadline;
+		if (s->req.wake && s->req.wake < next)
+			next = s->req.wake;
+		if (s->resp.wake && s->resp.wake < next)
+			next = s->resp.wake;
 	}
 	if (next == NO_DEADLINE || next == w->armed || !w->cfg.ops.timer)
 		return;
@@ -360,7 +391,26 @@ static ssize_t source_read(nghttp2_session *session, int32_t sid, uint8_t *buf, 
 			*flags |= NGHTTP2_DATA_FLAG_EOF;
 		return (ssize_t)n;
 	}
+	if (h->rate && half_size(h) > 0) {
+		/* Paced: what the bucket holds, or wait for a quantum. */
+		uint64_t now = now_ms(w);
+		double q = pace_quantum(h->rate);
+		double burst = (double)(h->rate / 4) > 2 * q ? (double)(h->rate / 4) : 2 * q;
+		h->tokens += (double)h->rate * (double)(now - h->at) / 1000.0;
+		if (h->tokens > burst)
+			h->tokens = burst;
+		h->at = now;
+		if (h->tokens < q && h->tokens < (double)half_size(h)) {
+			h->wake = now + (uint64_t)((q - h->tokens) * 1000.0 / (double)h->rate) + 1;
+			rearm(w);
+			return NGHTTP2_ERR_DEFERRED;
+		}
+		if ((double)len > h->tokens)
+			len = (size_t)h->tokens;
+	}
 	n = half_take(s, ph, buf, len);
+	if (h->rate)
+		h->tokens -= (double)n;
 	if (half_size(h) == 0 && h->ended) {
 		*flags |= NGHTTP2_DATA_FLAG_EOF;
 		if (h->trailers.n) {
@@ -504,6 +554,154 @@ static void flush_kept(struct h2s *s, enum phase ph)
 	h->edited = true;
 }
 
+/* ---- breakpoints ---------------------------------------------------------- */
+
+static void pump(struct h2rw *w);
+
+/* The held message's description for the registry. */
+static json_t *bp_info(struct h2s *s, enum phase ph)
+{
+	struct h2rw *w = s->w;
+	struct half *h = ph == P_REQ ? &s->req : &s->resp;
+	size_t n = half_size(h), pv = n < HELD_PREVIEW ? n : HELD_PREVIEW;
+	size_t ul = strlen(s->scheme) + strlen(s->authority) + strlen(s->path) + 8;
+	char *url = malloc(ul);
+	if (!url)
+		return NULL;
+	snprintf(url, ul, "%s://%s%s", s->scheme, s->authority, s->path);
+	json_t *o = json_pack(
+		"{s:s,s:s,s:s,s:s,s:s,s:o,s:o,s:b,s:s,s:s,s:i}", "phase",
+		ph == P_REQ ? "request" : "response", "proto", "h2", "method", s->method, "url",
+		url, "rule", h->plan.terminal_rule ? h->plan.terminal_rule->id : "", "headers",
+		http_headers_json(&h->h), "body",
+		http_body_json(h->buf ? h->buf + h->off : (const uint8_t *)"", pv, n, pv < n),
+		"nobody", ph == P_RESP && h->no_body, "conn", w->conn, "client", w->client,
+		"stream", (int)s->cl_id);
+	free(url);
+	if (o && ph == P_RESP)
+		json_object_set_new(o, "status", json_integer(s->status));
+	if (o && w->peer)
+		json_object_set_new(o, "peer", json_string(w->peer));
+	return o;
+}
+
+static enum phase bp_phase(const struct h2s *s, uint64_t id)
+{
+	return s->req.held_id == id ? P_REQ : P_RESP;
+}
+
+/* A body given in the edits replaces the kept one; its length is ours. */
+static void bp_edit_body(struct h2s *s, enum phase ph, const struct held_edits *e)
+{
+	struct half *h = ph == P_REQ ? &s->req : &s->resp;
+	if (!e->has_body)
+		return;
+	half_drop(s, ph);
+	if (e->body_len && half_append(s, h, e->body, e->body_len, true) < 0)
+		rules_note_action(s->note, "breakpoint body edit skipped: no memory");
+	headers_set_length(&h->h, half_size(h));
+	h->edited = true;
+}
+
+static void bp_release(void *ctx, uint64_t id, const struct held_edits *e)
+{
+	struct h2s *s = ctx;
+	struct h2rw *w = s->w;
+	enum phase ph = bp_phase(s, id);
+	struct half *h = ph == P_REQ ? &s->req : &s->resp;
+	h->held_id = 0;
+	const char *key = ph == P_REQ ? "request_breakpoint" : "response_breakpoint";
+	if (e && ph == P_REQ) {
+		json_object_set_new(s->note, "request_held",
+				    json_pack("{s:s,s:s,s:o}", "method", s->method, "path", s->path,
+					      "headers", http_headers_json(&h->h)));
+		char *m = e->method[0] ? strdup(e->method) : NULL;
+		char *path = e->path ? strdup(e->path) : NULL;
+		if (m) {
+			free(s->method);
+			s->method = m;
+		}
+		if (path) {
+			free(s->path);
+			s->path = path;
+		}
+		(void)held_edits_apply_headers(e, &h->h);
+		const struct http_header *nh = http_headers_find(&h->h, "host");
+		char *na = nh && strcmp(nh->value, s->authority) ? strdup(nh->value) : NULL;
+		if (na) {
+			free(s->authority);
+			s->authority = na;
+			host_of(s->authority, s->host, sizeof(s->host));
+		}
+		bp_edit_body(s, ph, e);
+		json_object_set_new(s->note, "request_headers_upstream", http_headers_json(&h->h));
+	} else if (e) {
+		json_object_set_new(s->note, "response_held",
+				    json_pack("{s:i,s:o}", "status", s->status, "headers",
+					      http_headers_json(&h->h)));
+		if (e->status)
+			s->status = e->status;
+		(void)held_edits_apply_headers(e, &h->h);
+		bp_edit_body(s, ph, e);
+	}
+	json_object_set_new(s->note, key, json_string(e ? "edited" : "released"));
+	stream_release(s, ph);
+	pump(w);
+}
+
+/* Killed: the stream is reset both ways; the connection goes on. */
+static void bp_kill(void *ctx, uint64_t id)
+{
+	struct h2s *s = ctx;
+	struct h2rw *w = s->w;
+	enum phase ph = bp_phase(s, id);
+	struct half *h = ph == P_REQ ? &s->req : &s->resp;
+	h->held_id = 0;
+	h->held = false;
+	json_object_set_new(s->note, ph == P_REQ ? "request_breakpoint" : "response_breakpoint",
+			    json_string("killed"));
+	rst_client(s, NGHTTP2_CANCEL);
+	if (s->up_open)
+		(void)nghttp2_submit_rst_stream(w->up, NGHTTP2_FLAG_NONE, s->up_id, NGHTTP2_CANCEL);
+	pump(w);
+}
+
+static const struct held_item_ops bp_ops = { .release = bp_release, .kill = bp_kill };
+
+/* A breakpoint's message is all in: it waits in the registry. false: not
+ * held (the registry is full), it goes on. */
+static bool bp_hold(struct h2s *s, enum phase ph)
+{
+	struct h2rw *w = s->w;
+	struct half *h = ph == P_REQ ? &s->req : &s->resp;
+	h->bp = false;
+	const char *key = ph == P_REQ ? "request_breakpoint" : "response_breakpoint";
+	json_t *info = bp_info(s, ph);
+	uint64_t id = info ? held_add(w->cfg.held, info, &bp_ops, s, now_ms(w)) : 0;
+	if (!id) {
+		json_object_set_new(s->note, key, json_string("skipped: not held (too many held)"));
+		return false;
+	}
+	h->held_id = id;
+	json_object_set_new(s->note, key, json_string("held"));
+	stream_hold(s, ph, NO_DEADLINE);
+	return true;
+}
+
+/* The terminal action is a breakpoint: keep the whole message for it. */
+static void bp_mark(struct h2s *s, enum phase ph)
+{
+	struct half *h = ph == P_REQ ? &s->req : &s->resp;
+	const char *side = ph == P_REQ ? "request" : "response";
+	char b[64];
+	snprintf(b, sizeof(b), "%s:breakpoint", side);
+	rules_note_action(s->note, b);
+	snprintf(b, sizeof(b), "%s_breakpoint_by", side);
+	json_object_set_new(s->note, b, json_string(h->plan.terminal_rule->id));
+	h->bp = true;
+	h->keep = true;
+}
+
 static void continue_req(struct h2s *s)
 {
 	struct h2rw *w = s->w;
@@ -521,6 +719,8 @@ static void continue_req(struct h2s *s)
 			return;
 		if (h->keep && !h->over)
 			flush_kept(s, P_REQ);
+		if (h->bp && !h->over && bp_hold(s, P_REQ))
+			return;
 		open_upstream(s);
 		return;
 	}
@@ -600,7 +800,9 @@ static void request_head(struct h2s *s)
 		s->answer = t;
 		s->answer_rule = h->plan.terminal_rule;
 	} else {
-		if (t) {
+		if (t && t->kind == RA_BREAKPOINT && w->cfg.held) {
+			bp_mark(s, P_REQ);
+		} else if (t) {
 			char b[96];
 			snprintf(b, sizeof(b), "request:%s skipped (not supported on HTTP/2 yet)",
 				 rules_action_name(t->kind));
@@ -631,6 +833,10 @@ static void request_head(struct h2s *s)
 	uint32_t ms = plan_delay(&h->plan, RULE_REQUEST);
 	if (ms)
 		stream_hold(s, P_REQ, ms);
+	if ((h->rate = plan_rate(&h->plan, RULE_REQUEST)) != 0) {
+		h->at = now_ms(w);
+		h->tokens = pace_quantum(h->rate);
+	}
 	continue_req(s);
 }
 
@@ -671,6 +877,8 @@ static void continue_resp(struct h2s *s)
 			return;
 		if (h->keep && !h->over)
 			flush_kept(s, P_RESP);
+		if (h->bp && !h->over && bp_hold(s, P_RESP))
+			return;
 		send_response(s);
 		return;
 	}
@@ -703,7 +911,9 @@ static void response_head(struct h2s *s)
 			if (a->kind == RA_SET_STATUS && (a->on & RULE_RESPONSE))
 				s->status = a->status;
 		}
-		if (h->plan.terminal) {
+		if (h->plan.terminal && h->plan.terminal->kind == RA_BREAKPOINT && w->cfg.held) {
+			bp_mark(s, P_RESP);
+		} else if (h->plan.terminal) {
 			char b[96];
 			snprintf(b, sizeof(b), "response:%s skipped (not supported on HTTP/2 yet)",
 				 rules_action_name(h->plan.terminal->kind));
@@ -720,6 +930,10 @@ static void response_head(struct h2s *s)
 		uint32_t ms = plan_delay(&h->plan, RULE_RESPONSE);
 		if (ms)
 			stream_hold(s, P_RESP, ms);
+		if ((h->rate = plan_rate(&h->plan, RULE_RESPONSE)) != 0) {
+			h->at = now_ms(w);
+			h->tokens = pace_quantum(h->rate);
+		}
 	}
 	continue_resp(s);
 }
@@ -746,9 +960,21 @@ static void interim(struct h2s *s)
 
 /* ---- streams -------------------------------------------------------------- */
 
+/* Its held items leave the registry: nothing will release them here. */
+static void stream_unhold(struct h2s *s, const char *why)
+{
+	struct half *hs[] = { &s->req, &s->resp };
+	for (size_t i = 0; i < 2; i++)
+		if (hs[i]->held_id) {
+			held_remove(s->w->cfg.held, hs[i]->held_id, why);
+			hs[i]->held_id = 0;
+		}
+}
+
 static void stream_free(struct h2s *s)
 {
 	struct h2rw *w = s->w;
+	stream_unhold(s, "closed");
 	if (s->prev)
 		s->prev->next = s->next;
 	else
@@ -988,6 +1214,7 @@ static int on_stream_close(nghttp2_session *session, int32_t sid, uint32_t code,
 		}
 		half_drop(s, P_REQ); /* acknowledged on the connection */
 		s->req.held = s->resp.held = false;
+		stream_unhold(s, "the client closed the stream");
 	} else {
 		s->up_open = false;
 		half_drop(s, P_REQ);
@@ -1122,7 +1349,18 @@ void h2rw_timeout(struct h2rw *w)
 			stream_release(s, P_REQ);
 		if (s->resp.held && s->resp.deadline <= now)
 			stream_release(s, P_RESP);
+		if (s->req.wake && s->req.wake <= now) {
+			s->req.wake = 0;
+			if (s->up_open)
+				(void)nghttp2_session_resume_data(w->up, s->up_id);
+		}
+		if (s->resp.wake && s->resp.wake <= now) {
+			s->resp.wake = 0;
+			if (s->cl_open)
+				(void)nghttp2_session_resume_data(w->cl, s->cl_id);
+		}
 	}
+	rearm(w);
 	pump(w);
 }
 
@@ -1183,6 +1421,8 @@ struct h2rw *h2rw_new(const struct h2rw_config *cfg)
 	w->scheme = strdup(cfg->scheme ? cfg->scheme : "https");
 	w->default_authority = cfg->default_authority ? strdup(cfg->default_authority) : NULL;
 	w->upstream_authority = cfg->upstream_authority ? strdup(cfg->upstream_authority) : NULL;
+	w->conn = strdup(cfg->conn ? cfg->conn : "");
+	w->client = strdup(cfg->client ? cfg->client : "");
 	w->done = json_object();
 	nghttp2_session_callbacks *cb = callbacks();
 	nghttp2_option *opt = NULL;
@@ -1191,7 +1431,7 @@ struct h2rw *h2rw_new(const struct h2rw_config *cfg)
 	nghttp2_option_set_no_auto_window_update(opt, 1);
 	if (!w->done || !w->scheme || (cfg->peer && !w->peer) ||
 	    (cfg->default_authority && !w->default_authority) ||
-	    (cfg->upstream_authority && !w->upstream_authority) ||
+	    (cfg->upstream_authority && !w->upstream_authority) || !w->conn || !w->client ||
 	    nghttp2_session_server_new2(&w->cl, cb, w, opt) != 0 ||
 	    nghttp2_session_client_new2(&w->up, cb, w, opt) != 0)
 		goto fail;
@@ -1234,6 +1474,8 @@ void h2rw_free(struct h2rw *w)
 	free(w->scheme);
 	free(w->default_authority);
 	free(w->upstream_authority);
+	free(w->conn);
+	free(w->client);
 	ruleset_unref(w->cfg.rules);
 	free(w);
 }

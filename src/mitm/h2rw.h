@@ -70,6 +70,13 @@ struct h2rw_config {
 	 * see it: a reverse listener's upstream (copied); NULL: kept. */
 	const char *upstream_authority;
 	size_t body_cap; /* 0: H2RW_DEFAULT_BODY_CAP */
+	/* Breakpoints: a stream's request, once all of it is in, or its
+	 * response, waits in this registry (mitm/held.h) until released
+	 * (edited or not) or killed (the stream is reset both ways); the
+	 * connection's other streams go on. NULL: breakpoints are skipped.
+	 * conn and client name the connection in the items (copied). */
+	struct held *held;
+	const char *conn, *client;
 };
 
 /* NULL on ENOMEM. Writes nothing until h2rw_flush or the first bytes. */

@@ -2018,6 +2018,8 @@ static void relay_conn_rules_start(struct relay_conn *c, const char *scheme, boo
 	if (!host && (!r->rules || !ruleset_may_apply(r->rules, peer, sni)))
 		return;
 	if (h2) {
+		char client[FLOWLOG_ADDR_LEN];
+		flowlog_format_addr((const struct sockaddr *)&c->flow.client, client);
 		struct h2rw_config hc = { .ops = { .to_upstream = rw_to_upstream,
 						   .to_client = rw_to_client,
 						   .timer = rw_h2_timer,
@@ -2027,7 +2029,10 @@ static void relay_conn_rules_start(struct relay_conn *c, const char *scheme, boo
 					  .peer = peer,
 					  .scheme = scheme,
 					  .default_authority = x->authority,
-					  .upstream_authority = host };
+					  .upstream_authority = host,
+					  .held = r->held,
+					  .conn = c->flow.id,
+					  .client = client };
 		x->h2rw = h2rw_new(&hc);
 		if (x->h2rw) {
 			r->stats.rules_connections++;

@@ -111,7 +111,34 @@ if $events; then
   say "held, released, killed and timeout events on /api/events"
 fi
 
-# 5. Rules by id: added (the server sees its header), disabled, removed;
+# 5. HTTP/2: a stream held and released edited while another stream of the
+# same connection goes on.
+api -X PATCH "$A/api/config" -d '{"breakpoint_timeout_s": 60}' >/dev/null
+printf 'another file\n' >"$www/other.txt"
+serve "$HOST" nghttpd -d "$www" 8444 "$pki/www.key" "$pki/www.pem"
+wait_port "$HOST" 127.0.0.1 8444
+"${c[@]}" --resolve "www.test:8444:$HOST4" --http2 --parallel -o "$E2E_TMP/h2a.out" \
+  "https://www.test:8444/bp/h2.txt" -o "$E2E_TMP/h2b.out" "https://www.test:8444/plain.txt" 2>"$E2E_TMP/h2.err" &
+h2=$!
+wait_for 10 held_count 1 || fail "the HTTP/2 request was not held: $(cat "$E2E_TMP/h2.err")"
+item=$(api "$A/api/held" | jq -c '.held[0]')
+echo "$item" | jq -e '.proto == "h2" and .phase == "request" and .stream > 0' >/dev/null || fail "held h2 item: $item"
+wait_for 10 grep -q "plain text" "$E2E_TMP/h2b.out" || fail "the other stream waited for the held one"
+kill -0 "$h2" 2>/dev/null || fail "curl did not wait for the held stream"
+api -X POST "$A/api/held/$(echo "$item" | jq .id)/release" -d '{"path": "/other.txt"}' >/dev/null
+wait "$h2" || fail "curl --http2: $(cat "$E2E_TMP/h2.err")"
+[ "$(cat "$E2E_TMP/h2a.out")" = "another file" ] || fail "the edited stream got: $(cat "$E2E_TMP/h2a.out")"
+wait_for 10 python3 - "$HOME_DIR/flows.jsonl" <<'PY' || fail "the HTTP/2 records: $(grep -c 8444 "$HOME_DIR/flows.jsonl")"
+import json, sys
+h = [r for r in map(json.loads, open(sys.argv[1])) if r["type"] == "http" and ":8444/" in r["url"]]
+assert len(h) == 2 and all(r["http_version"] == "HTTP/2" for r in h), h
+assert h[0]["conn"] == h[1]["conn"], "not one connection"
+bp = [r for r in h if "/bp/h2.txt" in r["url"]][0]
+assert bp["rules"]["request_breakpoint"] == "edited", bp["rules"]
+PY
+say "HTTP/2: one stream held and released edited while the other of its connection finished"
+
+# 6. Rules by id: added (the server sees its header), disabled, removed;
 # bad ones refused with the field, the running rules kept.
 hdr() { "${c[@]}" "https://www.test:8443/headers"; }
 out=$(api -X POST "$A/api/rules" -d '{"id": "api-hdr", "match": "~u /headers", "actions": [{"type": "set_header", "name": "X-Api", "value": "1"}]}')
@@ -136,7 +163,7 @@ api "$A/api/rules/api-hdr" | jq -e '.error.status == 404' >/dev/null || fail "st
   fail "rules left: $(api "$A/api/rules")"
 say "rules by id: added, refused with the field, disabled, removed"
 
-# 6. The same through MCP.
+# 7. The same through MCP.
 out=$(in_ns "$SRV" env WGMITM_HOME="$HOME_DIR" python3 "$here/mcp_stdio.py" "$WGMITM" \
   'add_rule={"rule": {"id": "mcp-hdr", "match": "~u /headers", "actions": [{"type": "set_header", "name": "X-Mcp", "value": "yes"}]}}' \
   'list_rules=' 'add_rule={"rule": {"id": "mcp-bad", "direction": "up"}}' 'list_held=')

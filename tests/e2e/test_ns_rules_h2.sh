@@ -8,8 +8,7 @@
 #   ns cli (wireguard-go, curl --http2, nghttp) ── ns srv (wgmitm run + rules) ── ns host (nghttpd h2 :8444)
 #   www.test -> 203.0.113.10 (curl --resolve)
 #
-# gRPC through a header rule is not covered here: no gRPC tooling
-# (python3-grpcio) is installed; nghttpd's trailer stands in for it.
+# gRPC through a header rule is in test_ns_grpc.
 source "$(dirname "$0")/lib.sh"
 require_root
 for tool in openssl python3 nghttpd nghttp curl; do
@@ -23,6 +22,7 @@ mkdir -p "$www"
 printf '{"user": {"name": "cat", "role": "guest"}}' >"$www/user.json"
 printf 'hello over h2\n' >"$www/hello.txt"
 printf 'slow answer\n' >"$www/slow.txt"
+head -c 1048576 /dev/urandom >"$www/big.bin"
 
 topology_hosts --upstream-ca "$pki/ca.pem"
 WGMITM_HOME="$HOME_DIR" "$WGMITM" ca export >"$E2E_TMP/wgca.pem"
@@ -42,10 +42,12 @@ cat >"$HOME_DIR/rules.json" <<'JSON'
   {"id": "h2-444", "conditions": {"path_pattern": "^/reset"},
    "actions": [{"type": "block", "status": 444}]},
   {"id": "h2-slow", "conditions": {"path_pattern": "^/slow"},
-   "actions": [{"type": "delay", "ms": 1500}]}
+   "actions": [{"type": "delay", "ms": 1500}]},
+  {"id": "h2-throttle", "direction": "response", "conditions": {"path_pattern": "^/big"},
+   "actions": [{"type": "throttle", "bytes_per_s": 262144}]}
 ]}
 JSON
-wait_for 10 grep -q "rules.json: 7 rules" "$E2E_TMP/wgmitm.log" || fail "rules.json was not loaded"
+wait_for 10 grep -q "rules.json: 8 rules" "$E2E_TMP/wgmitm.log" || fail "rules.json was not loaded"
 # -v: the request headers nghttpd received go to servers.log.
 serve "$HOST" nghttpd -v -d "$www" --trailer "grpc-status: 0" 8444 "$pki/www.key" "$pki/www.pem"
 wait_port "$HOST" 127.0.0.1 8444
@@ -91,6 +93,17 @@ assert t["slow.txt"] >= 1.4, t
 assert t["hello.txt"] < 1.0, t
 PY
 say "h2: a delayed stream held while another completed first"
+
+# A throttled stream (1 MiB at 256 KiB/s) and a fast one on one connection.
+out=$("${c[@]}" -Z -o "$E2E_TMP/big.out" -o /dev/null -w '%{url_effective} %{time_total}\n' "$u/big.bin" "$u/hello.txt")
+echo "$out" | head -1 | grep -q hello.txt || fail "the fast stream did not finish first: $out"
+cmp -s "$E2E_TMP/big.out" "$www/big.bin" || fail "the throttled body differs"
+python3 - "$out" <<'PY' || fail "timings: $out"
+import sys
+t = {l.split()[0].rsplit("/", 1)[1]: float(l.split()[1]) for l in sys.argv[1].splitlines() if l.strip()}
+assert t["big.bin"] >= 3.0, t  # a lower bound only: a slow machine cannot fail it
+PY
+say "h2: a throttled stream paced ($(echo "$out" | grep big.bin | cut -d' ' -f2) s for 1 MiB) while another completed first"
 
 # nghttp: several streams on one connection, with the server's trailer.
 in_ns "$CLI" timeout 30 nghttp -n -s -m 4 "https://$HOST4:8444/hello.txt" >"$E2E_TMP/nghttp.out" 2>&1 ||

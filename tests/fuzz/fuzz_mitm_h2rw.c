@@ -1,9 +1,13 @@
 /* libFuzzer target for the active HTTP/2 layer (mitm/h2rw.h) with a small
  * ruleset (header edits, mock, block 403 and 444, delay, body edits with a
- * 4 KiB cap, response edits).
+ * 4 KiB cap, response edits, breakpoints on requests and responses,
+ * throttles).
  *
  * Input: records of one selector byte and what follows it:
  *   0xFF:          the clock moves 1 s on and h2rw_timeout runs;
+ *   0xFE E:        the oldest held item is released, edited as E picks;
+ *   0xFD:          the oldest held item is killed;
+ *   0xFC:          the clock moves 400 s on: every held item times out;
  *   otherwise:     bit 0 the direction (0 from the client, 1 from the
  *                  upstream), then one byte of length and that many bytes
  *                  (a frame may span records).
@@ -11,7 +15,8 @@
  *
  * Invariants beyond "no crash / no sanitizer report": the bytes buffered
  * stay within the kept bound plus both connection windows; after ops.fail
- * nothing more is written.
+ * nothing more is written; once the layer is freed, nothing it held stays
+ * in the registry.
  *
  * With WGMITM_FUZZ_WRITE_SEEDS=dir, initialisation writes seeds: hand-made
  * conversations (literal HPACK) touching every rule. */
@@ -23,6 +28,7 @@
 #include <jansson.h>
 
 #include "mitm/h2rw.h"
+#include "mitm/held.h"
 #include "mitm/rules.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -43,6 +49,12 @@ static const char RULES[] =
 	"  \"actions\": [{\"type\": \"block\", \"status\": 403}]},"
 	" {\"id\": \"kill\", \"conditions\": {\"path_pattern\": \"^/k\"},"
 	"  \"actions\": [{\"type\": \"block\", \"status\": 444}]},"
+	" {\"id\": \"bp\", \"conditions\": {\"path_pattern\": \"^/p\"},"
+	"  \"actions\": [{\"type\": \"breakpoint\"}]},"
+	" {\"id\": \"rbp\", \"direction\": \"response\", \"conditions\": {\"path_pattern\": "
+	"\"^/q\"}, \"actions\": [{\"type\": \"breakpoint\"}]},"
+	" {\"id\": \"tput\", \"direction\": \"both\", \"conditions\": {\"path_pattern\": "
+	"\"^/t\"}, \"actions\": [{\"type\": \"throttle\", \"bytes_per_s\": 2048}]},"
 	" {\"id\": \"slow\", \"conditions\": {\"path_pattern\": \"^/s\"},"
 	"  \"actions\": [{\"type\": \"delay\", \"ms\": 500}]},"
 	" {\"id\": \"body\", \"direction\": \"both\", \"conditions\": {\"path_pattern\": \"^/b\"},"
@@ -215,10 +227,33 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
+/* Edits a release may carry, picked by a byte. */
+static const char *const edits[] = {
+	NULL,
+	"{}",
+	"{\"set_headers\": {\"x-e\": \"1\"}, \"remove_headers\": [\"host\"]}",
+	"{\"body\": \"replaced body\"}",
+	"{\"body\": \"\"}",
+	"{\"path\": \"/other?x\", \"method\": \"POST\", \"headers\": [[\"a\", \"b\"]]}",
+	"{\"status\": 204}",
+	"{\"status\": 500, \"body\": \"no\"}",
+};
+
+static uint64_t oldest(struct held *h)
+{
+	json_t *l = held_list(h);
+	uint64_t id = (uint64_t)json_integer_value(json_object_get(json_array_get(l, 0), "id"));
+	json_decref(l);
+	return id;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *p, size_t n)
 {
 	failed = false;
 	clock_ms = 0;
+	struct held *held = held_new(&(struct held_config){ .max = 4 });
+	if (!held)
+		return 0;
 	struct h2rw_config cfg = { .ops = { .to_upstream = op_out,
 					    .to_client = op_out,
 					    .timer = op_timer,
@@ -227,10 +262,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *p, size_t n)
 				   .rules = rules,
 				   .peer = "phone",
 				   .default_authority = "10.0.0.1:443",
-				   .body_cap = 4096 };
+				   .body_cap = 4096,
+				   .held = held,
+				   .conn = "c",
+				   .client = "10.0.0.2:1" };
 	struct h2rw *w = h2rw_new(&cfg);
-	if (!w)
+	if (!w) {
+		held_free(held);
 		return 0;
+	}
 	h2rw_flush(w);
 	static const uint8_t preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 	h2rw_client(w, preface, sizeof(preface) - 1);
@@ -240,6 +280,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *p, size_t n)
 		if (sel == 0xFF) {
 			clock_ms += 1000;
 			h2rw_timeout(w);
+		} else if (sel == 0xFE) {
+			uint8_t e = i < n ? p[i++] : 0;
+			uint64_t id = oldest(held);
+			json_t *j = edits[e % 8] ? json_loads(edits[e % 8], 0, NULL) : NULL;
+			char why[128];
+			if (id)
+				(void)held_release(held, id, j, why, sizeof(why));
+			json_decref(j);
+		} else if (sel == 0xFD) {
+			uint64_t id = oldest(held);
+			if (id)
+				(void)held_kill(held, id);
+		} else if (sel == 0xFC) {
+			clock_ms += 400000;
+			(void)held_expire(held, clock_ms);
 		} else {
 			if (i >= n)
 				break;
@@ -258,5 +313,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *p, size_t n)
 			json_decref(h2rw_take_note(w, sid));
 	}
 	h2rw_free(w);
+	if (held_count(held) != 0)
+		abort();
+	held_free(held);
 	return 0;
 }

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "mitm/h2rw.h"
+#include "mitm/held.h"
 #include "mitm/rules.h"
 
 #define MAXS 64
@@ -61,6 +62,7 @@ struct env {
 	size_t max_buffered;
 	unsigned upstream_streams;
 	json_t *notes[MAXS * 2];
+	struct held *held;
 };
 
 static struct env *E;
@@ -181,7 +183,8 @@ static void s_answer(nghttp2_session *s, int32_t id)
 		nghttp2_submit_rst_stream(s, 0, id, NGHTTP2_REFUSED_STREAM);
 		return;
 	}
-	if (strstr(x->hdrs, ":path: /big") || strstr(x->hdrs, ":path: /large")) {
+	if (strstr(x->hdrs, ":path: /big") || strstr(x->hdrs, ":path: /large") ||
+	    strstr(x->hdrs, ":path: /tbig")) {
 		g->len = BIG;
 	} else if (strstr(x->hdrs, ":path: /json")) {
 		g->text = "{\"user\":{\"role\":\"guest\"},\"n\":1}";
@@ -300,6 +303,12 @@ static const char *RULES =
 	"\"^/big\"},"
 	"  \"actions\": [{\"type\": \"replace_body\", \"regex\": \"zzz\", \"replacement\": "
 	"\"y\"}]},"
+	" {\"id\": \"tput\", \"direction\": \"response\", \"conditions\": {\"path_pattern\": "
+	"\"^/tbig\"}, \"actions\": [{\"type\": \"throttle\", \"bytes_per_s\": 262144}]},"
+	" {\"id\": \"bp\", \"conditions\": {\"path_pattern\": \"^/bp\"},"
+	"  \"actions\": [{\"type\": \"breakpoint\"}]},"
+	" {\"id\": \"rbp\", \"direction\": \"response\", \"conditions\": {\"path_pattern\": "
+	"\"^/rbp\"}, \"actions\": [{\"type\": \"breakpoint\"}]},"
 	" {\"id\": \"grpc\", \"conditions\": {\"path_pattern\": \"^/grpc\"},"
 	"  \"actions\": [{\"type\": \"set_header\", \"name\": \"x-grpc-rule\", \"value\": "
 	"\"1\"}]}]";
@@ -334,6 +343,8 @@ static int setup(void **state)
 	nghttp2_submit_settings(env.c, 0, NULL, 0);
 	nghttp2_submit_settings(env.s, 0, NULL, 0);
 	struct ruleset *rs = compile(RULES);
+	env.held = held_new(&(struct held_config){ 0 });
+	assert_non_null(env.held);
 	struct h2rw_config cfg = { .ops = { .to_upstream = op_up,
 					    .to_client = op_cl,
 					    .timer = op_timer,
@@ -344,6 +355,9 @@ static int setup(void **state)
 				   .scheme = "https",
 				   .default_authority = "10.0.0.1:443",
 				   .upstream_authority = upstream_authority,
+				   .held = env.held,
+				   .conn = "c1",
+				   .client = "10.0.0.2:5000",
 				   .body_cap = 1u << 20 };
 	env.w = h2rw_new(&cfg);
 	assert_non_null(env.w);
@@ -357,6 +371,8 @@ static int teardown(void **state)
 {
 	(void)state;
 	h2rw_free(E->w);
+	assert_int_equal(held_count(E->held), 0); /* the layer took its items back */
+	held_free(E->held);
 	nghttp2_session_del(E->c);
 	nghttp2_session_del(E->s);
 	for (size_t i = 0; i < MAXS * 2; i++) {
@@ -509,6 +525,84 @@ static void test_upstream_authority(void **state)
 	assert_true(found);
 }
 
+static uint64_t held_only(const char *phase)
+{
+	assert_int_equal(held_count(E->held), 1);
+	json_t *l = held_list(E->held);
+	json_t *it = json_array_get(l, 0);
+	assert_string_equal(json_string_value(json_object_get(it, "proto")), "h2");
+	assert_string_equal(json_string_value(json_object_get(it, "phase")), phase);
+	assert_string_equal(json_string_value(json_object_get(it, "conn")), "c1");
+	uint64_t id = (uint64_t)json_integer_value(json_object_get(it, "id"));
+	json_decref(l);
+	return id;
+}
+
+static void release(uint64_t id, const char *edits)
+{
+	json_error_t je;
+	json_t *e = edits ? json_loads(edits, 0, &je) : NULL;
+	char why[200];
+	if (held_release(E->held, id, e, why, sizeof(why)) < 0)
+		fail_msg("release: %s", why);
+	json_decref(e);
+}
+
+/* A held stream waits while the others of the connection go on; it goes
+ * on edited, a held response with a new status and body, and a killed one
+ * is reset alone. */
+static void test_breakpoints(void **state)
+{
+	(void)state;
+	int32_t bp = get("/bp", "x-orig", "1");
+	int32_t plain = get("/plain", NULL, NULL);
+	run();
+	assert_int_equal(E->cs[plain].status, 200);
+	assert_true(E->cs[plain].closed);
+	assert_false(E->cs[bp].closed);
+	uint64_t id = held_only("request");
+	release(id, "{\"path\": \"/bp2\", \"set_headers\": {\"x-edited\": \"yes\"}}");
+	run();
+	assert_true(E->cs[bp].closed);
+	assert_int_equal(E->cs[bp].status, 200);
+	bool found = false;
+	for (int i = 1; i < MAXS; i += 2)
+		if (strstr(E->ss[i].hdrs, ":path: /bp2\n")) {
+			found = true;
+			assert_non_null(strstr(E->ss[i].hdrs, "x-edited: yes\n"));
+			assert_non_null(strstr(E->ss[i].hdrs, "x-orig: 1\n"));
+		}
+	assert_true(found);
+	json_t *n = note(bp);
+	assert_string_equal(json_string_value(json_object_get(n, "request_breakpoint")), "edited");
+
+	int32_t r = get("/rbp", NULL, NULL);
+	run();
+	assert_false(E->cs[r].closed);
+	release(held_only("response"), "{\"status\": 201, \"body\": \"changed\"}");
+	run();
+	assert_int_equal(E->cs[r].status, 201);
+	assert_string_equal((char *)E->cs[r].body.p, "changed");
+
+	int32_t k = get("/bpk", NULL, NULL);
+	run();
+	assert_int_equal(held_kill(E->held, held_only("request")), 0);
+	run();
+	assert_true(E->cs[k].closed);
+	assert_int_not_equal(E->cs[k].rst, 0);
+	int32_t after = get("/plain", NULL, NULL);
+	run();
+	assert_int_equal(E->cs[after].status, 200);
+
+	/* A held stream the client resets leaves the registry. */
+	int32_t gone = get("/bp", NULL, NULL);
+	run();
+	(void)held_only("request");
+	nghttp2_submit_rst_stream(E->c, NGHTTP2_FLAG_NONE, gone, NGHTTP2_CANCEL);
+	run();
+	assert_int_equal(held_count(E->held), 0);
+}
+
 static void test_mock_block_reset(void **state)
 {
 	(void)state;
@@ -561,6 +655,34 @@ static void test_delay_concurrent(void **state)
 	assert_true(E->cs[slow].closed);
 	assert_int_equal(E->cs[slow].status, 200);
 	assert_int_equal(E->cs[slow].order, 3);
+}
+
+/* A throttled response streams at its rate on the layer's clock while
+ * the connection's other streams go on at once. */
+static void test_throttle(void **state)
+{
+	(void)state;
+	int32_t big = get("/tbig", NULL, NULL);
+	run();
+	int32_t plain = get("/plain", NULL, NULL);
+	run();
+	assert_true(E->cs[plain].closed);
+	assert_int_equal(E->cs[plain].status, 200);
+	assert_false(E->cs[big].closed);
+	uint64_t start = E->now;
+	for (int i = 0; i < 10000 && !E->cs[big].closed; i++) {
+		assert_true(E->timer_set);
+		E->now += E->timer_ms ? E->timer_ms : 1;
+		E->timer_set = false;
+		h2rw_timeout(E->w);
+		run();
+	}
+	assert_true(E->cs[big].closed);
+	assert_int_equal(E->cs[big].body.n, BIG);
+	/* 2 MiB at 256 KiB/s: 8 s, less the first burst. */
+	uint64_t took = E->now - start;
+	if (took < 7000 || took > 9000)
+		fail_msg("2 MiB at 256 KiB/s took %llu ms", (unsigned long long)took);
 }
 
 static void test_bodies(void **state)
@@ -696,6 +818,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_headers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_upstream_authority, setup_reverse, teardown),
+		cmocka_unit_test_setup_teardown(test_breakpoints, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_throttle, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mock_block_reset, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_delay_concurrent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bodies, setup, teardown),
