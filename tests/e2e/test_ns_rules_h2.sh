@@ -8,12 +8,17 @@
 #   ns cli (wireguard-go, curl --http2, nghttp) ── ns srv (wgmitm run + rules) ── ns host (nghttpd h2 :8444)
 #   www.test -> 203.0.113.10 (curl --resolve)
 #
-# gRPC through a header rule is in test_ns_grpc.
+# gRPC (grpcio, TLS) through a rule that sets a metadata header, unary and
+# server streaming.
 source "$(dirname "$0")/lib.sh"
 require_root
 for tool in openssl python3 nghttpd nghttp curl; do
   command -v "$tool" >/dev/null 2>&1 || { [ "${CI:-}" = true ] && fail "needs $tool"; say "SKIP: needs $tool"; exit 77; }
 done
+# Debian's python3-grpcio is for Debian's python3, which PATH may not put first.
+grpc_py=python3
+python3 -c 'import grpc' 2>/dev/null || grpc_py=/usr/bin/python3
+"$grpc_py" -c 'import grpc' 2>/dev/null || { [ "${CI:-}" = true ] && fail "needs python3-grpcio"; say "SKIP: needs python3-grpcio"; exit 77; }
 
 pki="$E2E_TMP/pki"
 test_pki "$pki"
@@ -44,10 +49,12 @@ cat >"$HOME_DIR/rules.json" <<'JSON'
   {"id": "h2-slow", "conditions": {"path_pattern": "^/slow"},
    "actions": [{"type": "delay", "ms": 1500}]},
   {"id": "h2-throttle", "direction": "response", "conditions": {"path_pattern": "^/big"},
-   "actions": [{"type": "throttle", "bytes_per_s": 262144}]}
+   "actions": [{"type": "throttle", "bytes_per_s": 262144}]},
+  {"id": "h2-grpc", "conditions": {"path_pattern": "^/echo\\.Echo/"},
+   "actions": [{"type": "set_header", "name": "x-grpc-rule", "value": "set by wgmitm"}]}
 ]}
 JSON
-wait_for 10 grep -q "rules.json: 8 rules" "$E2E_TMP/wgmitm.log" || fail "rules.json was not loaded"
+wait_for 10 grep -q "rules.json: 9 rules" "$E2E_TMP/wgmitm.log" || fail "rules.json was not loaded"
 # -v: the request headers nghttpd received go to servers.log.
 serve "$HOST" nghttpd -v -d "$www" --trailer "grpc-status: 0" 8444 "$pki/www.key" "$pki/www.pem"
 wait_port "$HOST" 127.0.0.1 8444
@@ -105,6 +112,15 @@ assert t["big.bin"] >= 3.0, t  # a lower bound only: a slow machine cannot fail 
 PY
 say "h2: a throttled stream paced ($(echo "$out" | grep big.bin | cut -d' ' -f2) s for 1 MiB) while another completed first"
 
+# gRPC: the rule's metadata reaches the server; trailers and a stream come back.
+serve "$HOST" "$grpc_py" "$(dirname "$0")/grpc_echo.py" server 50051 "$pki/www.pem" "$pki/www.key"
+wait_port "$HOST" 127.0.0.1 50051
+got=$(in_ns "$CLI" timeout 30 "$grpc_py" "$(dirname "$0")/grpc_echo.py" client "$HOST4:50051" "$E2E_TMP/wgca.pem" www.test 2>&1) ||
+  fail "gRPC through the rules layer: $got"
+[ "$got" = "hello|set by wgmitm
+0,1,2" ] || fail "gRPC answers: $got"
+say "gRPC: unary and server-streaming calls, the rule's metadata seen by the server"
+
 # nghttp: several streams on one connection, with the server's trailer.
 in_ns "$CLI" timeout 30 nghttp -n -s -m 4 "https://$HOST4:8444/hello.txt" >"$E2E_TMP/nghttp.out" 2>&1 ||
   fail "nghttp -m 4 through the rules layer: $(cat "$E2E_TMP/nghttp.out")"
@@ -128,6 +144,8 @@ u = one("/user.json")
 assert "guest" in u["rules"]["response_body_original"]["text"], u["rules"]
 b = one("/blocked")
 assert b["rules"]["blocked_by"] == "h2-403", b
+g = one("/echo.Echo/Say")
+assert g["rules"]["matched"] == ["h2-grpc"] and g["response"]["status"] == 200, g.get("rules")
 r = one("/reset")
 assert r["rules"]["blocked_by"] == "h2-444" and r["rules"].get("reset") is True, r
 print("records ok")
