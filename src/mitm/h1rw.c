@@ -464,16 +464,6 @@ static void queue_pop(struct h1rw *w)
 }
 
 /* The tightest throttle of `plan` on `phase`, 0: none. */
-static uint64_t plan_rate(const struct rules_plan *plan, enum rule_dir phase)
-{
-	uint64_t rate = 0;
-	for (size_t i = 0; i < plan->ntransforms; i++) {
-		const struct rule_action *a = plan->transforms[i];
-		if (a->kind == RA_THROTTLE && (a->on & phase) && (!rate || a->rate < rate))
-			rate = a->rate;
-	}
-	return rate;
-}
 
 static void throttle(struct h1rw *w, struct side *s, enum rule_dir phase, uint64_t rate)
 {
@@ -657,7 +647,7 @@ static int req_headers_complete(llhttp_t *p)
 		delay_mark(w, delay);
 	if (s->bp)
 		s->keep = true;
-	throttle(w, s, RULE_REQUEST, plan_rate(&s->plan, RULE_REQUEST));
+	throttle(w, s, RULE_REQUEST, rules_plan_rate(&s->plan, RULE_REQUEST));
 	if (!s->keep)
 		emit_req_head(w);
 	return 0;
@@ -1033,7 +1023,7 @@ static int resp_headers_complete(llhttp_t *p)
 		}
 	}
 	if (q && status >= 200)
-		throttle(w, s, RULE_RESPONSE, plan_rate(&s->plan, RULE_RESPONSE));
+		throttle(w, s, RULE_RESPONSE, rules_plan_rate(&s->plan, RULE_RESPONSE));
 	if (!s->keep && !s->bp)
 		resp_head(w);
 	return ret;

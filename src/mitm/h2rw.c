@@ -217,18 +217,6 @@ static uint32_t plan_delay(const struct rules_plan *plan, enum rule_dir phase)
 	return ms > RULES_MAX_DELAY_MS ? RULES_MAX_DELAY_MS : (uint32_t)ms;
 }
 
-/* The slowest throttle of the phase's rules (bytes/s), 0: none. */
-static uint64_t plan_rate(const struct rules_plan *plan, enum rule_dir phase)
-{
-	uint64_t rate = 0;
-	for (size_t i = 0; i < plan->ntransforms; i++) {
-		const struct rule_action *a = plan->transforms[i];
-		if (a->kind == RA_THROTTLE && (a->on & phase) && (!rate || a->rate < rate))
-			rate = a->rate;
-	}
-	return rate;
-}
-
 /* What a paced source gives at least at once: a tenth of a second's
  * worth, within [1 KiB, 16 KiB] (one DATA frame). */
 static double pace_quantum(uint64_t rate)
@@ -833,7 +821,7 @@ static void request_head(struct h2s *s)
 	uint32_t ms = plan_delay(&h->plan, RULE_REQUEST);
 	if (ms)
 		stream_hold(s, P_REQ, ms);
-	if ((h->rate = plan_rate(&h->plan, RULE_REQUEST)) != 0) {
+	if ((h->rate = rules_plan_rate(&h->plan, RULE_REQUEST)) != 0) {
 		h->at = now_ms(w);
 		h->tokens = pace_quantum(h->rate);
 	}
@@ -930,7 +918,7 @@ static void response_head(struct h2s *s)
 		uint32_t ms = plan_delay(&h->plan, RULE_RESPONSE);
 		if (ms)
 			stream_hold(s, P_RESP, ms);
-		if ((h->rate = plan_rate(&h->plan, RULE_RESPONSE)) != 0) {
+		if ((h->rate = rules_plan_rate(&h->plan, RULE_RESPONSE)) != 0) {
 			h->at = now_ms(w);
 			h->tokens = pace_quantum(h->rate);
 		}

@@ -1306,6 +1306,17 @@ static bool rule_matches(const struct rule *r, enum rule_dir phase, struct match
 	return true;
 }
 
+uint64_t rules_plan_rate(const struct rules_plan *plan, enum rule_dir phase)
+{
+	uint64_t rate = 0;
+	for (size_t i = 0; i < plan->ntransforms; i++) {
+		const struct rule_action *a = plan->transforms[i];
+		if (a->kind == RA_THROTTLE && (a->on & phase) && (!rate || a->rate < rate))
+			rate = a->rate;
+	}
+	return rate;
+}
+
 bool rules_plan_for(const struct ruleset *rs, enum rule_dir phase, const struct rules_msg *m,
 		    struct rules_plan *plan)
 {

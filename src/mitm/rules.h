@@ -198,6 +198,10 @@ struct rules_plan {
 bool rules_plan_for(const struct ruleset *rs, enum rule_dir phase, const struct rules_msg *m,
 		    struct rules_plan *plan);
 
+/* The slowest throttle of the plan's transforms for `phase` (bytes/s); 0:
+ * none. */
+uint64_t rules_plan_rate(const struct rules_plan *plan, enum rule_dir phase);
+
 /* The header edits of `plan` that apply on `phase`, done to `h` in order.
  * 0 or -ENOMEM / -E2BIG. */
 int rules_apply_headers(const struct rules_plan *plan, enum rule_dir phase, struct http_headers *h);
