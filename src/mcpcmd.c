@@ -8,6 +8,7 @@
 
 #include "control/apiclient.h"
 #include "control/mcp.h"
+#include "mitm/replay.h"
 #include "state.h"
 
 #define MCPCMD_MAX_LINE (4u << 20)
@@ -31,6 +32,12 @@ static void request(void *ctx, const char *method, const char *target, const jso
 		done(arg, &r);
 		return;
 	}
+	/* A replay answers when it ends: its own bound, and some. */
+	size_t tl = strlen(target);
+	json_int_t tmo = json_integer_value(json_object_get(body, "timeout_ms"));
+	b->api.timeout_ms = tl > 7 && strcmp(target + tl - 7, "/replay") == 0
+				    ? (unsigned)(tmo ? tmo : REPLAY_TIMEOUT_MS) + 10000
+				    : 30000;
 	struct apiclient_reply ar;
 	apiclient_request(&b->api, method, target, body, &ar);
 	struct mcp_api_reply r = { .status = ar.status,

@@ -15,7 +15,8 @@
 
 #define USAGE                                                                                      \
 	"usage: wgmitm replay ID [--set-header NAME=VALUE]... [--remove-header NAME]...\n"         \
-	"                        [--method M] [--url URL] [--body FILE|-] [--json]\n"
+	"                        [--method M] [--url URL] [--body FILE|-] [--timeout S]\n"         \
+	"                        [--json]\n"
 
 /* A file (or stdin for "-") of at most REPLAY_MAX_BODY bytes. */
 static uint8_t *read_body(const char *path, size_t *len)
@@ -84,6 +85,7 @@ int replaycmd_main(int argc, char **argv, const char *home_override)
 		{ "url", required_argument, NULL, 'u' },
 		{ "body", required_argument, NULL, 'b' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "timeout", required_argument, NULL, 't' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -134,6 +136,20 @@ int replaycmd_main(int argc, char **argv, const char *home_override)
 		case 'j':
 			as_json = true;
 			break;
+		case 't': {
+			char *end;
+			double s = strtod(optarg, &end);
+			if (*end || s < 0.1 || s > REPLAY_MAX_TIMEOUT_MS / 1000) {
+				fprintf(stderr,
+					"wgmitm replay: --timeout %s: expected seconds, 0.1 to "
+					"%u\n",
+					optarg, REPLAY_MAX_TIMEOUT_MS / 1000);
+				goto out;
+			}
+			json_object_set_new(edits, "timeout_ms",
+					    json_integer((json_int_t)(s * 1000)));
+			break;
+		}
 		case 'h':
 			fputs(USAGE, stdout);
 			status = 0;
@@ -160,7 +176,9 @@ int replaycmd_main(int argc, char **argv, const char *home_override)
 		fprintf(stderr, "wgmitm replay: %s\n", err);
 		goto out;
 	}
-	api.timeout_ms = REPLAY_TIMEOUT_MS + 10000; /* the replay's own bound, and some */
+	/* The replay's own bound, and some. */
+	json_int_t tmo = json_integer_value(json_object_get(edits, "timeout_ms"));
+	api.timeout_ms = (uint32_t)(tmo ? tmo : REPLAY_TIMEOUT_MS) + 10000;
 	const char *id = argv[optind];
 	char target[512] = "/api/flows/";
 	size_t t = strlen(target);

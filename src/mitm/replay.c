@@ -417,12 +417,21 @@ int replay_build(const json_t *record, const json_t *edits, struct replay_reques
 	json_object_foreach((json_t *)edits, k, v)
 	{
 		if (strcmp(k, "method") && strcmp(k, "url") && strcmp(k, "headers") &&
-		    strcmp(k, "body") && strcmp(k, "body_base64"))
+		    strcmp(k, "body") && strcmp(k, "body_base64") && strcmp(k, "timeout_ms"))
 			return fail(
 				err, errlen,
 				"%.64s: unknown edit (a replay takes method, url, headers, body, "
-				"body_base64)",
+				"body_base64, and timeout_ms)",
 				k);
+	}
+	/* Not an edit of the request: how long this replay may take. */
+	const json_t *to = json_object_get(edits, "timeout_ms");
+	if (to) {
+		if (!json_is_integer(to) || json_integer_value(to) < 100 ||
+		    json_integer_value(to) > REPLAY_MAX_TIMEOUT_MS)
+			return fail(err, errlen, "timeout_ms: expected 100 to %u",
+				    REPLAY_MAX_TIMEOUT_MS);
+		r->timeout_ms = (uint32_t)json_integer_value(to);
 	}
 
 	/* Method. */
@@ -1075,19 +1084,24 @@ static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res)
 			    r->req.host);
 }
 
+static uint32_t timeout_of(const struct replay *r)
+{
+	return r->req.timeout_ms      ? r->req.timeout_ms
+	       : r->e->cfg.timeout_ms ? r->e->cfg.timeout_ms
+				      : REPLAY_TIMEOUT_MS;
+}
+
 static void on_timeout(uv_timer_t *t)
 {
 	struct replay *r = t->data;
-	replay_fail(r, "timeout", "no complete response within %u ms",
-		    r->e->cfg.timeout_ms ? r->e->cfg.timeout_ms : REPLAY_TIMEOUT_MS);
+	replay_fail(r, "timeout", "no complete response within %u ms", timeout_of(r));
 }
 
 static void on_kick(uv_timer_t *t)
 {
 	struct replay *r = t->data;
 	struct replay_engine *e = r->e;
-	uv_timer_start(&r->timer, on_timeout,
-		       e->cfg.timeout_ms ? e->cfg.timeout_ms : REPLAY_TIMEOUT_MS, 0);
+	uv_timer_start(&r->timer, on_timeout, timeout_of(r), 0);
 	if (r->req.tls && !e->cfg.tls) {
 		replay_fail(r, "error",
 			    "https replays need the endpoint's TLS settings, and it runs with "

@@ -32,6 +32,7 @@
 #include "mitm/policy.h"
 
 #define REPLAY_TIMEOUT_MS 20000 /* a whole replay, DNS to the last byte */
+#define REPLAY_MAX_TIMEOUT_MS 600000
 #define REPLAY_MAX_INFLIGHT 16
 #define REPLAY_MAX_BODY (16u << 20) /* request body sent at most */
 #define REPLAY_HOST_LEN 256
@@ -55,8 +56,9 @@ struct replay_request {
 	struct sockaddr_storage client; /* the original's client, for the record */
 	char peer[FLOWLOG_PEER_LEN];    /* "": none */
 	char replay_of[FLOWLOG_ID_LEN];
-	char note[128]; /* "": none; for the record's replay_note */
-	json_t *edits;  /* the names of the edits made, ["method", "url", ...] */
+	char note[128];      /* "": none; for the record's replay_note */
+	uint32_t timeout_ms; /* this replay's bound; 0: the engine's */
+	json_t *edits;       /* the names of the edits made, ["method", "url", ...] */
 };
 
 /* The request for `record` (an "http" record as the store returns it,

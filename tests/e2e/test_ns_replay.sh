@@ -71,7 +71,7 @@ check_replay "$r1"
 say "CLI replay as recorded: flow $r1, 200, the host saw the recorded headers (${ms} ms)"
 
 # 2. Edited: a header set, one removed; the short summary.
-out=$(wg replay "$orig" --set-header X-Replay=cli --remove-header X-Orig) || fail "wgmitm replay: $out"
+out=$(wg replay "$orig" --set-header X-Replay=cli --remove-header X-Orig --timeout 30) || fail "wgmitm replay: $out"
 r2=$(echo "$out" | head -n 1 | awk '{print $1}')
 echo "$out" | head -n 1 | grep -q "  200  GET https://www.test:8443/headers  (replay of $orig)" ||
   fail "the summary line: $out"
@@ -79,7 +79,9 @@ check_replay "$r2"
 [ "$(seen "$r2" | jq -r '."X-Replay"')" = cli ] && [ "$(seen "$r2" | jq -r '."X-Orig"')" = null ] ||
   fail "header edits: the host saw $(seen "$r2")"
 [ "$(record "$r2" | jq -c .replay_edits)" = '["headers"]' ] || fail "replay_edits: $(record "$r2" | jq -c .replay_edits)"
-say "CLI replay edited: X-Replay set, X-Orig removed at the host"
+if out=$(wg replay "$orig" --timeout 0.01 2>&1); then fail "--timeout 0.01 was taken"; fi
+echo "$out" | grep -q "expected seconds" || fail "--timeout 0.01: $out"
+say "CLI replay edited: X-Replay set, X-Orig removed at the host (--timeout 30; 0.01 refused)"
 
 # 3. Another method and a body (the host answers a PUT with its sha256).
 head -c 3000 /dev/urandom >"$E2E_TMP/body.bin"

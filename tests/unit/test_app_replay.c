@@ -171,6 +171,8 @@ static void test_refused(void **ctx)
 		{ H1_RECORD, "{\"headers\":{\"Content-Length\":\"1\"}}", "set by the replay" },
 		{ H1_RECORD, "{\"headers\":{\"Host\":null}}", "Host cannot be removed" },
 		{ H1_RECORD, "{\"headers\":[]}", "expected an object" },
+		{ H1_RECORD, "{\"timeout_ms\":50}", "timeout_ms: expected 100 to" },
+		{ H1_RECORD, "{\"timeout_ms\":\"5\"}", "timeout_ms: expected 100 to" },
 	};
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
 		json_t *rec = load(t[i].record), *ed = t[i].edits ? load(t[i].edits) : NULL;
@@ -453,6 +455,27 @@ static void test_engine_failures(void **ctx)
 	while (o.calls == 0 && uv_run(&v.loop, UV_RUN_ONCE))
 		;
 	assert_string_equal(o.end_reason, "timeout");
+	assert_non_null(strstr(o.error, "within 200 ms"));
+	json_decref(o.record);
+	/* A replay's own timeout_ms wins over the engine's. */
+	struct server s3;
+	srv_start(&v.loop, &s3);
+	s3.answer = "";
+	snprintf(rec, sizeof(rec),
+		 "{\"type\":\"http\",\"id\":\"o\",\"method\":\"GET\",\"url\":\"http://127.0.0.1:%u/"
+		 "\"}",
+		 s3.port);
+	json_t *r3 = load(rec), *ed = load("{\"timeout_ms\": 300}");
+	assert_int_equal(replay_build(r3, ed, &req, err, sizeof(err)), 0);
+	json_decref(ed);
+	json_decref(r3);
+	assert_int_equal(req.timeout_ms, 300);
+	memset(&o, 0, sizeof(o));
+	assert_int_equal(replay_start(quick, &req, on_done, &o), 0);
+	while (o.calls == 0 && uv_run(&v.loop, UV_RUN_ONCE))
+		;
+	assert_string_equal(o.end_reason, "timeout");
+	assert_non_null(strstr(o.error, "within 300 ms"));
 	json_decref(o.record);
 	struct outcome o2;
 	start(&v, s.port, NULL, &o2);
@@ -466,6 +489,7 @@ static void test_engine_failures(void **ctx)
 	json_decref(r);
 	replay_engine_free(quick);
 	srv_stop(&s);
+	srv_stop(&s3);
 	env_close(&v);
 }
 
