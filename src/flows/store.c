@@ -7,6 +7,8 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -992,9 +994,10 @@ static void *writer_main(void *arg)
 	bool first = true;
 	/* The store is an index of the log: it takes the CPU that capture
 	 * leaves. Under a load that fills every core it falls behind and
-	 * catches up once the load eases; the log has every record meanwhile. */
-	struct sched_param sp = { 0 };
-	(void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
+	 * catches up once the load eases; the log has every record meanwhile.
+	 * Nice 19 rather than SCHED_IDLE: a share small enough not to slow
+	 * capture, yet never none (several busy processes starved it). */
+	(void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
 	(void)pthread_setname_np(pthread_self(), "wgmitm-store");
 	for (;;) {
 		pthread_mutex_lock(&s->mu);
