@@ -1023,7 +1023,8 @@ static int open_store(struct daemon *d)
 	snprintf(db, sizeof(db), "%s/%s", d->st.home, STORE_FILE);
 	snprintf(log, sizeof(log), "%s/%s", d->st.home, FLOWLOG_FILE);
 	struct store_options so = { .max_size = d->opts->store_max_size,
-				    .max_age = d->opts->store_max_age };
+				    .max_age = d->opts->store_max_age,
+				    .background = true };
 	int rc = store_open(&d->store, db, log, &so);
 	if (rc == -EBUSY && d->opts->wrap) {
 		/* The running endpoint's store follows the same log. */

@@ -216,6 +216,7 @@ struct store {
 	unsigned batch_rows, batch_ms;
 	int index_idle_ms;
 	bool rebuild;
+	bool background;
 	pthread_t thread;
 
 	pthread_mutex_t mu;
@@ -997,7 +998,8 @@ static void *writer_main(void *arg)
 	 * catches up once the load eases; the log has every record meanwhile.
 	 * Nice 19 rather than SCHED_IDLE: a share small enough not to slow
 	 * capture, yet never none (several busy processes starved it). */
-	(void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
+	if (s->background)
+		(void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
 	(void)pthread_setname_np(pthread_self(), "wgmitm-store");
 	for (;;) {
 		pthread_mutex_lock(&s->mu);
@@ -1272,6 +1274,7 @@ int store_open(struct store **out, const char *db, const char *log_path,
 	s->batch_rows = opt->batch_rows ? opt->batch_rows : DEFAULT_BATCH_ROWS;
 	s->batch_ms = opt->batch_ms ? opt->batch_ms : DEFAULT_BATCH_MS;
 	s->rebuild = opt->rebuild;
+	s->background = opt->background;
 	s->index_idle_ms = opt->index_idle_ms ? opt->index_idle_ms : INDEX_IDLE_MS;
 
 	/* SQLite's own locks are per transaction; this one is per writer. */

@@ -51,6 +51,9 @@ struct store_options {
 	 * takes the new rows; 0: 250 ms; < 0: only at store_flush. Past
 	 * 50,000 rows behind it takes them anyway. */
 	int index_idle_ms;
+	/* The writer at nice 19: it takes the CPU that capture leaves (the
+	 * endpoint's choice). false: at the opener's priority. */
+	bool background;
 };
 
 struct store;
