@@ -322,8 +322,8 @@ static void msg_done(struct wsrw *w, struct wsdir *d)
 		size_t nl = 0;
 		int rc = rules_body_replace(plan.edits[i], d->pl, d->pllen, w->cfg.msg_cap, &nb,
 					    &nl);
-		const char *why = rc == -E2BIG	 ? "ws_replace skipped: the result is over the cap"
-				  : rc < 0	 ? "ws_replace skipped: the regex failed"
+		const char *why = rc == -E2BIG ? "ws_replace skipped: the result is over the cap"
+				  : rc < 0     ? "ws_replace skipped: the regex failed"
 				  : !utf8_ok(nb, nl) ? "ws_replace skipped: the result is not UTF-8"
 						     : NULL;
 		if (why) {
@@ -396,8 +396,8 @@ static int frame_begin(struct wsrw *w, struct wsdir *d)
 	const char *why = NULL;
 	if (h[0] & 0x70)
 		why = "RSV bits set (no extension is negotiated)";
-	else if (d->op != OP_CONT && d->op != OP_TEXT && d->op != OP_BINARY &&
-		 d->op != OP_CLOSE && d->op != OP_PING && d->op != OP_PONG)
+	else if (d->op != OP_CONT && d->op != OP_TEXT && d->op != OP_BINARY && d->op != OP_CLOSE &&
+		 d->op != OP_PING && d->op != OP_PONG)
 		why = "a reserved opcode";
 	else if (d->ctrl && (!d->fin || len > WS_MAX_CONTROL))
 		why = "a fragmented or long control frame";
@@ -489,7 +489,8 @@ static void feed(struct wsrw *w, struct wsdir *d, const uint8_t *p, size_t n)
 			return;
 		}
 		if (d->held) {
-			if (d->backlen + n <= WSRW_MAX_HELD && append(&d->back, &d->backlen, p, n) == 0)
+			if (d->backlen + n <= WSRW_MAX_HELD &&
+			    append(&d->back, &d->backlen, p, n) == 0)
 				return;
 			if (w->cfg.ops.unhold)
 				w->cfg.ops.unhold(w->cfg.ctx, d->phase, "bytes over the bound");
@@ -558,6 +559,10 @@ static void release_dir(struct wsrw *w, struct wsdir *d, const struct held_edits
 		return;
 	d->held = false;
 	size_t size = d->pllen;
+	if (e && e->has_body && d->mop == OP_TEXT && !utf8_ok(e->body, e->body_len)) {
+		why = "edit skipped: a text message's new body is not UTF-8";
+		e = NULL;
+	}
 	if (e && e->has_body) {
 		free(d->pl);
 		d->pl = NULL;
@@ -570,7 +575,9 @@ static void release_dir(struct wsrw *w, struct wsdir *d, const struct held_edits
 	}
 	note_msg(w, d, d->held_rule, "ws_breakpoint", size, d->edited ? d->pl : NULL,
 		 d->edited ? d->pllen : 0,
-		 why ? why : e && e->has_body ? "edited" : "released");
+		 why                ? why
+		 : e && e->has_body ? "edited"
+				    : "released");
 	msg_send(w, d);
 	uint8_t *b = d->back;
 	size_t bn = d->backlen;

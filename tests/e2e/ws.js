@@ -2,6 +2,10 @@
 //   ws.js server PORT CERT KEY        wss echo server on every address
 //   ws.js client URL CAFILE N         sends N text and N binary messages,
 //                                     checks every echo, closes with 1000
+//   ws.js rules URL CAFILE            sends "hello secret", "drop me", "last";
+//                                     expects the echoes "hello public" and
+//                                     "last" (a rule edits one, drops one) and
+//                                     no extension (nothing is compressed)
 'use strict';
 const fs = require('fs');
 const https = require('https');
@@ -34,7 +38,28 @@ if (mode === 'server') {
   });
   ws.on('close', (code) => { clearTimeout(timer); process.exit(got === want.length && code === 1000 ? 0 : 1); });
   ws.on('error', (e) => { console.error(String(e)); process.exit(1); });
+} else if (mode === 'rules') {
+  const [url, ca] = a;
+  const ws = new WebSocket(url, { ca: fs.readFileSync(ca), perMessageDeflate: true });
+  const want = ['hello public', 'last'];
+  const got = [];
+  const timer = setTimeout(() => { console.error('timeout, got ' + JSON.stringify(got)); process.exit(2); }, 20000);
+  ws.on('open', () => {
+    if (ws.extensions) { console.error('extensions negotiated: ' + ws.extensions); process.exit(1); }
+    ['hello secret', 'drop me', 'last'].forEach((m) => ws.send(m));
+  });
+  ws.on('message', (data) => {
+    got.push(String(data));
+    if (got.length === want.length) ws.close(1000, 'done');
+  });
+  ws.on('close', (code) => {
+    clearTimeout(timer);
+    const ok = JSON.stringify(got) === JSON.stringify(want) && code === 1000;
+    if (!ok) console.error('got ' + JSON.stringify(got) + ' close ' + code);
+    process.exit(ok ? 0 : 1);
+  });
+  ws.on('error', (e) => { console.error(String(e)); process.exit(1); });
 } else {
-  console.error('usage: ws.js server PORT CERT KEY | client URL CAFILE N');
+  console.error('usage: ws.js server PORT CERT KEY | client URL CAFILE N | rules URL CAFILE');
   process.exit(64);
 }

@@ -166,7 +166,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			s.killed = true;
 		}
 		if (!s.killed && (s.held[0] != wsrw_holding(w, HELD_REQUEST) ||
-		    s.held[1] != wsrw_holding(w, HELD_RESPONSE)))
+				  s.held[1] != wsrw_holding(w, HELD_RESPONSE)))
 			__builtin_trap();
 		if (!ended[side] && !(side == 0 && wsrw_backlog(w) > WSRW_MAX_HELD / 2)) {
 			if (side)

@@ -163,6 +163,9 @@ static void w_random(void *ctx, uint8_t key[4])
 	key[3] = 0xD4;
 }
 
+/* The upgrade request world_open matches the rules with. */
+static const char *up_host = "ws.test", *up_path = "/chat";
+
 static void world_open(struct world *x, const char *rules, size_t cap)
 {
 	memset(x, 0, sizeof(*x));
@@ -176,9 +179,9 @@ static void world_open(struct world *x, const char *rules, size_t cap)
 	json_decref(j);
 	struct http_headers h = { 0 };
 	struct rules_msg m = { .scheme = "https",
-			       .host = "ws.test",
-			       .authority = "ws.test",
-			       .path = "/chat",
+			       .host = up_host,
+			       .authority = up_host,
+			       .path = up_path,
 			       .method = "GET",
 			       .req_headers = &h };
 	assert_true(rules_ws_for(x->rs, &m, &x->ws));
@@ -471,6 +474,33 @@ static void test_schema(void **state)
 				 bad[i].field);
 		json_decref(j);
 	}
+	/* the example of docs/rules.md */
+	static const char DOC[] =
+		"[{\"id\": \"no-typing\", \"direction\": \"response\","
+		" \"match\": \"~d chat\\\\.example\\\\.com\","
+		" \"conditions\": {\"path_pattern\": \"^/socket\","
+		" \"message_pattern\": \"\\\"type\\\": *\\\"typing\\\"\"},"
+		" \"actions\": [{\"type\": \"ws_drop\"}]},"
+		" {\"id\": \"premium\", \"direction\": \"both\","
+		" \"conditions\": {\"path_pattern\": \"^/socket\"},"
+		" \"actions\": [{\"type\": \"ws_replace\", \"regex\": \"\\\"premium\\\": *false\","
+		" \"replacement\": \"\\\"premium\\\": true\"}]}]";
+	struct world x;
+	up_host = "chat.example.com";
+	up_path = "/socket";
+	world_open(&x, DOC, 0);
+	up_host = "ws.test";
+	up_path = "/chat";
+	assert_int_equal(x.ws.n, 2);
+	struct buf in = { 0 };
+	text(&in, false, "{\"type\": \"typing\"}");
+	text(&in, false, "{\"premium\": false}");
+	wsrw_server(x.w, in.p, in.n);
+	assert_int_equal(decode(&x.cl, F, 16), 1);
+	assert_string_equal(F[0].payload, "{\"premium\": true}");
+	buf_free(&in);
+	world_close(&x);
+
 	/* ws_ actions are not part of an HTTP plan; the upgrade selects them */
 	json_t *j = json_loads("[{\"id\":\"w\",\"conditions\":{\"path_pattern\":\"^/ws\"},"
 			       "\"actions\":[{\"type\":\"ws_drop\"}]}]",
@@ -522,20 +552,23 @@ static struct h1rw *h1_open(struct world *x, const char *rules)
 	x->rs = ruleset_new(j, "rules", NULL, NULL, &err);
 	assert_non_null(x->rs);
 	json_decref(j);
-	struct h1rw_config c = { .ops = { .to_upstream = h_up, .to_client = h_cl, .reset = h_reset },
-				 .ctx = x,
-				 .rules = x->rs,
-				 .scheme = "https",
-				 .default_authority = "ws.test:443" };
+	struct h1rw_config c = {
+		.ops = { .to_upstream = h_up, .to_client = h_cl, .reset = h_reset },
+		.ctx = x,
+		.rules = x->rs,
+		.scheme = "https",
+		.default_authority = "ws.test:443"
+	};
 	struct h1rw *w = h1rw_new(&c);
 	assert_non_null(w);
 	return w;
 }
 
-static const char UPGRADE[] = "GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\n"
-			      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-			      "Sec-WebSocket-Version: 13\r\n"
-			      "Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n";
+static const char UPGRADE[] =
+	"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\n"
+	"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+	"Sec-WebSocket-Version: 13\r\n"
+	"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n";
 static const char SWITCH[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
 			     "Connection: Upgrade\r\n"
 			     "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
@@ -554,8 +587,7 @@ static void test_h1rw_upgrade(void **state)
 	assert_non_null(strstr((char *)x.up.p, "Sec-WebSocket-Key"));
 	size_t head = x.up.n;
 	assert_non_null(strstr((char *)x.up.p, "\r\n\r\n"));
-	assert_int_equal((size_t)(strstr((char *)x.up.p, "\r\n\r\n") - (char *)x.up.p) + 4,
-			 head);
+	assert_int_equal((size_t)(strstr((char *)x.up.p, "\r\n\r\n") - (char *)x.up.p) + 4, head);
 	json_t *note = h1rw_take_note(w);
 	assert_non_null(json_object_get(note, "websocket_rules"));
 	json_decref(note);
