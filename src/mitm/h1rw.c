@@ -385,6 +385,7 @@ static int on_start(llhttp_t *p, const char *at, size_t n)
 static int req_begin(llhttp_t *p)
 {
 	side_reset(&rw_of(p)->req);
+	rw_of(p)->ws_req = false;
 	return 0;
 }
 

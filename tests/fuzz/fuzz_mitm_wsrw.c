@@ -1,8 +1,10 @@
 /* libFuzzer target for the active WebSocket layer (mitm/wsrw.h): both
  * directions of one upgraded connection under one of a few fixed rule sets.
  *
- * Input: byte 0 picks the rule set (low bits) and a small message cap (bit
- * 7); then records of [op][len][len bytes]: op bit 0 says which side
+ * Input: byte 0 picks the rule set (low bits), a small message cap (bit
+ * 7) and the way in (bit 6: through the HTTP/1.1 layer, mitm/h1rw.h, which
+ * gets a WebSocket upgrade request from the client first, so the server's
+ * bytes start with its response); then records of [op][len][len bytes]: op bit 0 says which side
  * speaks (0 the client, 1 the server); before the bytes, bit 1 releases a
  * held message of that side (bit 2: with an edited body), bit 3 kills it;
  * after them, bit 4 ends that side's stream. The caller's duties are kept
@@ -19,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mitm/h1rw.h"
 #include "mitm/rules.h"
 #include "mitm/wsrw.h"
 
@@ -114,13 +117,86 @@ static void init(void)
 	json_decref(e);
 }
 
+static void on_reset(void *ctx, const char *rule_id)
+{
+	(void)ctx;
+	(void)rule_id;
+	__builtin_trap(); /* no block rule */
+}
+
+static const char UPGRADE[] = "GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\n"
+			      "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+			      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+			      "Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n";
+
+/* Through the HTTP/1.1 layer: the same duties, its entry points. */
+static void via_h1rw(const uint8_t *data, size_t size, struct ruleset *rs)
+{
+	struct sink s = { 0 };
+	struct h1rw_config c = { .ops = { .to_upstream = to_upstream,
+					  .to_client = to_client,
+					  .reset = on_reset,
+					  .hold = on_hold,
+					  .unhold = on_unhold },
+				 .ctx = &s,
+				 .rules = rs,
+				 .scheme = "https",
+				 .default_authority = "ws.test:443" };
+	struct h1rw *w = h1rw_new(&c);
+	if (!w)
+		return;
+	h1rw_client(w, (const uint8_t *)UPGRADE, sizeof(UPGRADE) - 1);
+	json_decref(h1rw_take_note(w));
+	bool ended = false;
+	size_t at = 1;
+	while (at + 2 <= size) {
+		uint8_t op = data[at];
+		size_t len = data[at + 1];
+		at += 2;
+		if (len > size - at)
+			len = size - at;
+		int side = op & 1;
+		enum held_phase ph = side ? HELD_RESPONSE : HELD_REQUEST;
+		if ((op & 0x02) && s.held[side]) {
+			s.held[side] = false;
+			h1rw_release(w, ph, (op & 0x04) ? &edits : NULL);
+		}
+		if ((op & 0x08) && s.held[side]) {
+			s.held[side] = false;
+			h1rw_kill(w, ph);
+			s.killed = true;
+		}
+		if (!s.killed && (s.held[0] != h1rw_holding(w, HELD_REQUEST) ||
+				  s.held[1] != h1rw_holding(w, HELD_RESPONSE)))
+			__builtin_trap();
+		if (side && !ended)
+			h1rw_server(w, data + at, len);
+		else if (!side && h1rw_backlog(w) <= H1RW_MAX_HELD / 2)
+			h1rw_client(w, data + at, len);
+		if (h1rw_backlog(w) > H1RW_MAX_HELD + 2 * 65536)
+			__builtin_trap();
+		if ((op & 0x10) && side && !ended) {
+			ended = true;
+			h1rw_server_eof(w);
+		}
+		at += len;
+		json_decref(h1rw_take_ws_note(w));
+		json_decref(h1rw_take_note(w));
+	}
+	h1rw_free(w);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (!sets[0])
 		init();
 	if (size < 1)
 		return 0;
-	size_t set = (data[0] & 0x7F) % NSETS;
+	size_t set = (data[0] & 0x3F) % NSETS;
+	if (data[0] & 0x40) {
+		via_h1rw(data, size, sets[set]);
+		return 0;
+	}
 	struct http_headers h = { 0 };
 	struct rules_msg m = { .scheme = "https",
 			       .host = "ws.test",
