@@ -6,6 +6,9 @@
 //                                     expects the echoes "hello public" and
 //                                     "last" (a rule edits one, drops one) and
 //                                     no extension (nothing is compressed)
+//   ws.js expect URL CAFILE SEND WANT SEND and WANT are JSON arrays of text
+//                                     messages: sends SEND, expects the
+//                                     echoes WANT in order, closes with 1000
 'use strict';
 const fs = require('fs');
 const https = require('https');
@@ -38,15 +41,16 @@ if (mode === 'server') {
   });
   ws.on('close', (code) => { clearTimeout(timer); process.exit(got === want.length && code === 1000 ? 0 : 1); });
   ws.on('error', (e) => { console.error(String(e)); process.exit(1); });
-} else if (mode === 'rules') {
+} else if (mode === 'rules' || mode === 'expect') {
   const [url, ca] = a;
+  const send = mode === 'rules' ? ['hello secret', 'drop me', 'last'] : JSON.parse(a[2]);
+  const want = mode === 'rules' ? ['hello public', 'last'] : JSON.parse(a[3]);
   const ws = new WebSocket(url, { ca: fs.readFileSync(ca), perMessageDeflate: true });
-  const want = ['hello public', 'last'];
   const got = [];
-  const timer = setTimeout(() => { console.error('timeout, got ' + JSON.stringify(got)); process.exit(2); }, 20000);
+  const timer = setTimeout(() => { console.error('timeout, got ' + JSON.stringify(got)); process.exit(2); }, 40000);
   ws.on('open', () => {
     if (ws.extensions) { console.error('extensions negotiated: ' + ws.extensions); process.exit(1); }
-    ['hello secret', 'drop me', 'last'].forEach((m) => ws.send(m));
+    send.forEach((m) => ws.send(m));
   });
   ws.on('message', (data) => {
     got.push(String(data));
@@ -60,6 +64,6 @@ if (mode === 'server') {
   });
   ws.on('error', (e) => { console.error(String(e)); process.exit(1); });
 } else {
-  console.error('usage: ws.js server PORT CERT KEY | client URL CAFILE N | rules URL CAFILE');
+  console.error('usage: ws.js server PORT CERT KEY | client URL CAFILE N | rules URL CAFILE | expect URL CAFILE SEND WANT');
   process.exit(64);
 }
