@@ -399,6 +399,8 @@ static int frame_begin(struct wsrw *w, struct wsdir *d)
 	else if (d->op != OP_CONT && d->op != OP_TEXT && d->op != OP_BINARY && d->op != OP_CLOSE &&
 		 d->op != OP_PING && d->op != OP_PONG)
 		why = "a reserved opcode";
+	else if (len >> 63)
+		why = "a 64-bit length with its most significant bit set";
 	else if (d->ctrl && (!d->fin || len > WS_MAX_CONTROL))
 		why = "a fragmented or long control frame";
 	else if (d->masked != (d->phase == HELD_REQUEST))
@@ -420,7 +422,10 @@ static int frame_begin(struct wsrw *w, struct wsdir *d)
 		d->msg = true;
 		d->mop = d->op;
 	}
-	if (!d->over && d->pllen + len > w->cfg.msg_cap) {
+	/* The cap bounds the payload kept and, against a flood of tiny
+	 * fragments, the frames kept with it (twice the cap). */
+	size_t cap = w->cfg.msg_cap;
+	if (!d->over && (len > cap - d->pllen || d->rawlen + d->hlen > 2 * cap - len)) {
 		/* Past the cap: on as it came from here. */
 		char why2[96];
 		snprintf(why2, sizeof(why2), "passed unchanged: larger than %zu bytes",

@@ -336,6 +336,25 @@ static void test_cap(void **state)
 	json_decref(n);
 	buf_free(&in);
 	world_close(&x);
+
+	/* empty fragments do not grow what is kept past twice the cap */
+	world_open(&x, RULES_EDIT, 64);
+	frame(&in, false, 0x1, true, "", 0);
+	for (int i = 0; i < 100; i++)
+		frame(&in, false, 0x0, true, "", 0);
+	frame(&in, true, 0x0, true, "secret", 6);
+	wsrw_client(x.w, in.p, in.n);
+	assert_int_equal(x.up.n, in.n); /* over the cap: as it came */
+	assert_memory_equal(x.up.p, in.p, in.n);
+	buf_free(&in);
+	world_close(&x);
+
+	/* a length with its top bit set breaks the protocol */
+	world_open(&x, RULES_EDIT, 0);
+	static const uint8_t huge[] = { 0x81, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4, 'x' };
+	wsrw_client(x.w, huge, sizeof(huge));
+	assert_int_equal(x.up.n, sizeof(huge));
+	world_close(&x);
 }
 
 static void test_protocol_error(void **state)
