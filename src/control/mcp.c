@@ -296,13 +296,15 @@ static const struct tool tools[] = {
 	{ "list_held", "List held messages",
 	  "What breakpoints hold now: requests not yet sent upstream and responses not yet sent "
 	  "to the device, each with its id, phase, method, URL, status, headers, a body preview, "
-	  "the rule and its deadline (it is released as it is then). Release or kill each.",
+	  "the rule and its deadline (it is released as it is then); WebSocket messages "
+	  "(proto websocket) with their text. Release or kill each.",
 	  PROPS() "}" },
 	{ "release", "Release a held message",
 	  "Lets a held message go on, as it is or edited: `edits` may set method and path (a "
 	  "request), status (a response), headers ([[name, value], ...] replaces all), "
 	  "set_headers ({name: value}), remove_headers ([names]) and body (text) or "
-	  "body_base64; Content-Length follows a new body.",
+	  "body_base64; Content-Length follows a new body. A WebSocket message takes only body "
+	  "or body_base64, its new content.",
 	  PROPS(INT("id", "the held item's id", 1,
 		    9007199254740991) ",\"edits\":{\"type\":"
 				      "\"object\",\"descripti"

@@ -11,6 +11,7 @@
  * meanwhile waits in `held`, bounded. */
 #include "mitm/h1rw.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
 #include "mitm/http1.h"
 #include "mitm/httpflow.h"
 #include "mitm/rules.h"
+#include "mitm/wsrw.h"
 
 struct rwreq {
 	char *method, *authority, *host, *path;
@@ -104,6 +106,15 @@ struct h1rw {
 	bool resp_held;
 	uint8_t *sheld;
 	size_t sheld_len;
+	/* WebSocket message rules: the upgrade request being parsed selected
+	 * some (ws_req, ws_sel); after it the client's bytes wait in `held`
+	 * for its response (ws_wait); a 101 hands both sides to `ws`, any
+	 * other final status ends the wait (ws_refused: the rest passes
+	 * through, as after any upgrade). */
+	struct rules_ws ws_sel;
+	bool ws_req, ws_wait, ws_refused;
+	char *ws_url;
+	struct wsrw *ws;
 };
 
 static llhttp_settings_t req_settings, resp_settings;
@@ -374,6 +385,7 @@ static int on_start(llhttp_t *p, const char *at, size_t n)
 static int req_begin(llhttp_t *p)
 {
 	side_reset(&rw_of(p)->req);
+	rw_of(p)->ws_req = false;
 	return 0;
 }
 
@@ -535,6 +547,43 @@ static int redirect(struct h1rw *w, struct side *s, struct rwreq *q, const struc
 	return retarget_mark(w, nt, q) ? 0 : -1;
 }
 
+/* Whether the request asks for a WebSocket (an Upgrade token "websocket"). */
+static bool asks_websocket(const struct http_headers *h)
+{
+	const struct http_header *u = http_headers_find(h, "upgrade");
+	if (!u)
+		return false;
+	for (const char *v = u->value; *v; v++)
+		if (strncasecmp(v, "websocket", 9) == 0 &&
+		    (v == u->value || !isalnum((unsigned char)v[-1])) &&
+		    !isalnum((unsigned char)v[9]))
+			return true;
+	return false;
+}
+
+/* The upgrade request `q` selected message rules: nothing may be
+ * compressed (the extensions offer goes), and the note says which. */
+static void ws_select(struct h1rw *w, struct side *s, struct rwreq *q)
+{
+	w->ws_req = true;
+	json_t *ids = json_array();
+	for (size_t i = 0; i < w->ws_sel.n; i++)
+		json_array_append_new(ids, json_string(w->ws_sel.v[i]->id));
+	json_object_set_new(q->note, "websocket_rules", ids);
+	if (http_headers_find(&s->h, "sec-websocket-extensions")) {
+		http_headers_remove(&s->h, "sec-websocket-extensions");
+		rules_note_action(q->note, "request:remove_header Sec-WebSocket-Extensions "
+					   "(WebSocket message rules)");
+	}
+	const char *path = q->path[0] == '/' ? q->path : "/";
+	size_t ul = strlen(q->authority) + strlen(path) + 8;
+	free(w->ws_url);
+	w->ws_url = malloc(ul);
+	if (w->ws_url)
+		snprintf(w->ws_url, ul, "%s://%s%s",
+			 strcmp(w->cfg.scheme, "https") == 0 ? "wss" : "ws", q->authority, path);
+}
+
 static int req_headers_complete(llhttp_t *p)
 {
 	struct h1rw *w = rw_of(p);
@@ -634,7 +683,15 @@ static int req_headers_complete(llhttp_t *p)
 			s->keep = true;
 		}
 	}
-	if (any) {
+	w->ws_req = false;
+	bool show = any;
+	if (asks_websocket(&s->h) && rules_ws_for(w->cfg.rules, &m, &w->ws_sel)) {
+		if (!orig_headers)
+			orig_headers = http_headers_json(&s->h);
+		show = true;
+		ws_select(w, s, q);
+	}
+	if (show) {
 		json_object_set_new(q->note, "request_original_headers", orig_headers);
 		json_object_set_new(q->note, "request_headers_upstream", http_headers_json(&s->h));
 	}
@@ -1037,6 +1094,8 @@ static int resp_message_complete(llhttp_t *p)
 	if (status >= 100 && status < 200 && status != 101)
 		return 0; /* interim: its request waits for the final one */
 	throttle(w, s, RULE_RESPONSE, 0);
+	if (w->ws_wait && status != 101)
+		w->ws_refused = true; /* no WebSocket: the rest as after any upgrade */
 	if (s->bp && !s->over && !w->dead && w->queue) {
 		if (bp_hold(w, s, w->queue, HELD_RESPONSE)) {
 			w->resp_held = true;
@@ -1116,7 +1175,7 @@ static void hold(struct h1rw *w, const uint8_t *p, size_t n)
 
 static bool client_held(const struct h1rw *w)
 {
-	return w->held_answer || w->req_held;
+	return w->held_answer || w->req_held || w->ws_wait;
 }
 
 static void feed_client(struct h1rw *w, const uint8_t *p, size_t n)
@@ -1139,6 +1198,12 @@ static void feed_client(struct h1rw *w, const uint8_t *p, size_t n)
 			n -= used;
 			continue;
 		}
+		if (e == HPE_PAUSED_UPGRADE && w->ws_req) {
+			/* The client's frames wait for the 101. */
+			w->ws_wait = true;
+			hold(w, p + used, n - used);
+			return;
+		}
 		/* An upgrade or an error: the rest as it is, both ways. */
 		w->passthrough = true;
 		out_up(w, p + used, n - used);
@@ -1152,6 +1217,10 @@ void h1rw_client(struct h1rw *w, const uint8_t *p, size_t n)
 {
 	if (w->dead || n == 0)
 		return;
+	if (w->ws) {
+		wsrw_client(w->ws, p, n);
+		return;
+	}
 	if (w->passthrough) {
 		out_up(w, p, n);
 		return;
@@ -1227,6 +1296,62 @@ void h1rw_upstream_failed(struct h1rw *w, const char *why)
 
 static void release_response(struct h1rw *w, const struct held_edits *e, const char *why);
 
+/* ---- WebSocket messages ---------------------------------------------------- */
+
+static void ws_to_upstream(void *ctx, const uint8_t *p, size_t n)
+{
+	out_up(ctx, p, n);
+}
+
+static void ws_to_client(void *ctx, const uint8_t *p, size_t n)
+{
+	out_cl(ctx, p, n);
+}
+
+static int ws_hold(void *ctx, enum held_phase phase, json_t *info)
+{
+	struct h1rw *w = ctx;
+	if (!w->cfg.ops.hold) {
+		json_decref(info);
+		return -1;
+	}
+	return w->cfg.ops.hold(w->cfg.ctx, phase, info);
+}
+
+static void ws_unhold(void *ctx, enum held_phase phase, const char *why)
+{
+	struct h1rw *w = ctx;
+	if (w->cfg.ops.unhold)
+		w->cfg.ops.unhold(w->cfg.ctx, phase, why);
+}
+
+/* The 101 is out: both sides go through the message rules from here; the
+ * client's frames that waited go first. 0, or -1 (no memory: the rest
+ * passes through). */
+static int ws_start(struct h1rw *w)
+{
+	struct wsrw_config c = { .ops = { .to_upstream = ws_to_upstream,
+					  .to_client = ws_to_client,
+					  .hold = w->cfg.ops.hold ? ws_hold : NULL,
+					  .unhold = ws_unhold },
+				 .ctx = w,
+				 .rules = w->cfg.rules,
+				 .ws = &w->ws_sel,
+				 .url = w->ws_url,
+				 .peer = w->peer };
+	w->ws = wsrw_new(&c);
+	if (!w->ws)
+		return -1;
+	w->ws_wait = false;
+	uint8_t *b = w->held;
+	size_t bn = w->held_len;
+	w->held = NULL;
+	w->held_len = 0;
+	wsrw_client(w->ws, b, bn);
+	free(b);
+	return 0;
+}
+
 /* Server bytes while a response is held wait, bounded: past the bound the
  * response is released as it is (the server is not read less for it). */
 static void sheld_add(struct h1rw *w, const uint8_t *p, size_t n)
@@ -1249,6 +1374,10 @@ void h1rw_server(struct h1rw *w, const uint8_t *p, size_t n)
 {
 	if (w->dead || n == 0)
 		return;
+	if (w->ws) {
+		wsrw_server(w->ws, p, n);
+		return;
+	}
 	if (w->passthrough) {
 		out_cl(w, p, n);
 		return;
@@ -1275,15 +1404,36 @@ void h1rw_server(struct h1rw *w, const uint8_t *p, size_t n)
 			n -= used;
 			continue;
 		}
+		if (e == HPE_PAUSED_UPGRADE && w->ws_wait && !w->ws_refused &&
+		    llhttp_get_status_code(&w->resp.p) == 101 && ws_start(w) == 0) {
+			wsrw_server(w->ws, p + used, n - used);
+			return;
+		}
 		w->passthrough = true;
 		out_cl(w, p + used, n - used);
 		break;
+	}
+	if (w->ws_wait && (w->ws_refused || w->passthrough)) {
+		/* No WebSocket after all: what the client sent waits no more. */
+		w->ws_wait = false;
+		w->passthrough = true;
+		uint8_t *b = w->held;
+		size_t bn = w->held_len;
+		w->held = NULL;
+		w->held_len = 0;
+		out_up(w, b, bn);
+		free(b);
+		return;
 	}
 	release_held(w);
 }
 
 void h1rw_server_eof(struct h1rw *w)
 {
+	if (w->ws) {
+		wsrw_eof(w->ws, HELD_RESPONSE);
+		return;
+	}
 	if (w->dead || w->passthrough)
 		return;
 	if (w->resp_held) {
@@ -1404,7 +1554,9 @@ static void release_response(struct h1rw *w, const struct held_edits *e, const c
 
 void h1rw_release(struct h1rw *w, enum held_phase phase, const struct held_edits *e)
 {
-	if (phase == HELD_REQUEST)
+	if (w->ws)
+		wsrw_release(w->ws, phase, e);
+	else if (phase == HELD_REQUEST)
 		release_request(w, e, NULL);
 	else
 		release_response(w, e, NULL);
@@ -1412,6 +1564,8 @@ void h1rw_release(struct h1rw *w, enum held_phase phase, const struct held_edits
 
 void h1rw_kill(struct h1rw *w, enum held_phase phase)
 {
+	if (w->ws)
+		wsrw_kill(w->ws, phase);
 	if (phase == HELD_REQUEST && w->req_held) {
 		struct rwreq *q = w->req_held;
 		w->req_held = NULL;
@@ -1426,12 +1580,24 @@ void h1rw_kill(struct h1rw *w, enum held_phase phase)
 
 bool h1rw_holding(const struct h1rw *w, enum held_phase phase)
 {
+	if (w->ws)
+		return wsrw_holding(w->ws, phase);
 	return phase == HELD_REQUEST ? w->req_held != NULL : w->resp_held;
 }
 
 size_t h1rw_backlog(const struct h1rw *w)
 {
-	return w->held_len + w->uplen;
+	return w->held_len + w->uplen + (w->ws ? wsrw_backlog(w->ws) : 0);
+}
+
+bool h1rw_websocket(const struct h1rw *w)
+{
+	return w->ws != NULL;
+}
+
+json_t *h1rw_take_ws_note(struct h1rw *w)
+{
+	return w->ws ? wsrw_take_note(w->ws) : NULL;
 }
 
 json_t *h1rw_take_note(struct h1rw *w)
@@ -1493,6 +1659,8 @@ void h1rw_free(struct h1rw *w)
 	if (w->req_held)
 		rwreq_free(w->req_held);
 	free(w->sheld);
+	wsrw_free(w->ws);
+	free(w->ws_url);
 	json_decref(w->notes);
 	free(w->held);
 	free(w->upbuf);

@@ -23,7 +23,12 @@
  * messages (ops.retarget), after every response due from the one before.
  *
  * After an upgrade (101, a CONNECT) or a parse error, the rest of the
- * connection passes through unchanged both ways.
+ * connection passes through unchanged both ways, except a WebSocket whose
+ * upgrade request selected message rules (rules_ws_for): that request goes
+ * without Sec-WebSocket-Extensions, the client's bytes after it wait for
+ * the response, and after a 101 both sides go through the WebSocket layer
+ * (mitm/wsrw.h); its held messages use ops.hold / h1rw_release /
+ * h1rw_kill as HTTP messages do (HELD_REQUEST: from the client).
  *
  * Each exchange gets a note (a JSON object for the "rules" key of its http
  * record, docs/flows.md), taken in order with h1rw_take_note. Bounded:
@@ -131,6 +136,12 @@ bool h1rw_holding(const struct h1rw *w, enum held_phase phase);
 
 /* Client bytes held now (pause the client above H1RW_MAX_HELD / 2). */
 size_t h1rw_backlog(const struct h1rw *w);
+
+/* Whether the connection is a WebSocket going through the message rules. */
+bool h1rw_websocket(const struct h1rw *w);
+/* What the message rules did since the last call (wsrw_take_note), NULL:
+ * nothing, or not a WebSocket. */
+json_t *h1rw_take_ws_note(struct h1rw *w);
 
 /* The next exchange's note, oldest first (a new reference), or NULL. */
 json_t *h1rw_take_note(struct h1rw *w);

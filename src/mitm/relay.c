@@ -336,6 +336,10 @@ static void sink_websocket(void *ctx, json_t *batch)
 	if (o) {
 		json_object_set_new(o, "conn", json_string(c->flow.id));
 		json_object_update(o, batch);
+		/* What the message rules did since the last batch. */
+		json_t *note = c->x && c->x->rw ? h1rw_take_ws_note(c->x->rw) : NULL;
+		if (note)
+			json_object_set_new(o, "rules", note);
 		if (flowlog_write(r->cfg.log, o) == 0)
 			r->stats.ws_batches++;
 	}
@@ -1722,9 +1726,13 @@ static void rw_held_kill(void *ctx, uint64_t id)
 		return;
 	enum held_phase ph = rw_held_phase(x, id);
 	x->held_id[ph - 1] = 0;
+	bool ws = h1rw_websocket(x->rw);
 	h1rw_kill(x->rw, ph);
 	snprintf(c->flow.error, sizeof(c->flow.error), "killed at a breakpoint (the %s)",
-		 ph == HELD_REQUEST ? "request" : "response");
+		 ws                   ? (ph == HELD_REQUEST ? "client's WebSocket message"
+							    : "server's WebSocket message")
+		 : ph == HELD_REQUEST ? "request"
+				      : "response");
 	relay_conn_finish(c, "rule:breakpoint_killed", END_RESET_BOTH);
 }
 

@@ -220,6 +220,9 @@ static const struct {
 	{ "block", RA_BLOCK, RULE_REQUEST },
 	{ "redirect", RA_REDIRECT, RULE_REQUEST },
 	{ "breakpoint", RA_BREAKPOINT, RULE_BOTH },
+	{ "ws_replace", RA_WS_REPLACE, RULE_BOTH },
+	{ "ws_drop", RA_WS_DROP, RULE_BOTH },
+	{ "ws_breakpoint", RA_WS_BREAKPOINT, RULE_BOTH },
 };
 
 static void action_free(struct rule_action *a)
@@ -450,7 +453,7 @@ static int parse_action(const json_t *o, const char *path, enum rule_dir rule_di
 		return fail(err, path, "type",
 			    "unknown action \"%.40s\" (set_header, add_header, remove_header, "
 			    "replace_body, set_json, set_status, delay, throttle, mock, block, "
-			    "redirect, breakpoint)",
+			    "redirect, breakpoint, ws_replace, ws_drop, ws_breakpoint)",
 			    type);
 	a->kind = KINDS[k].kind;
 	enum rule_dir def = (enum rule_dir)(rule_dir & KINDS[k].sides);
@@ -476,6 +479,7 @@ static int parse_action(const json_t *o, const char *path, enum rule_dir rule_di
 						     "replacement", "scheme", "host",
 						     "port",        "path",   NULL };
 	static const char *const bp_keys[] = { "type", "on", NULL };
+	static const char *const ws_replace_keys[] = { "type", "on", "regex", "replacement", NULL };
 	const char *s;
 	size_t n;
 	json_int_t iv;
@@ -597,8 +601,23 @@ static int parse_action(const json_t *o, const char *path, enum rule_dir rule_di
 			return -1;
 		break;
 	case RA_BREAKPOINT:
+	case RA_WS_DROP:
+	case RA_WS_BREAKPOINT:
 		if (only_keys(o, bp_keys, path, err) < 0)
 			return -1;
+		break;
+	case RA_WS_REPLACE:
+		if (only_keys(o, ws_replace_keys, path, err) < 0 ||
+		    get_str(o, "regex", path, true, &s, &n, err) < 0)
+			return -1;
+		if (!(a->re = re_new(s, n, false, path, "regex", err)))
+			return -1;
+		if (get_str(o, "replacement", path, true, &s, &n, err) < 0)
+			return -1;
+		if (n > RULES_MAX_TEXT)
+			return fail(err, path, "replacement", "longer than %u bytes",
+				    RULES_MAX_TEXT);
+		a->replacement = dup_n(s, n);
 		break;
 	}
 	if ((a->kind == RA_SET_HEADER || a->kind == RA_ADD_HEADER) && (!a->name || !a->value))
@@ -613,6 +632,7 @@ static void rule_free(struct rule *r)
 	filter_free(r->filter);
 	pcre2_code_free(r->host_re);
 	pcre2_code_free(r->path_re);
+	pcre2_code_free(r->msg_re);
 	for (size_t i = 0; i < r->nmethods; i++)
 		free(r->methods[i]);
 	for (size_t i = 0; i < r->nhdr; i++) {
@@ -632,8 +652,8 @@ static int parse_conditions(const json_t *c, const char *path, struct rule *r,
 	subpath(p, sizeof(p), "%s.conditions", path);
 	if (!json_is_object(c))
 		return fail(err, p, NULL, "expected an object");
-	static const char *const keys[] = { "host_pattern", "path_pattern", "methods",
-					    "header_match", NULL };
+	static const char *const keys[] = { "host_pattern", "path_pattern",    "methods",
+					    "header_match", "message_pattern", NULL };
 	if (only_keys(c, keys, p, err) < 0)
 		return -1;
 	const char *s;
@@ -645,6 +665,10 @@ static int parse_conditions(const json_t *c, const char *path, struct rule *r,
 	if (get_str(c, "path_pattern", p, false, &s, &n, err) < 0)
 		return -1;
 	if (s && !(r->path_re = re_new(s, n, false, p, "path_pattern", err)))
+		return -1;
+	if (get_str(c, "message_pattern", p, false, &s, &n, err) < 0)
+		return -1;
+	if (s && !(r->msg_re = re_new(s, n, false, p, "message_pattern", err)))
 		return -1;
 	const json_t *m = json_object_get(c, "methods");
 	if (m) {
@@ -761,8 +785,18 @@ static int rule_parse(const json_t *o, const char *path, struct rule *r, struct 
 		}
 	}
 	for (size_t i = 0; i < r->nactions; i++) {
+		if (r->actions[i].kind >= RA_WS_REPLACE) {
+			r->ws_dir = (enum rule_dir)(r->ws_dir | r->actions[i].on);
+			continue;
+		}
 		r->has_request |= (r->actions[i].on & RULE_REQUEST) != 0;
 		r->has_response |= (r->actions[i].on & RULE_RESPONSE) != 0;
+	}
+	if (r->msg_re && !r->ws_dir) {
+		char p[180];
+		subpath(p, sizeof(p), "%s.conditions", path);
+		return fail(err, p, "message_pattern",
+			    "a condition on WebSocket messages: the rule needs a ws_ action");
 	}
 	return 0;
 }
@@ -1282,7 +1316,7 @@ static const struct flow_fields *match_fields(struct match_ctx *c)
 static bool rule_matches(const struct rule *r, enum rule_dir phase, struct match_ctx *c)
 {
 	const struct rules_msg *m = c->m;
-	if (!r->enabled || !(r->dir & phase))
+	if (!r->enabled || (phase && !(r->dir & phase)))
 		return false;
 	if (r->device && (!m->peer || strcmp(r->device, m->peer) != 0))
 		return false;
@@ -1335,6 +1369,8 @@ bool rules_plan_for(const struct ruleset *rs, enum rule_dir phase, const struct 
 			const struct rule_action *a = &r->actions[k];
 			if (!(a->on & phase))
 				continue;
+			if (a->kind >= RA_WS_REPLACE)
+				continue; /* WebSocket messages: rules_ws_plan_for */
 			if (a->kind >= RA_MOCK) {
 				if (!plan->terminal) {
 					plan->terminal = a;
@@ -1351,6 +1387,52 @@ bool rules_plan_for(const struct ruleset *rs, enum rule_dir phase, const struct 
 	}
 	json_decref(c.req_h);
 	json_decref(c.resp_h);
+	return plan->nmatched > 0;
+}
+
+bool rules_ws_for(const struct ruleset *rs, const struct rules_msg *m, struct rules_ws *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (!rs)
+		return false;
+	struct match_ctx c = { .m = m };
+	for (size_t i = 0; i < rs->n && out->n < RULES_MAX_MATCHED; i++) {
+		const struct rule *r = &rs->v[i];
+		/* The upgrade request is matched whatever the direction: it
+		 * says which way the messages are taken. */
+		if (r->ws_dir && rule_matches(r, (enum rule_dir)0, &c))
+			out->v[out->n++] = r;
+	}
+	json_decref(c.req_h);
+	json_decref(c.resp_h);
+	return out->n > 0;
+}
+
+bool rules_ws_plan_for(const struct rules_ws *sel, enum rule_dir dir, bool text, const uint8_t *msg,
+		       size_t len, struct rules_ws_plan *plan)
+{
+	memset(plan, 0, sizeof(*plan));
+	for (size_t i = 0; i < sel->n; i++) {
+		const struct rule *r = sel->v[i];
+		if (!(r->ws_dir & dir))
+			continue;
+		if (r->msg_re && (!text || !re_find(r->msg_re, (const char *)msg, len)))
+			continue;
+		plan->matched[plan->nmatched++] = r;
+		for (size_t k = 0; k < r->nactions; k++) {
+			const struct rule_action *a = &r->actions[k];
+			if (a->kind < RA_WS_REPLACE || !(a->on & dir))
+				continue;
+			if (a->kind == RA_WS_REPLACE) {
+				if (text &&
+				    plan->nedits < sizeof(plan->edits) / sizeof(plan->edits[0]))
+					plan->edits[plan->nedits++] = a;
+			} else if (!plan->terminal) {
+				plan->terminal = a;
+				plan->terminal_rule = r;
+			}
+		}
+	}
 	return plan->nmatched > 0;
 }
 
@@ -1608,7 +1690,8 @@ const char *rules_action_name(enum rule_action_kind k)
 	static const char *const n[] = { "set_header",   "add_header", "remove_header",
 					 "replace_body", "set_json",   "set_status",
 					 "delay",        "throttle",   "mock",
-					 "block",        "redirect",   "breakpoint" };
+					 "block",        "redirect",   "breakpoint",
+					 "ws_replace",   "ws_drop",    "ws_breakpoint" };
 	return (size_t)k < sizeof(n) / sizeof(n[0]) ? n[k] : "?";
 }
 

@@ -69,6 +69,10 @@ enum rule_action_kind {
 	RA_BLOCK,
 	RA_REDIRECT,
 	RA_BREAKPOINT,
+	/* WebSocket messages after the upgrade (never part of an HTTP plan) */
+	RA_WS_REPLACE,    /* a transform: regex → replacement in a text message */
+	RA_WS_DROP,       /* terminal: the message goes nowhere */
+	RA_WS_BREAKPOINT, /* terminal: the message is held */
 };
 
 struct rule_header {
@@ -112,7 +116,9 @@ struct rule {
 	char *device; /* NULL: every peer */
 	struct rule_action actions[RULES_MAX_ACTIONS];
 	size_t nactions;
-	bool has_request, has_response; /* an action for that side */
+	bool has_request, has_response; /* an HTTP action for that side */
+	void *msg_re;                   /* conditions.message_pattern (NULL: none) */
+	enum rule_dir ws_dir;           /* directions its ws_ actions cover (0: none) */
 };
 
 struct rules_dns {
@@ -232,6 +238,30 @@ const char *rules_action_name(enum rule_action_kind k);
 void rules_note_action(json_t *note, const char *what);
 void rules_note_plan(json_t *note, const struct rules_plan *plan, enum rule_dir phase,
 		     const char *side);
+
+/* WebSocket message rules (docs/rules.md, "WebSocket messages"). The
+ * rules with ws_ actions whose match and conditions (but message_pattern)
+ * select a connection's upgrade request `m`, in list order, whatever their
+ * direction. Returns whether there is one. */
+struct rules_ws {
+	const struct rule *v[RULES_MAX_MATCHED];
+	size_t n;
+};
+bool rules_ws_for(const struct ruleset *rs, const struct rules_msg *m, struct rules_ws *out);
+
+/* What the selected rules do to one whole message: `dir` RULE_REQUEST
+ * (client to server) or RULE_RESPONSE; `text` for a text message (a
+ * message_pattern matches text messages only, ws_replace edits only them). */
+struct rules_ws_plan {
+	const struct rule *matched[RULES_MAX_MATCHED];
+	size_t nmatched;
+	const struct rule_action *edits[RULES_MAX_MATCHED * 4]; /* ws_replace, in order */
+	size_t nedits;
+	const struct rule_action *terminal; /* ws_drop or ws_breakpoint; NULL: none */
+	const struct rule *terminal_rule;
+};
+bool rules_ws_plan_for(const struct rules_ws *sel, enum rule_dir dir, bool text, const uint8_t *msg,
+		       size_t len, struct rules_ws_plan *plan);
 
 /* The addresses of a DNS override for `name` (no final dot, any case) and
  * `peer`: exact names first, then the longest matching wildcard. NULL:

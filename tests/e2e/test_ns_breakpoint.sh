@@ -4,7 +4,8 @@
 # GET /api/held; one is released edited (the test host sees the new path
 # and header), one killed (curl sees a reset, the record says why), one
 # times out (breakpoint_timeout_s set through the API) and goes on as it
-# was; a held response is released with another status. Then rules are
+# was; a held response is released with another status; a WebSocket
+# message from a real client is held and released edited. Then rules are
 # added, disabled and removed by id through the API and through MCP
 # (`wgmitm mcp` on stdio).
 #
@@ -137,6 +138,30 @@ bp = [r for r in h if "/bp/h2.txt" in r["url"]][0]
 assert bp["rules"]["request_breakpoint"] == "edited", bp["rules"]
 PY
 say "HTTP/2: one stream held and released edited while the other of its connection finished"
+
+# 5b. WebSocket: a client's message held by a ws_breakpoint rule (added
+# through the API), the message after it waiting behind it, released with
+# another text; the echo server answers both in order.
+if command -v node >/dev/null 2>&1 && [ -d /usr/share/nodejs/ws ]; then
+  serve "$HOST" env NODE_PATH=/usr/share/nodejs node "$here/ws.js" server 8446 "$pki/www.pem" "$pki/www.key"
+  wait_port "$HOST" 127.0.0.1 8446
+  out=$(api -X POST "$A/api/rules" -d '{"id": "ws-bp", "conditions": {"path_pattern": "^/ws-bp", "message_pattern": "hold"}, "actions": [{"type": "ws_breakpoint"}]}')
+  [ "$(echo "$out" | jq -r .id)" = ws-bp ] || fail "POST /api/rules (ws_breakpoint): $out"
+  in_ns "$CLI" env NODE_PATH=/usr/share/nodejs timeout 60 node "$here/ws.js" expect "wss://$HOST4:8446/ws-bp" \
+    "$E2E_TMP/wgca.pem" '["please hold", "after"]' '["edited by the API", "after"]' >"$E2E_TMP/ws.out" 2>&1 &
+  wsc=$!
+  wait_for 10 held_count 1 || fail "the WebSocket message was not held: $(cat "$E2E_TMP/ws.out")"
+  item=$(api "$A/api/held" | jq -c '.held[0]')
+  echo "$item" | jq -e '.proto == "websocket" and .phase == "request" and .body.text == "please hold" and .rule == "ws-bp"' \
+    >/dev/null || fail "held WebSocket item: $item"
+  sleep 1
+  kill -0 "$wsc" 2>/dev/null || fail "the client did not wait: $(cat "$E2E_TMP/ws.out")"
+  out=$(api -X POST "$A/api/held/$(echo "$item" | jq .id)/release" -d '{"body": "edited by the API"}')
+  echo "$out" | jq -e '.edited == true' >/dev/null || fail "WebSocket release: $out"
+  wait "$wsc" || fail "the WebSocket client after the release: $(cat "$E2E_TMP/ws.out")"
+  api -X DELETE "$A/api/rules/ws-bp" | jq -e '.removed == "ws-bp"' >/dev/null || fail "DELETE ws-bp"
+  say "WebSocket: a message held (proto websocket), the next one behind it, released edited"
+fi
 
 # 6. Rules by id: added (the server sees its header), disabled, removed;
 # bad ones refused with the field, the running rules kept.

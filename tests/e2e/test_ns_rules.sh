@@ -2,9 +2,10 @@
 # Interception rules end to end (docs/rules.md): a wireguard-go client
 # talks HTTPS/1.1 through wgmitm to a test host while rules from run's
 # options and HOME/rules.json change requests and responses, answer and
-# block them; the tunnel's DNS answers an overridden name.
+# block them, and edit and drop WebSocket messages; the tunnel's DNS
+# answers an overridden name.
 #
-#   ns cli (wireguard-go, curl, dig) ── ns srv (wgmitm run + rules) ── ns host (HTTPS :8443)
+#   ns cli (wireguard-go, curl, dig, node) ── ns srv (wgmitm run + rules) ── ns host (HTTPS :8443, wss :8446)
 #   www.test -> 203.0.113.10 (curl --resolve); api.staging.test -> 203.0.113.10 (a DNS override)
 source "$(dirname "$0")/lib.sh"
 require_root
@@ -12,6 +13,8 @@ for tool in openssl dig python3; do
   command -v "$tool" >/dev/null 2>&1 || { [ "${CI:-}" = true ] && fail "needs $tool"; say "SKIP: needs $tool"; exit 77; }
 done
 hosts="$(dirname "$0")/hosts.py"
+wsjs="$(cd "$(dirname "$0")" && pwd)/ws.js"
+export NODE_PATH=/usr/share/nodejs
 
 pki="$E2E_TMP/pki"
 test_pki "$pki"
@@ -59,6 +62,8 @@ serve "$HOST" python3 "$hosts" https "$www" 8443 "$pki/www.pem" "$pki/www.key"
 wait_port "$HOST" 127.0.0.1 8443
 serve "$HOST" python3 "$hosts" http "$www" 8080
 wait_port "$HOST" 127.0.0.1 8080
+serve "$HOST" node "$wsjs" server 8446 "$pki/www.pem" "$pki/www.key"
+wait_port "$HOST" 127.0.0.1 8446
 hveth=$(ip -n "$HOST" -o link show type veth | awk -F': ' '{print $2}' | cut -d@ -f1 | head -n1)
 ip -n "$HOST" addr add 203.0.113.11/24 dev "$hveth"
 serve "$HOST" python3 "$hosts" https "$E2E_TMP/staging" 9443 "$pki/staging.pem" "$pki/staging.key"
@@ -127,10 +132,15 @@ cat >"$HOME_DIR/rules.json" <<JSON
   {"id": "slow", "conditions": {"path_pattern": "^/slow"},
    "actions": [{"type": "delay", "ms": 300}]},
   {"id": "narrow", "direction": "response", "conditions": {"path_pattern": "^/big"},
-   "actions": [{"type": "throttle", "bytes_per_s": 100000}]}
+   "actions": [{"type": "throttle", "bytes_per_s": 100000}]},
+  {"id": "ws-edit", "conditions": {"path_pattern": "^/ws-rules"},
+   "actions": [{"type": "ws_replace", "regex": "secret", "replacement": "public"}]},
+  {"id": "ws-drop", "direction": "response",
+   "conditions": {"path_pattern": "^/ws-rules", "message_pattern": "^drop"},
+   "actions": [{"type": "ws_drop"}]}
 ]}
 JSON
-wait_for 10 grep -q "rules.json: 5 rules" "$E2E_TMP/wgmitm.log" || fail "rules.json was not loaded"
+wait_for 10 grep -q "rules.json: 7 rules" "$E2E_TMP/wgmitm.log" || fail "rules.json was not loaded"
 got=$("${c[@]}" -D "$E2E_TMP/h.txt" "https://www.test:8443/user.json")
 [ "$got" = '{"user":{"name":"dog","role":"admin"},"items":[1,2]}' ] || fail "response body edits: $got"
 grep -qi '^x-rule: resp-edit' "$E2E_TMP/h.txt" || fail "response header not set"
@@ -148,6 +158,15 @@ cmp -s "$E2E_TMP/big.out" "$www/big.bin" || fail "throttled download differs"
 python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) >= 1.0 else 1)' "$t" ||
   fail "200 kB throttled to 100 kB/s came in $t s"
 say "rules.json: set_json, replace_body, set_header, set_status, mock, delay, throttle ($t s for 200 kB at 100 kB/s)"
+
+# WebSocket messages (the server echoes; it would compress, but the offer
+# is removed): the client's "secret" is edited on its way up, the echo of
+# "drop me" is dropped on its way down.
+in_ns "$CLI" timeout 30 node "$wsjs" rules "wss://$HOST4:8446/ws-rules" "$E2E_TMP/wgca.pem" ||
+  fail "WebSocket message rules"
+wait_for 10 grep -q '"action":"ws_drop"' "$HOME_DIR/flows.jsonl" || fail "no websocket record noting the drop"
+grep -q '"action":"ws_replace"' "$HOME_DIR/flows.jsonl" || fail "no websocket record noting the edit"
+say "WebSocket rules: a message edited and one dropped, seen by a real client, noted in the records"
 
 # A bad rules.json keeps the running rules and names the field.
 echo '[{"id": "x", "actions": [{"type": "mock", "status": 42}]}]' >"$HOME_DIR/rules.json"
