@@ -1239,6 +1239,19 @@ void h1rw_client(struct h1rw *w, const uint8_t *p, size_t n)
 	feed_client(w, p, n);
 }
 
+/* The client bytes held so far go upstream as they are, and all after
+ * them: the layer is done parsing. */
+static void held_out_raw(struct h1rw *w)
+{
+	w->passthrough = true;
+	uint8_t *b = w->held;
+	size_t n = w->held_len;
+	w->held = NULL;
+	w->held_len = 0;
+	out_up(w, b, n);
+	free(b);
+}
+
 /* Client bytes held while the parser was stopped go on. */
 static void release_held(struct h1rw *w)
 {
@@ -1416,13 +1429,7 @@ void h1rw_server(struct h1rw *w, const uint8_t *p, size_t n)
 	if (w->ws_wait && (w->ws_refused || w->passthrough)) {
 		/* No WebSocket after all: what the client sent waits no more. */
 		w->ws_wait = false;
-		w->passthrough = true;
-		uint8_t *b = w->held;
-		size_t bn = w->held_len;
-		w->held = NULL;
-		w->held_len = 0;
-		out_up(w, b, bn);
-		free(b);
+		held_out_raw(w);
 		return;
 	}
 	release_held(w);
@@ -1509,13 +1516,7 @@ static void release_request(struct h1rw *w, const struct held_edits *e, const ch
 		return;
 	if (req_done(w, q) == HPE_USER) {
 		/* Too many requests without a response: the rest as it is. */
-		w->passthrough = true;
-		uint8_t *b = w->held;
-		size_t n = w->held_len;
-		w->held = NULL;
-		w->held_len = 0;
-		out_up(w, b, n);
-		free(b);
+		held_out_raw(w);
 		return;
 	}
 	release_held(w);
