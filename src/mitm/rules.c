@@ -1617,8 +1617,14 @@ static int url_split(const char *url, char *scheme, size_t sl, char *host, size_
 			return -1;
 		hs++;
 		he = rb;
-		if (rb + 1 < slash && rb[1] == ':')
-			*port = (uint16_t)atoi(rb + 2);
+		if (rb + 1 < slash) {
+			/* Only ":PORT" may follow the brackets. */
+			char *end;
+			long v = rb[1] == ':' ? strtol(rb + 2, &end, 10) : 0;
+			if (v <= 0 || v > 65535 || end != slash)
+				return -1;
+			*port = (uint16_t)v;
+		}
 	} else {
 		const char *colon = memchr(hs, ':', (size_t)(slash - hs));
 		if (colon) {

@@ -261,6 +261,18 @@ static void test_redirect(void **state)
 	assert_string_equal(host, "10.0.0.9");
 	assert_int_equal(port, 8080);
 	assert_string_equal(path, "/v2/x?y");
+	/* A bracketed host: ":PORT" alone may follow, 1 to 65535. */
+	assert_int_equal(rules_redirect_target(&rs->v[0].actions[0], "https", "[2001:db8::1]:8443",
+					       "/", scheme, sizeof(scheme), host, sizeof(host),
+					       &port, path, sizeof(path)),
+			 0);
+	static const char *const bad[] = { "[.:T]://P", "[::1]:0", "[::1]:70000", "[::1]x",
+					   "[::1]:8x" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(rules_redirect_target(&rs->v[0].actions[0], "https", bad[i], "/",
+						       scheme, sizeof(scheme), host, sizeof(host),
+						       &port, path, sizeof(path)),
+				 -1);
 	ruleset_unref(rs);
 }
 
