@@ -15,6 +15,7 @@
 #include "control/api.h"
 #include "control/config.h"
 #include "daemon_internal.h"
+#include "flows/flowlog.h"
 #include "listen/authext.h"
 #include "listen/entry.h"
 #include "listen/proxy.h"
@@ -67,16 +68,6 @@ static const char *kind(const struct daemon_proxy *p)
 	return p->http && p->socks5 ? "--http-proxy/--socks5"
 	       : p->http            ? "--http-proxy"
 				    : "--socks5";
-}
-
-static void format(const struct sockaddr_storage *a, char *out, size_t n)
-{
-	char h[INET6_ADDRSTRLEN] = "?";
-	if (a->ss_family == AF_INET)
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)a)->sin_addr, h, sizeof(h));
-	else
-		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)a)->sin6_addr, h, sizeof(h));
-	snprintf(out, n, a->ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", h, port_of(a));
 }
 
 int daemon_add_proxy(struct daemon_options *o, const char *spec, bool socks5, char *err,
@@ -256,7 +247,7 @@ static int bounds_check(const struct bound *l, size_t n, unsigned api, bool cred
 {
 	for (size_t i = 0; i < n; i++) {
 		char a[80];
-		format(&l[i].addr, a, sizeof(a));
+		flowlog_format_addr((const struct sockaddr *)&l[i].addr, a);
 		*bad = i;
 		if (api && !l[i].udp && !l[i].wireguard && port_of(&l[i].addr) == api) {
 			snprintf(err, errlen, "%s %s: that is the control API's port", l[i].label,
@@ -267,7 +258,7 @@ static int bounds_check(const struct bound *l, size_t n, unsigned api, bool cred
 			if (l[i].udp == l[j].udp && !(l[i].wireguard && l[j].wireguard) &&
 			    clash(&l[i].addr, &l[j].addr)) {
 				char b[80];
-				format(&l[j].addr, b, sizeof(b));
+				flowlog_format_addr((const struct sockaddr *)&l[j].addr, b);
 				snprintf(err, errlen, "%s %s: the port is already %s's (%s)",
 					 l[i].label, a, l[j].label, b);
 				return -1;
@@ -378,7 +369,7 @@ static struct proxy *open_proxy(struct daemon *d, struct proxy_config *pc, char 
 	struct proxy *p = proxy_new(d->loop, pc, &err);
 	if (!p) {
 		char a[80];
-		format(&pc->addr, a, sizeof(a));
+		flowlog_format_addr((const struct sockaddr *)&pc->addr, a);
 		snprintf(why, whylen, "cannot listen on %s: %s", a, uv_strerror(err));
 		return NULL;
 	}
@@ -391,7 +382,7 @@ static int open_one(struct daemon *d, struct daemon_listener *l, char *why, size
 {
 	const struct listen_entry *e = &l->le;
 	char a[80];
-	format(&e->t.addr, a, sizeof(a));
+	flowlog_format_addr((const struct sockaddr *)&e->t.addr, a);
 	if (e->kind == LISTEN_UDP_FORWARD) {
 		struct udp_forward_config fc = {
 			.addr = e->t.addr,
@@ -409,7 +400,7 @@ static int open_one(struct daemon *d, struct daemon_listener *l, char *why, size
 			return -1;
 		}
 		char b[80];
-		format(&fc.target, b, sizeof(b));
+		flowlog_format_addr((const struct sockaddr *)&fc.target, b);
 		log_info("UDP forward on %s to %s (%s), listener %s", a, b, e->t.host, e->name);
 		return 0;
 	}
@@ -674,7 +665,7 @@ int daemon_listeners_open(struct daemon *d)
 		}
 		d->internal[d->ninternal++] = p;
 		char a[80];
-		format(&dp->addr, a, sizeof(a));
+		flowlog_format_addr((const struct sockaddr *)&dp->addr, a);
 		log_proxy(d, dp->http, dp->socks5, a, NULL);
 	}
 	relist(d);
@@ -711,7 +702,7 @@ json_t *daemon_listeners_from_options(const struct daemon_options *o)
 		if (dp->peer)
 			continue;
 		char spec[80];
-		format(&dp->addr, spec, sizeof(spec));
+		flowlog_format_addr((const struct sockaddr *)&dp->addr, spec);
 		json_array_append_new(a, listen_entry_from_spec(dp->http && dp->socks5
 									? "http-proxy+socks5"
 								: dp->http ? "http-proxy"

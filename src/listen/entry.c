@@ -4,13 +4,11 @@
  * same. */
 #include "entry.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "common/sockaddr.h"
+#include "flows/flowlog.h"
 
 #define SPEC_MAX 1024
 
@@ -225,12 +223,8 @@ int listen_entry_parse(const json_t *e, struct listen_entry *out, char *field, s
 json_t *listen_entry_from_spec(const char *type, const char *spec,
 			       const struct sockaddr_storage *addr)
 {
-	char h[INET6_ADDRSTRLEN] = "?", name[LISTEN_NAME_MAX + 1];
-	const void *ip = addr->ss_family == AF_INET6
-				 ? (const void *)&((const struct sockaddr_in6 *)addr)->sin6_addr
-				 : (const void *)&((const struct sockaddr_in *)addr)->sin_addr;
-	inet_ntop(addr->ss_family == AF_INET6 ? AF_INET6 : AF_INET, ip, h, sizeof(h));
-	snprintf(name, sizeof(name), addr->ss_family == AF_INET6 ? "%s@[%s]:%u" : "%s@%s:%u", type,
-		 h, sockaddr_port((const struct sockaddr *)addr));
+	char a[FLOWLOG_ADDR_LEN], name[LISTEN_NAME_MAX + 1];
+	flowlog_format_addr((const struct sockaddr *)addr, a);
+	snprintf(name, sizeof(name), "%s@%s", type, a);
 	return json_pack("{s:s,s:s,s:s}", "name", name, "type", type, "spec", spec);
 }
